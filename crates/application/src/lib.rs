@@ -1,0 +1,10 @@
+//! Use cases of SBA and the ports (traits) they need from the outside world.
+//!
+//! Services here only see ports; adapters live in `sba-infrastructure` and are chosen in
+//! `sba-delivery`'s `startup.rs`.
+
+pub mod context;
+pub mod ports;
+pub mod runs;
+
+pub use context::RequestContext;

@@ -1,0 +1,29 @@
+//! Ports: what the application needs from storage, identity and time.
+//!
+//! Every port is `Send + Sync + 'static`, returns application errors only (never a driver's
+//! error type), and has a mockall mock behind the `mocks` feature.
+
+mod audit_log;
+mod clock;
+mod dependency_check;
+mod error;
+mod run_repository;
+mod token_verifier;
+
+pub use audit_log::AuditLog;
+pub use clock::{Clock, IdGenerator};
+pub use dependency_check::DependencyCheck;
+pub use error::RepositoryError;
+pub use run_repository::RunRepository;
+pub use token_verifier::{TokenError, TokenVerifier};
+
+#[cfg(any(test, feature = "mocks"))]
+pub use audit_log::MockAuditLog;
+#[cfg(any(test, feature = "mocks"))]
+pub use clock::{MockClock, MockIdGenerator};
+#[cfg(any(test, feature = "mocks"))]
+pub use dependency_check::MockDependencyCheck;
+#[cfg(any(test, feature = "mocks"))]
+pub use run_repository::MockRunRepository;
+#[cfg(any(test, feature = "mocks"))]
+pub use token_verifier::MockTokenVerifier;

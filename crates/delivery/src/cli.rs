@@ -1,0 +1,188 @@
+//! The `sba` command line: `serve` (the default), `worker`, `migrate`, `config check` and
+//! `dev-token`.
+
+#![allow(clippy::print_stdout, reason = "a command line prints its results on stdout")]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sba_domain::{Role, TenantId, UserId};
+use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner};
+use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
+use sba_infrastructure::postgres::{InternalStore, PoolOptions};
+
+use crate::startup::{Application, jwt_rules};
+use crate::telemetry;
+
+/// SBA: a multi-tenant backend for AI-agent runs.
+#[derive(Debug, Parser)]
+#[command(name = "sba", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default when no command is given).
+    Serve,
+    /// Apply, revert or list migrations of the internal store.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a development token signed with the first configured HS256 secret.
+    DevToken {
+        /// Tenant id (a UUID).
+        #[arg(long)]
+        tenant: String,
+        /// User id (the token's `sub`).
+        #[arg(long)]
+        user: String,
+        /// One of authenticated, admin, agent, service.
+        #[arg(long, default_value = "authenticated")]
+        role: String,
+        /// Lifetime of the token in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last applied migrations.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied; exits 1 when some are pending.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration (secrets redacted) and every problem found.
+    Check,
+}
+
+/// Runs the command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let env = EnvSnapshot::from_process();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config { action: ConfigAction::Check } => config_check(&env),
+        Command::DevToken { tenant, user, role, ttl_secs } => {
+            with_settings(&env, |settings| dev_token(&settings, &tenant, &user, &role, ttl_secs))
+        }
+        Command::Migrate { action } => with_settings(&env, |settings| block_on(migrate(settings, action))),
+        Command::Serve => with_settings(&env, |settings| block_on(serve(settings))),
+    }
+}
+
+/// Loads the settings or prints every problem and fails, before anything else happens.
+fn with_settings(env: &EnvSnapshot, then: impl FnOnce(Settings) -> anyhow::Result<ExitCode>) -> ExitCode {
+    let settings = match load(env, &LoadOptions::default()) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            eprint!("sba: {problems}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match then(settings) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "sba failed");
+            eprintln!("sba: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let application = Application::build(settings).await?;
+    application.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
+    let pool = PoolOptions { max_connections: 2, connect_timeout: settings.store.connect_timeout };
+    let store = InternalStore::connect(&settings.store.location, pool).await?;
+    let mut code = ExitCode::SUCCESS;
+    match action {
+        MigrateAction::Up => {
+            store.migrate_up().await?;
+            println!("migrations applied to {}", store.description());
+        }
+        MigrateAction::Down { steps } => {
+            store.migrate_down(steps).await?;
+            println!("reverted {steps} migration(s) on {}", store.description());
+        }
+        MigrateAction::Status => {
+            let states = store.migration_status().await?;
+            for state in &states {
+                println!("{:<8} {}", if state.applied { "applied" } else { "pending" }, state.name);
+            }
+            let pending = states.iter().filter(|s| !s.applied).count();
+            println!("{pending} pending migration(s) on {}", store.description());
+            if pending > 0 {
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    store.close().await;
+    Ok(code)
+}
+
+fn config_check(env: &EnvSnapshot) -> ExitCode {
+    match load(env, &LoadOptions { create_dev_secret: false, ..LoadOptions::default() }) {
+        Ok(settings) => {
+            print!("{settings}");
+            for warning in &settings.warnings {
+                println!("warning: {warning}");
+            }
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dev_token(
+    settings: &Settings,
+    tenant: &str,
+    user: &str,
+    role: &str,
+    ttl_secs: u64,
+) -> anyhow::Result<ExitCode> {
+    let request = DevTokenRequest {
+        tenant_id: tenant.parse::<TenantId>().map_err(|e| anyhow::anyhow!("--tenant: {e}"))?,
+        user_id: UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?,
+        role: role.parse::<Role>().map_err(|_| {
+            anyhow::anyhow!("--role: `{role}` is not one of authenticated, admin, agent, service")
+        })?,
+        ttl: Duration::from_secs(ttl_secs),
+    };
+    let secret = settings
+        .auth
+        .secrets
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no HS256 secret is configured, so no token can be signed"))?;
+    let token = HsJwtSigner::new(secret, jwt_rules(settings)).sign(&request)?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

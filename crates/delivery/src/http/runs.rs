@@ -1,0 +1,151 @@
+//! `/v1/runs`: start, read and cancel agent runs.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use sba_application::runs::CreateRun;
+use sba_domain::{AgentName, AgentRun, Metadata, RunId, SessionId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::auth::Authenticated;
+use super::error::{ApiError, FieldError, method_not_allowed};
+use crate::startup::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/runs").route(web::post().to(create_run)).default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/runs/{run_id}")
+            .route(web::get().to(get_run))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/runs/{run_id}/cancel")
+            .route(web::post().to(cancel_run))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// Body of `POST /v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunRequest {
+    pub agent: String,
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+}
+
+impl CreateRunRequest {
+    /// Parses every field, reporting all invalid ones at once.
+    fn try_into_domain(self) -> Result<CreateRun, ApiError> {
+        let mut errors = Vec::new();
+        let mut reject =
+            |field: &str, message: String| errors.push(FieldError { field: field.to_owned(), message });
+        let agent = AgentName::parse(&self.agent).map_err(|e| reject("agent", e.message)).ok();
+        let session_id = match self.session_id.as_deref() {
+            None => Some(None),
+            Some(text) => Uuid::parse_str(text)
+                .map(|id| Some(SessionId::from_uuid(id)))
+                .map_err(|_| reject("session_id", "must be a UUID".to_owned()))
+                .ok(),
+        };
+        let metadata = Metadata::parse(self.metadata.unwrap_or_default())
+            .map_err(|e| reject("metadata", e.message))
+            .ok();
+        match (agent, session_id, metadata) {
+            (Some(agent), Some(session_id), Some(metadata)) if errors.is_empty() => {
+                Ok(CreateRun { agent, input: self.input, session_id, metadata })
+            }
+            _ => Err(ApiError::validation(errors)),
+        }
+    }
+}
+
+/// A run as clients see it.
+#[derive(Debug, Serialize)]
+pub struct RunResponse {
+    pub id: RunId,
+    pub tenant_id: sba_domain::TenantId,
+    pub user_id: String,
+    pub agent: String,
+    pub status: &'static str,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub last_error: Option<sba_domain::RunError>,
+    pub session_id: Option<SessionId>,
+    pub metadata: serde_json::Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl From<AgentRun> for RunResponse {
+    fn from(run: AgentRun) -> Self {
+        Self {
+            id: run.id,
+            tenant_id: run.tenant_id,
+            user_id: run.user_id.to_string(),
+            agent: run.agent.to_string(),
+            status: run.status().as_str(),
+            input: run.input,
+            output: run.output,
+            last_error: run.last_error,
+            session_id: run.session_id,
+            metadata: run.metadata.into_map(),
+            created_at: run.created_at,
+            started_at: run.started_at,
+            completed_at: run.completed_at,
+            cancelled_at: run.cancelled_at,
+        }
+    }
+}
+
+async fn create_run(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    body: web::Json<CreateRunRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner().try_into_domain().map_err(|e| e.with_request_id(&ctx.request_id))?;
+    let run = state
+        .runs
+        .create(&ctx, request)
+        .await
+        .map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
+    Ok(HttpResponse::Created()
+        .insert_header((actix_web::http::header::LOCATION, format!("/v1/runs/{}", run.id)))
+        .json(RunResponse::from(run)))
+}
+
+async fn get_run(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path, &ctx.request_id)?;
+    let run =
+        state.runs.get(&ctx, id).await.map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
+    Ok(HttpResponse::Ok().json(RunResponse::from(run)))
+}
+
+async fn cancel_run(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path, &ctx.request_id)?;
+    let run =
+        state.runs.cancel(&ctx, id).await.map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
+    Ok(HttpResponse::Ok().json(RunResponse::from(run)))
+}
+
+/// A malformed id names no run, so it answers 404 exactly like a missing one.
+fn parse_run_id(text: &str, request_id: &str) -> Result<RunId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found().with_request_id(request_id))
+}

@@ -1,0 +1,789 @@
+//! Loading: files, then environment, into raw strings; then parsing and validating every
+//! setting, collecting every problem instead of stopping at the first.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use url::Url;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use super::dev_secret;
+use super::env::EnvSnapshot;
+use super::settings::{
+    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RedisSettings, SecretSource,
+    ServerSettings, Settings, StoreSettings, SupabaseSettings,
+};
+use crate::postgres::StoreLocation;
+
+/// Browser-side variables. Server code never reads them; their presence is only reported.
+const PUBLIC_PREFIX: &str = "NEXT_PUBLIC_";
+
+/// Variables read under their well-known names, and the setting each one fills.
+/// Where two name the same setting, the first one present wins.
+const WELL_KNOWN: [(&str, &str); 9] = [
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("SUPABASE_URL", "supabase.url"),
+    ("SUPABASE_SERVICE_ROLE_KEY", "supabase.service_role_key"),
+    ("SUPABASE_SERVICE_KEY", "supabase.service_role_key"),
+    ("SUPABASE_JWT_SECRET", "auth.supabase_jwt_secret"),
+    ("PORT", "server.port"),
+    ("RUST_LOG", "log.filter"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+];
+
+/// Every `SBA_*` variable this build understands (others are reported as unknown).
+const KNOWN_SBA_VARS: [&str; 20] = [
+    "SBA_ENV",
+    "SBA_CONFIG_FILE",
+    "SBA_DATA_DIR",
+    "SBA_SERVER__HOST",
+    "SBA_SERVER__PORT",
+    "SBA_SERVER__SHUTDOWN_TIMEOUT_SECS",
+    "SBA_SERVER__MAX_BODY_BYTES",
+    "SBA_DATABASE__URL",
+    "SBA_DATABASE__MAX_CONNECTIONS",
+    "SBA_DATABASE__CONNECT_TIMEOUT_SECS",
+    "SBA_REDIS__URL",
+    "SBA_SUPABASE__URL",
+    "SBA_SUPABASE__SERVICE_ROLE_KEY",
+    "SBA_AUTH__JWT_SECRETS",
+    "SBA_AUTH__JWKS_URL",
+    "SBA_AUTH__ISSUER",
+    "SBA_AUTH__AUDIENCE",
+    "SBA_AUTH__LEEWAY_SECS",
+    "SBA_CORS__ALLOWED_ORIGINS",
+    "SBA_LOG__FORMAT",
+];
+
+/// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Directory of the optional `sba.toml` and `sba.<environment>.toml` files.
+    pub config_dir: PathBuf,
+    /// Whether development mode may create its secret file (`config check` only looks).
+    pub create_dev_secret: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { config_dir: PathBuf::from("config"), create_dev_secret: true }
+    }
+}
+
+/// One setting that is missing or invalid, named as the operator sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub message: String,
+}
+
+/// Every problem found while loading; startup prints them all and stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, setting: &str, message: impl Into<String>) {
+        self.0.push(Problem { setting: setting.to_owned(), message: message.into() });
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {}: {}", problem.setting, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    env: Option<String>,
+    data_dir: Option<String>,
+    server: RawServer,
+    database: RawDatabase,
+    redis: RawUrl,
+    supabase: RawSupabase,
+    auth: RawAuth,
+    cors: RawCors,
+    log: RawLog,
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServer {
+    host: Option<String>,
+    port: Option<String>,
+    shutdown_timeout_secs: Option<String>,
+    max_body_bytes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDatabase {
+    url: Option<SecretString>,
+    max_connections: Option<String>,
+    connect_timeout_secs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawUrl {
+    url: Option<SecretString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSupabase {
+    url: Option<String>,
+    service_role_key: Option<SecretString>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAuth {
+    jwt_secrets: Option<SecretString>,
+    supabase_jwt_secret: Option<SecretString>,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_secs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCors {
+    allowed_origins: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLog {
+    filter: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+}
+
+/// Loads and validates the settings of this process.
+///
+/// # Errors
+/// [`Problems`] listing every missing or invalid setting.
+pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Problems> {
+    let mut problems = Problems::default();
+    let raw = read_raw(env, options)
+        .map_err(|message| Problems(vec![Problem { setting: "configuration".into(), message }]))?;
+
+    let environment = match raw.env.as_deref().map(str::trim) {
+        None | Some("development" | "dev") => Environment::Development,
+        Some("production" | "prod") => Environment::Production,
+        Some(other) => {
+            problems.push("SBA_ENV", format!("`{other}` is not `development` or `production`"));
+            Environment::Production
+        }
+    };
+    let production = environment == Environment::Production;
+    let mut warnings = ignored_variables(env);
+    warnings.extend(unknown_variables(env));
+    let public_hint = |name: &str| {
+        let public = format!("{PUBLIC_PREFIX}{name}");
+        if env.get(&public).is_some() {
+            format!(" ({public} is set, but server code never reads {PUBLIC_PREFIX}* variables)")
+        } else {
+            String::new()
+        }
+    };
+    let require = |problems: &mut Problems, present: bool, setting: &str, server_name: &str| {
+        if production && !present {
+            problems.push(setting, format!("is required in production{}", public_hint(server_name)));
+        }
+    };
+
+    let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(".sba"));
+
+    // Server.
+    let default_host = if production { "0.0.0.0" } else { "127.0.0.1" };
+    let server = ServerSettings {
+        host: parse_or(
+            &mut problems,
+            "SBA_SERVER__HOST",
+            raw.server.host.as_deref(),
+            default_host.parse().ok(),
+        )
+        .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        port: parse_or(&mut problems, "PORT", raw.server.port.as_deref(), Some(8080)).unwrap_or(8080),
+        shutdown_timeout: Duration::from_secs(
+            parse_or(
+                &mut problems,
+                "SBA_SERVER__SHUTDOWN_TIMEOUT_SECS",
+                raw.server.shutdown_timeout_secs.as_deref(),
+                Some(30),
+            )
+            .unwrap_or(30),
+        ),
+        max_body_bytes: parse_or(
+            &mut problems,
+            "SBA_SERVER__MAX_BODY_BYTES",
+            raw.server.max_body_bytes.as_deref(),
+            Some(1 << 20),
+        )
+        .unwrap_or(1 << 20),
+    };
+    collect_validation(
+        &mut problems,
+        server.validate(),
+        &[("port", "PORT"), ("max_body_bytes", "SBA_SERVER__MAX_BODY_BYTES")],
+    );
+
+    // Internal store.
+    require(&mut problems, raw.database.url.is_some(), "DATABASE_URL", "DATABASE_URL");
+    let location = match &raw.database.url {
+        None => StoreLocation::Sqlite(data_dir.join("sba.db")),
+        Some(url) => store_location(&mut problems, url, production),
+    };
+    let store = StoreSettings {
+        location,
+        max_connections: parse_or(
+            &mut problems,
+            "SBA_DATABASE__MAX_CONNECTIONS",
+            raw.database.max_connections.as_deref(),
+            Some(20),
+        )
+        .unwrap_or(20),
+        connect_timeout: Duration::from_secs(
+            parse_or(
+                &mut problems,
+                "SBA_DATABASE__CONNECT_TIMEOUT_SECS",
+                raw.database.connect_timeout_secs.as_deref(),
+                Some(5),
+            )
+            .unwrap_or(5),
+        ),
+    };
+    collect_validation(
+        &mut problems,
+        store.validate(),
+        &[("max_connections", "SBA_DATABASE__MAX_CONNECTIONS")],
+    );
+
+    // Redis.
+    require(&mut problems, raw.redis.url.is_some(), "REDIS_URL", "REDIS_URL");
+    let redis = raw.redis.url.and_then(|url| {
+        let scheme_ok =
+            Url::parse(url.expose_secret()).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+        if scheme_ok {
+            Some(RedisSettings { url })
+        } else {
+            problems.push("REDIS_URL", "must be a redis:// or rediss:// URL");
+            None
+        }
+    });
+
+    // Supabase.
+    require(&mut problems, raw.supabase.url.is_some(), "SUPABASE_URL", "SUPABASE_URL");
+    require(
+        &mut problems,
+        raw.supabase.service_role_key.is_some(),
+        "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY)",
+        "SUPABASE_SERVICE_ROLE_KEY",
+    );
+    let supabase_url =
+        raw.supabase.url.as_deref().and_then(|url| http_url(&mut problems, "SUPABASE_URL", url));
+    let supabase = match (supabase_url, raw.supabase.service_role_key) {
+        (Some(url), Some(service_role_key)) => Some(SupabaseSettings { url, service_role_key }),
+        (None, None) => None,
+        (Some(_), None) if !production => {
+            problems.push("SUPABASE_SERVICE_ROLE_KEY", "is required when SUPABASE_URL is set");
+            None
+        }
+        (None, Some(_)) if !production => {
+            problems.push("SUPABASE_URL", "is required when SUPABASE_SERVICE_ROLE_KEY is set");
+            None
+        }
+        _ => None,
+    };
+
+    // Authentication.
+    let auth = auth_settings(&mut problems, raw.auth, production, &data_dir, options, &public_hint);
+
+    // CORS.
+    let allowed_origins: Vec<String> = raw
+        .cors
+        .allowed_origins
+        .as_deref()
+        .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    require(
+        &mut problems,
+        !allowed_origins.is_empty(),
+        "SBA_CORS__ALLOWED_ORIGINS",
+        "SBA_CORS__ALLOWED_ORIGINS",
+    );
+    let cors = CorsSettings { allowed_origins };
+    collect_validation(&mut problems, cors.validate(), &[("allowed_origins", "SBA_CORS__ALLOWED_ORIGINS")]);
+
+    // Logs and telemetry.
+    let format = match raw.log.format.as_deref() {
+        None => {
+            if production {
+                LogFormat::Json
+            } else {
+                LogFormat::Pretty
+            }
+        }
+        Some("json") => LogFormat::Json,
+        Some("pretty" | "text") => LogFormat::Pretty,
+        Some(other) => {
+            problems.push("SBA_LOG__FORMAT", format!("`{other}` is not `json` or `pretty`"));
+            LogFormat::Json
+        }
+    };
+    let log = LogSettings { filter: raw.log.filter.unwrap_or_else(|| "info".to_owned()), format };
+    let otlp_endpoint = raw
+        .telemetry
+        .otlp_endpoint
+        .as_deref()
+        .and_then(|url| http_url(&mut problems, "OTEL_EXPORTER_OTLP_ENDPOINT", url));
+
+    if !problems.0.is_empty() {
+        return Err(problems);
+    }
+    Ok(Settings {
+        environment,
+        data_dir,
+        server,
+        store,
+        redis,
+        supabase,
+        auth,
+        cors,
+        log,
+        otlp_endpoint,
+        warnings,
+    })
+}
+
+fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
+    let dir = &options.config_dir;
+    let mut builder = config::Config::builder()
+        .add_source(config::File::with_name(&dir.join("sba").to_string_lossy()).required(false));
+    if let Some(name) = env.get("SBA_ENV") {
+        let file = dir.join(format!("sba.{}", name.trim()));
+        builder = builder.add_source(config::File::with_name(&file.to_string_lossy()).required(false));
+    }
+    if let Some(file) = env.get("SBA_CONFIG_FILE") {
+        builder = builder.add_source(config::File::with_name(file).required(true));
+    }
+    let sba_vars: config::Map<String, String> = env
+        .map()
+        .iter()
+        .filter(|(k, _)| k.starts_with("SBA_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("SBA").prefix_separator("_").separator("__").source(Some(sba_vars)),
+    );
+    let mut filled = std::collections::HashSet::new();
+    for (var, key) in WELL_KNOWN {
+        if let Some(value) = env.get(var) {
+            if filled.insert(key) {
+                builder = builder.set_override(key, value).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    builder
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| format!("cannot read the configuration: {e}"))
+}
+
+fn auth_settings(
+    problems: &mut Problems,
+    raw: RawAuth,
+    production: bool,
+    data_dir: &Path,
+    options: &LoadOptions,
+    public_hint: &dyn Fn(&str) -> String,
+) -> AuthSettings {
+    let mut secrets: Vec<SecretString> = Vec::new();
+    if let Some(secret) = raw.supabase_jwt_secret {
+        secrets.push(secret);
+    }
+    if let Some(list) = raw.jwt_secrets {
+        secrets.extend(
+            list.expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned())),
+        );
+    }
+    let secrets = dedup_secrets(secrets);
+    if secrets.iter().any(|s| s.expose_secret().len() < MIN_SECRET_BYTES) {
+        problems.push(
+            "SUPABASE_JWT_SECRET / SBA_AUTH__JWT_SECRETS",
+            format!("every HS256 secret must be at least {MIN_SECRET_BYTES} bytes long"),
+        );
+    }
+    let jwks_url = raw.jwks_url.as_deref().and_then(|url| http_url(problems, "SBA_AUTH__JWKS_URL", url));
+    if jwks_url.is_some() {
+        problems.push(
+            "SBA_AUTH__JWKS_URL",
+            "JWKS (RS256/ES256) verification is not available in this build yet; configure \
+             SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
+        );
+    }
+    let configured = !secrets.is_empty() || jwks_url.is_some();
+    if production {
+        if !configured {
+            problems.push(
+                "SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
+                format!(
+                    "a JWT verification key is required in production{}",
+                    public_hint("SUPABASE_JWT_SECRET")
+                ),
+            );
+        }
+        if raw.issuer.is_none() {
+            problems.push("SBA_AUTH__ISSUER", "is required in production");
+        }
+        if raw.audience.is_none() {
+            problems.push("SBA_AUTH__AUDIENCE", "is required in production");
+        }
+    }
+    let leeway = Duration::from_secs(
+        parse_or(problems, "SBA_AUTH__LEEWAY_SECS", raw.leeway_secs.as_deref(), Some(30)).unwrap_or(30),
+    );
+
+    let (secrets, secret_source, issuer, audience) = if configured || production {
+        (secrets, SecretSource::Configured, raw.issuer, raw.audience)
+    } else {
+        let path = dev_secret::path_in(data_dir);
+        let secret = if options.create_dev_secret {
+            dev_secret::read_or_create(&path).map(Some)
+        } else {
+            dev_secret::read(&path)
+        };
+        let secrets = match secret {
+            Ok(secret) => secret.into_iter().collect(),
+            Err(e) => {
+                problems.push("development JWT secret", format!("{e:#}"));
+                Vec::new()
+            }
+        };
+        let issuer = raw.issuer.or_else(|| Some("sba-dev".to_owned()));
+        let audience = raw.audience.or_else(|| Some("sba".to_owned()));
+        (secrets, SecretSource::GeneratedFile(path), issuer, audience)
+    };
+    let auth = AuthSettings { secrets, secret_source, jwks_url, issuer, audience, leeway };
+    collect_validation(problems, auth.validate(), &[("leeway", "SBA_AUTH__LEEWAY_SECS")]);
+    auth
+}
+
+/// Distinct secrets only, in their given order: verifying twice with one key proves nothing.
+fn dedup_secrets(secrets: Vec<SecretString>) -> Vec<SecretString> {
+    let mut seen = std::collections::HashSet::new();
+    secrets.into_iter().filter(|s| seen.insert(s.expose_secret().to_owned())).collect()
+}
+
+fn store_location(problems: &mut Problems, url: &SecretString, production: bool) -> StoreLocation {
+    let text = url.expose_secret();
+    if let Some(rest) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
+        if production {
+            problems
+                .push("DATABASE_URL", "must be a PostgreSQL URL in production (SQLite is for development)");
+        }
+        let path = rest.split('?').next().unwrap_or_default();
+        return StoreLocation::Sqlite(PathBuf::from(path));
+    }
+    match Url::parse(text) {
+        Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") && parsed.host_str().is_some() => {
+        }
+        _ => problems
+            .push("DATABASE_URL", "must be a postgres:// URL with a host (or sqlite:<path> in development)"),
+    }
+    StoreLocation::Postgres(url.clone())
+}
+
+fn http_url(problems: &mut Problems, setting: &str, value: &str) -> Option<Url> {
+    match Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Some(url),
+        _ => {
+            problems.push(setting, "must be an http:// or https:// URL");
+            None
+        }
+    }
+}
+
+/// Parses `value` when present, else returns `default`; records a problem when it does not parse.
+fn parse_or<T: FromStr>(
+    problems: &mut Problems,
+    setting: &str,
+    value: Option<&str>,
+    default: Option<T>,
+) -> Option<T> {
+    match value {
+        None => default,
+        Some(text) => match text.trim().parse() {
+            Ok(parsed) => Some(parsed),
+            Err(_) => {
+                let shown: String = text.chars().take(40).collect();
+                problems.push(setting, format!("`{shown}` is not a valid value"));
+                None
+            }
+        },
+    }
+}
+
+/// Turns `validator` errors into problems named by the setting's variable.
+fn collect_validation(problems: &mut Problems, result: Result<(), ValidationErrors>, names: &[(&str, &str)]) {
+    let Err(errors) = result else { return };
+    for (field, kind) in errors.errors() {
+        let setting =
+            names.iter().find(|(f, _)| *f == field.as_ref()).map_or(field.as_ref(), |(_, name)| name);
+        if let ValidationErrorsKind::Field(list) = kind {
+            for error in list {
+                let message =
+                    error.message.as_ref().map_or_else(|| error.code.to_string(), ToString::to_string);
+                problems.push(setting, message);
+            }
+        }
+    }
+}
+
+fn ignored_variables(env: &EnvSnapshot) -> Vec<String> {
+    env.names()
+        .filter(|name| name.starts_with(PUBLIC_PREFIX))
+        .map(|name| {
+            format!("{name} is set and ignored: server configuration never reads {PUBLIC_PREFIX}* variables")
+        })
+        .collect()
+}
+
+fn unknown_variables(env: &EnvSnapshot) -> Vec<String> {
+    env.names()
+        .filter(|name| name.starts_with("SBA_") && !KNOWN_SBA_VARS.contains(name))
+        .map(|name| format!("{name} is not a known setting and is ignored (misspelt?)"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> LoadOptions {
+        let dir = std::env::temp_dir().join(format!("sba-config-test-{}", uuid::Uuid::new_v4().simple()));
+        LoadOptions { config_dir: dir.join("config"), create_dev_secret: true }
+    }
+
+    fn dev_env(pairs: &[(&str, &str)]) -> (EnvSnapshot, LoadOptions) {
+        let options = options();
+        let data_dir = options.config_dir.parent().unwrap().join("data");
+        let mut all: Vec<(String, String)> = vec![("SBA_DATA_DIR".into(), data_dir.display().to_string())];
+        all.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        (EnvSnapshot::from_pairs(all), options)
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-prod";
+
+    fn production_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("SBA_ENV", "production"),
+            ("DATABASE_URL", "postgres://sba:pw@db.internal:5432/sba"),
+            ("REDIS_URL", "redis://cache.internal:6379"),
+            ("SUPABASE_URL", "https://abc.supabase.co"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),
+            ("SUPABASE_JWT_SECRET", SECRET),
+            ("SBA_AUTH__ISSUER", "https://abc.supabase.co/auth/v1"),
+            ("SBA_AUTH__AUDIENCE", "authenticated"),
+            ("SBA_CORS__ALLOWED_ORIGINS", "https://app.example.com, https://admin.example.com"),
+        ]
+    }
+
+    fn settings_of(pairs: &[(&str, &str)]) -> Result<Settings, Problems> {
+        let (env, options) = dev_env(pairs);
+        load(&env, &options)
+    }
+
+    fn problem_settings(problems: &Problems) -> Vec<&str> {
+        problems.0.iter().map(|p| p.setting.as_str()).collect()
+    }
+
+    #[test]
+    fn development_with_an_empty_environment_uses_embedded_defaults() {
+        let settings = settings_of(&[]).unwrap();
+        assert_eq!(settings.environment, Environment::Development);
+        assert_eq!(settings.server.host.to_string(), "127.0.0.1");
+        assert_eq!(settings.server.port, 8080);
+        assert!(matches!(&settings.store.location, StoreLocation::Sqlite(p) if p.ends_with("sba.db")));
+        assert!(settings.redis.is_none() && settings.supabase.is_none());
+        assert!(matches!(settings.auth.secret_source, SecretSource::GeneratedFile(_)));
+        assert_eq!(settings.auth.secrets.len(), 1);
+    }
+
+    #[test]
+    fn port_overrides_the_default_port() {
+        assert_eq!(settings_of(&[("PORT", "9191")]).unwrap().server.port, 9191);
+    }
+
+    #[test]
+    fn production_with_an_empty_environment_lists_every_missing_setting() {
+        let problems = settings_of(&[("SBA_ENV", "production")]).unwrap_err();
+        let names = problem_settings(&problems);
+        for required in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SUPABASE_URL",
+            "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY)",
+            "SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
+            "SBA_AUTH__ISSUER",
+            "SBA_AUTH__AUDIENCE",
+            "SBA_CORS__ALLOWED_ORIGINS",
+        ] {
+            assert!(names.contains(&required), "{required} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn complete_production_settings_load() {
+        let settings = settings_of(&production_env()).unwrap();
+        assert_eq!(settings.environment, Environment::Production);
+        assert_eq!(settings.server.host.to_string(), "0.0.0.0");
+        assert_eq!(settings.auth.secret_source, SecretSource::Configured);
+        assert_eq!(settings.cors.allowed_origins, ["https://app.example.com", "https://admin.example.com"]);
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn next_public_supabase_url_does_not_stand_in_for_supabase_url() {
+        let mut env: Vec<_> = production_env().into_iter().filter(|(k, _)| *k != "SUPABASE_URL").collect();
+        env.push(("NEXT_PUBLIC_SUPABASE_URL", "https://abc.supabase.co"));
+        let problems = settings_of(&env).unwrap_err();
+        let problem = problems.0.iter().find(|p| p.setting == "SUPABASE_URL").unwrap();
+        assert!(problem.message.contains("NEXT_PUBLIC_SUPABASE_URL is set"), "{}", problem.message);
+    }
+
+    #[test]
+    fn next_public_variables_are_reported_as_ignored() {
+        let settings = settings_of(&[("NEXT_PUBLIC_SUPABASE_ANON_KEY", "x")]).unwrap();
+        assert!(
+            settings
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("NEXT_PUBLIC_SUPABASE_ANON_KEY is set and ignored"))
+        );
+    }
+
+    #[test]
+    fn service_key_alias_is_accepted() {
+        let mut env: Vec<_> =
+            production_env().into_iter().filter(|(k, _)| *k != "SUPABASE_SERVICE_ROLE_KEY").collect();
+        env.push(("SUPABASE_SERVICE_KEY", "alias-key"));
+        let settings = settings_of(&env).unwrap();
+        assert_eq!(settings.supabase.unwrap().service_role_key.expose_secret(), "alias-key");
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported_together() {
+        let mut env = production_env();
+        env.extend([
+            ("PORT", "http"),
+            ("REDIS_URL", "http://not-redis"),
+            ("SBA_CORS__ALLOWED_ORIGINS", "*"),
+            ("SBA_AUTH__LEEWAY_SECS", "3600"),
+            ("SBA_DATABASE__MAX_CONNECTIONS", "0"),
+        ]);
+        env.retain(|(k, v)| *k != "REDIS_URL" || *v == "http://not-redis");
+        env.retain(|(k, v)| *k != "SBA_CORS__ALLOWED_ORIGINS" || *v == "*");
+        let problems = settings_of(&env).unwrap_err();
+        let names = problem_settings(&problems);
+        for setting in [
+            "PORT",
+            "REDIS_URL",
+            "SBA_CORS__ALLOWED_ORIGINS",
+            "SBA_AUTH__LEEWAY_SECS",
+            "SBA_DATABASE__MAX_CONNECTIONS",
+        ] {
+            assert!(names.contains(&setting), "{setting} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn short_secrets_and_sqlite_in_production_are_rejected() {
+        let mut env = production_env();
+        env.retain(|(k, _)| *k != "SUPABASE_JWT_SECRET" && *k != "DATABASE_URL");
+        env.extend([("SBA_AUTH__JWT_SECRETS", "short"), ("DATABASE_URL", "sqlite://x.db")]);
+        let names = problem_settings(&settings_of(&env).unwrap_err()).join("|");
+        assert!(names.contains("SBA_AUTH__JWT_SECRETS"), "{names}");
+        assert!(names.contains("DATABASE_URL"), "{names}");
+    }
+
+    #[test]
+    fn secrets_from_both_variables_are_combined_first_signing() {
+        let settings = settings_of(&[
+            ("SUPABASE_JWT_SECRET", "supabase-secret-supabase-secret-123"),
+            (
+                "SBA_AUTH__JWT_SECRETS",
+                "next-secret-next-secret-next-secret, old-secret-old-secret-old-secret-1",
+            ),
+        ])
+        .unwrap();
+        let secrets: Vec<_> = settings.auth.secrets.iter().map(|s| s.expose_secret().to_owned()).collect();
+        assert_eq!(
+            secrets,
+            [
+                "supabase-secret-supabase-secret-123",
+                "next-secret-next-secret-next-secret",
+                "old-secret-old-secret-old-secret-1"
+            ]
+        );
+        assert_eq!(settings.auth.secret_source, SecretSource::Configured);
+    }
+
+    #[test]
+    fn unknown_sba_variables_are_warned_about() {
+        let settings = settings_of(&[("SBA_AUTH__JWT_SECRET", "typo")]).unwrap();
+        assert!(
+            settings.warnings.iter().any(|w| w.starts_with("SBA_AUTH__JWT_SECRET is not a known setting"))
+        );
+    }
+
+    #[test]
+    fn settings_files_are_layered_under_the_environment() {
+        let (env, options) = dev_env(&[("PORT", "7000")]);
+        std::fs::create_dir_all(&options.config_dir).unwrap();
+        std::fs::write(
+            options.config_dir.join("sba.toml"),
+            "[server]\nport = 6000\nshutdown_timeout_secs = 5\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let settings = load(&env, &options).unwrap();
+        assert_eq!(settings.server.port, 7000, "the environment wins over files");
+        assert_eq!(settings.server.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_environment_name_is_a_problem() {
+        let problems = settings_of(&[("SBA_ENV", "staging")]).unwrap_err();
+        assert!(problem_settings(&problems).contains(&"SBA_ENV"));
+    }
+}

@@ -1,0 +1,112 @@
+//! A human-readable rendering of the effective settings, secrets redacted, for
+//! `sba config check` and the startup log.
+
+use std::fmt::{self, Write as _};
+
+use super::settings::{LogFormat, SecretSource, Settings};
+use crate::postgres::StoreLocation;
+
+const REDACTED: &str = "[redacted]";
+
+impl Settings {
+    /// One line per adapter choice, for the single startup log line.
+    pub fn adapter_summary(&self) -> String {
+        let store = match &self.store.location {
+            StoreLocation::Postgres(_) => "postgres (sea-orm)",
+            StoreLocation::Sqlite(_) => "sqlite file (sea-orm)",
+        };
+        let tokens = match &self.auth.secret_source {
+            SecretSource::Configured => format!("hs256 ({} secret(s))", self.auth.secrets.len()),
+            SecretSource::GeneratedFile(_) => "hs256 (generated development secret)".to_owned(),
+        };
+        format!("internal_store={store} token_verifier={tokens}")
+    }
+}
+
+impl fmt::Display for Settings {
+    /// Every effective setting; secrets show only whether they are set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let mut line = |key: &str, value: &dyn fmt::Display| {
+            let _ = writeln!(out, "{key:<28} = {value}");
+        };
+        line("environment", &self.environment.as_str());
+        line("data_dir", &self.data_dir.display());
+        line("server.host", &self.server.host);
+        line("server.port", &self.server.port);
+        line("server.shutdown_timeout", &format_args!("{}s", self.server.shutdown_timeout.as_secs()));
+        line("server.max_body_bytes", &self.server.max_body_bytes);
+        match &self.store.location {
+            StoreLocation::Postgres(_) => line("database.url", &format_args!("postgres URL {REDACTED}")),
+            StoreLocation::Sqlite(path) => {
+                line("database.url", &format_args!("sqlite file {}", path.display()))
+            }
+        }
+        line("database.max_connections", &self.store.max_connections);
+        line("database.connect_timeout", &format_args!("{}s", self.store.connect_timeout.as_secs()));
+        match &self.redis {
+            Some(_) => line("redis.url", &REDACTED),
+            None => line("redis.url", &"(not set: in-process adapters)"),
+        }
+        match &self.supabase {
+            Some(supabase) => {
+                line("supabase.url", &supabase.url);
+                line("supabase.service_role_key", &REDACTED);
+            }
+            None => line("supabase", &"(not set: embedded store)"),
+        }
+        match &self.auth.secret_source {
+            SecretSource::Configured => {
+                line("auth.jwt_secrets", &format_args!("{} secret(s) {REDACTED}", self.auth.secrets.len()));
+            }
+            SecretSource::GeneratedFile(path) => {
+                line("auth.jwt_secrets", &format_args!("generated development secret in {}", path.display()));
+            }
+        }
+        line("auth.jwks_url", &OrNone(self.auth.jwks_url.as_ref()));
+        line("auth.issuer", &OrNone(self.auth.issuer.as_ref()));
+        line("auth.audience", &OrNone(self.auth.audience.as_ref()));
+        line("auth.leeway", &format_args!("{}s", self.auth.leeway.as_secs()));
+        line("cors.allowed_origins", &format_args!("[{}]", self.cors.allowed_origins.join(", ")));
+        line("log.filter", &self.log.filter);
+        line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("telemetry.otlp_endpoint", &OrNone(self.otlp_endpoint.as_ref()));
+        f.write_str(&out)
+    }
+}
+
+struct OrNone<'a, T>(Option<&'a T>);
+
+impl<T: fmt::Display> fmt::Display for OrNone<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("(not set)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{EnvSnapshot, LoadOptions, load};
+
+    #[test]
+    fn rendering_never_shows_secrets() {
+        let dir = std::env::temp_dir().join(format!("sba-report-{}", uuid::Uuid::new_v4().simple()));
+        let env = EnvSnapshot::from_pairs([
+            ("SBA_DATA_DIR", dir.display().to_string().as_str()),
+            ("DATABASE_URL", "postgres://sba:db-password-1@db:5432/sba"),
+            ("REDIS_URL", "redis://:redis-password-2@cache:6379"),
+            ("SUPABASE_URL", "https://abc.supabase.co"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key-3"),
+            ("SUPABASE_JWT_SECRET", "jwt-secret-4-jwt-secret-4-jwt-secret-4"),
+        ]);
+        let settings =
+            load(&env, &LoadOptions { config_dir: dir.join("config"), create_dev_secret: false }).unwrap();
+        let text = format!("{settings}\n{settings:?}\n{}", settings.adapter_summary());
+        for secret in ["db-password-1", "redis-password-2", "service-role-key-3", "jwt-secret-4"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains("supabase.url"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The typed, validated configuration of a process.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+use validator::{Validate, ValidationError};
+
+use crate::postgres::StoreLocation;
+
+/// Which rules apply: development needs nothing, production requires every external service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// Everything a process needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    /// Where development mode keeps its SQLite file and generated secret.
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    /// `None`: in-process adapters (development only).
+    pub redis: Option<RedisSettings>,
+    /// `None`: the embedded store (development only).
+    pub supabase: Option<SupabaseSettings>,
+    pub auth: AuthSettings,
+    pub cors: CorsSettings,
+    pub log: LogSettings,
+    pub otlp_endpoint: Option<Url>,
+    /// Things worth telling the operator that do not stop startup.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Validate)]
+pub struct ServerSettings {
+    pub host: IpAddr,
+    #[validate(range(min = 1, message = "must be a TCP port between 1 and 65535"))]
+    pub port: u16,
+    pub shutdown_timeout: Duration,
+    #[validate(range(min = 1024, max = 67_108_864, message = "must be between 1 KiB and 64 MiB"))]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Validate)]
+pub struct StoreSettings {
+    pub location: StoreLocation,
+    #[validate(range(min = 1, max = 1000, message = "must be between 1 and 1000"))]
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupabaseSettings {
+    pub url: Url,
+    pub service_role_key: SecretString,
+}
+
+/// Where the HS256 secrets came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `SUPABASE_JWT_SECRET` and/or `SBA_AUTH__JWT_SECRETS`.
+    Configured,
+    /// Development mode without any JWT setting: a secret generated once and kept here.
+    GeneratedFile(PathBuf),
+}
+
+#[derive(Debug, Clone, Validate)]
+pub struct AuthSettings {
+    /// HS256 secrets: the first signs, all verify.
+    pub secrets: Vec<SecretString>,
+    pub secret_source: SecretSource,
+    pub jwks_url: Option<Url>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[validate(custom(function = "leeway_is_small"))]
+    pub leeway: Duration,
+}
+
+fn leeway_is_small(leeway: &Duration) -> Result<(), ValidationError> {
+    if leeway.as_secs() <= 300 {
+        Ok(())
+    } else {
+        Err(ValidationError::new("leeway").with_message("must be at most 300 seconds".into()))
+    }
+}
+
+#[derive(Debug, Clone, Validate)]
+pub struct CorsSettings {
+    /// Exact origins (`scheme://host[:port]`) allowed for every tenant.
+    #[validate(custom(function = "origins_are_exact"))]
+    pub allowed_origins: Vec<String>,
+}
+
+fn origins_are_exact(origins: &[String]) -> Result<(), ValidationError> {
+    for origin in origins {
+        let exact = Url::parse(origin).ok().filter(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && !origin.ends_with('/')
+                && url.query().is_none()
+                && url.username().is_empty()
+        });
+        if exact.is_none() {
+            return Err(ValidationError::new("origin").with_message(
+                format!(
+                    "`{origin}` is not an origin like https://app.example.com (no wildcard, path or slash)"
+                )
+                .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A `tracing` filter directive (`RUST_LOG` syntax).
+    pub filter: String,
+    pub format: LogFormat,
+}

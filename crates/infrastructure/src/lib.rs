@@ -1,0 +1,9 @@
+//! Adapters behind SBA's ports, grouped by technology, plus configuration loading.
+//!
+//! Nothing here is chosen at random: `sba-delivery`'s `startup.rs` picks which adapter
+//! serves which port from the [`config::Settings`].
+
+pub mod auth;
+pub mod config;
+pub mod postgres;
+pub mod system;

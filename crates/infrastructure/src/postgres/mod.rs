@@ -1,0 +1,222 @@
+//! The internal operational store on sea-orm: PostgreSQL in production, SQLite for the
+//! embedded development mode. Both run the same migrations and the same adapters.
+
+mod audit;
+mod entities;
+mod error;
+mod runs;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sba_application::ports::{AuditLog, DependencyCheck, RunRepository};
+use sba_migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+pub use audit::SeaOrmAuditLog;
+pub use runs::SeaOrmRunRepository;
+
+/// Where the internal store lives.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// A PostgreSQL URL (it may carry a password: never log it).
+    Postgres(secrecy::SecretString),
+    /// A SQLite file, created when missing.
+    Sqlite(std::path::PathBuf),
+}
+
+/// Pool settings for the internal store.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+/// One migration and whether it has been applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationState {
+    pub name: String,
+    pub applied: bool,
+}
+
+/// A connection pool to the internal store, and the factory of its adapters.
+#[derive(Debug, Clone)]
+pub struct InternalStore {
+    db: DatabaseConnection,
+    description: String,
+}
+
+impl InternalStore {
+    /// Connects (creating the SQLite file and its directory when needed).
+    ///
+    /// # Errors
+    /// When the database cannot be reached; the message never contains the password.
+    pub async fn connect(location: &StoreLocation, pool: PoolOptions) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret as _;
+        let (url, description) = match location {
+            StoreLocation::Postgres(url) => {
+                (url.expose_secret().to_owned(), describe_postgres(url.expose_secret()))
+            }
+            StoreLocation::Sqlite(path) => {
+                create_parent_dir(path)?;
+                (format!("sqlite://{}?mode=rwc", path.display()), format!("sqlite ({})", path.display()))
+            }
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(pool.max_connections)
+            .connect_timeout(pool.connect_timeout)
+            .acquire_timeout(pool.connect_timeout)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5))
+            });
+        let db = Database::connect(options)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", redact_url_in(&error.to_string())))
+            .with_context(|| format!("connecting to the internal store at {description}"))?;
+        Ok(Self { db, description })
+    }
+
+    /// What the store is, fit for logs: backend and host or file, never credentials.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// Applies every pending migration.
+    ///
+    /// # Errors
+    /// When a migration fails; PostgreSQL rolls the failed one back.
+    pub async fn migrate_up(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.db, None).await.context("applying migrations")
+    }
+
+    /// Reverts the last `steps` applied migrations.
+    ///
+    /// # Errors
+    /// When a migration's `down` fails.
+    pub async fn migrate_down(&self, steps: u32) -> anyhow::Result<()> {
+        Migrator::down(&self.db, Some(steps)).await.context("reverting migrations")
+    }
+
+    /// Every known migration, oldest first, with whether it has been applied.
+    ///
+    /// # Errors
+    /// When the migration table cannot be read.
+    pub async fn migration_status(&self) -> anyhow::Result<Vec<MigrationState>> {
+        let migrations = Migrator::get_migration_with_status(&self.db).await.context("reading migrations")?;
+        Ok(migrations
+            .iter()
+            .map(|m| MigrationState {
+                name: m.name().to_owned(),
+                applied: matches!(m.status(), sba_migration::MigrationStatus::Applied),
+            })
+            .collect())
+    }
+
+    /// A trivial round trip, for readiness checks.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.db.execute_unprepared("SELECT 1").await.map(|_| ()).context("pinging the internal store")
+    }
+
+    pub fn run_repository(&self) -> Arc<dyn RunRepository> {
+        Arc::new(SeaOrmRunRepository::new(self.db.clone()))
+    }
+
+    pub fn audit_log(&self) -> Arc<dyn AuditLog> {
+        Arc::new(SeaOrmAuditLog::new(self.db.clone()))
+    }
+
+    /// The readiness check of this store, reported as `database`.
+    pub fn dependency_check(&self) -> Arc<dyn DependencyCheck> {
+        Arc::new(StoreCheck(self.clone()))
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(self) {
+        if let Err(error) = self.db.close().await {
+            tracing::warn!(%error, "closing the internal store");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StoreCheck(InternalStore);
+
+#[async_trait::async_trait]
+impl DependencyCheck for StoreCheck {
+    fn component(&self) -> &'static str {
+        "database"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await
+    }
+}
+
+fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the directory of the SQLite file {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// `postgres (host:port/db)`, without user or password.
+fn describe_postgres(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => format!(
+            "postgres ({}:{}{})",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432),
+            parsed.path()
+        ),
+        Err(_) => "postgres".to_owned(),
+    }
+}
+
+/// Replaces the userinfo of any URL inside `text` (drivers sometimes echo the URL).
+fn redact_url_in(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match url::Url::parse(word) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("REDACTED"));
+                parsed.to_string()
+            }
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_of_a_postgres_url_has_no_credentials() {
+        let text = describe_postgres("postgres://app:s3cret@db.internal:6543/sba?sslmode=require");
+        assert_eq!(text, "postgres (db.internal:6543/sba)");
+    }
+
+    #[test]
+    fn passwords_in_driver_messages_are_redacted() {
+        let text = redact_url_in("cannot reach postgres://app:s3cret@db:5432/sba now");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("REDACTED"));
+    }
+}

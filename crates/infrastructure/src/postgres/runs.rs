@@ -1,0 +1,119 @@
+//! [`SeaOrmRunRepository`]: runs in `agent_runs`.
+
+use async_trait::async_trait;
+use sba_application::ports::{RepositoryError, RunRepository};
+use sba_domain::{AgentName, AgentRun, Metadata, RunError, RunId, RunStatus, StoredRun, TenantId, UserId};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
+use super::error::{corrupt_row, map_db_err};
+
+/// Runs stored with sea-orm; every query filters by tenant.
+#[derive(Debug, Clone)]
+pub struct SeaOrmRunRepository {
+    db: DatabaseConnection,
+}
+
+impl SeaOrmRunRepository {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl RunRepository for SeaOrmRunRepository {
+    async fn insert(&self, run: &AgentRun) -> Result<(), RepositoryError> {
+        let model = ActiveModel {
+            id: Set(run.id.as_uuid()),
+            tenant_id: Set(run.tenant_id.as_uuid()),
+            user_id: Set(run.user_id.as_str().to_owned()),
+            agent: Set(run.agent.as_str().to_owned()),
+            input: Set(run.input.clone()),
+            session_id: Set(run.session_id.map(|id| id.as_uuid())),
+            metadata: Set(serde_json::Value::Object(run.metadata.as_map().clone())),
+            created_at: Set(run.created_at),
+            ..lifecycle(run)
+        };
+        Entity::insert(model)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "inserting a run"))?;
+        Ok(())
+    }
+
+    async fn get(&self, tenant: TenantId, id: RunId) -> Result<Option<AgentRun>, RepositoryError> {
+        let row = Entity::find_by_id(id.as_uuid())
+            .filter(Column::TenantId.eq(tenant.as_uuid()))
+            .one(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "reading a run"))?;
+        row.map(to_domain).transpose()
+    }
+
+    async fn update_lifecycle(&self, run: &AgentRun, expected: RunStatus) -> Result<(), RepositoryError> {
+        let result = Entity::update_many()
+            .set(lifecycle(run))
+            .filter(Column::Id.eq(run.id.as_uuid()))
+            .filter(Column::TenantId.eq(run.tenant_id.as_uuid()))
+            .filter(Column::Status.eq(expected.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "updating a run"))?;
+        if result.rows_affected == 1 {
+            return Ok(());
+        }
+        match self.get(run.tenant_id, run.id).await? {
+            Some(current) => Err(RepositoryError::Conflict(format!(
+                "run status is {}, expected {expected}",
+                current.status()
+            ))),
+            None => Err(RepositoryError::NotFound),
+        }
+    }
+}
+
+/// The fields that change over a run's life; the rest are written once at insert.
+fn lifecycle(run: &AgentRun) -> ActiveModel {
+    ActiveModel {
+        status: Set(run.status().as_str().to_owned()),
+        output: Set(run.output.clone()),
+        last_error: Set(run
+            .last_error
+            .as_ref()
+            .map(|e| serde_json::json!({"code": e.code, "message": e.message}))),
+        started_at: Set(run.started_at),
+        completed_at: Set(run.completed_at),
+        cancelled_at: Set(run.cancelled_at),
+        updated_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+}
+
+fn to_domain(row: agent_runs::Model) -> Result<AgentRun, RepositoryError> {
+    const TABLE: &str = "agent_runs";
+    let metadata = match row.metadata {
+        serde_json::Value::Object(map) => Metadata::parse(map).map_err(|e| corrupt_row(TABLE, e))?,
+        other => return Err(corrupt_row(TABLE, format_args!("metadata is not an object: {other}"))),
+    };
+    let last_error = row
+        .last_error
+        .map(serde_json::from_value::<RunError>)
+        .transpose()
+        .map_err(|e| corrupt_row(TABLE, e))?;
+    Ok(AgentRun::from_stored(StoredRun {
+        id: RunId::from_uuid(row.id),
+        tenant_id: TenantId::from_uuid(row.tenant_id),
+        user_id: UserId::parse(&row.user_id).map_err(|e| corrupt_row(TABLE, e))?,
+        agent: AgentName::parse(&row.agent).map_err(|e| corrupt_row(TABLE, e))?,
+        status: row.status.parse().map_err(|e| corrupt_row(TABLE, e))?,
+        input: row.input,
+        output: row.output,
+        last_error,
+        session_id: row.session_id.map(sba_domain::SessionId::from_uuid),
+        metadata,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        completed_at: row.completed_at,
+        cancelled_at: row.cancelled_at,
+    }))
+}

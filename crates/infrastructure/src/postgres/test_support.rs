@@ -1,0 +1,61 @@
+//! Test helpers: a fresh, migrated internal store per test, so tests run in parallel.
+//!
+//! PostgreSQL comes from the private instance that `scripts/test.sh` starts; a test that
+//! needs it fails loudly when it is missing instead of being skipped.
+#![allow(clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{InternalStore, PoolOptions, StoreLocation};
+
+/// The environment variable naming the private PostgreSQL's admin URL.
+pub const ADMIN_URL_VAR: &str = "SBA_TEST_DATABASE_URL";
+
+const POOL: PoolOptions = PoolOptions { max_connections: 5, connect_timeout: Duration::from_secs(10) };
+
+/// The admin URL of the private test PostgreSQL; panics with instructions when unset.
+pub fn admin_url() -> String {
+    std::env::var(ADMIN_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{ADMIN_URL_VAR} is not set: run the tests with scripts/test.sh, which starts a private \
+             PostgreSQL (or source target/services/env after scripts/services-up.sh)"
+        )
+    })
+}
+
+/// Creates an empty database with a random name on the test PostgreSQL and returns its URL.
+pub async fn fresh_postgres_url() -> String {
+    let admin = admin_url();
+    let name = format!("sba_test_{}", Uuid::new_v4().simple());
+    let conn = Database::connect(admin.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {ADMIN_URL_VAR}: {e}"));
+    conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("creating the test database");
+    conn.close().await.expect("closing the admin connection");
+    let mut url = url::Url::parse(&admin).expect("SBA_TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// A fresh, migrated PostgreSQL store and its location.
+pub async fn fresh_postgres_store() -> (InternalStore, StoreLocation) {
+    let location = StoreLocation::Postgres(SecretString::from(fresh_postgres_url().await));
+    (migrated(&location).await, location)
+}
+
+/// A fresh, migrated SQLite store in a temporary file, and its location.
+pub async fn fresh_sqlite_store() -> (InternalStore, StoreLocation) {
+    let path = std::env::temp_dir().join(format!("sba-test-{}.db", Uuid::new_v4().simple()));
+    let location = StoreLocation::Sqlite(path);
+    (migrated(&location).await, location)
+}
+
+async fn migrated(location: &StoreLocation) -> InternalStore {
+    let store = InternalStore::connect(location, POOL).await.expect("connecting to the test store");
+    store.migrate_up().await.expect("migrating the test store");
+    store
+}

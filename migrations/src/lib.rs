@@ -1,0 +1,21 @@
+//! Migrations of SBA's internal operational schema (sea-orm-migration), for PostgreSQL and
+//! SQLite alike.
+//!
+//! The Supabase-owned schema (tenants, sessions, knowledge) is not here: it lives in
+//! `migrations/supabase/*.sql` and is applied with Supabase's own tooling.
+
+use sea_orm_migration::prelude::*;
+pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
+
+mod m20261128_000001_runs_and_audit_logs;
+
+/// Every migration of the internal schema, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_runs_and_audit_logs::Migration)]
+    }
+}
