@@ -1,0 +1,111 @@
+//! `spawn_app()`: a real server on a random port, with a fresh database, and a client.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use sba_delivery::startup::Application;
+use sba_domain::{Role, TenantId, UserId};
+use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
+use sba_infrastructure::config::{EnvSnapshot, LoadOptions, load};
+use sba_infrastructure::postgres::test_support::fresh_postgres_url;
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0001";
+pub const ISSUER: &str = "https://issuer.test/auth/v1";
+pub const AUDIENCE: &str = "sba-tests";
+
+/// Which internal store the app under test uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    signer: HsJwtSigner,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A valid token for `user` of `tenant` with `role`.
+    pub fn token(&self, tenant: TenantId, user: &str, role: Role) -> String {
+        self.signer
+            .sign(&DevTokenRequest {
+                tenant_id: tenant,
+                user_id: UserId::parse(user).unwrap(),
+                role,
+                ttl: Duration::from_secs(300),
+            })
+            .unwrap()
+    }
+}
+
+pub fn new_tenant() -> TenantId {
+    TenantId::from_uuid(Uuid::now_v7())
+}
+
+/// Starts the application as production would wire it, on port 0.
+pub async fn spawn_app(store: Store) -> TestApp {
+    let dir = std::env::temp_dir().join(format!("sba-api-test-{}", Uuid::new_v4().simple()));
+    let database_url = match store {
+        Store::Sqlite => format!("sqlite://{}", dir.join("sba.db").display()),
+        Store::Postgres => fresh_postgres_url().await,
+    };
+    let env = EnvSnapshot::from_pairs([
+        ("SBA_DATA_DIR", dir.display().to_string()),
+        ("DATABASE_URL", database_url),
+        ("SBA_AUTH__JWT_SECRETS", SECRET.to_owned()),
+        ("SBA_AUTH__ISSUER", ISSUER.to_owned()),
+        ("SBA_AUTH__AUDIENCE", AUDIENCE.to_owned()),
+        ("SBA_AUTH__LEEWAY_SECS", "0".to_owned()),
+        ("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "1".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]);
+    let settings = load(&env, &LoadOptions { config_dir: dir.join("config"), create_dev_secret: false })
+        .unwrap_or_else(|problems| panic!("test settings are invalid: {problems}"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let app = Application::build_with_listener(settings, listener, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("building the application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let signer = HsJwtSigner::new(
+        &SecretString::from(SECRET.to_owned()),
+        JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
+    );
+    TestApp { address, client: reqwest::Client::new(), signer, _shutdown: shutdown }
+}
+
+/// Generates one `#[tokio::test]` per store for each listed async test body taking `Store`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Store::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Store::Postgres).await;
+                }
+            )*
+        }
+    };
+}
