@@ -1,6 +1,8 @@
 //! The sea-orm adapters against real databases: the private PostgreSQL started by
 //! `scripts/test.sh`, and SQLite files. Each test gets its own fresh database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
+
 use chrono::{SubsecRound as _, Utc};
 use sba_application::ports::RepositoryError;
 use sba_domain::runs::NewRun;

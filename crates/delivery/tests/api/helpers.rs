@@ -42,7 +42,7 @@ impl TestApp {
                 tenant_id: tenant,
                 user_id: UserId::parse(user).unwrap(),
                 role,
-                ttl: Duration::from_secs(300),
+                ttl: Duration::from_mins(5),
             })
             .unwrap()
     }

@@ -1,6 +1,8 @@
 //! HTTP-level tests of the `sba` API, each against a server bound to port 0, on SQLite and
 //! on the private PostgreSQL started by `scripts/test.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
+
 mod config;
 mod health;
 mod helpers;

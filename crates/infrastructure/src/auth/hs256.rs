@@ -293,7 +293,7 @@ mod tests {
             tenant_id: TenantId::from_uuid(Uuid::now_v7()),
             user_id: UserId::parse("dev").unwrap(),
             role: Role::Agent,
-            ttl: Duration::from_secs(60),
+            ttl: Duration::from_mins(1),
         };
         let principal = verifier(&["k"]).verify(&signer.sign(&request).unwrap()).await.unwrap();
         assert_eq!(principal.tenant_id, request.tenant_id);

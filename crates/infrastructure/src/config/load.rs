@@ -188,10 +188,9 @@ struct RawTelemetry {
 /// # Errors
 /// [`Problems`] listing every missing or invalid setting.
 pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Problems> {
-    let mut problems = Problems::default();
     let raw = read_raw(env, options)
         .map_err(|message| Problems(vec![Problem { setting: "configuration".into(), message }]))?;
-
+    let mut problems = Problems::default();
     let environment = match raw.env.as_deref().map(str::trim) {
         None | Some("development" | "dev") => Environment::Development,
         Some("production" | "prod") => Environment::Production,
@@ -200,172 +199,27 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
             Environment::Production
         }
     };
-    let production = environment == Environment::Production;
-    let mut warnings = ignored_variables(env);
-    warnings.extend(unknown_variables(env));
-    let public_hint = |name: &str| {
-        let public = format!("{PUBLIC_PREFIX}{name}");
-        if env.get(&public).is_some() {
-            format!(" ({public} is set, but server code never reads {PUBLIC_PREFIX}* variables)")
-        } else {
-            String::new()
-        }
-    };
-    let require = |problems: &mut Problems, present: bool, setting: &str, server_name: &str| {
-        if production && !present {
-            problems.push(setting, format!("is required in production{}", public_hint(server_name)));
-        }
-    };
-
+    let mut ctx = Ctx { env, problems, production: environment == Environment::Production };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(".sba"));
 
-    // Server.
-    let default_host = if production { "0.0.0.0" } else { "127.0.0.1" };
-    let server = ServerSettings {
-        host: parse_or(
-            &mut problems,
-            "SBA_SERVER__HOST",
-            raw.server.host.as_deref(),
-            default_host.parse().ok(),
-        )
-        .unwrap_or(IpAddr::from([127, 0, 0, 1])),
-        port: parse_or(&mut problems, "PORT", raw.server.port.as_deref(), Some(8080)).unwrap_or(8080),
-        shutdown_timeout: Duration::from_secs(
-            parse_or(
-                &mut problems,
-                "SBA_SERVER__SHUTDOWN_TIMEOUT_SECS",
-                raw.server.shutdown_timeout_secs.as_deref(),
-                Some(30),
-            )
-            .unwrap_or(30),
-        ),
-        max_body_bytes: parse_or(
-            &mut problems,
-            "SBA_SERVER__MAX_BODY_BYTES",
-            raw.server.max_body_bytes.as_deref(),
-            Some(1 << 20),
-        )
-        .unwrap_or(1 << 20),
-    };
-    collect_validation(
-        &mut problems,
-        server.validate(),
-        &[("port", "PORT"), ("max_body_bytes", "SBA_SERVER__MAX_BODY_BYTES")],
-    );
-
-    // Internal store.
-    require(&mut problems, raw.database.url.is_some(), "DATABASE_URL", "DATABASE_URL");
-    let location = match &raw.database.url {
-        None => StoreLocation::Sqlite(data_dir.join("sba.db")),
-        Some(url) => store_location(&mut problems, url, production),
-    };
-    let store = StoreSettings {
-        location,
-        max_connections: parse_or(
-            &mut problems,
-            "SBA_DATABASE__MAX_CONNECTIONS",
-            raw.database.max_connections.as_deref(),
-            Some(20),
-        )
-        .unwrap_or(20),
-        connect_timeout: Duration::from_secs(
-            parse_or(
-                &mut problems,
-                "SBA_DATABASE__CONNECT_TIMEOUT_SECS",
-                raw.database.connect_timeout_secs.as_deref(),
-                Some(5),
-            )
-            .unwrap_or(5),
-        ),
-    };
-    collect_validation(
-        &mut problems,
-        store.validate(),
-        &[("max_connections", "SBA_DATABASE__MAX_CONNECTIONS")],
-    );
-
-    // Redis.
-    require(&mut problems, raw.redis.url.is_some(), "REDIS_URL", "REDIS_URL");
-    let redis = raw.redis.url.and_then(|url| {
-        let scheme_ok =
-            Url::parse(url.expose_secret()).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
-        if scheme_ok {
-            Some(RedisSettings { url })
-        } else {
-            problems.push("REDIS_URL", "must be a redis:// or rediss:// URL");
-            None
-        }
-    });
-
-    // Supabase.
-    require(&mut problems, raw.supabase.url.is_some(), "SUPABASE_URL", "SUPABASE_URL");
-    require(
-        &mut problems,
-        raw.supabase.service_role_key.is_some(),
-        "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY)",
-        "SUPABASE_SERVICE_ROLE_KEY",
-    );
-    let supabase_url =
-        raw.supabase.url.as_deref().and_then(|url| http_url(&mut problems, "SUPABASE_URL", url));
-    let supabase = match (supabase_url, raw.supabase.service_role_key) {
-        (Some(url), Some(service_role_key)) => Some(SupabaseSettings { url, service_role_key }),
-        (None, None) => None,
-        (Some(_), None) if !production => {
-            problems.push("SUPABASE_SERVICE_ROLE_KEY", "is required when SUPABASE_URL is set");
-            None
-        }
-        (None, Some(_)) if !production => {
-            problems.push("SUPABASE_URL", "is required when SUPABASE_SERVICE_ROLE_KEY is set");
-            None
-        }
-        _ => None,
-    };
-
-    // Authentication.
-    let auth = auth_settings(&mut problems, raw.auth, production, &data_dir, options, &public_hint);
-
-    // CORS.
-    let allowed_origins: Vec<String> = raw
-        .cors
-        .allowed_origins
-        .as_deref()
-        .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default();
-    require(
-        &mut problems,
-        !allowed_origins.is_empty(),
-        "SBA_CORS__ALLOWED_ORIGINS",
-        "SBA_CORS__ALLOWED_ORIGINS",
-    );
-    let cors = CorsSettings { allowed_origins };
-    collect_validation(&mut problems, cors.validate(), &[("allowed_origins", "SBA_CORS__ALLOWED_ORIGINS")]);
-
-    // Logs and telemetry.
-    let format = match raw.log.format.as_deref() {
-        None => {
-            if production {
-                LogFormat::Json
-            } else {
-                LogFormat::Pretty
-            }
-        }
-        Some("json") => LogFormat::Json,
-        Some("pretty" | "text") => LogFormat::Pretty,
-        Some(other) => {
-            problems.push("SBA_LOG__FORMAT", format!("`{other}` is not `json` or `pretty`"));
-            LogFormat::Json
-        }
-    };
-    let log = LogSettings { filter: raw.log.filter.unwrap_or_else(|| "info".to_owned()), format };
+    let server = server_settings(&mut ctx, &raw.server);
+    let store = store_settings(&mut ctx, &raw.database, &data_dir);
+    let redis = redis_settings(&mut ctx, raw.redis);
+    let supabase = supabase_settings(&mut ctx, raw.supabase);
+    let auth = auth_settings(&mut ctx, raw.auth, &data_dir, options);
+    let cors = cors_settings(&mut ctx, &raw.cors);
+    let log = log_settings(&mut ctx, raw.log);
     let otlp_endpoint = raw
         .telemetry
         .otlp_endpoint
         .as_deref()
-        .and_then(|url| http_url(&mut problems, "OTEL_EXPORTER_OTLP_ENDPOINT", url));
+        .and_then(|url| http_url(&mut ctx.problems, "OTEL_EXPORTER_OTLP_ENDPOINT", url));
 
-    if !problems.0.is_empty() {
-        return Err(problems);
+    if !ctx.problems.0.is_empty() {
+        return Err(ctx.problems);
     }
+    let mut warnings = ignored_variables(env);
+    warnings.extend(unknown_variables(env));
     Ok(Settings {
         environment,
         data_dir,
@@ -379,6 +233,134 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         otlp_endpoint,
         warnings,
     })
+}
+
+/// What every section needs while it is parsed.
+struct Ctx<'a> {
+    env: &'a EnvSnapshot,
+    problems: Problems,
+    production: bool,
+}
+
+impl Ctx<'_> {
+    /// Records `setting` as missing when production requires it and it is absent.
+    fn require(&mut self, present: bool, setting: &str, server_name: &str) {
+        if self.production && !present {
+            let hint = self.public_hint(server_name);
+            self.problems.push(setting, format!("is required in production{hint}"));
+        }
+    }
+
+    /// Points out a browser-side twin of a missing server variable, which is never read.
+    fn public_hint(&self, name: &str) -> String {
+        let public = format!("{PUBLIC_PREFIX}{name}");
+        if self.env.get(&public).is_some() {
+            format!(" ({public} is set, but server code never reads {PUBLIC_PREFIX}* variables)")
+        } else {
+            String::new()
+        }
+    }
+}
+
+fn server_settings(ctx: &mut Ctx<'_>, raw: &RawServer) -> ServerSettings {
+    let default_host = if ctx.production { IpAddr::from([0, 0, 0, 0]) } else { IpAddr::from([127, 0, 0, 1]) };
+    let p = &mut ctx.problems;
+    let server = ServerSettings {
+        host: parse_or(p, "SBA_SERVER__HOST", raw.host.as_deref(), default_host),
+        port: parse_or(p, "PORT", raw.port.as_deref(), 8080),
+        shutdown_timeout: Duration::from_secs(parse_or(
+            p,
+            "SBA_SERVER__SHUTDOWN_TIMEOUT_SECS",
+            raw.shutdown_timeout_secs.as_deref(),
+            30,
+        )),
+        max_body_bytes: parse_or(p, "SBA_SERVER__MAX_BODY_BYTES", raw.max_body_bytes.as_deref(), 1 << 20),
+    };
+    collect_validation(
+        p,
+        server.validate(),
+        &[("port", "PORT"), ("max_body_bytes", "SBA_SERVER__MAX_BODY_BYTES")],
+    );
+    server
+}
+
+fn store_settings(ctx: &mut Ctx<'_>, raw: &RawDatabase, data_dir: &Path) -> StoreSettings {
+    ctx.require(raw.url.is_some(), "DATABASE_URL", "DATABASE_URL");
+    let location = match &raw.url {
+        None => StoreLocation::Sqlite(data_dir.join("sba.db")),
+        Some(url) => store_location(&mut ctx.problems, url, ctx.production),
+    };
+    let p = &mut ctx.problems;
+    let store = StoreSettings {
+        location,
+        max_connections: parse_or(p, "SBA_DATABASE__MAX_CONNECTIONS", raw.max_connections.as_deref(), 20),
+        connect_timeout: Duration::from_secs(parse_or(
+            p,
+            "SBA_DATABASE__CONNECT_TIMEOUT_SECS",
+            raw.connect_timeout_secs.as_deref(),
+            5,
+        )),
+    };
+    collect_validation(p, store.validate(), &[("max_connections", "SBA_DATABASE__MAX_CONNECTIONS")]);
+    store
+}
+
+fn redis_settings(ctx: &mut Ctx<'_>, raw: RawUrl) -> Option<RedisSettings> {
+    ctx.require(raw.url.is_some(), "REDIS_URL", "REDIS_URL");
+    let url = raw.url?;
+    if Url::parse(url.expose_secret()).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss")) {
+        Some(RedisSettings { url })
+    } else {
+        ctx.problems.push("REDIS_URL", "must be a redis:// or rediss:// URL");
+        None
+    }
+}
+
+fn supabase_settings(ctx: &mut Ctx<'_>, raw: RawSupabase) -> Option<SupabaseSettings> {
+    let key_setting = "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY)";
+    ctx.require(raw.url.is_some(), "SUPABASE_URL", "SUPABASE_URL");
+    ctx.require(raw.service_role_key.is_some(), key_setting, "SUPABASE_SERVICE_ROLE_KEY");
+    // Outside production the two go together or not at all.
+    if !ctx.production {
+        match (&raw.url, &raw.service_role_key) {
+            (Some(_), None) => ctx.problems.push(key_setting, "is required when SUPABASE_URL is set"),
+            (None, Some(_)) => {
+                ctx.problems.push("SUPABASE_URL", "is required when the service role key is set");
+            }
+            _ => {}
+        }
+    }
+    let url = raw.url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SUPABASE_URL", url));
+    Some(SupabaseSettings { url: url?, service_role_key: raw.service_role_key? })
+}
+
+fn cors_settings(ctx: &mut Ctx<'_>, raw: &RawCors) -> CorsSettings {
+    let allowed_origins: Vec<String> = raw
+        .allowed_origins
+        .as_deref()
+        .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    ctx.require(!allowed_origins.is_empty(), "SBA_CORS__ALLOWED_ORIGINS", "SBA_CORS__ALLOWED_ORIGINS");
+    let cors = CorsSettings { allowed_origins };
+    collect_validation(
+        &mut ctx.problems,
+        cors.validate(),
+        &[("allowed_origins", "SBA_CORS__ALLOWED_ORIGINS")],
+    );
+    cors
+}
+
+fn log_settings(ctx: &mut Ctx<'_>, raw: RawLog) -> LogSettings {
+    let format = match raw.format.as_deref() {
+        None if ctx.production => LogFormat::Json,
+        None | Some("pretty" | "text") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            ctx.problems.push("SBA_LOG__FORMAT", format!("`{other}` is not `json` or `pretty`"));
+            LogFormat::Json
+        }
+    };
+    LogSettings { filter: raw.filter.unwrap_or_else(|| "info".to_owned()), format }
 }
 
 fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
@@ -403,10 +385,8 @@ fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
     );
     let mut filled = std::collections::HashSet::new();
     for (var, key) in WELL_KNOWN {
-        if let Some(value) = env.get(var) {
-            if filled.insert(key) {
-                builder = builder.set_override(key, value).map_err(|e| e.to_string())?;
-            }
+        if let Some(value) = env.get(var).filter(|_| filled.insert(key)) {
+            builder = builder.set_override(key, value).map_err(|e| e.to_string())?;
         }
     }
     builder
@@ -415,14 +395,7 @@ fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
         .map_err(|e| format!("cannot read the configuration: {e}"))
 }
 
-fn auth_settings(
-    problems: &mut Problems,
-    raw: RawAuth,
-    production: bool,
-    data_dir: &Path,
-    options: &LoadOptions,
-    public_hint: &dyn Fn(&str) -> String,
-) -> AuthSettings {
+fn auth_settings(ctx: &mut Ctx<'_>, raw: RawAuth, data_dir: &Path, options: &LoadOptions) -> AuthSettings {
     let mut secrets: Vec<SecretString> = Vec::new();
     if let Some(secret) = raw.supabase_jwt_secret {
         secrets.push(secret);
@@ -438,42 +411,40 @@ fn auth_settings(
     }
     let secrets = dedup_secrets(secrets);
     if secrets.iter().any(|s| s.expose_secret().len() < MIN_SECRET_BYTES) {
-        problems.push(
+        ctx.problems.push(
             "SUPABASE_JWT_SECRET / SBA_AUTH__JWT_SECRETS",
             format!("every HS256 secret must be at least {MIN_SECRET_BYTES} bytes long"),
         );
     }
-    let jwks_url = raw.jwks_url.as_deref().and_then(|url| http_url(problems, "SBA_AUTH__JWKS_URL", url));
+    let jwks_url =
+        raw.jwks_url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SBA_AUTH__JWKS_URL", url));
     if jwks_url.is_some() {
-        problems.push(
+        ctx.problems.push(
             "SBA_AUTH__JWKS_URL",
             "JWKS (RS256/ES256) verification is not available in this build yet; configure \
              SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
         );
     }
     let configured = !secrets.is_empty() || jwks_url.is_some();
-    if production {
+    if ctx.production {
         if !configured {
-            problems.push(
+            let hint = ctx.public_hint("SUPABASE_JWT_SECRET");
+            ctx.problems.push(
                 "SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
-                format!(
-                    "a JWT verification key is required in production{}",
-                    public_hint("SUPABASE_JWT_SECRET")
-                ),
+                format!("a JWT verification key is required in production{hint}"),
             );
         }
-        if raw.issuer.is_none() {
-            problems.push("SBA_AUTH__ISSUER", "is required in production");
-        }
-        if raw.audience.is_none() {
-            problems.push("SBA_AUTH__AUDIENCE", "is required in production");
-        }
+        ctx.require(raw.issuer.is_some(), "SBA_AUTH__ISSUER", "SBA_AUTH__ISSUER");
+        ctx.require(raw.audience.is_some(), "SBA_AUTH__AUDIENCE", "SBA_AUTH__AUDIENCE");
     }
-    let leeway = Duration::from_secs(
-        parse_or(problems, "SBA_AUTH__LEEWAY_SECS", raw.leeway_secs.as_deref(), Some(30)).unwrap_or(30),
-    );
+    let leeway = Duration::from_secs(parse_or(
+        &mut ctx.problems,
+        "SBA_AUTH__LEEWAY_SECS",
+        raw.leeway_secs.as_deref(),
+        30,
+    ));
 
-    let (secrets, secret_source, issuer, audience) = if configured || production {
+    let (secrets, secret_source, issuer, audience) = if configured || ctx.production {
         (secrets, SecretSource::Configured, raw.issuer, raw.audience)
     } else {
         let path = dev_secret::path_in(data_dir);
@@ -485,7 +456,7 @@ fn auth_settings(
         let secrets = match secret {
             Ok(secret) => secret.into_iter().collect(),
             Err(e) => {
-                problems.push("development JWT secret", format!("{e:#}"));
+                ctx.problems.push("development JWT secret", format!("{e:#}"));
                 Vec::new()
             }
         };
@@ -494,7 +465,7 @@ fn auth_settings(
         (secrets, SecretSource::GeneratedFile(path), issuer, audience)
     };
     let auth = AuthSettings { secrets, secret_source, jwks_url, issuer, audience, leeway };
-    collect_validation(problems, auth.validate(), &[("leeway", "SBA_AUTH__LEEWAY_SECS")]);
+    collect_validation(&mut ctx.problems, auth.validate(), &[("leeway", "SBA_AUTH__LEEWAY_SECS")]);
     auth
 }
 
@@ -533,24 +504,15 @@ fn http_url(problems: &mut Problems, setting: &str, value: &str) -> Option<Url> 
     }
 }
 
-/// Parses `value` when present, else returns `default`; records a problem when it does not parse.
-fn parse_or<T: FromStr>(
-    problems: &mut Problems,
-    setting: &str,
-    value: Option<&str>,
-    default: Option<T>,
-) -> Option<T> {
-    match value {
-        None => default,
-        Some(text) => match text.trim().parse() {
-            Ok(parsed) => Some(parsed),
-            Err(_) => {
-                let shown: String = text.chars().take(40).collect();
-                problems.push(setting, format!("`{shown}` is not a valid value"));
-                None
-            }
-        },
-    }
+/// Parses `value` when present, else returns `default`; records a problem (and returns the
+/// default, so later checks still run) when it does not parse.
+fn parse_or<T: FromStr>(problems: &mut Problems, setting: &str, value: Option<&str>, default: T) -> T {
+    let Some(text) = value else { return default };
+    text.trim().parse().unwrap_or_else(|_| {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(setting, format!("`{shown}` is not a valid value"));
+        default
+    })
 }
 
 /// Turns `validator` errors into problems named by the setting's variable.

@@ -39,7 +39,7 @@ impl fmt::Display for Settings {
         match &self.store.location {
             StoreLocation::Postgres(_) => line("database.url", &format_args!("postgres URL {REDACTED}")),
             StoreLocation::Sqlite(path) => {
-                line("database.url", &format_args!("sqlite file {}", path.display()))
+                line("database.url", &format_args!("sqlite file {}", path.display()));
             }
         }
         line("database.max_connections", &self.store.max_connections);

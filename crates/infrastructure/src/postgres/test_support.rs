@@ -17,7 +17,11 @@ pub const ADMIN_URL_VAR: &str = "SBA_TEST_DATABASE_URL";
 
 const POOL: PoolOptions = PoolOptions { max_connections: 5, connect_timeout: Duration::from_secs(10) };
 
-/// The admin URL of the private test PostgreSQL; panics with instructions when unset.
+/// The admin URL of the private test PostgreSQL.
+///
+/// # Panics
+/// With instructions, when the variable is unset: a test that needs PostgreSQL must fail
+/// loudly rather than be skipped.
 pub fn admin_url() -> String {
     std::env::var(ADMIN_URL_VAR).unwrap_or_else(|_| {
         panic!(
@@ -28,6 +32,9 @@ pub fn admin_url() -> String {
 }
 
 /// Creates an empty database with a random name on the test PostgreSQL and returns its URL.
+///
+/// # Panics
+/// When the test PostgreSQL is unreachable.
 pub async fn fresh_postgres_url() -> String {
     let admin = admin_url();
     let name = format!("sba_test_{}", Uuid::new_v4().simple());
