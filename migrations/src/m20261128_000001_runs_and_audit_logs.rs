@@ -1,7 +1,7 @@
 //! `agent_runs` and `audit_logs`: the first slice of the internal store.
 //!
-//! Both tables are tenant-owned, so every index leads with `tenant_id`: each query a tenant
-//! can reach filters by it first. `audit_logs` deliberately has no foreign key to
+//! Both tables are tenant-owned, so every index a tenant's query uses leads with
+//! `tenant_id`. `audit_logs` deliberately has no foreign key to
 //! `agent_runs`: the audit trail must outlive whatever it describes (a purged run keeps its
 //! history), and it also records attempts on resources that never existed.
 
@@ -61,6 +61,19 @@ impl MigrationTrait for Migration {
                     .name("agent_runs_tenant_status_idx")
                     .table(AgentRuns::Table)
                     .col(AgentRuns::TenantId)
+                    .col(AgentRuns::Status)
+                    .col(AgentRuns::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        // The run-expiry sweep of `sba worker` is platform work across tenants, the one
+        // access path not led by `tenant_id`; it only ever reads active statuses by age.
+        manager
+            .create_index(
+                Index::create()
+                    .name("agent_runs_status_created_idx")
+                    .table(AgentRuns::Table)
                     .col(AgentRuns::Status)
                     .col(AgentRuns::CreatedAt)
                     .to_owned(),

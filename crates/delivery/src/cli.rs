@@ -12,7 +12,7 @@ use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner};
 use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 
-use crate::startup::{Application, jwt_rules};
+use crate::startup::{Application, Worker, jwt_rules, shutdown_signal};
 use crate::telemetry;
 
 /// SBA: a multi-tenant backend for AI-agent runs.
@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (the default when no command is given).
     Serve,
+    /// Run background work (the run-expiry sweep) until SIGTERM or Ctrl-C.
+    Worker,
     /// Apply, revert or list migrations of the internal store.
     Migrate {
         #[command(subcommand)]
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate { action } => with_settings(&env, |settings| block_on(migrate(settings, action))),
         Command::Serve => with_settings(&env, |settings| block_on(serve(settings))),
+        Command::Worker => with_settings(&env, |settings| block_on(worker(settings))),
     }
 }
 
@@ -113,6 +116,12 @@ fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let application = Application::build(settings).await?;
     application.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(settings: Settings) -> anyhow::Result<ExitCode> {
+    let worker = Worker::build(&settings).await?;
+    worker.run_until_stopped(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -135,6 +135,116 @@ impl Application {
     }
 }
 
+/// `sba worker`: background work that no request triggers. Today that is the run-expiry
+/// sweep; the event persisters join it when the durable queue exists.
+pub struct Worker {
+    runs: RunService,
+    store: InternalStore,
+    settings: sba_infrastructure::config::WorkerSettings,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// How many runs one sweep expires at most; the next tick takes the rest.
+const SWEEP_BATCH: u64 = 500;
+
+impl Worker {
+    /// Connects the store and migrates it, like the server does.
+    ///
+    /// # Errors
+    /// When the store is unreachable or a migration fails.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let store = InternalStore::connect(
+            &settings.store.location,
+            PoolOptions { max_connections: 4, connect_timeout: settings.store.connect_timeout },
+        )
+        .await?;
+        store.migrate_up().await?;
+        let runs = RunService::new(
+            store.run_repository(),
+            store.audit_log(),
+            Arc::new(SystemClock),
+            Arc::new(UuidV7Generator),
+        );
+        Ok(Self { runs, store, settings: settings.worker.clone() })
+    }
+
+    /// Expires overdue runs once, in batches until none is left; returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn sweep_once(&self) -> anyhow::Result<usize> {
+        let max_age =
+            chrono::Duration::from_std(self.settings.max_run_age).context("max run age is out of range")?;
+        let mut total = 0;
+        loop {
+            let expired = self.runs.expire_overdue(max_age, SWEEP_BATCH).await?;
+            total += expired;
+            if (expired as u64) < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sweeps every interval until `shutdown` completes; a failed sweep is logged and retried
+    /// at the next tick.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(
+            sweep_interval_secs = self.settings.sweep_interval.as_secs(),
+            max_run_age_secs = self.settings.max_run_age.as_secs(),
+            internal_store = self.store.description(),
+            "sba worker is running: run-expiry sweep"
+        );
+        let mut ticks = tokio::time::interval(self.settings.sweep_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = ticks.tick() => match self.sweep_once().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "expired overdue runs"),
+                    Err(error) => tracing::error!(error = format!("{error:#}"), "run-expiry sweep failed"),
+                },
+            }
+        }
+        self.store.close().await;
+        tracing::info!("sba worker stopped");
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
 /// The token rules shared by verification and `sba dev-token`.
 pub fn jwt_rules(settings: &Settings) -> JwtRules {
     JwtRules {

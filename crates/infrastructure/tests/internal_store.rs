@@ -47,6 +47,7 @@ on_both_stores!(
     lifecycle_update_of_a_missing_run_is_not_found,
     audit_entries_are_stored,
     migrations_are_reversible_and_report_status,
+    overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones,
 );
 
 fn new_run(tenant: TenantId) -> AgentRun {
@@ -160,4 +161,26 @@ async fn migrations_are_reversible_and_report_status(store: InternalStore) {
     let run = new_run(tenant());
     store.run_repository().insert(&run).await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
+}
+
+async fn overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones(store: InternalStore) {
+    let runs = store.run_repository();
+    let base = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(2);
+    let mut created = Vec::new();
+    for minutes in [30, 10, 20, 90] {
+        let mut run = new_run(tenant());
+        run.created_at = base + chrono::Duration::minutes(minutes);
+        runs.insert(&run).await.unwrap();
+        created.push(run);
+    }
+    // An ended run is never overdue, however old.
+    let mut ended = created[1].clone();
+    ended.cancel(Utc::now()).unwrap();
+    runs.update_lifecycle(&ended, RunStatus::Queued).await.unwrap();
+
+    let cutoff = base + chrono::Duration::minutes(60);
+    let overdue = runs.list_overdue(cutoff, 10).await.unwrap();
+    let ids: Vec<_> = overdue.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [created[2].id, created[0].id]);
+    assert_eq!(runs.list_overdue(cutoff, 1).await.unwrap().len(), 1, "the limit is honoured");
 }

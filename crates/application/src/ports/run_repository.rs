@@ -1,6 +1,7 @@
 //! Storage of agent runs.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sba_domain::{AgentRun, RunId, RunStatus, TenantId};
 
 use super::RepositoryError;
@@ -30,4 +31,16 @@ pub trait RunRepository: Send + Sync + 'static {
     /// `Conflict` when the stored status is no longer `expected`; `NotFound` when the run
     /// does not exist for this tenant; `Unexpected` on storage failure.
     async fn update_lifecycle(&self, run: &AgentRun, expected: RunStatus) -> Result<(), RepositoryError>;
+
+    /// Runs of *every* tenant that have not ended and were created before `created_before`,
+    /// oldest first, at most `limit`. Platform work only (the run-expiry sweep of
+    /// `sba worker`); never used to serve a tenant's request.
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure.
+    async fn list_overdue(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<AgentRun>, RepositoryError>;
 }

@@ -2,4 +2,4 @@
 
 mod service;
 
-pub use service::{CreateRun, RunService, RunServiceError};
+pub use service::{CreateRun, RunService, RunServiceError, SYSTEM_ACTOR};

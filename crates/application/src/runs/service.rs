@@ -15,6 +15,9 @@ use crate::ports::{AuditLog, Clock, IdGenerator, RepositoryError, RunRepository}
 /// How many times a cancel re-reads a run whose status changed under it before giving up.
 const CANCEL_ATTEMPTS: usize = 3;
 
+/// The audit actor of changes made by the platform itself rather than by a caller.
+pub const SYSTEM_ACTOR: &str = "system:run-expiry";
+
 /// A request to start a run, already parsed into domain values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateRun {
@@ -139,6 +142,38 @@ impl RunService {
         Err(RunServiceError::Contended)
     }
 
+    /// Expires every run that has not ended within `max_age` of its creation, up to `batch`
+    /// runs per call, and returns how many it expired. A run that changes concurrently is
+    /// left to its new owner (and retried by the next sweep if still overdue).
+    ///
+    /// # Errors
+    /// `Unexpected` when the store fails; runs expired before the failure stay expired.
+    pub async fn expire_overdue(
+        &self,
+        max_age: chrono::Duration,
+        batch: u64,
+    ) -> Result<usize, RunServiceError> {
+        let now = self.clock.now();
+        let mut expired = 0;
+        for mut run in self.runs.list_overdue(now - max_age, batch).await? {
+            let before = run.status();
+            run.transition_to(sba_domain::RunStatus::Expired, now)?;
+            match self.runs.update_lifecycle(&run, before).await {
+                Ok(()) => {
+                    let mut entry = self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", Some(run.id));
+                    entry.outcome = AuditOutcome::Success;
+                    self.record(entry).await?;
+                    expired += 1;
+                }
+                Err(RepositoryError::Conflict(_) | RepositoryError::NotFound) => {
+                    tracing::debug!(run_id = %run.id, "run changed during expiry, skipped");
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(expired)
+    }
+
     async fn audit(
         &self,
         ctx: &RequestContext,
@@ -146,18 +181,36 @@ impl RunService {
         run: Option<RunId>,
         outcome: AuditOutcome,
     ) -> Result<(), RunServiceError> {
-        let entry = AuditEntry {
+        let mut entry = self.entry(ctx.principal.tenant_id, ctx.principal.user_id.as_str(), action, run);
+        entry.outcome = outcome;
+        entry.ip.clone_from(&ctx.ip);
+        entry.request_id = Some(ctx.request_id.clone());
+        self.record(entry).await
+    }
+
+    fn entry(
+        &self,
+        tenant_id: sba_domain::TenantId,
+        actor: &str,
+        action: &str,
+        run: Option<RunId>,
+    ) -> AuditEntry {
+        AuditEntry {
             id: AuditEntryId::from_uuid(self.ids.new_id()),
-            tenant_id: ctx.principal.tenant_id,
-            actor: ctx.principal.user_id.to_string(),
+            tenant_id,
+            actor: actor.to_owned(),
             action: action.to_owned(),
             resource_type: "run".to_owned(),
             resource_id: run.map(|id| id.to_string()),
-            outcome,
-            ip: ctx.ip.clone(),
-            request_id: Some(ctx.request_id.clone()),
+            outcome: AuditOutcome::Success,
+            ip: None,
+            request_id: None,
             created_at: self.clock.now(),
-        };
+        }
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), RunServiceError> {
+        let action = entry.action.clone();
         self.audit.record(&entry).await.map_err(|error| {
             RunServiceError::Unexpected(
                 anyhow::Error::new(error).context(format!("recording audit entry {action}")),
@@ -342,6 +395,29 @@ mod tests {
 
         let run = service(runs, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await.unwrap();
         assert_eq!(run.status(), RunStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn expire_overdue_expires_listed_runs_skips_contended_ones_and_audits_as_system() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_list_overdue()
+            .withf(|before, limit| *before == now() - chrono::Duration::hours(1) && *limit == 10)
+            .returning(|_, _| Ok(vec![stored_run(RunStatus::Queued), stored_run(RunStatus::InProgress)]));
+        let mut writes = 0;
+        runs.expect_update_lifecycle().times(2).returning(move |run, _| {
+            assert_eq!(run.status(), RunStatus::Expired);
+            writes += 1;
+            if writes == 1 { Ok(()) } else { Err(RepositoryError::Conflict("changed".into())) }
+        });
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|e| e.actor == SYSTEM_ACTOR && e.action == "run.expire" && e.request_id.is_none())
+            .times(1)
+            .returning(|_| Ok(()));
+
+        let expired = service(runs, audit).expire_overdue(chrono::Duration::hours(1), 10).await.unwrap();
+        assert_eq!(expired, 1);
     }
 
     #[tokio::test]

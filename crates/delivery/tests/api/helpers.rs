@@ -6,7 +6,7 @@ use std::time::Duration;
 use sba_delivery::startup::Application;
 use sba_domain::{Role, TenantId, UserId};
 use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
-use sba_infrastructure::config::{EnvSnapshot, LoadOptions, load};
+use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
 use sba_infrastructure::postgres::test_support::fresh_postgres_url;
 use secrecy::SecretString;
 use tokio::sync::oneshot;
@@ -25,6 +25,8 @@ pub enum Store {
 
 pub struct TestApp {
     pub address: String,
+    /// The settings the app was built with (for building a worker beside it).
+    pub settings: Settings,
     pub client: reqwest::Client,
     signer: HsJwtSigner,
     _shutdown: oneshot::Sender<()>,
@@ -54,12 +56,17 @@ pub fn new_tenant() -> TenantId {
 
 /// Starts the application as production would wire it, on port 0.
 pub async fn spawn_app(store: Store) -> TestApp {
+    spawn_app_with(store, &[]).await
+}
+
+/// Like [`spawn_app`], with extra environment variables.
+pub async fn spawn_app_with(store: Store, extra_env: &[(&str, &str)]) -> TestApp {
     let dir = std::env::temp_dir().join(format!("sba-api-test-{}", Uuid::new_v4().simple()));
     let database_url = match store {
         Store::Sqlite => format!("sqlite://{}", dir.join("sba.db").display()),
         Store::Postgres => fresh_postgres_url().await,
     };
-    let env = EnvSnapshot::from_pairs([
+    let mut env = vec![
         ("SBA_DATA_DIR", dir.display().to_string()),
         ("DATABASE_URL", database_url),
         ("SBA_AUTH__JWT_SECRETS", SECRET.to_owned()),
@@ -68,12 +75,14 @@ pub async fn spawn_app(store: Store) -> TestApp {
         ("SBA_AUTH__LEEWAY_SECS", "0".to_owned()),
         ("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "1".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
-    ]);
+    ];
+    env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let env = EnvSnapshot::from_pairs(env);
     let settings = load(&env, &LoadOptions { config_dir: dir.join("config"), create_dev_secret: false })
         .unwrap_or_else(|problems| panic!("test settings are invalid: {problems}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let app = Application::build_with_listener(settings, listener, async move {
+    let app = Application::build_with_listener(settings.clone(), listener, async move {
         let _ = stopped.await;
     })
     .await
@@ -84,7 +93,7 @@ pub async fn spawn_app(store: Store) -> TestApp {
         &SecretString::from(SECRET.to_owned()),
         JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
     );
-    TestApp { address, client: reqwest::Client::new(), signer, _shutdown: shutdown }
+    TestApp { address, settings, client: reqwest::Client::new(), signer, _shutdown: shutdown }
 }
 
 /// Generates one `#[tokio::test]` per store for each listed async test body taking `Store`.

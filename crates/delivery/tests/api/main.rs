@@ -7,3 +7,4 @@ mod config;
 mod health;
 mod helpers;
 mod runs;
+mod worker;

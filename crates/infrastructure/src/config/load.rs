@@ -16,7 +16,7 @@ use super::dev_secret;
 use super::env::EnvSnapshot;
 use super::settings::{
     AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RedisSettings, SecretSource,
-    ServerSettings, Settings, StoreSettings, SupabaseSettings,
+    ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
 };
 use crate::postgres::StoreLocation;
 
@@ -38,7 +38,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 20] = [
+const KNOWN_SBA_VARS: [&str; 22] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -59,6 +59,8 @@ const KNOWN_SBA_VARS: [&str; 20] = [
     "SBA_AUTH__LEEWAY_SECS",
     "SBA_CORS__ALLOWED_ORIGINS",
     "SBA_LOG__FORMAT",
+    "SBA_WORKER__SWEEP_INTERVAL_SECS",
+    "SBA_WORKER__MAX_RUN_AGE_SECS",
 ];
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
@@ -121,6 +123,14 @@ struct Raw {
     cors: RawCors,
     log: RawLog,
     telemetry: RawTelemetry,
+    worker: RawWorker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWorker {
+    sweep_interval_secs: Option<String>,
+    max_run_age_secs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +219,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let auth = auth_settings(&mut ctx, raw.auth, &data_dir, options);
     let cors = cors_settings(&mut ctx, &raw.cors);
     let log = log_settings(&mut ctx, raw.log);
+    let worker = worker_settings(&mut ctx, &raw.worker);
     let otlp_endpoint = raw
         .telemetry
         .otlp_endpoint
@@ -230,6 +241,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         auth,
         cors,
         log,
+        worker,
         otlp_endpoint,
         warnings,
     })
@@ -348,6 +360,33 @@ fn cors_settings(ctx: &mut Ctx<'_>, raw: &RawCors) -> CorsSettings {
         &[("allowed_origins", "SBA_CORS__ALLOWED_ORIGINS")],
     );
     cors
+}
+
+fn worker_settings(ctx: &mut Ctx<'_>, raw: &RawWorker) -> WorkerSettings {
+    let p = &mut ctx.problems;
+    let worker = WorkerSettings {
+        sweep_interval: Duration::from_secs(parse_or(
+            p,
+            "SBA_WORKER__SWEEP_INTERVAL_SECS",
+            raw.sweep_interval_secs.as_deref(),
+            60,
+        )),
+        max_run_age: Duration::from_secs(parse_or(
+            p,
+            "SBA_WORKER__MAX_RUN_AGE_SECS",
+            raw.max_run_age_secs.as_deref(),
+            86_400,
+        )),
+    };
+    collect_validation(
+        p,
+        worker.validate(),
+        &[
+            ("sweep_interval", "SBA_WORKER__SWEEP_INTERVAL_SECS"),
+            ("max_run_age", "SBA_WORKER__MAX_RUN_AGE_SECS"),
+        ],
+    );
+    worker
 }
 
 fn log_settings(ctx: &mut Ctx<'_>, raw: RawLog) -> LogSettings {

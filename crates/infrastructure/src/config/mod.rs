@@ -16,5 +16,5 @@ pub use env::EnvSnapshot;
 pub use load::{LoadOptions, Problem, Problems, load};
 pub use settings::{
     AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RedisSettings, SecretSource,
-    ServerSettings, Settings, StoreSettings, SupabaseSettings,
+    ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
 };

@@ -70,6 +70,8 @@ impl fmt::Display for Settings {
         line("cors.allowed_origins", &format_args!("[{}]", self.cors.allowed_origins.join(", ")));
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
+        line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         line("telemetry.otlp_endpoint", &OrNone(self.otlp_endpoint.as_ref()));
         f.write_str(&out)
     }

@@ -41,6 +41,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub log: LogSettings,
+    pub worker: WorkerSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -131,6 +132,25 @@ fn origins_are_exact(origins: &[String]) -> Result<(), ValidationError> {
         }
     }
     Ok(())
+}
+
+/// Background work of `sba worker`.
+#[derive(Debug, Clone, Validate)]
+pub struct WorkerSettings {
+    /// How often the run-expiry sweep runs.
+    #[validate(custom(function = "at_least_one_second"))]
+    pub sweep_interval: Duration,
+    /// A run that has not ended this long after its creation is expired.
+    #[validate(custom(function = "at_least_one_second"))]
+    pub max_run_age: Duration,
+}
+
+fn at_least_one_second(value: &Duration) -> Result<(), ValidationError> {
+    if value.as_secs() >= 1 {
+        Ok(())
+    } else {
+        Err(ValidationError::new("duration").with_message("must be at least 1 second".into()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! [`SeaOrmRunRepository`]: runs in `agent_runs`.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sba_application::ports::{RepositoryError, RunRepository};
 use sba_domain::{AgentName, AgentRun, Metadata, RunError, RunId, RunStatus, StoredRun, TenantId, UserId};
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
 use super::error::{corrupt_row, map_db_err};
@@ -70,7 +73,27 @@ impl RunRepository for SeaOrmRunRepository {
             None => Err(RepositoryError::NotFound),
         }
     }
+
+    async fn list_overdue(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<AgentRun>, RepositoryError> {
+        let rows = Entity::find()
+            .filter(Column::Status.is_in(ACTIVE.map(RunStatus::as_str)))
+            .filter(Column::CreatedAt.lt(created_before))
+            .order_by_asc(Column::CreatedAt)
+            .order_by_asc(Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "listing overdue runs"))?;
+        rows.into_iter().map(to_domain).collect()
+    }
 }
+
+/// Statuses a run can still leave.
+const ACTIVE: [RunStatus; 3] = [RunStatus::Queued, RunStatus::InProgress, RunStatus::RequiresAction];
 
 /// The fields that change over a run's life; the rest are written once at insert.
 fn lifecycle(run: &AgentRun) -> ActiveModel {
