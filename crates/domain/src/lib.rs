@@ -4,9 +4,12 @@
 //! pure functions, so every other layer can depend on it.
 
 pub mod audit;
+pub mod events;
 pub mod ids;
 pub mod principal;
 pub mod runs;
+pub mod steps;
+pub mod usage;
 
 pub use audit::{AuditEntry, AuditOutcome};
 pub use ids::{AuditEntryId, IdParseError, RunId, SessionId, TenantId, UserId};

@@ -1,0 +1,143 @@
+//! Run events: the append-only, per-run sequence of everything that happens to a run.
+//!
+//! Each event has a `seq` (1, 2, 3, … per run, no gaps), a kind and kind-specific data. The
+//! data is validated into [`EventData`] before anything is stored, so a batch with one bad
+//! event is rejected as a whole.
+
+mod data;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use data::{EventData, StepRef, ToolCallRef};
+
+use crate::ids::{RunId, TenantId};
+
+/// What an event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "run.created")]
+    RunCreated,
+    #[serde(rename = "run.started")]
+    RunStarted,
+    #[serde(rename = "run.requires_action")]
+    RunRequiresAction,
+    #[serde(rename = "run.completed")]
+    RunCompleted,
+    #[serde(rename = "run.failed")]
+    RunFailed,
+    #[serde(rename = "run.cancelled")]
+    RunCancelled,
+    #[serde(rename = "step.created")]
+    StepCreated,
+    #[serde(rename = "step.delta")]
+    StepDelta,
+    #[serde(rename = "step.completed")]
+    StepCompleted,
+    #[serde(rename = "tool_call.started")]
+    ToolCallStarted,
+    #[serde(rename = "tool_call.completed")]
+    ToolCallCompleted,
+    #[serde(rename = "usage.reported")]
+    UsageReported,
+}
+
+/// A string that names no event kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind")]
+pub struct UnknownEventKind;
+
+impl EventKind {
+    pub const ALL: [Self; 12] = [
+        Self::RunCreated,
+        Self::RunStarted,
+        Self::RunRequiresAction,
+        Self::RunCompleted,
+        Self::RunFailed,
+        Self::RunCancelled,
+        Self::StepCreated,
+        Self::StepDelta,
+        Self::StepCompleted,
+        Self::ToolCallStarted,
+        Self::ToolCallCompleted,
+        Self::UsageReported,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RunCreated => "run.created",
+            Self::RunStarted => "run.started",
+            Self::RunRequiresAction => "run.requires_action",
+            Self::RunCompleted => "run.completed",
+            Self::RunFailed => "run.failed",
+            Self::RunCancelled => "run.cancelled",
+            Self::StepCreated => "step.created",
+            Self::StepDelta => "step.delta",
+            Self::StepCompleted => "step.completed",
+            Self::ToolCallStarted => "tool_call.started",
+            Self::ToolCallCompleted => "tool_call.completed",
+            Self::UsageReported => "usage.reported",
+        }
+    }
+
+    /// Kinds only the server itself writes; an agent reporting one is refused.
+    pub const fn is_server_only(self) -> bool {
+        matches!(self, Self::RunCreated | Self::RunCancelled)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == value).ok_or(UnknownEventKind)
+    }
+}
+
+/// One stored event of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEvent {
+    pub run_id: RunId,
+    pub tenant_id: TenantId,
+    /// Position in the run's sequence: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// The producer's id for the event, used to answer duplicates; `None` for server events.
+    pub producer_id: Option<String>,
+    pub data: EventData,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RunEvent {
+    pub fn kind(&self) -> EventKind {
+        self.data.kind()
+    }
+
+    /// The event's `data` member as clients see it.
+    pub fn data_json(&self) -> Value {
+        self.data.to_json()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip_and_match_serde() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert!("run.exploded".parse::<EventKind>().is_err());
+    }
+}
