@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
 mod m20261128_000001_runs_and_audit_logs;
+mod m20261128_000002_run_details_usage_health_idempotency;
 
 /// Every migration of the internal schema, oldest first.
 #[derive(Debug)]
@@ -16,6 +17,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_runs_and_audit_logs::Migration)]
+        vec![
+            Box::new(m20261128_000001_runs_and_audit_logs::Migration),
+            Box::new(m20261128_000002_run_details_usage_health_idempotency::Migration),
+        ]
     }
 }
