@@ -1,6 +1,7 @@
 //! Agent runs: the run entity, its status state machine and its value objects.
 
 mod agent_name;
+pub mod progress;
 mod status;
 
 use chrono::{DateTime, Utc};
