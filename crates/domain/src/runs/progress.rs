@@ -152,7 +152,7 @@ impl RunProgress {
                 self.run.transition_to(RunStatus::RequiresAction, at).map_err(transition)?;
             }
             EventData::RunCompleted { output } => {
-                self.run.complete(output.clone(), at).map_err(transition)?
+                self.run.complete(output.clone(), at).map_err(transition)?;
             }
             EventData::RunFailed { error } => {
                 self.run.fail(error.clone(), at).map_err(transition)?;
