@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The project's test command. Starts the private PostgreSQL and Redis
+# (scripts/services-up.sh), runs every test with cargo-nextest, then the doc tests
+# (nextest does not run those). Exits non-zero when any test fails.
+#
+# Arguments go to `cargo nextest run`: `scripts/test.sh -p sba-domain`,
+# `scripts/test.sh --profile ci`, `scripts/test.sh -E 'test(/cancel/)'`.
+#
+# Services started here are stopped on exit unless SBA_KEEP_SERVICES=1. Services that
+# already answered on their ports before the run are left running.
+set -euo pipefail
+
+SCRIPT_NAME="${0##*/}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+
+log() {
+    printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "cargo-nextest is missing; installing it (cargo install --locked cargo-nextest)"
+    cargo install --locked cargo-nextest
+fi
+
+already_running=0
+if port_open "${SBA_TEST_PG_PORT:-55432}" && port_open "${SBA_TEST_REDIS_PORT:-56379}"; then
+    already_running=1
+fi
+
+log "starting test services"
+scripts/services-up.sh >/dev/null
+if [[ ${SBA_KEEP_SERVICES:-0} == 1 ]]; then
+    log "SBA_KEEP_SERVICES=1: services stay up after the tests (scripts/services-down.sh stops them)"
+elif ((already_running)); then
+    log "services were already running before this run; leaving them running"
+else
+    trap 'scripts/services-down.sh || log "warning: scripts/services-down.sh failed"' EXIT
+fi
+
+# shellcheck source=/dev/null
+source target/services/env
+log "SBA_TEST_DATABASE_URL=$SBA_TEST_DATABASE_URL SBA_TEST_REDIS_URL=$SBA_TEST_REDIS_URL"
+
+status=0
+log "cargo nextest run --workspace --all-targets $*"
+cargo nextest run --workspace --all-targets "$@" || status=$?
+
+log "cargo test --workspace --doc"
+doc_status=0
+cargo test --workspace --doc || doc_status=$?
+
+if ((status != 0)); then
+    log "error: tests failed (cargo nextest exited with $status)"
+elif ((doc_status != 0)); then
+    log "error: doc tests failed (cargo test --doc exited with $doc_status)"
+    status=$doc_status
+else
+    log "all tests passed"
+fi
+exit "$status"
