@@ -4,6 +4,7 @@
 //! `sba-delivery`'s `startup.rs`.
 
 pub mod context;
+pub mod pagination;
 pub mod ports;
 pub mod runs;
 

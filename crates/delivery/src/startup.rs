@@ -76,12 +76,7 @@ impl Application {
         store.migrate_up().await?;
 
         let state = AppState {
-            runs: RunService::new(
-                store.run_repository(),
-                store.audit_log(),
-                Arc::new(SystemClock),
-                Arc::new(UuidV7Generator),
-            ),
+            runs: run_service(&store),
             verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
             checks: vec![store.dependency_check()],
         };
@@ -164,13 +159,7 @@ impl Worker {
         )
         .await?;
         store.migrate_up().await?;
-        let runs = RunService::new(
-            store.run_repository(),
-            store.audit_log(),
-            Arc::new(SystemClock),
-            Arc::new(UuidV7Generator),
-        );
-        Ok(Self { runs, store, settings: settings.worker.clone() })
+        Ok(Self { runs: run_service(&store), store, settings: settings.worker.clone() })
     }
 
     /// Expires overdue runs once, in batches until none is left; returns how many.
@@ -243,6 +232,17 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// The run use cases on the internal store, with the system clock and UUIDv7 ids.
+fn run_service(store: &InternalStore) -> RunService {
+    RunService::new(
+        store.run_repository(),
+        store.run_ledger(),
+        store.audit_log(),
+        Arc::new(SystemClock),
+        Arc::new(UuidV7Generator),
+    )
 }
 
 /// The token rules shared by verification and `sba dev-token`.

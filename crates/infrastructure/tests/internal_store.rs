@@ -4,11 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
 
 use chrono::{SubsecRound as _, Utc};
-use sba_application::ports::RepositoryError;
+use sba_application::pagination::{Cursor, PageRequest};
+use sba_application::ports::{LedgerError, RepositoryError, RunEnding};
+use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::runs::NewRun;
+use sba_domain::runs::progress::ApplyError;
+use sba_domain::steps::{StepStatus, ToolCallStatus};
 use sba_domain::{
-    AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunError, RunId, RunStatus,
-    SessionId, TenantId, UserId,
+    AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, RunStatus, SessionId,
+    TenantId, UserId,
 };
 use sba_infrastructure::postgres::InternalStore;
 use sba_infrastructure::postgres::test_support::{fresh_postgres_store, fresh_sqlite_store};
@@ -40,11 +44,16 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
-    inserted_run_reads_back_identically,
-    run_of_another_tenant_is_invisible,
-    duplicate_run_id_is_a_conflict,
-    lifecycle_update_is_a_compare_and_set_on_status,
-    lifecycle_update_of_a_missing_run_is_not_found,
+    created_run_reads_back_identically_with_its_created_event,
+    run_of_another_tenant_is_invisible_everywhere,
+    creating_a_duplicate_run_fails_and_writes_nothing,
+    a_full_batch_creates_steps_tool_calls_usage_and_completes_the_run,
+    reapplied_events_are_skipped_as_duplicates,
+    an_illegal_transition_rejects_the_whole_batch,
+    a_gap_in_seq_rejects_the_whole_batch,
+    cancel_ends_open_steps_and_appends_run_cancelled_at_the_next_seq,
+    ending_an_ended_run_is_an_invalid_transition_and_writes_nothing,
+    steps_and_events_page_by_seq_without_gaps_or_duplicates,
     audit_entries_are_stored,
     migrations_are_reversible_and_report_status,
     overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones,
@@ -70,77 +79,277 @@ fn tenant() -> TenantId {
     TenantId::from_uuid(Uuid::now_v7())
 }
 
-async fn inserted_run_reads_back_identically(store: InternalStore) {
-    let runs = store.run_repository();
-    let run = new_run(tenant());
-    runs.insert(&run).await.unwrap();
-    assert_eq!(runs.get(run.tenant_id, run.id).await.unwrap(), Some(run));
-}
-
-async fn run_of_another_tenant_is_invisible(store: InternalStore) {
-    let runs = store.run_repository();
-    let run = new_run(tenant());
-    runs.insert(&run).await.unwrap();
-    assert_eq!(runs.get(tenant(), run.id).await.unwrap(), None);
-
-    let mut foreign = run.clone();
-    foreign.tenant_id = tenant();
-    foreign.cancel(Utc::now()).unwrap();
-    let err = runs.update_lifecycle(&foreign, RunStatus::Queued).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::NotFound), "{err:?}");
-    assert_eq!(runs.get(run.tenant_id, run.id).await.unwrap().unwrap().status(), RunStatus::Queued);
-}
-
-async fn duplicate_run_id_is_a_conflict(store: InternalStore) {
-    let runs = store.run_repository();
-    let run = new_run(tenant());
-    runs.insert(&run).await.unwrap();
-    let err = runs.insert(&run).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::Conflict(_)), "{err:?}");
-}
-
-async fn lifecycle_update_is_a_compare_and_set_on_status(store: InternalStore) {
-    let runs = store.run_repository();
-    let mut run = new_run(tenant());
-    runs.insert(&run).await.unwrap();
-    let now = Utc::now().trunc_subsecs(6);
-    run.transition_to(RunStatus::InProgress, now).unwrap();
-    runs.update_lifecycle(&run, RunStatus::Queued).await.unwrap();
-
-    // A second writer that still believes the run is queued loses.
-    let mut stale = run.clone();
-    stale.fail(RunError { code: "x".into(), message: "y".into() }, now).unwrap();
-    let err = runs.update_lifecycle(&stale, RunStatus::Queued).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::Conflict(_)), "{err:?}");
-
-    run.fail(RunError { code: "tool_timeout".into(), message: "search timed out".into() }, now).unwrap();
-    runs.update_lifecycle(&run, RunStatus::InProgress).await.unwrap();
-    let stored = runs.get(run.tenant_id, run.id).await.unwrap().unwrap();
-    assert_eq!(stored, run);
-    assert_eq!(stored.started_at, Some(now));
-    assert_eq!(stored.last_error.unwrap().code, "tool_timeout");
-}
-
-async fn lifecycle_update_of_a_missing_run_is_not_found(store: InternalStore) {
-    let mut run = new_run(tenant());
-    run.cancel(Utc::now()).unwrap();
-    let err = store.run_repository().update_lifecycle(&run, RunStatus::Queued).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::NotFound), "{err:?}");
-}
-
-async fn audit_entries_are_stored(store: InternalStore) {
-    let entry = AuditEntry {
+fn audit_for(run: &AgentRun, action: &str) -> AuditEntry {
+    AuditEntry {
         id: AuditEntryId::from_uuid(Uuid::now_v7()),
-        tenant_id: tenant(),
+        tenant_id: run.tenant_id,
         actor: "user-1".into(),
-        action: "run.cancel".into(),
+        action: action.into(),
         resource_type: "run".into(),
-        resource_id: Some(Uuid::now_v7().to_string()),
-        outcome: AuditOutcome::Denied,
+        resource_id: Some(run.id.to_string()),
+        outcome: AuditOutcome::Success,
         ip: Some("2001:db8::1".into()),
         request_id: Some("req-1".into()),
         created_at: Utc::now().trunc_subsecs(6),
-    };
+    }
+}
+
+async fn create(store: &InternalStore, run: &AgentRun) {
+    store.run_ledger().create_run(run, &audit_for(run, "run.create")).await.unwrap();
+}
+
+fn ev(run: &AgentRun, seq: u64, kind: EventKind, data: serde_json::Value) -> RunEvent {
+    RunEvent {
+        run_id: run.id,
+        tenant_id: run.tenant_id,
+        seq,
+        producer_id: Some(format!("evt-{seq}")),
+        data: EventData::parse(kind, data).unwrap(),
+        created_at: Utc::now().trunc_subsecs(6),
+    }
+}
+
+/// seq 2..: a tool-calls step with one call, a message step, usage, completion.
+fn full_batch(run: &AgentRun) -> Vec<RunEvent> {
+    vec![
+        ev(run, 2, EventKind::RunStarted, json!({})),
+        ev(run, 3, EventKind::StepCreated, json!({"step_id": "s1", "type": "tool_calls"})),
+        ev(
+            run,
+            4,
+            EventKind::ToolCallStarted,
+            json!({"tool_call_id": "t1", "step_id": "s1", "name": "search", "arguments": {"q": "rust"}}),
+        ),
+        ev(
+            run,
+            5,
+            EventKind::ToolCallCompleted,
+            json!({"tool_call_id": "t1", "output": {"hits": 3}, "status": "completed"}),
+        ),
+        ev(run, 6, EventKind::StepCompleted, json!({"step_id": "s1"})),
+        ev(run, 7, EventKind::StepCreated, json!({"step_id": "s2", "type": "message_creation"})),
+        ev(run, 8, EventKind::StepDelta, json!({"step_id": "s2", "text": "Hello"})),
+        ev(run, 9, EventKind::StepCompleted, json!({"step_id": "s2"})),
+        ev(
+            run,
+            10,
+            EventKind::UsageReported,
+            json!({"model": "gpt-x", "input_tokens": 120, "output_tokens": 30, "cost_micros": 4500}),
+        ),
+        ev(run, 11, EventKind::RunCompleted, json!({"output": "Hello"})),
+    ]
+}
+
+async fn event_seqs(store: &InternalStore, run: &AgentRun) -> Vec<u64> {
+    let page = store.event_log().list_after(run.tenant_id, run.id, 0, 100).await.unwrap();
+    page.items.iter().map(|e| e.seq).collect()
+}
+
+async fn step_count(store: &InternalStore, run: &AgentRun) -> usize {
+    store.step_repository().list(run.tenant_id, run.id, PageRequest::first(100)).await.unwrap().items.len()
+}
+
+async fn created_run_reads_back_identically_with_its_created_event(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    assert_eq!(store.run_repository().get(run.tenant_id, run.id).await.unwrap(), Some(run.clone()));
+    let events = store.event_log().list_after(run.tenant_id, run.id, 0, 10).await.unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert_eq!(events.items[0].seq, 1);
+    assert_eq!(events.items[0].kind(), EventKind::RunCreated);
+    assert_eq!(events.next, None);
+}
+
+async fn run_of_another_tenant_is_invisible_everywhere(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    store.run_ledger().apply_events(run.tenant_id, run.id, full_batch(&run)).await.unwrap();
+    let stranger = tenant();
+    assert_eq!(store.run_repository().get(stranger, run.id).await.unwrap(), None);
+    assert!(store.event_log().list_after(stranger, run.id, 0, 100).await.unwrap().items.is_empty());
+    assert!(
+        store
+            .step_repository()
+            .list(stranger, run.id, PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .tool_call_repository()
+            .list(stranger, run.id, PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let mut foreign_audit = audit_for(&run, "run.cancel");
+    foreign_audit.tenant_id = stranger;
+    let err =
+        store.run_ledger().end_run(stranger, run.id, RunEnding::Cancel, foreign_audit).await.unwrap_err();
+    assert!(matches!(err, LedgerError::NotFound), "{err:?}");
+    let err = store.run_ledger().apply_events(stranger, run.id, vec![]).await.unwrap_err();
+    assert!(matches!(err, LedgerError::NotFound), "{err:?}");
+}
+
+async fn creating_a_duplicate_run_fails_and_writes_nothing(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let err = store.run_ledger().create_run(&run, &audit_for(&run, "run.create")).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Unexpected(_)), "{err:?}");
+    assert_eq!(event_seqs(&store, &run).await, [1]);
+}
+
+async fn a_full_batch_creates_steps_tool_calls_usage_and_completes_the_run(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, full_batch(&run)).await.unwrap();
+    assert_eq!((outcome.applied, outcome.duplicates, outcome.run_status), (10, 0, RunStatus::Completed));
+
+    let stored = store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap();
+    assert_eq!(stored.status(), RunStatus::Completed);
+    assert_eq!(stored.output, Some(json!("Hello")));
+    assert!(stored.started_at.is_some() && stored.completed_at.is_some());
+
+    let steps =
+        store.step_repository().list(run.tenant_id, run.id, PageRequest::first(100)).await.unwrap().items;
+    let summary: Vec<_> = steps.iter().map(|s| (s.step_id.as_str().to_owned(), s.status, s.seq)).collect();
+    assert_eq!(
+        summary,
+        [("s1".to_owned(), StepStatus::Completed, 3), ("s2".to_owned(), StepStatus::Completed, 7)]
+    );
+    let calls = store
+        .tool_call_repository()
+        .list(run.tenant_id, run.id, PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].status, ToolCallStatus::Completed);
+    assert_eq!(calls[0].arguments, json!({"q": "rust"}));
+    assert_eq!(calls[0].output, Some(json!({"hits": 3})));
+    assert!(calls[0].completed_at.is_some());
+    assert_eq!(event_seqs(&store, &run).await, (1..=11).collect::<Vec<_>>());
+}
+
+async fn reapplied_events_are_skipped_as_duplicates(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch = full_batch(&run);
+    store.run_ledger().apply_events(run.tenant_id, run.id, batch[..5].to_vec()).await.unwrap();
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, batch.clone()).await.unwrap();
+    assert_eq!((outcome.applied, outcome.duplicates), (5, 5));
+    let again = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    assert_eq!((again.applied, again.duplicates, again.run_status), (0, 10, RunStatus::Completed));
+    assert_eq!(event_seqs(&store, &run).await, (1..=11).collect::<Vec<_>>());
+    assert_eq!(step_count(&store, &run).await, 2);
+}
+
+async fn an_illegal_transition_rejects_the_whole_batch(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch = vec![
+        ev(&run, 2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
+        ev(
+            &run,
+            3,
+            EventKind::UsageReported,
+            json!({"model": "m", "input_tokens": 1, "output_tokens": 1, "cost_micros": 1}),
+        ),
+        ev(&run, 4, EventKind::RunCompleted, json!({"output": 1})),
+        ev(&run, 5, EventKind::RunStarted, json!({})),
+    ];
+    let err = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Rejected(ApplyError::InvalidTransition { index: 3, .. })), "{err:?}");
+    assert_eq!(event_seqs(&store, &run).await, [1], "no event of the batch was stored");
+    assert_eq!(step_count(&store, &run).await, 0, "no step of the batch was stored");
+    assert_eq!(
+        store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap().status(),
+        RunStatus::Queued
+    );
+}
+
+async fn a_gap_in_seq_rejects_the_whole_batch(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch =
+        vec![ev(&run, 2, EventKind::RunStarted, json!({})), ev(&run, 4, EventKind::RunCompleted, json!({}))];
+    let err = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Rejected(ApplyError::Gap { expected: 3, got: 4, .. })), "{err:?}");
+    assert_eq!(event_seqs(&store, &run).await, [1]);
+}
+
+async fn cancel_ends_open_steps_and_appends_run_cancelled_at_the_next_seq(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch =
+        vec![ev(&run, 2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"}))];
+    store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    let cancelled = store
+        .run_ledger()
+        .end_run(run.tenant_id, run.id, RunEnding::Cancel, audit_for(&run, "run.cancel"))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), RunStatus::Cancelled);
+    assert_eq!(store.run_repository().get(run.tenant_id, run.id).await.unwrap(), Some(cancelled));
+    let events = store.event_log().list_after(run.tenant_id, run.id, 2, 10).await.unwrap().items;
+    assert_eq!(events.iter().map(|e| (e.seq, e.kind())).collect::<Vec<_>>(), [(3, EventKind::RunCancelled)]);
+    let steps =
+        store.step_repository().list(run.tenant_id, run.id, PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(steps[0].status, StepStatus::Cancelled);
+}
+
+async fn ending_an_ended_run_is_an_invalid_transition_and_writes_nothing(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let ledger = store.run_ledger();
+    ledger.end_run(run.tenant_id, run.id, RunEnding::Cancel, audit_for(&run, "run.cancel")).await.unwrap();
+    let complete = RunEnding::Complete { output: json!(1), usage: None };
+    let err =
+        ledger.end_run(run.tenant_id, run.id, complete, audit_for(&run, "run.complete")).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidTransition(_)), "{err:?}");
+    assert_eq!(event_seqs(&store, &run).await, [1, 2]);
+}
+
+async fn steps_and_events_page_by_seq_without_gaps_or_duplicates(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch: Vec<_> = (0..7_u64)
+        .map(|i| {
+            ev(
+                &run,
+                i + 2,
+                EventKind::StepCreated,
+                json!({"step_id": format!("s{i}"), "type": "message_creation"}),
+            )
+        })
+        .collect();
+    store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(3);
+    loop {
+        let result = store.step_repository().list(run.tenant_id, run.id, page).await.unwrap();
+        seen.extend(result.items.iter().map(|s| s.step_id.as_str().to_owned()));
+        match result.next {
+            Some(cursor) => page = PageRequest { limit: 3, after: Some(cursor) },
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("s{i}")).collect::<Vec<_>>());
+
+    let first = store.event_log().list_after(run.tenant_id, run.id, 0, 5).await.unwrap();
+    assert_eq!(first.next, Some(Cursor::Seq(5)));
+    let rest = store.event_log().list_after(run.tenant_id, run.id, 5, 5).await.unwrap();
+    assert_eq!(rest.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8]);
+    assert_eq!(rest.next, None);
+}
+
+async fn audit_entries_are_stored(store: InternalStore) {
+    let run = new_run(tenant());
+    let entry = audit_for(&run, "run.cancel");
     let audit = store.audit_log();
     audit.record(&entry).await.unwrap();
     let again = audit.record(&entry).await.unwrap_err();
@@ -149,7 +358,7 @@ async fn audit_entries_are_stored(store: InternalStore) {
 
 async fn migrations_are_reversible_and_report_status(store: InternalStore) {
     let applied = store.migration_status().await.unwrap();
-    assert!(!applied.is_empty() && applied.iter().all(|m| m.applied), "{applied:?}");
+    assert!(applied.len() >= 2 && applied.iter().all(|m| m.applied), "{applied:?}");
 
     store.migrate_down(u32::try_from(applied.len()).unwrap()).await.unwrap();
     let reverted = store.migration_status().await.unwrap();
@@ -159,26 +368,30 @@ async fn migrations_are_reversible_and_report_status(store: InternalStore) {
 
     store.migrate_up().await.unwrap();
     let run = new_run(tenant());
-    store.run_repository().insert(&run).await.unwrap();
+    create(&store, &run).await;
+    store.run_ledger().apply_events(run.tenant_id, run.id, full_batch(&run)).await.unwrap();
     assert!(store.migration_status().await.unwrap().iter().all(|m| m.applied));
 }
 
 async fn overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones(store: InternalStore) {
-    let runs = store.run_repository();
     let base = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(2);
     let mut created = Vec::new();
     for minutes in [30, 10, 20, 90] {
         let mut run = new_run(tenant());
         run.created_at = base + chrono::Duration::minutes(minutes);
-        runs.insert(&run).await.unwrap();
+        create(&store, &run).await;
         created.push(run);
     }
     // An ended run is never overdue, however old.
-    let mut ended = created[1].clone();
-    ended.cancel(Utc::now()).unwrap();
-    runs.update_lifecycle(&ended, RunStatus::Queued).await.unwrap();
+    let ended = &created[1];
+    store
+        .run_ledger()
+        .end_run(ended.tenant_id, ended.id, RunEnding::Cancel, audit_for(ended, "run.cancel"))
+        .await
+        .unwrap();
 
     let cutoff = base + chrono::Duration::minutes(60);
+    let runs = store.run_repository();
     let overdue = runs.list_overdue(cutoff, 10).await.unwrap();
     let ids: Vec<_> = overdue.iter().map(|r| r.id).collect();
     assert_eq!(ids, [created[2].id, created[0].id]);

@@ -7,6 +7,8 @@ mod audit_log;
 mod clock;
 mod dependency_check;
 mod error;
+mod run_details;
+mod run_ledger;
 mod run_repository;
 mod token_verifier;
 
@@ -14,6 +16,8 @@ pub use audit_log::AuditLog;
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
+pub use run_details::{EventLog, StepRepository, ToolCallRepository};
+pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::RunRepository;
 pub use token_verifier::{TokenError, TokenVerifier};
 
@@ -23,6 +27,10 @@ pub use audit_log::MockAuditLog;
 pub use clock::{MockClock, MockIdGenerator};
 #[cfg(any(test, feature = "mocks"))]
 pub use dependency_check::MockDependencyCheck;
+#[cfg(any(test, feature = "mocks"))]
+pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
+#[cfg(any(test, feature = "mocks"))]
+pub use run_ledger::MockRunLedger;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_repository::MockRunRepository;
 #[cfg(any(test, feature = "mocks"))]

@@ -1,4 +1,5 @@
-//! [`RunService`]: starting, reading and cancelling runs, with an audit entry per mutation.
+//! [`RunService`]: starting, reading, cancelling and expiring runs, with an audit entry per
+//! mutation attempt.
 
 use std::sync::Arc;
 
@@ -10,10 +11,9 @@ use sba_domain::{
 use serde_json::Value;
 
 use crate::RequestContext;
-use crate::ports::{AuditLog, Clock, IdGenerator, RepositoryError, RunRepository};
-
-/// How many times a cancel re-reads a run whose status changed under it before giving up.
-const CANCEL_ATTEMPTS: usize = 3;
+use crate::ports::{
+    AuditLog, Clock, IdGenerator, LedgerError, RepositoryError, RunEnding, RunLedger, RunRepository,
+};
 
 /// The audit actor of changes made by the platform itself rather than by a caller.
 pub const SYSTEM_ACTOR: &str = "system:run-expiry";
@@ -36,9 +36,6 @@ pub enum RunServiceError {
     /// The run's state machine refuses the change (for example cancelling a completed run).
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
-    /// The run kept changing concurrently; the caller may retry.
-    #[error("the run changed concurrently, try again")]
-    Contended,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -55,10 +52,24 @@ impl From<RepositoryError> for RunServiceError {
     }
 }
 
-/// Starts, reads and cancels runs for the caller's tenant.
+impl From<LedgerError> for RunServiceError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::NotFound => Self::NotFound,
+            LedgerError::InvalidTransition(refused) => Self::InvalidTransition(refused),
+            LedgerError::Rejected(rejected) => {
+                Self::Unexpected(anyhow::anyhow!("unexpected rejection: {rejected}"))
+            }
+            LedgerError::Unexpected(source) => Self::Unexpected(source),
+        }
+    }
+}
+
+/// Starts, reads, cancels and expires runs.
 #[derive(Clone)]
 pub struct RunService {
     runs: Arc<dyn RunRepository>,
+    ledger: Arc<dyn RunLedger>,
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
@@ -73,17 +84,19 @@ impl std::fmt::Debug for RunService {
 impl RunService {
     pub fn new(
         runs: Arc<dyn RunRepository>,
+        ledger: Arc<dyn RunLedger>,
         audit: Arc<dyn AuditLog>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
-        Self { runs, audit, clock, ids }
+        Self { runs, ledger, audit, clock, ids }
     }
 
-    /// Creates a `queued` run owned by the caller and its tenant.
+    /// Creates a `queued` run owned by the caller and its tenant, with its `run.created`
+    /// event and audit entry, atomically.
     ///
     /// # Errors
-    /// `Unexpected` when the run or its audit entry cannot be stored.
+    /// `Unexpected` when the run cannot be stored (nothing is then stored).
     pub async fn create(
         &self,
         ctx: &RequestContext,
@@ -102,8 +115,8 @@ impl RunService {
             },
             now,
         );
-        self.runs.insert(&run).await?;
-        self.audit(ctx, "run.create", Some(run.id), AuditOutcome::Success).await?;
+        let entry = self.caller_entry(ctx, "run.create", run.id, AuditOutcome::Success);
+        self.ledger.create_run(&run, &entry).await?;
         Ok(run)
     }
 
@@ -115,36 +128,27 @@ impl RunService {
         self.runs.get(ctx.principal.tenant_id, id).await?.ok_or(RunServiceError::NotFound)
     }
 
-    /// Cancels the run `id`; the attempt is audited whether or not it is allowed.
+    /// Cancels the run `id`. A successful cancel writes the status, the `run.cancelled`
+    /// event, the end of open steps and the audit entry atomically; a refused one is audited
+    /// as denied.
     ///
     /// # Errors
-    /// `NotFound` as for [`Self::get`]; `InvalidTransition` when the run has already ended;
-    /// `Contended` when its status kept changing during [`CANCEL_ATTEMPTS`] tries.
+    /// `NotFound` as for [`Self::get`]; `InvalidTransition` when the run has already ended.
     pub async fn cancel(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
-        for _ in 0..CANCEL_ATTEMPTS {
-            let mut run = self.get(ctx, id).await?;
-            let before = run.status();
-            if let Err(refused) = run.cancel(self.clock.now()) {
-                self.audit(ctx, "run.cancel", Some(id), AuditOutcome::Denied).await?;
-                return Err(refused.into());
+        let entry = self.caller_entry(ctx, "run.cancel", id, AuditOutcome::Success);
+        match self.ledger.end_run(ctx.principal.tenant_id, id, RunEnding::Cancel, entry).await {
+            Ok(run) => Ok(run),
+            Err(error @ (LedgerError::NotFound | LedgerError::InvalidTransition(_))) => {
+                self.record(self.caller_entry(ctx, "run.cancel", id, AuditOutcome::Denied)).await?;
+                Err(error.into())
             }
-            match self.runs.update_lifecycle(&run, before).await {
-                Ok(()) => {
-                    self.audit(ctx, "run.cancel", Some(id), AuditOutcome::Success).await?;
-                    return Ok(run);
-                }
-                Err(RepositoryError::Conflict(_)) => {
-                    tracing::debug!(run_id = %id, "run changed during cancel, re-reading it");
-                }
-                Err(other) => return Err(other.into()),
-            }
+            Err(other) => Err(other.into()),
         }
-        Err(RunServiceError::Contended)
     }
 
     /// Expires every run that has not ended within `max_age` of its creation, up to `batch`
-    /// runs per call, and returns how many it expired. A run that changes concurrently is
-    /// left to its new owner (and retried by the next sweep if still overdue).
+    /// runs per call, and returns how many it expired. A run that ends concurrently is left
+    /// as it ended.
     ///
     /// # Errors
     /// `Unexpected` when the store fails; runs expired before the failure stay expired.
@@ -155,18 +159,12 @@ impl RunService {
     ) -> Result<usize, RunServiceError> {
         let now = self.clock.now();
         let mut expired = 0;
-        for mut run in self.runs.list_overdue(now - max_age, batch).await? {
-            let before = run.status();
-            run.transition_to(sba_domain::RunStatus::Expired, now)?;
-            match self.runs.update_lifecycle(&run, before).await {
-                Ok(()) => {
-                    let mut entry = self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", Some(run.id));
-                    entry.outcome = AuditOutcome::Success;
-                    self.record(entry).await?;
-                    expired += 1;
-                }
-                Err(RepositoryError::Conflict(_) | RepositoryError::NotFound) => {
-                    tracing::debug!(run_id = %run.id, "run changed during expiry, skipped");
+        for run in self.runs.list_overdue(now - max_age, batch).await? {
+            let entry = self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", run.id, AuditOutcome::Success);
+            match self.ledger.end_run(run.tenant_id, run.id, RunEnding::Expire, entry).await {
+                Ok(_) => expired += 1,
+                Err(LedgerError::InvalidTransition(_) | LedgerError::NotFound) => {
+                    tracing::debug!(run_id = %run.id, "run ended during expiry, skipped");
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -174,18 +172,18 @@ impl RunService {
         Ok(expired)
     }
 
-    async fn audit(
+    fn caller_entry(
         &self,
         ctx: &RequestContext,
         action: &str,
-        run: Option<RunId>,
+        run: RunId,
         outcome: AuditOutcome,
-    ) -> Result<(), RunServiceError> {
-        let mut entry = self.entry(ctx.principal.tenant_id, ctx.principal.user_id.as_str(), action, run);
-        entry.outcome = outcome;
+    ) -> AuditEntry {
+        let mut entry =
+            self.entry(ctx.principal.tenant_id, ctx.principal.user_id.as_str(), action, run, outcome);
         entry.ip.clone_from(&ctx.ip);
         entry.request_id = Some(ctx.request_id.clone());
-        self.record(entry).await
+        entry
     }
 
     fn entry(
@@ -193,7 +191,8 @@ impl RunService {
         tenant_id: sba_domain::TenantId,
         actor: &str,
         action: &str,
-        run: Option<RunId>,
+        run: RunId,
+        outcome: AuditOutcome,
     ) -> AuditEntry {
         AuditEntry {
             id: AuditEntryId::from_uuid(self.ids.new_id()),
@@ -201,8 +200,8 @@ impl RunService {
             actor: actor.to_owned(),
             action: action.to_owned(),
             resource_type: "run".to_owned(),
-            resource_id: run.map(|id| id.to_string()),
-            outcome: AuditOutcome::Success,
+            resource_id: Some(run.to_string()),
+            outcome,
             ip: None,
             request_id: None,
             created_at: self.clock.now(),
@@ -228,7 +227,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{MockAuditLog, MockClock, MockIdGenerator, MockRunRepository};
+    use crate::ports::{MockAuditLog, MockClock, MockIdGenerator, MockRunLedger, MockRunRepository};
 
     fn now() -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000, 0).unwrap()
@@ -246,12 +245,12 @@ mod tests {
         }
     }
 
-    fn service(runs: MockRunRepository, audit: MockAuditLog) -> RunService {
+    fn service(runs: MockRunRepository, ledger: MockRunLedger, audit: MockAuditLog) -> RunService {
         let mut clock = MockClock::new();
         clock.expect_now().returning(now);
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(Uuid::now_v7);
-        RunService::new(Arc::new(runs), Arc::new(audit), Arc::new(clock), Arc::new(ids))
+        RunService::new(Arc::new(runs), Arc::new(ledger), Arc::new(audit), Arc::new(clock), Arc::new(ids))
     }
 
     fn stored_run(status: RunStatus) -> AgentRun {
@@ -268,70 +267,61 @@ mod tests {
             now(),
         );
         if status != RunStatus::Queued {
-            run.transition_to(RunStatus::InProgress, now()).unwrap();
-        }
-        if status != RunStatus::InProgress && status != RunStatus::Queued {
             run.transition_to(status, now()).unwrap();
         }
         run
     }
 
-    fn expect_audit(audit: &mut MockAuditLog, action: &'static str, outcome: AuditOutcome) {
-        audit
-            .expect_record()
-            .withf(move |e| {
-                e.action == action && e.outcome == outcome && e.request_id.as_deref() == Some("req-1")
-            })
-            .times(1)
-            .returning(|_| Ok(()));
-    }
-
-    #[tokio::test]
-    async fn create_stores_a_queued_run_of_the_callers_tenant_and_audits_it() {
-        let mut runs = MockRunRepository::new();
-        runs.expect_insert()
-            .withf(|run| {
-                run.status() == RunStatus::Queued
-                    && run.tenant_id == ctx().principal.tenant_id
-                    && run.user_id.as_str() == "user-1"
-            })
-            .times(1)
-            .returning(|_| Ok(()));
-        let mut audit = MockAuditLog::new();
-        expect_audit(&mut audit, "run.create", AuditOutcome::Success);
-
-        let request = CreateRun {
+    fn request() -> CreateRun {
+        CreateRun {
             agent: AgentName::parse("bot").unwrap(),
             input: json!({"q": 1}),
             session_id: None,
             metadata: Metadata::default(),
-        };
-        let run = service(runs, audit).create(&ctx(), request).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn create_stores_a_queued_run_of_the_callers_tenant_with_its_audit_entry_at_once() {
+        let mut ledger = MockRunLedger::new();
+        ledger
+            .expect_create_run()
+            .withf(|run, audit| {
+                run.status() == RunStatus::Queued
+                    && run.tenant_id == ctx().principal.tenant_id
+                    && run.user_id.as_str() == "user-1"
+                    && audit.action == "run.create"
+                    && audit.outcome == AuditOutcome::Success
+                    && audit.resource_id == Some(run.id.to_string())
+                    && audit.request_id.as_deref() == Some("req-1")
+                    && audit.ip.as_deref() == Some("203.0.113.7")
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let run = service(MockRunRepository::new(), ledger, MockAuditLog::new())
+            .create(&ctx(), request())
+            .await
+            .unwrap();
         assert_eq!(run.input, json!({"q": 1}));
         assert_eq!(run.created_at, now());
     }
 
     #[tokio::test]
-    async fn create_fails_when_the_audit_entry_cannot_be_written() {
-        let mut runs = MockRunRepository::new();
-        runs.expect_insert().returning(|_| Ok(()));
-        let mut audit = MockAuditLog::new();
-        audit.expect_record().returning(|_| Err(RepositoryError::Unexpected(anyhow::anyhow!("disk full"))));
-        let request = CreateRun {
-            agent: AgentName::parse("bot").unwrap(),
-            input: json!(null),
-            session_id: None,
-            metadata: Metadata::default(),
-        };
-        let err = service(runs, audit).create(&ctx(), request).await.unwrap_err();
-        assert!(matches!(err, RunServiceError::Unexpected(_)));
+    async fn create_fails_when_the_ledger_fails() {
+        let mut ledger = MockRunLedger::new();
+        ledger
+            .expect_create_run()
+            .returning(|_, _| Err(LedgerError::Unexpected(anyhow::anyhow!("disk full"))));
+        let err =
+            service(MockRunRepository::new(), ledger, MockAuditLog::new()).create(&ctx(), request()).await;
+        assert!(matches!(err, Err(RunServiceError::Unexpected(_))));
     }
 
     #[tokio::test]
     async fn get_of_a_missing_or_foreign_run_is_not_found() {
         let mut runs = MockRunRepository::new();
         runs.expect_get().with(eq(ctx().principal.tenant_id), always()).times(1).returning(|_, _| Ok(None));
-        let err = service(runs, MockAuditLog::new())
+        let err = service(runs, MockRunLedger::new(), MockAuditLog::new())
             .get(&ctx(), RunId::from_uuid(Uuid::from_u128(7)))
             .await
             .unwrap_err();
@@ -339,98 +329,89 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancel_moves_a_queued_run_to_cancelled_with_a_compare_and_set_on_queued() {
-        let mut runs = MockRunRepository::new();
-        runs.expect_get().returning(|_, _| Ok(Some(stored_run(RunStatus::Queued))));
-        runs.expect_update_lifecycle()
-            .withf(|run, expected| run.status() == RunStatus::Cancelled && *expected == RunStatus::Queued)
+    async fn cancel_ends_the_run_through_the_ledger_in_the_callers_tenant() {
+        let mut ledger = MockRunLedger::new();
+        ledger
+            .expect_end_run()
+            .withf(|tenant, _, ending, audit| {
+                *tenant == ctx().principal.tenant_id
+                    && *ending == RunEnding::Cancel
+                    && audit.action == "run.cancel"
+                    && audit.outcome == AuditOutcome::Success
+            })
             .times(1)
-            .returning(|_, _| Ok(()));
-        let mut audit = MockAuditLog::new();
-        expect_audit(&mut audit, "run.cancel", AuditOutcome::Success);
-
-        let run = service(runs, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await.unwrap();
-        assert_eq!(run.status(), RunStatus::Cancelled);
-        assert_eq!(run.cancelled_at, Some(now()));
-    }
-
-    #[tokio::test]
-    async fn cancel_of_a_completed_run_is_an_invalid_transition_and_is_audited_as_denied() {
-        let mut runs = MockRunRepository::new();
-        runs.expect_get().returning(|_, _| Ok(Some(stored_run(RunStatus::Completed))));
-        runs.expect_update_lifecycle().never();
-        let mut audit = MockAuditLog::new();
-        expect_audit(&mut audit, "run.cancel", AuditOutcome::Denied);
-
-        let err =
-            service(runs, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await.unwrap_err();
-        assert!(matches!(
-            err,
-            RunServiceError::InvalidTransition(InvalidTransition { from: RunStatus::Completed, .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn cancel_rereads_the_run_when_its_status_changed_concurrently() {
-        let mut runs = MockRunRepository::new();
-        let mut reads = 0;
-        runs.expect_get().times(2).returning(move |_, _| {
-            reads += 1;
-            let status = if reads == 1 { RunStatus::Queued } else { RunStatus::InProgress };
-            Ok(Some(stored_run(status)))
-        });
-        let mut writes = 0;
-        runs.expect_update_lifecycle().times(2).returning(move |_, expected| {
-            writes += 1;
-            if writes == 1 {
-                assert_eq!(expected, RunStatus::Queued);
-                Err(RepositoryError::Conflict("status changed".into()))
-            } else {
-                assert_eq!(expected, RunStatus::InProgress);
-                Ok(())
-            }
-        });
-        let mut audit = MockAuditLog::new();
-        expect_audit(&mut audit, "run.cancel", AuditOutcome::Success);
-
-        let run = service(runs, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await.unwrap();
+            .returning(|_, _, _, _| {
+                let mut run = stored_run(RunStatus::Queued);
+                run.cancel(now()).unwrap();
+                Ok(run)
+            });
+        let run = service(MockRunRepository::new(), ledger, MockAuditLog::new())
+            .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+            .await
+            .unwrap();
         assert_eq!(run.status(), RunStatus::Cancelled);
     }
 
     #[tokio::test]
-    async fn expire_overdue_expires_listed_runs_skips_contended_ones_and_audits_as_system() {
+    async fn refused_cancels_are_audited_as_denied() {
+        let refusals: [fn() -> LedgerError; 2] = [
+            || {
+                LedgerError::InvalidTransition(InvalidTransition {
+                    from: RunStatus::Completed,
+                    to: RunStatus::Cancelled,
+                })
+            },
+            || LedgerError::NotFound,
+        ];
+        for refusal in refusals {
+            let mut ledger = MockRunLedger::new();
+            ledger.expect_end_run().returning(move |_, _, _, _| Err(refusal()));
+            let mut audit = MockAuditLog::new();
+            audit
+                .expect_record()
+                .withf(|e| e.action == "run.cancel" && e.outcome == AuditOutcome::Denied)
+                .times(1)
+                .returning(|_| Ok(()));
+            let err = service(MockRunRepository::new(), ledger, audit)
+                .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, RunServiceError::InvalidTransition(_) | RunServiceError::NotFound),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expire_overdue_expires_listed_runs_skips_ones_that_ended_and_audits_as_system() {
         let mut runs = MockRunRepository::new();
         runs.expect_list_overdue()
             .withf(|before, limit| *before == now() - chrono::Duration::hours(1) && *limit == 10)
             .returning(|_, _| Ok(vec![stored_run(RunStatus::Queued), stored_run(RunStatus::InProgress)]));
-        let mut writes = 0;
-        runs.expect_update_lifecycle().times(2).returning(move |run, _| {
-            assert_eq!(run.status(), RunStatus::Expired);
-            writes += 1;
-            if writes == 1 { Ok(()) } else { Err(RepositoryError::Conflict("changed".into())) }
-        });
-        let mut audit = MockAuditLog::new();
-        audit
-            .expect_record()
-            .withf(|e| e.actor == SYSTEM_ACTOR && e.action == "run.expire" && e.request_id.is_none())
-            .times(1)
-            .returning(|_| Ok(()));
-
-        let expired = service(runs, audit).expire_overdue(chrono::Duration::hours(1), 10).await.unwrap();
-        assert_eq!(expired, 1);
-    }
-
-    #[tokio::test]
-    async fn cancel_gives_up_as_contended_after_repeated_conflicts() {
-        let mut runs = MockRunRepository::new();
-        runs.expect_get().times(CANCEL_ATTEMPTS).returning(|_, _| Ok(Some(stored_run(RunStatus::Queued))));
-        runs.expect_update_lifecycle()
-            .times(CANCEL_ATTEMPTS)
-            .returning(|_, _| Err(RepositoryError::Conflict("status changed".into())));
-        let err = service(runs, MockAuditLog::new())
-            .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+        let mut ledger = MockRunLedger::new();
+        let mut calls = 0;
+        ledger
+            .expect_end_run()
+            .withf(|_, _, ending, audit| {
+                *ending == RunEnding::Expire && audit.actor == SYSTEM_ACTOR && audit.request_id.is_none()
+            })
+            .times(2)
+            .returning(move |_, _, _, _| {
+                calls += 1;
+                if calls == 1 {
+                    Ok(stored_run(RunStatus::Expired))
+                } else {
+                    Err(LedgerError::InvalidTransition(InvalidTransition {
+                        from: RunStatus::Completed,
+                        to: RunStatus::Expired,
+                    }))
+                }
+            });
+        let expired = service(runs, ledger, MockAuditLog::new())
+            .expire_overdue(chrono::Duration::hours(1), 10)
             .await
-            .unwrap_err();
-        assert!(matches!(err, RunServiceError::Contended));
+            .unwrap();
+        assert_eq!(expired, 1);
     }
 }

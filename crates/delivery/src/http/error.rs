@@ -145,11 +145,6 @@ impl From<RunServiceError> for ApiError {
             RunServiceError::InvalidTransition(refused) => {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", refused.to_string())
             }
-            RunServiceError::Contended => Self::new(
-                StatusCode::CONFLICT,
-                "concurrent_update",
-                "The run changed while the request was handled; retry it.",
-            ),
             RunServiceError::Unexpected(source) => Self::internal(source),
         }
     }

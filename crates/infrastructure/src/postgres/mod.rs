@@ -2,8 +2,10 @@
 //! embedded development mode. Both run the same migrations and the same adapters.
 
 mod audit;
+mod details;
 mod entities;
 mod error;
+mod ledger;
 mod runs;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -13,12 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sba_application::ports::{AuditLog, DependencyCheck, RunRepository};
+use sba_application::ports::{
+    AuditLog, DependencyCheck, EventLog, RunLedger, RunRepository, StepRepository, ToolCallRepository,
+};
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 pub use audit::SeaOrmAuditLog;
+pub use details::SeaOrmRunDetails;
+pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
 
 /// Where the internal store lives.
@@ -135,6 +141,22 @@ impl InternalStore {
 
     pub fn run_repository(&self) -> Arc<dyn RunRepository> {
         Arc::new(SeaOrmRunRepository::new(self.db.clone()))
+    }
+
+    pub fn step_repository(&self) -> Arc<dyn StepRepository> {
+        Arc::new(SeaOrmRunDetails::new(self.db.clone()))
+    }
+
+    pub fn tool_call_repository(&self) -> Arc<dyn ToolCallRepository> {
+        Arc::new(SeaOrmRunDetails::new(self.db.clone()))
+    }
+
+    pub fn event_log(&self) -> Arc<dyn EventLog> {
+        Arc::new(SeaOrmRunDetails::new(self.db.clone()))
+    }
+
+    pub fn run_ledger(&self) -> Arc<dyn RunLedger> {
+        Arc::new(SeaOrmRunLedger::new(self.db.clone()))
     }
 
     pub fn audit_log(&self) -> Arc<dyn AuditLog> {

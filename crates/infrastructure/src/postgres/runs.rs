@@ -25,25 +25,6 @@ impl SeaOrmRunRepository {
 
 #[async_trait]
 impl RunRepository for SeaOrmRunRepository {
-    async fn insert(&self, run: &AgentRun) -> Result<(), RepositoryError> {
-        let model = ActiveModel {
-            id: Set(run.id.as_uuid()),
-            tenant_id: Set(run.tenant_id.as_uuid()),
-            user_id: Set(run.user_id.as_str().to_owned()),
-            agent: Set(run.agent.as_str().to_owned()),
-            input: Set(run.input.clone()),
-            session_id: Set(run.session_id.map(|id| id.as_uuid())),
-            metadata: Set(serde_json::Value::Object(run.metadata.as_map().clone())),
-            created_at: Set(run.created_at),
-            ..lifecycle(run)
-        };
-        Entity::insert(model)
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "inserting a run"))?;
-        Ok(())
-    }
-
     async fn get(&self, tenant: TenantId, id: RunId) -> Result<Option<AgentRun>, RepositoryError> {
         let row = Entity::find_by_id(id.as_uuid())
             .filter(Column::TenantId.eq(tenant.as_uuid()))
@@ -51,27 +32,6 @@ impl RunRepository for SeaOrmRunRepository {
             .await
             .map_err(|e| map_db_err(e, "reading a run"))?;
         row.map(to_domain).transpose()
-    }
-
-    async fn update_lifecycle(&self, run: &AgentRun, expected: RunStatus) -> Result<(), RepositoryError> {
-        let result = Entity::update_many()
-            .set(lifecycle(run))
-            .filter(Column::Id.eq(run.id.as_uuid()))
-            .filter(Column::TenantId.eq(run.tenant_id.as_uuid()))
-            .filter(Column::Status.eq(expected.as_str()))
-            .exec(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "updating a run"))?;
-        if result.rows_affected == 1 {
-            return Ok(());
-        }
-        match self.get(run.tenant_id, run.id).await? {
-            Some(current) => Err(RepositoryError::Conflict(format!(
-                "run status is {}, expected {expected}",
-                current.status()
-            ))),
-            None => Err(RepositoryError::NotFound),
-        }
     }
 
     async fn list_overdue(
@@ -96,7 +56,7 @@ impl RunRepository for SeaOrmRunRepository {
 const ACTIVE: [RunStatus; 3] = [RunStatus::Queued, RunStatus::InProgress, RunStatus::RequiresAction];
 
 /// The fields that change over a run's life; the rest are written once at insert.
-fn lifecycle(run: &AgentRun) -> ActiveModel {
+pub(super) fn lifecycle(run: &AgentRun) -> ActiveModel {
     ActiveModel {
         status: Set(run.status().as_str().to_owned()),
         output: Set(run.output.clone()),
@@ -112,7 +72,7 @@ fn lifecycle(run: &AgentRun) -> ActiveModel {
     }
 }
 
-fn to_domain(row: agent_runs::Model) -> Result<AgentRun, RepositoryError> {
+pub(super) fn to_domain(row: agent_runs::Model) -> Result<AgentRun, RepositoryError> {
     const TABLE: &str = "agent_runs";
     let metadata = match row.metadata {
         serde_json::Value::Object(map) => Metadata::parse(map).map_err(|e| corrupt_row(TABLE, e))?,

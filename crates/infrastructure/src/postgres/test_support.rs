@@ -66,3 +66,13 @@ async fn migrated(location: &StoreLocation) -> InternalStore {
     store.migrate_up().await.expect("migrating the test store");
     store
 }
+
+/// Runs raw SQL on the database at `url` (test setup such as fault-injection triggers).
+///
+/// # Panics
+/// When the database is unreachable or the SQL fails.
+pub async fn execute_sql(url: &str, sql: &str) {
+    let conn = Database::connect(url).await.expect("connecting to the test database");
+    conn.execute_unprepared(sql).await.expect("running test SQL");
+    conn.close().await.expect("closing the test connection");
+}

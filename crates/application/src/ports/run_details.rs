@@ -1,0 +1,59 @@
+//! Reads of what happened inside a run: its steps, tool calls and events.
+
+use async_trait::async_trait;
+use sba_domain::events::RunEvent;
+use sba_domain::steps::{Step, ToolCall};
+use sba_domain::{RunId, TenantId};
+
+use super::RepositoryError;
+use crate::pagination::{Page, PageRequest};
+
+/// The steps of a run, oldest first (by the `seq` of the event that created each).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait StepRepository: Send + Sync + 'static {
+    /// One page of the steps of run `run_id` of `tenant` (empty for another tenant's run).
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure or a cursor of another listing.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+        page: PageRequest,
+    ) -> Result<Page<Step>, RepositoryError>;
+}
+
+/// The tool calls of a run, oldest first (by the `seq` of the event that started each).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ToolCallRepository: Send + Sync + 'static {
+    /// One page of the tool calls of run `run_id` of `tenant` (empty for another tenant's run).
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure or a cursor of another listing.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+        page: PageRequest,
+    ) -> Result<Page<ToolCall>, RepositoryError>;
+}
+
+/// The per-run, gapless event log.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Events of run `run_id` of `tenant` with `seq > after_seq`, in `seq` order, at most
+    /// `limit` (empty for another tenant's run).
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure or an unreadable stored event.
+    async fn list_after(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Page<RunEvent>, RepositoryError>;
+}

@@ -1,0 +1,88 @@
+//! Atomic multi-table work on a run: everything one change of a run writes, in one
+//! transaction or not at all.
+
+use async_trait::async_trait;
+use sba_domain::events::RunEvent;
+use sba_domain::runs::progress::ApplyError;
+use sba_domain::usage::Usage;
+use sba_domain::{AgentRun, AuditEntry, InvalidTransition, RunError, RunId, RunStatus, TenantId};
+use serde_json::Value;
+
+/// What [`RunLedger::apply_events`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Events stored by this call.
+    pub applied: usize,
+    /// Events that were already stored (same `(run_id, seq)`), skipped.
+    pub duplicates: usize,
+    /// The run's status after the batch.
+    pub run_status: RunStatus,
+}
+
+/// How a run ends through the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnding {
+    Complete { output: Value, usage: Option<Usage> },
+    Fail { error: RunError, usage: Option<Usage> },
+    Cancel,
+    Expire,
+}
+
+/// What can go wrong in a ledger transaction. Whatever it is, nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// No such run for this tenant.
+    #[error("run not found")]
+    NotFound,
+    /// The run's state machine refuses the change.
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    /// The batch is invalid; the error names the offending event.
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Transactions that change a run together with its events, steps, tool calls, usage and
+/// audit trail.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RunLedger: Send + Sync + 'static {
+    /// Stores a new run, its `run.created` event (seq 1) and its audit entry.
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure (including a duplicate run id).
+    async fn create_run(&self, run: &AgentRun, audit: &AuditEntry) -> Result<(), LedgerError>;
+
+    /// In one transaction: stores the events of `batch` not stored yet (a `(run_id, seq)`
+    /// already present is skipped, not an error), creates and updates the steps and tool
+    /// calls they describe, records reported usage, and moves the run through its state
+    /// machine. Concurrent calls for one run are serialised on the run's row.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown run of this tenant; `Rejected` when an event is invalid, skips
+    /// a `seq` or moves the run illegally (nothing of the batch is written); `Unexpected` on
+    /// storage failure.
+    async fn apply_events(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+        batch: Vec<RunEvent>,
+    ) -> Result<ApplyOutcome, LedgerError>;
+
+    /// Ends the run as `ending` says: status, its event (`run.completed`, `run.failed`,
+    /// `run.cancelled`; expiry has none), the end of its open steps, usage when given, and
+    /// `audit`, in one transaction. Returns the run as stored.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown run of this tenant; `InvalidTransition` when the run cannot end
+    /// that way (for example, it already ended); `Unexpected` on storage failure.
+    async fn end_run(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+        ending: RunEnding,
+        audit: AuditEntry,
+    ) -> Result<AgentRun, LedgerError>;
+}
