@@ -7,8 +7,9 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use sba_application::audit::AuditQueries;
 use sba_application::ports::{DependencyCheck, TokenVerifier};
-use sba_application::runs::RunService;
+use sba_application::runs::{RunQueries, RunService};
 use sba_infrastructure::auth::{HsJwtVerifier, JwtRules};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
@@ -20,6 +21,8 @@ use crate::http;
 #[derive(Clone)]
 pub struct AppState {
     pub runs: RunService,
+    pub queries: RunQueries,
+    pub audit: AuditQueries,
     pub verifier: Arc<dyn TokenVerifier>,
     pub checks: Vec<Arc<dyn DependencyCheck>>,
 }
@@ -77,6 +80,13 @@ impl Application {
 
         let state = AppState {
             runs: run_service(&store),
+            queries: RunQueries::new(
+                store.run_repository(),
+                store.step_repository(),
+                store.tool_call_repository(),
+                store.event_log(),
+            ),
+            audit: AuditQueries::new(store.audit_log()),
             verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
             checks: vec![store.dependency_check()],
         };

@@ -5,7 +5,7 @@
 
 use chrono::{SubsecRound as _, Utc};
 use sba_application::pagination::{Cursor, PageRequest};
-use sba_application::ports::{LedgerError, RepositoryError, RunEnding};
+use sba_application::ports::{LedgerError, RepositoryError, RunEnding, RunFilter};
 use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::runs::NewRun;
 use sba_domain::runs::progress::ApplyError;
@@ -57,6 +57,8 @@ on_both_stores!(
     audit_entries_are_stored,
     migrations_are_reversible_and_report_status,
     overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones,
+    runs_list_newest_first_filtered_and_paged_stably_under_inserts,
+    audit_entries_list_newest_first_per_tenant,
 );
 
 fn new_run(tenant: TenantId) -> AgentRun {
@@ -396,4 +398,84 @@ async fn overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones(
     let ids: Vec<_> = overdue.iter().map(|r| r.id).collect();
     assert_eq!(ids, [created[2].id, created[0].id]);
     assert_eq!(runs.list_overdue(cutoff, 1).await.unwrap().len(), 1, "the limit is honoured");
+}
+
+async fn runs_list_newest_first_filtered_and_paged_stably_under_inserts(store: InternalStore) {
+    let owner = tenant();
+    let base = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(1);
+    let session = SessionId::from_uuid(Uuid::now_v7());
+    let mut created = Vec::new();
+    for i in 0..7_i64 {
+        let mut run = new_run(owner);
+        // Two runs share each instant, so the id must break ties.
+        run.created_at = base + chrono::Duration::seconds(i / 2);
+        run.agent = AgentName::parse(if i % 2 == 0 { "even" } else { "odd" }).unwrap();
+        run.session_id = (i < 3).then_some(session);
+        create(&store, &run).await;
+        created.push(run);
+    }
+    create(&store, &new_run(tenant())).await;
+    let cancelled = &created[6];
+    store
+        .run_ledger()
+        .end_run(owner, cancelled.id, RunEnding::Cancel, audit_for(cancelled, "run.cancel"))
+        .await
+        .unwrap();
+
+    let runs = store.run_repository();
+    let mut expected: Vec<_> = created.iter().map(|r| (r.created_at, r.id)).collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    let expected: Vec<RunId> = expected.into_iter().map(|(_, id)| id).collect();
+
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(3);
+    let mut pages = 0;
+    loop {
+        let result = runs.list(owner, RunFilter::default(), page).await.unwrap();
+        seen.extend(result.items.iter().map(|r| r.id));
+        pages += 1;
+        if pages == 1 {
+            // A run created while the client pages sorts before the cursor: it never
+            // shifts later pages.
+            create(&store, &new_run(owner)).await;
+        }
+        match result.next {
+            Some(cursor) => page = PageRequest { limit: 3, after: Some(cursor) },
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected, "every run once, newest first, no gaps");
+    assert_eq!(pages, 3);
+
+    let by_agent = RunFilter { agent: Some(AgentName::parse("odd").unwrap()), ..RunFilter::default() };
+    assert_eq!(runs.list(owner, by_agent, PageRequest::first(100)).await.unwrap().items.len(), 3);
+    let by_status = RunFilter { status: Some(RunStatus::Cancelled), ..RunFilter::default() };
+    let cancelled_only = runs.list(owner, by_status, PageRequest::first(100)).await.unwrap().items;
+    assert_eq!(cancelled_only.iter().map(|r| r.id).collect::<Vec<_>>(), [cancelled.id]);
+    let by_session = RunFilter { session_id: Some(session), ..RunFilter::default() };
+    assert_eq!(runs.list(owner, by_session, PageRequest::first(100)).await.unwrap().items.len(), 3);
+}
+
+async fn audit_entries_list_newest_first_per_tenant(store: InternalStore) {
+    let run = new_run(tenant());
+    let audit = store.audit_log();
+    let base = Utc::now().trunc_subsecs(6);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut entry = audit_for(&run, "run.cancel");
+        entry.created_at = base + chrono::Duration::seconds(i);
+        audit.record(&entry).await.unwrap();
+        ids.push(entry.id);
+    }
+    let mut other = audit_for(&run, "run.cancel");
+    other.tenant_id = tenant();
+    audit.record(&other).await.unwrap();
+
+    let first = audit.list(run.tenant_id, PageRequest::first(2)).await.unwrap();
+    let rest = audit.list(run.tenant_id, PageRequest { limit: 10, after: first.next }).await.unwrap();
+    let listed: Vec<_> = first.items.iter().chain(&rest.items).map(|e| e.id).collect();
+    ids.reverse();
+    assert_eq!(listed, ids);
+    assert_eq!(rest.next, None);
+    assert_eq!(first.items[0].ip.as_deref(), Some("2001:db8::1"));
 }

@@ -1,9 +1,10 @@
 //! The audit trail of mutations.
 
 use async_trait::async_trait;
-use sba_domain::AuditEntry;
+use sba_domain::{AuditEntry, TenantId};
 
 use super::RepositoryError;
+use crate::pagination::{Page, PageRequest};
 
 /// Append-only record of who attempted which mutation and how it ended.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -14,4 +15,10 @@ pub trait AuditLog: Send + Sync + 'static {
     /// # Errors
     /// `Unexpected` on storage failure (entries are never rejected for their content).
     async fn record(&self, entry: &AuditEntry) -> Result<(), RepositoryError>;
+
+    /// One page of the entries of `tenant`, newest first, resuming after a `Cursor::Time`.
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure or a cursor of another listing.
+    async fn list(&self, tenant: TenantId, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError>;
 }

@@ -18,7 +18,7 @@ pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
-pub use run_repository::RunRepository;
+pub use run_repository::{RunFilter, RunRepository};
 pub use token_verifier::{TokenError, TokenVerifier};
 
 #[cfg(any(test, feature = "mocks"))]

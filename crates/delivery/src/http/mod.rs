@@ -1,9 +1,12 @@
 //! The HTTP API: routes, request ids, authentication and problem+json errors.
 
+mod audit;
 mod auth;
 mod error;
 mod health;
+mod lists;
 mod request_id;
+mod run_details;
 mod runs;
 
 use actix_web::middleware::from_fn;
@@ -29,7 +32,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limit
             web::scope("")
                 .wrap(from_fn(request_id::middleware))
                 .configure(health::routes)
-                .service(web::scope("/v1").configure(runs::routes))
+                .service(
+                    web::scope("/v1")
+                        .configure(runs::routes)
+                        .configure(run_details::routes)
+                        .configure(audit::routes),
+                )
                 .default_service(web::to(error::not_found)),
         );
 }

@@ -2,19 +2,24 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use sba_application::ports::RunFilter;
 use sba_application::runs::CreateRun;
-use sba_domain::{AgentName, AgentRun, Metadata, RunId, SessionId};
+use sba_domain::{AgentName, AgentRun, Metadata, RunId, RunStatus, SessionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::Authenticated;
 use super::error::{ApiError, FieldError, method_not_allowed};
+use super::lists::{ListResponse, Order, invalid_request, page_request};
 use crate::startup::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/runs").route(web::post().to(create_run)).default_service(web::to(method_not_allowed)),
+        web::resource("/runs")
+            .route(web::post().to(create_run))
+            .route(web::get().to(list_runs))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/runs/{run_id}")
@@ -145,7 +150,53 @@ async fn cancel_run(
     Ok(HttpResponse::Ok().json(RunResponse::from(run)))
 }
 
+/// `?status=&agent=&session_id=&limit=&cursor=` of `GET /v1/runs`.
+#[derive(Debug, Deserialize)]
+pub struct ListRunsQuery {
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    pub session_id: Option<String>,
+    // Not a flattened `PageQuery`: serde_urlencoded cannot parse numbers inside `flatten`.
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+impl ListRunsQuery {
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|s| {
+                s.parse::<RunStatus>().map_err(|_| invalid_request(format!("`{s}` is not a run status")))
+            })
+            .transpose()?;
+        let agent = self
+            .agent
+            .as_deref()
+            .map(|a| AgentName::parse(a).map_err(|e| invalid_request(e.to_string())))
+            .transpose()?;
+        let session_id = self
+            .session_id
+            .as_deref()
+            .map(|s| s.parse::<SessionId>().map_err(|_| invalid_request("session_id must be a UUID")))
+            .transpose()?;
+        Ok(RunFilter { status, agent, session_id })
+    }
+}
+
+async fn list_runs(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    query: web::Query<ListRunsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let filter = query.filter().map_err(fail)?;
+    let page = page_request(query.limit, query.cursor.as_deref(), Order::NewestFirst).map_err(fail)?;
+    let runs = state.queries.list(&ctx, filter, page).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(runs, RunResponse::from)))
+}
+
 /// A malformed id names no run, so it answers 404 exactly like a missing one.
-fn parse_run_id(text: &str, request_id: &str) -> Result<RunId, ApiError> {
+pub fn parse_run_id(text: &str, request_id: &str) -> Result<RunId, ApiError> {
     text.parse().map_err(|_| ApiError::not_found().with_request_id(request_id))
 }

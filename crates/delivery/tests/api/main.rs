@@ -6,5 +6,6 @@
 mod config;
 mod health;
 mod helpers;
+mod lists;
 mod runs;
 mod worker;

@@ -1,13 +1,17 @@
 //! [`SeaOrmAuditLog`]: the audit trail in `audit_logs`.
 
 use async_trait::async_trait;
+use sba_application::pagination::{Cursor, Page, PageRequest};
 use sba_application::ports::{AuditLog, RepositoryError};
-use sba_domain::AuditEntry;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, TenantId};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
-use super::entities::audit_logs::ActiveModel;
 pub(super) use super::entities::audit_logs::Entity;
-use super::error::map_db_err;
+use super::entities::audit_logs::{ActiveModel, Column, Model};
+use super::error::{corrupt_row, map_db_err, time_cursor};
 
 /// Audit entries stored with sea-orm.
 #[derive(Debug, Clone)]
@@ -30,6 +34,26 @@ impl AuditLog for SeaOrmAuditLog {
             .map_err(|e| map_db_err(e, "recording an audit entry"))?;
         Ok(())
     }
+
+    async fn list(&self, tenant: TenantId, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError> {
+        let mut query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+        if let Some((at, id)) = time_cursor(&page)? {
+            query = query.filter(
+                Condition::any()
+                    .add(Column::CreatedAt.lt(at))
+                    .add(Condition::all().add(Column::CreatedAt.eq(at)).add(Column::Id.lt(id))),
+            );
+        }
+        let rows = query
+            .order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::Id)
+            .limit(page.limit + 1)
+            .all(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "listing audit entries"))?;
+        let entries = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(entries, page.limit, |e| Cursor::Time { at: e.created_at, id: e.id.as_uuid() }))
+    }
 }
 
 pub(super) fn audit_model(entry: &AuditEntry) -> ActiveModel {
@@ -45,4 +69,20 @@ pub(super) fn audit_model(entry: &AuditEntry) -> ActiveModel {
         request_id: Set(entry.request_id.clone()),
         created_at: Set(entry.created_at),
     }
+}
+
+fn to_domain(row: Model) -> Result<AuditEntry, RepositoryError> {
+    Ok(AuditEntry {
+        id: AuditEntryId::from_uuid(row.id),
+        tenant_id: TenantId::from_uuid(row.tenant_id),
+        actor: row.actor,
+        action: row.action,
+        resource_type: row.resource_type,
+        resource_id: row.resource_id,
+        outcome: AuditOutcome::from_stored(&row.outcome)
+            .ok_or_else(|| corrupt_row("audit_logs", &row.outcome))?,
+        ip: row.ip,
+        request_id: row.request_id,
+        created_at: row.created_at,
+    })
 }

@@ -2,14 +2,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sba_application::ports::{RepositoryError, RunRepository};
+use sba_application::pagination::{Cursor, Page, PageRequest};
+use sba_application::ports::{RepositoryError, RunFilter, RunRepository};
 use sba_domain::{AgentName, AgentRun, Metadata, RunError, RunId, RunStatus, StoredRun, TenantId, UserId};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
-use super::error::{corrupt_row, map_db_err};
+use super::error::{corrupt_row, map_db_err, time_cursor};
 
 /// Runs stored with sea-orm; every query filters by tenant.
 #[derive(Debug, Clone)]
@@ -32,6 +34,40 @@ impl RunRepository for SeaOrmRunRepository {
             .await
             .map_err(|e| map_db_err(e, "reading a run"))?;
         row.map(to_domain).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: RunFilter,
+        page: PageRequest,
+    ) -> Result<Page<AgentRun>, RepositoryError> {
+        let mut query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+        if let Some(status) = filter.status {
+            query = query.filter(Column::Status.eq(status.as_str()));
+        }
+        if let Some(agent) = &filter.agent {
+            query = query.filter(Column::Agent.eq(agent.as_str()));
+        }
+        if let Some(session) = filter.session_id {
+            query = query.filter(Column::SessionId.eq(session.as_uuid()));
+        }
+        if let Some((at, id)) = time_cursor(&page)? {
+            query = query.filter(
+                Condition::any()
+                    .add(Column::CreatedAt.lt(at))
+                    .add(Condition::all().add(Column::CreatedAt.eq(at)).add(Column::Id.lt(id))),
+            );
+        }
+        let rows = query
+            .order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::Id)
+            .limit(page.limit + 1)
+            .all(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "listing runs"))?;
+        let runs = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(runs, page.limit, |r| Cursor::Time { at: r.created_at, id: r.id.as_uuid() }))
     }
 
     async fn list_overdue(

@@ -1,0 +1,98 @@
+//! The audit trail as tenant administrators read it.
+
+use std::sync::Arc;
+
+use sba_domain::{AuditEntry, Role};
+
+use crate::RequestContext;
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{AuditLog, RepositoryError};
+
+/// What can go wrong reading the audit trail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditQueryError {
+    /// Only tenant administrators read the audit trail.
+    #[error("only tenant administrators may read the audit log")]
+    Forbidden,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RepositoryError> for AuditQueryError {
+    fn from(error: RepositoryError) -> Self {
+        Self::Unexpected(anyhow::Error::new(error).context("reading the audit log"))
+    }
+}
+
+/// Reads of the audit trail of the caller's tenant.
+#[derive(Clone)]
+pub struct AuditQueries {
+    audit: Arc<dyn AuditLog>,
+}
+
+impl std::fmt::Debug for AuditQueries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditQueries").finish_non_exhaustive()
+    }
+}
+
+impl AuditQueries {
+    pub fn new(audit: Arc<dyn AuditLog>) -> Self {
+        Self { audit }
+    }
+
+    /// The caller's tenant's audit entries, newest first.
+    ///
+    /// # Errors
+    /// `Forbidden` unless the caller is a tenant admin; `Unexpected` on storage failure.
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, AuditQueryError> {
+        if ctx.principal.role != Role::Admin {
+            return Err(AuditQueryError::Forbidden);
+        }
+        Ok(self.audit.list(ctx.principal.tenant_id, page).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sba_domain::{Principal, TenantId, UserId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ports::MockAuditLog;
+
+    fn ctx(role: Role) -> RequestContext {
+        RequestContext {
+            principal: Principal {
+                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+                user_id: UserId::parse("u").unwrap(),
+                role,
+            },
+            ip: None,
+            request_id: "r".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_admins_read_the_audit_log_of_their_own_tenant() {
+        for role in [Role::Authenticated, Role::Agent, Role::Service] {
+            let mut audit = MockAuditLog::new();
+            audit.expect_list().never();
+            let result = AuditQueries::new(Arc::new(audit)).list(&ctx(role), PageRequest::first(5)).await;
+            assert!(matches!(result, Err(AuditQueryError::Forbidden)), "{role}");
+        }
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_list()
+            .withf(|tenant, _| *tenant == TenantId::from_uuid(Uuid::from_u128(1)))
+            .times(1)
+            .returning(|_, _| Ok(Page { items: vec![], next: None }));
+        let page =
+            AuditQueries::new(Arc::new(audit)).list(&ctx(Role::Admin), PageRequest::first(5)).await.unwrap();
+        assert!(page.items.is_empty());
+    }
+}

@@ -1,0 +1,169 @@
+//! `GET /v1/runs/{run_id}/steps`, `/tool-calls` and `/events`: what happened inside a run.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use sba_application::pagination::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+use sba_domain::events::RunEvent;
+use sba_domain::steps::{Step, ToolCall};
+use sba_domain::usage::Usage;
+use sba_domain::{RunError, RunId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Authenticated;
+use super::error::{ApiError, method_not_allowed};
+use super::lists::{ListResponse, Order, PageQuery, decode_cursor, invalid_request};
+use super::runs::parse_run_id;
+use crate::startup::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for (path, handler) in [
+        ("/runs/{run_id}/steps", web::get().to(list_steps)),
+        ("/runs/{run_id}/tool-calls", web::get().to(list_tool_calls)),
+        ("/runs/{run_id}/events", web::get().to(list_events)),
+    ] {
+        cfg.service(web::resource(path).route(handler).default_service(web::to(method_not_allowed)));
+    }
+}
+
+/// A step as clients see it.
+#[derive(Debug, Serialize)]
+pub struct StepResponse {
+    pub id: String,
+    pub run_id: RunId,
+    pub r#type: &'static str,
+    pub status: &'static str,
+    pub last_error: Option<RunError>,
+    pub usage: Option<Usage>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Step> for StepResponse {
+    fn from(step: Step) -> Self {
+        Self {
+            id: step.step_id.to_string(),
+            run_id: step.run_id,
+            r#type: step.step_type.as_str(),
+            status: step.status.as_str(),
+            last_error: step.last_error,
+            usage: step.usage,
+            created_at: step.created_at,
+            completed_at: step.completed_at,
+        }
+    }
+}
+
+/// A tool call as clients see it.
+#[derive(Debug, Serialize)]
+pub struct ToolCallResponse {
+    pub id: String,
+    pub run_id: RunId,
+    pub step_id: String,
+    pub name: String,
+    pub arguments: Value,
+    pub output: Option<Value>,
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<ToolCall> for ToolCallResponse {
+    fn from(call: ToolCall) -> Self {
+        Self {
+            id: call.tool_call_id.to_string(),
+            run_id: call.run_id,
+            step_id: call.step_id.to_string(),
+            name: call.name,
+            arguments: call.arguments,
+            output: call.output,
+            status: call.status.as_str(),
+            started_at: call.started_at,
+            completed_at: call.completed_at,
+        }
+    }
+}
+
+/// An event as clients see it, in REST lists and WebSocket frames alike.
+#[derive(Debug, Serialize)]
+pub struct EventResponse {
+    pub seq: u64,
+    pub run_id: RunId,
+    pub kind: &'static str,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<RunEvent> for EventResponse {
+    fn from(event: RunEvent) -> Self {
+        Self {
+            seq: event.seq,
+            run_id: event.run_id,
+            kind: event.kind().as_str(),
+            data: event.data_json(),
+            created_at: event.created_at,
+        }
+    }
+}
+
+/// `?after_seq=&limit=&cursor=` of the event listing.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub after_seq: Option<u64>,
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
+async fn list_steps(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let id = parse_run_id(&path, &ctx.request_id)?;
+    let page = query.page(Order::BySeq).map_err(fail)?;
+    let steps = state.queries.steps(&ctx, id, page).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(steps, StepResponse::from)))
+}
+
+async fn list_tool_calls(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let id = parse_run_id(&path, &ctx.request_id)?;
+    let page = query.page(Order::BySeq).map_err(fail)?;
+    let calls = state.queries.tool_calls(&ctx, id, page).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(calls, ToolCallResponse::from)))
+}
+
+async fn list_events(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let id = parse_run_id(&path, &ctx.request_id)?;
+    let after_seq = match (&query.cursor, query.after_seq) {
+        (Some(_), Some(_)) => {
+            return Err(fail(invalid_request("Give either `cursor` or `after_seq`, not both.")));
+        }
+        (Some(text), None) => match decode_cursor(text, Order::BySeq).map_err(fail)? {
+            Cursor::Seq(seq) => seq,
+            Cursor::Time { .. } => {
+                return Err(fail(invalid_request("The cursor belongs to another listing.")));
+            }
+        },
+        (None, after_seq) => after_seq.unwrap_or(0),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(fail(invalid_request(format!("limit must be between 1 and {MAX_LIMIT}"))));
+    }
+    let events = state.queries.events(&ctx, id, after_seq, limit).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(ListResponse::from_page(events, EventResponse::from)))
+}

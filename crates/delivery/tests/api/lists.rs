@@ -1,0 +1,192 @@
+//! Listings: runs, a run's steps, tool calls and events, and the audit log.
+
+use reqwest::Response;
+use sba_domain::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Store, TestApp, new_tenant, spawn_app};
+
+crate::on_both_stores!(
+    runs_list_newest_first_in_stable_pages_with_filters,
+    out_of_range_limits_and_foreign_cursors_are_400_invalid_request,
+    a_runs_events_show_its_creation_and_cancellation_in_seq_order,
+    details_of_another_tenants_run_answer_404,
+    audit_logs_are_for_tenant_admins_and_record_every_mutation,
+);
+
+async fn get(app: &TestApp, token: &str, path: &str) -> Response {
+    app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap()
+}
+
+async fn create_run(app: &TestApp, token: &str, agent: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/v1/runs"))
+        .bearer_auth(token)
+        .json(&json!({"agent": agent}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn ids(response: Response) -> (Vec<String>, Value) {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let ids = body["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    (ids, body["next_cursor"].clone())
+}
+
+async fn runs_list_newest_first_in_stable_pages_with_filters(store: Store) {
+    let app = spawn_app(store).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let run = create_run(&app, &token, if i % 2 == 0 { "even" } else { "odd" }).await;
+        created.push(run["id"].as_str().unwrap().to_owned());
+    }
+    create_run(&app, &app.token(new_tenant(), "mallory", Role::Admin), "even").await;
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/runs?limit=2".to_owned();
+    loop {
+        let (page, next) = ids(get(&app, &token, &path).await).await;
+        assert!(page.len() <= 2);
+        seen.extend(page);
+        match next.as_str() {
+            Some(cursor) => path = format!("/v1/runs?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created, "newest first, each run once, only the caller's tenant");
+
+    let cancel = format!("/v1/runs/{}/cancel", created[0]);
+    assert_eq!(app.client.post(app.url(&cancel)).bearer_auth(&token).send().await.unwrap().status(), 200);
+    let (cancelled, _) = ids(get(&app, &token, "/v1/runs?status=cancelled").await).await;
+    assert_eq!(cancelled, [created[0].clone()]);
+    let (odd, _) = ids(get(&app, &token, "/v1/runs?agent=odd").await).await;
+    assert_eq!(odd.len(), 2);
+    let (none, next) =
+        ids(get(&app, &token, &format!("/v1/runs?session_id={}", uuid::Uuid::now_v7())).await).await;
+    assert!(none.is_empty() && next.is_null());
+}
+
+async fn out_of_range_limits_and_foreign_cursors_are_400_invalid_request(store: Store) {
+    let app = spawn_app(store).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let run = create_run(&app, &token, "bot").await;
+    let id = run["id"].as_str().unwrap();
+    let seq_cursor = sba_application::pagination::Cursor::Seq(1).encode();
+    for path in [
+        "/v1/runs?limit=0".to_owned(),
+        "/v1/runs?limit=101".to_owned(),
+        "/v1/runs?limit=ten".to_owned(),
+        "/v1/runs?cursor=not-a-cursor".to_owned(),
+        format!("/v1/runs?cursor={seq_cursor}"),
+        "/v1/runs?status=running".to_owned(),
+        "/v1/runs?session_id=abc".to_owned(),
+        format!("/v1/runs/{id}/events?limit=500"),
+        format!("/v1/runs/{id}/events?after_seq=-1"),
+        format!("/v1/runs/{id}/events?after_seq=1&cursor={seq_cursor}"),
+        format!("/v1/runs/{id}/steps?cursor=zzz"),
+    ] {
+        let response = get(&app, &token, &path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_request", "{path}: {body}");
+    }
+    assert_eq!(get(&app, &token, "/v1/runs?limit=100").await.status(), 200);
+}
+
+async fn a_runs_events_show_its_creation_and_cancellation_in_seq_order(store: Store) {
+    let app = spawn_app(store).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let run = create_run(&app, &token, "bot").await;
+    let id = run["id"].as_str().unwrap();
+    app.client.post(app.url(&format!("/v1/runs/{id}/cancel"))).bearer_auth(&token).send().await.unwrap();
+
+    let body: Value = get(&app, &token, &format!("/v1/runs/{id}/events")).await.json().await.unwrap();
+    let events = body["data"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["seq"], 1);
+    assert_eq!(events[0]["kind"], "run.created");
+    assert_eq!(events[0]["run_id"], id);
+    assert_eq!(events[0]["data"], json!({}));
+    assert_eq!(events[1]["seq"], 2);
+    assert_eq!(events[1]["kind"], "run.cancelled");
+    assert!(body["next_cursor"].is_null());
+
+    let page: Value = get(&app, &token, &format!("/v1/runs/{id}/events?limit=1")).await.json().await.unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest: Value =
+        get(&app, &token, &format!("/v1/runs/{id}/events?cursor={cursor}")).await.json().await.unwrap();
+    assert_eq!(rest["data"][0]["seq"], 2);
+    let after: Value =
+        get(&app, &token, &format!("/v1/runs/{id}/events?after_seq=1")).await.json().await.unwrap();
+    assert_eq!(after["data"].as_array().unwrap().len(), 1);
+
+    for detail in ["steps", "tool-calls"] {
+        let body: Value = get(&app, &token, &format!("/v1/runs/{id}/{detail}")).await.json().await.unwrap();
+        assert_eq!(body, json!({"data": [], "next_cursor": null}), "{detail}");
+    }
+}
+
+async fn details_of_another_tenants_run_answer_404(store: Store) {
+    let app = spawn_app(store).await;
+    let owner = app.token(new_tenant(), "alice", Role::Authenticated);
+    let run = create_run(&app, &owner, "bot").await;
+    let id = run["id"].as_str().unwrap();
+    let stranger = app.token(new_tenant(), "mallory", Role::Admin);
+    for detail in ["steps", "tool-calls", "events"] {
+        let response = get(&app, &stranger, &format!("/v1/runs/{id}/{detail}")).await;
+        assert_eq!(response.status(), 404, "{detail}");
+        let missing = get(&app, &stranger, &format!("/v1/runs/{}/{detail}", uuid::Uuid::now_v7())).await;
+        assert_eq!(missing.status(), 404, "{detail}");
+    }
+}
+
+async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store) {
+    let app = spawn_app(store).await;
+    let tenant = new_tenant();
+    let user = app.token(tenant, "alice", Role::Authenticated);
+    let run = create_run(&app, &user, "bot").await;
+    let cancel = app.url(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()));
+    app.client.post(&cancel).bearer_auth(&user).header("x-request-id", "cancel-1").send().await.unwrap();
+    app.client.post(&cancel).bearer_auth(&user).header("x-request-id", "cancel-2").send().await.unwrap();
+
+    let refused = get(&app, &user, "/v1/audit-logs").await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "forbidden");
+
+    let admin = app.token(tenant, "root", Role::Admin);
+    let body: Value = get(&app, &admin, "/v1/audit-logs").await.json().await.unwrap();
+    let entries = body["data"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["request_id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(summary[0], ("run.cancel", "denied", "cancel-2"), "newest first: {summary:?}");
+    assert_eq!(summary[1], ("run.cancel", "success", "cancel-1"));
+    assert_eq!(summary[2].0, "run.create");
+    let entry = &entries[1];
+    assert_eq!(entry["actor"], "alice");
+    assert_eq!(entry["tenant_id"], tenant.to_string());
+    assert_eq!(entry["resource_type"], "run");
+    assert_eq!(entry["resource_id"], run["id"]);
+    assert_eq!(entry["ip"], "127.0.0.1");
+    for field in ["id", "created_at"] {
+        assert!(entry[field].is_string(), "{field}");
+    }
+
+    let other_admin = app.token(new_tenant(), "root", Role::Admin);
+    let body: Value = get(&app, &other_admin, "/v1/audit-logs").await.json().await.unwrap();
+    assert_eq!(body["data"], json!([]));
+}
