@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod health;
 pub mod pagination;
 pub mod ports;
 pub mod runs;

@@ -8,7 +8,8 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use sba_application::audit::AuditQueries;
-use sba_application::ports::{DependencyCheck, TokenVerifier};
+use sba_application::health::HealthMonitor;
+use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
 use sba_infrastructure::auth::{HsJwtVerifier, JwtRules};
 use sba_infrastructure::config::Settings;
@@ -24,7 +25,7 @@ pub struct AppState {
     pub queries: RunQueries,
     pub audit: AuditQueries,
     pub verifier: Arc<dyn TokenVerifier>,
-    pub checks: Vec<Arc<dyn DependencyCheck>>,
+    pub health: HealthMonitor,
 }
 
 impl std::fmt::Debug for AppState {
@@ -88,7 +89,7 @@ impl Application {
             ),
             audit: AuditQueries::new(store.audit_log()),
             verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
-            checks: vec![store.dependency_check()],
+            health: health_monitor(&store),
         };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
@@ -141,9 +142,11 @@ impl Application {
 }
 
 /// `sba worker`: background work that no request triggers. Today that is the run-expiry
-/// sweep; the event persisters join it when the durable queue exists.
+/// sweep and the recorded health history; the event persisters join it when the durable
+/// queue exists.
 pub struct Worker {
     runs: RunService,
+    health: HealthMonitor,
     store: InternalStore,
     settings: sba_infrastructure::config::WorkerSettings,
 }
@@ -169,7 +172,12 @@ impl Worker {
         )
         .await?;
         store.migrate_up().await?;
-        Ok(Self { runs: run_service(&store), store, settings: settings.worker.clone() })
+        Ok(Self {
+            runs: run_service(&store),
+            health: health_monitor(&store),
+            store,
+            settings: settings.worker.clone(),
+        })
     }
 
     /// Expires overdue runs once, in batches until none is left; returns how many.
@@ -189,6 +197,26 @@ impl Worker {
         }
     }
 
+    /// One round of background work; failures are logged and retried at the next tick.
+    async fn tick(&self) {
+        match self.sweep_once().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired overdue runs"),
+            Err(error) => tracing::error!(error = format!("{error:#}"), "run-expiry sweep failed"),
+        }
+        if let Err(error) = self.record_health().await {
+            tracing::error!(error = format!("{error:#}"), "recording health failed");
+        }
+    }
+
+    /// Checks every dependency and appends the results to the health history.
+    ///
+    /// # Errors
+    /// When the history cannot be written.
+    pub async fn record_health(&self) -> anyhow::Result<Vec<sba_application::ports::HealthRecord>> {
+        Ok(self.health.check_and_record().await?)
+    }
+
     /// Sweeps every interval until `shutdown` completes; a failed sweep is logged and retried
     /// at the next tick.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
@@ -204,11 +232,7 @@ impl Worker {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = ticks.tick() => match self.sweep_once().await {
-                    Ok(0) => {}
-                    Ok(expired) => tracing::info!(expired, "expired overdue runs"),
-                    Err(error) => tracing::error!(error = format!("{error:#}"), "run-expiry sweep failed"),
-                },
+                _ = ticks.tick() => self.tick().await,
             }
         }
         self.store.close().await;
@@ -242,6 +266,16 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Health checks of every dependency this process uses, with history in the internal store.
+fn health_monitor(store: &InternalStore) -> HealthMonitor {
+    HealthMonitor::new(
+        vec![store.dependency_check()],
+        store.health_log(),
+        Arc::new(SystemClock),
+        Arc::new(UuidV7Generator),
+    )
 }
 
 /// The run use cases on the internal store, with the system clock and UUIDv7 ids.

@@ -5,7 +5,7 @@
 
 use chrono::{SubsecRound as _, Utc};
 use sba_application::pagination::{Cursor, PageRequest};
-use sba_application::ports::{LedgerError, RepositoryError, RunEnding, RunFilter};
+use sba_application::ports::{HealthRecord, LedgerError, RepositoryError, RunEnding, RunFilter};
 use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::runs::NewRun;
 use sba_domain::runs::progress::ApplyError;
@@ -59,6 +59,7 @@ on_both_stores!(
     overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones,
     runs_list_newest_first_filtered_and_paged_stably_under_inserts,
     audit_entries_list_newest_first_per_tenant,
+    health_history_lists_newest_first_and_keeps_causes,
 );
 
 fn new_run(tenant: TenantId) -> AgentRun {
@@ -478,4 +479,26 @@ async fn audit_entries_list_newest_first_per_tenant(store: InternalStore) {
     assert_eq!(listed, ids);
     assert_eq!(rest.next, None);
     assert_eq!(first.items[0].ip.as_deref(), Some("2001:db8::1"));
+}
+
+async fn health_history_lists_newest_first_and_keeps_causes(store: InternalStore) {
+    let log = store.health_log();
+    let base = Utc::now().trunc_subsecs(6);
+    let records: Vec<_> = (0..3_i64)
+        .map(|i| HealthRecord {
+            id: Uuid::now_v7(),
+            component: if i == 1 { "redis".into() } else { "database".into() },
+            up: i != 1,
+            latency_ms: u64::try_from(i).unwrap() * 10,
+            detail: (i == 1).then(|| "connection refused".to_owned()),
+            checked_at: base + chrono::Duration::seconds(i),
+        })
+        .collect();
+    log.record(&records).await.unwrap();
+    let first = log.list(PageRequest::first(2)).await.unwrap();
+    let rest = log.list(PageRequest { limit: 2, after: first.next }).await.unwrap();
+    let listed: Vec<_> = first.items.into_iter().chain(rest.items).collect();
+    let mut expected = records;
+    expected.reverse();
+    assert_eq!(listed, expected);
 }

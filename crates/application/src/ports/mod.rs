@@ -7,6 +7,7 @@ mod audit_log;
 mod clock;
 mod dependency_check;
 mod error;
+mod health_log;
 mod run_details;
 mod run_ledger;
 mod run_repository;
@@ -16,6 +17,7 @@ pub use audit_log::AuditLog;
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
+pub use health_log::{HealthLog, HealthRecord};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
@@ -27,6 +29,8 @@ pub use audit_log::MockAuditLog;
 pub use clock::{MockClock, MockIdGenerator};
 #[cfg(any(test, feature = "mocks"))]
 pub use dependency_check::MockDependencyCheck;
+#[cfg(any(test, feature = "mocks"))]
+pub use health_log::MockHealthLog;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
 #[cfg(any(test, feature = "mocks"))]

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Store, new_tenant, spawn_app_with};
 
-crate::on_both_stores!(sweep_expires_overdue_runs_and_leaves_ended_ones_alone);
+crate::on_both_stores!(
+    sweep_expires_overdue_runs_and_leaves_ended_ones_alone,
+    worker_records_the_health_history
+);
 
 async fn sweep_expires_overdue_runs_and_leaves_ended_ones_alone(store: Store) {
     let app = spawn_app_with(store, &[("SBA_WORKER__MAX_RUN_AGE_SECS", "1")]).await;
@@ -45,4 +48,15 @@ async fn sweep_expires_overdue_runs_and_leaves_ended_ones_alone(store: Store) {
     assert_eq!(expired["status"], "expired");
     assert!(expired["completed_at"].is_string());
     assert_eq!(status(ids[1].clone()).await["status"], "cancelled");
+}
+
+async fn worker_records_the_health_history(store: Store) {
+    let app = spawn_app_with(store, &[]).await;
+    let worker = Worker::build(&app.settings).await.unwrap();
+    let first = worker.record_health().await.unwrap();
+    let second = worker.record_health().await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].component, "database");
+    assert!(first[0].up && second[0].up);
+    assert!(second[0].checked_at >= first[0].checked_at);
 }

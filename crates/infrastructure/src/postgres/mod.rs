@@ -5,6 +5,7 @@ mod audit;
 mod details;
 mod entities;
 mod error;
+mod health;
 mod ledger;
 mod runs;
 #[cfg(feature = "test-support")]
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sba_application::ports::{
-    AuditLog, DependencyCheck, EventLog, RunLedger, RunRepository, StepRepository, ToolCallRepository,
+    AuditLog, DependencyCheck, EventLog, HealthLog, RunLedger, RunRepository, StepRepository,
+    ToolCallRepository,
 };
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
@@ -24,6 +26,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 pub use audit::SeaOrmAuditLog;
 pub use details::SeaOrmRunDetails;
+pub use health::SeaOrmHealthLog;
 pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
 
@@ -153,6 +156,10 @@ impl InternalStore {
 
     pub fn event_log(&self) -> Arc<dyn EventLog> {
         Arc::new(SeaOrmRunDetails::new(self.db.clone()))
+    }
+
+    pub fn health_log(&self) -> Arc<dyn HealthLog> {
+        Arc::new(SeaOrmHealthLog::new(self.db.clone()))
     }
 
     pub fn run_ledger(&self) -> Arc<dyn RunLedger> {

@@ -5,5 +5,6 @@ pub(super) mod agent_events;
 pub(super) mod agent_runs;
 pub(super) mod agent_steps;
 pub(super) mod audit_logs;
+pub(super) mod system_health;
 pub(super) mod tool_calls;
 pub(super) mod usage_metrics;
