@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod context;
 pub mod health;
+pub mod idempotency;
 pub mod pagination;
 pub mod ports;
 pub mod runs;

@@ -9,6 +9,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use sba_application::audit::AuditQueries;
 use sba_application::health::HealthMonitor;
+use sba_application::idempotency::Idempotency;
 use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
 use sba_infrastructure::auth::{HsJwtVerifier, JwtRules};
@@ -24,6 +25,7 @@ pub struct AppState {
     pub runs: RunService,
     pub queries: RunQueries,
     pub audit: AuditQueries,
+    pub idempotency: Idempotency,
     pub verifier: Arc<dyn TokenVerifier>,
     pub health: HealthMonitor,
 }
@@ -88,6 +90,7 @@ impl Application {
                 store.event_log(),
             ),
             audit: AuditQueries::new(store.audit_log()),
+            idempotency: idempotency(&store),
             verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
             health: health_monitor(&store),
         };
@@ -142,11 +145,12 @@ impl Application {
 }
 
 /// `sba worker`: background work that no request triggers. Today that is the run-expiry
-/// sweep and the recorded health history; the event persisters join it when the durable
-/// queue exists.
+/// sweep, the recorded health history and the purge of expired idempotency keys; the event
+/// persisters join it when the durable queue exists.
 pub struct Worker {
     runs: RunService,
     health: HealthMonitor,
+    idempotency: Idempotency,
     store: InternalStore,
     settings: sba_infrastructure::config::WorkerSettings,
 }
@@ -175,6 +179,7 @@ impl Worker {
         Ok(Self {
             runs: run_service(&store),
             health: health_monitor(&store),
+            idempotency: idempotency(&store),
             store,
             settings: settings.worker.clone(),
         })
@@ -206,6 +211,11 @@ impl Worker {
         }
         if let Err(error) = self.record_health().await {
             tracing::error!(error = format!("{error:#}"), "recording health failed");
+        }
+        match self.idempotency.purge_expired().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+            Err(error) => tracing::error!(error = format!("{error:#}"), "purging idempotency keys failed"),
         }
     }
 
@@ -266,6 +276,10 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+fn idempotency(store: &InternalStore) -> Idempotency {
+    Idempotency::new(store.idempotency_store(), Arc::new(SystemClock))
 }
 
 /// Health checks of every dependency this process uses, with history in the internal store.

@@ -5,7 +5,9 @@
 
 use chrono::{SubsecRound as _, Utc};
 use sba_application::pagination::{Cursor, PageRequest};
-use sba_application::ports::{HealthRecord, LedgerError, RepositoryError, RunEnding, RunFilter};
+use sba_application::ports::{
+    HealthRecord, LedgerError, RepositoryError, Reservation, RunEnding, RunFilter, StoredResponse,
+};
 use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::runs::NewRun;
 use sba_domain::runs::progress::ApplyError;
@@ -60,6 +62,7 @@ on_both_stores!(
     runs_list_newest_first_filtered_and_paged_stably_under_inserts,
     audit_entries_list_newest_first_per_tenant,
     health_history_lists_newest_first_and_keeps_causes,
+    idempotency_keys_reserve_once_complete_release_and_expire,
 );
 
 fn new_run(tenant: TenantId) -> AgentRun {
@@ -501,4 +504,41 @@ async fn health_history_lists_newest_first_and_keeps_causes(store: InternalStore
     let mut expected = records;
     expected.reverse();
     assert_eq!(listed, expected);
+}
+
+async fn idempotency_keys_reserve_once_complete_release_and_expire(store: InternalStore) {
+    let keys = store.idempotency_store();
+    let owner = tenant();
+    let user = UserId::parse("alice").unwrap();
+    let now = Utc::now().trunc_subsecs(6);
+    let later = now + chrono::Duration::hours(24);
+    assert_eq!(keys.reserve(owner, &user, "k", "h1", now, later).await.unwrap(), Reservation::Reserved);
+    assert_eq!(
+        keys.reserve(owner, &user, "k", "h2", now, later).await.unwrap(),
+        Reservation::InProgress { request_hash: "h1".into() }
+    );
+    // Another tenant, or another user, has its own keys.
+    assert_eq!(keys.reserve(tenant(), &user, "k", "h1", now, later).await.unwrap(), Reservation::Reserved);
+    let bob = UserId::parse("bob").unwrap();
+    assert_eq!(keys.reserve(owner, &bob, "k", "h1", now, later).await.unwrap(), Reservation::Reserved);
+
+    let response = StoredResponse { status: 201, body: json!({"id": "r1"}) };
+    keys.complete(owner, &user, "k", &response).await.unwrap();
+    assert_eq!(
+        keys.reserve(owner, &user, "k", "h1", now, later).await.unwrap(),
+        Reservation::Completed { request_hash: "h1".into(), response: response.clone() }
+    );
+    let again = keys.complete(owner, &user, "k", &response).await.unwrap_err();
+    assert!(matches!(again, RepositoryError::NotFound), "a completed key is not completed twice: {again:?}");
+
+    keys.release(owner, &bob, "k").await.unwrap();
+    assert_eq!(keys.reserve(owner, &bob, "k", "h9", now, later).await.unwrap(), Reservation::Reserved);
+
+    // Once expired, a key is free again and is purged.
+    let after = later + chrono::Duration::seconds(1);
+    assert_eq!(
+        keys.reserve(owner, &user, "k", "h3", after, after + chrono::Duration::hours(1)).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(keys.purge_expired(after).await.unwrap(), 2, "the other tenant's and bob's keys expired");
 }

@@ -8,6 +8,7 @@ mod clock;
 mod dependency_check;
 mod error;
 mod health_log;
+mod idempotency;
 mod run_details;
 mod run_ledger;
 mod run_repository;
@@ -18,6 +19,7 @@ pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
 pub use health_log::{HealthLog, HealthRecord};
+pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
@@ -31,6 +33,8 @@ pub use clock::{MockClock, MockIdGenerator};
 pub use dependency_check::MockDependencyCheck;
 #[cfg(any(test, feature = "mocks"))]
 pub use health_log::MockHealthLog;
+#[cfg(any(test, feature = "mocks"))]
+pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
 #[cfg(any(test, feature = "mocks"))]

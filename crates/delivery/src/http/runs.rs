@@ -1,8 +1,12 @@
 //! `/v1/runs`: start, read and cancel agent runs.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use sba_application::idempotency::{Begin, IdempotencyKey, InvalidKey, request_hash};
 use sba_application::ports::RunFilter;
+use sba_application::ports::StoredResponse;
 use sba_application::runs::CreateRun;
 use sba_domain::{AgentName, AgentRun, Metadata, RunId, RunStatus, SessionId};
 use serde::{Deserialize, Serialize};
@@ -13,6 +17,9 @@ use super::auth::Authenticated;
 use super::error::{ApiError, FieldError, method_not_allowed};
 use super::lists::{ListResponse, Order, invalid_request, page_request};
 use crate::startup::AppState;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -112,20 +119,89 @@ impl From<AgentRun> for RunResponse {
     }
 }
 
+/// The operation name that scopes idempotency keys of this route.
+const CREATE_RUN: &str = "POST /v1/runs";
+
 async fn create_run(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
-    body: web::Json<CreateRunRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner().try_into_domain().map_err(|e| e.with_request_id(&ctx.request_id))?;
-    let run = state
-        .runs
-        .create(&ctx, request)
-        .await
-        .map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
-    Ok(HttpResponse::Created()
-        .insert_header((actix_web::http::header::LOCATION, format!("/v1/runs/{}", run.id)))
-        .json(RunResponse::from(run)))
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let body = body.into_inner();
+    let request: CreateRunRequest = serde_json::from_value(body.clone()).map_err(|e| {
+        fail(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("The request body is not valid: {e}"),
+        ))
+    })?;
+    let request = request.try_into_domain().map_err(fail)?;
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| IdempotencyKey::parse(text).ok())
+                .ok_or_else(|| fail(invalid_request(InvalidKey.to_string())))?,
+        ),
+    };
+    let Some(key) = key else {
+        let run = state.runs.create(&ctx, request).await.map_err(|e| fail(e.into()))?;
+        return Ok(created(RunResponse::from(run)));
+    };
+
+    match state.idempotency.begin(&ctx, &key, &request_hash(CREATE_RUN, &body)).await {
+        Err(error) => {
+            Err(fail(ApiError::internal(anyhow::Error::new(error).context("reserving an idempotency key"))))
+        }
+        Ok(Begin::Replay(stored)) => Ok(replay(stored)),
+        Ok(Begin::Conflict) => Err(fail(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used with a different request.",
+        ))),
+        Ok(Begin::InProgress) => Err(fail(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_in_progress",
+            "A request with this Idempotency-Key is still being handled; retry shortly.",
+        ))),
+        Ok(Begin::Proceed) => {
+            let run = match state.runs.create(&ctx, request).await {
+                Ok(run) => run,
+                Err(error) => {
+                    state.idempotency.abandon(&ctx, &key).await;
+                    return Err(fail(error.into()));
+                }
+            };
+            let dto = RunResponse::from(run);
+            let stored = serde_json::to_value(&dto)
+                .map(|body| StoredResponse { status: StatusCode::CREATED.as_u16(), body })
+                .map_err(|e| fail(ApiError::internal(e.into())))?;
+            if let Err(error) = state.idempotency.finish(&ctx, &key, stored).await {
+                // The run exists; a retry would now be refused as in progress until the key
+                // expires, which is safer than creating a second run.
+                tracing::error!(error = format!("{error:#}"), "storing an idempotent response failed");
+            }
+            Ok(created(dto))
+        }
+    }
+}
+
+fn created(run: RunResponse) -> HttpResponse {
+    HttpResponse::Created().insert_header((header::LOCATION, format!("/v1/runs/{}", run.id))).json(run)
+}
+
+/// A stored response, marked as a replay.
+fn replay(stored: StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
+    let mut response = HttpResponse::build(status);
+    if let Some(id) = stored.body.get("id").and_then(Value::as_str) {
+        response.insert_header((header::LOCATION, format!("/v1/runs/{id}")));
+    }
+    response.insert_header((IDEMPOTENT_REPLAYED, "true")).json(stored.body)
 }
 
 async fn get_run(

@@ -6,6 +6,7 @@
 mod config;
 mod health;
 mod helpers;
+mod idempotency;
 mod lists;
 mod runs;
 mod worker;

@@ -6,6 +6,7 @@ mod details;
 mod entities;
 mod error;
 mod health;
+mod idempotency;
 mod ledger;
 mod runs;
 #[cfg(feature = "test-support")]
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sba_application::ports::{
-    AuditLog, DependencyCheck, EventLog, HealthLog, RunLedger, RunRepository, StepRepository,
-    ToolCallRepository,
+    AuditLog, DependencyCheck, EventLog, HealthLog, IdempotencyStore, RunLedger, RunRepository,
+    StepRepository, ToolCallRepository,
 };
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
@@ -27,6 +28,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 pub use audit::SeaOrmAuditLog;
 pub use details::SeaOrmRunDetails;
 pub use health::SeaOrmHealthLog;
+pub use idempotency::SeaOrmIdempotencyStore;
 pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
 
@@ -160,6 +162,10 @@ impl InternalStore {
 
     pub fn health_log(&self) -> Arc<dyn HealthLog> {
         Arc::new(SeaOrmHealthLog::new(self.db.clone()))
+    }
+
+    pub fn idempotency_store(&self) -> Arc<dyn IdempotencyStore> {
+        Arc::new(SeaOrmIdempotencyStore::new(self.db.clone()))
     }
 
     pub fn run_ledger(&self) -> Arc<dyn RunLedger> {

@@ -1,0 +1,239 @@
+//! [`Idempotency`]: `Idempotency-Key` handling for mutations. A retry with the same key and
+//! body replays the original response; the same key with another body is a conflict.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::Duration;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::RequestContext;
+use crate::ports::{Clock, IdempotencyStore, RepositoryError, Reservation, StoredResponse};
+
+/// How long a key is remembered.
+pub const KEY_TTL: Duration = Duration::hours(24);
+
+/// A client-chosen idempotency key: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+/// A header value that is not a valid key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+pub struct InvalidKey;
+
+impl IdempotencyKey {
+    /// # Errors
+    /// [`InvalidKey`] for an empty, overlong or non-visible-ASCII value.
+    pub fn parse(value: &str) -> Result<Self, InvalidKey> {
+        let ok = (1..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+        if ok { Ok(Self(value.to_owned())) } else { Err(InvalidKey) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// First time: handle the request, then [`Idempotency::finish`] or [`Idempotency::abandon`].
+    Proceed,
+    /// Seen and completed with the same body: answer with this response.
+    Replay(StoredResponse),
+    /// The key was used with another body (or for another operation).
+    Conflict,
+    /// The same request is still being handled.
+    InProgress,
+}
+
+/// Idempotency for the caller's tenant and user.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Arc<dyn IdempotencyStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency").finish_non_exhaustive()
+    }
+}
+
+/// The fingerprint of a request: the operation and its body, with object keys sorted so
+/// that key order does not matter.
+pub fn request_hash(operation: &str, body: &Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(body, &mut canonical);
+    let digest =
+        Sha256::new().chain_update(operation.as_bytes()).chain_update([0]).chain_update(canonical).finalize();
+    digest.iter().fold(String::with_capacity(64), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+impl Idempotency {
+    pub fn new(store: Arc<dyn IdempotencyStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Reserves `key` for this request, or says how to answer instead.
+    ///
+    /// # Errors
+    /// When the store fails (the request should then fail, not run unprotected).
+    pub async fn begin(
+        &self,
+        ctx: &RequestContext,
+        key: &IdempotencyKey,
+        hash: &str,
+    ) -> Result<Begin, RepositoryError> {
+        let now = self.clock.now();
+        let p = &ctx.principal;
+        let reservation =
+            self.store.reserve(p.tenant_id, &p.user_id, key.as_str(), hash, now, now + KEY_TTL).await?;
+        Ok(match reservation {
+            Reservation::Reserved => Begin::Proceed,
+            Reservation::Completed { request_hash, response } if request_hash == hash => {
+                Begin::Replay(response)
+            }
+            Reservation::InProgress { request_hash } if request_hash == hash => Begin::InProgress,
+            Reservation::Completed { .. } | Reservation::InProgress { .. } => Begin::Conflict,
+        })
+    }
+
+    /// Stores the response of a request that began with [`Begin::Proceed`].
+    ///
+    /// # Errors
+    /// When the store fails; the mutation itself already happened.
+    pub async fn finish(
+        &self,
+        ctx: &RequestContext,
+        key: &IdempotencyKey,
+        response: StoredResponse,
+    ) -> Result<(), RepositoryError> {
+        self.store.complete(ctx.principal.tenant_id, &ctx.principal.user_id, key.as_str(), &response).await
+    }
+
+    /// Frees the key of a request that failed, so a retry can run. Failures are logged: the
+    /// reservation then expires with the key.
+    pub async fn abandon(&self, ctx: &RequestContext, key: &IdempotencyKey) {
+        if let Err(error) =
+            self.store.release(ctx.principal.tenant_id, &ctx.principal.user_id, key.as_str()).await
+        {
+            tracing::warn!(error = format!("{error:#}"), "releasing an idempotency key failed");
+        }
+    }
+
+    /// Deletes expired keys; returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn purge_expired(&self) -> Result<u64, RepositoryError> {
+        self.store.purge_expired(self.clock.now()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use sba_domain::{Principal, Role, TenantId, UserId};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ports::{MockClock, MockIdempotencyStore};
+
+    #[test]
+    fn hashes_ignore_key_order_but_not_values_or_operation() {
+        let a = request_hash(
+            "POST /v1/runs",
+            &json!({"agent": "x", "input": {"b": 1, "a": [1, {"z": 0, "y": 1}]}}),
+        );
+        let b = request_hash(
+            "POST /v1/runs",
+            &json!({"input": {"a": [1, {"y": 1, "z": 0}], "b": 1}, "agent": "x"}),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, request_hash("POST /v1/runs", &json!({"agent": "x", "input": {"b": 2, "a": [1]}})));
+        assert_ne!(
+            a,
+            request_hash(
+                "POST /v1/other",
+                &json!({"agent": "x", "input": {"b": 1, "a": [1, {"z": 0, "y": 1}]}})
+            )
+        );
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_255_characters() {
+        assert!(IdempotencyKey::parse("order-42_retry.1").is_ok());
+        for bad in ["", "with space", "tab\t", "ü", &"k".repeat(256)] {
+            assert_eq!(IdempotencyKey::parse(bad), Err(InvalidKey), "{bad}");
+        }
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            principal: Principal {
+                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+                user_id: UserId::parse("u").unwrap(),
+                role: Role::Authenticated,
+            },
+            ip: None,
+            request_id: "r".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_completed_key_replays_for_the_same_body_and_conflicts_for_another() {
+        let mut store = MockIdempotencyStore::new();
+        store.expect_reserve().returning(|_, _, _, _, now, expires| {
+            assert_eq!(expires - now, KEY_TTL);
+            Ok(Reservation::Completed {
+                request_hash: "h1".into(),
+                response: StoredResponse { status: 201, body: json!({"id": 1}) },
+            })
+        });
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
+        let idempotency = Idempotency::new(Arc::new(store), Arc::new(clock));
+        let key = IdempotencyKey::parse("k").unwrap();
+        let replay = idempotency.begin(&ctx(), &key, "h1").await.unwrap();
+        assert_eq!(replay, Begin::Replay(StoredResponse { status: 201, body: json!({"id": 1}) }));
+        assert_eq!(idempotency.begin(&ctx(), &key, "h2").await.unwrap(), Begin::Conflict);
+    }
+}
