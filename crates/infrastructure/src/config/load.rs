@@ -38,7 +38,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 22] = [
+const KNOWN_SBA_VARS: [&str; 23] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -47,6 +47,7 @@ const KNOWN_SBA_VARS: [&str; 22] = [
     "SBA_SERVER__SHUTDOWN_TIMEOUT_SECS",
     "SBA_SERVER__MAX_BODY_BYTES",
     "SBA_DATABASE__URL",
+    "SBA_DATABASE__BACKEND",
     "SBA_DATABASE__MAX_CONNECTIONS",
     "SBA_DATABASE__CONNECT_TIMEOUT_SECS",
     "SBA_REDIS__URL",
@@ -145,6 +146,7 @@ struct RawServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawDatabase {
+    backend: Option<String>,
     url: Option<SecretString>,
     max_connections: Option<String>,
     connect_timeout_secs: Option<String>,
@@ -302,6 +304,23 @@ fn store_settings(ctx: &mut Ctx<'_>, raw: &RawDatabase, data_dir: &Path) -> Stor
         None => StoreLocation::Sqlite(data_dir.join("sba.db")),
         Some(url) => store_location(&mut ctx.problems, url, ctx.production),
     };
+    // The storage switch: when set, it must agree with the URL, so a deployment cannot end
+    // up on the other backend by accident.
+    match (raw.backend.as_deref().map(str::trim), &location) {
+        (None | Some("postgres"), StoreLocation::Postgres(_))
+        | (None | Some("sqlite"), StoreLocation::Sqlite(_)) => {}
+        (Some("postgres"), StoreLocation::Sqlite(_)) => {
+            ctx.problems
+                .push("DATABASE_URL", "a postgres:// URL is required by SBA_DATABASE__BACKEND=postgres");
+        }
+        (Some("sqlite"), StoreLocation::Postgres(_)) => {
+            ctx.problems
+                .push("SBA_DATABASE__BACKEND", "is `sqlite`, but DATABASE_URL names a PostgreSQL database");
+        }
+        (Some(other), _) => {
+            ctx.problems.push("SBA_DATABASE__BACKEND", format!("`{other}` is not `postgres` or `sqlite`"));
+        }
+    }
     let p = &mut ctx.problems;
     let store = StoreSettings {
         location,
@@ -780,6 +799,27 @@ mod tests {
         assert_eq!(settings.server.port, 7000, "the environment wins over files");
         assert_eq!(settings.server.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(settings.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_storage_switch_must_agree_with_the_database_url() {
+        let sqlite = settings_of(&[("SBA_DATABASE__BACKEND", "sqlite")]).unwrap();
+        assert!(matches!(sqlite.store.location, StoreLocation::Sqlite(_)));
+        let postgres =
+            settings_of(&[("SBA_DATABASE__BACKEND", "postgres"), ("DATABASE_URL", "postgres://db:5432/sba")])
+                .unwrap();
+        assert!(matches!(postgres.store.location, StoreLocation::Postgres(_)));
+        for (env, setting) in [
+            (vec![("SBA_DATABASE__BACKEND", "postgres")], "DATABASE_URL"),
+            (
+                vec![("SBA_DATABASE__BACKEND", "sqlite"), ("DATABASE_URL", "postgres://db/sba")],
+                "SBA_DATABASE__BACKEND",
+            ),
+            (vec![("SBA_DATABASE__BACKEND", "mysql")], "SBA_DATABASE__BACKEND"),
+        ] {
+            let problems = settings_of(&env).unwrap_err();
+            assert!(problem_settings(&problems).contains(&setting), "{env:?}: {problems}");
+        }
     }
 
     #[test]

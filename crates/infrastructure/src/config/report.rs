@@ -42,6 +42,11 @@ impl fmt::Display for Settings {
                 line("database.url", &format_args!("sqlite file {}", path.display()));
             }
         }
+        let backend = match &self.store.location {
+            StoreLocation::Postgres(_) => "postgres",
+            StoreLocation::Sqlite(_) => "sqlite",
+        };
+        line("database.backend", &backend);
         line("database.max_connections", &self.store.max_connections);
         line("database.connect_timeout", &format_args!("{}s", self.store.connect_timeout.as_secs()));
         match &self.redis {
