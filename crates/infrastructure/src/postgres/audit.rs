@@ -4,14 +4,12 @@ use async_trait::async_trait;
 use sba_application::pagination::{Cursor, Page, PageRequest};
 use sba_application::ports::{AuditLog, RepositoryError};
 use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, TenantId};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 pub(super) use super::entities::audit_logs::Entity;
 use super::entities::audit_logs::{ActiveModel, Column, Model};
-use super::error::{corrupt_row, map_db_err, time_cursor};
+use super::error::{corrupt_row, map_db_err};
+use super::keyset::newest_first;
 
 /// Audit entries stored with sea-orm.
 #[derive(Debug, Clone)]
@@ -36,18 +34,8 @@ impl AuditLog for SeaOrmAuditLog {
     }
 
     async fn list(&self, tenant: TenantId, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError> {
-        let mut query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
-        if let Some((at, id)) = time_cursor(&page)? {
-            query = query.filter(
-                Condition::any()
-                    .add(Column::CreatedAt.lt(at))
-                    .add(Condition::all().add(Column::CreatedAt.eq(at)).add(Column::Id.lt(id))),
-            );
-        }
-        let rows = query
-            .order_by_desc(Column::CreatedAt)
-            .order_by_desc(Column::Id)
-            .limit(page.limit + 1)
+        let query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+        let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
             .all(&self.db)
             .await
             .map_err(|e| map_db_err(e, "listing audit entries"))?;

@@ -15,15 +15,3 @@ pub(super) fn map_db_err(error: DbErr, doing: &'static str) -> RepositoryError {
 pub(super) fn corrupt_row(table: &'static str, what: impl std::fmt::Display) -> RepositoryError {
     RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
 }
-
-/// The position after which a newest-first `(created_at, id)` listing resumes.
-pub(super) fn time_cursor(
-    page: &sba_application::pagination::PageRequest,
-) -> Result<Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>, RepositoryError> {
-    use sba_application::pagination::Cursor;
-    match page.after {
-        None => Ok(None),
-        Some(Cursor::Time { at, id }) => Ok(Some((at, id))),
-        Some(Cursor::Seq(_)) => Err(anyhow::anyhow!("a seq cursor was given to a time listing").into()),
-    }
-}

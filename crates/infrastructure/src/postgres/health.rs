@@ -3,13 +3,11 @@
 use async_trait::async_trait;
 use sba_application::pagination::{Cursor, Page, PageRequest};
 use sba_application::ports::{HealthLog, HealthRecord, RepositoryError};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 use super::entities::system_health::{ActiveModel, Column, Entity, Model};
-use super::error::{corrupt_row, map_db_err, time_cursor};
+use super::error::{corrupt_row, map_db_err};
+use super::keyset::newest_first;
 
 /// The longest `detail` stored; longer causes are cut (the column holds 512 characters).
 const MAX_DETAIL: usize = 512;
@@ -48,18 +46,7 @@ impl HealthLog for SeaOrmHealthLog {
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<HealthRecord>, RepositoryError> {
-        let mut query = Entity::find();
-        if let Some((at, id)) = time_cursor(&page)? {
-            query = query.filter(
-                Condition::any()
-                    .add(Column::CheckedAt.lt(at))
-                    .add(Condition::all().add(Column::CheckedAt.eq(at)).add(Column::Id.lt(id))),
-            );
-        }
-        let rows = query
-            .order_by_desc(Column::CheckedAt)
-            .order_by_desc(Column::Id)
-            .limit(page.limit + 1)
+        let rows = newest_first(Entity::find(), Column::CheckedAt, Column::Id, &page)?
             .all(&self.db)
             .await
             .map_err(|e| map_db_err(e, "listing health records"))?;

@@ -7,6 +7,7 @@ mod entities;
 mod error;
 mod health;
 mod idempotency;
+mod keyset;
 mod ledger;
 mod runs;
 #[cfg(feature = "test-support")]

@@ -6,12 +6,12 @@ use sba_application::pagination::{Cursor, Page, PageRequest};
 use sba_application::ports::{RepositoryError, RunFilter, RunRepository};
 use sba_domain::{AgentName, AgentRun, Metadata, RunError, RunId, RunStatus, StoredRun, TenantId, UserId};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
-use super::error::{corrupt_row, map_db_err, time_cursor};
+use super::error::{corrupt_row, map_db_err};
+use super::keyset::newest_first;
 
 /// Runs stored with sea-orm; every query filters by tenant.
 #[derive(Debug, Clone)]
@@ -52,17 +52,7 @@ impl RunRepository for SeaOrmRunRepository {
         if let Some(session) = filter.session_id {
             query = query.filter(Column::SessionId.eq(session.as_uuid()));
         }
-        if let Some((at, id)) = time_cursor(&page)? {
-            query = query.filter(
-                Condition::any()
-                    .add(Column::CreatedAt.lt(at))
-                    .add(Condition::all().add(Column::CreatedAt.eq(at)).add(Column::Id.lt(id))),
-            );
-        }
-        let rows = query
-            .order_by_desc(Column::CreatedAt)
-            .order_by_desc(Column::Id)
-            .limit(page.limit + 1)
+        let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
             .all(&self.db)
             .await
             .map_err(|e| map_db_err(e, "listing runs"))?;
