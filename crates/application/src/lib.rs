@@ -10,5 +10,6 @@ pub mod idempotency;
 pub mod pagination;
 pub mod ports;
 pub mod runs;
+pub mod usage;
 
 pub use context::RequestContext;

@@ -12,6 +12,7 @@ use sba_application::health::HealthMonitor;
 use sba_application::idempotency::Idempotency;
 use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
+use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{HsJwtVerifier, JwtRules};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
@@ -26,6 +27,7 @@ pub struct AppState {
     pub queries: RunQueries,
     pub audit: AuditQueries,
     pub idempotency: Idempotency,
+    pub usage: UsageQueries,
     pub verifier: Arc<dyn TokenVerifier>,
     pub health: HealthMonitor,
 }
@@ -91,6 +93,7 @@ impl Application {
             ),
             audit: AuditQueries::new(store.audit_log()),
             idempotency: idempotency(&store),
+            usage: UsageQueries::new(store.usage_ledger()),
             verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
             health: health_monitor(&store),
         };

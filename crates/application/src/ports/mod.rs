@@ -13,6 +13,7 @@ mod run_details;
 mod run_ledger;
 mod run_repository;
 mod token_verifier;
+mod usage_ledger;
 
 pub use audit_log::AuditLog;
 pub use clock::{Clock, IdGenerator};
@@ -24,6 +25,7 @@ pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
 pub use token_verifier::{TokenError, TokenVerifier};
+pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use audit_log::MockAuditLog;
@@ -43,3 +45,5 @@ pub use run_ledger::MockRunLedger;
 pub use run_repository::MockRunRepository;
 #[cfg(any(test, feature = "mocks"))]
 pub use token_verifier::MockTokenVerifier;
+#[cfg(any(test, feature = "mocks"))]
+pub use usage_ledger::MockUsageLedger;

@@ -8,6 +8,7 @@ mod lists;
 mod request_id;
 mod run_details;
 mod runs;
+mod usage;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
@@ -36,7 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limit
                     web::scope("/v1")
                         .configure(runs::routes)
                         .configure(run_details::routes)
-                        .configure(audit::routes),
+                        .configure(audit::routes)
+                        .configure(usage::routes),
                 )
                 .default_service(web::to(error::not_found)),
         );

@@ -9,4 +9,5 @@ mod helpers;
 mod idempotency;
 mod lists;
 mod runs;
+mod usage;
 mod worker;

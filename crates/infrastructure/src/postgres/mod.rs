@@ -12,6 +12,7 @@ mod ledger;
 mod runs;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod usage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sba_application::ports::{
     AuditLog, DependencyCheck, EventLog, HealthLog, IdempotencyStore, RunLedger, RunRepository,
-    StepRepository, ToolCallRepository,
+    StepRepository, ToolCallRepository, UsageLedger,
 };
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
@@ -32,6 +33,7 @@ pub use health::SeaOrmHealthLog;
 pub use idempotency::SeaOrmIdempotencyStore;
 pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
+pub use usage::SeaOrmUsageLedger;
 
 /// Where the internal store lives.
 #[derive(Debug, Clone)]
@@ -175,6 +177,10 @@ impl InternalStore {
 
     pub fn audit_log(&self) -> Arc<dyn AuditLog> {
         Arc::new(SeaOrmAuditLog::new(self.db.clone()))
+    }
+
+    pub fn usage_ledger(&self) -> Arc<dyn UsageLedger> {
+        Arc::new(SeaOrmUsageLedger::new(self.db.clone()))
     }
 
     /// The readiness check of this store, reported as `database`.

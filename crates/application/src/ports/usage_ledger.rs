@@ -1,0 +1,95 @@
+//! Reads of recorded token usage and cost, aggregated per day, model or agent.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sba_domain::{TenantId, ValidationError};
+
+use super::RepositoryError;
+
+/// What a usage summary is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageGrouping {
+    /// The UTC calendar day of each usage record; keys are `YYYY-MM-DD`.
+    Day,
+    /// The model that was billed.
+    Model,
+    /// The agent whose run reported the usage.
+    Agent,
+}
+
+impl UsageGrouping {
+    pub const ALL: [Self; 3] = [Self::Day, Self::Model, Self::Agent];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Model => "model",
+            Self::Agent => "agent",
+        }
+    }
+
+    /// # Errors
+    /// A `group_by` [`ValidationError`] for anything but `day`, `model` or `agent`.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        Self::ALL
+            .into_iter()
+            .find(|g| g.as_str() == value)
+            .ok_or_else(|| ValidationError::new("group_by", "must be one of `day`, `model`, `agent`"))
+    }
+}
+
+/// The half-open time range `[from, to)` of a summary: a record made exactly at `to` is not
+/// counted. A range with `to <= from` is empty. Bounds count to the microsecond, the precision
+/// usage times are stored with; finer digits are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRange {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// The totals of one group. Cost is in integer micro-units of the billing currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBucket {
+    /// The day (`YYYY-MM-DD`, UTC), model or agent.
+    pub key: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+    /// How many distinct runs contributed. Usage whose run has since been purged still counts
+    /// in the sums but no longer in `runs`.
+    pub runs: u64,
+}
+
+/// Aggregates of the usage recorded by the run ledger, computed by the store.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UsageLedger: Send + Sync + 'static {
+    /// The usage of `tenant` recorded within `range`, summed per `group_by` key; one bucket
+    /// per key that has usage, ordered by key ascending (byte order). Empty when nothing was
+    /// recorded in the range.
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure, a stored negative counter, or a sum beyond `i64`.
+    async fn summary(
+        &self,
+        tenant: TenantId,
+        range: UsageRange,
+        group_by: UsageGrouping,
+    ) -> Result<Vec<UsageBucket>, RepositoryError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UsageGrouping;
+
+    #[test]
+    fn grouping_parses_what_it_prints_and_nothing_else() {
+        for grouping in UsageGrouping::ALL {
+            assert_eq!(UsageGrouping::parse(grouping.as_str()).ok(), Some(grouping));
+        }
+        for bad in ["", "Day", "week", "model "] {
+            let error = UsageGrouping::parse(bad).err();
+            assert_eq!(error.map(|e| e.field), Some("group_by"), "{bad:?}");
+        }
+    }
+}
