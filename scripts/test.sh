@@ -18,32 +18,15 @@ log() {
     printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2
 }
 
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# shellcheck source=scripts/lib/with-services.sh
+source scripts/lib/with-services.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest is missing; installing it (cargo install --locked cargo-nextest)"
     cargo install --locked cargo-nextest
 fi
 
-already_running=0
-if port_open "${SBA_TEST_PG_PORT:-55432}" && port_open "${SBA_TEST_REDIS_PORT:-56379}"; then
-    already_running=1
-fi
-
-log "starting test services"
-scripts/services-up.sh >/dev/null
-if [[ ${SBA_KEEP_SERVICES:-0} == 1 ]]; then
-    log "SBA_KEEP_SERVICES=1: services stay up after the tests (scripts/services-down.sh stops them)"
-elif ((already_running)); then
-    log "services were already running before this run; leaving them running"
-else
-    trap 'scripts/services-down.sh || log "warning: scripts/services-down.sh failed"' EXIT
-fi
-
-# shellcheck source=/dev/null
-source target/services/env
+start_test_services tests
 log "SBA_TEST_DATABASE_URL=$SBA_TEST_DATABASE_URL SBA_TEST_REDIS_URL=$SBA_TEST_REDIS_URL"
 
 status=0
