@@ -98,10 +98,6 @@ impl<T> Page<T> {
         let next = if more { rows.last().map(cursor_of) } else { None };
         Self { items: rows, next }
     }
-
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), next: self.next }
-    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sba_domain::{Role, TenantId, UserId};
-use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner};
+use sba_infrastructure::auth::DevTokenRequest;
 use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
-use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 
-use crate::startup::{Application, Worker, jwt_rules, shutdown_signal};
+use crate::startup::{Application, Worker, open_store, shutdown_signal, token_signer};
 use crate::telemetry;
 
 /// SBA: a multi-tenant backend for AI-agent runs.
@@ -126,8 +125,7 @@ async fn worker(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
-    let pool = PoolOptions { max_connections: 2, connect_timeout: settings.store.connect_timeout };
-    let store = InternalStore::connect(&settings.store.location, pool).await?;
+    let store = open_store(&settings, 2).await?;
     let mut code = ExitCode::SUCCESS;
     match action {
         MigrateAction::Up => {
@@ -186,12 +184,7 @@ fn dev_token(
         })?,
         ttl: Duration::from_secs(ttl_secs),
     };
-    let secret = settings
-        .auth
-        .secrets
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no HS256 secret is configured, so no token can be signed"))?;
-    let token = HsJwtSigner::new(secret, jwt_rules(settings)).sign(&request)?;
+    let token = token_signer(settings)?.sign(&request)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use sba_application::idempotency::Idempotency;
 use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::usage::UsageQueries;
-use sba_infrastructure::auth::{HsJwtVerifier, JwtRules};
+use sba_infrastructure::auth::{HsJwtSigner, HsJwtVerifier, JwtRules};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
@@ -73,14 +73,7 @@ impl Application {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
-        let store = InternalStore::connect(
-            &settings.store.location,
-            PoolOptions {
-                max_connections: settings.store.max_connections,
-                connect_timeout: settings.store.connect_timeout,
-            },
-        )
-        .await?;
+        let store = open_store(&settings, settings.store.max_connections).await?;
         store.migrate_up().await?;
 
         let state = AppState {
@@ -173,11 +166,7 @@ impl Worker {
     /// # Errors
     /// When the store is unreachable or a migration fails.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let store = InternalStore::connect(
-            &settings.store.location,
-            PoolOptions { max_connections: 4, connect_timeout: settings.store.connect_timeout },
-        )
-        .await?;
+        let store = open_store(settings, 4).await?;
         store.migrate_up().await?;
         Ok(Self {
             runs: run_service(&store),
@@ -281,6 +270,15 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The internal store the settings name, with a pool of `max_connections`.
+///
+/// # Errors
+/// When the store cannot be reached.
+pub async fn open_store(settings: &Settings, max_connections: u32) -> anyhow::Result<InternalStore> {
+    let pool = PoolOptions { max_connections, connect_timeout: settings.store.connect_timeout };
+    InternalStore::connect(&settings.store.location, pool).await
+}
+
 fn idempotency(store: &InternalStore) -> Idempotency {
     Idempotency::new(store.idempotency_store(), Arc::new(SystemClock))
 }
@@ -306,8 +304,22 @@ fn run_service(store: &InternalStore) -> RunService {
     )
 }
 
+/// The signer of `sba dev-token`: the first configured HS256 secret, with the rules the
+/// server verifies.
+///
+/// # Errors
+/// When no HS256 secret is configured.
+pub fn token_signer(settings: &Settings) -> anyhow::Result<HsJwtSigner> {
+    let secret = settings
+        .auth
+        .secrets
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no HS256 secret is configured, so no token can be signed"))?;
+    Ok(HsJwtSigner::new(secret, jwt_rules(settings)))
+}
+
 /// The token rules shared by verification and `sba dev-token`.
-pub fn jwt_rules(settings: &Settings) -> JwtRules {
+fn jwt_rules(settings: &Settings) -> JwtRules {
     JwtRules {
         issuer: settings.auth.issuer.clone(),
         audience: settings.auth.audience.clone(),

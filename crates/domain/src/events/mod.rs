@@ -83,11 +83,6 @@ impl EventKind {
             Self::UsageReported => "usage.reported",
         }
     }
-
-    /// Kinds only the server itself writes; an agent reporting one is refused.
-    pub const fn is_server_only(self) -> bool {
-        matches!(self, Self::RunCreated | Self::RunCancelled)
-    }
 }
 
 impl fmt::Display for EventKind {

@@ -25,7 +25,7 @@ use sba_application::ports::{
 };
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 pub use audit::SeaOrmAuditLog;
 pub use details::SeaOrmRunDetails;
@@ -102,10 +102,6 @@ impl InternalStore {
     /// What the store is, fit for logs: backend and host or file, never credentials.
     pub fn description(&self) -> &str {
         &self.description
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        self.db.get_database_backend() == DbBackend::Postgres
     }
 
     /// Applies every pending migration.
