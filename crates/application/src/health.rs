@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use sba_domain::{Principal, Role, TenantId};
+
+use crate::RequestContext;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{Clock, DependencyCheck, HealthLog, HealthRecord, IdGenerator, RepositoryError};
 
@@ -83,6 +86,52 @@ impl HealthMonitor {
     }
 }
 
+/// Whether a caller is a platform administrator: an `admin` or `service` principal of the
+/// platform's own tenant (`SBA_AUTH__PLATFORM_TENANT_ID`). Without a platform tenant nobody is.
+pub fn is_platform_admin(principal: &Principal, platform_tenant: Option<TenantId>) -> bool {
+    matches!(principal.role, Role::Admin | Role::Service) && Some(principal.tenant_id) == platform_tenant
+}
+
+/// What can go wrong reading the recorded health history.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemHealthError {
+    #[error("only platform administrators may read the system health history")]
+    Forbidden,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// `GET /v1/system/health`: the recorded history, for platform administrators only.
+#[derive(Clone, Debug)]
+pub struct SystemHealthQueries {
+    monitor: HealthMonitor,
+    platform_tenant: Option<TenantId>,
+}
+
+impl SystemHealthQueries {
+    pub fn new(monitor: HealthMonitor, platform_tenant: Option<TenantId>) -> Self {
+        Self { monitor, platform_tenant }
+    }
+
+    /// One page of the history, newest first.
+    ///
+    /// # Errors
+    /// `Forbidden` unless the caller is a platform administrator; `Unexpected` on storage
+    /// failure.
+    pub async fn history(
+        &self,
+        ctx: &RequestContext,
+        page: PageRequest,
+    ) -> Result<Page<HealthRecord>, SystemHealthError> {
+        if !is_platform_admin(&ctx.principal, self.platform_tenant) {
+            return Err(SystemHealthError::Forbidden);
+        }
+        self.monitor.history(page).await.map_err(|e| {
+            SystemHealthError::Unexpected(anyhow::Error::new(e).context("reading health history"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -125,5 +174,19 @@ mod tests {
         );
         let records = monitor.check_and_record().await.unwrap();
         assert_eq!(records.iter().filter(|r| r.up).count(), 1);
+    }
+
+    #[test]
+    fn only_admins_and_services_of_the_platform_tenant_are_platform_admins() {
+        let platform = TenantId::from_uuid(Uuid::from_u128(1));
+        let other = TenantId::from_uuid(Uuid::from_u128(2));
+        let principal =
+            |tenant_id, role| Principal { tenant_id, user_id: sba_domain::UserId::parse("u").unwrap(), role };
+        assert!(is_platform_admin(&principal(platform, Role::Admin), Some(platform)));
+        assert!(is_platform_admin(&principal(platform, Role::Service), Some(platform)));
+        assert!(!is_platform_admin(&principal(platform, Role::Authenticated), Some(platform)));
+        assert!(!is_platform_admin(&principal(platform, Role::Agent), Some(platform)));
+        assert!(!is_platform_admin(&principal(other, Role::Admin), Some(platform)));
+        assert!(!is_platform_admin(&principal(platform, Role::Admin), None));
     }
 }

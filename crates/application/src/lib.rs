@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod context;
+pub mod cors;
 pub mod health;
 pub mod idempotency;
 pub mod pagination;

@@ -8,13 +8,15 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use sba_application::audit::AuditQueries;
-use sba_application::health::HealthMonitor;
+use sba_application::cors::{DEFAULT_DECISION_TTL, OriginPolicy};
+use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
 use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{HsJwtSigner, HsJwtVerifier, JwtRules};
 use sba_infrastructure::config::Settings;
+use sba_infrastructure::memory::StaticTenantDirectory;
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
@@ -30,6 +32,8 @@ pub struct AppState {
     pub usage: UsageQueries,
     pub verifier: Arc<dyn TokenVerifier>,
     pub health: HealthMonitor,
+    pub system_health: SystemHealthQueries,
+    pub origins: OriginPolicy,
 }
 
 impl std::fmt::Debug for AppState {
@@ -87,8 +91,10 @@ impl Application {
             audit: AuditQueries::new(store.audit_log()),
             idempotency: idempotency(&store),
             usage: UsageQueries::new(store.usage_ledger()),
-            verifier: Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(&settings))),
+            verifier: token_verifier(&settings),
             health: health_monitor(&store),
+            system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
+            origins: origin_policy(&settings),
         };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
@@ -316,6 +322,22 @@ pub fn token_signer(settings: &Settings) -> anyhow::Result<HsJwtSigner> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no HS256 secret is configured, so no token can be signed"))?;
     Ok(HsJwtSigner::new(secret, jwt_rules(settings)))
+}
+
+/// The bearer-token verifier the settings describe.
+fn token_verifier(settings: &Settings) -> Arc<dyn TokenVerifier> {
+    Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(settings)))
+}
+
+/// CORS decisions: the global allow-list plus the tenants' own origins from the directory.
+fn origin_policy(settings: &Settings) -> OriginPolicy {
+    let directory = StaticTenantDirectory::new(settings.cors.tenant_origins.clone());
+    OriginPolicy::new(
+        settings.cors.allowed_origins.clone(),
+        Arc::new(directory),
+        Arc::new(SystemClock),
+        DEFAULT_DECISION_TTL,
+    )
 }
 
 /// The token rules shared by verification and `sba dev-token`.

@@ -9,11 +9,13 @@ pub mod ids;
 pub mod principal;
 pub mod runs;
 pub mod steps;
+pub mod tenant;
 pub mod usage;
 
 pub use audit::{AuditEntry, AuditOutcome};
 pub use ids::{AuditEntryId, IdParseError, RunId, SessionId, TenantId, UserId};
 pub use principal::{Principal, Role};
+pub use tenant::{Tenant, TenantStatus};
 pub use runs::{AgentName, AgentRun, InvalidTransition, Metadata, NewRun, RunError, RunStatus, StoredRun};
 
 /// A value given to a domain constructor that does not satisfy its rules.

@@ -5,5 +5,6 @@
 
 pub mod auth;
 pub mod config;
+pub mod memory;
 pub mod postgres;
 pub mod system;

@@ -12,6 +12,7 @@ mod idempotency;
 mod run_details;
 mod run_ledger;
 mod run_repository;
+mod tenant_directory;
 mod token_verifier;
 mod usage_ledger;
 
@@ -24,6 +25,7 @@ pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
+pub use tenant_directory::TenantDirectory;
 pub use token_verifier::{TokenError, TokenVerifier};
 pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
@@ -43,6 +45,8 @@ pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
 pub use run_ledger::MockRunLedger;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_repository::MockRunRepository;
+#[cfg(any(test, feature = "mocks"))]
+pub use tenant_directory::MockTenantDirectory;
 #[cfg(any(test, feature = "mocks"))]
 pub use token_verifier::MockTokenVerifier;
 #[cfg(any(test, feature = "mocks"))]

@@ -115,7 +115,7 @@ impl RunService {
             },
             now,
         );
-        let entry = self.caller_entry(ctx, "run.create", run.id, AuditOutcome::Success);
+        let entry = self.caller_entry(ctx, "run.create", Some(run.id), AuditOutcome::Success);
         self.ledger.create_run(&run, &entry).await?;
         Ok(run)
     }
@@ -135,11 +135,11 @@ impl RunService {
     /// # Errors
     /// `NotFound` as for [`Self::get`]; `InvalidTransition` when the run has already ended.
     pub async fn cancel(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
-        let entry = self.caller_entry(ctx, "run.cancel", id, AuditOutcome::Success);
+        let entry = self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Success);
         match self.ledger.end_run(ctx.principal.tenant_id, id, RunEnding::Cancel, entry).await {
             Ok(run) => Ok(run),
             Err(error @ (LedgerError::NotFound | LedgerError::InvalidTransition(_))) => {
-                self.record(self.caller_entry(ctx, "run.cancel", id, AuditOutcome::Denied)).await?;
+                self.record(self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Denied)).await?;
                 Err(error.into())
             }
             Err(other) => Err(other.into()),
@@ -160,7 +160,8 @@ impl RunService {
         let now = self.clock.now();
         let mut expired = 0;
         for run in self.runs.list_overdue(now - max_age, batch).await? {
-            let entry = self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", run.id, AuditOutcome::Success);
+            let entry =
+                self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", Some(run.id), AuditOutcome::Success);
             match self.ledger.end_run(run.tenant_id, run.id, RunEnding::Expire, entry).await {
                 Ok(_) => expired += 1,
                 Err(LedgerError::InvalidTransition(_) | LedgerError::NotFound) => {
@@ -172,11 +173,26 @@ impl RunService {
         Ok(expired)
     }
 
+    /// Audits a mutation that was refused before it reached a use case (an invalid body, a
+    /// reused idempotency key): the attempt is recorded as denied, with the run when one is
+    /// named.
+    ///
+    /// # Errors
+    /// `Unexpected` when the audit entry cannot be stored.
+    pub async fn record_refused(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        run: Option<RunId>,
+    ) -> Result<(), RunServiceError> {
+        self.record(self.caller_entry(ctx, action, run, AuditOutcome::Denied)).await
+    }
+
     fn caller_entry(
         &self,
         ctx: &RequestContext,
         action: &str,
-        run: RunId,
+        run: Option<RunId>,
         outcome: AuditOutcome,
     ) -> AuditEntry {
         let mut entry =
@@ -191,7 +207,7 @@ impl RunService {
         tenant_id: sba_domain::TenantId,
         actor: &str,
         action: &str,
-        run: RunId,
+        run: Option<RunId>,
         outcome: AuditOutcome,
     ) -> AuditEntry {
         AuditEntry {
@@ -200,7 +216,7 @@ impl RunService {
             actor: actor.to_owned(),
             action: action.to_owned(),
             resource_type: "run".to_owned(),
-            resource_id: Some(run.to_string()),
+            resource_id: run.map(|id| id.to_string()),
             outcome,
             ip: None,
             request_id: None,
@@ -413,5 +429,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(expired, 1);
+    }
+
+    #[tokio::test]
+    async fn refused_attempts_are_audited_as_denied_with_the_callers_request_facts() {
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|e| {
+                e.action == "run.create"
+                    && e.outcome == AuditOutcome::Denied
+                    && e.resource_id.is_none()
+                    && e.resource_type == "run"
+                    && e.request_id.as_deref() == Some("req-1")
+                    && e.ip.as_deref() == Some("203.0.113.7")
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        service(MockRunRepository::new(), MockRunLedger::new(), audit)
+            .record_refused(&ctx(), "run.create", None)
+            .await
+            .unwrap();
     }
 }

@@ -6,29 +6,27 @@ use chrono::{DateTime, Utc};
 use sba_application::audit::AuditQueryError;
 use sba_domain::{AuditEntry, AuditEntryId, TenantId};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::error::{ApiError, method_not_allowed};
+use super::error::ApiError;
 use super::lists::{ListResponse, Order, PageQuery};
+use super::openapi::Problem;
 use crate::startup::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/audit-logs")
-            .route(web::get().to(list_audit_logs))
-            .default_service(web::to(method_not_allowed)),
-    );
-}
-
 /// An audit entry as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub id: AuditEntryId,
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: TenantId,
     pub actor: String,
     pub action: String,
     pub resource_type: String,
     pub resource_id: Option<String>,
+    /// `success`, `denied` or `error`.
+    #[schema(value_type = String)]
     pub outcome: &'static str,
     pub ip: Option<String>,
     pub request_id: Option<String>,
@@ -61,7 +59,18 @@ impl From<AuditQueryError> for ApiError {
     }
 }
 
-async fn list_audit_logs(
+/// The caller's tenant's audit trail, newest first (tenant admins only).
+#[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", operation_id = "listAuditLogs",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of entries.", body = ListResponse<AuditEntryResponse>),
+        (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not a tenant admin.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list_audit_logs(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     query: web::Query<PageQuery>,

@@ -31,6 +31,8 @@ impl FromRequest for Authenticated {
                 fail(ApiError::internal(anyhow::anyhow!("application state is not registered")))
             })?;
             let principal = state.verifier.verify(token).await.map_err(|e| fail(e.into()))?;
+            // Later stages (CORS, rate limits) decide by the caller's tenant.
+            req.extensions_mut().insert(principal.clone());
             // The socket peer, not X-Forwarded-For: forwarded headers are client-controlled
             // unless a trusted proxy sets them.
             let ip = req.peer_addr().map(|addr| addr.ip().to_string());

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::request_id::RequestId;
 
 /// A field that failed validation, as shown in the problem's `errors` member.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -91,6 +91,10 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 

@@ -4,33 +4,46 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::startup::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
-}
-
 /// Liveness: the process serves requests; no dependency is consulted.
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "system", operation_id = "healthz",
+    responses((status = 200, description = "The process is alive.", body = Liveness)))]
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
-#[derive(Debug, Serialize)]
+/// `{"status":"ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Liveness {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 struct Check {
+    /// `up` or `down`.
     status: &'static str,
     latency_ms: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct Readiness {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` or `not_ready`.
     status: &'static str,
     checks: BTreeMap<String, Check>,
 }
 
 /// Readiness: every dependency answers in time; 503 with the failing components otherwise.
 /// Causes are logged, never sent: the body only says which component is down.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/readyz", tag = "system", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Every dependency answered in time.", body = Readiness),
+        (status = 503, description = "A dependency is down; `checks` says which.", body = Readiness),
+    ))]
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let records = state.health.check_all().await;
     let ready = records.iter().all(|r| r.up);
     let checks = records

@@ -3,13 +3,18 @@
 use actix_web::http::StatusCode;
 use sba_application::pagination::{Cursor, Page, PageRequest};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 
 /// `?limit=&cursor=` of a listing.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -49,9 +54,10 @@ pub fn decode_cursor(text: &str, order: Order) -> Result<Cursor, ApiError> {
 }
 
 /// `{"data": [...], "next_cursor": "<opaque>"|null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ListResponse<T> {
     pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -1,17 +1,22 @@
-//! The HTTP API: routes, request ids, authentication and problem+json errors.
+//! The HTTP API: routes, request ids, CORS, authentication, problem+json errors and the
+//! OpenAPI document.
 
 mod audit;
 mod auth;
+mod cors;
 mod error;
 mod health;
 mod lists;
+pub mod openapi;
 mod request_id;
 mod run_details;
 mod runs;
+mod system;
 mod usage;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::ApiError;
 
@@ -23,6 +28,40 @@ pub struct Limits {
     pub max_body_bytes: usize,
 }
 
+/// Declares the route table once: [`ROUTES`] (which the OpenAPI test checks against the
+/// document) and the actix registration, where every path also answers other methods with
+/// 405 problem+json.
+macro_rules! api_routes {
+    ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),+ $(,)?) => {
+        /// Every API route as `(method, path template)`.
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)+];
+
+        fn register_routes(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $(.route(web::$method().to($handler)))+
+                        .default_service(web::to(error::method_not_allowed)),
+                );
+            )+
+        }
+    };
+}
+
+api_routes! {
+    "/healthz" => { get: health::healthz },
+    "/readyz" => { get: health::readyz },
+    "/v1/runs" => { post: runs::create_run, get: runs::list_runs },
+    "/v1/runs/{run_id}" => { get: runs::get_run },
+    "/v1/runs/{run_id}/cancel" => { post: runs::cancel_run },
+    "/v1/runs/{run_id}/steps" => { get: run_details::list_steps },
+    "/v1/runs/{run_id}/tool-calls" => { get: run_details::list_tool_calls },
+    "/v1/runs/{run_id}/events" => { get: run_details::list_events },
+    "/v1/usage" => { get: usage::usage },
+    "/v1/audit-logs" => { get: audit::list_audit_logs },
+    "/v1/system/health" => { get: system::system_health },
+}
+
 /// Registers every route, the shared state and the error handlers on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limits: Limits) {
     cfg.app_data(state)
@@ -31,15 +70,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limit
         .app_data(error::query_config())
         .service(
             web::scope("")
+                // The last `wrap` runs first: request id, then CORS, then the routes.
+                .wrap(from_fn(cors::middleware))
                 .wrap(from_fn(request_id::middleware))
-                .configure(health::routes)
-                .service(
-                    web::scope("/v1")
-                        .configure(runs::routes)
-                        .configure(run_details::routes)
-                        .configure(audit::routes)
-                        .configure(usage::routes),
-                )
+                .configure(register_routes)
+                .service(web::redirect("/docs", "/docs/"))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
                 .default_service(web::to(error::not_found)),
         );
 }

@@ -9,31 +9,31 @@ use sba_domain::usage::Usage;
 use sba_domain::{RunError, RunId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Authenticated;
-use super::error::{ApiError, method_not_allowed};
+use super::error::ApiError;
 use super::lists::{ListResponse, Order, PageQuery, decode_cursor, invalid_request};
+use super::openapi::Problem;
 use super::runs::parse_run_id;
 use crate::startup::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    for (path, handler) in [
-        ("/runs/{run_id}/steps", web::get().to(list_steps)),
-        ("/runs/{run_id}/tool-calls", web::get().to(list_tool_calls)),
-        ("/runs/{run_id}/events", web::get().to(list_events)),
-    ] {
-        cfg.service(web::resource(path).route(handler).default_service(web::to(method_not_allowed)));
-    }
-}
-
 /// A step as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StepResponse {
     pub id: String,
+    #[schema(value_type = uuid::Uuid)]
     pub run_id: RunId,
+    /// `message_creation` or `tool_calls`.
+    #[schema(value_type = String)]
     pub r#type: &'static str,
+    /// `in_progress`, `completed`, `failed`, `cancelled` or `expired`.
+    #[schema(value_type = String)]
     pub status: &'static str,
+    #[schema(value_type = Option<super::openapi::ErrorDetail>)]
     pub last_error: Option<RunError>,
+    /// Tokens and cost reported for the step.
+    #[schema(value_type = Option<Object>)]
     pub usage: Option<Usage>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -55,14 +55,18 @@ impl From<Step> for StepResponse {
 }
 
 /// A tool call as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ToolCallResponse {
     pub id: String,
+    #[schema(value_type = uuid::Uuid)]
     pub run_id: RunId,
     pub step_id: String,
     pub name: String,
+    #[schema(value_type = Object)]
     pub arguments: Value,
+    #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -85,11 +89,16 @@ impl From<ToolCall> for ToolCallResponse {
 }
 
 /// An event as clients see it, in REST lists and WebSocket frames alike.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
     pub seq: u64,
+    #[schema(value_type = uuid::Uuid)]
     pub run_id: RunId,
+    /// `run.created`, `run.started`, `step.delta`, ... (see the contract).
+    #[schema(value_type = String, example = "run.created")]
     pub kind: &'static str,
+    /// The kind's data, e.g. `{"step_id","text"}` for `step.delta`.
+    #[schema(value_type = Object)]
     pub data: Value,
     pub created_at: DateTime<Utc>,
 }
@@ -107,14 +116,30 @@ impl From<RunEvent> for EventResponse {
 }
 
 /// `?after_seq=&limit=&cursor=` of the event listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events after this `seq` (exclusive); not together with `cursor`.
     pub after_seq: Option<u64>,
+    /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-async fn list_steps(
+/// A run's steps, oldest first.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/steps", tag = "runs", operation_id = "listSteps",
+    params(("run_id" = uuid::Uuid, Path, description = "The run's id"), PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = ListResponse<StepResponse>),
+        (status = 404, description = "No such run in the caller's tenant (also for a malformed id).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list_steps(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
@@ -127,7 +152,18 @@ async fn list_steps(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(steps, StepResponse::from)))
 }
 
-async fn list_tool_calls(
+/// A run's tool calls, oldest first.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/tool-calls", tag = "runs", operation_id = "listToolCalls",
+    params(("run_id" = uuid::Uuid, Path, description = "The run's id"), PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = ListResponse<ToolCallResponse>),
+        (status = 404, description = "No such run in the caller's tenant (also for a malformed id).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list_tool_calls(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
@@ -140,7 +176,18 @@ async fn list_tool_calls(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(calls, ToolCallResponse::from)))
 }
 
-async fn list_events(
+/// A run's events by `seq`, oldest first: the replay of what happened.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/events", tag = "runs", operation_id = "listEvents",
+    params(("run_id" = uuid::Uuid, Path, description = "The run's id"), EventsQuery),
+    responses(
+        (status = 200, description = "One page.", body = ListResponse<EventResponse>),
+        (status = 404, description = "No such run in the caller's tenant (also for a malformed id).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list_events(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,

@@ -11,45 +11,36 @@ use sba_application::runs::CreateRun;
 use sba_domain::{AgentName, AgentRun, Metadata, RunId, RunStatus, SessionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldError, method_not_allowed};
+use super::error::{ApiError, FieldError};
 use super::lists::{ListResponse, Order, invalid_request, page_request};
+use super::openapi::Problem;
 use crate::startup::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/runs")
-            .route(web::post().to(create_run))
-            .route(web::get().to(list_runs))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/runs/{run_id}")
-            .route(web::get().to(get_run))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/runs/{run_id}/cancel")
-            .route(web::post().to(cancel_run))
-            .default_service(web::to(method_not_allowed)),
-    );
-}
-
-/// Body of `POST /v1/runs`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/runs`. Unknown fields are rejected.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunRequest {
+    /// The agent to run: 1–64 characters of `[A-Za-z0-9._-]`.
+    #[schema(example = "support-bot")]
     pub agent: String,
+    /// Anything the agent needs, as JSON.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub input: Value,
+    /// A session of the caller's tenant.
     #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub session_id: Option<String>,
+    /// Free-form string keys with JSON values.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
@@ -80,17 +71,27 @@ impl CreateRunRequest {
 }
 
 /// A run as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RunResponse {
+    #[schema(value_type = uuid::Uuid)]
     pub id: RunId,
+    #[schema(value_type = uuid::Uuid)]
     pub tenant_id: sba_domain::TenantId,
     pub user_id: String,
     pub agent: String,
+    /// `queued`, `in_progress`, `requires_action`, `completed`, `failed`, `cancelled` or
+    /// `expired`.
+    #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
+    #[schema(value_type = Object)]
     pub input: Value,
+    #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
+    #[schema(value_type = Option<super::openapi::ErrorDetail>)]
     pub last_error: Option<sba_domain::RunError>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub session_id: Option<SessionId>,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -122,14 +123,50 @@ impl From<AgentRun> for RunResponse {
 /// The operation name that scopes idempotency keys of this route.
 const CREATE_RUN: &str = "POST /v1/runs";
 
-async fn create_run(
+/// Starts a run. With an `Idempotency-Key`, a retry with the same body answers like the
+/// first request (with `Idempotent-Replayed: true`); the same key with another body is 409.
+/// A refused attempt (invalid body, reused key) is audited as denied.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "createRun",
+    request_body = CreateRunRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1–255 printable ASCII characters; kept 24 h per tenant and user.")),
+    responses(
+        (status = 201, description = "The run was created (or replayed).", body = RunResponse,
+            headers(("Location" = String, description = "`/v1/runs/{run_id}`"),
+                    ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, description = "Malformed JSON, unknown field or bad `Idempotency-Key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_conflict` or `idempotency_in_progress`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, with `errors` per field.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn create_run(
     req: HttpRequest,
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let result = create(&req, &state, &ctx, body.into_inner()).await;
+    if let Err(error) = &result
+        && error.status().is_client_error()
+        && let Err(audit) = state.runs.record_refused(&ctx, "run.create", None).await
+    {
+        tracing::error!(error = format!("{audit:#}"), "auditing a refused run creation failed");
+    }
+    result
+}
+
+async fn create(
+    req: &HttpRequest,
+    state: &AppState,
+    ctx: &sba_application::RequestContext,
+    body: Value,
+) -> Result<HttpResponse, ApiError> {
     let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let body = body.into_inner();
     let request: CreateRunRequest = serde_json::from_value(body.clone()).map_err(|e| {
         fail(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -149,11 +186,11 @@ async fn create_run(
         ),
     };
     let Some(key) = key else {
-        let run = state.runs.create(&ctx, request).await.map_err(|e| fail(e.into()))?;
+        let run = state.runs.create(ctx, request).await.map_err(|e| fail(e.into()))?;
         return Ok(created(RunResponse::from(run)));
     };
 
-    match state.idempotency.begin(&ctx, &key, &request_hash(CREATE_RUN, &body)).await {
+    match state.idempotency.begin(ctx, &key, &request_hash(CREATE_RUN, &body)).await {
         Err(error) => {
             Err(fail(ApiError::internal(anyhow::Error::new(error).context("reserving an idempotency key"))))
         }
@@ -169,10 +206,10 @@ async fn create_run(
             "A request with this Idempotency-Key is still being handled; retry shortly.",
         ))),
         Ok(Begin::Proceed) => {
-            let run = match state.runs.create(&ctx, request).await {
+            let run = match state.runs.create(ctx, request).await {
                 Ok(run) => run,
                 Err(error) => {
-                    state.idempotency.abandon(&ctx, &key).await;
+                    state.idempotency.abandon(ctx, &key).await;
                     return Err(fail(error.into()));
                 }
             };
@@ -180,7 +217,7 @@ async fn create_run(
             let stored = serde_json::to_value(&dto)
                 .map(|body| StoredResponse { status: StatusCode::CREATED.as_u16(), body })
                 .map_err(|e| fail(ApiError::internal(e.into())))?;
-            if let Err(error) = state.idempotency.finish(&ctx, &key, stored).await {
+            if let Err(error) = state.idempotency.finish(ctx, &key, stored).await {
                 // The run exists; a retry would now be refused as in progress until the key
                 // expires, which is safer than creating a second run.
                 tracing::error!(error = format!("{error:#}"), "storing an idempotent response failed");
@@ -204,7 +241,16 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     response.insert_header((IDEMPOTENT_REPLAYED, "true")).json(stored.body)
 }
 
-async fn get_run(
+/// A run of the caller's tenant.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", tag = "runs", operation_id = "getRun",
+    params(("run_id" = uuid::Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run.", body = RunResponse),
+        (status = 404, description = "No such run in the caller's tenant (also for a malformed id).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn get_run(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
@@ -215,7 +261,18 @@ async fn get_run(
     Ok(HttpResponse::Ok().json(RunResponse::from(run)))
 }
 
-async fn cancel_run(
+/// Cancels a run; the refusal of a run that already ended is 409 `invalid_transition`.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs", operation_id = "cancelRun",
+    params(("run_id" = uuid::Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The cancelled run.", body = RunResponse),
+        (status = 404, description = "No such run in the caller's tenant.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: the run has already ended.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn cancel_run(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
@@ -227,13 +284,21 @@ async fn cancel_run(
 }
 
 /// `?status=&agent=&session_id=&limit=&cursor=` of `GET /v1/runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListRunsQuery {
+    /// Only runs with this status.
     pub status: Option<String>,
+    /// Only runs of this agent.
     pub agent: Option<String>,
+    /// Only runs of this session.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub session_id: Option<String>,
     // Not a flattened `PageQuery`: serde_urlencoded cannot parse numbers inside `flatten`.
+    /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -260,7 +325,16 @@ impl ListRunsQuery {
     }
 }
 
-async fn list_runs(
+/// The caller's tenant's runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "listRuns",
+    params(ListRunsQuery),
+    responses(
+        (status = 200, description = "One page of runs.", body = ListResponse<RunResponse>),
+        (status = 400, description = "`invalid_request`: a bad filter, limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list_runs(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     query: web::Query<ListRunsQuery>,

@@ -4,30 +4,30 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sba_application::ports::{UsageBucket, UsageGrouping, UsageRange};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Authenticated;
-use super::error::{ApiError, method_not_allowed};
+use super::error::ApiError;
 use super::lists::invalid_request;
+use super::openapi::Problem;
 use crate::startup::AppState;
 
 /// The range used when `from` is omitted: the 30 days before `to`.
 const DEFAULT_DAYS: u64 = 30;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/usage").route(web::get().to(usage)).default_service(web::to(method_not_allowed)),
-    );
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before `to`.
     pub from: Option<String>,
+    /// End: an RFC 3339 instant (exclusive) or a `YYYY-MM-DD` date (that whole day); default now.
     pub to: Option<String>,
+    /// `day` (default), `model` or `agent`.
     pub group_by: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct BucketResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BucketResponse {
     key: String,
     input_tokens: u64,
     output_tokens: u64,
@@ -35,8 +35,9 @@ struct BucketResponse {
     runs: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct UsageResponse {
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct UsageResponse {
+    #[schema(value_type = String, example = "day")]
     group_by: &'static str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -97,7 +98,16 @@ impl UsageQuery {
     }
 }
 
-async fn usage(
+/// Token and cost totals of the caller's tenant, grouped by day, model or agent.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", operation_id = "getUsage",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The totals per group.", body = UsageResponse),
+        (status = 400, description = "`invalid_request`: a bad range or grouping.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn usage(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
     query: web::Query<UsageQuery>,

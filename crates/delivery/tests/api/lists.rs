@@ -12,6 +12,7 @@ crate::on_both_stores!(
     a_runs_events_show_its_creation_and_cancellation_in_seq_order,
     details_of_another_tenants_run_answer_404,
     audit_logs_are_for_tenant_admins_and_record_every_mutation,
+    refused_run_creations_are_audited_as_denied,
 );
 
 async fn get(app: &TestApp, token: &str, path: &str) -> Response {
@@ -189,4 +190,44 @@ async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store
     let other_admin = app.token(new_tenant(), "root", Role::Admin);
     let body: Value = get(&app, &other_admin, "/v1/audit-logs").await.json().await.unwrap();
     assert_eq!(body["data"], json!([]));
+}
+
+async fn refused_run_creations_are_audited_as_denied(store: Store) {
+    let app = spawn_app(store).await;
+    let tenant = new_tenant();
+    let user = app.token(tenant, "alice", Role::Authenticated);
+    let post = |body: Value, key: &'static str, request_id: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/v1/runs"))
+            .bearer_auth(&user)
+            .header("idempotency-key", key)
+            .header("x-request-id", request_id)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(post(json!({"agent": "bad name!"}), "k-1", "invalid-body").await, 422);
+    assert_eq!(post(json!({"agent": "bot", "extra": 1}), "k-1", "unknown-field").await, 400);
+    assert_eq!(post(json!({"agent": "bot"}), "k-2", "created").await, 201);
+    assert_eq!(post(json!({"agent": "other"}), "k-2", "reused-key").await, 409);
+
+    let admin = app.token(tenant, "root", Role::Admin);
+    let body: Value = get(&app, &admin, "/v1/audit-logs").await.json().await.unwrap();
+    let summary: Vec<(&str, &str, &str)> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap(), e["request_id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("run.create", "denied", "reused-key"),
+            ("run.create", "success", "created"),
+            ("run.create", "denied", "unknown-field"),
+            ("run.create", "denied", "invalid-body"),
+        ]
+    );
 }

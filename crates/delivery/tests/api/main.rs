@@ -4,10 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
 
 mod config;
+mod cors;
 mod health;
 mod helpers;
 mod idempotency;
 mod lists;
+mod openapi;
 mod runs;
+mod system;
 mod usage;
 mod worker;

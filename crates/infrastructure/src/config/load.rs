@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sba_domain::TenantId;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -38,7 +39,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 23] = [
+const KNOWN_SBA_VARS: [&str; 25] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -58,7 +59,9 @@ const KNOWN_SBA_VARS: [&str; 23] = [
     "SBA_AUTH__ISSUER",
     "SBA_AUTH__AUDIENCE",
     "SBA_AUTH__LEEWAY_SECS",
+    "SBA_AUTH__PLATFORM_TENANT_ID",
     "SBA_CORS__ALLOWED_ORIGINS",
+    "SBA_CORS__TENANT_ORIGINS",
     "SBA_LOG__FORMAT",
     "SBA_WORKER__SWEEP_INTERVAL_SECS",
     "SBA_WORKER__MAX_RUN_AGE_SECS",
@@ -174,12 +177,14 @@ struct RawAuth {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: Option<String>,
+    platform_tenant_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawCors {
     allowed_origins: Option<String>,
+    tenant_origins: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,13 +377,38 @@ fn cors_settings(ctx: &mut Ctx<'_>, raw: &RawCors) -> CorsSettings {
         .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
     ctx.require(!allowed_origins.is_empty(), "SBA_CORS__ALLOWED_ORIGINS", "SBA_CORS__ALLOWED_ORIGINS");
-    let cors = CorsSettings { allowed_origins };
+    let tenant_origins = raw.tenant_origins.as_deref().map(|text| tenant_origins(&mut ctx.problems, text));
+    let cors = CorsSettings { allowed_origins, tenant_origins: tenant_origins.unwrap_or_default() };
     collect_validation(
         &mut ctx.problems,
         cors.validate(),
         &[("allowed_origins", "SBA_CORS__ALLOWED_ORIGINS")],
     );
     cors
+}
+
+/// `<tenant uuid>=<origin> <origin>;<tenant uuid>=<origin>`: each tenant's own origins.
+fn tenant_origins(problems: &mut Problems, text: &str) -> Vec<(TenantId, Vec<String>)> {
+    const SETTING: &str = "SBA_CORS__TENANT_ORIGINS";
+    let mut parsed = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((tenant, origins)) = entry.split_once('=') else {
+            problems.push(SETTING, "each entry must look like `<tenant uuid>=<origin> <origin>`");
+            continue;
+        };
+        let Ok(tenant) = tenant.trim().parse::<TenantId>() else {
+            let shown: String = tenant.trim().chars().take(40).collect();
+            problems.push(SETTING, format!("`{shown}` is not a tenant UUID"));
+            continue;
+        };
+        let origins: Vec<String> = origins.split_whitespace().map(str::to_owned).collect();
+        if let Err(error) = super::settings::origins_are_exact(&origins) {
+            problems.push(SETTING, error.message.map_or_else(|| error.code.to_string(), |m| m.to_string()));
+            continue;
+        }
+        parsed.push((tenant, origins));
+    }
+    parsed
 }
 
 fn worker_settings(ctx: &mut Ctx<'_>, raw: &RawWorker) -> WorkerSettings {
@@ -476,13 +506,6 @@ fn auth_settings(ctx: &mut Ctx<'_>, raw: RawAuth, data_dir: &Path, options: &Loa
     }
     let jwks_url =
         raw.jwks_url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SBA_AUTH__JWKS_URL", url));
-    if jwks_url.is_some() {
-        ctx.problems.push(
-            "SBA_AUTH__JWKS_URL",
-            "JWKS (RS256/ES256) verification is not available in this build yet; configure \
-             SUPABASE_JWT_SECRET or SBA_AUTH__JWT_SECRETS",
-        );
-    }
     let configured = !secrets.is_empty() || jwks_url.is_some();
     if ctx.production {
         if !configured {
@@ -522,7 +545,13 @@ fn auth_settings(ctx: &mut Ctx<'_>, raw: RawAuth, data_dir: &Path, options: &Loa
         let audience = raw.audience.or_else(|| Some("sba".to_owned()));
         (secrets, SecretSource::GeneratedFile(path), issuer, audience)
     };
-    let auth = AuthSettings { secrets, secret_source, jwks_url, issuer, audience, leeway };
+    let platform_tenant = raw.platform_tenant_id.as_deref().and_then(|text| {
+        text.trim()
+            .parse::<TenantId>()
+            .map_err(|_| ctx.problems.push("SBA_AUTH__PLATFORM_TENANT_ID", "must be a tenant UUID"))
+            .ok()
+    });
+    let auth = AuthSettings { secrets, secret_source, jwks_url, issuer, audience, leeway, platform_tenant };
     collect_validation(&mut ctx.problems, auth.validate(), &[("leeway", "SBA_AUTH__LEEWAY_SECS")]);
     auth
 }

@@ -15,11 +15,18 @@ impl Settings {
             StoreLocation::Postgres(_) => "postgres (sea-orm)",
             StoreLocation::Sqlite(_) => "sqlite file (sea-orm)",
         };
-        let tokens = match &self.auth.secret_source {
+        let mut tokens = match &self.auth.secret_source {
+            SecretSource::Configured if self.auth.secrets.is_empty() => String::new(),
             SecretSource::Configured => format!("hs256 ({} secret(s))", self.auth.secrets.len()),
             SecretSource::GeneratedFile(_) => "hs256 (generated development secret)".to_owned(),
         };
-        format!("internal_store={store} token_verifier={tokens}")
+        if self.auth.jwks_url.is_some() {
+            if !tokens.is_empty() {
+                tokens.push_str(" + ");
+            }
+            tokens.push_str("rs256/es256 (jwks)");
+        }
+        format!("internal_store={store} token_verifier={tokens} tenant_directory=embedded (configuration)")
     }
 }
 
@@ -72,7 +79,9 @@ impl fmt::Display for Settings {
         line("auth.issuer", &OrNone(self.auth.issuer.as_ref()));
         line("auth.audience", &OrNone(self.auth.audience.as_ref()));
         line("auth.leeway", &format_args!("{}s", self.auth.leeway.as_secs()));
+        line("auth.platform_tenant_id", &OrNone(self.auth.platform_tenant.as_ref()));
         line("cors.allowed_origins", &format_args!("[{}]", self.cors.allowed_origins.join(", ")));
+        line("cors.tenant_origins", &format_args!("{} tenant(s)", self.cors.tenant_origins.len()));
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sba_domain::TenantId;
 use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
@@ -95,6 +96,9 @@ pub struct AuthSettings {
     pub audience: Option<String>,
     #[validate(custom(function = "leeway_is_small"))]
     pub leeway: Duration,
+    /// Admins and services of this tenant are platform administrators
+    /// (`GET /v1/system/health`); `None`: nobody is.
+    pub platform_tenant: Option<TenantId>,
 }
 
 fn leeway_is_small(leeway: &Duration) -> Result<(), ValidationError> {
@@ -110,9 +114,12 @@ pub struct CorsSettings {
     /// Exact origins (`scheme://host[:port]`) allowed for every tenant.
     #[validate(custom(function = "origins_are_exact"))]
     pub allowed_origins: Vec<String>,
+    /// Each tenant's own origins for the embedded tenant directory
+    /// (`SBA_CORS__TENANT_ORIGINS`); the Supabase `tenants` table replaces it.
+    pub tenant_origins: Vec<(TenantId, Vec<String>)>,
 }
 
-fn origins_are_exact(origins: &[String]) -> Result<(), ValidationError> {
+pub(super) fn origins_are_exact(origins: &[String]) -> Result<(), ValidationError> {
     for origin in origins {
         let exact = Url::parse(origin).ok().filter(|url| {
             matches!(url.scheme(), "http" | "https")

@@ -1,0 +1,85 @@
+//! `/openapi.json` (OpenAPI 3.1) and `/docs` (Swagger UI, vendored).
+
+use sba_delivery::http::ROUTES;
+use serde_json::Value;
+
+use crate::helpers::{Store, spawn_app};
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_nothing_else() {
+    let app = spawn_app(Store::Sqlite).await;
+    let response = app.client.get(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                ROUTES.contains(&(method.as_str(), path.as_str())),
+                "{method} {path} is documented but not served"
+            );
+            documented += 1;
+        }
+    }
+    for (method, path) in ROUTES {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is served but missing from /openapi.json");
+        assert!(operation["operationId"].is_string(), "{method} {path} has no operationId");
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success response");
+        assert!(responses.contains_key("500"), "{method} {path}: no 500");
+        if path.starts_with("/v1/") {
+            assert_eq!(operation["security"][0]["bearer"], serde_json::json!([]), "{method} {path}");
+            assert!(responses.contains_key("401"), "{method} {path}: no 401");
+        }
+    }
+    assert_eq!(documented, ROUTES.len());
+}
+
+#[tokio::test]
+async fn the_document_describes_errors_schemas_and_headers() {
+    let app = spawn_app(Store::Sqlite).await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for name in ["Problem", "RunResponse", "CreateRunRequest", "AuditEntryResponse", "EventResponse"] {
+        assert!(schemas[name].is_object(), "schema {name} missing");
+    }
+    let problem = &schemas["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "code", "request_id", "errors"] {
+        assert!(problem[field].is_object(), "Problem.{field}");
+    }
+    let unauthorized = &doc["components"]["responses"]["Unauthorized"];
+    assert!(unauthorized["content"]["application/problem+json"].is_object());
+    assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    let create = &doc["paths"]["/v1/runs"]["post"];
+    let params: Vec<&str> =
+        create["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(params.contains(&"Idempotency-Key"), "{params:?}");
+    let created = &create["responses"]["201"];
+    for header in ["Location", "Idempotent-Replayed", "X-Request-Id"] {
+        assert!(created["headers"][header].is_object(), "201 header {header}");
+    }
+    for status in ["400", "409", "422"] {
+        assert!(create["responses"][status]["content"]["application/problem+json"].is_object(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_offline_at_docs() {
+    let app = spawn_app(Store::Sqlite).await;
+    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.to_lowercase().contains("swagger"), "{html}");
+    let config = app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap();
+    assert_eq!(config.status(), 200);
+    assert!(config.text().await.unwrap().contains("/openapi.json"));
+    // `/docs` without the slash leads there too.
+    let bare = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(bare.status(), 200);
+    assert!(bare.url().path().starts_with("/docs/"), "{}", bare.url());
+}
