@@ -14,7 +14,9 @@ use sba_application::idempotency::Idempotency;
 use sba_application::ports::TokenVerifier;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::usage::UsageQueries;
-use sba_infrastructure::auth::{HsJwtSigner, HsJwtVerifier, JwtRules};
+use sba_infrastructure::auth::{
+    HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
+};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::memory::StaticTenantDirectory;
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
@@ -91,7 +93,7 @@ impl Application {
             audit: AuditQueries::new(store.audit_log()),
             idempotency: idempotency(&store),
             usage: UsageQueries::new(store.usage_ledger()),
-            verifier: token_verifier(&settings),
+            verifier: token_verifier(&settings).await?,
             health: health_monitor(&store),
             system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
             origins: origin_policy(&settings),
@@ -325,8 +327,23 @@ pub fn token_signer(settings: &Settings) -> anyhow::Result<HsJwtSigner> {
 }
 
 /// The bearer-token verifier the settings describe.
-fn token_verifier(settings: &Settings) -> Arc<dyn TokenVerifier> {
-    Arc::new(HsJwtVerifier::new(&settings.auth.secrets, &jwt_rules(settings)))
+/// HS256 tokens verify against the configured secrets, RS256/ES256 tokens against the
+/// JWKS (fetched once here, bounded by its timeout; a failure is logged and retried on the
+/// first token).
+async fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    let rules = jwt_rules(settings);
+    let hs256 =
+        (!settings.auth.secrets.is_empty()).then(|| HsJwtVerifier::new(&settings.auth.secrets, &rules));
+    let jwks = match &settings.auth.jwks_url {
+        None => None,
+        Some(url) => {
+            let verifier = JwksVerifier::new(JwksSettings::new(url.clone()), &rules)
+                .context("building the JWKS client")?;
+            verifier.prefetch().await;
+            Some(verifier)
+        }
+    };
+    Ok(Arc::new(JwtVerifier::new(hs256, jwks)))
 }
 
 /// CORS decisions: the global allow-list plus the tenants' own origins from the directory.

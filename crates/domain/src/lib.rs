@@ -15,8 +15,8 @@ pub mod usage;
 pub use audit::{AuditEntry, AuditOutcome};
 pub use ids::{AuditEntryId, IdParseError, RunId, SessionId, TenantId, UserId};
 pub use principal::{Principal, Role};
-pub use tenant::{Tenant, TenantStatus};
 pub use runs::{AgentName, AgentRun, InvalidTransition, Metadata, NewRun, RunError, RunStatus, StoredRun};
+pub use tenant::{Tenant, TenantStatus};
 
 /// A value given to a domain constructor that does not satisfy its rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

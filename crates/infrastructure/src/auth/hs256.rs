@@ -8,15 +8,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use sba_application::ports::{TokenError, TokenVerifier};
 use sba_domain::{Principal, Role, TenantId, UserId};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// What a token must satisfy besides its signature.
-#[derive(Debug, Clone, Default)]
-pub struct JwtRules {
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub leeway: Duration,
-}
+use super::claims::{Claims, JwtRules, principal_from, refusal};
 
 /// Verifies HS256 tokens against every configured secret.
 pub struct HsJwtVerifier {
@@ -34,39 +28,8 @@ impl HsJwtVerifier {
     /// A verifier that accepts tokens signed with any of `secrets`.
     pub fn new(secrets: &[SecretString], rules: &JwtRules) -> Self {
         let keys = secrets.iter().map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())).collect();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = rules.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &rules.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &rules.issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".to_owned());
-        }
-        Self { keys, validation }
+        Self { keys, validation: rules.validation(Algorithm::HS256) }
     }
-}
-
-/// The claims SBA reads. The tenant is taken from `tenant_id` or `app_metadata.tenant_id`,
-/// never from `user_metadata`, which users can edit themselves.
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    role: Option<String>,
-    #[serde(default)]
-    tenant_id: Option<String>,
-    #[serde(default)]
-    app_metadata: Option<AppMetadata>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AppMetadata {
-    #[serde(default)]
-    tenant_id: Option<String>,
 }
 
 #[async_trait]
@@ -86,24 +49,11 @@ impl TokenVerifier for HsJwtVerifier {
                 // Only a signature mismatch means "try the next secret"; any other failure
                 // happened after the signature matched, so it is the token's final verdict.
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => return Err(TokenError::Expired),
-                Err(_) => return Err(TokenError::Invalid),
+                Err(e) => return Err(refusal(&e)),
             }
         }
         principal_from(outcome?)
     }
-}
-
-fn principal_from(claims: Claims) -> Result<Principal, TokenError> {
-    let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::Invalid)?;
-    let role = match claims.role.as_deref() {
-        Some(name) => name.parse::<Role>().map_err(|_| TokenError::Invalid)?,
-        None => Role::Authenticated,
-    };
-    let tenant = claims.tenant_id.or_else(|| claims.app_metadata.and_then(|m| m.tenant_id));
-    let tenant_id =
-        tenant.ok_or(TokenError::TenantMissing)?.parse::<TenantId>().map_err(|_| TokenError::Invalid)?;
-    Ok(Principal { tenant_id, user_id, role })
 }
 
 /// What a development token should say.
@@ -232,6 +182,24 @@ mod tests {
             let token = sign_raw(&claims, "k", Algorithm::HS256);
             assert_eq!(verifier(&["k"]).verify(&token).await, Err(TokenError::Invalid), "{claim}");
         }
+    }
+
+    #[tokio::test]
+    async fn rejects_a_token_missing_the_configured_issuer_or_audience() {
+        for claim in ["iss", "aud"] {
+            let mut claims = valid_claims();
+            claims.as_object_mut().unwrap().remove(claim);
+            let token = sign_raw(&claims, "k", Algorithm::HS256);
+            assert_eq!(verifier(&["k"]).verify(&token).await, Err(TokenError::Invalid), "{claim}");
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_a_token_that_is_not_valid_yet() {
+        let mut claims = valid_claims();
+        claims["nbf"] = json!(jsonwebtoken::get_current_timestamp() + 300);
+        let token = sign_raw(&claims, "k", Algorithm::HS256);
+        assert_eq!(verifier(&["k"]).verify(&token).await, Err(TokenError::Invalid));
     }
 
     #[tokio::test]
