@@ -129,7 +129,7 @@ const CREATE_RUN: &str = "POST /v1/runs";
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "createRun",
     request_body = CreateRunRequest,
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "1–255 printable ASCII characters; kept 24 h per tenant and user.")),
+        description = "1–255 visible ASCII characters; kept 24 h per tenant and user.")),
     responses(
         (status = 201, description = "The run was created (or replayed).", body = RunResponse,
             headers(("Location" = String, description = "`/v1/runs/{run_id}`"),

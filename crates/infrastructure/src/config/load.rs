@@ -856,4 +856,48 @@ mod tests {
         let problems = settings_of(&[("SBA_ENV", "staging")]).unwrap_err();
         assert!(problem_settings(&problems).contains(&"SBA_ENV"));
     }
+
+    #[test]
+    fn a_jwks_url_alone_is_a_valid_production_key() {
+        let mut env = production_env();
+        env.retain(|(k, _)| *k != "SUPABASE_JWT_SECRET");
+        env.push(("SBA_AUTH__JWKS_URL", "https://abc.supabase.co/auth/v1/.well-known/jwks.json"));
+        let settings = settings_of(&env).unwrap();
+        assert!(settings.auth.secrets.is_empty());
+        assert_eq!(settings.auth.jwks_url.unwrap().path(), "/auth/v1/.well-known/jwks.json");
+        let problems = settings_of(&[("SBA_AUTH__JWKS_URL", "ftp://keys")]).unwrap_err();
+        assert_eq!(problem_settings(&problems), ["SBA_AUTH__JWKS_URL"]);
+    }
+
+    #[test]
+    fn tenant_origins_and_the_platform_tenant_are_parsed_and_validated() {
+        let a = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
+        let b = "1b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
+        let origins = format!("{a}=https://a.example https://admin.a.example; {b}=http://localhost:3000");
+        let settings =
+            settings_of(&[("SBA_CORS__TENANT_ORIGINS", &origins), ("SBA_AUTH__PLATFORM_TENANT_ID", a)])
+                .unwrap();
+        let parsed: Vec<(String, Vec<String>)> =
+            settings.cors.tenant_origins.iter().map(|(t, o)| (t.to_string(), o.clone())).collect();
+        assert_eq!(
+            parsed,
+            [
+                (a.to_owned(), vec!["https://a.example".to_owned(), "https://admin.a.example".to_owned()]),
+                (b.to_owned(), vec!["http://localhost:3000".to_owned()]),
+            ]
+        );
+        assert_eq!(settings.auth.platform_tenant.map(|t| t.to_string()).as_deref(), Some(a));
+
+        for bad in [
+            format!("{a}=*"),
+            format!("{a}=https://a.example/"),
+            "acme=https://a.example".to_owned(),
+            "x".to_owned(),
+        ] {
+            let problems = settings_of(&[("SBA_CORS__TENANT_ORIGINS", &bad)]).unwrap_err();
+            assert_eq!(problem_settings(&problems), ["SBA_CORS__TENANT_ORIGINS"], "{bad}");
+        }
+        let problems = settings_of(&[("SBA_AUTH__PLATFORM_TENANT_ID", "acme")]).unwrap_err();
+        assert_eq!(problem_settings(&problems), ["SBA_AUTH__PLATFORM_TENANT_ID"]);
+    }
 }
