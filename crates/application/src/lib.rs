@@ -10,6 +10,7 @@ pub mod health;
 pub mod idempotency;
 pub mod pagination;
 pub mod ports;
+pub mod ratelimit;
 pub mod runs;
 pub mod usage;
 

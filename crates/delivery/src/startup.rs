@@ -11,14 +11,15 @@ use sba_application::audit::AuditQueries;
 use sba_application::cors::{DEFAULT_DECISION_TTL, OriginPolicy};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
-use sba_application::ports::TokenVerifier;
+use sba_application::ports::{RateLimiter, TokenVerifier};
+use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
     HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
 };
 use sba_infrastructure::config::Settings;
-use sba_infrastructure::memory::StaticTenantDirectory;
+use sba_infrastructure::memory::{InMemoryRateLimiter, StaticTenantDirectory};
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
@@ -36,6 +37,9 @@ pub struct AppState {
     pub health: HealthMonitor,
     pub system_health: SystemHealthQueries,
     pub origins: OriginPolicy,
+    /// `None` when rate limiting is turned off.
+    pub rate_policies: Option<Arc<LimitPolicies>>,
+    pub rate_limits: RateLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -97,6 +101,8 @@ impl Application {
             health: health_monitor(&store),
             system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
             origins: origin_policy(&settings),
+            rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
+            rate_limits: rate_limits(&settings),
         };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
@@ -344,6 +350,21 @@ async fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<dyn TokenVeri
         }
     };
     Ok(Arc::new(JwtVerifier::new(hs256, jwks)))
+}
+
+/// The configured quotas; only `/v1/*` routes are limited.
+fn limit_policies(settings: &Settings) -> LimitPolicies {
+    LimitPolicies {
+        default: settings.rate_limit.default,
+        rules: settings.rate_limit.rules.clone(),
+        exempt: Vec::new(),
+    }
+}
+
+/// The rate limiter: in-process (this node only) until the Redis limiter is configured.
+fn rate_limits(settings: &Settings) -> RateLimits {
+    let local: Arc<dyn RateLimiter> = Arc::new(InMemoryRateLimiter::new());
+    RateLimits::new(Arc::clone(&local), local, settings.rate_limit.fail_mode)
 }
 
 /// CORS decisions: the global allow-list plus the tenants' own origins from the directory.

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod events;
 pub mod ids;
 pub mod principal;
+pub mod ratelimit;
 pub mod runs;
 pub mod steps;
 pub mod tenant;

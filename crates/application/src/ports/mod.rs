@@ -9,6 +9,7 @@ mod dependency_check;
 mod error;
 mod health_log;
 mod idempotency;
+mod rate_limiter;
 mod run_details;
 mod run_ledger;
 mod run_repository;
@@ -22,6 +23,7 @@ pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
+pub use rate_limiter::{RateLimitError, RateLimiter};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
@@ -39,6 +41,8 @@ pub use dependency_check::MockDependencyCheck;
 pub use health_log::MockHealthLog;
 #[cfg(any(test, feature = "mocks"))]
 pub use idempotency::MockIdempotencyStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use rate_limiter::MockRateLimiter;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
 #[cfg(any(test, feature = "mocks"))]

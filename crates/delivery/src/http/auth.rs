@@ -1,12 +1,20 @@
 //! Authentication: the `Authorization: Bearer` token becomes a [`RequestContext`].
+//!
+//! The middleware verifies a presented token once, before rate limiting (which keys by the
+//! caller's tenant) and the handler; the [`Authenticated`] extractor then turns its outcome
+//! into the context or the 401 problem. Routes without the extractor (`/healthz`) never
+//! fail on a bad token.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Ready, ready};
 
-use actix_web::dev::Payload;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
 use sba_application::RequestContext;
+use sba_application::ports::TokenError;
+use sba_domain::Principal;
 
 use super::error::ApiError;
 use super::request_id::RequestId;
@@ -16,44 +24,75 @@ use crate::startup::AppState;
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub RequestContext);
 
+/// What the middleware found, kept in the request's extensions.
+#[derive(Debug, Clone)]
+enum Credentials {
+    Missing,
+    Refused(TokenError),
+}
+
+/// Verifies the bearer token, if any, and records the outcome: the [`Principal`] itself
+/// when it verified (CORS and rate limits read it), [`Credentials`] otherwise.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let outcome = match bearer_token(req.request()) {
+        Err(credentials) => Err(credentials),
+        Ok(token) => match req.app_data::<web::Data<AppState>>() {
+            Some(state) => state.verifier.verify(&token).await.map_err(Credentials::Refused),
+            None => Err(Credentials::Refused(TokenError::Invalid)),
+        },
+    };
+    match outcome {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+        }
+        Err(credentials) => {
+            req.extensions_mut().insert(credentials);
+        }
+    }
+    next.call(req).await
+}
+
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let request_id =
-                req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()).unwrap_or_default();
-            let fail = |error: ApiError| error.with_request_id(&request_id);
-            let token = bearer_token(&req).map_err(fail)?;
-            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| {
-                fail(ApiError::internal(anyhow::anyhow!("application state is not registered")))
-            })?;
-            let principal = state.verifier.verify(token).await.map_err(|e| fail(e.into()))?;
-            // Later stages (CORS, rate limits) decide by the caller's tenant.
-            req.extensions_mut().insert(principal.clone());
-            // The socket peer, not X-Forwarded-For: forwarded headers are client-controlled
-            // unless a trusted proxy sets them.
-            let ip = req.peer_addr().map(|addr| addr.ip().to_string());
-            Ok(Self(RequestContext { principal, ip, request_id }))
-        })
+        let request_id =
+            req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()).unwrap_or_default();
+        let extensions = req.extensions();
+        let result = match (extensions.get::<Principal>(), extensions.get::<Credentials>()) {
+            (Some(principal), _) => {
+                // The socket peer, not X-Forwarded-For: forwarded headers are
+                // client-controlled unless a trusted proxy sets them.
+                let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+                Ok(Self(RequestContext { principal: principal.clone(), ip, request_id: request_id.clone() }))
+            }
+            (None, Some(Credentials::Refused(error))) => Err(ApiError::from(error.clone())),
+            (None, Some(Credentials::Missing) | None) => Err(missing()),
+        };
+        ready(result.map_err(|error| error.with_request_id(&request_id)))
     }
 }
 
-fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
-    let missing = || {
-        ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "token_missing",
-            "An `Authorization: Bearer <token>` header is required.",
-        )
+fn missing() -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "token_missing",
+        "An `Authorization: Bearer <token>` header is required.",
+    )
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<String, Credentials> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(Credentials::Missing);
     };
-    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(missing)?;
-    let text = value.to_str().map_err(|_| ApiError::from(sba_application::ports::TokenError::Invalid))?;
-    let (scheme, token) = text.trim().split_once(' ').ok_or_else(missing)?;
+    let text = value.to_str().map_err(|_| Credentials::Refused(TokenError::Invalid))?;
+    let (scheme, token) = text.trim().split_once(' ').ok_or(Credentials::Missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(missing());
+        return Err(Credentials::Missing);
     }
-    Ok(token.trim())
+    Ok(token.trim().to_owned())
 }

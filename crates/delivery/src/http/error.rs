@@ -27,6 +27,7 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     request_id: Option<String>,
+    retry_after_ms: Option<u64>,
     source: Option<anyhow::Error>,
 }
 
@@ -41,11 +42,21 @@ struct ProblemBody<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), errors: Vec::new(), request_id: None, source: None }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            request_id: None,
+            retry_after_ms: None,
+            source: None,
+        }
     }
 
     pub fn not_found() -> Self {
@@ -72,6 +83,13 @@ impl ApiError {
         );
         error.source = Some(source);
         error
+    }
+
+    /// When a retry can succeed (429, 503).
+    #[must_use]
+    pub fn with_retry_after_ms(mut self, retry_after_ms: u64) -> Self {
+        self.retry_after_ms = Some(retry_after_ms);
+        self
     }
 
     #[must_use]
@@ -125,6 +143,7 @@ impl ResponseError for ApiError {
             code: self.code,
             request_id: self.request_id.as_deref(),
             errors: &self.errors,
+            retry_after_ms: self.retry_after_ms,
         };
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/problem+json");

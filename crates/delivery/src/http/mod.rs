@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod lists;
 pub mod openapi;
+mod ratelimit;
 mod request_id;
 mod run_details;
 mod runs;
@@ -70,7 +71,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limit
         .app_data(error::query_config())
         .service(
             web::scope("")
-                // The last `wrap` runs first: request id, then CORS, then the routes.
+                // The last `wrap` runs first: request id, CORS, authentication, rate limit,
+                // then the routes.
+                .wrap(from_fn(ratelimit::middleware))
+                .wrap(from_fn(auth::middleware))
                 .wrap(from_fn(cors::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(register_routes)

@@ -33,13 +33,15 @@ pub struct Problem {
     /// `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`, `invalid_json`,
     /// `validation_failed`, `payload_too_large`, `unsupported_media_type`,
     /// `idempotency_conflict`, `idempotency_in_progress`, `invalid_transition`,
-    /// `origin_not_allowed`, `internal_error`.
+    /// `origin_not_allowed`, `rate_limited`, `rate_limiter_unavailable`, `internal_error`.
     #[schema(example = "token_expired")]
     code: String,
     /// The request's `X-Request-Id`.
     request_id: Option<String>,
     /// One entry per rejected field (`validation_failed` only).
     errors: Option<Vec<super::error::FieldError>>,
+    /// When a retry can succeed (`rate_limited`, `rate_limiter_unavailable`).
+    retry_after_ms: Option<u64>,
 }
 
 /// Why a run or step failed.
@@ -121,6 +123,16 @@ impl Modify for StandardResponses {
             string_header("`Bearer`, with `error=\"invalid_token\"` when a token was sent."),
         );
         components.responses.insert("Unauthorized".to_owned(), RefOr::T(unauthorized));
+        let mut rate_limited = problem_response(
+            "`rate_limited`: the quota of this tenant, IP and route is used up. The body carries \
+             `retry_after_ms`.",
+        );
+        rate_limited.headers.insert(
+            "Retry-After".to_owned(),
+            string_header("Whole seconds (at least 1) after which a retry can succeed."),
+        );
+        add_rate_limit_headers(&mut rate_limited);
+        components.responses.insert("RateLimited".to_owned(), RefOr::T(rate_limited));
         components.responses.insert(
             "InternalError".to_owned(),
             RefOr::T(problem_response("The server failed (`internal_error`).")),
@@ -136,6 +148,9 @@ impl Modify for StandardResponses {
                     responses
                         .entry("401".to_owned())
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Unauthorized")));
+                    responses
+                        .entry("429".to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("RateLimited")));
                 }
                 responses
                     .entry("500".to_owned())
@@ -145,11 +160,29 @@ impl Modify for StandardResponses {
                         response.headers.entry("X-Request-Id".to_owned()).or_insert_with(|| {
                             string_header("The request's id: the client's, when well formed, or a new one.")
                         });
+                        if secured {
+                            add_rate_limit_headers(response);
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft -11), on every limited answer.
+fn add_rate_limit_headers(response: &mut Response) {
+    response.headers.entry("RateLimit-Policy".to_owned()).or_insert_with(|| {
+        string_header(
+            "The quota: `\"<policy>\";q=<requests>;w=<window seconds>`, e.g. `\"default\";q=600;w=60`.",
+        )
+    });
+    response.headers.entry("RateLimit".to_owned()).or_insert_with(|| {
+        string_header(
+            "What is left: `\"<policy>\";r=<remaining>;t=<seconds until the quota is whole>`, \
+             e.g. `\"default\";r=42;t=17`.",
+        )
+    });
 }
 
 /// The document, built once per call (cheap; served from memory by Swagger UI's service).

@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod lists;
 mod openapi;
+mod ratelimit;
 mod runs;
 mod system;
 mod usage;

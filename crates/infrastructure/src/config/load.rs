@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sba_application::ratelimit::{FailMode, Rule};
 use sba_domain::TenantId;
+use sba_domain::ratelimit::Quota;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -16,8 +18,8 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 use super::dev_secret;
 use super::env::EnvSnapshot;
 use super::settings::{
-    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RedisSettings, SecretSource,
-    ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
+    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings, RedisSettings,
+    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
 };
 use crate::postgres::StoreLocation;
 
@@ -39,7 +41,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 25] = [
+const KNOWN_SBA_VARS: [&str; 30] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -63,6 +65,11 @@ const KNOWN_SBA_VARS: [&str; 25] = [
     "SBA_CORS__ALLOWED_ORIGINS",
     "SBA_CORS__TENANT_ORIGINS",
     "SBA_LOG__FORMAT",
+    "SBA_RATE_LIMIT__ENABLED",
+    "SBA_RATE_LIMIT__DEFAULT",
+    "SBA_RATE_LIMIT__RULES",
+    "SBA_RATE_LIMIT__FAIL_MODE",
+    "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS",
     "SBA_WORKER__SWEEP_INTERVAL_SECS",
     "SBA_WORKER__MAX_RUN_AGE_SECS",
 ];
@@ -128,6 +135,17 @@ struct Raw {
     log: RawLog,
     telemetry: RawTelemetry,
     worker: RawWorker,
+    rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRateLimit {
+    enabled: Option<String>,
+    default: Option<String>,
+    rules: Option<String>,
+    fail_mode: Option<String>,
+    redis_timeout_ms: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +245,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let cors = cors_settings(&mut ctx, &raw.cors);
     let log = log_settings(&mut ctx, raw.log);
     let worker = worker_settings(&mut ctx, &raw.worker);
+    let rate_limit = rate_limit_settings(&mut ctx.problems, &raw.rate_limit);
     let otlp_endpoint = raw
         .telemetry
         .otlp_endpoint
@@ -249,6 +268,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         cors,
         log,
         worker,
+        rate_limit,
         otlp_endpoint,
         warnings,
     })
@@ -409,6 +429,83 @@ fn tenant_origins(problems: &mut Problems, text: &str) -> Vec<(TenantId, Vec<Str
         parsed.push((tenant, origins));
     }
     parsed
+}
+
+/// The default quota when none is configured: 600 requests a minute per tenant, IP, method
+/// and route.
+const DEFAULT_QUOTA: Quota = Quota::per_minute(match std::num::NonZeroU32::new(600) {
+    Some(limit) => limit,
+    None => std::num::NonZeroU32::MIN,
+});
+
+fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimitSettings {
+    let default = raw.default.as_deref().and_then(|text| quota(problems, "SBA_RATE_LIMIT__DEFAULT", text));
+    let rules = raw.rules.as_deref().map(|text| limit_rules(problems, text)).unwrap_or_default();
+    let fail_mode = match raw.fail_mode.as_deref().map(str::trim) {
+        None | Some("open") => FailMode::Open,
+        Some("closed") => FailMode::Closed,
+        Some(other) => {
+            problems.push("SBA_RATE_LIMIT__FAIL_MODE", format!("`{other}` is not `open` or `closed`"));
+            FailMode::Open
+        }
+    };
+    let timeout_ms: u64 =
+        parse_or(problems, "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", raw.redis_timeout_ms.as_deref(), 50);
+    if !(1..=5000).contains(&timeout_ms) {
+        problems.push("SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", "must be between 1 and 5000 milliseconds");
+    }
+    RateLimitSettings {
+        enabled: parse_or(problems, "SBA_RATE_LIMIT__ENABLED", raw.enabled.as_deref(), true),
+        default: default.unwrap_or(DEFAULT_QUOTA),
+        rules,
+        fail_mode,
+        redis_timeout: Duration::from_millis(timeout_ms),
+    }
+}
+
+/// `<limit>/<window secs>`, e.g. `100/60`.
+fn quota(problems: &mut Problems, setting: &str, text: &str) -> Option<Quota> {
+    let parsed = text
+        .trim()
+        .split_once('/')
+        .and_then(|(limit, window)| Some((limit.trim().parse().ok()?, window.trim().parse().ok()?)))
+        .and_then(|(limit, window)| Quota::new(limit, window).ok());
+    if parsed.is_none() {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(
+            setting,
+            format!("`{shown}` is not a quota like `100/60` (requests per seconds, window at most a day)"),
+        );
+    }
+    parsed
+}
+
+/// `<name> <METHOD|*> <route template> <limit>/<window>; ...`.
+fn limit_rules(problems: &mut Problems, text: &str) -> Vec<Rule> {
+    const SETTING: &str = "SBA_RATE_LIMIT__RULES";
+    let mut rules = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let parts: Vec<&str> = entry.split_whitespace().collect();
+        let [name, method, route, limit] = parts.as_slice() else {
+            problems.push(
+                SETTING,
+                "each rule must look like `<name> <METHOD|*> <route template> <limit>/<secs>`",
+            );
+            continue;
+        };
+        let valid_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name || !route.starts_with('/') {
+            problems.push(
+                SETTING,
+                format!("rule `{name}`: the name must be [A-Za-z0-9._-] and the route start with /"),
+            );
+            continue;
+        }
+        let Some(quota) = quota(problems, SETTING, limit) else { continue };
+        let method = (*method != "*").then(|| method.to_ascii_uppercase());
+        rules.push(Rule { name: (*name).to_owned(), method, route: (*route).to_owned(), quota });
+    }
+    rules
 }
 
 fn worker_settings(ctx: &mut Ctx<'_>, raw: &RawWorker) -> WorkerSettings {

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sba_application::ratelimit::{FailMode, Rule};
 use sba_domain::TenantId;
+use sba_domain::ratelimit::Quota;
 use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
@@ -43,6 +45,7 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub log: LogSettings,
     pub worker: WorkerSettings,
+    pub rate_limit: RateLimitSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -171,4 +174,19 @@ pub struct LogSettings {
     /// A `tracing` filter directive (`RUST_LOG` syntax).
     pub filter: String,
     pub format: LogFormat,
+}
+
+/// HTTP (and WebSocket) rate limits (ADR 0006).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// `false` turns limiting off (benchmarks, trusted internal deployments).
+    pub enabled: bool,
+    /// The quota of every `/v1/*` route without a rule.
+    pub default: Quota,
+    /// Quotas by method and route template.
+    pub rules: Vec<Rule>,
+    /// What happens while Redis is unreachable.
+    pub fail_mode: FailMode,
+    /// The bound on one Redis decision.
+    pub redis_timeout: Duration,
 }

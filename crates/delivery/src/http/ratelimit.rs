@@ -1,0 +1,86 @@
+//! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request is keyed
+//! `tenant|ip|METHOD|route template` (unauthenticated requests per IP), decided by
+//! [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft -11 headers
+//! `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
+//! `retry_after_ms`.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
+use sba_application::ratelimit::Verdict;
+use sba_domain::Principal;
+use sba_domain::ratelimit::{Decision, Quota, http_key, policy_header, ratelimit_header, retry_after_secs};
+
+use super::error::ApiError;
+use crate::startup::AppState;
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let route = req.match_pattern().filter(|route| route.starts_with("/v1/"));
+    let method = req.method().as_str().to_owned();
+    let decided = state.rate_policies.as_deref().zip(route).and_then(|(policies, route)| {
+        policies.quota_for(&method, &route).map(|(policy, quota)| (route.clone(), policy.to_owned(), quota))
+    });
+    let Some((route, policy, quota)) = decided else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let tenant = req.extensions().get::<Principal>().map(|p| p.tenant_id.to_string());
+    let ip = req.peer_addr().map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+    let key = http_key(tenant.as_deref(), &ip, &method, &route);
+
+    match state.rate_limits.check(&key, quota, 1).await {
+        Verdict::Decided(Decision::Allowed { remaining, reset_us }) => {
+            let mut response = next.call(req).await?;
+            set_headers(response.headers_mut(), &policy, quota, remaining, reset_us);
+            Ok(response.map_into_left_body())
+        }
+        Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
+            tracing::info!(tenant = tenant.as_deref(), key, policy, retry_after_us, "rate limited");
+            let retry_after_ms = retry_after_us.div_ceil(1000);
+            let error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
+            )
+            .with_retry_after_ms(retry_after_ms)
+            .for_request(req.request());
+            let mut response = req.into_response(error.error_response());
+            let headers = response.headers_mut();
+            set_headers(headers, &policy, quota, 0, reset_us);
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
+            Ok(response.map_into_right_body())
+        }
+        Verdict::Unavailable => {
+            let error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limiter_unavailable",
+                "Requests cannot be admitted right now; retry shortly.",
+            )
+            .with_retry_after_ms(1000)
+            .for_request(req.request());
+            let mut response = req.into_response(error.error_response());
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
+            Ok(response.map_into_right_body())
+        }
+    }
+}
+
+fn set_headers(headers: &mut HeaderMap, policy: &str, quota: Quota, remaining: u32, reset_us: u64) {
+    if let Ok(value) = HeaderValue::from_str(&policy_header(policy, quota)) {
+        headers.insert(RATELIMIT_POLICY, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&ratelimit_header(policy, remaining, reset_us)) {
+        headers.insert(RATELIMIT, value);
+    }
+}

@@ -1,0 +1,104 @@
+//! HTTP rate limiting with the in-process limiter: draft -11 headers, 429 refusals, keys by
+//! tenant, IP, method and route template, rules from configuration. (The Redis limiter and
+//! cross-node sharing are tested against real Redis in sba-infrastructure.)
+
+use reqwest::Response;
+use sba_domain::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Store, TestApp, new_tenant, spawn_app_with};
+
+async fn app(extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![("SBA_RATE_LIMIT__DEFAULT", "3/60")];
+    env.extend_from_slice(extra);
+    spawn_app_with(Store::Sqlite, &env).await
+}
+
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn limited_answers_carry_draft_11_headers_and_the_excess_gets_429() {
+    let app = app(&[]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for remaining in [2, 1, 0] {
+        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-policy"), Some("\"default\";q=3;w=60"));
+        let value = header(&response, "ratelimit").unwrap();
+        assert!(value.starts_with(&format!("\"default\";r={remaining};t=")), "{value}");
+    }
+    let refused = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "content-type"), Some("application/problem+json"));
+    let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    assert!(header(&refused, "ratelimit").unwrap().starts_with("\"default\";r=0;t="));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    let retry_after_ms = body["retry_after_ms"].as_u64().unwrap();
+    assert!(retry_after_ms > 0 && retry_after_ms <= retry_after * 1000, "{retry_after_ms}");
+    assert!(body["request_id"].is_string());
+}
+
+#[tokio::test]
+async fn keys_use_the_route_template_not_the_raw_path_and_tenants_are_apart() {
+    let app = app(&[]).await;
+    let tenant = new_tenant();
+    let token = app.token(tenant, "alice", Role::Authenticated);
+    for _ in 0..3 {
+        let path = format!("/v1/runs/{}", uuid::Uuid::now_v7());
+        let response = app.client.get(app.url(&path)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), 404, "a missing run, but counted");
+    }
+    let path = format!("/v1/runs/{}", uuid::Uuid::now_v7());
+    let fourth = app.client.get(app.url(&path)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(fourth.status(), 429, "three different ids share one key");
+
+    let other = app.token(new_tenant(), "bob", Role::Authenticated);
+    let response = app.client.get(app.url(&path)).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(response.status(), 404, "another tenant has its own quota");
+    let list = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(list.status(), 200, "another route has its own quota");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_limited_per_ip() {
+    let app = app(&[]).await;
+    for _ in 0..3 {
+        let response = app.client.get(app.url("/v1/runs")).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(header(&response, "ratelimit").is_some());
+    }
+    assert_eq!(app.client.get(app.url("/v1/runs")).send().await.unwrap().status(), 429);
+}
+
+#[tokio::test]
+async fn rules_set_quotas_by_method_and_route_and_health_routes_are_exempt() {
+    let app = app(&[("SBA_RATE_LIMIT__RULES", "create-run POST /v1/runs 1/60")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let create = || app.client.post(app.url("/v1/runs")).bearer_auth(&token).json(&json!({"agent": "bot"}));
+    let first = create().send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    assert_eq!(header(&first, "ratelimit-policy"), Some("\"create-run\";q=1;w=60"));
+    assert_eq!(create().send().await.unwrap().status(), 429);
+    let list = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(header(&list, "ratelimit-policy"), Some("\"default\";q=3;w=60"));
+    for _ in 0..5 {
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(header(&health, "ratelimit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn limiting_can_be_turned_off() {
+    let app = app(&[("SBA_RATE_LIMIT__ENABLED", "false")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for _ in 0..5 {
+        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(header(&response, "ratelimit").is_none());
+    }
+}
