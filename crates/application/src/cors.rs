@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Duration, Utc};
 use sba_domain::TenantId;
 
-use crate::ports::{Clock, TenantDirectory};
+use crate::ports::Clock;
+use crate::tenants::TenantCache;
 
 /// How long a directory answer is reused.
 pub const DEFAULT_DECISION_TTL: Duration = Duration::seconds(60);
@@ -22,7 +23,7 @@ const MAX_CACHED: usize = 10_000;
 #[derive(Clone)]
 pub struct OriginPolicy {
     global: Arc<HashSet<String>>,
-    directory: Arc<dyn TenantDirectory>,
+    tenants: TenantCache,
     clock: Arc<dyn Clock>,
     ttl: Duration,
     cache: Arc<Mutex<DecisionCache>>,
@@ -49,13 +50,13 @@ impl OriginPolicy {
     /// `global` origins are allowed for every tenant; others come from the directory.
     pub fn new(
         global: impl IntoIterator<Item = String>,
-        directory: Arc<dyn TenantDirectory>,
+        tenants: TenantCache,
         clock: Arc<dyn Clock>,
         ttl: Duration,
     ) -> Self {
         Self {
             global: Arc::new(global.into_iter().map(|o| o.to_ascii_lowercase()).collect()),
-            directory,
+            tenants,
             clock,
             ttl,
             cache: Arc::default(),
@@ -78,8 +79,8 @@ impl OriginPolicy {
             return allowed;
         }
         let answer = match &key {
-            Key::Registered(origin) => self.directory.origin_is_registered(origin).await,
-            Key::Tenant(tenant, origin) => self.directory.find(*tenant).await.map(|found| {
+            Key::Registered(origin) => self.tenants.directory().origin_is_registered(origin).await,
+            Key::Tenant(tenant, origin) => self.tenants.get(*tenant).await.map(|found| {
                 found.is_some_and(|t| t.status == sba_domain::TenantStatus::Active && t.allows_origin(origin))
             }),
         };
@@ -138,9 +139,10 @@ mod tests {
     }
 
     fn policy(directory: MockTenantDirectory, clock: &Arc<ManualClock>) -> OriginPolicy {
+        let tenants = TenantCache::new(Arc::new(directory), clock.clone(), Duration::seconds(60));
         OriginPolicy::new(
             ["https://console.sba.test".to_owned()],
-            Arc::new(directory),
+            tenants,
             clock.clone(),
             Duration::seconds(60),
         )
@@ -151,7 +153,7 @@ mod tests {
     }
 
     fn tenant(status: TenantStatus) -> Tenant {
-        Tenant { id: tenant_a(), status, allowed_origins: vec![APP.to_owned()] }
+        Tenant { status, allowed_origins: vec![APP.to_owned()], ..Tenant::active(tenant_a()) }
     }
 
     #[tokio::test]

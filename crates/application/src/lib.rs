@@ -12,6 +12,7 @@ pub mod pagination;
 pub mod ports;
 pub mod ratelimit;
 pub mod runs;
+pub mod tenants;
 pub mod usage;
 
 pub use context::RequestContext;

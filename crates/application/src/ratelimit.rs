@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use sba_domain::Tenant;
 use sba_domain::ratelimit::{Decision, Quota};
 
 use crate::ports::RateLimiter;
@@ -34,22 +35,43 @@ pub struct Rule {
 /// The configured policies.
 #[derive(Debug, Clone)]
 pub struct LimitPolicies {
+    /// The quota of a route without a rule, for callers without a plan or override.
     pub default: Quota,
+    /// Route rules: they apply to every caller.
     pub rules: Vec<Rule>,
-    /// Route templates never limited (`/healthz`, `/readyz`, `/metrics`, docs).
+    /// The default quota per tenant plan (`Tenant::plan`).
+    pub plans: HashMap<String, Quota>,
+    /// Route templates never limited.
     pub exempt: Vec<String>,
 }
 
 impl LimitPolicies {
-    /// The policy name and quota for `method route`, or `None` when the route is exempt.
-    pub fn quota_for(&self, method: &str, route: &str) -> Option<(&str, Quota)> {
+    /// The policy name and quota for `method route` of a caller of `tenant`, or `None` when
+    /// the route is exempt. A route rule wins; otherwise the tenant's own quota (policy
+    /// `tenant`), then its plan's (policy = the plan's name), then `default`.
+    pub fn quota_for<'a>(
+        &'a self,
+        method: &str,
+        route: &str,
+        tenant: Option<&'a Tenant>,
+    ) -> Option<(&'a str, Quota)> {
         if self.exempt.iter().any(|r| r == route) {
             return None;
         }
         let rule = self.rules.iter().find(|rule| {
             rule.route == route && rule.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
         });
-        Some(rule.map_or(("default", self.default), |rule| (rule.name.as_str(), rule.quota)))
+        if let Some(rule) = rule {
+            return Some((rule.name.as_str(), rule.quota));
+        }
+        if let Some(quota) = tenant.and_then(|t| t.rate_limit) {
+            return Some(("tenant", quota));
+        }
+        let plan = tenant
+            .and_then(|t| t.plan.as_deref())
+            .and_then(|plan| self.plans.get_key_value(plan))
+            .map(|(name, quota)| (name.as_str(), *quota));
+        Some(plan.unwrap_or(("default", self.default)))
     }
 }
 
@@ -80,6 +102,9 @@ pub struct RateLimits {
     /// Microseconds since `started` until which Redis is skipped (breaker open).
     breaker_until_us: Arc<AtomicU64>,
     fallback_active: Arc<AtomicBool>,
+    /// When the last denial was logged (microseconds since `started`), and how many since.
+    last_denial_log_us: Arc<AtomicU64>,
+    suppressed_denials: Arc<AtomicU64>,
     /// Keys known to be over their limit until an instant: refused without a round trip.
     denied: Arc<Mutex<DeniedKeys>>,
 }
@@ -106,6 +131,8 @@ impl RateLimits {
             started: Instant::now(),
             breaker_until_us: Arc::default(),
             fallback_active: Arc::default(),
+            last_denial_log_us: Arc::default(),
+            suppressed_denials: Arc::default(),
             denied: Arc::default(),
         }
     }
@@ -115,8 +142,54 @@ impl RateLimits {
         self.fallback_active.load(Ordering::Relaxed)
     }
 
-    /// Decides `cost` units for `key` under `quota`.
-    pub async fn check(&self, key: &str, quota: Quota, cost: u32) -> Verdict {
+    /// Decides `cost` units for `key` under `quota` (named `policy` in metrics and logs).
+    ///
+    /// Metrics: `sba_ratelimit_decisions_total{policy,outcome}` (allowed, denied,
+    /// unavailable), `sba_ratelimit_near_limit_total{policy}` (allowed with at most 20 %
+    /// left), `sba_ratelimit_decision_seconds`, `sba_ratelimit_redis_errors_total`,
+    /// `sba_ratelimit_fallback_active` (0 or 1). Denials are logged, at most one line a
+    /// second with the number left out.
+    pub async fn check(&self, key: &str, policy: &str, quota: Quota, cost: u32) -> Verdict {
+        let started = Instant::now();
+        let verdict = self.decide(key, quota, cost).await;
+        metrics::histogram!("sba_ratelimit_decision_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = match verdict {
+            Verdict::Decided(Decision::Allowed { remaining, .. }) => {
+                if u64::from(remaining) * 5 <= u64::from(quota.limit()) {
+                    metrics::counter!("sba_ratelimit_near_limit_total", "policy" => policy.to_owned())
+                        .increment(1);
+                }
+                "allowed"
+            }
+            Verdict::Decided(Decision::Denied { retry_after_us, .. }) => {
+                self.log_denial(key, policy, retry_after_us);
+                "denied"
+            }
+            Verdict::Unavailable => "unavailable",
+        };
+        metrics::counter!("sba_ratelimit_decisions_total", "policy" => policy.to_owned(), "outcome" => outcome)
+            .increment(1);
+        verdict
+    }
+
+    /// Logs a denial unless one was logged within the last second (floods stay readable).
+    fn log_denial(&self, key: &str, policy: &str, retry_after_us: u64) {
+        let now = self.elapsed_us();
+        let last = self.last_denial_log_us.load(Ordering::Relaxed);
+        if (last != 0 && now.saturating_sub(last) < 1_000_000)
+            || self
+                .last_denial_log_us
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed_denials.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed_denials.swap(0, Ordering::Relaxed);
+        tracing::info!(key, policy, retry_after_us, suppressed, "rate limited");
+    }
+
+    async fn decide(&self, key: &str, quota: Quota, cost: u32) -> Verdict {
         if let Some(decision) = self.known_denied(key) {
             return Verdict::Decided(decision);
         }
@@ -125,16 +198,19 @@ impl RateLimits {
             match self.distributed.check(key, quota, cost).await {
                 Ok(decision) => {
                     if self.fallback_active.swap(false, Ordering::Relaxed) {
+                        metrics::gauge!("sba_ratelimit_fallback_active").set(0.0);
                         tracing::info!("rate limiter: Redis is back; distributed limits apply again");
                     }
                     self.remember(key, decision);
                     return Verdict::Decided(decision);
                 }
                 Err(error) => {
+                    metrics::counter!("sba_ratelimit_redis_errors_total").increment(1);
                     let until =
                         self.elapsed_us() + u64::try_from(BREAKER_OPEN.as_micros()).unwrap_or(u64::MAX);
                     self.breaker_until_us.store(until, Ordering::Relaxed);
                     if !self.fallback_active.swap(true, Ordering::Relaxed) {
+                        metrics::gauge!("sba_ratelimit_fallback_active").set(1.0);
                         tracing::warn!(
                             error = format!("{error:#}"),
                             fail_mode = ?self.fail_mode,
@@ -204,20 +280,29 @@ mod tests {
     }
 
     #[test]
-    fn rules_match_by_method_and_route_template_and_exempt_routes_are_not_limited() {
+    fn rules_win_then_the_tenants_quota_then_its_plan_then_the_default() {
+        let q = |limit| Quota::new(limit, 60).unwrap();
         let policies = LimitPolicies {
-            default: quota(),
+            default: q(10),
             rules: vec![Rule {
                 name: "create-run".into(),
                 method: Some("POST".into()),
                 route: "/v1/runs".into(),
-                quota: Quota::new(5, 60).unwrap(),
+                quota: q(5),
             }],
+            plans: HashMap::from([("pro".to_owned(), q(100))]),
             exempt: vec!["/healthz".into()],
         };
-        assert_eq!(policies.quota_for("post", "/v1/runs"), Some(("create-run", Quota::new(5, 60).unwrap())));
-        assert_eq!(policies.quota_for("GET", "/v1/runs"), Some(("default", quota())));
-        assert_eq!(policies.quota_for("GET", "/healthz"), None);
+        let id = sba_domain::TenantId::from_uuid(uuid::Uuid::from_u128(1));
+        let pro = Tenant { plan: Some("pro".into()), ..Tenant::active(id) };
+        let special = Tenant { rate_limit: Some(q(1000)), ..pro.clone() };
+        let unknown_plan = Tenant { plan: Some("gold".into()), ..Tenant::active(id) };
+        assert_eq!(policies.quota_for("post", "/v1/runs", Some(&special)), Some(("create-run", q(5))));
+        assert_eq!(policies.quota_for("GET", "/v1/runs", None), Some(("default", q(10))));
+        assert_eq!(policies.quota_for("GET", "/v1/runs", Some(&pro)), Some(("pro", q(100))));
+        assert_eq!(policies.quota_for("GET", "/v1/runs", Some(&special)), Some(("tenant", q(1000))));
+        assert_eq!(policies.quota_for("GET", "/v1/runs", Some(&unknown_plan)), Some(("default", q(10))));
+        assert_eq!(policies.quota_for("GET", "/healthz", None), None);
     }
 
     #[tokio::test]
@@ -228,7 +313,7 @@ mod tests {
         fallback.expect_check().times(3).returning(|_, _, _| Ok(allowed()));
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(fallback), FailMode::Open);
         for _ in 0..3 {
-            assert_eq!(limits.check("k", quota(), 1).await, Verdict::Decided(allowed()));
+            assert_eq!(limits.check("k", "default", quota(), 1).await, Verdict::Decided(allowed()));
         }
         assert!(limits.fallback_active());
     }
@@ -239,7 +324,7 @@ mod tests {
         distributed.expect_check().returning(|_, _, _| unavailable());
         let limits =
             RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Closed);
-        assert_eq!(limits.check("k", quota(), 1).await, Verdict::Unavailable);
+        assert_eq!(limits.check("k", "default", quota(), 1).await, Verdict::Unavailable);
     }
 
     #[tokio::test]
@@ -252,7 +337,7 @@ mod tests {
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
         for _ in 0..5 {
             let Verdict::Decided(Decision::Denied { retry_after_us, .. }) =
-                limits.check("k", quota(), 1).await
+                limits.check("k", "default", quota(), 1).await
             else {
                 panic!("expected a denial");
             };
@@ -271,10 +356,10 @@ mod tests {
         let mut fallback = MockRateLimiter::new();
         fallback.expect_check().times(1).returning(|_, _, _| Ok(allowed()));
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(fallback), FailMode::Open);
-        limits.check("k", quota(), 1).await;
+        limits.check("k", "default", quota(), 1).await;
         assert!(limits.fallback_active());
         limits.breaker_until_us.store(0, Ordering::Relaxed); // the breaker's second has passed
-        limits.check("k", quota(), 1).await;
+        limits.check("k", "default", quota(), 1).await;
         assert!(!limits.fallback_active());
     }
 }

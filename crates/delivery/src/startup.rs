@@ -14,6 +14,7 @@ use sba_application::idempotency::Idempotency;
 use sba_application::ports::{RateLimiter, TokenVerifier};
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::runs::{RunQueries, RunService};
+use sba_application::tenants::{DEFAULT_TENANT_TTL, TenantCache};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
     HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
@@ -37,6 +38,8 @@ pub struct AppState {
     pub health: HealthMonitor,
     pub system_health: SystemHealthQueries,
     pub origins: OriginPolicy,
+    /// Tenant lookups (status, plan, quotas), cached per node.
+    pub tenants: TenantCache,
     /// `None` when rate limiting is turned off.
     pub rate_policies: Option<Arc<LimitPolicies>>,
     pub rate_limits: RateLimits,
@@ -83,9 +86,11 @@ impl Application {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
+        http::metrics::recorder();
         let store = open_store(&settings, settings.store.max_connections).await?;
         store.migrate_up().await?;
 
+        let tenants = tenant_cache(&settings);
         let state = AppState {
             runs: run_service(&store),
             queries: RunQueries::new(
@@ -100,7 +105,8 @@ impl Application {
             verifier: token_verifier(&settings).await?,
             health: health_monitor(&store),
             system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
-            origins: origin_policy(&settings),
+            origins: origin_policy(&settings, tenants.clone()),
+            tenants,
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
             rate_limits: rate_limits(&settings),
         };
@@ -357,6 +363,7 @@ fn limit_policies(settings: &Settings) -> LimitPolicies {
     LimitPolicies {
         default: settings.rate_limit.default,
         rules: settings.rate_limit.rules.clone(),
+        plans: settings.rate_limit.plans.iter().cloned().collect(),
         exempt: Vec::new(),
     }
 }
@@ -367,12 +374,17 @@ fn rate_limits(settings: &Settings) -> RateLimits {
     RateLimits::new(Arc::clone(&local), local, settings.rate_limit.fail_mode)
 }
 
-/// CORS decisions: the global allow-list plus the tenants' own origins from the directory.
-fn origin_policy(settings: &Settings) -> OriginPolicy {
-    let directory = StaticTenantDirectory::new(settings.cors.tenant_origins.clone());
+/// Tenants from the embedded directory (configuration), cached.
+fn tenant_cache(settings: &Settings) -> TenantCache {
+    let directory = StaticTenantDirectory::from_settings(&settings.cors, &settings.tenants);
+    TenantCache::new(Arc::new(directory), Arc::new(SystemClock), DEFAULT_TENANT_TTL)
+}
+
+/// CORS decisions: the global allow-list plus the tenants' own origins.
+fn origin_policy(settings: &Settings, tenants: TenantCache) -> OriginPolicy {
     OriginPolicy::new(
         settings.cors.allowed_origins.clone(),
-        Arc::new(directory),
+        tenants,
         Arc::new(SystemClock),
         DEFAULT_DECISION_TTL,
     )

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::ids::TenantId;
+use crate::ratelimit::Quota;
 
 /// Whether a tenant may use the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,9 +36,18 @@ pub struct Tenant {
     /// Exact browser origins (`scheme://host[:port]`) allowed to call the API with this
     /// tenant's tokens, on top of the global allow-list.
     pub allowed_origins: Vec<String>,
+    /// The plan, whose configured quota is the tenant's default (`None`: the global default).
+    pub plan: Option<String>,
+    /// A quota set for this tenant alone; wins over its plan's.
+    pub rate_limit: Option<Quota>,
 }
 
 impl Tenant {
+    /// An active tenant with no settings of its own.
+    pub fn active(id: TenantId) -> Self {
+        Self { id, status: TenantStatus::Active, allowed_origins: Vec::new(), plan: None, rate_limit: None }
+    }
+
     /// Whether `origin` is one of this tenant's own allowed origins (exact, ASCII
     /// case-insensitive match, as browsers serialise origins in lower case).
     pub fn allows_origin(&self, origin: &str) -> bool {
@@ -51,9 +61,8 @@ mod tests {
 
     fn tenant(origins: &[&str]) -> Tenant {
         Tenant {
-            id: TenantId::from_uuid(uuid::Uuid::nil()),
-            status: TenantStatus::Active,
             allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            ..Tenant::active(TenantId::from_uuid(uuid::Uuid::nil()))
         }
     }
 

@@ -7,6 +7,7 @@ mod cors;
 mod error;
 mod health;
 mod lists;
+pub mod metrics;
 pub mod openapi;
 mod ratelimit;
 mod request_id;
@@ -52,6 +53,7 @@ macro_rules! api_routes {
 api_routes! {
     "/healthz" => { get: health::healthz },
     "/readyz" => { get: health::readyz },
+    "/metrics" => { get: metrics::metrics },
     "/v1/runs" => { post: runs::create_run, get: runs::list_runs },
     "/v1/runs/{run_id}" => { get: runs::get_run },
     "/v1/runs/{run_id}/cancel" => { post: runs::cancel_run },

@@ -66,6 +66,7 @@ pub struct ErrorDetail {
     paths(
         health::healthz,
         health::readyz,
+        super::metrics::metrics,
         runs::create_run,
         runs::list_runs,
         runs::get_run,

@@ -27,26 +27,35 @@ pub async fn middleware(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let route = req.match_pattern().filter(|route| route.starts_with("/v1/"));
-    let method = req.method().as_str().to_owned();
-    let decided = state.rate_policies.as_deref().zip(route).and_then(|(policies, route)| {
-        policies.quota_for(&method, &route).map(|(policy, quota)| (route.clone(), policy.to_owned(), quota))
-    });
-    let Some((route, policy, quota)) = decided else {
+    let (Some(policies), Some(route)) =
+        (state.rate_policies.clone(), req.match_pattern().filter(|route| route.starts_with("/v1/")))
+    else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let tenant = req.extensions().get::<Principal>().map(|p| p.tenant_id.to_string());
+    let method = req.method().as_str().to_owned();
+    let tenant_id = req.extensions().get::<Principal>().map(|p| p.tenant_id);
+    let tenant = match tenant_id {
+        None => None,
+        Some(id) => state.tenants.get(id).await.unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "tenant lookup for rate limits failed; default quota applies");
+            None
+        }),
+    };
+    let Some((policy, quota)) = policies.quota_for(&method, &route, tenant.as_ref()) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let policy = policy.to_owned();
+    let tenant = tenant_id.map(|id| id.to_string());
     let ip = req.peer_addr().map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
     let key = http_key(tenant.as_deref(), &ip, &method, &route);
 
-    match state.rate_limits.check(&key, quota, 1).await {
+    match state.rate_limits.check(&key, &policy, quota, 1).await {
         Verdict::Decided(Decision::Allowed { remaining, reset_us }) => {
             let mut response = next.call(req).await?;
             set_headers(response.headers_mut(), &policy, quota, remaining, reset_us);
             Ok(response.map_into_left_body())
         }
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
-            tracing::info!(tenant = tenant.as_deref(), key, policy, retry_after_us, "rate limited");
             let retry_after_ms = retry_after_us.div_ceil(1000);
             let error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

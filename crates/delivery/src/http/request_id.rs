@@ -43,6 +43,16 @@ pub async fn middleware(
         response.headers_mut().insert(HEADER, value);
     }
     let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16();
+    metrics::counter!(
+        "sba_http_requests_total",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!("sba_http_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(
         request_id = id.as_str(),
         method = %method,

@@ -102,3 +102,45 @@ async fn limiting_can_be_turned_off() {
         assert!(header(&response, "ratelimit").is_none());
     }
 }
+
+#[tokio::test]
+async fn a_tenants_plan_and_its_own_quota_replace_the_default() {
+    let (pro, special, plain) = (new_tenant(), new_tenant(), new_tenant());
+    let plans = format!("{pro}=pro; {special}=pro");
+    let limits = format!("{special}=7/60");
+    let app = app(&[
+        ("SBA_RATE_LIMIT__PLANS", "pro=5/60; free=2/60"),
+        ("SBA_TENANTS__PLANS", &plans),
+        ("SBA_TENANTS__RATE_LIMITS", &limits),
+    ])
+    .await;
+    for (tenant, expected) in
+        [(pro, "\"pro\";q=5;w=60"), (special, "\"tenant\";q=7;w=60"), (plain, "\"default\";q=3;w=60")]
+    {
+        let token = app.token(tenant, "alice", Role::Authenticated);
+        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(header(&response, "ratelimit-policy"), Some(expected));
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_per_policy_and_outcome() {
+    let app = app(&[("SBA_RATE_LIMIT__RULES", "metrics-probe GET /v1/usage 1/60")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for _ in 0..2 {
+        app.client.get(app.url("/v1/usage")).bearer_auth(&token).send().await.unwrap();
+    }
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(header(&response, "content-type").unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    for needle in [
+        "sba_ratelimit_decisions_total{policy=\"metrics-probe\",outcome=\"allowed\"}",
+        "sba_ratelimit_decisions_total{policy=\"metrics-probe\",outcome=\"denied\"}",
+        "sba_ratelimit_near_limit_total{policy=\"metrics-probe\"}",
+        "sba_ratelimit_decision_seconds",
+        "sba_http_requests_total{method=\"GET\",route=\"/v1/usage\",status=\"429\"}",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

@@ -19,7 +19,7 @@ use super::dev_secret;
 use super::env::EnvSnapshot;
 use super::settings::{
     AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings, RedisSettings,
-    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
+    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings, WorkerSettings,
 };
 use crate::postgres::StoreLocation;
 
@@ -41,7 +41,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 30] = [
+const KNOWN_SBA_VARS: [&str; 33] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -68,6 +68,9 @@ const KNOWN_SBA_VARS: [&str; 30] = [
     "SBA_RATE_LIMIT__ENABLED",
     "SBA_RATE_LIMIT__DEFAULT",
     "SBA_RATE_LIMIT__RULES",
+    "SBA_RATE_LIMIT__PLANS",
+    "SBA_TENANTS__PLANS",
+    "SBA_TENANTS__RATE_LIMITS",
     "SBA_RATE_LIMIT__FAIL_MODE",
     "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS",
     "SBA_WORKER__SWEEP_INTERVAL_SECS",
@@ -136,6 +139,14 @@ struct Raw {
     telemetry: RawTelemetry,
     worker: RawWorker,
     rate_limit: RawRateLimit,
+    tenants: RawTenants,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTenants {
+    plans: Option<String>,
+    rate_limits: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +155,7 @@ struct RawRateLimit {
     enabled: Option<String>,
     default: Option<String>,
     rules: Option<String>,
+    plans: Option<String>,
     fail_mode: Option<String>,
     redis_timeout_ms: Option<String>,
 }
@@ -246,6 +258,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let log = log_settings(&mut ctx, raw.log);
     let worker = worker_settings(&mut ctx, &raw.worker);
     let rate_limit = rate_limit_settings(&mut ctx.problems, &raw.rate_limit);
+    let tenants = tenant_settings(&mut ctx.problems, &raw.tenants);
     let otlp_endpoint = raw
         .telemetry
         .otlp_endpoint
@@ -269,6 +282,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         log,
         worker,
         rate_limit,
+        tenants,
         otlp_endpoint,
         warnings,
     })
@@ -441,6 +455,24 @@ const DEFAULT_QUOTA: Quota = Quota::per_minute(match std::num::NonZeroU32::new(6
 fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimitSettings {
     let default = raw.default.as_deref().and_then(|text| quota(problems, "SBA_RATE_LIMIT__DEFAULT", text));
     let rules = raw.rules.as_deref().map(|text| limit_rules(problems, text)).unwrap_or_default();
+    let plans = raw
+        .plans
+        .as_deref()
+        .map(|text| {
+            entries(problems, "SBA_RATE_LIMIT__PLANS", text, |problems, plan, value| {
+                let valid = !plan.is_empty()
+                    && plan.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !valid {
+                    problems.push(
+                        "SBA_RATE_LIMIT__PLANS",
+                        format!("`{plan}` is not a plan name ([A-Za-z0-9._-])"),
+                    );
+                    return None;
+                }
+                Some((plan.to_owned(), quota(problems, "SBA_RATE_LIMIT__PLANS", value)?))
+            })
+        })
+        .unwrap_or_default();
     let fail_mode = match raw.fail_mode.as_deref().map(str::trim) {
         None | Some("open") => FailMode::Open,
         Some("closed") => FailMode::Closed,
@@ -458,9 +490,62 @@ fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimit
         enabled: parse_or(problems, "SBA_RATE_LIMIT__ENABLED", raw.enabled.as_deref(), true),
         default: default.unwrap_or(DEFAULT_QUOTA),
         rules,
+        plans,
         fail_mode,
         redis_timeout: Duration::from_millis(timeout_ms),
     }
+}
+
+/// `<key>=<value>; <key>=<value>`, each pair parsed by `parse` (which reports its own
+/// problems and returns `None` to skip the entry).
+fn entries<T>(
+    problems: &mut Problems,
+    setting: &str,
+    text: &str,
+    mut parse: impl FnMut(&mut Problems, &str, &str) -> Option<T>,
+) -> Vec<T> {
+    let mut parsed = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((key, value)) => parsed.extend(parse(problems, key.trim(), value.trim())),
+            None => problems.push(setting, format!("`{entry}` is not `<key>=<value>`")),
+        }
+    }
+    parsed
+}
+
+fn tenant_id(problems: &mut Problems, setting: &str, text: &str) -> Option<TenantId> {
+    let parsed = text.parse::<TenantId>().ok();
+    if parsed.is_none() {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(setting, format!("`{shown}` is not a tenant UUID"));
+    }
+    parsed
+}
+
+fn tenant_settings(problems: &mut Problems, raw: &RawTenants) -> TenantSettings {
+    const PLANS: &str = "SBA_TENANTS__PLANS";
+    const LIMITS: &str = "SBA_TENANTS__RATE_LIMITS";
+    let plans = raw
+        .plans
+        .as_deref()
+        .map(|text| {
+            entries(problems, PLANS, text, |problems, tenant, plan| {
+                Some((tenant_id(problems, PLANS, tenant)?, plan.to_owned()))
+            })
+        })
+        .unwrap_or_default();
+    let rate_limits = raw
+        .rate_limits
+        .as_deref()
+        .map(|text| {
+            entries(problems, LIMITS, text, |problems, tenant, value| {
+                let tenant = tenant_id(problems, LIMITS, tenant);
+                Some((tenant?, quota(problems, LIMITS, value)?))
+            })
+        })
+        .unwrap_or_default();
+    TenantSettings { plans, rate_limits }
 }
 
 /// `<limit>/<window secs>`, e.g. `100/60`.
@@ -996,5 +1081,51 @@ mod tests {
         }
         let problems = settings_of(&[("SBA_AUTH__PLATFORM_TENANT_ID", "acme")]).unwrap_err();
         assert_eq!(problem_settings(&problems), ["SBA_AUTH__PLATFORM_TENANT_ID"]);
+    }
+
+    #[test]
+    fn rate_limit_settings_parse_quotas_rules_plans_and_tenant_quotas() {
+        let a = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
+        let plans = format!("{a}=pro");
+        let limits = format!("{a}=1000/60");
+        let settings = settings_of(&[
+            ("SBA_RATE_LIMIT__DEFAULT", "100/60"),
+            ("SBA_RATE_LIMIT__RULES", "create-run POST /v1/runs 20/60; any * /v1/usage 5/1"),
+            ("SBA_RATE_LIMIT__PLANS", "pro=600/60; free=60/60"),
+            ("SBA_RATE_LIMIT__FAIL_MODE", "closed"),
+            ("SBA_TENANTS__PLANS", &plans),
+            ("SBA_TENANTS__RATE_LIMITS", &limits),
+        ])
+        .unwrap();
+        let limit = &settings.rate_limit;
+        assert_eq!(limit.default, Quota::new(100, 60).unwrap());
+        assert_eq!(limit.rules.len(), 2);
+        assert_eq!(limit.rules[0].method.as_deref(), Some("POST"));
+        assert_eq!(limit.rules[1].method, None);
+        assert_eq!(
+            limit.plans,
+            [
+                ("pro".to_owned(), Quota::new(600, 60).unwrap()),
+                ("free".to_owned(), Quota::new(60, 60).unwrap())
+            ]
+        );
+        assert_eq!(limit.fail_mode, FailMode::Closed);
+        assert_eq!(settings.tenants.plans[0].1, "pro");
+        assert_eq!(settings.tenants.rate_limits[0].1, Quota::new(1000, 60).unwrap());
+
+        for (var, bad) in [
+            ("SBA_RATE_LIMIT__DEFAULT", "100"),
+            ("SBA_RATE_LIMIT__DEFAULT", "0/60"),
+            ("SBA_RATE_LIMIT__RULES", "POST /v1/runs 20/60"),
+            ("SBA_RATE_LIMIT__RULES", "x POST v1/runs 20/60"),
+            ("SBA_RATE_LIMIT__PLANS", "pro"),
+            ("SBA_RATE_LIMIT__FAIL_MODE", "maybe"),
+            ("SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", "0"),
+            ("SBA_TENANTS__PLANS", "acme=pro"),
+            ("SBA_TENANTS__RATE_LIMITS", "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e=fast"),
+        ] {
+            let problems = settings_of(&[(var, bad)]).unwrap_err();
+            assert_eq!(problem_settings(&problems), [var], "{var}={bad}");
+        }
     }
 }

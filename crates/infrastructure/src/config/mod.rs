@@ -15,6 +15,6 @@ mod settings;
 pub use env::EnvSnapshot;
 pub use load::{LoadOptions, Problem, Problems, load};
 pub use settings::{
-    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RedisSettings, SecretSource,
-    ServerSettings, Settings, StoreSettings, SupabaseSettings, WorkerSettings,
+    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings, RedisSettings,
+    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings, WorkerSettings,
 };

@@ -46,6 +46,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub worker: WorkerSettings,
     pub rate_limit: RateLimitSettings,
+    pub tenants: TenantSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -185,8 +186,20 @@ pub struct RateLimitSettings {
     pub default: Quota,
     /// Quotas by method and route template.
     pub rules: Vec<Rule>,
+    /// The default quota per tenant plan.
+    pub plans: Vec<(String, Quota)>,
     /// What happens while Redis is unreachable.
     pub fail_mode: FailMode,
     /// The bound on one Redis decision.
     pub redis_timeout: Duration,
+}
+
+/// Tenant settings of the embedded tenant directory (the Supabase `tenants` table replaces
+/// them); CORS origins are in [`CorsSettings::tenant_origins`].
+#[derive(Debug, Clone, Default)]
+pub struct TenantSettings {
+    /// `SBA_TENANTS__PLANS`: each tenant's plan.
+    pub plans: Vec<(TenantId, String)>,
+    /// `SBA_TENANTS__RATE_LIMITS`: quotas set for one tenant.
+    pub rate_limits: Vec<(TenantId, Quota)>,
 }

@@ -1,12 +1,15 @@
 //! [`StaticTenantDirectory`]: the embedded `TenantDirectory`, filled from configuration
-//! (`SBA_CORS__TENANT_ORIGINS`). It stands in until the Supabase `tenants` table serves the
-//! port; every tenant it is not told about counts as active with no origins of its own.
+//! (`SBA_CORS__TENANT_ORIGINS`, `SBA_TENANTS__PLANS`, `SBA_TENANTS__RATE_LIMITS`). It stands
+//! in until the Supabase `tenants` table serves the port; every tenant it is not told about
+//! counts as active with no settings of its own.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sba_application::ports::{RepositoryError, TenantDirectory};
 use sba_domain::{Tenant, TenantId, TenantStatus};
+
+use crate::config::{CorsSettings, TenantSettings};
 
 /// Tenants known from configuration.
 #[derive(Debug, Clone, Default)]
@@ -15,12 +18,23 @@ pub struct StaticTenantDirectory {
 }
 
 impl StaticTenantDirectory {
-    /// A directory where each listed tenant allows its listed origins.
-    pub fn new(origins: impl IntoIterator<Item = (TenantId, Vec<String>)>) -> Self {
-        let tenants = origins
-            .into_iter()
-            .map(|(id, allowed_origins)| (id, Tenant { id, status: TenantStatus::Active, allowed_origins }))
-            .collect();
+    /// A directory of exactly these tenants.
+    pub fn new(tenants: impl IntoIterator<Item = Tenant>) -> Self {
+        Self { tenants: tenants.into_iter().map(|t| (t.id, t)).collect() }
+    }
+
+    /// The tenants the settings describe, merged by id.
+    pub fn from_settings(cors: &CorsSettings, settings: &TenantSettings) -> Self {
+        let mut tenants: HashMap<TenantId, Tenant> = HashMap::new();
+        for (id, origins) in &cors.tenant_origins {
+            tenants.entry(*id).or_insert_with(|| Tenant::active(*id)).allowed_origins.clone_from(origins);
+        }
+        for (id, plan) in &settings.plans {
+            tenants.entry(*id).or_insert_with(|| Tenant::active(*id)).plan = Some(plan.clone());
+        }
+        for (id, quota) in &settings.rate_limits {
+            tenants.entry(*id).or_insert_with(|| Tenant::active(*id)).rate_limit = Some(*quota);
+        }
         Self { tenants }
     }
 }
@@ -29,11 +43,7 @@ impl StaticTenantDirectory {
 impl TenantDirectory for StaticTenantDirectory {
     async fn find(&self, id: TenantId) -> Result<Option<Tenant>, RepositoryError> {
         // Development mode accepts any tenant named by a valid token (ARCHITECTURE §7).
-        Ok(Some(self.tenants.get(&id).cloned().unwrap_or(Tenant {
-            id,
-            status: TenantStatus::Active,
-            allowed_origins: Vec::new(),
-        })))
+        Ok(Some(self.tenants.get(&id).cloned().unwrap_or_else(|| Tenant::active(id))))
     }
 
     async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError> {
@@ -51,7 +61,10 @@ mod tests {
     async fn listed_tenants_allow_their_origins_and_unknown_tenants_exist_without_origins() {
         let a = TenantId::from_uuid(Uuid::from_u128(0xa));
         let b = TenantId::from_uuid(Uuid::from_u128(0xb));
-        let directory = StaticTenantDirectory::new([(a, vec!["https://a.test".to_owned()])]);
+        let directory = StaticTenantDirectory::new([Tenant {
+            allowed_origins: vec!["https://a.test".to_owned()],
+            ..Tenant::active(a)
+        }]);
         assert!(directory.find(a).await.unwrap().unwrap().allows_origin("https://a.test"));
         let unknown = directory.find(b).await.unwrap().unwrap();
         assert_eq!(unknown.status, TenantStatus::Active);
