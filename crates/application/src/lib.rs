@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod pagination;
 pub mod ports;
 pub mod ratelimit;
+pub mod ratelimit_ws;
 pub mod runs;
 pub mod tenants;
 pub mod usage;

@@ -13,6 +13,7 @@ use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
 use sba_application::ports::{RateLimiter, TokenVerifier};
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
+use sba_application::ratelimit_ws::WsPolicies;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::tenants::{DEFAULT_TENANT_TTL, TenantCache};
 use sba_application::usage::UsageQueries;
@@ -43,6 +44,8 @@ pub struct AppState {
     /// `None` when rate limiting is turned off.
     pub rate_policies: Option<Arc<LimitPolicies>>,
     pub rate_limits: RateLimits,
+    /// WebSocket operation quotas, for the gateway's per-connection limiters.
+    pub ws_policies: Arc<WsPolicies>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -109,6 +112,10 @@ impl Application {
             tenants,
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
             rate_limits: rate_limits(&settings),
+            ws_policies: Arc::new(WsPolicies {
+                quotas: settings.rate_limit.ws_quotas.clone(),
+                close_after_refusals: settings.rate_limit.ws_close_after,
+            }),
         };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };

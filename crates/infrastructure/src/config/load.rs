@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sba_application::ratelimit::{FailMode, Rule};
+use sba_application::ratelimit_ws::WsOp;
 use sba_domain::TenantId;
 use sba_domain::ratelimit::Quota;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -41,7 +42,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 33] = [
+const KNOWN_SBA_VARS: [&str; 35] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -69,6 +70,8 @@ const KNOWN_SBA_VARS: [&str; 33] = [
     "SBA_RATE_LIMIT__DEFAULT",
     "SBA_RATE_LIMIT__RULES",
     "SBA_RATE_LIMIT__PLANS",
+    "SBA_RATE_LIMIT__WS",
+    "SBA_RATE_LIMIT__WS_CLOSE_AFTER",
     "SBA_TENANTS__PLANS",
     "SBA_TENANTS__RATE_LIMITS",
     "SBA_RATE_LIMIT__FAIL_MODE",
@@ -156,6 +159,8 @@ struct RawRateLimit {
     default: Option<String>,
     rules: Option<String>,
     plans: Option<String>,
+    ws: Option<String>,
+    ws_close_after: Option<String>,
     fail_mode: Option<String>,
     redis_timeout_ms: Option<String>,
 }
@@ -486,7 +491,29 @@ fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimit
     if !(1..=5000).contains(&timeout_ms) {
         problems.push("SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", "must be between 1 and 5000 milliseconds");
     }
+    let mut ws_quotas = default_ws_quotas();
+    if let Some(text) = raw.ws.as_deref() {
+        for (op, quota) in entries(problems, "SBA_RATE_LIMIT__WS", text, |problems, op, value| {
+            let Some(op) = WsOp::parse(op) else {
+                problems.push(
+                    "SBA_RATE_LIMIT__WS",
+                    format!("`{op}` is not subscribe, unsubscribe, ping or auth"),
+                );
+                return None;
+            };
+            Some((op, quota(problems, "SBA_RATE_LIMIT__WS", value)?))
+        }) {
+            ws_quotas.insert(op, quota);
+        }
+    }
+    let ws_close_after: u32 =
+        parse_or(problems, "SBA_RATE_LIMIT__WS_CLOSE_AFTER", raw.ws_close_after.as_deref(), 10);
+    if ws_close_after == 0 {
+        problems.push("SBA_RATE_LIMIT__WS_CLOSE_AFTER", "must be at least 1");
+    }
     RateLimitSettings {
+        ws_quotas,
+        ws_close_after,
         enabled: parse_or(problems, "SBA_RATE_LIMIT__ENABLED", raw.enabled.as_deref(), true),
         default: default.unwrap_or(DEFAULT_QUOTA),
         rules,
@@ -546,6 +573,14 @@ fn tenant_settings(problems: &mut Problems, raw: &RawTenants) -> TenantSettings 
         })
         .unwrap_or_default();
     TenantSettings { plans, rate_limits }
+}
+
+/// Per minute: 60 subscribes and unsubscribes, 120 pings, 10 token refreshes.
+fn default_ws_quotas() -> std::collections::HashMap<WsOp, Quota> {
+    [(WsOp::Subscribe, 60), (WsOp::Unsubscribe, 60), (WsOp::Ping, 120), (WsOp::Auth, 10)]
+        .into_iter()
+        .filter_map(|(op, limit)| Some((op, Quota::per_minute(std::num::NonZeroU32::new(limit)?))))
+        .collect()
 }
 
 /// `<limit>/<window secs>`, e.g. `100/60`.
@@ -1111,6 +1146,13 @@ mod tests {
         );
         assert_eq!(limit.fail_mode, FailMode::Closed);
         assert_eq!(settings.tenants.plans[0].1, "pro");
+        assert_eq!(limit.ws_quotas[&WsOp::Auth], Quota::new(10, 60).unwrap(), "defaults");
+        assert_eq!(limit.ws_close_after, 10);
+        let ws = settings_of(&[("SBA_RATE_LIMIT__WS", "ping=5/1"), ("SBA_RATE_LIMIT__WS_CLOSE_AFTER", "3")])
+            .unwrap();
+        assert_eq!(ws.rate_limit.ws_quotas[&WsOp::Ping], Quota::new(5, 1).unwrap());
+        assert_eq!(ws.rate_limit.ws_quotas[&WsOp::Subscribe], Quota::new(60, 60).unwrap());
+        assert_eq!(ws.rate_limit.ws_close_after, 3);
         assert_eq!(settings.tenants.rate_limits[0].1, Quota::new(1000, 60).unwrap());
 
         for (var, bad) in [
@@ -1122,6 +1164,8 @@ mod tests {
             ("SBA_RATE_LIMIT__FAIL_MODE", "maybe"),
             ("SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", "0"),
             ("SBA_TENANTS__PLANS", "acme=pro"),
+            ("SBA_RATE_LIMIT__WS", "publish=5/1"),
+            ("SBA_RATE_LIMIT__WS_CLOSE_AFTER", "0"),
             ("SBA_TENANTS__RATE_LIMITS", "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e=fast"),
         ] {
             let problems = settings_of(&[(var, bad)]).unwrap_err();

@@ -4,7 +4,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use sba_application::ratelimit::{FailMode, Rule};
+use sba_application::ratelimit_ws::WsOp;
 use sba_domain::TenantId;
 use sba_domain::ratelimit::Quota;
 use secrecy::SecretString;
@@ -192,6 +195,10 @@ pub struct RateLimitSettings {
     pub fail_mode: FailMode,
     /// The bound on one Redis decision.
     pub redis_timeout: Duration,
+    /// Quotas of WebSocket operations, per `ws:tenant:user:ip:event`.
+    pub ws_quotas: HashMap<WsOp, Quota>,
+    /// Refusals in a row after which a WebSocket client is closed with 1008.
+    pub ws_close_after: u32,
 }
 
 /// Tenant settings of the embedded tenant directory (the Supabase `tenants` table replaces

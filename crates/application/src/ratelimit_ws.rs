@@ -1,0 +1,170 @@
+//! WebSocket operation limits: each client operation (`subscribe`, `unsubscribe`, `ping`,
+//! `auth`) is decided per `ws:tenant:user:ip:event` by the same [`RateLimits`] as HTTP. A
+//! refused operation is answered with an error frame and the connection stays open; a
+//! client that keeps sending after that many refusals in a row is closed with 1008. The
+//! gateway holds one [`WsConnectionLimiter`] per connection and only calls
+//! [`WsConnectionLimiter::check`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sba_domain::ratelimit::{Decision, Quota, ws_key};
+
+use crate::ratelimit::{RateLimits, Verdict};
+
+/// A client operation of the WebSocket protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WsOp {
+    Subscribe,
+    Unsubscribe,
+    Ping,
+    Auth,
+}
+
+impl WsOp {
+    pub const ALL: [Self; 4] = [Self::Subscribe, Self::Unsubscribe, Self::Ping, Self::Auth];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Ping => "ping",
+            Self::Auth => "auth",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+}
+
+/// Quotas per operation, and when a flooding client is closed.
+#[derive(Debug, Clone)]
+pub struct WsPolicies {
+    pub quotas: HashMap<WsOp, Quota>,
+    /// Refusals in a row after which the connection is closed with 1008.
+    pub close_after_refusals: u32,
+}
+
+/// What the gateway does with one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsVerdict {
+    Allowed,
+    /// Answer `{"type":"error","id":<op id>,"code":"rate_limited","retry_after_ms":...}`.
+    Refused {
+        retry_after_ms: u64,
+    },
+    /// Close the connection with 1008 (policy violation).
+    Close,
+}
+
+/// The limiter of one WebSocket connection.
+#[derive(Debug)]
+pub struct WsConnectionLimiter {
+    limits: RateLimits,
+    policies: Arc<WsPolicies>,
+    tenant: String,
+    user: String,
+    ip: String,
+    refusals_in_a_row: u32,
+}
+
+impl WsConnectionLimiter {
+    pub fn new(limits: RateLimits, policies: Arc<WsPolicies>, tenant: &str, user: &str, ip: &str) -> Self {
+        Self {
+            limits,
+            policies,
+            tenant: tenant.to_owned(),
+            user: user.to_owned(),
+            ip: ip.to_owned(),
+            refusals_in_a_row: 0,
+        }
+    }
+
+    /// Decides one operation.
+    pub async fn check(&mut self, op: WsOp) -> WsVerdict {
+        let Some(quota) = self.policies.quotas.get(&op).copied() else {
+            return WsVerdict::Allowed;
+        };
+        let key = ws_key(&self.tenant, &self.user, &self.ip, op.as_str());
+        let policy = format!("ws-{}", op.as_str());
+        let retry_after_us = match self.limits.check(&key, &policy, quota, 1).await {
+            Verdict::Decided(Decision::Allowed { .. }) => {
+                self.refusals_in_a_row = 0;
+                return WsVerdict::Allowed;
+            }
+            Verdict::Decided(Decision::Denied { retry_after_us, .. }) => retry_after_us,
+            Verdict::Unavailable => 1_000_000,
+        };
+        self.refusals_in_a_row += 1;
+        if self.refusals_in_a_row >= self.policies.close_after_refusals {
+            tracing::info!(
+                tenant = self.tenant,
+                user = self.user,
+                op = op.as_str(),
+                "closing a flooding WebSocket client"
+            );
+            return WsVerdict::Close;
+        }
+        WsVerdict::Refused { retry_after_ms: retry_after_us.div_ceil(1000).max(1) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::{always, eq};
+
+    use super::*;
+    use crate::ports::MockRateLimiter;
+    use crate::ratelimit::FailMode;
+
+    fn policies() -> Arc<WsPolicies> {
+        Arc::new(WsPolicies {
+            quotas: HashMap::from([(WsOp::Subscribe, Quota::new(2, 60).unwrap())]),
+            close_after_refusals: 3,
+        })
+    }
+
+    fn limits(limiter: MockRateLimiter) -> RateLimits {
+        let limiter = Arc::new(limiter);
+        RateLimits::new(limiter.clone(), limiter, FailMode::Open)
+    }
+
+    #[tokio::test]
+    async fn operations_are_keyed_by_tenant_user_ip_and_event() {
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_check()
+            .with(eq("sba:rl:ws:t-1:alice:10.0.0.1:subscribe"), always(), eq(1))
+            .times(1)
+            .returning(|_, _, _| Ok(Decision::Allowed { remaining: 1, reset_us: 30_000_000 }));
+        let mut ws = WsConnectionLimiter::new(limits(limiter), policies(), "t-1", "alice", "10.0.0.1");
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Allowed);
+        assert_eq!(ws.check(WsOp::Ping).await, WsVerdict::Allowed, "no quota configured for ping");
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_the_connection_until_the_client_keeps_flooding() {
+        let mut limiter = MockRateLimiter::new();
+        let mut calls = 0;
+        limiter.expect_check().returning(move |_, _, _| {
+            calls += 1;
+            // Distinct retry times so the local memory of denied keys does not answer.
+            Ok(Decision::Denied { retry_after_us: 1, reset_us: 1 + calls })
+        });
+        let mut ws = WsConnectionLimiter::new(limits(limiter), policies(), "t", "u", "ip");
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1 });
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1 });
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Close);
+    }
+
+    #[test]
+    fn operation_names_round_trip() {
+        for op in WsOp::ALL {
+            assert_eq!(WsOp::parse(op.as_str()), Some(op));
+        }
+        assert_eq!(WsOp::parse("publish"), None);
+    }
+}
