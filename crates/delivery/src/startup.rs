@@ -23,6 +23,7 @@ use sba_infrastructure::auth::{
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::memory::{InMemoryRateLimiter, StaticTenantDirectory};
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
+use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http;
@@ -111,7 +112,7 @@ impl Application {
             origins: origin_policy(&settings, tenants.clone()),
             tenants,
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
-            rate_limits: rate_limits(&settings),
+            rate_limits: rate_limits(&settings).await?,
             ws_policies: Arc::new(WsPolicies {
                 quotas: settings.rate_limit.ws_quotas.clone(),
                 close_after_refusals: settings.rate_limit.ws_close_after,
@@ -375,10 +376,25 @@ fn limit_policies(settings: &Settings) -> LimitPolicies {
     }
 }
 
-/// The rate limiter: in-process (this node only) until the Redis limiter is configured.
-fn rate_limits(settings: &Settings) -> RateLimits {
+/// The rate limiter.
+///
+/// With `REDIS_URL` the limits are shared by every node through Redis, with the in-process
+/// limiter as the fallback while Redis is unreachable (`fail_mode = open`); without it the
+/// in-process limiter decides alone (development, one node).
+///
+/// # Errors
+/// When the Redis URL is not usable (an unreachable Redis is not an error).
+async fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     let local: Arc<dyn RateLimiter> = Arc::new(InMemoryRateLimiter::new());
-    RateLimits::new(Arc::clone(&local), local, settings.rate_limit.fail_mode)
+    let distributed: Arc<dyn RateLimiter> = match &settings.redis {
+        None => Arc::clone(&local),
+        Some(redis) => {
+            let limiter_settings =
+                FredRateLimiterSettings { timeout: settings.rate_limit.redis_timeout, ..Default::default() };
+            Arc::new(FredRateLimiter::connect(&redis.url, limiter_settings).await?)
+        }
+    };
+    Ok(RateLimits::new(distributed, local, settings.rate_limit.fail_mode))
 }
 
 /// Tenants from the embedded directory (configuration), cached.

@@ -7,4 +7,5 @@ pub mod auth;
 pub mod config;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod system;

@@ -12,6 +12,7 @@ mod idempotency;
 mod lists;
 mod openapi;
 mod ratelimit;
+mod ratelimit_redis;
 mod runs;
 mod system;
 mod usage;

@@ -26,7 +26,15 @@ impl Settings {
             }
             tokens.push_str("rs256/es256 (jwks)");
         }
-        format!("internal_store={store} token_verifier={tokens} tenant_directory=embedded (configuration)")
+        let limiter = match (&self.redis, self.rate_limit.enabled) {
+            (_, false) => "off",
+            (Some(_), true) => "redis (fred, in-process fallback)",
+            (None, true) => "in-process",
+        };
+        format!(
+            "internal_store={store} token_verifier={tokens} tenant_directory=embedded (configuration) \
+             rate_limiter={limiter}"
+        )
     }
 }
 

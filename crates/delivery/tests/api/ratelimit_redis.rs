@@ -1,0 +1,156 @@
+//! The Redis limiter end to end: two app instances sharing one Redis share one limit, and a
+//! Redis that stops makes the limiter fall back to the in-process one (fail open) and
+//! recover by itself when Redis returns. Each test runs its own `redis-server` (installed
+//! by scripts/test.sh) on a free port, so stopping it disturbs nobody.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sba_domain::Role;
+
+use crate::helpers::{TestApp, new_tenant, spawn_app_with};
+
+/// A private `redis-server` that keeps nothing on disk, killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server on port {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut reply = [0_u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read(&mut reply).is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn app_on(redis: &PrivateRedis, quota: &str) -> TestApp {
+    spawn_app_with(
+        crate::helpers::Store::Sqlite,
+        &[("REDIS_URL", &redis.url()), ("SBA_RATE_LIMIT__DEFAULT", quota)],
+    )
+    .await
+}
+
+async fn status(app: &TestApp, token: &str) -> u16 {
+    app.client.get(app.url("/v1/runs")).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn two_instances_sharing_one_redis_share_one_limit() {
+    let redis = PrivateRedis::start();
+    let (a, b) = (app_on(&redis, "4/60").await, app_on(&redis, "4/60").await);
+    let tenant = new_tenant();
+    let token = a.token(tenant, "alice", Role::Authenticated);
+    let mut passed = 0;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        if status(app, &token).await == 200 {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 4, "both nodes together let exactly the quota through");
+}
+
+#[tokio::test]
+async fn a_stopped_redis_falls_back_in_process_and_recovery_is_automatic() {
+    let mut redis = PrivateRedis::start();
+    let app = app_on(&redis, "1000/60").await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    assert_eq!(status(&app, &token).await, 200);
+
+    redis.stop();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "fail_mode=open keeps serving");
+        assert!(response.headers().contains_key("ratelimit"), "the fallback still limits");
+    }
+    // A bound for a hang, not a speed measurement: five requests never wait on Redis.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sba_ratelimit_redis_errors_total"), "{metrics}");
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert_eq!(status(&app, &token).await, 200);
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metrics.contains("sba_ratelimit_fallback_active 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the limiter did not return to Redis:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn closed_fail_mode_refuses_with_503_while_redis_is_down() {
+    let mut redis = PrivateRedis::start();
+    let app = spawn_app_with(
+        crate::helpers::Store::Sqlite,
+        &[("REDIS_URL", &redis.url()), ("SBA_RATE_LIMIT__FAIL_MODE", "closed")],
+    )
+    .await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    assert_eq!(status(&app, &token).await, 200);
+    redis.stop();
+    let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limiter_unavailable");
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200, "exempt");
+}
