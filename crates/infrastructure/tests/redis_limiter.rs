@@ -58,6 +58,27 @@ async fn exactly_the_limit_passes_among_many_concurrent_requests() {
 }
 
 #[tokio::test]
+async fn coalesced_decisions_on_many_keys_each_keep_their_own_exact_limit() {
+    let limiter = Arc::new(limiter().await);
+    let keys: Vec<String> = (0..20).map(|i| key(&format!("many-{i}"))).collect();
+    let quota = Quota::new(5, 600).unwrap();
+    // 20 keys x 12 concurrent requests: far more than one batch, mixed in every batch.
+    let tasks: Vec<_> = (0..240)
+        .map(|i| {
+            let (limiter, key) = (Arc::clone(&limiter), keys[i % keys.len()].clone());
+            tokio::spawn(async move { (key.clone(), check(&limiter, &key, quota, 1).await.is_allowed()) })
+        })
+        .collect();
+    let mut allowed: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for task in tasks {
+        let (key, ok) = task.await.unwrap();
+        *allowed.entry(key).or_default() += u32::from(ok);
+    }
+    assert_eq!(allowed.len(), 20);
+    assert!(allowed.values().all(|&n| n == 5), "{allowed:?}");
+}
+
+#[tokio::test]
 async fn two_limiters_sharing_a_key_share_one_limit() {
     let (first, second) = (limiter().await, limiter().await);
     let key = key("shared");

@@ -7,6 +7,7 @@ mod cors;
 mod error;
 mod health;
 mod lists;
+mod me;
 pub mod metrics;
 pub mod openapi;
 mod ratelimit;
@@ -60,6 +61,7 @@ api_routes! {
     "/v1/runs/{run_id}/steps" => { get: run_details::list_steps },
     "/v1/runs/{run_id}/tool-calls" => { get: run_details::list_tool_calls },
     "/v1/runs/{run_id}/events" => { get: run_details::list_events },
+    "/v1/me" => { get: me::me },
     "/v1/usage" => { get: usage::usage },
     "/v1/audit-logs" => { get: audit::list_audit_logs },
     "/v1/system/health" => { get: system::system_health },

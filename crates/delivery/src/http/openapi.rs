@@ -74,6 +74,7 @@ pub struct ErrorDetail {
         run_details::list_steps,
         run_details::list_tool_calls,
         run_details::list_events,
+        super::me::me,
         usage::usage,
         audit::list_audit_logs,
         system::system_health,
@@ -81,6 +82,7 @@ pub struct ErrorDetail {
     components(schemas(Problem, ErrorDetail, super::error::FieldError)),
     modifiers(&StandardResponses),
     tags(
+        (name = "auth", description = "The caller behind a token"),
         (name = "runs", description = "Agent runs and what happened inside them"),
         (name = "usage", description = "Token and cost aggregates of the caller's tenant"),
         (name = "audit", description = "The tenant's audit trail (tenant admins)"),

@@ -161,3 +161,22 @@ async fn an_authenticated_caller_without_the_role_gets_403_not_401() {
     assert!(!response.headers().contains_key("www-authenticate"));
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "forbidden");
 }
+
+#[tokio::test]
+async fn me_answers_who_the_token_proves() {
+    let app = app_with_jwks().await;
+    let tenant = new_tenant();
+    let body: Value = app
+        .client
+        .get(app.url("/v1/me"))
+        .bearer_auth(rs256(&claims(&tenant.to_string()), KID))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, json!({"tenant_id": tenant.to_string(), "user_id": "user-1", "role": "authenticated"}));
+    let anonymous = app.client.get(app.url("/v1/me")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

@@ -2,7 +2,9 @@
 //! on the Redis server clock, bounded by a short timeout so a slow or absent Redis turns into
 //! [`RateLimitError::Unavailable`] instead of a waiting request.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -16,6 +18,7 @@ use fred::types::{Builder, Key};
 use sba_application::ports::{RateLimitError, RateLimiter};
 use sba_domain::ratelimit::{Decision, Quota};
 use secrecy::{ExposeSecret as _, SecretString};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
@@ -36,20 +39,46 @@ impl Default for FredRateLimiterSettings {
     }
 }
 
-/// The [`RateLimiter`] on Redis: every decision is one `EVALSHA` of a script that mirrors
+/// The [`RateLimiter`] on Redis: every decision is made by a script that mirrors
 /// `sba_domain::ratelimit::Gcra::decide` on the Redis clock, so all nodes sharing the Redis
 /// share every limit exactly.
+///
+/// Decisions that arrive while others are on their way to Redis are coalesced (ADR 0006):
+/// one `EVALSHA` then decides up to [`MAX_BATCH`] keys, each exactly as alone, atomically.
+/// At most [`MAX_IN_FLIGHT`] batches are in flight; an idle limiter sends each decision at
+/// once, so a decision always costs one round trip and never waits for a batch to fill.
 #[derive(Clone)]
 pub struct FredRateLimiter {
+    inner: Arc<Inner>,
+    /// The dispatcher's queue, started on first use (it needs the runtime).
+    queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
+}
+
+struct Inner {
     client: Client,
     script: Script,
     timeout: Duration,
 }
 
+/// One decision waiting for its batch.
+struct Pending {
+    key: String,
+    quota: Quota,
+    cost: u32,
+    reply: oneshot::Sender<Result<Decision, String>>,
+}
+
+/// Decisions per `EVALSHA`, at most.
+pub const MAX_BATCH: usize = 64;
+/// Batches on their way to Redis at once, at most; later decisions queue and are coalesced.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Decisions waiting, at most; beyond that a decision is refused as unavailable (overload).
+const QUEUE_CAPACITY: usize = 16_384;
+
 impl fmt::Debug for FredRateLimiter {
     // The client's configuration holds the password of the URL: only the timeout is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FredRateLimiter").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("FredRateLimiter").field("timeout", &self.inner.timeout).finish_non_exhaustive()
     }
 }
 
@@ -110,33 +139,121 @@ impl FredRateLimiter {
     /// bounded by `settings.timeout` and fail at once while the client is disconnected; the
     /// script is loaded on first use.
     pub fn from_client(client: Client, settings: FredRateLimiterSettings) -> Self {
-        Self { client, script: Script::from_lua(GCRA_LUA), timeout: settings.timeout }
+        Self {
+            inner: Arc::new(Inner { client, script: Script::from_lua(GCRA_LUA), timeout: settings.timeout }),
+            queue: Arc::default(),
+        }
     }
 
+    async fn load_script(&self) -> Result<(), FredError> {
+        self.inner.load_script().await
+    }
+
+    fn queue(&self) -> &mpsc::Sender<Pending> {
+        self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+            tokio::spawn(dispatch(Arc::clone(&self.inner), receiver));
+            sender
+        })
+    }
+}
+
+/// Takes decisions off the queue and sends them in batches: a batch leaves as soon as an
+/// in-flight slot is free, with everything that queued meanwhile.
+async fn dispatch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up (timeout) is not decided: it must not consume quota.
+        batch.retain(|pending| !pending.reply.is_closed());
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            inner.decide_all(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+impl Inner {
     async fn load_script(&self) -> Result<(), FredError> {
         tokio::time::timeout(self.timeout, self.client.script_load::<(), _>(GCRA_LUA))
             .await
             .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "SCRIPT LOAD timed out")))
     }
 
-    /// One `EVALSHA`; when Redis has lost the script (restart, `SCRIPT FLUSH`), it is loaded
-    /// again and run once more.
-    async fn evaluate(&self, key: &str, quota: Quota, cost: u32) -> Result<Vec<i64>, FredError> {
+    /// Decides a batch and answers every caller; in a Redis Cluster, keys are grouped by
+    /// hash slot, one `EVALSHA` per slot.
+    async fn decide_all(&self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.client.is_clustered() {
+            let mut by_slot: HashMap<u16, Vec<Pending>> = HashMap::new();
+            for pending in batch {
+                by_slot.entry(Key::from(pending.key.as_str()).cluster_hash()).or_default().push(pending);
+            }
+            for group in by_slot.into_values() {
+                self.decide_group(group).await;
+            }
+        } else {
+            self.decide_group(batch).await;
+        }
+    }
+
+    async fn decide_group(&self, group: Vec<Pending>) {
+        let outcome = tokio::time::timeout(self.timeout, self.evaluate(&group))
+            .await
+            .unwrap_or_else(|_| Err(FredError::new(ErrorKind::Timeout, "no answer in time")));
+        match outcome {
+            Ok(reply) if reply.len() == group.len() * 4 => {
+                for (pending, values) in group.into_iter().zip(reply.chunks_exact(4)) {
+                    let _ = pending.reply.send(decision(values).map_err(|e| format!("{e:#}")));
+                }
+            }
+            Ok(reply) => {
+                let message =
+                    format!("the rate-limit script returned {} values for {} keys", reply.len(), group.len());
+                for pending in group {
+                    let _ = pending.reply.send(Err(message.clone()));
+                }
+            }
+            Err(error) => {
+                let message = format!("{:?}: {}", error.kind(), error.details());
+                for pending in group {
+                    let _ = pending.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    /// One `EVALSHA` for the group; when Redis has lost the script (restart, `SCRIPT
+    /// FLUSH`), it is loaded again and run once more.
+    async fn evaluate(&self, group: &[Pending]) -> Result<Vec<i64>, FredError> {
         // fred would queue the command until it reconnects; the caller needs an answer now.
         // (`Options::fail_fast` would do this, but fred's `WithOptions` has no Lua interface.)
         if !self.client.is_connected() {
             return Err(FredError::new(ErrorKind::IO, "not connected to Redis"));
         }
-        let args = vec![
-            quota.interval_us().to_string(),
-            quota.window_us().to_string(),
-            quota.limit().to_string(),
-            cost.to_string(),
-        ];
-        match self.script.evalsha(&self.client, Key::from(key), args.clone()).await {
+        let keys: Vec<Key> = group.iter().map(|p| Key::from(p.key.as_str())).collect();
+        let mut args = Vec::with_capacity(group.len() * 4);
+        for pending in group {
+            args.push(pending.quota.interval_us().to_string());
+            args.push(pending.quota.window_us().to_string());
+            args.push(pending.quota.limit().to_string());
+            args.push(pending.cost.to_string());
+        }
+        match self.script.evalsha(&self.client, keys.clone(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 self.load_script().await?;
-                self.script.evalsha(&self.client, Key::from(key), args).await
+                self.script.evalsha(&self.client, keys, args).await
             }
             result => result,
         }
@@ -146,12 +263,22 @@ impl FredRateLimiter {
 #[async_trait]
 impl RateLimiter for FredRateLimiter {
     async fn check(&self, key: &str, quota: Quota, cost: u32) -> Result<Decision, RateLimitError> {
-        let reply = tokio::time::timeout(self.timeout, self.evaluate(key, quota, cost))
-            .await
-            .map_err(|_| anyhow!("no rate-limit decision from Redis within {} ms", self.timeout.as_millis()))
-            .and_then(|reply| reply.context("the rate-limit script failed"))
-            .map_err(RateLimitError::Unavailable)?;
-        decision(&reply).map_err(RateLimitError::Unavailable)
+        let unavailable = |message: String| RateLimitError::Unavailable(anyhow!(message));
+        if !self.inner.client.is_connected() {
+            return Err(unavailable("not connected to Redis".to_owned()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue()
+            .try_send(Pending { key: key.to_owned(), quota, cost, reply })
+            .map_err(|_| unavailable("too many rate-limit decisions are waiting".to_owned()))?;
+        match tokio::time::timeout(self.inner.timeout, answer).await {
+            Err(_) => Err(unavailable(format!(
+                "no rate-limit decision from Redis within {} ms",
+                self.inner.timeout.as_millis()
+            ))),
+            Ok(Err(_)) => Err(unavailable("the rate-limit dispatcher stopped".to_owned())),
+            Ok(Ok(result)) => result.map_err(|e| unavailable(format!("the rate-limit script failed: {e}"))),
+        }
     }
 }
 

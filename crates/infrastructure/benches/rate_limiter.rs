@@ -1,0 +1,158 @@
+//! Rate-limit decisions per second and their latency (p50, p99) through `FredRateLimiter`
+//! at concurrency 1, 16 and 64, against a baseline measured in the same run: a raw
+//! `EVALSHA` of a trivial script (`return 1`, same key and argument count) through fred,
+//! at the same concurrency. `scripts/bench-ratelimit.sh` runs it; results and method are in
+//! docs/benchmarks.md.
+//!
+//! A plain load loop (harness = false) rather than criterion, because percentiles of
+//! single decisions under concurrency are the point. Each (concurrency, side) pair runs
+//! `ROUNDS` times, alternating baseline and limiter so drift on the shared machine hits
+//! both; the table shows medians over rounds. Without `--bench` (as `cargo test
+//! --all-targets` and nextest run it) it does nothing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "benchmark binary: statistics on counts"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::interfaces::{ClientLike as _, LuaInterface as _};
+use fred::prelude::{Builder, Client, Config};
+use fred::types::Key;
+use fred::types::scripts::Script;
+use sba_application::ports::RateLimiter as _;
+use sba_domain::ratelimit::Quota;
+use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
+use secrecy::SecretString;
+
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const ROUNDS: usize = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Baseline,
+    Limiter,
+}
+
+struct Sample {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") || !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let url = std::env::var("SBA_TEST_REDIS_URL")
+        .expect("SBA_TEST_REDIS_URL is not set: run scripts/bench-ratelimit.sh (it starts Redis)");
+    let seconds: u64 = std::env::var("SBA_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run(&url, Duration::from_secs(seconds)));
+}
+
+async fn run(url: &str, duration: Duration) {
+    let settings = FredRateLimiterSettings { timeout: Duration::from_secs(2), ..Default::default() };
+    let limiter =
+        Arc::new(FredRateLimiter::connect(&SecretString::from(url.to_owned()), settings).await.unwrap());
+    let client = Builder::from_config(Config::from_url(url).unwrap()).build().unwrap();
+    client.init().await.unwrap();
+    let trivial = Script::from_lua("return 1");
+    let _: () = client.script_load("return 1").await.unwrap();
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+
+    println!(
+        "| concurrency | baseline EVALSHA/s | baseline p50 / p99 µs | limiter decisions/s | limiter p50 / p99 µs | limiter/baseline |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for concurrency in CONCURRENCY {
+        let mut baseline = Vec::new();
+        let mut decided = Vec::new();
+        for _ in 0..ROUNDS {
+            for side in [Side::Baseline, Side::Limiter] {
+                let sample = load(side, concurrency, duration, &limiter, &client, &trivial, &run_id).await;
+                if side == Side::Baseline { baseline.push(sample) } else { decided.push(sample) }
+            }
+        }
+        let (b, l) = (median(&baseline), median(&decided));
+        println!(
+            "| {concurrency} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} / {:.0} | {:.0} % |",
+            b.per_sec,
+            b.p50_us,
+            b.p99_us,
+            l.per_sec,
+            l.p50_us,
+            l.p99_us,
+            l.per_sec / b.per_sec * 100.0
+        );
+    }
+}
+
+/// `concurrency` tasks issuing one operation after another for `duration`.
+async fn load(
+    side: Side,
+    concurrency: usize,
+    duration: Duration,
+    limiter: &Arc<FredRateLimiter>,
+    client: &Client,
+    trivial: &Script,
+    run_id: &str,
+) -> Sample {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let limiter = Arc::clone(limiter);
+            let client = client.clone();
+            let trivial = trivial.clone();
+            // One key per worker, as distinct callers have; a quota that always allows, so
+            // every decision also writes the key (the expensive path).
+            let key = format!("sba:rl:bench-{run_id}|10.0.0.{worker}|GET|/v1/me");
+            let quota = Quota::new(4_000_000_000, 1).unwrap();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                while started.elapsed() < duration {
+                    let op = Instant::now();
+                    match side {
+                        Side::Limiter => {
+                            let decision = limiter.check(&key, quota, 1).await.unwrap();
+                            assert!(decision.is_allowed());
+                        }
+                        Side::Baseline => {
+                            let args = vec!["1".to_owned(), "2".to_owned(), "3".to_owned(), "4".to_owned()];
+                            let one: i64 =
+                                trivial.evalsha(&client, Key::from(key.as_str()), args).await.unwrap();
+                            assert_eq!(one, 1);
+                        }
+                    }
+                    latencies.push(op.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    Sample { per_sec: all.len() as f64 / elapsed, p50_us: at(0.50), p99_us: at(0.99) }
+}
+
+fn median(samples: &[Sample]) -> Sample {
+    let pick = |f: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = samples.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Sample { per_sec: pick(|s| s.per_sec), p50_us: pick(|s| s.p50_us), p99_us: pick(|s| s.p99_us) }
+}
