@@ -43,10 +43,11 @@ impl Default for FredRateLimiterSettings {
 /// `sba_domain::ratelimit::Gcra::decide` on the Redis clock, so all nodes sharing the Redis
 /// share every limit exactly.
 ///
-/// Decisions that arrive while others are on their way to Redis are coalesced (ADR 0006):
-/// one `EVALSHA` then decides up to [`MAX_BATCH`] keys, each exactly as alone, atomically.
-/// At most [`MAX_IN_FLIGHT`] batches are in flight; an idle limiter sends each decision at
-/// once, so a decision always costs one round trip and never waits for a batch to fill.
+/// Up to [`MAX_IN_FLIGHT`] calls are on their way to Redis at once; a decision that finds a
+/// free slot is sent at once, by its caller, as one `EVALSHA`. Decisions that find every slot
+/// taken are coalesced (ADR 0006): the next free slot sends up to [`MAX_BATCH`] of them in one
+/// `EVALSHA`, each decided exactly as alone, atomically. A decision never waits for a batch
+/// to fill, and costs one round trip plus, under saturation, the wait for a slot.
 #[derive(Clone)]
 pub struct FredRateLimiter {
     inner: Arc<Inner>,
@@ -58,6 +59,8 @@ struct Inner {
     client: Client,
     script: Script,
     timeout: Duration,
+    /// Calls in flight to Redis, direct or batched.
+    slots: Arc<Semaphore>,
 }
 
 /// One decision waiting for its batch.
@@ -70,7 +73,7 @@ struct Pending {
 
 /// Decisions per `EVALSHA`, at most.
 pub const MAX_BATCH: usize = 64;
-/// Batches on their way to Redis at once, at most; later decisions queue and are coalesced.
+/// Calls on their way to Redis at once, at most; later decisions queue and are coalesced.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Decisions waiting, at most; beyond that a decision is refused as unavailable (overload).
 const QUEUE_CAPACITY: usize = 16_384;
@@ -140,7 +143,12 @@ impl FredRateLimiter {
     /// script is loaded on first use.
     pub fn from_client(client: Client, settings: FredRateLimiterSettings) -> Self {
         Self {
-            inner: Arc::new(Inner { client, script: Script::from_lua(GCRA_LUA), timeout: settings.timeout }),
+            inner: Arc::new(Inner {
+                client,
+                script: Script::from_lua(GCRA_LUA),
+                timeout: settings.timeout,
+                slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            }),
             queue: Arc::default(),
         }
     }
@@ -161,9 +169,8 @@ impl FredRateLimiter {
 /// Takes decisions off the queue and sends them in batches: a batch leaves as soon as an
 /// in-flight slot is free, with everything that queued meanwhile.
 async fn dispatch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let Ok(slot) = Arc::clone(&inner.slots).acquire_owned().await else { return };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -242,18 +249,21 @@ impl Inner {
         if !self.client.is_connected() {
             return Err(FredError::new(ErrorKind::IO, "not connected to Redis"));
         }
-        let keys: Vec<Key> = group.iter().map(|p| Key::from(p.key.as_str())).collect();
-        let mut args = Vec::with_capacity(group.len() * 4);
-        for pending in group {
-            args.push(pending.quota.interval_us().to_string());
-            args.push(pending.quota.window_us().to_string());
-            args.push(pending.quota.limit().to_string());
-            args.push(pending.cost.to_string());
-        }
-        match self.script.evalsha(&self.client, keys.clone(), args.clone()).await {
+        let keys = || group.iter().map(|p| Key::from(p.key.as_str())).collect::<Vec<Key>>();
+        let args = || {
+            let mut args = Vec::with_capacity(group.len() * 4);
+            for pending in group {
+                args.push(pending.quota.interval_us().to_string());
+                args.push(pending.quota.window_us().to_string());
+                args.push(pending.quota.limit().to_string());
+                args.push(pending.cost.to_string());
+            }
+            args
+        };
+        match self.script.evalsha(&self.client, keys(), args()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 self.load_script().await?;
-                self.script.evalsha(&self.client, keys, args).await
+                self.script.evalsha(&self.client, keys(), args()).await
             }
             result => result,
         }
@@ -268,8 +278,24 @@ impl RateLimiter for FredRateLimiter {
             return Err(unavailable("not connected to Redis".to_owned()));
         }
         let (reply, answer) = oneshot::channel();
+        let pending = Pending { key: key.to_owned(), quota, cost, reply };
+        if let Ok(slot) = Arc::clone(&self.inner.slots).try_acquire_owned() {
+            // A free slot: this task sends its own decision now.
+            let outcome =
+                tokio::time::timeout(self.inner.timeout, self.inner.evaluate(std::slice::from_ref(&pending)))
+                    .await;
+            drop(slot);
+            return match outcome {
+                Err(_) => Err(unavailable(format!(
+                    "no rate-limit decision from Redis within {} ms",
+                    self.inner.timeout.as_millis()
+                ))),
+                Ok(Err(error)) => Err(unavailable(format!("the rate-limit script failed: {error}"))),
+                Ok(Ok(reply)) => decision(&reply).map_err(RateLimitError::Unavailable),
+            };
+        }
         self.queue()
-            .try_send(Pending { key: key.to_owned(), quota, cost, reply })
+            .try_send(pending)
             .map_err(|_| unavailable("too many rate-limit decisions are waiting".to_owned()))?;
         match tokio::time::timeout(self.inner.timeout, answer).await {
             Err(_) => Err(unavailable(format!(
