@@ -10,7 +10,8 @@
 # Starts the private PostgreSQL and Redis (scripts/services-up.sh) and installs wrk when it
 # is missing (apt-get, as root or through sudo). Environment: SBA_BENCH_SECONDS (limiter
 # load per side and round, default 3), SBA_BENCH_HTTP_SECONDS (wrk duration, default 10),
-# SBA_BENCH_ROUNDS (HTTP rounds per mode, default 3).
+# SBA_BENCH_ROUNDS (HTTP rounds per mode, default 3), SBA_BENCH_PARTS (`limiter`, `http` or
+# both, the default: `limiter http`).
 set -euo pipefail
 
 SCRIPT_NAME="${0##*/}"
@@ -35,8 +36,12 @@ fi
 
 start_test_services benchmark
 
-log "limiter decisions vs raw EVALSHA (cargo bench -p sba-infrastructure --bench rate_limiter)"
-cargo bench -q -p sba-infrastructure --bench rate_limiter
+parts="${SBA_BENCH_PARTS:-limiter http}"
+if [[ $parts == *limiter* ]]; then
+    log "limiter decisions vs raw EVALSHA (cargo bench -p sba-infrastructure --bench rate_limiter)"
+    cargo bench -q -p sba-infrastructure --bench rate_limiter
+fi
+[[ $parts == *http* ]] || exit 0
 
 log "building the release binary"
 cargo build -q --release -p sba-delivery

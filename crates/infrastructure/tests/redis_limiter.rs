@@ -57,6 +57,43 @@ async fn exactly_the_limit_passes_among_many_concurrent_requests() {
     assert_eq!(allowed, 50);
 }
 
+/// As on actix's workers: several threads, each with its own single-threaded runtime, so
+/// each decides through its own connection once it is up (the shared one until then).
+#[test]
+fn threads_deciding_through_their_own_connections_share_one_exact_limit() {
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The shared connection lives on a runtime that keeps running, like actix's main thread.
+    let main = tokio::runtime::Runtime::new().unwrap();
+    let limiter = Arc::new(main.block_on(limiter()));
+    let key = key("threads");
+    let quota = Quota::new(100, 600).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (limiter, key) = (Arc::clone(&limiter), key.clone());
+            std::thread::spawn(move || {
+                runtime().block_on(async {
+                    // The first decision opens this thread's connection; give it time to be up.
+                    check(&limiter, &self::key("warm-up"), quota, 1).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let tasks: Vec<_> = (0..50)
+                        .map(|_| {
+                            let (limiter, key) = (Arc::clone(&limiter), key.clone());
+                            tokio::spawn(async move { check(&limiter, &key, quota, 1).await.is_allowed() })
+                        })
+                        .collect();
+                    let mut allowed = 0;
+                    for task in tasks {
+                        allowed += usize::from(task.await.unwrap());
+                    }
+                    allowed
+                })
+            })
+        })
+        .collect();
+    let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(allowed, 100, "200 decisions from 4 threads against a limit of 100");
+}
+
 #[tokio::test]
 async fn coalesced_decisions_on_many_keys_each_keep_their_own_exact_limit() {
     let limiter = Arc::new(limiter().await);

@@ -2,9 +2,11 @@
 //! on the Redis server clock, bounded by a short timeout so a slow or absent Redis turns into
 //! [`RateLimitError::Unavailable`] instead of a waiting request.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -14,7 +16,7 @@ use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike as _, LuaInterface as _};
 use fred::types::config::{Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig};
 use fred::types::scripts::Script;
-use fred::types::{Builder, Key};
+use fred::types::{Builder, ConnectHandle, Key, Value};
 use sba_application::ports::{RateLimitError, RateLimiter};
 use sba_domain::ratelimit::{Decision, Quota};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -48,20 +50,50 @@ impl Default for FredRateLimiterSettings {
 /// taken are coalesced (ADR 0006): the next free slot sends up to [`MAX_BATCH`] of them in one
 /// `EVALSHA`, each decided exactly as alone, atomically. A decision never waits for a batch
 /// to fill, and costs one round trip plus, under saturation, the wait for a slot.
+///
+/// A limiter made by [`Self::connect`] gives every thread that decides its own connection,
+/// driven by that thread's runtime: on actix's per-thread workers a decision then never
+/// crosses threads (ADR 0006, "one connection per worker"). One made by
+/// [`Self::from_client`] sends everything through the given client.
 #[derive(Clone)]
 pub struct FredRateLimiter {
-    inner: Arc<Inner>,
-    /// The dispatcher's queue, started on first use (it needs the runtime).
-    queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
+    shared: Arc<Shared>,
 }
 
+struct Shared {
+    /// Tells this limiter's per-thread connections from other limiters' on the same thread.
+    id: u64,
+    /// The client given or connected first: the one connection of `from_client`, and the
+    /// configuration of per-thread connections.
+    home: Arc<Inner>,
+    per_thread: bool,
+    settings: FredRateLimiterSettings,
+}
+
+/// One connection and its in-flight slots and coalescing queue.
 struct Inner {
     client: Client,
     script: Script,
     timeout: Duration,
     /// Calls in flight to Redis, direct or batched.
     slots: Arc<Semaphore>,
+    /// The dispatcher's queue, started on first use (it needs the runtime).
+    queue: OnceLock<mpsc::Sender<Pending>>,
 }
+
+/// A per-thread connection of one limiter.
+struct ThreadConnection {
+    limiter_id: u64,
+    limiter: Weak<Shared>,
+    inner: Arc<Inner>,
+    task: ConnectHandle,
+}
+
+thread_local! {
+    static THREAD_CONNECTIONS: RefCell<Vec<ThreadConnection>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One decision waiting for its batch.
 struct Pending {
@@ -74,14 +106,17 @@ struct Pending {
 /// Decisions per `EVALSHA`, at most.
 pub const MAX_BATCH: usize = 64;
 /// Calls on their way to Redis at once, at most; later decisions queue and are coalesced.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 1;
 /// Decisions waiting, at most; beyond that a decision is refused as unavailable (overload).
 const QUEUE_CAPACITY: usize = 16_384;
 
 impl fmt::Debug for FredRateLimiter {
     // The client's configuration holds the password of the URL: only the timeout is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FredRateLimiter").field("timeout", &self.inner.timeout).finish_non_exhaustive()
+        f.debug_struct("FredRateLimiter")
+            .field("timeout", &self.shared.settings.timeout)
+            .field("per_thread", &self.shared.per_thread)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,8 +165,8 @@ impl FredRateLimiter {
                  unavailable until it connects"
             ),
         }
-        let limiter = Self::from_client(client, settings);
-        if let Err(e) = limiter.load_script().await {
+        let limiter = Self::new(client, settings, true);
+        if let Err(e) = limiter.shared.home.load_script().await {
             tracing::warn!(error = %e, "cannot load the rate-limit script yet: it is loaded on first use");
         }
         Ok(limiter)
@@ -142,34 +177,71 @@ impl FredRateLimiter {
     /// bounded by `settings.timeout` and fail at once while the client is disconnected; the
     /// script is loaded on first use.
     pub fn from_client(client: Client, settings: FredRateLimiterSettings) -> Self {
+        Self::new(client, settings, false)
+    }
+
+    fn new(client: Client, settings: FredRateLimiterSettings, per_thread: bool) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                client,
-                script: Script::from_lua(GCRA_LUA),
-                timeout: settings.timeout,
-                slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            shared: Arc::new(Shared {
+                id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
+                home: Arc::new(Inner::new(client, settings.timeout)),
+                per_thread,
+                settings,
             }),
-            queue: Arc::default(),
         }
     }
 
-    async fn load_script(&self) -> Result<(), FredError> {
-        self.inner.load_script().await
+    /// The connection this thread decides through: its own once connected; until then (a
+    /// new thread's connection takes a moment) or while it reconnects, the home connection.
+    /// `None` while neither is connected.
+    fn connection(&self) -> Option<Arc<Inner>> {
+        let local = self.thread_connection();
+        if local.client.is_connected() {
+            Some(local)
+        } else if self.shared.home.client.is_connected() {
+            Some(Arc::clone(&self.shared.home))
+        } else {
+            None
+        }
     }
 
-    fn queue(&self) -> &mpsc::Sender<Pending> {
-        self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-            tokio::spawn(dispatch(Arc::clone(&self.inner), receiver));
-            sender
+    fn thread_connection(&self) -> Arc<Inner> {
+        if !self.shared.per_thread {
+            return Arc::clone(&self.shared.home);
+        }
+        THREAD_CONNECTIONS.with_borrow_mut(|connections| {
+            // Connections of dropped limiters, and ones whose runtime has ended (the task is
+            // gone with it), are closed and forgotten.
+            connections.retain(|c| {
+                let keep = c.limiter.strong_count() > 0 && !c.task.is_finished();
+                if !keep {
+                    c.task.abort();
+                }
+                keep
+            });
+            if let Some(c) = connections.iter().find(|c| c.limiter_id == self.shared.id) {
+                return Arc::clone(&c.inner);
+            }
+            let client = self.shared.home.client.clone_new();
+            let task = client.connect();
+            let inner = Arc::new(Inner::new(client, self.shared.settings.timeout));
+            connections.push(ThreadConnection {
+                limiter_id: self.shared.id,
+                limiter: Arc::downgrade(&self.shared),
+                inner: Arc::clone(&inner),
+                task,
+            });
+            inner
         })
     }
 }
 
 /// Takes decisions off the queue and sends them in batches: a batch leaves as soon as an
-/// in-flight slot is free, with everything that queued meanwhile.
-async fn dispatch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pending>) {
+/// in-flight slot is free, with everything that queued meanwhile. It holds its connection
+/// weakly (the connection holds the queue), so it ends when the connection is dropped.
+async fn dispatch(connection: Weak<Inner>, mut queue: mpsc::Receiver<Pending>) {
     while let Some(first) = queue.recv().await {
+        let Some(inner) = connection.upgrade() else { return };
         let Ok(slot) = Arc::clone(&inner.slots).acquire_owned().await else { return };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
@@ -181,7 +253,6 @@ async fn dispatch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pending>) {
         }
         // A caller that gave up (timeout) is not decided: it must not consume quota.
         batch.retain(|pending| !pending.reply.is_closed());
-        let inner = Arc::clone(&inner);
         tokio::spawn(async move {
             inner.decide_all(batch).await;
             drop(slot);
@@ -190,6 +261,24 @@ async fn dispatch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pending>) {
 }
 
 impl Inner {
+    fn new(client: Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            script: Script::from_lua(GCRA_LUA),
+            timeout,
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            queue: OnceLock::new(),
+        }
+    }
+
+    fn queue(self: &Arc<Self>) -> &mpsc::Sender<Pending> {
+        self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+            tokio::spawn(dispatch(Arc::downgrade(self), receiver));
+            sender
+        })
+    }
+
     async fn load_script(&self) -> Result<(), FredError> {
         tokio::time::timeout(self.timeout, self.client.script_load::<(), _>(GCRA_LUA))
             .await
@@ -253,10 +342,13 @@ impl Inner {
         let args = || {
             let mut args = Vec::with_capacity(group.len() * 4);
             for pending in group {
-                args.push(pending.quota.interval_us().to_string());
-                args.push(pending.quota.window_us().to_string());
-                args.push(pending.quota.limit().to_string());
-                args.push(pending.cost.to_string());
+                // Integers go out as RESP bulk strings, without a String each.
+                args.extend([
+                    integer(pending.quota.interval_us()),
+                    integer(pending.quota.window_us()),
+                    Value::from(pending.quota.limit()),
+                    Value::from(pending.cost),
+                ]);
             }
             args
         };
@@ -274,38 +366,44 @@ impl Inner {
 impl RateLimiter for FredRateLimiter {
     async fn check(&self, key: &str, quota: Quota, cost: u32) -> Result<Decision, RateLimitError> {
         let unavailable = |message: String| RateLimitError::Unavailable(anyhow!(message));
-        if !self.inner.client.is_connected() {
+        // fred would queue the command until it reconnects; the caller needs an answer now.
+        let Some(inner) = self.connection() else {
             return Err(unavailable("not connected to Redis".to_owned()));
-        }
+        };
         let (reply, answer) = oneshot::channel();
         let pending = Pending { key: key.to_owned(), quota, cost, reply };
-        if let Ok(slot) = Arc::clone(&self.inner.slots).try_acquire_owned() {
+        if let Ok(slot) = Arc::clone(&inner.slots).try_acquire_owned() {
             // A free slot: this task sends its own decision now.
             let outcome =
-                tokio::time::timeout(self.inner.timeout, self.inner.evaluate(std::slice::from_ref(&pending)))
-                    .await;
+                tokio::time::timeout(inner.timeout, inner.evaluate(std::slice::from_ref(&pending))).await;
             drop(slot);
             return match outcome {
                 Err(_) => Err(unavailable(format!(
                     "no rate-limit decision from Redis within {} ms",
-                    self.inner.timeout.as_millis()
+                    inner.timeout.as_millis()
                 ))),
                 Ok(Err(error)) => Err(unavailable(format!("the rate-limit script failed: {error}"))),
                 Ok(Ok(reply)) => decision(&reply).map_err(RateLimitError::Unavailable),
             };
         }
-        self.queue()
+        inner
+            .queue()
             .try_send(pending)
             .map_err(|_| unavailable("too many rate-limit decisions are waiting".to_owned()))?;
-        match tokio::time::timeout(self.inner.timeout, answer).await {
+        match tokio::time::timeout(inner.timeout, answer).await {
             Err(_) => Err(unavailable(format!(
                 "no rate-limit decision from Redis within {} ms",
-                self.inner.timeout.as_millis()
+                inner.timeout.as_millis()
             ))),
             Ok(Err(_)) => Err(unavailable("the rate-limit dispatcher stopped".to_owned())),
             Ok(Ok(result)) => result.map_err(|e| unavailable(format!("the rate-limit script failed: {e}"))),
         }
     }
+}
+
+/// A script argument; quotas are far below `i64::MAX` microseconds (checked by `Quota`).
+fn integer(value: u64) -> Value {
+    Value::from(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 /// Reads the script's `{allowed, remaining, retry_after_us, reset_us}`.
