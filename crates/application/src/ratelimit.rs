@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sba_domain::Tenant;
@@ -92,6 +92,49 @@ const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// Keys remembered as over their limit, at most.
 const MAX_DENIED: usize = 10_000;
 
+/// The metric handles of one policy, registered once (a registry lookup per decision, with
+/// its label allocations, costs more than the decision's own bookkeeping).
+struct PolicyMetrics {
+    allowed: metrics::Counter,
+    denied: metrics::Counter,
+    unavailable: metrics::Counter,
+    near_limit: metrics::Counter,
+}
+
+impl PolicyMetrics {
+    fn new(policy: &str) -> Self {
+        let decisions = |outcome: &'static str| metrics::counter!("sba_ratelimit_decisions_total", "policy" => policy.to_owned(), "outcome" => outcome);
+        Self {
+            allowed: decisions("allowed"),
+            denied: decisions("denied"),
+            unavailable: decisions("unavailable"),
+            near_limit: metrics::counter!("sba_ratelimit_near_limit_total", "policy" => policy.to_owned()),
+        }
+    }
+}
+
+/// Policy names come from configuration (rules, plans, `tenant`, `default`), so this map
+/// stays small.
+#[derive(Default)]
+struct Metrics {
+    policies: RwLock<HashMap<String, Arc<PolicyMetrics>>>,
+    decision_seconds: OnceLock<metrics::Histogram>,
+}
+
+impl Metrics {
+    fn policy(&self, policy: &str) -> Arc<PolicyMetrics> {
+        if let Some(known) = self.policies.read().unwrap_or_else(PoisonError::into_inner).get(policy) {
+            return Arc::clone(known);
+        }
+        let mut policies = self.policies.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(policies.entry(policy.to_owned()).or_insert_with(|| Arc::new(PolicyMetrics::new(policy))))
+    }
+
+    fn decision_seconds(&self) -> &metrics::Histogram {
+        self.decision_seconds.get_or_init(|| metrics::histogram!("sba_ratelimit_decision_seconds"))
+    }
+}
+
 /// Decisions for HTTP requests and WebSocket operations.
 #[derive(Clone)]
 pub struct RateLimits {
@@ -107,6 +150,7 @@ pub struct RateLimits {
     suppressed_denials: Arc<AtomicU64>,
     /// Keys known to be over their limit until an instant: refused without a round trip.
     denied: Arc<Mutex<DeniedKeys>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -134,6 +178,7 @@ impl RateLimits {
             last_denial_log_us: Arc::default(),
             suppressed_denials: Arc::default(),
             denied: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -152,23 +197,21 @@ impl RateLimits {
     pub async fn check(&self, key: &str, policy: &str, quota: Quota, cost: u32) -> Verdict {
         let started = Instant::now();
         let verdict = self.decide(key, quota, cost).await;
-        metrics::histogram!("sba_ratelimit_decision_seconds").record(started.elapsed().as_secs_f64());
-        let outcome = match verdict {
+        self.metrics.decision_seconds().record(started.elapsed().as_secs_f64());
+        let counters = self.metrics.policy(policy);
+        match verdict {
             Verdict::Decided(Decision::Allowed { remaining, .. }) => {
                 if u64::from(remaining) * 5 <= u64::from(quota.limit()) {
-                    metrics::counter!("sba_ratelimit_near_limit_total", "policy" => policy.to_owned())
-                        .increment(1);
+                    counters.near_limit.increment(1);
                 }
-                "allowed"
+                counters.allowed.increment(1);
             }
             Verdict::Decided(Decision::Denied { retry_after_us, .. }) => {
                 self.log_denial(key, policy, retry_after_us);
-                "denied"
+                counters.denied.increment(1);
             }
-            Verdict::Unavailable => "unavailable",
-        };
-        metrics::counter!("sba_ratelimit_decisions_total", "policy" => policy.to_owned(), "outcome" => outcome)
-            .increment(1);
+            Verdict::Unavailable => counters.unavailable.increment(1),
+        }
         verdict
     }
 

@@ -91,6 +91,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
         http::metrics::recorder();
+        tokio::spawn(http::metrics::upkeep());
         let store = open_store(&settings, settings.store.max_connections).await?;
         store.migrate_up().await?;
 

@@ -2,6 +2,7 @@
 //! token is needed: restrict it at the network edge (ARCHITECTURE §7).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use actix_web::HttpResponse;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -20,6 +21,21 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often histograms are folded: their samples are held until then.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds the recorder's histogram samples every few seconds, so memory stays flat between
+/// scrapes (`install_recorder` leaves this to the caller). Runs until its runtime stops.
+pub async fn upkeep() {
+    let Some(handle) = recorder() else { return };
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Every metric of this process.

@@ -17,8 +17,10 @@ mod runs;
 mod system;
 mod usage;
 
+use std::rc::Rc;
+
 use actix_web::middleware::from_fn;
-use actix_web::web;
+use actix_web::{HttpMessage as _, HttpRequest, web};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::ApiError;
@@ -29,6 +31,21 @@ use crate::startup::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+}
+
+/// The route template a request matched (`/v1/runs/{run_id}`), kept in its extensions.
+#[derive(Clone)]
+struct RouteTemplate(Option<Rc<str>>);
+
+/// The route template of `req`, or `None` when no route matched. Matched once per request
+/// (the rate limiter keys by it, the access log and metrics label by it).
+fn route_template(req: &HttpRequest) -> Option<Rc<str>> {
+    if let Some(RouteTemplate(known)) = req.extensions().get::<RouteTemplate>() {
+        return known.clone();
+    }
+    let template: Option<Rc<str>> = req.match_pattern().map(Rc::from);
+    req.extensions_mut().insert(RouteTemplate(template.clone()));
+    template
 }
 
 /// Declares the route table once: [`ROUTES`] (which the OpenAPI test checks against the

@@ -27,12 +27,13 @@ pub async fn middleware(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let (Some(policies), Some(route)) =
-        (state.rate_policies.clone(), req.match_pattern().filter(|route| route.starts_with("/v1/")))
-    else {
+    let (Some(policies), Some(route)) = (
+        state.rate_policies.clone(),
+        super::route_template(req.request()).filter(|route| route.starts_with("/v1/")),
+    ) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let tenant_id = req.extensions().get::<Principal>().map(|p| p.tenant_id);
     let tenant = match tenant_id {
         None => None,
@@ -41,13 +42,13 @@ pub async fn middleware(
             None
         }),
     };
-    let Some((policy, quota)) = policies.quota_for(&method, &route, tenant.as_ref()) else {
+    let Some((policy, quota)) = policies.quota_for(method.as_str(), &route, tenant.as_ref()) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let policy = policy.to_owned();
     let tenant = tenant_id.map(|id| id.to_string());
     let ip = req.peer_addr().map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
-    let key = http_key(tenant.as_deref(), &ip, &method, &route);
+    let key = http_key(tenant.as_deref(), &ip, method.as_str(), &route);
 
     match state.rate_limits.check(&key, &policy, quota, 1).await {
         Verdict::Decided(Decision::Allowed { remaining, reset_us }) => {

@@ -42,7 +42,8 @@ pub async fn middleware(
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, value);
     }
-    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        super::route_template(response.request()).map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
     let status = response.status().as_u16();
     metrics::counter!(
         "sba_http_requests_total",
