@@ -4,6 +4,7 @@
 //! error type), and has a mockall mock behind the `mocks` feature.
 
 mod audit_log;
+mod cache;
 mod clock;
 mod dependency_check;
 mod error;
@@ -18,6 +19,7 @@ mod token_verifier;
 mod usage_ledger;
 
 pub use audit_log::AuditLog;
+pub use cache::{Cache, CacheEntry, CacheKey, Decoded, EntryMeta};
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
@@ -33,6 +35,8 @@ pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use audit_log::MockAuditLog;
+#[cfg(any(test, feature = "mocks"))]
+pub use cache::MockCache;
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::{MockClock, MockIdGenerator};
 #[cfg(any(test, feature = "mocks"))]
