@@ -1,0 +1,320 @@
+//! The in-process cache tier (L1) shared by [`super::InMemoryCache`] and
+//! [`crate::redis::FredCache`], with the key layout and the metrics both adapters use.
+//!
+//! Entries are held under their full versioned key (ARCHITECTURE §6), so an entry of an
+//! older namespace version is simply never asked for again and ages out.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::Expiry;
+use moka::sync::Cache as MokaCache;
+use sba_application::ports::{CacheEntry, CacheKey};
+use sba_domain::TenantId;
+use uuid::Uuid;
+
+/// What an entry costs besides its key and payload (moka's node, the `CacheEntry`, Arcs):
+/// counted so that many tiny entries cannot exceed the memory bound.
+const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// Where an entry of `key` lives in `version` of its namespace:
+/// `sba:c:{tenant}:{namespace}:v{version}:{key}`, in L1 and in Redis alike.
+pub fn entry_key(key: &CacheKey, version: u64) -> String {
+    versioned_key(key.tenant, key.namespace, version, &key.key)
+}
+
+/// Where the current version of a tenant's namespace lives in Redis:
+/// `sba:cv:{tenant}:{namespace}` (missing means version 0).
+pub fn version_key(tenant: TenantId, namespace: &str) -> String {
+    let mut out = String::with_capacity(7 + Uuid::encode_buffer().len() + 1 + namespace.len());
+    out.push_str("sba:cv:");
+    push_tenant(&mut out, tenant);
+    out.push(':');
+    out.push_str(namespace);
+    out
+}
+
+/// [`entry_key`] from its parts: invalidation messages carry the namespace as a plain
+/// string.
+pub(crate) fn versioned_key(tenant: TenantId, namespace: &str, version: u64, key: &str) -> String {
+    // One exact allocation: this runs on every L1 hit.
+    let mut out = String::with_capacity(6 + 36 + 1 + namespace.len() + 2 + 20 + 1 + key.len());
+    out.push_str("sba:c:");
+    push_tenant(&mut out, tenant);
+    out.push(':');
+    out.push_str(namespace);
+    out.push_str(":v");
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{version}");
+    out.push(':');
+    out.push_str(key);
+    out
+}
+
+fn push_tenant(out: &mut String, tenant: TenantId) {
+    out.push_str(tenant.as_uuid().hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+}
+
+/// Unix milliseconds now, the clock of `EntryMeta`'s times.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The shortest L1 TTL that turns L1 on: an entry that would leave within a millisecond is
+/// not worth its insert (about a microsecond of CPU, which an L2 hit would pay for nothing).
+pub(crate) const MIN_L1_TTL: Duration = Duration::from_millis(1);
+
+/// A bounded in-process map of versioned keys to entries.
+///
+/// Memory-bounded (key, payload and a fixed overhead per entry); an entry leaves at
+/// `meta.evict_at_ms()` or after `max_ttl`, whichever comes first, so entries that another
+/// node invalidated while this one missed the message do not outlive `max_ttl`. A hit returns
+/// a clone of the stored entry: its `decoded` cell is shared by every hit. With a `max_ttl`
+/// under [`MIN_L1_TTL`] it holds nothing (L1 off).
+#[derive(Clone)]
+pub(crate) struct L1 {
+    entries: Option<MokaCache<String, CacheEntry>>,
+}
+
+impl fmt::Debug for L1 {
+    // moka's own `Debug` lists every entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.entries {
+            Some(entries) => f
+                .debug_struct("L1")
+                .field("entries", &entries.entry_count())
+                .field("weighted_bytes", &entries.weighted_size())
+                .finish(),
+            None => f.write_str("L1(off)"),
+        }
+    }
+}
+
+impl L1 {
+    pub(crate) fn new(max_bytes: u64, max_ttl: Duration) -> Self {
+        let entries = (max_ttl >= MIN_L1_TTL).then(|| {
+            MokaCache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, entry: &CacheEntry| {
+                    u32::try_from(key.len() + entry.payload.len() + ENTRY_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+                })
+                .expire_after(UntilEviction { max_ttl })
+                .build()
+        });
+        Self { entries }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<CacheEntry> {
+        self.entries.as_ref()?.get(key)
+    }
+
+    pub(crate) fn insert(&self, key: String, entry: CacheEntry) {
+        if let Some(entries) = &self.entries {
+            entries.insert(key, entry);
+        }
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(key);
+        }
+    }
+
+    /// Drops every entry (lazily: none of them is returned again).
+    pub(crate) fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+    }
+}
+
+/// Per-entry expiry: `evict_at_ms`, capped by the L1 TTL.
+struct UntilEviction {
+    max_ttl: Duration,
+}
+
+impl UntilEviction {
+    fn ttl(&self, entry: &CacheEntry) -> Duration {
+        let left = entry.meta.evict_at_ms().saturating_sub(now_ms());
+        Duration::from_millis(left).min(self.max_ttl)
+    }
+}
+
+impl Expiry<String, CacheEntry> for UntilEviction {
+    fn expire_after_create(&self, _key: &String, entry: &CacheEntry, _at: Instant) -> Option<Duration> {
+        Some(self.ttl(entry))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &CacheEntry,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.ttl(entry))
+    }
+}
+
+/// What the cache metrics count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheEvent {
+    L1Hit,
+    L1Miss,
+    L2Hit,
+    L2Miss,
+    NamespaceInvalidated,
+    KeyInvalidated,
+}
+
+/// `sba_cache_requests_total{tier, namespace, result}` and
+/// `sba_cache_invalidations_total{namespace, scope}`, with handles kept per namespace:
+/// looking a counter up by its labels costs more than the L1 hit it counts.
+#[derive(Debug, Default)]
+pub(crate) struct CacheMetrics {
+    namespaces: RwLock<HashMap<&'static str, NamespaceCounters>>,
+}
+
+#[derive(Debug)]
+struct NamespaceCounters {
+    l1_hit: metrics::Counter,
+    l1_miss: metrics::Counter,
+    l2_hit: metrics::Counter,
+    l2_miss: metrics::Counter,
+    namespace_invalidated: metrics::Counter,
+    key_invalidated: metrics::Counter,
+}
+
+impl NamespaceCounters {
+    fn new(namespace: &'static str) -> Self {
+        let request = |tier: &'static str, result: &'static str| metrics::counter!("sba_cache_requests_total", "tier" => tier, "namespace" => namespace, "result" => result);
+        let invalidation = |scope: &'static str| metrics::counter!("sba_cache_invalidations_total", "namespace" => namespace, "scope" => scope);
+        Self {
+            l1_hit: request("l1", "hit"),
+            l1_miss: request("l1", "miss"),
+            l2_hit: request("l2", "hit"),
+            l2_miss: request("l2", "miss"),
+            namespace_invalidated: invalidation("namespace"),
+            key_invalidated: invalidation("key"),
+        }
+    }
+
+    fn counter(&self, event: CacheEvent) -> &metrics::Counter {
+        match event {
+            CacheEvent::L1Hit => &self.l1_hit,
+            CacheEvent::L1Miss => &self.l1_miss,
+            CacheEvent::L2Hit => &self.l2_hit,
+            CacheEvent::L2Miss => &self.l2_miss,
+            CacheEvent::NamespaceInvalidated => &self.namespace_invalidated,
+            CacheEvent::KeyInvalidated => &self.key_invalidated,
+        }
+    }
+}
+
+impl CacheMetrics {
+    /// Namespaces are code constants, so the map stays small.
+    pub(crate) fn record(&self, namespace: &'static str, event: CacheEvent) {
+        if let Some(counters) = self.namespaces.read().unwrap_or_else(PoisonError::into_inner).get(namespace)
+        {
+            counters.counter(event).increment(1);
+            return;
+        }
+        let mut namespaces = self.namespaces.write().unwrap_or_else(PoisonError::into_inner);
+        namespaces
+            .entry(namespace)
+            .or_insert_with(|| NamespaceCounters::new(namespace))
+            .counter(event)
+            .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sba_application::ports::EntryMeta;
+
+    use super::*;
+
+    fn entry(evict_in_ms: u64, payload: &[u8]) -> CacheEntry {
+        let now = now_ms();
+        let meta = EntryMeta {
+            schema: 1,
+            stored_at_ms: now,
+            expires_at_ms: now + evict_in_ms / 2,
+            grace_ms: evict_in_ms - evict_in_ms / 2,
+            load_ms: 1,
+            ttl_ms: evict_in_ms / 2,
+            fingerprint: 7,
+        };
+        CacheEntry::new(meta, payload.to_vec())
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let tenant = TenantId::from_uuid(Uuid::parse_str("0190f3a0-0000-7000-8000-000000000001").unwrap());
+        let key = CacheKey::new(tenant, "run", "a|b:c");
+        assert_eq!(entry_key(&key, 42), "sba:c:0190f3a0-0000-7000-8000-000000000001:run:v42:a|b:c");
+        assert_eq!(version_key(tenant, "run"), "sba:cv:0190f3a0-0000-7000-8000-000000000001:run");
+        assert_eq!(entry_key(&key, 42), format!("sba:c:{tenant}:run:v42:a|b:c"));
+    }
+
+    #[test]
+    fn hits_share_one_decoded_cell() {
+        let l1 = L1::new(1 << 20, Duration::from_mins(1));
+        l1.insert("k".to_owned(), entry(60_000, b"v"));
+        let first = l1.get("k").unwrap();
+        first.decoded.set(Arc::new(5_u32)).unwrap();
+        let second = l1.get("k").unwrap();
+        assert!(Arc::ptr_eq(&first.decoded, &second.decoded));
+        assert_eq!(second.decoded.get().unwrap().downcast_ref::<u32>(), Some(&5));
+    }
+
+    #[test]
+    fn entries_leave_at_their_eviction_time_or_the_l1_ttl() {
+        let l1 = L1::new(1 << 20, Duration::from_millis(700));
+        l1.insert("short".to_owned(), entry(100, b"v"));
+        l1.insert("capped".to_owned(), entry(60_000, b"v"));
+        assert!(l1.get("short").is_some() && l1.get("capped").is_some());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(l1.get("short").is_none(), "past evict_at_ms");
+        assert!(l1.get("capped").is_some());
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(l1.get("capped").is_none(), "past the L1 TTL");
+    }
+
+    #[test]
+    fn memory_stays_within_the_bound() {
+        let l1 = L1::new(64 * 1024, Duration::from_mins(1));
+        for i in 0..200 {
+            l1.insert(format!("key-{i}"), entry(60_000, &[0_u8; 1024]));
+        }
+        let entries = l1.entries.as_ref().unwrap();
+        entries.run_pending_tasks();
+        assert!(entries.weighted_size() <= 64 * 1024, "{}", entries.weighted_size());
+        assert!(entries.entry_count() < 200);
+    }
+
+    #[test]
+    fn an_l1_ttl_under_a_millisecond_turns_l1_off() {
+        let l1 = L1::new(1 << 20, Duration::from_micros(999));
+        l1.insert("k".to_owned(), entry(60_000, b"v"));
+        assert!(l1.get("k").is_none());
+        assert_eq!(format!("{l1:?}"), "L1(off)");
+    }
+
+    #[test]
+    fn removed_and_cleared_entries_are_misses() {
+        let l1 = L1::new(1 << 20, Duration::from_mins(1));
+        l1.insert("a".to_owned(), entry(60_000, b"a"));
+        l1.insert("b".to_owned(), entry(60_000, b"b"));
+        l1.remove("a");
+        assert!(l1.get("a").is_none() && l1.get("b").is_some());
+        l1.clear();
+        assert!(l1.get("b").is_none());
+    }
+}
