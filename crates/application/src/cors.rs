@@ -1,36 +1,46 @@
 //! [`OriginPolicy`]: which browser origins may call the API, from the global allow-list and
 //! each tenant's own origins (ADR 0004).
 //!
-//! Decisions are cached for a short time so that a page's burst of requests costs one
-//! directory lookup; failures are never cached and deny (fail closed).
+//! A tenant's origins come from the cached tenant ([`TenantCache`]); whether *any* tenant
+//! registered an origin (preflights and unauthenticated requests) is cached platform-wide in
+//! the `cors_origin` namespace (ADR 0007), so a page's burst of requests costs one directory
+//! lookup. Failures are never cached and deny (fail closed).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::{DateTime, Duration, Utc};
-use sba_domain::TenantId;
+use sba_domain::{TenantId, TenantStatus};
+use uuid::Uuid;
 
-use crate::ports::Clock;
+use crate::cache::{CachedNamespace, NamespacePolicy};
+use crate::ports::{Cache, Clock};
 use crate::tenants::TenantCache;
 
-/// How long a directory answer is reused.
-pub const DEFAULT_DECISION_TTL: Duration = Duration::seconds(60);
-/// At most this many decisions are kept; a full cache starts over (a flood of random
-/// origins cannot grow memory without bound).
-const MAX_CACHED: usize = 10_000;
+/// How "is this origin registered by some tenant" answers are cached.
+pub const REGISTERED_ORIGIN_NAMESPACE: NamespacePolicy = NamespacePolicy {
+    name: "cors_origin",
+    schema: 1,
+    ttl: Duration::from_mins(1),
+    max_ttl: Duration::from_mins(10),
+};
+
+/// Origins longer than this are denied without a lookup (a real origin is
+/// `scheme://host:port`; this keeps junk out of the directory and the cache).
+const MAX_ORIGIN_LEN: usize = 300;
+
+/// The scope of platform-wide cache entries (no tenant owns them).
+fn platform() -> TenantId {
+    TenantId::from_uuid(Uuid::nil())
+}
 
 /// Decides CORS for one origin and (when the request is authenticated) one tenant.
 #[derive(Clone)]
 pub struct OriginPolicy {
     global: Arc<HashSet<String>>,
     tenants: TenantCache,
-    clock: Arc<dyn Clock>,
-    ttl: Duration,
-    cache: Arc<Mutex<DecisionCache>>,
+    registered: CachedNamespace<bool>,
 }
-
-/// Each decision with the instant it expires.
-type DecisionCache = HashMap<Key, (bool, DateTime<Utc>)>;
 
 impl std::fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,28 +48,29 @@ impl std::fmt::Debug for OriginPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    /// Listed by any active tenant (preflights and unauthenticated requests).
-    Registered(String),
-    /// Listed by this tenant.
-    Tenant(TenantId, String),
-}
-
 impl OriginPolicy {
     /// `global` origins are allowed for every tenant; others come from the directory.
     pub fn new(
         global: impl IntoIterator<Item = String>,
         tenants: TenantCache,
+        cache: Arc<dyn Cache>,
         clock: Arc<dyn Clock>,
-        ttl: Duration,
+    ) -> Self {
+        Self::with_policy(global, tenants, cache, clock, REGISTERED_ORIGIN_NAMESPACE)
+    }
+
+    /// With another TTL policy for registered origins (configuration).
+    pub fn with_policy(
+        global: impl IntoIterator<Item = String>,
+        tenants: TenantCache,
+        cache: Arc<dyn Cache>,
+        clock: Arc<dyn Clock>,
+        registered: NamespacePolicy,
     ) -> Self {
         Self {
             global: Arc::new(global.into_iter().map(|o| o.to_ascii_lowercase()).collect()),
             tenants,
-            clock,
-            ttl,
-            cache: Arc::default(),
+            registered: CachedNamespace::new(cache, clock, registered),
         }
     }
 
@@ -71,56 +82,40 @@ impl OriginPolicy {
         if self.global.contains(&origin) {
             return true;
         }
-        let key = match tenant {
-            Some(tenant) => Key::Tenant(tenant, origin),
-            None => Key::Registered(origin),
-        };
-        if let Some(allowed) = self.cached(&key) {
-            return allowed;
+        if origin.len() > MAX_ORIGIN_LEN {
+            return false;
         }
-        let answer = match &key {
-            Key::Registered(origin) => self.tenants.directory().origin_is_registered(origin).await,
-            Key::Tenant(tenant, origin) => self.tenants.get(*tenant).await.map(|found| {
-                found.is_some_and(|t| t.status == sba_domain::TenantStatus::Active && t.allows_origin(origin))
+        let answer = match tenant {
+            Some(tenant) => self.tenants.get(tenant).await.map(|found| {
+                found.is_some_and(|t| t.status == TenantStatus::Active && t.allows_origin(&origin))
             }),
+            None => self
+                .registered
+                .get_or_load(platform(), &origin, || self.tenants.directory().origin_is_registered(&origin))
+                .await
+                .map(|registered| *registered),
         };
-        match answer {
-            Ok(allowed) => {
-                self.remember(key, allowed);
-                allowed
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "tenant directory lookup for CORS failed; origin denied");
-                false
-            }
-        }
+        answer.unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "tenant directory lookup for CORS failed; origin denied");
+            false
+        })
     }
 
-    fn cached(&self, key: &Key) -> Option<bool> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.get(key).filter(|(_, expires)| *expires > self.clock.now()).map(|(allowed, _)| *allowed)
-    }
-
-    fn remember(&self, key: Key, allowed: bool) {
-        let expires = self.clock.now() + self.ttl;
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(key, (allowed, expires));
+    /// Forgets which origins are registered, on every node: call it after a tenant's
+    /// origins change (with [`TenantCache::invalidate`] for that tenant).
+    pub async fn invalidate_registered(&self) {
+        self.registered.invalidate(platform()).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI64, Ordering};
-
-    use chrono::TimeZone;
     use mockall::predicate::eq;
     use sba_domain::{Tenant, TenantStatus};
     use uuid::Uuid;
 
     use super::*;
+    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::{MockTenantDirectory, RepositoryError};
 
     const APP: &str = "https://app.tenant-a.test";
@@ -129,27 +124,14 @@ mod tests {
         TenantId::from_uuid(Uuid::from_u128(0xa))
     }
 
-    /// A clock that tests move forward by hand.
-    struct ManualClock(AtomicI64);
-
-    impl Clock for ManualClock {
-        fn now(&self) -> DateTime<Utc> {
-            Utc.timestamp_opt(self.0.load(Ordering::SeqCst), 0).unwrap()
-        }
+    fn policy(directory: MockTenantDirectory, clock: &Arc<TestClock>) -> OriginPolicy {
+        let cache: Arc<dyn Cache> = Arc::new(MapCache::default());
+        let tenants = TenantCache::new(Arc::new(directory), Arc::clone(&cache), clock.clone());
+        OriginPolicy::new(["https://console.sba.test".to_owned()], tenants, cache, clock.clone())
     }
 
-    fn policy(directory: MockTenantDirectory, clock: &Arc<ManualClock>) -> OriginPolicy {
-        let tenants = TenantCache::new(Arc::new(directory), clock.clone(), Duration::seconds(60));
-        OriginPolicy::new(
-            ["https://console.sba.test".to_owned()],
-            tenants,
-            clock.clone(),
-            Duration::seconds(60),
-        )
-    }
-
-    fn clock() -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(1_800_000_000)))
+    fn clock() -> Arc<TestClock> {
+        Arc::new(TestClock::at(1_800_000_000_000))
     }
 
     fn tenant(status: TenantStatus) -> Tenant {
@@ -190,8 +172,11 @@ mod tests {
             .times(1)
             .returning(|_| Ok(false));
         let policy = policy(directory, &clock());
-        assert!(policy.allows(APP, None).await);
-        assert!(!policy.allows("https://evil.test", None).await);
+        for _ in 0..3 {
+            assert!(policy.allows(APP, None).await, "looked up once, then cached");
+            assert!(!policy.allows("https://evil.test", None).await);
+        }
+        assert!(!policy.allows(&format!("https://{}.test", "a".repeat(400)), None).await, "no lookup");
     }
 
     #[tokio::test]
@@ -203,7 +188,7 @@ mod tests {
         for _ in 0..5 {
             assert!(policy.allows(APP, Some(tenant_a())).await);
         }
-        clock.0.fetch_add(61, Ordering::SeqCst);
+        clock.advance(61_000);
         assert!(policy.allows(APP, Some(tenant_a())).await);
     }
 

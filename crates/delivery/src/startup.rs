@@ -8,22 +8,23 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use sba_application::audit::AuditQueries;
-use sba_application::cors::{DEFAULT_DECISION_TTL, OriginPolicy};
+use sba_application::cache::NamespacePolicy;
+use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
-use sba_application::ports::{RateLimiter, TokenVerifier};
+use sba_application::ports::{Cache, RateLimiter, TokenVerifier};
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
-use sba_application::runs::{RunQueries, RunService};
-use sba_application::tenants::{DEFAULT_TENANT_TTL, TenantCache};
+use sba_application::runs::{RUN_ACCESS_NAMESPACE, RunAccess, RunQueries, RunService};
+use sba_application::tenants::{TENANT_NAMESPACE, TenantCache};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
     HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
 };
 use sba_infrastructure::config::Settings;
-use sba_infrastructure::memory::{InMemoryRateLimiter, StaticTenantDirectory};
+use sba_infrastructure::memory::{CacheSettings, InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
-use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
+use sba_infrastructure::redis::{FredCache, FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http;
@@ -95,7 +96,8 @@ impl Application {
         let store = open_store(&settings, settings.store.max_connections).await?;
         store.migrate_up().await?;
 
-        let tenants = tenant_cache(&settings);
+        let cache = cache(&settings).await?;
+        let tenants = tenant_cache(&settings, &cache);
         let state = AppState {
             runs: run_service(&store),
             queries: RunQueries::new(
@@ -103,6 +105,7 @@ impl Application {
                 store.step_repository(),
                 store.tool_call_repository(),
                 store.event_log(),
+                run_access(&settings, &store, &cache),
             ),
             audit: AuditQueries::new(store.audit_log()),
             idempotency: idempotency(&store),
@@ -110,7 +113,7 @@ impl Application {
             verifier: token_verifier(&settings).await?,
             health: health_monitor(&store),
             system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
-            origins: origin_policy(&settings, tenants.clone()),
+            origins: origin_policy(&settings, tenants.clone(), &cache),
             tenants,
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
             rate_limits: rate_limits(&settings).await?,
@@ -398,19 +401,63 @@ async fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     Ok(RateLimits::new(distributed, local, settings.rate_limit.fail_mode))
 }
 
+/// The cache (ADR 0007): Redis with an in-process tier when `REDIS_URL` is set, in process
+/// only otherwise.
+///
+/// # Errors
+/// When the Redis URL is not usable (an unreachable Redis is not an error).
+async fn cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
+    let cache_settings = CacheSettings {
+        l1_max_bytes: settings.cache.l1_max_bytes,
+        l1_max_ttl: settings.cache.l1_max_ttl,
+        redis_timeout: settings.cache.redis_timeout,
+        version_ttl: settings.cache.version_ttl,
+    };
+    Ok(match &settings.redis {
+        None => Arc::new(InMemoryCache::new(cache_settings)),
+        Some(redis) => Arc::new(FredCache::connect(&redis.url, cache_settings).await?),
+    })
+}
+
+/// A namespace's policy with the TTLs `SBA_CACHE__TTLS` sets for it.
+fn namespace(settings: &Settings, policy: NamespacePolicy) -> NamespacePolicy {
+    settings
+        .cache
+        .ttls
+        .iter()
+        .find(|(name, _, _)| name == policy.name)
+        .map_or(policy, |(_, ttl, max_ttl)| NamespacePolicy { ttl: *ttl, max_ttl: *max_ttl, ..policy })
+}
+
 /// Tenants from the embedded directory (configuration), cached.
-fn tenant_cache(settings: &Settings) -> TenantCache {
+fn tenant_cache(settings: &Settings, cache: &Arc<dyn Cache>) -> TenantCache {
     let directory = StaticTenantDirectory::from_settings(&settings.cors, &settings.tenants);
-    TenantCache::new(Arc::new(directory), Arc::new(SystemClock), DEFAULT_TENANT_TTL)
+    TenantCache::with_policy(
+        Arc::new(directory),
+        Arc::clone(cache),
+        Arc::new(SystemClock),
+        namespace(settings, TENANT_NAMESPACE),
+    )
 }
 
 /// CORS decisions: the global allow-list plus the tenants' own origins.
-fn origin_policy(settings: &Settings, tenants: TenantCache) -> OriginPolicy {
-    OriginPolicy::new(
+fn origin_policy(settings: &Settings, tenants: TenantCache, cache: &Arc<dyn Cache>) -> OriginPolicy {
+    OriginPolicy::with_policy(
         settings.cors.allowed_origins.clone(),
         tenants,
+        Arc::clone(cache),
         Arc::new(SystemClock),
-        DEFAULT_DECISION_TTL,
+        namespace(settings, REGISTERED_ORIGIN_NAMESPACE),
+    )
+}
+
+/// Run visibility checks, cached.
+fn run_access(settings: &Settings, store: &InternalStore, cache: &Arc<dyn Cache>) -> RunAccess {
+    RunAccess::with_policy(
+        store.run_repository(),
+        Arc::clone(cache),
+        Arc::new(SystemClock),
+        namespace(settings, RUN_ACCESS_NAMESPACE),
     )
 }
 

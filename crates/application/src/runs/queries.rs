@@ -8,7 +8,7 @@ use sba_domain::RunId;
 use sba_domain::events::RunEvent;
 use sba_domain::steps::{Step, ToolCall};
 
-use super::RunServiceError;
+use super::{RunAccess, RunServiceError};
 use crate::RequestContext;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{EventLog, RunFilter, RunRepository, StepRepository, ToolCallRepository};
@@ -20,6 +20,7 @@ pub struct RunQueries {
     steps: Arc<dyn StepRepository>,
     tool_calls: Arc<dyn ToolCallRepository>,
     events: Arc<dyn EventLog>,
+    access: RunAccess,
 }
 
 impl std::fmt::Debug for RunQueries {
@@ -34,8 +35,9 @@ impl RunQueries {
         steps: Arc<dyn StepRepository>,
         tool_calls: Arc<dyn ToolCallRepository>,
         events: Arc<dyn EventLog>,
+        access: RunAccess,
     ) -> Self {
-        Self { runs, steps, tool_calls, events }
+        Self { runs, steps, tool_calls, events, access }
     }
 
     /// The caller's tenant's runs matching `filter`, newest first.
@@ -96,9 +98,10 @@ impl RunQueries {
 
     /// A run of another tenant is reported exactly like a missing one.
     async fn ensure_visible(&self, ctx: &RequestContext, id: RunId) -> Result<(), RunServiceError> {
-        match self.runs.get(ctx.principal.tenant_id, id).await? {
-            Some(_) => Ok(()),
-            None => Err(RunServiceError::NotFound),
+        if self.access.visible(ctx.principal.tenant_id, id).await? {
+            Ok(())
+        } else {
+            Err(RunServiceError::NotFound)
         }
     }
 }
@@ -133,7 +136,13 @@ mod tests {
         calls.expect_list().never();
         let mut events = MockEventLog::new();
         events.expect_list_after().never();
-        let queries = RunQueries::new(Arc::new(runs), Arc::new(steps), Arc::new(calls), Arc::new(events));
+        let runs: Arc<dyn RunRepository> = Arc::new(runs);
+        let access = RunAccess::new(
+            Arc::clone(&runs),
+            Arc::new(crate::cache::testing::MapCache::default()),
+            Arc::new(crate::cache::testing::TestClock::at(0)),
+        );
+        let queries = RunQueries::new(runs, Arc::new(steps), Arc::new(calls), Arc::new(events), access);
         let id = RunId::from_uuid(Uuid::from_u128(9));
         assert!(matches!(
             queries.steps(&ctx(), id, PageRequest::first(5)).await,

@@ -19,8 +19,9 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 use super::dev_secret;
 use super::env::EnvSnapshot;
 use super::settings::{
-    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings, RedisSettings,
-    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings, WorkerSettings,
+    AuthSettings, CacheConfig, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings,
+    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings,
+    WorkerSettings,
 };
 use crate::postgres::StoreLocation;
 
@@ -42,7 +43,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 35] = [
+const KNOWN_SBA_VARS: [&str; 40] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -78,7 +79,15 @@ const KNOWN_SBA_VARS: [&str; 35] = [
     "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS",
     "SBA_WORKER__SWEEP_INTERVAL_SECS",
     "SBA_WORKER__MAX_RUN_AGE_SECS",
+    "SBA_CACHE__L1_MAX_MB",
+    "SBA_CACHE__L1_MAX_TTL_SECS",
+    "SBA_CACHE__REDIS_TIMEOUT_MS",
+    "SBA_CACHE__VERSION_TTL_SECS",
+    "SBA_CACHE__TTLS",
 ];
+
+/// The cache namespaces whose TTLs `SBA_CACHE__TTLS` may set.
+pub const CACHE_NAMESPACES: [&str; 3] = ["tenant", "cors_origin", "run_access"];
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
 const MIN_SECRET_BYTES: usize = 32;
@@ -143,6 +152,17 @@ struct Raw {
     worker: RawWorker,
     rate_limit: RawRateLimit,
     tenants: RawTenants,
+    cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCache {
+    l1_max_mb: Option<String>,
+    l1_max_ttl_secs: Option<String>,
+    redis_timeout_ms: Option<String>,
+    version_ttl_secs: Option<String>,
+    ttls: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,6 +284,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let worker = worker_settings(&mut ctx, &raw.worker);
     let rate_limit = rate_limit_settings(&mut ctx.problems, &raw.rate_limit);
     let tenants = tenant_settings(&mut ctx.problems, &raw.tenants);
+    let cache = cache_settings(&mut ctx.problems, &raw.cache);
     let otlp_endpoint = raw
         .telemetry
         .otlp_endpoint
@@ -288,6 +309,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         worker,
         rate_limit,
         tenants,
+        cache,
         otlp_endpoint,
         warnings,
     })
@@ -456,6 +478,65 @@ const DEFAULT_QUOTA: Quota = Quota::per_minute(match std::num::NonZeroU32::new(6
     Some(limit) => limit,
     None => std::num::NonZeroU32::MIN,
 });
+
+/// A whole number in `range`, or the default (with a problem when out of range).
+fn bounded(
+    problems: &mut Problems,
+    setting: &str,
+    value: Option<&str>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    let parsed = parse_or(problems, setting, value, default);
+    if range.contains(&parsed) {
+        parsed
+    } else {
+        problems.push(setting, format!("must be between {} and {}", range.start(), range.end()));
+        default
+    }
+}
+
+fn cache_settings(problems: &mut Problems, raw: &RawCache) -> CacheConfig {
+    const TTLS: &str = "SBA_CACHE__TTLS";
+    let l1_max_mb = bounded(problems, "SBA_CACHE__L1_MAX_MB", raw.l1_max_mb.as_deref(), 64, 1..=65_536);
+    let l1_max_ttl =
+        bounded(problems, "SBA_CACHE__L1_MAX_TTL_SECS", raw.l1_max_ttl_secs.as_deref(), 60, 1..=86_400);
+    let timeout_ms =
+        bounded(problems, "SBA_CACHE__REDIS_TIMEOUT_MS", raw.redis_timeout_ms.as_deref(), 50, 1..=5_000);
+    let version_ttl =
+        bounded(problems, "SBA_CACHE__VERSION_TTL_SECS", raw.version_ttl_secs.as_deref(), 10, 1..=3_600);
+    let ttls = raw
+        .ttls
+        .as_deref()
+        .map(|text| {
+            entries(problems, TTLS, text, |problems, namespace, value| {
+                if !CACHE_NAMESPACES.contains(&namespace) {
+                    problems.push(TTLS, format!("`{namespace}` is not a cache namespace ({})", CACHE_NAMESPACES.join(", ")));
+                    return None;
+                }
+                let parsed = value.split_once('/').and_then(|(base, max)| {
+                    Some((base.trim().parse::<u64>().ok()?, max.trim().parse::<u64>().ok()?))
+                });
+                match parsed {
+                    Some((base, max)) if base >= 1 && max >= base && max <= 86_400 => {
+                        Some((namespace.to_owned(), Duration::from_secs(base), Duration::from_secs(max)))
+                    }
+                    _ => {
+                        problems.push(TTLS, format!("`{namespace}={value}` is not `<base secs>/<max secs>` with 1 ≤ base ≤ max ≤ 86400"));
+                        None
+                    }
+                }
+            })
+        })
+        .unwrap_or_default();
+    CacheConfig {
+        l1_max_bytes: l1_max_mb * 1024 * 1024,
+        l1_max_ttl: Duration::from_secs(l1_max_ttl),
+        redis_timeout: Duration::from_millis(timeout_ms),
+        version_ttl: Duration::from_secs(version_ttl),
+        ttls,
+    }
+}
 
 fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimitSettings {
     let default = raw.default.as_deref().and_then(|text| quota(problems, "SBA_RATE_LIMIT__DEFAULT", text));
@@ -1116,6 +1197,42 @@ mod tests {
         }
         let problems = settings_of(&[("SBA_AUTH__PLATFORM_TENANT_ID", "acme")]).unwrap_err();
         assert_eq!(problem_settings(&problems), ["SBA_AUTH__PLATFORM_TENANT_ID"]);
+    }
+
+    #[test]
+    fn cache_settings_have_defaults_and_reject_out_of_range_values() {
+        let defaults = settings_of(&[]).unwrap().cache;
+        assert_eq!(defaults, CacheConfig::default());
+        let cache = settings_of(&[
+            ("SBA_CACHE__L1_MAX_MB", "8"),
+            ("SBA_CACHE__L1_MAX_TTL_SECS", "30"),
+            ("SBA_CACHE__REDIS_TIMEOUT_MS", "20"),
+            ("SBA_CACHE__VERSION_TTL_SECS", "5"),
+            ("SBA_CACHE__TTLS", "tenant=30/300; cors_origin=10/10"),
+        ])
+        .unwrap()
+        .cache;
+        assert_eq!(cache.l1_max_bytes, 8 * 1024 * 1024);
+        assert_eq!(cache.l1_max_ttl, Duration::from_secs(30));
+        assert_eq!(cache.redis_timeout, Duration::from_millis(20));
+        assert_eq!(cache.version_ttl, Duration::from_secs(5));
+        assert_eq!(
+            cache.ttls,
+            [
+                ("tenant".to_owned(), Duration::from_secs(30), Duration::from_mins(5)),
+                ("cors_origin".to_owned(), Duration::from_secs(10), Duration::from_secs(10))
+            ]
+        );
+        for (var, bad) in [
+            ("SBA_CACHE__L1_MAX_MB", "0"),
+            ("SBA_CACHE__REDIS_TIMEOUT_MS", "9000"),
+            ("SBA_CACHE__TTLS", "sessions=10/20"),
+            ("SBA_CACHE__TTLS", "tenant=30/10"),
+            ("SBA_CACHE__TTLS", "tenant=30"),
+        ] {
+            let problems = settings_of(&[(var, bad)]).unwrap_err();
+            assert!(problems.0.iter().any(|p| p.setting == var), "{var}={bad}: {problems}");
+        }
     }
 
     #[test]

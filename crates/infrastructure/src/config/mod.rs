@@ -13,8 +13,9 @@ mod report;
 mod settings;
 
 pub use env::EnvSnapshot;
-pub use load::{LoadOptions, Problem, Problems, load};
+pub use load::{CACHE_NAMESPACES, LoadOptions, Problem, Problems, load};
 pub use settings::{
-    AuthSettings, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings, RedisSettings,
-    SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings, WorkerSettings,
+    AuthSettings, CacheConfig, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings,
+    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings,
+    WorkerSettings,
 };

@@ -31,9 +31,11 @@ impl Settings {
             (Some(_), true) => "redis (fred, in-process fallback)",
             (None, true) => "in-process",
         };
+        let cache =
+            if self.redis.is_some() { "redis with in-process l1 (fred, moka)" } else { "in-process (moka)" };
         format!(
             "internal_store={store} token_verifier={tokens} tenant_directory=embedded (configuration) \
-             rate_limiter={limiter}"
+             rate_limiter={limiter} cache={cache}"
         )
     }
 }
