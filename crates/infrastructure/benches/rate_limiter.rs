@@ -20,6 +20,8 @@
     reason = "benchmark binary: statistics on counts"
 )]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,7 @@ use sba_application::ports::RateLimiter as _;
 use sba_domain::ratelimit::Quota;
 use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
 use secrecy::SecretString;
+use support::{Sample, median};
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const ROUNDS: usize = 3;
@@ -39,12 +42,6 @@ const ROUNDS: usize = 3;
 enum Side {
     Baseline,
     Limiter,
-}
-
-struct Sample {
-    per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
 }
 
 fn main() {
@@ -142,17 +139,5 @@ async fn load(
     for task in tasks {
         all.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
-    Sample { per_sec: all.len() as f64 / elapsed, p50_us: at(0.50), p99_us: at(0.99) }
-}
-
-fn median(samples: &[Sample]) -> Sample {
-    let pick = |f: fn(&Sample) -> f64| {
-        let mut values: Vec<f64> = samples.iter().map(f).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    Sample { per_sec: pick(|s| s.per_sec), p50_us: pick(|s| s.p50_us), p99_us: pick(|s| s.p99_us) }
+    support::sample(all, started.elapsed().as_secs_f64())
 }
