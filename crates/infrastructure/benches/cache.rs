@@ -38,8 +38,13 @@ use support::{Sample, median};
 
 const CONCURRENCY: [usize; 2] = [1, 64];
 const ROUNDS: usize = 3;
-/// Distinct keys read per side (each task walks them in turn).
+/// Distinct keys of the L1-hit side (each task walks them in turn).
 const KEYS: usize = 256;
+/// The working set of the L2-hit side: far larger than that node's L1 (`L2_NODE_L1_BYTES`),
+/// so a read finds its key in Redis, not in L1, and fills L1 as every L2 hit does.
+const COLD_KEYS: usize = 100_000;
+/// The L2-hit node's L1: a few thousand entries.
+const L2_NODE_L1_BYTES: u64 = 1 << 20;
 
 const POLICY: NamespacePolicy = NamespacePolicy {
     name: "bench",
@@ -83,10 +88,11 @@ struct Fixture {
     raw: Client,
     raw_keys: Vec<String>,
     keys: Vec<String>,
+    cold_keys: Vec<String>,
     absent: Vec<String>,
     /// A node whose L1 keeps everything (L1 hits).
     l1: CachedNamespace<Value>,
-    /// A node whose L1 keeps nothing (every read is an L2 hit, or a miss).
+    /// A node whose small L1 cannot hold the cold working set (L2 hits, and misses).
     l2: CachedNamespace<Value>,
     tenant: TenantId,
 }
@@ -103,9 +109,9 @@ fn main() {
     runtime.block_on(run(&url, Duration::from_secs(seconds)));
 }
 
-async fn node(url: &str, l1_max_ttl: Duration) -> CachedNamespace<Value> {
+async fn node(url: &str, l1_max_bytes: u64) -> CachedNamespace<Value> {
     let settings =
-        CacheSettings { l1_max_ttl, redis_timeout: Duration::from_secs(2), ..CacheSettings::default() };
+        CacheSettings { l1_max_bytes, redis_timeout: Duration::from_secs(2), ..CacheSettings::default() };
     let cache: Arc<dyn Cache> =
         Arc::new(FredCache::connect(&SecretString::from(url.to_owned()), settings).await.unwrap());
     CachedNamespace::new(cache, Arc::new(SystemClock), POLICY)
@@ -115,9 +121,8 @@ async fn run(url: &str, duration: Duration) {
     let raw = Builder::from_config(Config::from_url(url).unwrap()).build().unwrap();
     raw.init().await.unwrap();
     let tenant = TenantId::from_uuid(uuid::Uuid::now_v7());
-    let l1 = node(url, Duration::from_hours(1)).await;
-    // Entries expire from this node's L1 at once: every read goes to Redis.
-    let l2 = node(url, Duration::from_nanos(1)).await;
+    let l1 = node(url, CacheSettings::default().l1_max_bytes).await;
+    let l2 = node(url, L2_NODE_L1_BYTES).await;
     let value = Value {
         status: "active".into(),
         allowed_origins: vec!["https://app.example.com".into(), "https://admin.example.com".into()],
@@ -133,8 +138,10 @@ async fn run(url: &str, duration: Duration) {
         raw_keys.push(raw_key);
     }
     let keys = (0..KEYS).map(|i| format!("k{i}")).collect();
+    let cold_keys: Vec<String> = (0..COLD_KEYS).map(|i| format!("cold{i}")).collect();
+    store_all(&l1, tenant, &cold_keys, &value).await;
     let absent = (0..KEYS).map(|i| format!("absent{i}")).collect();
-    let fixture = Arc::new(Fixture { raw, raw_keys, keys, absent, l1, l2, tenant });
+    let fixture = Arc::new(Fixture { raw, raw_keys, keys, cold_keys, absent, l1, l2, tenant });
     // Warm the L1 node.
     for i in 0..KEYS {
         assert!(fixture.l1.get(tenant, &format!("k{i}")).await.is_some());
@@ -164,6 +171,22 @@ async fn run(url: &str, duration: Duration) {
     }
 }
 
+/// Stores `value` under every key, 64 at a time.
+async fn store_all(node: &CachedNamespace<Value>, tenant: TenantId, keys: &[String], value: &Value) {
+    for chunk in keys.chunks(64) {
+        let writes: Vec<_> = chunk
+            .iter()
+            .map(|key| {
+                let (node, key, value) = (node.clone(), key.clone(), value.clone());
+                tokio::spawn(async move { node.set(tenant, &key, &value).await })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap();
+        }
+    }
+}
+
 /// `concurrency` tasks reading one key after another for `duration`.
 async fn load(side: Side, concurrency: usize, duration: Duration, fixture: &Arc<Fixture>) -> Sample {
     let started = Instant::now();
@@ -186,7 +209,9 @@ async fn load(side: Side, concurrency: usize, duration: Duration, fixture: &Arc<
                             assert!(fixture.l1.get(fixture.tenant, &fixture.keys[key]).await.is_some());
                         }
                         Side::L2Hit => {
-                            assert!(fixture.l2.get(fixture.tenant, &fixture.keys[key]).await.is_some());
+                            // Each task walks the whole cold set (7919 is prime to its size) from its own start.
+                            let cold = &fixture.cold_keys[(worker * 1_543 + i * 7_919) % COLD_KEYS];
+                            assert!(fixture.l2.get(fixture.tenant, cold).await.is_some());
                         }
                         Side::Miss => {
                             assert!(fixture.l2.get(fixture.tenant, &fixture.absent[key]).await.is_none());

@@ -64,71 +64,54 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The shortest L1 TTL that turns L1 on: an entry that would leave within a millisecond is
-/// not worth its insert (about a microsecond of CPU, which an L2 hit would pay for nothing).
-pub(crate) const MIN_L1_TTL: Duration = Duration::from_millis(1);
-
 /// A bounded in-process map of versioned keys to entries.
 ///
 /// Memory-bounded (key, payload and a fixed overhead per entry); an entry leaves at
 /// `meta.evict_at_ms()` or after `max_ttl`, whichever comes first, so entries that another
 /// node invalidated while this one missed the message do not outlive `max_ttl`. A hit returns
-/// a clone of the stored entry: its `decoded` cell is shared by every hit. With a `max_ttl`
-/// under [`MIN_L1_TTL`] it holds nothing (L1 off).
+/// a clone of the stored entry: its `decoded` cell is shared by every hit.
 #[derive(Clone)]
 pub(crate) struct L1 {
-    entries: Option<MokaCache<String, CacheEntry>>,
+    entries: MokaCache<String, CacheEntry>,
 }
 
 impl fmt::Debug for L1 {
     // moka's own `Debug` lists every entry.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.entries {
-            Some(entries) => f
-                .debug_struct("L1")
-                .field("entries", &entries.entry_count())
-                .field("weighted_bytes", &entries.weighted_size())
-                .finish(),
-            None => f.write_str("L1(off)"),
-        }
+        f.debug_struct("L1")
+            .field("entries", &self.entries.entry_count())
+            .field("weighted_bytes", &self.entries.weighted_size())
+            .finish()
     }
 }
 
 impl L1 {
     pub(crate) fn new(max_bytes: u64, max_ttl: Duration) -> Self {
-        let entries = (max_ttl >= MIN_L1_TTL).then(|| {
-            MokaCache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|key: &String, entry: &CacheEntry| {
-                    u32::try_from(key.len() + entry.payload.len() + ENTRY_OVERHEAD_BYTES).unwrap_or(u32::MAX)
-                })
-                .expire_after(UntilEviction { max_ttl })
-                .build()
-        });
+        let entries = MokaCache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &CacheEntry| {
+                u32::try_from(key.len() + entry.payload.len() + ENTRY_OVERHEAD_BYTES).unwrap_or(u32::MAX)
+            })
+            .expire_after(UntilEviction { max_ttl })
+            .build();
         Self { entries }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<CacheEntry> {
-        self.entries.as_ref()?.get(key)
+        self.entries.get(key)
     }
 
     pub(crate) fn insert(&self, key: String, entry: CacheEntry) {
-        if let Some(entries) = &self.entries {
-            entries.insert(key, entry);
-        }
+        self.entries.insert(key, entry);
     }
 
     pub(crate) fn remove(&self, key: &str) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate(key);
-        }
+        self.entries.invalidate(key);
     }
 
     /// Drops every entry (lazily: none of them is returned again).
     pub(crate) fn clear(&self) {
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-        }
+        self.entries.invalidate_all();
     }
 }
 
@@ -293,18 +276,10 @@ mod tests {
         for i in 0..200 {
             l1.insert(format!("key-{i}"), entry(60_000, &[0_u8; 1024]));
         }
-        let entries = l1.entries.as_ref().unwrap();
+        let entries = &l1.entries;
         entries.run_pending_tasks();
         assert!(entries.weighted_size() <= 64 * 1024, "{}", entries.weighted_size());
         assert!(entries.entry_count() < 200);
-    }
-
-    #[test]
-    fn an_l1_ttl_under_a_millisecond_turns_l1_off() {
-        let l1 = L1::new(1 << 20, Duration::from_micros(999));
-        l1.insert("k".to_owned(), entry(60_000, b"v"));
-        assert!(l1.get("k").is_none());
-        assert_eq!(format!("{l1:?}"), "L1(off)");
     }
 
     #[test]
