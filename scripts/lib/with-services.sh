@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts that need the private test PostgreSQL and Redis for their run
+# Sourced by scripts that need the private test PostgreSQL (with pgvector) and Redis for their run
 # (scripts/test.sh, scripts/bench.sh). Expects `log` and the repository root as the working
 # directory.
 
@@ -17,6 +17,8 @@ start_test_services() {
     fi
     log "starting test services"
     scripts/services-up.sh >/dev/null
+    # The Supabase schema's tests need pgvector in that PostgreSQL (a no-op once installed).
+    scripts/install-pgvector.sh
     if [[ ${SBA_KEEP_SERVICES:-0} == 1 ]]; then
         log "SBA_KEEP_SERVICES=1: services stay up after the $what (scripts/services-down.sh stops them)"
     elif ((already_running)); then
