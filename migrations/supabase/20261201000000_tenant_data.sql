@@ -49,7 +49,9 @@ create table public.tenants (
     name text not null check (length(name) between 1 and 200),
     plan text check (plan is null or length(plan) between 1 and 64),
     status text not null default 'active' check (status in ('active', 'suspended')),
-    cors_origins text[] not null default '{}',
+    -- Exact origins (`scheme://host[:port]`), lower case as browsers send them.
+    cors_origins text[] not null default '{}'
+        check (array_to_string(cors_origins, ' ') = lower(array_to_string(cors_origins, ' '))),
     rate_limit_requests integer check (rate_limit_requests > 0),
     rate_limit_window_secs integer check (rate_limit_window_secs between 1 and 86400),
     created_at timestamptz not null default now(),

@@ -8,4 +8,5 @@ pub mod config;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod supabase;
 pub mod system;

@@ -3,9 +3,15 @@
 //! (scripts/install-pgvector.sh): row-level security holds even for a query without a
 //! tenant filter, no context means no rows, a pooled connection carries no context into the
 //! next transaction, PostgREST's pre-request path sets the context from the JWT claims, and
-//! `match_knowledge` ranks the caller tenant's chunks. Each test has its own database.
+//! `match_knowledge` ranks the caller tenant's chunks; and the direct-SQL adapters
+//! (`SupabaseSql` units of work, the tenant directory) on it. Each test has its own
+//! database.
 
+use sba_application::ports::TenantDirectory as _;
+use sba_domain::ratelimit::Quota;
+use sba_domain::{TenantId, TenantStatus};
 use sba_infrastructure::postgres::test_support::{execute_sql, fresh_postgres_url};
+use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
@@ -200,4 +206,56 @@ async fn match_knowledge_ranks_the_callers_chunks_by_cosine_similarity() {
         .unwrap();
     assert_eq!(filtered.len(), 2, "metadata filter and minimum similarity");
     tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn units_of_work_see_only_their_tenant_and_leave_no_context_behind() {
+    let f = fixture().await;
+    let sql = SupabaseSql::new(f.db.clone());
+    for tenant in [f.a, f.b] {
+        let tx = sql.begin(UnitOfWork::Tenant(TenantId::from_uuid(tenant))).await.unwrap();
+        let rows = tx
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, "select tenant_id from sessions"))
+            .await
+            .unwrap();
+        let seen: Vec<Uuid> = rows.iter().map(|r| r.try_get("", "tenant_id").unwrap()).collect();
+        assert_eq!(seen, [tenant]);
+        tx.commit().await.unwrap();
+    }
+    // The same pooled connection, as a user with no context: nothing.
+    let next = f.db.begin().await.unwrap();
+    exec(&next, "set local role authenticated").await;
+    assert_eq!(count(&next, "sessions").await, 0);
+    next.rollback().await.unwrap();
+    let platform = sql.begin(UnitOfWork::Platform).await.unwrap();
+    assert_eq!(count(&platform, "sessions").await, 2, "platform work sees every tenant");
+    platform.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_tenant_directory_reads_tenants_and_registered_origins() {
+    let f = fixture().await;
+    exec(
+        &f.db,
+        &format!(
+            "update tenants set plan = 'pro', cors_origins = '{{https://app.a.test}}',
+                 rate_limit_requests = 100, rate_limit_window_secs = 60 where id = '{a}';
+             update tenants set status = 'suspended', cors_origins = '{{https://app.b.test}}' where id = '{b}';",
+            a = f.a,
+            b = f.b
+        ),
+    )
+    .await;
+    let directory = SupabaseSql::new(f.db.clone()).tenant_directory();
+    let a = directory.find(TenantId::from_uuid(f.a)).await.unwrap().unwrap();
+    assert_eq!(a.status, TenantStatus::Active);
+    assert_eq!(a.plan.as_deref(), Some("pro"));
+    assert_eq!(a.allowed_origins, ["https://app.a.test"]);
+    assert_eq!(a.rate_limit, Some(Quota::new(100, 60).unwrap()));
+    let b = directory.find(TenantId::from_uuid(f.b)).await.unwrap().unwrap();
+    assert_eq!(b.status, TenantStatus::Suspended);
+    assert!(directory.find(TenantId::from_uuid(Uuid::now_v7())).await.unwrap().is_none());
+    assert!(directory.origin_is_registered("HTTPS://APP.A.TEST").await.unwrap());
+    assert!(!directory.origin_is_registered("https://app.b.test").await.unwrap(), "suspended tenant");
+    assert!(!directory.origin_is_registered("https://evil.test").await.unwrap());
 }

@@ -1,0 +1,154 @@
+//! [`SupabaseSql`]: units of work on the Supabase schema over a direct PostgreSQL
+//! connection, and [`SupabaseSqlTenantDirectory`], the `TenantDirectory` on `tenants`.
+//!
+//! A unit of work is one transaction that first sets its role (`set local role`) and its
+//! tenant context (`set_tenant_context`, transaction-local): nothing outlives the
+//! transaction, so a pooled connection (or a transaction-mode pooler's) never carries one
+//! caller's tenant into another's work. User work runs as `authenticated` with the user's
+//! tenant, so row-level security applies; `service_role` (BYPASSRLS) is for platform work
+//! only, such as tenant directory lookups.
+
+use async_trait::async_trait;
+use sba_application::ports::{RepositoryError, TenantDirectory};
+use sba_domain::ratelimit::Quota;
+use sba_domain::{Tenant, TenantId, TenantStatus};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement,
+    TransactionTrait,
+};
+
+/// Who a unit of work acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitOfWork {
+    /// A user of `tenant`: role `authenticated`, row-level security applies.
+    Tenant(TenantId),
+    /// Platform work: role `service_role`, which bypasses row-level security.
+    Platform,
+}
+
+/// Direct SQL access to the Supabase schema.
+#[derive(Debug, Clone)]
+pub struct SupabaseSql {
+    db: DatabaseConnection,
+}
+
+impl SupabaseSql {
+    pub const fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Begins a unit of work: the transaction's role and tenant context are set before the
+    /// caller's first statement.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or refuses the role.
+    pub async fn begin(&self, unit: UnitOfWork) -> Result<DatabaseTransaction, DbErr> {
+        let tx = self.db.begin().await?;
+        match unit {
+            UnitOfWork::Tenant(tenant) => {
+                tx.execute_unprepared("set local role authenticated").await?;
+                tx.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "select public.set_tenant_context($1)",
+                    [tenant.as_uuid().into()],
+                ))
+                .await?;
+            }
+            UnitOfWork::Platform => {
+                tx.execute_unprepared("set local role service_role").await?;
+            }
+        }
+        Ok(tx)
+    }
+
+    pub fn tenant_directory(&self) -> SupabaseSqlTenantDirectory {
+        SupabaseSqlTenantDirectory { sql: self.clone() }
+    }
+}
+
+/// Tenants from the `tenants` table (platform work).
+#[derive(Debug, Clone)]
+pub struct SupabaseSqlTenantDirectory {
+    sql: SupabaseSql,
+}
+
+fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
+    RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
+}
+
+/// The domain tenant of a `tenants` row.
+fn tenant_of(row: &QueryResult) -> Result<Tenant, RepositoryError> {
+    let corrupt =
+        |what: String| RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in tenants: {what}"));
+    let read = |e: DbErr| unexpected(e, "reading a tenant row");
+    let id: uuid::Uuid = row.try_get("", "id").map_err(read)?;
+    let status: String = row.try_get("", "status").map_err(read)?;
+    let status = match status.as_str() {
+        "active" => TenantStatus::Active,
+        "suspended" => TenantStatus::Suspended,
+        other => return Err(corrupt(format!("status `{other}`"))),
+    };
+    let requests: Option<i32> = row.try_get("", "rate_limit_requests").map_err(read)?;
+    let window: Option<i32> = row.try_get("", "rate_limit_window_secs").map_err(read)?;
+    let rate_limit = match (requests, window) {
+        (Some(requests), Some(window)) => Some(
+            u32::try_from(requests)
+                .ok()
+                .zip(u32::try_from(window).ok())
+                .and_then(|(r, w)| Quota::new(r, w).ok())
+                .ok_or_else(|| corrupt(format!("rate limit {requests}/{window}")))?,
+        ),
+        _ => None,
+    };
+    Ok(Tenant {
+        id: TenantId::from_uuid(id),
+        status,
+        allowed_origins: row.try_get("", "cors_origins").map_err(read)?,
+        plan: row.try_get("", "plan").map_err(read)?,
+        rate_limit,
+    })
+}
+
+#[async_trait]
+impl TenantDirectory for SupabaseSqlTenantDirectory {
+    async fn find(&self, id: TenantId) -> Result<Option<Tenant>, RepositoryError> {
+        let tx = self
+            .sql
+            .begin(UnitOfWork::Platform)
+            .await
+            .map_err(|e| unexpected(e, "opening a tenant lookup"))?;
+        let row = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "select id, status, cors_origins, plan, rate_limit_requests, rate_limit_window_secs \
+                 from public.tenants where id = $1",
+                [id.as_uuid().into()],
+            ))
+            .await
+            .map_err(|e| unexpected(e, "reading a tenant"))?;
+        tx.commit().await.map_err(|e| unexpected(e, "ending a tenant lookup"))?;
+        row.as_ref().map(tenant_of).transpose()
+    }
+
+    async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError> {
+        let tx = self
+            .sql
+            .begin(UnitOfWork::Platform)
+            .await
+            .map_err(|e| unexpected(e, "opening an origin lookup"))?;
+        let row = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "select exists (select 1 from public.tenants \
+                 where status = 'active' and lower($1) = any (cors_origins)) as registered",
+                [origin.into()],
+            ))
+            .await
+            .map_err(|e| unexpected(e, "looking up an origin"))?;
+        tx.commit().await.map_err(|e| unexpected(e, "ending an origin lookup"))?;
+        match row {
+            Some(row) => row.try_get("", "registered").map_err(|e| unexpected(e, "reading an origin lookup")),
+            None => Ok(false),
+        }
+    }
+}
