@@ -12,6 +12,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     clippy::print_stdout,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
@@ -98,15 +99,9 @@ struct Fixture {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") || !args.iter().any(|a| a == "--bench") {
-        return;
-    }
-    let url = std::env::var("SBA_TEST_REDIS_URL")
-        .expect("SBA_TEST_REDIS_URL is not set: run scripts/bench-cache.sh (it starts Redis)");
-    let seconds: u64 = std::env::var("SBA_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(run(&url, Duration::from_secs(seconds)));
+    support::run_with_redis("scripts/bench-cache.sh", |url, duration| async move {
+        run(&url, duration).await;
+    });
 }
 
 async fn node(url: &str, l1_max_bytes: u64) -> CachedNamespace<Value> {

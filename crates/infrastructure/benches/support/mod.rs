@@ -1,6 +1,23 @@
-//! Statistics shared by the load-loop benchmarks (`rate_limiter.rs`, `cache.rs`).
+//! What the load-loop benchmarks (`rate_limiter.rs`, `cache.rs`) share: their start and
+//! their statistics.
 
+use std::future::Future;
 use std::time::Duration;
+
+/// Runs `bench(redis_url, seconds per side)` on a 2-thread runtime when invoked with
+/// `--bench`; does nothing otherwise (as `cargo test --all-targets` and nextest run it).
+/// `script` names the script that starts Redis, for the message when it is missing.
+pub fn run_with_redis<F: Future<Output = ()>>(script: &str, bench: impl FnOnce(String, Duration) -> F) {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") || !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let url = std::env::var("SBA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| panic!("SBA_TEST_REDIS_URL is not set: run {script} (it starts Redis)"));
+    let seconds: u64 = std::env::var("SBA_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(bench(url, Duration::from_secs(seconds)));
+}
 
 /// One side's run: operations per second and latency percentiles.
 pub struct Sample {

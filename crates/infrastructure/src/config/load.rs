@@ -87,7 +87,11 @@ const KNOWN_SBA_VARS: [&str; 40] = [
 ];
 
 /// The cache namespaces whose TTLs `SBA_CACHE__TTLS` may set.
-pub const CACHE_NAMESPACES: [&str; 3] = ["tenant", "cors_origin", "run_access"];
+pub const CACHE_NAMESPACES: [&str; 3] = [
+    sba_application::tenants::TENANT_NAMESPACE.name,
+    sba_application::cors::REGISTERED_ORIGIN_NAMESPACE.name,
+    sba_application::runs::RUN_ACCESS_NAMESPACE.name,
+];
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
 const MIN_SECRET_BYTES: usize = 32;
@@ -498,13 +502,37 @@ fn bounded(
 
 fn cache_settings(problems: &mut Problems, raw: &RawCache) -> CacheConfig {
     const TTLS: &str = "SBA_CACHE__TTLS";
-    let l1_max_mb = bounded(problems, "SBA_CACHE__L1_MAX_MB", raw.l1_max_mb.as_deref(), 64, 1..=65_536);
-    let l1_max_ttl =
-        bounded(problems, "SBA_CACHE__L1_MAX_TTL_SECS", raw.l1_max_ttl_secs.as_deref(), 60, 1..=86_400);
-    let timeout_ms =
-        bounded(problems, "SBA_CACHE__REDIS_TIMEOUT_MS", raw.redis_timeout_ms.as_deref(), 50, 1..=5_000);
-    let version_ttl =
-        bounded(problems, "SBA_CACHE__VERSION_TTL_SECS", raw.version_ttl_secs.as_deref(), 10, 1..=3_600);
+    const MIB: u64 = 1024 * 1024;
+    let defaults = CacheConfig::default();
+    let secs = |d: Duration| d.as_secs();
+    let l1_max_mb = bounded(
+        problems,
+        "SBA_CACHE__L1_MAX_MB",
+        raw.l1_max_mb.as_deref(),
+        defaults.l1_max_bytes / MIB,
+        1..=65_536,
+    );
+    let l1_max_ttl = bounded(
+        problems,
+        "SBA_CACHE__L1_MAX_TTL_SECS",
+        raw.l1_max_ttl_secs.as_deref(),
+        secs(defaults.l1_max_ttl),
+        1..=86_400,
+    );
+    let timeout_ms = bounded(
+        problems,
+        "SBA_CACHE__REDIS_TIMEOUT_MS",
+        raw.redis_timeout_ms.as_deref(),
+        u64::try_from(defaults.redis_timeout.as_millis()).unwrap_or(u64::MAX),
+        1..=5_000,
+    );
+    let version_ttl = bounded(
+        problems,
+        "SBA_CACHE__VERSION_TTL_SECS",
+        raw.version_ttl_secs.as_deref(),
+        secs(defaults.version_ttl),
+        1..=3_600,
+    );
     let ttls = raw
         .ttls
         .as_deref()
@@ -530,7 +558,7 @@ fn cache_settings(problems: &mut Problems, raw: &RawCache) -> CacheConfig {
         })
         .unwrap_or_default();
     CacheConfig {
-        l1_max_bytes: l1_max_mb * 1024 * 1024,
+        l1_max_bytes: l1_max_mb * MIB,
         l1_max_ttl: Duration::from_secs(l1_max_ttl),
         redis_timeout: Duration::from_millis(timeout_ms),
         version_ttl: Duration::from_secs(version_ttl),
@@ -567,11 +595,8 @@ fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -> RateLimit
             FailMode::Open
         }
     };
-    let timeout_ms: u64 =
-        parse_or(problems, "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", raw.redis_timeout_ms.as_deref(), 50);
-    if !(1..=5000).contains(&timeout_ms) {
-        problems.push("SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", "must be between 1 and 5000 milliseconds");
-    }
+    let timeout_ms =
+        bounded(problems, "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS", raw.redis_timeout_ms.as_deref(), 50, 1..=5_000);
     let mut ws_quotas = default_ws_quotas();
     if let Some(text) = raw.ws.as_deref() {
         for (op, quota) in entries(problems, "SBA_RATE_LIMIT__WS", text, |problems, op, value| {

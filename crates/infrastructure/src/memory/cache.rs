@@ -20,8 +20,7 @@ pub struct CacheSettings {
     /// The memory bound of L1 (keys, payloads and a fixed overhead per entry). Default: 64 MiB.
     pub l1_max_bytes: u64,
     /// The longest an entry stays in L1, whatever its own TTL: it bounds how long a node
-    /// serves an entry whose invalidation it missed. Under a millisecond, L1 is off (every
-    /// read goes to Redis; [`InMemoryCache`] then holds nothing). Default: 60 s.
+    /// serves an entry whose invalidation it missed. Default: 60 s.
     pub l1_max_ttl: Duration,
     /// The bound on one Redis call; past it the call counts as a failure. Default: 50 ms.
     pub redis_timeout: Duration,
