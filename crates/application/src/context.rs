@@ -1,6 +1,33 @@
 //! What a use case knows about the request it serves.
 
-use sba_domain::Principal;
+use std::fmt;
+use std::sync::Arc;
+
+use sba_domain::{Principal, TenantId, UserId};
+
+/// The caller's verified bearer token, kept so that adapters acting on the user's behalf
+/// (PostgREST, where row-level security reads the token's claims) can forward it. Its
+/// `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(Arc<str>);
+
+impl AccessToken {
+    pub fn new(token: &str) -> Self {
+        Self(Arc::from(token))
+    }
+
+    /// The token itself: only for the `Authorization` header of a request on the user's
+    /// behalf, never for a log line.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
 
 /// The verified caller plus the request facts that audit entries record.
 #[derive(Debug, Clone)]
@@ -9,4 +36,40 @@ pub struct RequestContext {
     /// The client's address as seen by the server (or the trusted proxy chain).
     pub ip: Option<String>,
     pub request_id: String,
+    /// The bearer token the principal was verified from (`None` in tests and for work that
+    /// no token started).
+    pub token: Option<AccessToken>,
+}
+
+impl RequestContext {
+    /// Who tenant-data ports act for.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            tenant: self.principal.tenant_id,
+            user: self.principal.user_id.clone(),
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// Whom a tenant-data port (sessions, knowledge) acts for: every read and write is scoped to
+/// `tenant`, and an adapter that lets the database enforce it (PostgREST with row-level
+/// security) forwards `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub token: Option<AccessToken>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_access_token_never_shows_in_debug_output() {
+        let token = AccessToken::new("eyJhbGciOiJIUzI1NiJ9.secret.sig");
+        assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
+        assert_eq!(token.expose(), "eyJhbGciOiJIUzI1NiJ9.secret.sig");
+    }
 }

@@ -215,6 +215,7 @@ mod tests {
             },
             ip: None,
             request_id: "r".into(),
+            token: None,
         }
     }
 

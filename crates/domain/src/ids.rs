@@ -65,6 +65,16 @@ uuid_id!(
     "session id"
 );
 uuid_id!(
+    /// A knowledge document.
+    DocumentId,
+    "document id"
+);
+uuid_id!(
+    /// One chunk of a knowledge document (a unit of search).
+    ChunkId,
+    "chunk id"
+);
+uuid_id!(
     /// An entry of the audit log.
     AuditEntryId,
     "audit entry id"

@@ -6,17 +6,20 @@
 pub mod audit;
 pub mod events;
 pub mod ids;
+pub mod knowledge;
 pub mod principal;
 pub mod ratelimit;
 pub mod runs;
+pub mod sessions;
 pub mod steps;
 pub mod tenant;
 pub mod usage;
 
 pub use audit::{AuditEntry, AuditOutcome};
-pub use ids::{AuditEntryId, IdParseError, RunId, SessionId, TenantId, UserId};
+pub use ids::{AuditEntryId, ChunkId, DocumentId, IdParseError, RunId, SessionId, TenantId, UserId};
 pub use principal::{Principal, Role};
 pub use runs::{AgentName, AgentRun, InvalidTransition, Metadata, NewRun, RunError, RunStatus, StoredRun};
+pub use sessions::{Session, SessionTitle, SessionUpdate};
 pub use tenant::{Tenant, TenantStatus};
 
 /// A value given to a domain constructor that does not satisfy its rules.

@@ -74,6 +74,7 @@ mod tests {
             },
             ip: None,
             request_id: "r".into(),
+            token: None,
         }
     }
 

@@ -10,10 +10,12 @@ mod dependency_check;
 mod error;
 mod health_log;
 mod idempotency;
+mod knowledge_store;
 mod rate_limiter;
 mod run_details;
 mod run_ledger;
 mod run_repository;
+mod session_store;
 mod tenant_directory;
 mod token_verifier;
 mod usage_ledger;
@@ -25,10 +27,12 @@ pub use dependency_check::DependencyCheck;
 pub use error::RepositoryError;
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
+pub use knowledge_store::KnowledgeStore;
 pub use rate_limiter::{RateLimitError, RateLimiter};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
 pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
 pub use run_repository::{RunFilter, RunRepository};
+pub use session_store::SessionStore;
 pub use tenant_directory::TenantDirectory;
 pub use token_verifier::{TokenError, TokenVerifier};
 pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
@@ -46,6 +50,8 @@ pub use health_log::MockHealthLog;
 #[cfg(any(test, feature = "mocks"))]
 pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
+pub use knowledge_store::MockKnowledgeStore;
+#[cfg(any(test, feature = "mocks"))]
 pub use rate_limiter::MockRateLimiter;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
@@ -53,6 +59,8 @@ pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
 pub use run_ledger::MockRunLedger;
 #[cfg(any(test, feature = "mocks"))]
 pub use run_repository::MockRunRepository;
+#[cfg(any(test, feature = "mocks"))]
+pub use session_store::MockSessionStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use tenant_directory::MockTenantDirectory;
 #[cfg(any(test, feature = "mocks"))]

@@ -123,6 +123,7 @@ mod tests {
             },
             ip: None,
             request_id: "r".into(),
+            token: None,
         }
     }
 

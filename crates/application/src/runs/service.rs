@@ -258,6 +258,7 @@ mod tests {
             },
             ip: Some("203.0.113.7".into()),
             request_id: "req-1".into(),
+            token: None,
         }
     }
 

@@ -13,6 +13,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
 use sba_application::RequestContext;
+use sba_application::context::AccessToken;
 use sba_application::ports::TokenError;
 use sba_domain::Principal;
 
@@ -40,13 +41,20 @@ pub async fn middleware(
     let outcome = match bearer_token(req.request()) {
         Err(credentials) => Err(credentials),
         Ok(token) => match req.app_data::<web::Data<AppState>>() {
-            Some(state) => state.verifier.verify(&token).await.map_err(Credentials::Refused),
+            Some(state) => state
+                .verifier
+                .verify(&token)
+                .await
+                .map(|principal| (principal, AccessToken::new(&token)))
+                .map_err(Credentials::Refused),
             None => Err(Credentials::Refused(TokenError::Invalid)),
         },
     };
     match outcome {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
+        Ok((principal, token)) => {
+            let mut extensions = req.extensions_mut();
+            extensions.insert(principal);
+            extensions.insert(token);
         }
         Err(credentials) => {
             req.extensions_mut().insert(credentials);
@@ -68,7 +76,12 @@ impl FromRequest for Authenticated {
                 // The socket peer, not X-Forwarded-For: forwarded headers are
                 // client-controlled unless a trusted proxy sets them.
                 let ip = req.peer_addr().map(|addr| addr.ip().to_string());
-                Ok(Self(RequestContext { principal: principal.clone(), ip, request_id: request_id.clone() }))
+                Ok(Self(RequestContext {
+                    principal: principal.clone(),
+                    ip,
+                    request_id: request_id.clone(),
+                    token: extensions.get::<AccessToken>().cloned(),
+                }))
             }
             (None, Some(Credentials::Refused(error))) => Err(ApiError::from(error.clone())),
             (None, Some(Credentials::Missing) | None) => Err(missing()),
