@@ -224,7 +224,9 @@ pub struct KnowledgeMatch {
 }
 
 /// Whether `metadata` contains `filter` (JSON containment, as PostgreSQL's `jsonb @>` for
-/// objects: every key of the filter is present with a containing value).
+/// objects: every key of the filter is present with a containing value; arrays contain
+/// arrays whose elements they contain; below the top level, an array does not contain a
+/// bare scalar).
 pub fn metadata_contains(metadata: &Metadata, filter: &Metadata) -> bool {
     filter
         .as_map()
@@ -240,10 +242,6 @@ fn json_contains(have: &serde_json::Value, wanted: &serde_json::Value) -> bool {
         }
         (Value::Array(have), Value::Array(wanted)) => {
             wanted.iter().all(|w| have.iter().any(|h| json_contains(h, w)))
-        }
-        // As jsonb: an array contains a scalar that is one of its elements.
-        (Value::Array(have), scalar) if !scalar.is_object() && !scalar.is_array() => {
-            have.iter().any(|h| h == scalar)
         }
         (have, wanted) => have == wanted,
     }
@@ -332,7 +330,7 @@ mod tests {
         assert!(metadata_contains(&have, &Metadata::default()));
         assert!(metadata_contains(&have, &metadata(&json!({"lang": "en"}))));
         assert!(metadata_contains(&have, &metadata(&json!({"tags": ["b"]}))));
-        assert!(metadata_contains(&have, &metadata(&json!({"tags": "a"}))));
+        assert!(!metadata_contains(&have, &metadata(&json!({"tags": "a"}))), "as jsonb: nested scalar");
         assert!(metadata_contains(&have, &metadata(&json!({"meta": {"v": 2}}))));
         assert!(!metadata_contains(&have, &metadata(&json!({"lang": "de"}))));
         assert!(!metadata_contains(&have, &metadata(&json!({"missing": 1}))));

@@ -18,7 +18,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 const BOOTSTRAP: &str = include_str!("../../../migrations/supabase/test-bootstrap/00_supabase_roles.sql");
-const SCHEMA: &str = include_str!("../../../migrations/supabase/20261201000000_tenant_data.sql");
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../../migrations/supabase/20261201000000_tenant_data.sql"),
+    include_str!("../../../migrations/supabase/20261202000000_knowledge_rpc.sql"),
+];
 
 struct Fixture {
     db: DatabaseConnection,
@@ -26,13 +29,15 @@ struct Fixture {
     b: Uuid,
 }
 
-/// A fresh database with the schema, two tenants with a session each and tenant A with
-/// three chunks, tenant B with one; connections of a pool of one, so transactions reuse
-/// the same server connection.
+/// A fresh database with the final schema (every migration, in order), two tenants with a
+/// session each and tenant A with three chunks, tenant B with one; connections of a pool of
+/// one, so transactions reuse the same server connection.
 async fn fixture() -> Fixture {
     let url = fresh_postgres_url().await;
     execute_sql(&url, BOOTSTRAP).await;
-    execute_sql(&url, SCHEMA).await;
+    for migration in MIGRATIONS {
+        execute_sql(&url, migration).await;
+    }
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     // As the superuser (which RLS does not bind): the platform's seeding.
     execute_sql(

@@ -228,7 +228,7 @@ fn describe_postgres(url: &str) -> String {
 }
 
 /// Replaces the userinfo of any URL inside `text` (drivers sometimes echo the URL).
-fn redact_url_in(text: &str) -> String {
+pub(crate) fn redact_url_in(text: &str) -> String {
     text.split(' ')
         .map(|word| match url::Url::parse(word) {
             Ok(mut parsed) if parsed.password().is_some() => {

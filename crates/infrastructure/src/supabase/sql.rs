@@ -1,5 +1,7 @@
 //! [`SupabaseSql`]: units of work on the Supabase schema over a direct PostgreSQL
-//! connection, and [`SupabaseSqlTenantDirectory`], the `TenantDirectory` on `tenants`.
+//! connection, and the adapters built on them: [`SupabaseSqlTenantDirectory`] (the
+//! `TenantDirectory` on `tenants`), [`SupabaseSqlSessionStore`] and
+//! [`SupabaseSqlKnowledgeStore`].
 //!
 //! A unit of work is one transaction that first sets its role (`set local role`) and its
 //! tenant context (`set_tenant_context`, transaction-local): nothing outlives the
@@ -8,14 +10,21 @@
 //! tenant, so row-level security applies; `service_role` (BYPASSRLS) is for platform work
 //! only, such as tenant directory lookups.
 
+mod knowledge;
+mod sessions;
+
 use async_trait::async_trait;
+use sba_application::context::Caller;
 use sba_application::ports::{RepositoryError, TenantDirectory};
 use sba_domain::ratelimit::Quota;
-use sba_domain::{Tenant, TenantId, TenantStatus};
+use sba_domain::{Metadata, Tenant, TenantId, TenantStatus};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqlErr,
+    Statement, TransactionTrait,
 };
+
+pub use knowledge::SupabaseSqlKnowledgeStore;
+pub use sessions::SupabaseSqlSessionStore;
 
 /// Who a unit of work acts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +73,29 @@ impl SupabaseSql {
     pub fn tenant_directory(&self) -> SupabaseSqlTenantDirectory {
         SupabaseSqlTenantDirectory { sql: self.clone() }
     }
+
+    pub fn session_store(&self) -> SupabaseSqlSessionStore {
+        SupabaseSqlSessionStore::new(self.clone())
+    }
+
+    pub fn knowledge_store(&self) -> SupabaseSqlKnowledgeStore {
+        SupabaseSqlKnowledgeStore::new(self.clone())
+    }
+
+    /// Begins a unit of work as a user of `caller`'s tenant; a failure is `Unexpected`,
+    /// naming what was being done.
+    async fn begin_for(
+        &self,
+        caller: &Caller,
+        doing: &'static str,
+    ) -> Result<DatabaseTransaction, RepositoryError> {
+        self.begin(UnitOfWork::Tenant(caller.tenant)).await.map_err(|e| unexpected(e, doing))
+    }
+}
+
+/// Commits a unit of work, as a port method's error.
+async fn commit(tx: DatabaseTransaction, doing: &'static str) -> Result<(), RepositoryError> {
+    tx.commit().await.map_err(|e| unexpected(e, doing))
 }
 
 /// Tenants from the `tenants` table (platform work).
@@ -76,17 +108,42 @@ fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
     RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
 }
 
+/// A unique violation (SQLSTATE 23505, also when raised inside an RPC) becomes `Conflict`;
+/// anything else is `Unexpected`, with what was being done.
+fn db_error(error: DbErr, doing: &'static str) -> RepositoryError {
+    match error.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(what)) => RepositoryError::Conflict(what),
+        _ => unexpected(error, doing),
+    }
+}
+
+/// A stored row that does not satisfy the domain's rules: data corruption, not user error.
+fn corrupt(table: &'static str, what: impl std::fmt::Display) -> RepositoryError {
+    RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
+}
+
+/// The metadata of a `jsonb` column (always an object when written through the domain).
+fn metadata_of(value: serde_json::Value, table: &'static str) -> Result<Metadata, RepositoryError> {
+    match value {
+        serde_json::Value::Object(map) => Metadata::parse(map).map_err(|e| corrupt(table, e)),
+        _ => Err(corrupt(table, "metadata is not a JSON object")),
+    }
+}
+
+/// A metadata object as a `jsonb` parameter.
+fn metadata_value(metadata: &Metadata) -> sea_orm::Value {
+    serde_json::Value::Object(metadata.as_map().clone()).into()
+}
+
 /// The domain tenant of a `tenants` row.
 fn tenant_of(row: &QueryResult) -> Result<Tenant, RepositoryError> {
-    let corrupt =
-        |what: String| RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in tenants: {what}"));
     let read = |e: DbErr| unexpected(e, "reading a tenant row");
     let id: uuid::Uuid = row.try_get("", "id").map_err(read)?;
     let status: String = row.try_get("", "status").map_err(read)?;
     let status = match status.as_str() {
         "active" => TenantStatus::Active,
         "suspended" => TenantStatus::Suspended,
-        other => return Err(corrupt(format!("status `{other}`"))),
+        other => return Err(corrupt("tenants", format_args!("status `{other}`"))),
     };
     let requests: Option<i32> = row.try_get("", "rate_limit_requests").map_err(read)?;
     let window: Option<i32> = row.try_get("", "rate_limit_window_secs").map_err(read)?;
@@ -96,7 +153,7 @@ fn tenant_of(row: &QueryResult) -> Result<Tenant, RepositoryError> {
                 .ok()
                 .zip(u32::try_from(window).ok())
                 .and_then(|(r, w)| Quota::new(r, w).ok())
-                .ok_or_else(|| corrupt(format!("rate limit {requests}/{window}")))?,
+                .ok_or_else(|| corrupt("tenants", format_args!("rate limit {requests}/{window}")))?,
         ),
         _ => None,
     };

@@ -1,0 +1,172 @@
+//! [`SessionStore`] on the embedded SQLite store.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sba_application::context::Caller;
+use sba_application::pagination::{Cursor, Page, PageRequest};
+use sba_application::ports::{RepositoryError, SessionStore};
+use sba_domain::{Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
+use uuid::Uuid;
+
+use super::{
+    corrupt_row, from_micros, map_db_err, metadata_from_text, metadata_to_text, to_micros, unexpected,
+};
+
+const TABLE: &str = "embedded_sessions";
+const COLUMNS: &str = "id, tenant_id, user_id, title, metadata, created_at, updated_at";
+
+/// Sessions in the `embedded_sessions` table; every statement filters by the caller's
+/// tenant.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSessionStore {
+    db: DatabaseConnection,
+}
+
+impl EmbeddedSessionStore {
+    pub(super) const fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedSessionStore {
+    async fn create(&self, caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
+        if session.tenant_id != caller.tenant {
+            // What row-level security's `with check` refuses in production: a bug, not a
+            // conflict.
+            return Err(anyhow::anyhow!(
+                "a session of tenant {} cannot be created for tenant {}",
+                session.tenant_id,
+                caller.tenant
+            )
+            .into());
+        }
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("insert into {TABLE} ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?)"),
+            [
+                session.id.as_uuid().to_string().into(),
+                caller.tenant.as_uuid().to_string().into(),
+                session.user_id.as_str().into(),
+                session.title.as_ref().map(|t| t.as_str().to_owned()).into(),
+                metadata_to_text(&session.metadata)?.into(),
+                to_micros(session.created_at).into(),
+                to_micros(session.updated_at).into(),
+            ],
+        );
+        self.db
+            .execute_raw(statement)
+            .await
+            .map_err(|e| map_db_err(e, "creating a session", || format!("session {} exists", session.id)))?;
+        Ok(())
+    }
+
+    async fn get(&self, caller: &Caller, id: SessionId) -> Result<Option<Session>, RepositoryError> {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("select {COLUMNS} from {TABLE} where tenant_id = ? and id = ?"),
+            [caller.tenant.as_uuid().to_string().into(), id.as_uuid().to_string().into()],
+        );
+        self.db
+            .query_one_raw(statement)
+            .await
+            .map_err(|e| unexpected(e, "reading a session"))?
+            .as_ref()
+            .map(session_of)
+            .transpose()
+    }
+
+    async fn list(&self, caller: &Caller, page: PageRequest) -> Result<Page<Session>, RepositoryError> {
+        // One row more than the page proves that another page exists.
+        let limit = i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut values: Vec<Value> = vec![caller.tenant.as_uuid().to_string().into()];
+        let after = match page.after {
+            None => "",
+            Some(Cursor::Time { at, id }) => {
+                values.extend([to_micros(at).into(), id.to_string().into()]);
+                "and (created_at, id) < (?, ?)"
+            }
+            Some(Cursor::Seq(_)) => {
+                return Err(anyhow::anyhow!("a seq cursor was given to the session listing").into());
+            }
+        };
+        values.push(limit.into());
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
+                "select {COLUMNS} from {TABLE} where tenant_id = ? {after}
+                 order by created_at desc, id desc limit ?"
+            ),
+            values,
+        );
+        let rows = self.db.query_all_raw(statement).await.map_err(|e| unexpected(e, "listing sessions"))?;
+        let sessions = rows.iter().map(session_of).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(sessions, page.limit, |s| Cursor::Time { at: s.created_at, id: s.id.as_uuid() }))
+    }
+
+    async fn update(
+        &self,
+        caller: &Caller,
+        id: SessionId,
+        update: &SessionUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, RepositoryError> {
+        // One statement, so there is no read-then-write race and no lock upgrade; `case`
+        // keeps the fields the update does not name (a `null` title can mean "clear it").
+        let title = update.title.as_ref().map(|title| title.as_ref().map(|t| t.as_str().to_owned()));
+        let metadata = update.metadata.as_ref().map(metadata_to_text).transpose()?;
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
+                "update {TABLE}
+                 set title = case when ? then ? else title end,
+                     metadata = case when ? then ? else metadata end,
+                     updated_at = ?
+                 where tenant_id = ? and id = ?
+                 returning {COLUMNS}"
+            ),
+            [
+                title.is_some().into(),
+                title.flatten().into(),
+                metadata.is_some().into(),
+                metadata.into(),
+                to_micros(now).into(),
+                caller.tenant.as_uuid().to_string().into(),
+                id.as_uuid().to_string().into(),
+            ],
+        );
+        self.db
+            .query_one_raw(statement)
+            .await
+            .map_err(|e| unexpected(e, "updating a session"))?
+            .as_ref()
+            .map(session_of)
+            .transpose()
+    }
+}
+
+/// A stored row as a domain session.
+fn session_of(row: &QueryResult) -> Result<Session, RepositoryError> {
+    let read = |e| unexpected(e, "reading a session row");
+    let id: String = row.try_get("", "id").map_err(read)?;
+    let tenant_id: String = row.try_get("", "tenant_id").map_err(read)?;
+    let user_id: String = row.try_get("", "user_id").map_err(read)?;
+    let title: Option<String> = row.try_get("", "title").map_err(read)?;
+    let metadata: String = row.try_get("", "metadata").map_err(read)?;
+    let created_at: i64 = row.try_get("", "created_at").map_err(read)?;
+    let updated_at: i64 = row.try_get("", "updated_at").map_err(read)?;
+    Ok(Session {
+        id: SessionId::from_uuid(uuid_of(&id)?),
+        tenant_id: TenantId::from_uuid(uuid_of(&tenant_id)?),
+        user_id: UserId::parse(&user_id).map_err(|e| corrupt_row(TABLE, e))?,
+        title: title.as_deref().map(SessionTitle::parse).transpose().map_err(|e| corrupt_row(TABLE, e))?,
+        metadata: metadata_from_text(TABLE, &metadata)?,
+        created_at: from_micros(TABLE, created_at)?,
+        updated_at: from_micros(TABLE, updated_at)?,
+    })
+}
+
+fn uuid_of(text: &str) -> Result<Uuid, RepositoryError> {
+    Uuid::parse_str(text).map_err(|e| corrupt_row(TABLE, e))
+}
