@@ -9,11 +9,13 @@ pub mod context;
 pub mod cors;
 pub mod health;
 pub mod idempotency;
+pub mod knowledge;
 pub mod pagination;
 pub mod ports;
 pub mod ratelimit;
 pub mod ratelimit_ws;
 pub mod runs;
+pub mod sessions;
 pub mod tenants;
 pub mod usage;
 

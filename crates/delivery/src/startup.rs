@@ -7,24 +7,30 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use sba_application::audit::AuditQueries;
+use sba_application::audit::{AuditQueries, Auditor};
 use sba_application::cache::NamespacePolicy;
 use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
-use sba_application::ports::{Cache, RateLimiter, TokenVerifier};
+use sba_application::knowledge::KnowledgeService;
+use sba_application::ports::{
+    Cache, KnowledgeStore, RateLimiter, SessionStore, TenantDirectory, TokenVerifier,
+};
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
 use sba_application::runs::{RUN_ACCESS_NAMESPACE, RunAccess, RunQueries, RunService};
+use sba_application::sessions::{SESSION_NAMESPACE, SessionService};
 use sba_application::tenants::{TENANT_NAMESPACE, TenantCache};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
     HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
 };
 use sba_infrastructure::config::Settings;
+use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::memory::{CacheSettings, InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
 use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 use sba_infrastructure::redis::{FredCache, FredRateLimiter, FredRateLimiterSettings};
+use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http;
@@ -43,6 +49,8 @@ pub struct AppState {
     pub origins: OriginPolicy,
     /// Tenant lookups (status, plan, quotas), cached per node.
     pub tenants: TenantCache,
+    pub sessions: SessionService,
+    pub knowledge: KnowledgeService,
     /// `None` when rate limiting is turned off.
     pub rate_policies: Option<Arc<LimitPolicies>>,
     pub rate_limits: RateLimits,
@@ -97,7 +105,9 @@ impl Application {
         store.migrate_up().await?;
 
         let cache = cache(&settings).await?;
-        let tenants = tenant_cache(&settings, &cache);
+        let data = TenantData::connect(&settings).await?;
+        let tenants = tenant_cache(&settings, &cache, Arc::clone(&data.directory));
+        let auditor = Auditor::new(store.audit_log(), Arc::new(SystemClock), Arc::new(UuidV7Generator));
         let state = AppState {
             runs: run_service(&store),
             queries: RunQueries::new(
@@ -115,6 +125,20 @@ impl Application {
             system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
             origins: origin_policy(&settings, tenants.clone(), &cache),
             tenants,
+            sessions: SessionService::new(
+                data.sessions,
+                auditor.clone(),
+                Arc::clone(&cache),
+                Arc::new(SystemClock),
+                Arc::new(UuidV7Generator),
+                namespace(&settings, SESSION_NAMESPACE),
+            ),
+            knowledge: KnowledgeService::new(
+                data.knowledge,
+                auditor,
+                Arc::new(SystemClock),
+                Arc::new(UuidV7Generator),
+            ),
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(&settings))),
             rate_limits: rate_limits(&settings).await?,
             ws_policies: Arc::new(WsPolicies {
@@ -429,11 +453,66 @@ fn namespace(settings: &Settings, policy: NamespacePolicy) -> NamespacePolicy {
         .map_or(policy, |(_, ttl, max_ttl)| NamespacePolicy { ttl: *ttl, max_ttl: *max_ttl, ..policy })
 }
 
-/// Tenants from the embedded directory (configuration), cached.
-fn tenant_cache(settings: &Settings, cache: &Arc<dyn Cache>) -> TenantCache {
-    let directory = StaticTenantDirectory::from_settings(&settings.cors, &settings.tenants);
+/// The adapters of the tenant-facing data (ADR 0008): tenants, sessions, knowledge.
+struct TenantData {
+    directory: Arc<dyn TenantDirectory>,
+    sessions: Arc<dyn SessionStore>,
+    knowledge: Arc<dyn KnowledgeStore>,
+}
+
+impl TenantData {
+    /// Supabase over a direct PostgreSQL connection when `SUPABASE_DB_URL` is set, else
+    /// Supabase's PostgREST when `SUPABASE_URL` is, else the embedded store (tenants from
+    /// configuration, sessions and knowledge in `<data dir>/tenant-data.db`).
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the HTTP client cannot be built.
+    async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let supabase = settings.supabase.as_ref();
+        if let Some((db_url, timeout)) = supabase.and_then(|s| s.db_url.as_ref().map(|url| (url, s.timeout)))
+        {
+            let sql = connect_sql(db_url, timeout).await.context("connecting to SUPABASE_DB_URL")?;
+            return Ok(Self {
+                directory: Arc::new(sql.tenant_directory()),
+                sessions: Arc::new(sql.session_store()),
+                knowledge: Arc::new(sql.knowledge_store()),
+            });
+        }
+        if let Some((rest, timeout)) = supabase.and_then(|s| s.rest.as_ref().map(|rest| (rest, s.timeout))) {
+            let client = PostgrestClient::new(PostgrestSettings {
+                anon_key: rest.anon_key.clone(),
+                timeout,
+                ..PostgrestSettings::new(rest.url.clone(), rest.service_role_key.clone())
+            })
+            .context("building the PostgREST client")?;
+            return Ok(Self {
+                directory: Arc::new(client.tenant_directory()),
+                sessions: Arc::new(client.session_store()),
+                knowledge: Arc::new(client.knowledge_store()),
+            });
+        }
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        let path = settings.data_dir.join("tenant-data.db");
+        let embedded = EmbeddedStore::open(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .with_context(|| format!("opening the embedded store {}", path.display()))?;
+        Ok(Self {
+            directory: Arc::new(StaticTenantDirectory::from_settings(&settings.cors, &settings.tenants)),
+            sessions: Arc::new(embedded.session_store()),
+            knowledge: Arc::new(embedded.knowledge_store()),
+        })
+    }
+}
+
+/// Tenant lookups through `directory`, cached.
+fn tenant_cache(
+    settings: &Settings,
+    cache: &Arc<dyn Cache>,
+    directory: Arc<dyn TenantDirectory>,
+) -> TenantCache {
     TenantCache::with_policy(
-        Arc::new(directory),
+        directory,
         Arc::clone(cache),
         Arc::new(SystemClock),
         namespace(settings, TENANT_NAMESPACE),

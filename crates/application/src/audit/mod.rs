@@ -2,11 +2,61 @@
 
 use std::sync::Arc;
 
-use sba_domain::{AuditEntry, Role};
+use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, Role};
 
 use crate::RequestContext;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{AuditLog, RepositoryError};
+use crate::ports::{AuditLog, Clock, IdGenerator, RepositoryError};
+
+/// Writes audit entries of a caller's mutation attempts (one per attempt, success or not).
+#[derive(Clone)]
+pub struct Auditor {
+    log: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").finish_non_exhaustive()
+    }
+}
+
+impl Auditor {
+    pub fn new(log: Arc<dyn AuditLog>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGenerator>) -> Self {
+        Self { log, clock, ids }
+    }
+
+    /// Records that the caller of `ctx` attempted `action` (`resource.verb`) on a resource.
+    ///
+    /// # Errors
+    /// When the entry cannot be stored.
+    pub async fn record(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+    ) -> anyhow::Result<()> {
+        let entry = AuditEntry {
+            id: AuditEntryId::from_uuid(self.ids.new_id()),
+            tenant_id: ctx.principal.tenant_id,
+            actor: ctx.principal.user_id.as_str().to_owned(),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id,
+            outcome,
+            ip: ctx.ip.clone(),
+            request_id: Some(ctx.request_id.clone()),
+            created_at: self.clock.now(),
+        };
+        self.log
+            .record(&entry)
+            .await
+            .map_err(|error| anyhow::Error::new(error).context(format!("recording audit entry {action}")))
+    }
+}
 
 /// What can go wrong reading the audit trail.
 #[derive(Debug, thiserror::Error)]

@@ -66,7 +66,7 @@ impl From<AuditQueryError> for ApiError {
         (status = 200, description = "One page of entries.", body = ListResponse<AuditEntryResponse>),
         (status = 400, description = "`invalid_request`: a bad limit or cursor.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the caller is not a tenant admin.",
+        (status = 403, description = "`forbidden`: the caller is not a tenant admin; or `tenant_suspended`, `tenant_unknown`.",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]

@@ -9,13 +9,15 @@ use std::future::{Ready, ready};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
 use sba_application::RequestContext;
 use sba_application::context::AccessToken;
+use sba_application::ports::RepositoryError;
 use sba_application::ports::TokenError;
-use sba_domain::Principal;
+use sba_domain::{Principal, Tenant, TenantStatus};
 
 use super::error::ApiError;
 use super::request_id::RequestId;
@@ -30,6 +32,68 @@ pub struct Authenticated(pub RequestContext);
 enum Credentials {
     Missing,
     Refused(TokenError),
+}
+
+/// Whether the caller's tenant may use the service, looked up (through the tenant cache)
+/// once per request after the token verified.
+#[derive(Debug, Clone)]
+pub enum TenantStanding {
+    /// An active tenant; the rate limiter reads its plan and quota.
+    Active(Tenant),
+    /// Every request of a suspended tenant is refused with 403 `tenant_suspended`.
+    Suspended(Tenant),
+    /// The directory does not know the tenant: 403 `tenant_unknown`.
+    Unknown,
+    /// The directory cannot be read and nothing is cached: 503, never a guess (a
+    /// suspended tenant must not get through while the directory is down).
+    Unavailable,
+}
+
+impl TenantStanding {
+    fn of(lookup: Result<Option<Tenant>, RepositoryError>) -> Self {
+        match lookup {
+            Ok(Some(tenant)) if tenant.status == TenantStatus::Suspended => Self::Suspended(tenant),
+            Ok(Some(tenant)) => Self::Active(tenant),
+            Ok(None) => Self::Unknown,
+            Err(error) => {
+                tracing::error!(error = %error, "tenant lookup failed; the request is refused");
+                Self::Unavailable
+            }
+        }
+    }
+
+    /// The tenant's settings, when the directory answered.
+    pub const fn tenant(&self) -> Option<&Tenant> {
+        match self {
+            Self::Active(tenant) | Self::Suspended(tenant) => Some(tenant),
+            Self::Unknown | Self::Unavailable => None,
+        }
+    }
+
+    /// The refusal of a request of this tenant, if any.
+    fn refusal(&self) -> Option<ApiError> {
+        match self {
+            Self::Active(_) => None,
+            Self::Suspended(_) => Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "This tenant is suspended; contact the platform's operators.",
+            )),
+            Self::Unknown => Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_unknown",
+                "The token names a tenant this service does not know.",
+            )),
+            Self::Unavailable => Some(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "tenant_directory_unavailable",
+                    "The caller's tenant cannot be checked right now; retry shortly.",
+                )
+                .with_retry_after_ms(1000),
+            ),
+        }
+    }
 }
 
 /// Verifies the bearer token, if any, and records the outcome: the [`Principal`] itself
@@ -52,9 +116,14 @@ pub async fn middleware(
     };
     match outcome {
         Ok((principal, token)) => {
+            let standing = match req.app_data::<web::Data<AppState>>() {
+                Some(state) => TenantStanding::of(state.tenants.get(principal.tenant_id).await),
+                None => TenantStanding::Unavailable,
+            };
             let mut extensions = req.extensions_mut();
             extensions.insert(principal);
             extensions.insert(token);
+            extensions.insert(standing);
         }
         Err(credentials) => {
             req.extensions_mut().insert(credentials);
@@ -71,18 +140,22 @@ impl FromRequest for Authenticated {
         let request_id =
             req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()).unwrap_or_default();
         let extensions = req.extensions();
+        let refusal = extensions.get::<TenantStanding>().and_then(TenantStanding::refusal);
         let result = match (extensions.get::<Principal>(), extensions.get::<Credentials>()) {
-            (Some(principal), _) => {
-                // The socket peer, not X-Forwarded-For: forwarded headers are
-                // client-controlled unless a trusted proxy sets them.
-                let ip = req.peer_addr().map(|addr| addr.ip().to_string());
-                Ok(Self(RequestContext {
-                    principal: principal.clone(),
-                    ip,
-                    request_id: request_id.clone(),
-                    token: extensions.get::<AccessToken>().cloned(),
-                }))
-            }
+            (Some(principal), _) => refusal.map_or_else(
+                || {
+                    // The socket peer, not X-Forwarded-For: forwarded headers are
+                    // client-controlled unless a trusted proxy sets them.
+                    let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+                    Ok(Self(RequestContext {
+                        principal: principal.clone(),
+                        ip,
+                        request_id: request_id.clone(),
+                        token: extensions.get::<AccessToken>().cloned(),
+                    }))
+                },
+                Err,
+            ),
             (None, Some(Credentials::Refused(error))) => Err(ApiError::from(error.clone())),
             (None, Some(Credentials::Missing) | None) => Err(missing()),
         };

@@ -244,3 +244,51 @@ pub fn query_config() -> web::QueryConfig {
         .into()
     })
 }
+
+impl From<sba_application::sessions::SessionError> for ApiError {
+    fn from(error: sba_application::sessions::SessionError) -> Self {
+        match error {
+            sba_application::sessions::SessionError::NotFound => Self::not_found(),
+            sba_application::sessions::SessionError::Unexpected(source) => Self::internal(source),
+        }
+    }
+}
+
+impl From<sba_application::knowledge::KnowledgeError> for ApiError {
+    fn from(error: sba_application::knowledge::KnowledgeError) -> Self {
+        match error {
+            sba_application::knowledge::KnowledgeError::NotFound => Self::not_found(),
+            sba_application::knowledge::KnowledgeError::Unexpected(source) => Self::internal(source),
+        }
+    }
+}
+
+/// Collects the rejected fields of a request body, to report them all at once.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// The value of `result`, or `None` after recording why `field` was rejected.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, sba_domain::ValidationError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.reject(field, error.message);
+                None
+            }
+        }
+    }
+
+    pub fn reject(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.to_owned(), message: message.into() });
+    }
+
+    /// `Ok(value)` when nothing was rejected and the value was built, else 422 with every
+    /// rejected field.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ApiError> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(ApiError::validation(self.0)),
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod auth;
 mod cors;
 mod error;
 mod health;
+mod knowledge;
 mod lists;
 mod me;
 pub mod metrics;
@@ -14,6 +15,7 @@ mod ratelimit;
 mod request_id;
 mod run_details;
 mod runs;
+mod sessions;
 mod system;
 mod usage;
 
@@ -78,6 +80,11 @@ api_routes! {
     "/v1/runs/{run_id}/steps" => { get: run_details::list_steps },
     "/v1/runs/{run_id}/tool-calls" => { get: run_details::list_tool_calls },
     "/v1/runs/{run_id}/events" => { get: run_details::list_events },
+    "/v1/sessions" => { post: sessions::create_session, get: sessions::list_sessions },
+    "/v1/sessions/{session_id}" => { get: sessions::get_session, patch: sessions::update_session },
+    "/v1/knowledge/documents" => { post: knowledge::create_document },
+    "/v1/knowledge/documents/{document_id}" => { get: knowledge::get_document },
+    "/v1/knowledge/search" => { post: knowledge::search },
     "/v1/me" => { get: me::me },
     "/v1/usage" => { get: usage::usage },
     "/v1/audit-logs" => { get: audit::list_audit_logs },

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema};
 
-use super::{audit, health, run_details, runs, system, usage};
+use super::{audit, health, knowledge, run_details, runs, sessions, system, usage};
 
 /// An RFC 9457 problem: every error answer of the API (`application/problem+json`).
 #[derive(Debug, ToSchema)]
@@ -30,7 +30,7 @@ pub struct Problem {
     /// A human-readable explanation; never internal details.
     detail: String,
     /// Machine-readable: `token_missing`, `token_expired`, `token_invalid`, `tenant_missing`,
-    /// `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`, `invalid_json`,
+    /// `tenant_suspended`, `tenant_unknown`, `tenant_directory_unavailable`, `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`, `invalid_json`,
     /// `validation_failed`, `payload_too_large`, `unsupported_media_type`,
     /// `idempotency_conflict`, `idempotency_in_progress`, `invalid_transition`,
     /// `origin_not_allowed`, `rate_limited`, `rate_limiter_unavailable`, `internal_error`.
@@ -74,6 +74,13 @@ pub struct ErrorDetail {
         run_details::list_steps,
         run_details::list_tool_calls,
         run_details::list_events,
+        sessions::create_session,
+        sessions::list_sessions,
+        sessions::get_session,
+        sessions::update_session,
+        knowledge::create_document,
+        knowledge::get_document,
+        knowledge::search,
         super::me::me,
         usage::usage,
         audit::list_audit_logs,
@@ -84,6 +91,8 @@ pub struct ErrorDetail {
     tags(
         (name = "auth", description = "The caller behind a token"),
         (name = "runs", description = "Agent runs and what happened inside them"),
+        (name = "sessions", description = "Conversations that group a tenant's runs"),
+        (name = "knowledge", description = "Documents with embeddings, and similarity search over them"),
         (name = "usage", description = "Token and cost aggregates of the caller's tenant"),
         (name = "audit", description = "The tenant's audit trail (tenant admins)"),
         (name = "system", description = "Liveness, readiness and recorded health"),
@@ -137,6 +146,22 @@ impl Modify for StandardResponses {
         add_rate_limit_headers(&mut rate_limited);
         components.responses.insert("RateLimited".to_owned(), RefOr::T(rate_limited));
         components.responses.insert(
+            "TenantRefused".to_owned(),
+            RefOr::T(problem_response(
+                "The caller's tenant is suspended (`tenant_suspended`) or unknown to the tenant \
+                 directory (`tenant_unknown`); every route answers so.",
+            )),
+        );
+        let mut unavailable = problem_response(
+            "`tenant_directory_unavailable`: the caller's tenant cannot be checked right now, or \
+             `rate_limiter_unavailable`. The body carries `retry_after_ms`.",
+        );
+        unavailable.headers.insert(
+            "Retry-After".to_owned(),
+            string_header("Whole seconds after which a retry can succeed (rate limiter only)."),
+        );
+        components.responses.insert("Unavailable".to_owned(), RefOr::T(unavailable));
+        components.responses.insert(
             "InternalError".to_owned(),
             RefOr::T(problem_response("The server failed (`internal_error`).")),
         );
@@ -152,8 +177,14 @@ impl Modify for StandardResponses {
                         .entry("401".to_owned())
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Unauthorized")));
                     responses
+                        .entry("403".to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("TenantRefused")));
+                    responses
                         .entry("429".to_owned())
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name("RateLimited")));
+                    responses
+                        .entry("503".to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Unavailable")));
                 }
                 responses
                     .entry("500".to_owned())

@@ -14,6 +14,7 @@ use sba_application::ratelimit::Verdict;
 use sba_domain::Principal;
 use sba_domain::ratelimit::{Decision, Quota, http_key, policy_header, ratelimit_header, retry_after_secs};
 
+use super::auth::TenantStanding;
 use super::error::ApiError;
 use crate::startup::AppState;
 
@@ -34,13 +35,13 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let method = req.method().clone();
-    let tenant_id = req.extensions().get::<Principal>().map(|p| p.tenant_id);
-    let tenant = match tenant_id {
-        None => None,
-        Some(id) => state.tenants.get(id).await.unwrap_or_else(|error| {
-            tracing::warn!(error = %error, "tenant lookup for rate limits failed; default quota applies");
-            None
-        }),
+    // The authentication middleware looked the tenant up already.
+    let (tenant_id, tenant) = {
+        let extensions = req.extensions();
+        (
+            extensions.get::<Principal>().map(|p| p.tenant_id),
+            extensions.get::<TenantStanding>().and_then(TenantStanding::tenant).cloned(),
+        )
     };
     let Some((policy, quota)) = policies.quota_for(method.as_str(), &route, tenant.as_ref()) else {
         return Ok(next.call(req).await?.map_into_left_body());

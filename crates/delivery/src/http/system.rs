@@ -59,7 +59,7 @@ impl From<SystemHealthError> for ApiError {
         (status = 200, description = "One page of recorded checks.", body = ListResponse<HealthRecordResponse>),
         (status = 400, description = "`invalid_request`: a bad limit or cursor.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the caller is not a platform administrator.",
+        (status = 403, description = "`forbidden`: the caller is not a platform administrator; or `tenant_suspended`, `tenant_unknown`.",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]

@@ -15,5 +15,6 @@ mod ratelimit;
 mod ratelimit_redis;
 mod runs;
 mod system;
+mod tenant_data;
 mod usage;
 mod worker;

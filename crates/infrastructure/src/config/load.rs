@@ -20,8 +20,8 @@ use super::dev_secret;
 use super::env::EnvSnapshot;
 use super::settings::{
     AuthSettings, CacheConfig, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings,
-    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings,
-    WorkerSettings,
+    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseRest, SupabaseSettings,
+    TenantSettings, WorkerSettings,
 };
 use crate::postgres::StoreLocation;
 
@@ -30,12 +30,14 @@ const PUBLIC_PREFIX: &str = "NEXT_PUBLIC_";
 
 /// Variables read under their well-known names, and the setting each one fills.
 /// Where two name the same setting, the first one present wins.
-const WELL_KNOWN: [(&str, &str); 9] = [
+const WELL_KNOWN: [(&str, &str); 11] = [
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
     ("SUPABASE_URL", "supabase.url"),
     ("SUPABASE_SERVICE_ROLE_KEY", "supabase.service_role_key"),
     ("SUPABASE_SERVICE_KEY", "supabase.service_role_key"),
+    ("SUPABASE_ANON_KEY", "supabase.anon_key"),
+    ("SUPABASE_DB_URL", "supabase.db_url"),
     ("SUPABASE_JWT_SECRET", "auth.supabase_jwt_secret"),
     ("PORT", "server.port"),
     ("RUST_LOG", "log.filter"),
@@ -43,7 +45,7 @@ const WELL_KNOWN: [(&str, &str); 9] = [
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
-const KNOWN_SBA_VARS: [&str; 40] = [
+const KNOWN_SBA_VARS: [&str; 43] = [
     "SBA_ENV",
     "SBA_CONFIG_FILE",
     "SBA_DATA_DIR",
@@ -58,6 +60,9 @@ const KNOWN_SBA_VARS: [&str; 40] = [
     "SBA_REDIS__URL",
     "SBA_SUPABASE__URL",
     "SBA_SUPABASE__SERVICE_ROLE_KEY",
+    "SBA_SUPABASE__ANON_KEY",
+    "SBA_SUPABASE__DB_URL",
+    "SBA_SUPABASE__TIMEOUT_MS",
     "SBA_AUTH__JWT_SECRETS",
     "SBA_AUTH__JWKS_URL",
     "SBA_AUTH__ISSUER",
@@ -87,10 +92,11 @@ const KNOWN_SBA_VARS: [&str; 40] = [
 ];
 
 /// The cache namespaces whose TTLs `SBA_CACHE__TTLS` may set.
-pub const CACHE_NAMESPACES: [&str; 3] = [
+pub const CACHE_NAMESPACES: [&str; 4] = [
     sba_application::tenants::TENANT_NAMESPACE.name,
     sba_application::cors::REGISTERED_ORIGIN_NAMESPACE.name,
     sba_application::runs::RUN_ACCESS_NAMESPACE.name,
+    sba_application::sessions::SESSION_NAMESPACE.name,
 ];
 
 /// The shortest HS256 secret accepted: 256 bits, as RFC 7518 §3.2 requires.
@@ -225,6 +231,9 @@ struct RawUrl {
 struct RawSupabase {
     url: Option<String>,
     service_role_key: Option<SecretString>,
+    anon_key: Option<SecretString>,
+    db_url: Option<SecretString>,
+    timeout_ms: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,8 +440,26 @@ fn supabase_settings(ctx: &mut Ctx<'_>, raw: RawSupabase) -> Option<SupabaseSett
             _ => {}
         }
     }
+    let timeout_ms =
+        bounded(&mut ctx.problems, "SBA_SUPABASE__TIMEOUT_MS", raw.timeout_ms.as_deref(), 5000, 100..=60_000);
+    let db_url = raw.db_url.filter(|url| {
+        let valid = Url::parse(url.expose_secret())
+            .is_ok_and(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.host_str().is_some());
+        if !valid {
+            ctx.problems.push("SUPABASE_DB_URL", "must be a postgres:// or postgresql:// URL");
+        }
+        valid
+    });
     let url = raw.url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SUPABASE_URL", url));
-    Some(SupabaseSettings { url: url?, service_role_key: raw.service_role_key? })
+    let rest = url.zip(raw.service_role_key).map(|(url, service_role_key)| SupabaseRest {
+        url,
+        service_role_key,
+        anon_key: raw.anon_key,
+    });
+    if rest.is_none() && db_url.is_none() {
+        return None;
+    }
+    Some(SupabaseSettings { rest, db_url, timeout: Duration::from_millis(timeout_ms) })
 }
 
 fn cors_settings(ctx: &mut Ctx<'_>, raw: &RawCors) -> CorsSettings {
@@ -1070,7 +1097,28 @@ mod tests {
             production_env().into_iter().filter(|(k, _)| *k != "SUPABASE_SERVICE_ROLE_KEY").collect();
         env.push(("SUPABASE_SERVICE_KEY", "alias-key"));
         let settings = settings_of(&env).unwrap();
-        assert_eq!(settings.supabase.unwrap().service_role_key.expose_secret(), "alias-key");
+        assert_eq!(settings.supabase.unwrap().rest.unwrap().service_role_key.expose_secret(), "alias-key");
+    }
+
+    #[test]
+    fn a_supabase_database_url_alone_selects_the_sql_adapters_in_development() {
+        let settings =
+            settings_of(&[("SUPABASE_DB_URL", "postgres://sba:pw@pooler.test:6543/postgres")]).unwrap();
+        let supabase = settings.supabase.unwrap();
+        assert!(supabase.rest.is_none());
+        assert!(supabase.db_url.is_some());
+        assert_eq!(supabase.timeout, Duration::from_secs(5));
+        let problems = settings_of(&[("SUPABASE_DB_URL", "https://not-a-database")]).unwrap_err();
+        assert!(problems.0.iter().any(|p| p.setting == "SUPABASE_DB_URL"), "{problems}");
+    }
+
+    #[test]
+    fn the_anon_key_and_timeout_are_read_with_the_rest_settings() {
+        let mut env = production_env();
+        env.extend([("SUPABASE_ANON_KEY", "anon-key"), ("SBA_SUPABASE__TIMEOUT_MS", "800")]);
+        let supabase = settings_of(&env).unwrap().supabase.unwrap();
+        assert_eq!(supabase.rest.unwrap().anon_key.unwrap().expose_secret(), "anon-key");
+        assert_eq!(supabase.timeout, Duration::from_millis(800));
     }
 
     #[test]

@@ -16,6 +16,6 @@ pub use env::EnvSnapshot;
 pub use load::{CACHE_NAMESPACES, LoadOptions, Problem, Problems, load};
 pub use settings::{
     AuthSettings, CacheConfig, CorsSettings, Environment, LogFormat, LogSettings, RateLimitSettings,
-    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseSettings, TenantSettings,
-    WorkerSettings,
+    RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseRest, SupabaseSettings,
+    TenantSettings, WorkerSettings,
 };

@@ -33,9 +33,16 @@ impl Settings {
         };
         let cache =
             if self.redis.is_some() { "redis with in-process l1 (fred, moka)" } else { "in-process (moka)" };
+        let (tenants, tenant_data) = match &self.supabase {
+            Some(supabase) if supabase.db_url.is_some() => {
+                ("supabase sql", "supabase sql (row-level security)")
+            }
+            Some(_) => ("supabase postgrest", "supabase postgrest (row-level security, user jwt)"),
+            None => ("embedded (configuration)", "embedded sqlite"),
+        };
         format!(
-            "internal_store={store} token_verifier={tokens} tenant_directory=embedded (configuration) \
-             rate_limiter={limiter} cache={cache}"
+            "internal_store={store} token_verifier={tokens} tenant_directory={tenants} \
+             tenant_data={tenant_data} rate_limiter={limiter} cache={cache}"
         )
     }
 }
@@ -72,8 +79,13 @@ impl fmt::Display for Settings {
         }
         match &self.supabase {
             Some(supabase) => {
-                line("supabase.url", &supabase.url);
-                line("supabase.service_role_key", &REDACTED);
+                if let Some(rest) = &supabase.rest {
+                    line("supabase.url", &rest.url);
+                    line("supabase.service_role_key", &REDACTED);
+                    line("supabase.anon_key", if rest.anon_key.is_some() { &REDACTED } else { &"(not set)" });
+                }
+                line("supabase.db_url", if supabase.db_url.is_some() { &REDACTED } else { &"(not set)" });
+                line("supabase.timeout", &format_args!("{}ms", supabase.timeout.as_millis()));
             }
             None => line("supabase", &"(not set: embedded store)"),
         }

@@ -79,10 +79,28 @@ pub struct RedisSettings {
     pub url: SecretString,
 }
 
+/// Where tenants, sessions and knowledge live (ADR 0008): `db_url` set → the direct-SQL
+/// adapters; else `rest` → the PostgREST adapters.
 #[derive(Debug, Clone)]
 pub struct SupabaseSettings {
+    /// `SUPABASE_URL` with its keys (always set in production).
+    pub rest: Option<SupabaseRest>,
+    /// `SUPABASE_DB_URL`: a direct PostgreSQL connection (Supabase's pooler, or a
+    /// self-hosted database).
+    pub db_url: Option<SecretString>,
+    /// Bound of every request or statement (`SBA_SUPABASE__TIMEOUT_MS`, default 5000).
+    pub timeout: Duration,
+}
+
+/// Supabase's HTTP API.
+#[derive(Debug, Clone)]
+pub struct SupabaseRest {
     pub url: Url,
+    /// Platform work only (tenant lookups); never sent on a user's behalf.
     pub service_role_key: SecretString,
+    /// `SUPABASE_ANON_KEY`: the `apikey` of requests on a user's behalf (Supabase's gateway
+    /// wants one; a bare PostgREST does not).
+    pub anon_key: Option<SecretString>,
 }
 
 /// Where the HS256 secrets came from.

@@ -1,0 +1,187 @@
+//! [`KnowledgeService`]: adding documents (with their chunks and embeddings), reading them
+//! and searching the caller's tenant's chunks by similarity, through the `KnowledgeStore`.
+
+use std::sync::Arc;
+
+use sba_domain::knowledge::{KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewDocument};
+use sba_domain::{AuditOutcome, DocumentId};
+
+use crate::RequestContext;
+use crate::audit::Auditor;
+use crate::ports::{Clock, IdGenerator, KnowledgeStore, RepositoryError};
+
+/// What can go wrong in a knowledge use case.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    /// No such document for the caller's tenant (including documents of other tenants).
+    #[error("document not found")]
+    NotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RepositoryError> for KnowledgeError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::NotFound => Self::NotFound,
+            other => Self::Unexpected(anyhow::Error::new(other).context("knowledge store")),
+        }
+    }
+}
+
+/// The knowledge use cases.
+#[derive(Clone)]
+pub struct KnowledgeService {
+    store: Arc<dyn KnowledgeStore>,
+    auditor: Auditor,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for KnowledgeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnowledgeService").finish_non_exhaustive()
+    }
+}
+
+impl KnowledgeService {
+    pub fn new(
+        store: Arc<dyn KnowledgeStore>,
+        auditor: Auditor,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+    ) -> Self {
+        Self { store, auditor, clock, ids }
+    }
+
+    /// Stores a document with all its chunks (all or nothing) for the caller's tenant.
+    ///
+    /// # Errors
+    /// `Unexpected` when it cannot be stored (nothing is then stored).
+    pub async fn add_document(
+        &self,
+        ctx: &RequestContext,
+        document: &NewDocument,
+    ) -> Result<KnowledgeDocument, KnowledgeError> {
+        let id = DocumentId::from_uuid(self.ids.new_id());
+        let resource = Some(id.to_string());
+        let stored = self.store.add_document(&ctx.caller(), id, document, self.clock.now()).await;
+        let outcome = if stored.is_ok() { AuditOutcome::Success } else { AuditOutcome::Error };
+        self.auditor
+            .record(ctx, "knowledge_document.create", "knowledge_document", resource, outcome)
+            .await?;
+        Ok(stored?)
+    }
+
+    /// The document `id` of the caller's tenant, with its chunks in order.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or belongs to another tenant.
+    pub async fn get_document(
+        &self,
+        ctx: &RequestContext,
+        id: DocumentId,
+    ) -> Result<KnowledgeDocument, KnowledgeError> {
+        self.store.get_document(&ctx.caller(), id).await?.ok_or(KnowledgeError::NotFound)
+    }
+
+    /// The caller's tenant's chunks most similar to the query, best first.
+    ///
+    /// # Errors
+    /// `Unexpected` when the store cannot be searched.
+    pub async fn search(
+        &self,
+        ctx: &RequestContext,
+        query: &KnowledgeQuery,
+    ) -> Result<Vec<KnowledgeMatch>, KnowledgeError> {
+        Ok(self.store.search(&ctx.caller(), query).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sba_domain::knowledge::{EMBEDDING_DIMENSION, Embedding, NewChunk};
+    use sba_domain::{Metadata, Principal, Role, TenantId, UserId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::cache::testing::TestClock;
+    use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore};
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            principal: Principal {
+                tenant_id: TenantId::from_uuid(Uuid::from_u128(0xa)),
+                user_id: UserId::parse("alice").unwrap(),
+                role: Role::Authenticated,
+            },
+            ip: None,
+            request_id: "req-1".into(),
+            token: None,
+        }
+    }
+
+    fn document() -> NewDocument {
+        let mut axis = vec![0.0; EMBEDDING_DIMENSION];
+        axis[0] = 1.0;
+        let chunk =
+            NewChunk::new("text", Metadata::default(), Embedding::parse("e", &axis).unwrap()).unwrap();
+        NewDocument::new("Manual", None, Metadata::default(), vec![chunk]).unwrap()
+    }
+
+    fn service(store: MockKnowledgeStore, outcome: AuditOutcome) -> KnowledgeService {
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(move |entry| entry.action == "knowledge_document.create" && entry.outcome == outcome)
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let mut document_ids = MockIdGenerator::new();
+        document_ids.expect_new_id().returning(|| Uuid::from_u128(7));
+        KnowledgeService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            clock,
+            Arc::new(document_ids),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_added_document_is_stored_for_the_callers_tenant_and_audited() {
+        let mut store = MockKnowledgeStore::new();
+        store
+            .expect_add_document()
+            .withf(|caller, id, _, _| {
+                caller.tenant == TenantId::from_uuid(Uuid::from_u128(0xa))
+                    && *id == DocumentId::from_uuid(Uuid::from_u128(7))
+            })
+            .times(1)
+            .returning(|caller, id, new, now| {
+                Ok(KnowledgeDocument {
+                    id,
+                    tenant_id: caller.tenant,
+                    title: new.title.clone(),
+                    source: None,
+                    metadata: Metadata::default(),
+                    created_at: now,
+                    chunks: Vec::new(),
+                })
+            });
+        let stored = service(store, AuditOutcome::Success).add_document(&ctx(), &document()).await.unwrap();
+        assert_eq!(stored.title, "Manual");
+    }
+
+    #[tokio::test]
+    async fn a_document_that_cannot_be_stored_is_an_error_and_audited_as_such() {
+        let mut store = MockKnowledgeStore::new();
+        store
+            .expect_add_document()
+            .times(1)
+            .returning(|_, _, _, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))));
+        let result = service(store, AuditOutcome::Error).add_document(&ctx(), &document()).await;
+        assert!(matches!(result, Err(KnowledgeError::Unexpected(_))));
+    }
+}

@@ -1,0 +1,380 @@
+//! [`SessionService`]: creating, reading, listing and updating the sessions of the caller's
+//! tenant through the `SessionStore`, with an audit entry per mutation attempt.
+//!
+//! Reads by id go through the `session` cache namespace (ADR 0007): a created session is
+//! written through, an update drops the cached copy on every node, so the next read on any
+//! node sees the change. Only existing sessions are cached (a lookup of an unknown id is
+//! asked again), and lists are always read from the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sba_domain::{AuditOutcome, Metadata, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::RequestContext;
+use crate::audit::Auditor;
+use crate::cache::{CachedNamespace, NamespacePolicy};
+use crate::pagination::{Page, PageRequest};
+use crate::ports::{Cache, Clock, IdGenerator, RepositoryError, SessionStore};
+
+/// How sessions are cached: 60 s, up to 10 min for sessions that do not change.
+pub const SESSION_NAMESPACE: NamespacePolicy = NamespacePolicy {
+    name: "session",
+    schema: 1,
+    ttl: Duration::from_mins(1),
+    max_ttl: Duration::from_mins(10),
+};
+
+/// What can go wrong in a session use case.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No such session for the caller's tenant (including sessions of other tenants).
+    #[error("session not found")]
+    NotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RepositoryError> for SessionError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::NotFound => Self::NotFound,
+            other => Self::Unexpected(anyhow::Error::new(other).context("session store")),
+        }
+    }
+}
+
+/// A session as cached; a change here bumps [`SESSION_NAMESPACE`]'s schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CachedSession {
+    user_id: String,
+    title: Option<String>,
+    /// The metadata object as JSON text (`MessagePack` has no arbitrary-JSON type of its own).
+    metadata: String,
+    created_at_us: i64,
+    updated_at_us: i64,
+}
+
+impl From<&Session> for CachedSession {
+    fn from(session: &Session) -> Self {
+        Self {
+            user_id: session.user_id.as_str().to_owned(),
+            title: session.title.as_ref().map(|t| t.as_str().to_owned()),
+            metadata: serde_json::Value::Object(session.metadata.as_map().clone()).to_string(),
+            created_at_us: session.created_at.timestamp_micros(),
+            updated_at_us: session.updated_at.timestamp_micros(),
+        }
+    }
+}
+
+impl CachedSession {
+    /// The session, or `None` when the entry does not read back (then it is reloaded).
+    fn to_session(&self, tenant_id: TenantId, id: SessionId) -> Option<Session> {
+        let metadata = match serde_json::from_str(&self.metadata).ok()? {
+            serde_json::Value::Object(map) => Metadata::parse(map).ok()?,
+            _ => return None,
+        };
+        Some(Session {
+            id,
+            tenant_id,
+            user_id: UserId::parse(&self.user_id).ok()?,
+            title: self.title.as_deref().map(SessionTitle::parse).transpose().ok()?,
+            metadata,
+            created_at: DateTime::<Utc>::from_timestamp_micros(self.created_at_us)?,
+            updated_at: DateTime::<Utc>::from_timestamp_micros(self.updated_at_us)?,
+        })
+    }
+}
+
+/// The session use cases.
+#[derive(Clone)]
+pub struct SessionService {
+    store: Arc<dyn SessionStore>,
+    auditor: Auditor,
+    cached: CachedNamespace<CachedSession>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for SessionService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService").field("policy", self.cached.policy()).finish_non_exhaustive()
+    }
+}
+
+impl SessionService {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        auditor: Auditor,
+        cache: Arc<dyn Cache>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        policy: NamespacePolicy,
+    ) -> Self {
+        Self { store, auditor, cached: CachedNamespace::new(cache, Arc::clone(&clock), policy), clock, ids }
+    }
+
+    /// Creates a session of the caller's tenant, owned by the caller.
+    ///
+    /// # Errors
+    /// `Unexpected` when it cannot be stored (nothing is then stored).
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        title: Option<SessionTitle>,
+        metadata: Metadata,
+    ) -> Result<Session, SessionError> {
+        let now = self.clock.now();
+        let session = Session {
+            id: SessionId::from_uuid(self.ids.new_id()),
+            tenant_id: ctx.principal.tenant_id,
+            user_id: ctx.principal.user_id.clone(),
+            title,
+            metadata,
+            created_at: now,
+            updated_at: now,
+        };
+        let id = Some(session.id.to_string());
+        if let Err(error) = self.store.create(&ctx.caller(), &session).await {
+            self.auditor.record(ctx, "session.create", "session", id, AuditOutcome::Error).await?;
+            return Err(error.into());
+        }
+        self.auditor.record(ctx, "session.create", "session", id, AuditOutcome::Success).await?;
+        self.cached.set(session.tenant_id, &key(session.id), &CachedSession::from(&session)).await;
+        Ok(session)
+    }
+
+    /// The session `id` of the caller's tenant, from the cache when fresh.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or belongs to another tenant.
+    pub async fn get(&self, ctx: &RequestContext, id: SessionId) -> Result<Session, SessionError> {
+        let tenant = ctx.principal.tenant_id;
+        let caller = ctx.caller();
+        let cached = self
+            .cached
+            .get_or_load(tenant, &key(id), || async {
+                match self.store.get(&caller, id).await? {
+                    Some(session) => Ok(CachedSession::from(&session)),
+                    // Not cached: the error ends the load.
+                    None => Err(SessionError::NotFound),
+                }
+            })
+            .await?;
+        if let Some(session) = cached.to_session(tenant, id) {
+            return Ok(session);
+        }
+        tracing::warn!(session_id = %id, "a cached session could not be read; reloading it");
+        self.cached.delete(tenant, &key(id)).await;
+        self.store.get(&caller, id).await?.ok_or(SessionError::NotFound)
+    }
+
+    /// One page of the caller's tenant's sessions, newest first (always from the store).
+    ///
+    /// # Errors
+    /// `Unexpected` when the store cannot be read.
+    pub async fn list(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<Session>, SessionError> {
+        Ok(self.store.list(&ctx.caller(), page).await?)
+    }
+
+    /// Applies `update` to the session `id` and forgets its cached copy on every node.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or belongs to another tenant (audited as denied).
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        id: SessionId,
+        update: &SessionUpdate,
+    ) -> Result<Session, SessionError> {
+        let resource = Some(id.to_string());
+        let updated = match self.store.update(&ctx.caller(), id, update, self.clock.now()).await {
+            Ok(updated) => updated,
+            Err(error) => {
+                self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Error).await?;
+                return Err(error.into());
+            }
+        };
+        let Some(session) = updated else {
+            self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Denied).await?;
+            return Err(SessionError::NotFound);
+        };
+        self.cached.delete(session.tenant_id, &key(id)).await;
+        self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Success).await?;
+        Ok(session)
+    }
+}
+
+fn key(id: SessionId) -> String {
+    id.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::{always, eq};
+    use sba_domain::{Principal, Role};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::cache::testing::{MapCache, TestClock};
+    use crate::ports::{MockAuditLog, MockIdGenerator, MockSessionStore};
+
+    const TENANT: Uuid = Uuid::from_u128(0xa);
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            principal: Principal {
+                tenant_id: TenantId::from_uuid(TENANT),
+                user_id: UserId::parse("alice").unwrap(),
+                role: Role::Authenticated,
+            },
+            ip: None,
+            request_id: "req-1".into(),
+            token: None,
+        }
+    }
+
+    fn session(id: SessionId, title: &str) -> Session {
+        let at = DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap();
+        Session {
+            id,
+            tenant_id: TenantId::from_uuid(TENANT),
+            user_id: UserId::parse("alice").unwrap(),
+            title: Some(SessionTitle::parse(title).unwrap()),
+            metadata: Metadata::default(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// A service over `store` with an audit log that accepts `audits` entries.
+    fn service(store: MockSessionStore, audits: usize) -> SessionService {
+        let mut audit = MockAuditLog::new();
+        audit.expect_record().times(audits).returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        SessionService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            Arc::new(MapCache::default()),
+            clock.clone(),
+            Arc::new(MockIdGenerator::new()),
+            SESSION_NAMESPACE,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_is_read_from_the_store_once_then_from_the_cache() {
+        let id = SessionId::from_uuid(Uuid::from_u128(1));
+        let mut store = MockSessionStore::new();
+        store.expect_get().with(always(), eq(id)).times(1).returning(move |_, id| Ok(Some(session(id, "t"))));
+        let service = service(store, 0);
+        assert_eq!(service.get(&ctx(), id).await.unwrap(), session(id, "t"));
+        assert_eq!(service.get(&ctx(), id).await.unwrap(), session(id, "t"), "served from the cache");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_session_is_not_found_and_not_cached() {
+        let id = SessionId::from_uuid(Uuid::from_u128(2));
+        let mut store = MockSessionStore::new();
+        store.expect_get().times(2).returning(|_, _| Ok(None));
+        let service = service(store, 0);
+        assert!(matches!(service.get(&ctx(), id).await, Err(SessionError::NotFound)));
+        assert!(matches!(service.get(&ctx(), id).await, Err(SessionError::NotFound)), "asked again");
+    }
+
+    #[tokio::test]
+    async fn an_update_drops_the_cached_copy_so_the_next_read_sees_it() {
+        let id = SessionId::from_uuid(Uuid::from_u128(3));
+        let mut store = MockSessionStore::new();
+        let mut reads = 0;
+        store.expect_get().times(2).returning(move |_, id| {
+            reads += 1;
+            Ok(Some(session(id, if reads == 1 { "old" } else { "new" })))
+        });
+        store.expect_update().times(1).returning(|_, id, _, _| Ok(Some(session(id, "new"))));
+        let service = service(store, 1);
+        assert_eq!(service.get(&ctx(), id).await.unwrap().title.unwrap().as_str(), "old");
+        let update = SessionUpdate { title: Some(Some(SessionTitle::parse("new").unwrap())), metadata: None };
+        service.update(&ctx(), id, &update).await.unwrap();
+        assert_eq!(service.get(&ctx(), id).await.unwrap().title.unwrap().as_str(), "new");
+    }
+
+    #[tokio::test]
+    async fn updating_an_unknown_session_is_not_found_and_audited_as_denied() {
+        let mut store = MockSessionStore::new();
+        store.expect_update().times(1).returning(|_, _, _, _| Ok(None));
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|entry| entry.action == "session.update" && entry.outcome == AuditOutcome::Denied)
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let service = SessionService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            Arc::new(MapCache::default()),
+            clock,
+            Arc::new(MockIdGenerator::new()),
+            SESSION_NAMESPACE,
+        );
+        let id = SessionId::from_uuid(Uuid::from_u128(4));
+        let result = service.update(&ctx(), id, &SessionUpdate::default()).await;
+        assert!(matches!(result, Err(SessionError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_created_session_belongs_to_the_caller_and_is_audited() {
+        let mut store = MockSessionStore::new();
+        store
+            .expect_create()
+            .withf(|caller, session| {
+                caller.tenant == session.tenant_id && session.user_id.as_str() == "alice"
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|entry| entry.action == "session.create" && entry.outcome == AuditOutcome::Success)
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let mut session_ids = MockIdGenerator::new();
+        session_ids.expect_new_id().times(1).returning(|| Uuid::from_u128(5));
+        let service = SessionService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            Arc::new(MapCache::default()),
+            clock,
+            Arc::new(session_ids),
+            SESSION_NAMESPACE,
+        );
+        let created = service.create(&ctx(), None, Metadata::default()).await.unwrap();
+        assert_eq!(created.id, SessionId::from_uuid(Uuid::from_u128(5)));
+        assert_eq!(created.tenant_id, TenantId::from_uuid(TENANT));
+        // Written through: the next read needs no store (the mock has no `get`).
+        assert_eq!(service.get(&ctx(), created.id).await.unwrap(), created);
+    }
+
+    #[test]
+    fn cached_sessions_read_back_as_the_same_session() {
+        let id = SessionId::from_uuid(Uuid::from_u128(6));
+        let mut original = session(id, "title");
+        let mut map = serde_json::Map::new();
+        map.insert("k".into(), serde_json::json!({"n": [1, 2]}));
+        original.metadata = Metadata::parse(map).unwrap();
+        let cached = CachedSession::from(&original);
+        assert_eq!(cached.to_session(original.tenant_id, id), Some(original));
+        let broken = CachedSession { metadata: "[1]".into(), ..cached };
+        assert_eq!(broken.to_session(TenantId::from_uuid(TENANT), id), None);
+    }
+}

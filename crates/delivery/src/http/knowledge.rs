@@ -1,0 +1,317 @@
+//! `/v1/knowledge`: a tenant's documents, cut into chunks with embeddings, and similarity
+//! search over them.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use sba_domain::knowledge::{
+    ChunkSummary, EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery,
+    NewChunk, NewDocument,
+};
+use sba_domain::{ChunkId, DocumentId, Metadata};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::auth::Authenticated;
+use super::error::{ApiError, FieldErrors};
+use super::openapi::Problem;
+use crate::startup::AppState;
+
+/// The largest `POST /v1/knowledge/documents` body: a document of 1000 chunks with 384
+/// numbers each is about 4 MiB of JSON before its text.
+pub const DOCUMENT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// One chunk of a new document.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewChunkRequest {
+    /// 1–32768 characters.
+    pub content: String,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// Exactly 384 finite numbers, not all zero.
+    pub embedding: Vec<f64>,
+}
+
+/// Body of `POST /v1/knowledge/documents`: a document with all its chunks, stored together
+/// or not at all. Unknown fields are rejected.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDocumentRequest {
+    /// 1–500 characters.
+    #[schema(example = "Returns policy")]
+    pub title: String,
+    /// Where the document comes from (a URL, a file name), 1–2048 characters.
+    pub source: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    /// 1–1000 chunks, in document order.
+    pub chunks: Vec<NewChunkRequest>,
+}
+
+impl CreateDocumentRequest {
+    fn try_into_domain(self) -> Result<NewDocument, ApiError> {
+        let mut errors = FieldErrors::default();
+        let metadata = errors.check("metadata", Metadata::parse(self.metadata.unwrap_or_default()));
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        for (i, chunk) in self.chunks.into_iter().enumerate() {
+            let field = |name: &str| format!("chunks[{i}].{name}");
+            let chunk_metadata =
+                errors.check(&field("metadata"), Metadata::parse(chunk.metadata.unwrap_or_default()));
+            let embedding =
+                errors.check(&field("embedding"), Embedding::parse("embedding", &chunk.embedding));
+            if let (Some(metadata), Some(embedding)) = (chunk_metadata, embedding)
+                && let Some(chunk) =
+                    errors.check(&field("content"), NewChunk::new(&chunk.content, metadata, embedding))
+            {
+                chunks.push(chunk);
+            }
+        }
+        let document = metadata.and_then(|metadata| {
+            let result = NewDocument::new(&self.title, self.source.as_deref(), metadata, chunks);
+            let field = result.as_ref().err().map_or("title", |e| e.field);
+            errors.check(field, result)
+        });
+        errors.finish(document)
+    }
+}
+
+/// A stored chunk (its embedding is not returned).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: ChunkId,
+    /// Position in the document, from 0.
+    pub ordinal: u32,
+    pub content: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+impl From<ChunkSummary> for ChunkResponse {
+    fn from(chunk: ChunkSummary) -> Self {
+        Self {
+            id: chunk.id,
+            ordinal: chunk.ordinal,
+            content: chunk.content,
+            metadata: chunk.metadata.into_map(),
+        }
+    }
+}
+
+/// A document as clients see it, with its chunks in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: DocumentId,
+    #[schema(value_type = uuid::Uuid)]
+    pub tenant_id: sba_domain::TenantId,
+    pub title: String,
+    pub source: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub chunks: Vec<ChunkResponse>,
+}
+
+impl From<KnowledgeDocument> for DocumentResponse {
+    fn from(document: KnowledgeDocument) -> Self {
+        Self {
+            id: document.id,
+            tenant_id: document.tenant_id,
+            title: document.title,
+            source: document.source,
+            metadata: document.metadata.into_map(),
+            created_at: document.created_at,
+            chunks: document.chunks.into_iter().map(ChunkResponse::from).collect(),
+        }
+    }
+}
+
+/// Body of `POST /v1/knowledge/search`. Unknown fields are rejected.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// The query's embedding: exactly 384 finite numbers, not all zero.
+    pub embedding: Vec<f64>,
+    /// How many chunks at most, 1–100 (default 10).
+    #[schema(minimum = 1, maximum = 100)]
+    pub top_k: Option<u32>,
+    /// Leave out chunks whose cosine similarity is below this, -1 to 1 (default 0).
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    pub min_similarity: Option<f64>,
+    /// Only chunks whose metadata contains every key-value pair of this object (JSON
+    /// containment, like PostgreSQL's `@>`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<serde_json::Map<String, Value>>,
+}
+
+impl SearchRequest {
+    fn try_into_domain(self) -> Result<KnowledgeQuery, ApiError> {
+        let mut errors = FieldErrors::default();
+        let embedding = errors.check("embedding", Embedding::parse("embedding", &self.embedding));
+        let filter = errors.check("filter", Metadata::parse(self.filter.unwrap_or_default()));
+        let query = embedding.zip(filter).and_then(|(embedding, filter)| {
+            let result = KnowledgeQuery::new(embedding, self.top_k, self.min_similarity, filter);
+            let field = result.as_ref().err().map_or("top_k", |e| e.field);
+            errors.check(field, result)
+        });
+        errors.finish(query)
+    }
+}
+
+/// One search result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MatchResponse {
+    #[schema(value_type = uuid::Uuid)]
+    pub chunk_id: ChunkId,
+    #[schema(value_type = uuid::Uuid)]
+    pub document_id: DocumentId,
+    pub ordinal: u32,
+    pub content: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+    /// Cosine similarity with the query, -1 to 1.
+    pub similarity: f64,
+}
+
+impl From<KnowledgeMatch> for MatchResponse {
+    fn from(found: KnowledgeMatch) -> Self {
+        Self {
+            chunk_id: found.chunk_id,
+            document_id: found.document_id,
+            ordinal: found.ordinal,
+            content: found.content,
+            metadata: found.metadata.into_map(),
+            similarity: found.similarity,
+        }
+    }
+}
+
+/// `{"data": [...]}`, best match first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub data: Vec<MatchResponse>,
+}
+
+/// Reads a JSON body of up to `limit` bytes (documents are larger than the general body
+/// limit), with the same problems as every other JSON body.
+async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The request body must be application/json.",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The request body exceeds the size limit.",
+        )
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "The request body could not be read.")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("The request body is not valid: {e}"))
+    })
+}
+
+/// Stores a document with its chunks and their embeddings (384 dimensions), all or nothing.
+#[utoipa::path(post, path = "/v1/knowledge/documents", tag = "knowledge", operation_id = "createDocument",
+    request_body(content = CreateDocumentRequest, description = "At most 16 MiB."),
+    responses(
+        (status = 201, description = "The document was stored.", body = DocumentResponse,
+            headers(("Location" = String, description = "`/v1/knowledge/documents/{document_id}`"))),
+        (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, with `errors` per field (e.g. `chunks[3].embedding`).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn create_document(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let request: CreateDocumentRequest = json_body(&req, payload, DOCUMENT_BODY_LIMIT).await.map_err(fail)?;
+    let document = request.try_into_domain().map_err(fail)?;
+    let stored = state.knowledge.add_document(&ctx, &document).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/knowledge/documents/{}", stored.id)))
+        .json(DocumentResponse::from(stored)))
+}
+
+/// A document of the caller's tenant, with its chunks in order (without embeddings).
+#[utoipa::path(get, path = "/v1/knowledge/documents/{document_id}", tag = "knowledge", operation_id = "getDocument",
+    params(("document_id" = uuid::Uuid, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document.", body = DocumentResponse),
+        (status = 404, description = "No such document in the caller's tenant (also for a malformed id).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn get_document(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let id = path.parse::<DocumentId>().map_err(|_| fail(ApiError::not_found()))?;
+    let document = state.knowledge.get_document(&ctx, id).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(DocumentResponse::from(document)))
+}
+
+/// The caller's tenant's chunks most similar to an embedding (cosine similarity), best
+/// first.
+#[utoipa::path(post, path = "/v1/knowledge/search", tag = "knowledge", operation_id = "searchKnowledge",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The best matches, best first.", body = SearchResponse),
+        (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: wrong dimension, `top_k` or `min_similarity` out of range.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn search(
+    state: web::Data<AppState>,
+    Authenticated(ctx): Authenticated,
+    body: web::Json<SearchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
+    let query = body.into_inner().try_into_domain().map_err(fail)?;
+    let found = state.knowledge.search(&ctx, &query).await.map_err(|e| fail(e.into()))?;
+    Ok(HttpResponse::Ok().json(SearchResponse { data: found.into_iter().map(MatchResponse::from).collect() }))
+}
+
+const _: () = assert!(EMBEDDING_DIMENSION == 384, "the OpenAPI descriptions say 384");
