@@ -57,7 +57,9 @@ impl KnowledgeService {
     /// Stores a document with all its chunks (all or nothing) for the caller's tenant.
     ///
     /// # Errors
-    /// `Unexpected` when it cannot be stored (nothing is then stored).
+    /// `Unexpected` when it cannot be stored (nothing is then stored), or when its audit
+    /// entry cannot be recorded (the document then stays stored: the audit log is another
+    /// store, so the two are not one transaction).
     pub async fn add_document(
         &self,
         ctx: &RequestContext,

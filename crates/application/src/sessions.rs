@@ -119,7 +119,9 @@ impl SessionService {
     /// Creates a session of the caller's tenant, owned by the caller.
     ///
     /// # Errors
-    /// `Unexpected` when it cannot be stored (nothing is then stored).
+    /// `Unexpected` when it cannot be stored (nothing is then stored), or when its audit
+    /// entry cannot be recorded (the session then stays stored: the audit log is another
+    /// store, so the two are not one transaction).
     pub async fn create(
         &self,
         ctx: &RequestContext,

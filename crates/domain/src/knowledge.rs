@@ -150,6 +150,45 @@ impl NewDocument {
             chunks,
         })
     }
+
+    /// The document as stored under `id` for `tenant_id` at `created_at`, given the ids the
+    /// store made for its chunks, in the chunks' order: a chunk's ordinal is its position.
+    ///
+    /// `None` unless there is exactly one id per chunk.
+    pub fn stored(
+        &self,
+        id: DocumentId,
+        tenant_id: TenantId,
+        created_at: DateTime<Utc>,
+        chunk_ids: Vec<ChunkId>,
+    ) -> Option<KnowledgeDocument> {
+        if chunk_ids.len() != self.chunks.len() {
+            return None;
+        }
+        let chunks = self
+            .chunks
+            .iter()
+            .zip(chunk_ids)
+            .enumerate()
+            .map(|(position, (chunk, id))| {
+                Some(ChunkSummary {
+                    id,
+                    ordinal: u32::try_from(position).ok()?,
+                    content: chunk.content.clone(),
+                    metadata: chunk.metadata.clone(),
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(KnowledgeDocument {
+            id,
+            tenant_id,
+            title: self.title.clone(),
+            source: self.source.clone(),
+            metadata: self.metadata.clone(),
+            created_at,
+            chunks,
+        })
+    }
 }
 
 /// A stored chunk as clients read it (its embedding is not returned).
@@ -322,6 +361,28 @@ mod tests {
             "title"
         );
         assert!(NewChunk::new("", Metadata::default(), Embedding::parse("e", &unit(0)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_stored_document_numbers_its_chunks_by_position_and_needs_one_id_each() {
+        let chunk = |text: &str| {
+            NewChunk::new(text, Metadata::default(), Embedding::parse("e", &unit(0)).unwrap()).unwrap()
+        };
+        let new =
+            NewDocument::new("Manual", None, Metadata::default(), vec![chunk("a"), chunk("b")]).unwrap();
+        let (id, tenant) =
+            (DocumentId::from_uuid(uuid::Uuid::from_u128(1)), TenantId::from_uuid(uuid::Uuid::from_u128(2)));
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ids =
+            [ChunkId::from_uuid(uuid::Uuid::from_u128(3)), ChunkId::from_uuid(uuid::Uuid::from_u128(4))];
+        let stored = new.stored(id, tenant, at, ids.to_vec()).unwrap();
+        assert_eq!(
+            (stored.id, stored.tenant_id, stored.created_at, stored.title.as_str()),
+            (id, tenant, at, "Manual")
+        );
+        let chunks: Vec<_> = stored.chunks.iter().map(|c| (c.id, c.ordinal, c.content.as_str())).collect();
+        assert_eq!(chunks, [(ids[0], 0, "a"), (ids[1], 1, "b")]);
+        assert_eq!(new.stored(id, tenant, at, ids[..1].to_vec()), None);
     }
 
     #[test]

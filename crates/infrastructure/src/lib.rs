@@ -11,3 +11,4 @@ pub mod postgres;
 pub mod redis;
 pub mod supabase;
 pub mod system;
+mod tenant_data;

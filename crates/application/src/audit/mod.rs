@@ -1,14 +1,16 @@
-//! The audit trail as tenant administrators read it.
+//! The audit trail: the entries use cases write ([`Auditor`]) and tenant administrators
+//! read ([`AuditQueries`]).
 
 use std::sync::Arc;
 
-use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, Role};
+use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, Role, TenantId};
 
 use crate::RequestContext;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{AuditLog, Clock, IdGenerator, RepositoryError};
 
-/// Writes audit entries of a caller's mutation attempts (one per attempt, success or not).
+/// Builds and writes audit entries: one per mutation attempt of a caller (success or not),
+/// and the entries of changes the platform makes itself.
 #[derive(Clone)]
 pub struct Auditor {
     log: Arc<dyn AuditLog>,
@@ -39,22 +41,67 @@ impl Auditor {
         resource_id: Option<String>,
         outcome: AuditOutcome,
     ) -> anyhow::Result<()> {
-        let entry = AuditEntry {
+        self.store(&self.entry(ctx, action, resource_type, resource_id, outcome)).await
+    }
+
+    /// The entry of an attempt by the caller of `ctx`: its tenant, user, address and request
+    /// id. For a caller whose entry must be written with the change itself (in the same
+    /// transaction), which [`Self::record`] cannot do.
+    pub fn entry(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+    ) -> AuditEntry {
+        AuditEntry {
+            ip: ctx.ip.clone(),
+            request_id: Some(ctx.request_id.clone()),
+            ..self.system_entry(
+                ctx.principal.tenant_id,
+                ctx.principal.user_id.as_str(),
+                action,
+                resource_type,
+                resource_id,
+                outcome,
+            )
+        }
+    }
+
+    /// The entry of a change the platform made in `tenant_id` by itself, with no request
+    /// behind it: `actor` names the process (such as `system:run-expiry`).
+    pub fn system_entry(
+        &self,
+        tenant_id: TenantId,
+        actor: &str,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+    ) -> AuditEntry {
+        AuditEntry {
             id: AuditEntryId::from_uuid(self.ids.new_id()),
-            tenant_id: ctx.principal.tenant_id,
-            actor: ctx.principal.user_id.as_str().to_owned(),
+            tenant_id,
+            actor: actor.to_owned(),
             action: action.to_owned(),
             resource_type: resource_type.to_owned(),
             resource_id,
             outcome,
-            ip: ctx.ip.clone(),
-            request_id: Some(ctx.request_id.clone()),
+            ip: None,
+            request_id: None,
             created_at: self.clock.now(),
-        };
-        self.log
-            .record(&entry)
-            .await
-            .map_err(|error| anyhow::Error::new(error).context(format!("recording audit entry {action}")))
+        }
+    }
+
+    /// Stores an entry made by [`Self::entry`] or [`Self::system_entry`] on its own.
+    ///
+    /// # Errors
+    /// When the entry cannot be stored.
+    pub async fn store(&self, entry: &AuditEntry) -> anyhow::Result<()> {
+        self.log.record(entry).await.map_err(|error| {
+            anyhow::Error::new(error).context(format!("recording audit entry {}", entry.action))
+        })
     }
 }
 

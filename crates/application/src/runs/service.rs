@@ -5,18 +5,21 @@ use std::sync::Arc;
 
 use sba_domain::runs::NewRun;
 use sba_domain::{
-    AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, InvalidTransition, Metadata, RunId,
-    SessionId,
+    AgentName, AgentRun, AuditEntry, AuditOutcome, InvalidTransition, Metadata, RunId, SessionId,
 };
 use serde_json::Value;
 
 use crate::RequestContext;
+use crate::audit::Auditor;
 use crate::ports::{
     AuditLog, Clock, IdGenerator, LedgerError, RepositoryError, RunEnding, RunLedger, RunRepository,
 };
 
 /// The audit actor of changes made by the platform itself rather than by a caller.
 pub const SYSTEM_ACTOR: &str = "system:run-expiry";
+
+/// The `resource_type` of a run's audit entries.
+const RESOURCE_TYPE: &str = "run";
 
 /// A request to start a run, already parsed into domain values.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +73,7 @@ impl From<LedgerError> for RunServiceError {
 pub struct RunService {
     runs: Arc<dyn RunRepository>,
     ledger: Arc<dyn RunLedger>,
-    audit: Arc<dyn AuditLog>,
+    auditor: Auditor,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
 }
@@ -89,7 +92,8 @@ impl RunService {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
-        Self { runs, ledger, audit, clock, ids }
+        let auditor = Auditor::new(audit, Arc::clone(&clock), Arc::clone(&ids));
+        Self { runs, ledger, auditor, clock, ids }
     }
 
     /// Creates a `queued` run owned by the caller and its tenant, with its `run.created`
@@ -160,8 +164,14 @@ impl RunService {
         let now = self.clock.now();
         let mut expired = 0;
         for run in self.runs.list_overdue(now - max_age, batch).await? {
-            let entry =
-                self.entry(run.tenant_id, SYSTEM_ACTOR, "run.expire", Some(run.id), AuditOutcome::Success);
+            let entry = self.auditor.system_entry(
+                run.tenant_id,
+                SYSTEM_ACTOR,
+                "run.expire",
+                RESOURCE_TYPE,
+                Some(run.id.to_string()),
+                AuditOutcome::Success,
+            );
             match self.ledger.end_run(run.tenant_id, run.id, RunEnding::Expire, entry).await {
                 Ok(_) => expired += 1,
                 Err(LedgerError::InvalidTransition(_) | LedgerError::NotFound) => {
@@ -188,6 +198,7 @@ impl RunService {
         self.record(self.caller_entry(ctx, action, run, AuditOutcome::Denied)).await
     }
 
+    /// The entry of the caller's attempt at `action` on `run`.
     fn caller_entry(
         &self,
         ctx: &RequestContext,
@@ -195,42 +206,11 @@ impl RunService {
         run: Option<RunId>,
         outcome: AuditOutcome,
     ) -> AuditEntry {
-        let mut entry =
-            self.entry(ctx.principal.tenant_id, ctx.principal.user_id.as_str(), action, run, outcome);
-        entry.ip.clone_from(&ctx.ip);
-        entry.request_id = Some(ctx.request_id.clone());
-        entry
-    }
-
-    fn entry(
-        &self,
-        tenant_id: sba_domain::TenantId,
-        actor: &str,
-        action: &str,
-        run: Option<RunId>,
-        outcome: AuditOutcome,
-    ) -> AuditEntry {
-        AuditEntry {
-            id: AuditEntryId::from_uuid(self.ids.new_id()),
-            tenant_id,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            resource_type: "run".to_owned(),
-            resource_id: run.map(|id| id.to_string()),
-            outcome,
-            ip: None,
-            request_id: None,
-            created_at: self.clock.now(),
-        }
+        self.auditor.entry(ctx, action, RESOURCE_TYPE, run.map(|id| id.to_string()), outcome)
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), RunServiceError> {
-        let action = entry.action.clone();
-        self.audit.record(&entry).await.map_err(|error| {
-            RunServiceError::Unexpected(
-                anyhow::Error::new(error).context(format!("recording audit entry {action}")),
-            )
-        })
+        Ok(self.auditor.store(&entry).await?)
     }
 }
 

@@ -8,18 +8,20 @@ use chrono::{DateTime, Utc};
 use sba_application::context::Caller;
 use sba_application::ports::{KnowledgeStore, RepositoryError};
 use sba_domain::knowledge::{
-    ChunkSummary, EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery,
-    NewChunk, NewDocument, metadata_contains,
+    EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewChunk, NewDocument,
+    metadata_contains,
 };
-use sba_domain::{ChunkId, DocumentId, TenantId};
+use sba_domain::{ChunkId, DocumentId};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait as _, Value,
 };
 use uuid::Uuid;
 
 use super::{
-    corrupt_row, from_micros, map_db_err, metadata_from_text, metadata_to_text, to_micros, unexpected,
+    from_micros, map_db_err, metadata_from_text, metadata_to_text, object_from_text, to_micros, unexpected,
+    uuid_of,
 };
+use crate::tenant_data::{ChunkRow, DocumentRow, MatchRow, corrupt_row};
 
 const DOCUMENTS: &str = "embedded_knowledge_documents";
 const CHUNKS: &str = "embedded_knowledge_chunks";
@@ -67,16 +69,12 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
         let tenant = caller.tenant.as_uuid().to_string();
         let document_id = id.as_uuid().to_string();
         let created_at = from_micros(DOCUMENTS, to_micros(now))?;
-        let chunks = document
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(position, chunk)| {
-                let ordinal = u32::try_from(position)
-                    .map_err(|_| RepositoryError::Unexpected(anyhow::anyhow!("too many chunks")))?;
-                Ok((ChunkId::from_uuid(Uuid::now_v7()), ordinal, chunk))
-            })
-            .collect::<Result<Vec<_>, RepositoryError>>()?;
+        let chunk_ids: Vec<ChunkId> =
+            document.chunks.iter().map(|_| ChunkId::from_uuid(Uuid::now_v7())).collect();
+        // The document as it will be stored: its chunks' ordinals are the ones inserted.
+        let stored = document
+            .stored(id, caller.tenant, created_at, chunk_ids)
+            .ok_or_else(|| RepositoryError::Unexpected(anyhow::anyhow!("too many chunks")))?;
 
         // Dropping the transaction on any early return rolls it back: all or nothing.
         let txn = self.db.begin().await.map_err(|e| unexpected(e, "starting a document insert"))?;
@@ -97,10 +95,11 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
         ))
         .await
         .map_err(|e| map_db_err(e, "inserting a document", || format!("document {id} exists")))?;
+        let chunks: Vec<_> = stored.chunks.iter().zip(&document.chunks).collect();
         for batch in chunks.chunks(INSERT_BATCH) {
             let mut values = Vec::with_capacity(batch.len() * 7);
-            for (chunk_id, ordinal, chunk) in batch {
-                values.extend(chunk_values(*chunk_id, &tenant, &document_id, *ordinal, chunk)?);
+            for (summary, chunk) in batch {
+                values.extend(chunk_values(summary.id, &tenant, &document_id, summary.ordinal, chunk)?);
             }
             let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?)"; batch.len()].join(", ");
             txn.execute_raw(Statement::from_sql_and_values(
@@ -116,24 +115,7 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
             .map_err(|e| unexpected(e, "inserting the chunks of a document"))?;
         }
         txn.commit().await.map_err(|e| unexpected(e, "committing a document insert"))?;
-
-        Ok(KnowledgeDocument {
-            id,
-            tenant_id: caller.tenant,
-            title: document.title.clone(),
-            source: document.source.clone(),
-            metadata: document.metadata.clone(),
-            created_at,
-            chunks: chunks
-                .into_iter()
-                .map(|(id, ordinal, chunk)| ChunkSummary {
-                    id,
-                    ordinal,
-                    content: chunk.content.clone(),
-                    metadata: chunk.metadata.clone(),
-                })
-                .collect(),
-        })
+        Ok(stored)
     }
 
     async fn get_document(
@@ -173,22 +155,24 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
             .await
             .map_err(|e| unexpected(e, "reading the chunks of a document"))?
             .iter()
-            .map(chunk_summary_of)
+            .map(chunk_row_of)
             .collect::<Result<Vec<_>, _>>()?;
 
         let read = |e| unexpected(e, "reading a document row");
         let tenant_id: String = row.try_get("", "tenant_id").map_err(read)?;
         let metadata: String = row.try_get("", "metadata").map_err(read)?;
         let created_at: i64 = row.try_get("", "created_at").map_err(read)?;
-        Ok(Some(KnowledgeDocument {
-            id,
-            tenant_id: TenantId::from_uuid(uuid_of(DOCUMENTS, &tenant_id)?),
+        DocumentRow {
+            id: id.as_uuid(),
+            tenant_id: uuid_of(DOCUMENTS, &tenant_id)?,
             title: row.try_get("", "title").map_err(read)?,
             source: row.try_get("", "source").map_err(read)?,
-            metadata: metadata_from_text(DOCUMENTS, &metadata)?,
+            metadata: object_from_text(DOCUMENTS, &metadata)?,
             created_at: from_micros(DOCUMENTS, created_at)?,
             chunks,
-        }))
+        }
+        .into_document(DOCUMENTS, CHUNKS)
+        .map(Some)
     }
 
     async fn search(
@@ -306,32 +290,32 @@ async fn read_matches(
             let row = by_rowid
                 .get(&candidate.rowid)
                 .ok_or_else(|| corrupt_row(CHUNKS, "a scanned chunk vanished inside its transaction"))?;
-            let summary = chunk_summary_of(row)?;
+            let chunk = chunk_row_of(row)?;
             let document_id: String =
                 row.try_get("", "document_id").map_err(|e| unexpected(e, "reading a chunk row"))?;
-            Ok(KnowledgeMatch {
-                chunk_id: summary.id,
-                document_id: DocumentId::from_uuid(uuid_of(CHUNKS, &document_id)?),
-                ordinal: summary.ordinal,
-                content: summary.content,
-                metadata: summary.metadata,
+            MatchRow {
+                id: chunk.id,
+                document_id: uuid_of(CHUNKS, &document_id)?,
+                ordinal: chunk.ordinal,
+                content: chunk.content,
+                metadata: chunk.metadata,
                 similarity: candidate.similarity,
-            })
+            }
+            .into_match(CHUNKS)
         })
         .collect()
 }
 
 /// A chunk row (`id, ordinal, content, metadata`) without its embedding.
-fn chunk_summary_of(row: &QueryResult) -> Result<ChunkSummary, RepositoryError> {
+fn chunk_row_of(row: &QueryResult) -> Result<ChunkRow, RepositoryError> {
     let read = |e| unexpected(e, "reading a chunk row");
     let id: String = row.try_get("", "id").map_err(read)?;
-    let ordinal: i64 = row.try_get("", "ordinal").map_err(read)?;
     let metadata: String = row.try_get("", "metadata").map_err(read)?;
-    Ok(ChunkSummary {
-        id: ChunkId::from_uuid(uuid_of(CHUNKS, &id)?),
-        ordinal: u32::try_from(ordinal).map_err(|e| corrupt_row(CHUNKS, e))?,
+    Ok(ChunkRow {
+        id: uuid_of(CHUNKS, &id)?,
+        ordinal: row.try_get("", "ordinal").map_err(read)?,
         content: row.try_get("", "content").map_err(read)?,
-        metadata: metadata_from_text(CHUNKS, &metadata)?,
+        metadata: object_from_text(CHUNKS, &metadata)?,
     })
 }
 
@@ -346,10 +330,6 @@ fn embedding_of(bytes: &[u8]) -> Result<Embedding, RepositoryError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| corrupt_row(CHUNKS, e))?;
     Embedding::from_stored(values).map_err(|e| corrupt_row(CHUNKS, e))
-}
-
-fn uuid_of(table: &'static str, text: &str) -> Result<Uuid, RepositoryError> {
-    Uuid::parse_str(text).map_err(|e| corrupt_row(table, e))
 }
 
 /// A chunk that passed the filter and the threshold. Greater is better: more similar, or

@@ -32,6 +32,9 @@ use sba_application::ports::RepositoryError;
 use sba_domain::Metadata;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use uuid::Uuid;
+
+use crate::tenant_data::{JsonObject, corrupt_row, metadata_of};
 
 pub use knowledge::EmbeddedKnowledgeStore;
 pub use sessions::EmbeddedSessionStore;
@@ -130,11 +133,6 @@ fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
     RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
 }
 
-/// A stored row that breaks the domain's rules: corruption, not the caller's fault.
-fn corrupt_row(table: &'static str, what: impl std::fmt::Display) -> RepositoryError {
-    RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
-}
-
 /// A time as stored: whole microseconds since the epoch.
 fn to_micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
@@ -150,9 +148,18 @@ fn metadata_to_text(metadata: &Metadata) -> Result<String, RepositoryError> {
         .map_err(|e| RepositoryError::Unexpected(anyhow::Error::new(e).context("encoding metadata")))
 }
 
+/// The metadata object stored as text in a row of `table`.
+fn object_from_text(table: &'static str, text: &str) -> Result<JsonObject, RepositoryError> {
+    serde_json::from_str(text).map_err(|e| corrupt_row(table, format!("metadata: {e}")))
+}
+
 fn metadata_from_text(table: &'static str, text: &str) -> Result<Metadata, RepositoryError> {
-    let map = serde_json::from_str(text).map_err(|e| corrupt_row(table, format!("metadata: {e}")))?;
-    Metadata::parse(map).map_err(|e| corrupt_row(table, e))
+    metadata_of(table, object_from_text(table, text)?)
+}
+
+/// A UUID stored as text in a row of `table`.
+fn uuid_of(table: &'static str, text: &str) -> Result<Uuid, RepositoryError> {
+    Uuid::parse_str(text).map_err(|e| corrupt_row(table, e))
 }
 
 #[cfg(test)]

@@ -3,15 +3,13 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sba_application::context::Caller;
-use sba_application::pagination::{Cursor, Page, PageRequest};
+use sba_application::pagination::{Page, PageRequest};
 use sba_application::ports::{RepositoryError, SessionStore};
-use sba_domain::{Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{Session, SessionId, SessionUpdate};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
-use uuid::Uuid;
 
-use super::{
-    corrupt_row, from_micros, map_db_err, metadata_from_text, metadata_to_text, to_micros, unexpected,
-};
+use super::{from_micros, map_db_err, metadata_to_text, object_from_text, to_micros, unexpected, uuid_of};
+use crate::tenant_data::{SessionListing, SessionRow, check_session_tenant};
 
 const TABLE: &str = "embedded_sessions";
 const COLUMNS: &str = "id, tenant_id, user_id, title, metadata, created_at, updated_at";
@@ -32,16 +30,7 @@ impl EmbeddedSessionStore {
 #[async_trait]
 impl SessionStore for EmbeddedSessionStore {
     async fn create(&self, caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
-        if session.tenant_id != caller.tenant {
-            // What row-level security's `with check` refuses in production: a bug, not a
-            // conflict.
-            return Err(anyhow::anyhow!(
-                "a session of tenant {} cannot be created for tenant {}",
-                session.tenant_id,
-                caller.tenant
-            )
-            .into());
-        }
+        check_session_tenant(caller, session)?;
         let statement = Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!("insert into {TABLE} ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?)"),
@@ -78,20 +67,16 @@ impl SessionStore for EmbeddedSessionStore {
     }
 
     async fn list(&self, caller: &Caller, page: PageRequest) -> Result<Page<Session>, RepositoryError> {
-        // One row more than the page proves that another page exists.
-        let limit = i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let listing = SessionListing::new(page)?;
         let mut values: Vec<Value> = vec![caller.tenant.as_uuid().to_string().into()];
-        let after = match page.after {
+        let after = match listing.after {
             None => "",
-            Some(Cursor::Time { at, id }) => {
+            Some((at, id)) => {
                 values.extend([to_micros(at).into(), id.to_string().into()]);
                 "and (created_at, id) < (?, ?)"
             }
-            Some(Cursor::Seq(_)) => {
-                return Err(anyhow::anyhow!("a seq cursor was given to the session listing").into());
-            }
         };
-        values.push(limit.into());
+        values.push(listing.fetch.into());
         let statement = Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
@@ -102,7 +87,7 @@ impl SessionStore for EmbeddedSessionStore {
         );
         let rows = self.db.query_all_raw(statement).await.map_err(|e| unexpected(e, "listing sessions"))?;
         let sessions = rows.iter().map(session_of).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(sessions, page.limit, |s| Cursor::Time { at: s.created_at, id: s.id.as_uuid() }))
+        Ok(listing.page(sessions))
     }
 
     async fn update(
@@ -151,22 +136,17 @@ fn session_of(row: &QueryResult) -> Result<Session, RepositoryError> {
     let read = |e| unexpected(e, "reading a session row");
     let id: String = row.try_get("", "id").map_err(read)?;
     let tenant_id: String = row.try_get("", "tenant_id").map_err(read)?;
-    let user_id: String = row.try_get("", "user_id").map_err(read)?;
-    let title: Option<String> = row.try_get("", "title").map_err(read)?;
     let metadata: String = row.try_get("", "metadata").map_err(read)?;
     let created_at: i64 = row.try_get("", "created_at").map_err(read)?;
     let updated_at: i64 = row.try_get("", "updated_at").map_err(read)?;
-    Ok(Session {
-        id: SessionId::from_uuid(uuid_of(&id)?),
-        tenant_id: TenantId::from_uuid(uuid_of(&tenant_id)?),
-        user_id: UserId::parse(&user_id).map_err(|e| corrupt_row(TABLE, e))?,
-        title: title.as_deref().map(SessionTitle::parse).transpose().map_err(|e| corrupt_row(TABLE, e))?,
-        metadata: metadata_from_text(TABLE, &metadata)?,
+    SessionRow {
+        id: uuid_of(TABLE, &id)?,
+        tenant_id: uuid_of(TABLE, &tenant_id)?,
+        user_id: row.try_get("", "user_id").map_err(read)?,
+        title: row.try_get("", "title").map_err(read)?,
+        metadata: object_from_text(TABLE, &metadata)?,
         created_at: from_micros(TABLE, created_at)?,
         updated_at: from_micros(TABLE, updated_at)?,
-    })
-}
-
-fn uuid_of(text: &str) -> Result<Uuid, RepositoryError> {
-    Uuid::parse_str(text).map_err(|e| corrupt_row(TABLE, e))
+    }
+    .into_session(TABLE)
 }

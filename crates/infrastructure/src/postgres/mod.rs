@@ -4,7 +4,7 @@
 mod audit;
 mod details;
 mod entities;
-mod error;
+pub(crate) mod error;
 mod health;
 mod idempotency;
 mod keyset;

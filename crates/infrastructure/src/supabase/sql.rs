@@ -16,12 +16,13 @@ mod sessions;
 use async_trait::async_trait;
 use sba_application::context::Caller;
 use sba_application::ports::{RepositoryError, TenantDirectory};
-use sba_domain::ratelimit::Quota;
-use sba_domain::{Metadata, Tenant, TenantId, TenantStatus};
+use sba_domain::{Metadata, Tenant, TenantId};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqlErr,
-    Statement, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, Statement,
+    TransactionTrait,
 };
+
+use crate::tenant_data::{JsonObject, TenantRow, corrupt_row};
 
 pub use knowledge::SupabaseSqlKnowledgeStore;
 pub use sessions::SupabaseSqlSessionStore;
@@ -108,25 +109,16 @@ fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
     RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
 }
 
-/// A unique violation (SQLSTATE 23505, also when raised inside an RPC) becomes `Conflict`;
-/// anything else is `Unexpected`, with what was being done.
-fn db_error(error: DbErr, doing: &'static str) -> RepositoryError {
-    match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(what)) => RepositoryError::Conflict(what),
-        _ => unexpected(error, doing),
-    }
-}
+// A unique violation (SQLSTATE 23505, also when raised inside an RPC) becomes `Conflict`;
+// anything else is `Unexpected`, with what was being done.
+use crate::postgres::error::map_db_err as db_error;
 
-/// A stored row that does not satisfy the domain's rules: data corruption, not user error.
-fn corrupt(table: &'static str, what: impl std::fmt::Display) -> RepositoryError {
-    RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
-}
-
-/// The metadata of a `jsonb` column (always an object when written through the domain).
-fn metadata_of(value: serde_json::Value, table: &'static str) -> Result<Metadata, RepositoryError> {
+/// The object of a `jsonb` metadata column (always an object when written through the
+/// domain).
+fn metadata_object(value: serde_json::Value, table: &'static str) -> Result<JsonObject, RepositoryError> {
     match value {
-        serde_json::Value::Object(map) => Metadata::parse(map).map_err(|e| corrupt(table, e)),
-        _ => Err(corrupt(table, "metadata is not a JSON object")),
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(corrupt_row(table, "metadata is not a JSON object")),
     }
 }
 
@@ -138,32 +130,17 @@ fn metadata_value(metadata: &Metadata) -> sea_orm::Value {
 /// The domain tenant of a `tenants` row.
 fn tenant_of(row: &QueryResult) -> Result<Tenant, RepositoryError> {
     let read = |e: DbErr| unexpected(e, "reading a tenant row");
-    let id: uuid::Uuid = row.try_get("", "id").map_err(read)?;
-    let status: String = row.try_get("", "status").map_err(read)?;
-    let status = match status.as_str() {
-        "active" => TenantStatus::Active,
-        "suspended" => TenantStatus::Suspended,
-        other => return Err(corrupt("tenants", format_args!("status `{other}`"))),
-    };
     let requests: Option<i32> = row.try_get("", "rate_limit_requests").map_err(read)?;
     let window: Option<i32> = row.try_get("", "rate_limit_window_secs").map_err(read)?;
-    let rate_limit = match (requests, window) {
-        (Some(requests), Some(window)) => Some(
-            u32::try_from(requests)
-                .ok()
-                .zip(u32::try_from(window).ok())
-                .and_then(|(r, w)| Quota::new(r, w).ok())
-                .ok_or_else(|| corrupt("tenants", format_args!("rate limit {requests}/{window}")))?,
-        ),
-        _ => None,
-    };
-    Ok(Tenant {
-        id: TenantId::from_uuid(id),
-        status,
-        allowed_origins: row.try_get("", "cors_origins").map_err(read)?,
+    TenantRow {
+        id: row.try_get("", "id").map_err(read)?,
+        status: row.try_get("", "status").map_err(read)?,
+        cors_origins: row.try_get("", "cors_origins").map_err(read)?,
         plan: row.try_get("", "plan").map_err(read)?,
-        rate_limit,
-    })
+        rate_limit_requests: requests.map(i64::from),
+        rate_limit_window_secs: window.map(i64::from),
+    }
+    .into_tenant()
 }
 
 #[async_trait]

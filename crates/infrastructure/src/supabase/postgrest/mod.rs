@@ -22,8 +22,6 @@ mod tenants;
 use std::fmt::Display;
 use std::time::Duration;
 
-use sba_application::ports::RepositoryError;
-use sba_domain::Metadata;
 use secrecy::SecretString;
 use url::Url;
 
@@ -73,20 +71,6 @@ impl PostgrestSettings {
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
-}
-
-/// A row PostgREST returned that does not satisfy the domain's rules: data corruption (or a
-/// schema out of step with this code), not the caller's fault.
-fn corrupt_row(table: &'static str, what: impl Display) -> RepositoryError {
-    RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
-}
-
-/// The metadata object of a row of `table`.
-fn metadata_of(
-    table: &'static str,
-    map: serde_json::Map<String, serde_json::Value>,
-) -> Result<Metadata, RepositoryError> {
-    Metadata::parse(map).map_err(|error| corrupt_row(table, error))
 }
 
 /// A PostgREST equality filter value: `eq.<value>`.

@@ -3,14 +3,12 @@
 
 use async_trait::async_trait;
 use sba_application::ports::{RepositoryError, TenantDirectory};
-use sba_domain::ratelimit::Quota;
-use sba_domain::{Tenant, TenantId, TenantStatus};
-use serde::Deserialize;
+use sba_domain::{Tenant, TenantId};
 use serde::de::IgnoredAny;
-use uuid::Uuid;
 
 use super::client::{Acting, Call, PostgrestClient};
-use super::{corrupt_row, eq};
+use super::eq;
+use crate::tenant_data::TenantRow;
 
 const TABLE: &str = "tenants";
 const COLUMNS: &str = "id,status,cors_origins,plan,rate_limit_requests,rate_limit_window_secs";
@@ -25,44 +23,6 @@ pub struct PostgrestTenantDirectory {
 impl PostgrestTenantDirectory {
     pub(super) const fn new(client: PostgrestClient) -> Self {
         Self { client }
-    }
-}
-
-/// A `tenants` row as PostgREST returns it.
-#[derive(Deserialize)]
-struct TenantRow {
-    id: Uuid,
-    status: String,
-    cors_origins: Vec<String>,
-    plan: Option<String>,
-    rate_limit_requests: Option<i64>,
-    rate_limit_window_secs: Option<i64>,
-}
-
-impl TenantRow {
-    fn into_tenant(self) -> Result<Tenant, RepositoryError> {
-        let status = match self.status.as_str() {
-            "active" => TenantStatus::Active,
-            "suspended" => TenantStatus::Suspended,
-            other => return Err(corrupt_row(TABLE, format_args!("status `{other}`"))),
-        };
-        let rate_limit = match (self.rate_limit_requests, self.rate_limit_window_secs) {
-            (Some(requests), Some(window)) => Some(
-                u32::try_from(requests)
-                    .ok()
-                    .zip(u32::try_from(window).ok())
-                    .and_then(|(r, w)| Quota::new(r, w).ok())
-                    .ok_or_else(|| corrupt_row(TABLE, format_args!("rate limit {requests}/{window}")))?,
-            ),
-            _ => None,
-        };
-        Ok(Tenant {
-            id: TenantId::from_uuid(self.id),
-            status,
-            allowed_origins: self.cors_origins,
-            plan: self.plan,
-            rate_limit,
-        })
     }
 }
 

@@ -10,12 +10,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use sba_application::context::Caller;
 use sba_application::ports::{KnowledgeStore, RepositoryError};
-use sba_domain::knowledge::{ChunkSummary, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewDocument};
-use sba_domain::{ChunkId, DocumentId, TenantId};
+use sba_domain::DocumentId;
+use sba_domain::knowledge::{KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewDocument};
 use sea_orm::{ConnectionTrait as _, DbBackend, DbErr, QueryResult, Statement};
-use serde_json::json;
 
-use super::{SupabaseSql, commit, corrupt, db_error, metadata_of, metadata_value, unexpected};
+use super::{SupabaseSql, commit, db_error, metadata_object, metadata_value, unexpected};
+use crate::supabase::{added_document, chunk_args};
+use crate::tenant_data::{ChunkRow, DocumentRow, MatchRow};
+
+const DOCUMENTS: &str = "knowledge_documents";
+const CHUNKS: &str = "knowledge_chunks";
 
 /// Knowledge in Supabase, stored and searched over direct SQL.
 #[derive(Debug, Clone)]
@@ -29,62 +33,38 @@ impl SupabaseSqlKnowledgeStore {
     }
 }
 
-/// A stored ordinal (`integer`, never negative) as the domain's.
-fn ordinal_of(ordinal: i32, table: &'static str) -> Result<u32, RepositoryError> {
-    u32::try_from(ordinal).map_err(|_| corrupt(table, format_args!("ordinal {ordinal}")))
-}
-
-/// A chunk as a reader sees it, from a `knowledge_chunks` row.
-fn chunk_of(row: &QueryResult) -> Result<ChunkSummary, RepositoryError> {
+/// A `knowledge_chunks` row without its embedding.
+fn chunk_row_of(row: &QueryResult) -> Result<ChunkRow, RepositoryError> {
     let read = |e: DbErr| unexpected(e, "reading a chunk row");
-    Ok(ChunkSummary {
-        id: ChunkId::from_uuid(row.try_get("", "id").map_err(read)?),
-        ordinal: ordinal_of(row.try_get("", "ordinal").map_err(read)?, "knowledge_chunks")?,
+    Ok(ChunkRow {
+        id: row.try_get("", "id").map_err(read)?,
+        ordinal: i64::from(row.try_get::<i32>("", "ordinal").map_err(read)?),
         content: row.try_get("", "content").map_err(read)?,
-        metadata: metadata_of(row.try_get("", "metadata").map_err(read)?, "knowledge_chunks")?,
+        metadata: metadata_object(row.try_get("", "metadata").map_err(read)?, CHUNKS)?,
     })
 }
 
 /// A search result, from a `match_knowledge` row.
 fn match_of(row: &QueryResult) -> Result<KnowledgeMatch, RepositoryError> {
     let read = |e: DbErr| unexpected(e, "reading a search result");
-    Ok(KnowledgeMatch {
-        chunk_id: ChunkId::from_uuid(row.try_get("", "id").map_err(read)?),
-        document_id: DocumentId::from_uuid(row.try_get("", "document_id").map_err(read)?),
-        ordinal: ordinal_of(row.try_get("", "ordinal").map_err(read)?, "knowledge_chunks")?,
+    MatchRow {
+        id: row.try_get("", "id").map_err(read)?,
+        document_id: row.try_get("", "document_id").map_err(read)?,
+        ordinal: i64::from(row.try_get::<i32>("", "ordinal").map_err(read)?),
         content: row.try_get("", "content").map_err(read)?,
-        metadata: metadata_of(row.try_get("", "metadata").map_err(read)?, "knowledge_chunks")?,
+        metadata: metadata_object(row.try_get("", "metadata").map_err(read)?, CHUNKS)?,
         similarity: row.try_get("", "similarity").map_err(read)?,
-    })
+    }
+    .into_match(CHUNKS)
 }
 
-/// The chunks of `document` as stored, given the `(chunk_id, ordinal)` rows that
-/// `add_knowledge_document` returned: one per chunk, the ordinal being its index.
-fn stored_chunks(document: &NewDocument, rows: &[QueryResult]) -> Result<Vec<ChunkSummary>, RepositoryError> {
+/// A `(ordinal, chunk_id)` row returned by `add_knowledge_document`.
+fn added_chunk_of(row: &QueryResult) -> Result<(i64, uuid::Uuid), RepositoryError> {
     let read = |e: DbErr| unexpected(e, "reading a stored chunk id");
-    let mut ids = vec![None; document.chunks.len()];
-    for row in rows {
-        let ordinal: i32 = row.try_get("", "ordinal").map_err(read)?;
-        let slot = usize::try_from(ordinal).ok().and_then(|i| ids.get_mut(i)).ok_or_else(|| {
-            corrupt("knowledge_chunks", format_args!("add_knowledge_document returned ordinal {ordinal}"))
-        })?;
-        *slot = Some(ChunkId::from_uuid(row.try_get("", "chunk_id").map_err(read)?));
-    }
-    document
-        .chunks
-        .iter()
-        .zip(ids)
-        .enumerate()
-        .map(|(index, (chunk, id))| {
-            let missing = || corrupt("knowledge_chunks", format_args!("no chunk stored at ordinal {index}"));
-            Ok(ChunkSummary {
-                id: id.ok_or_else(missing)?,
-                ordinal: u32::try_from(index).map_err(|_| missing())?,
-                content: chunk.content.clone(),
-                metadata: chunk.metadata.clone(),
-            })
-        })
-        .collect()
+    Ok((
+        i64::from(row.try_get::<i32>("", "ordinal").map_err(read)?),
+        row.try_get("", "chunk_id").map_err(read)?,
+    ))
 }
 
 #[async_trait]
@@ -98,17 +78,9 @@ impl KnowledgeStore for SupabaseSqlKnowledgeStore {
     ) -> Result<KnowledgeDocument, RepositoryError> {
         // PostgreSQL keeps microseconds: the document returned is the one a read gives back.
         let created_at = now.trunc_subsecs(6);
-        let chunks: Vec<serde_json::Value> = document
-            .chunks
-            .iter()
-            .map(|chunk| {
-                json!({
-                    "content": chunk.content,
-                    "metadata": chunk.metadata.as_map(),
-                    "embedding": chunk.embedding.to_pgvector_text(),
-                })
-            })
-            .collect();
+        let chunks = serde_json::to_value(chunk_args(document)).map_err(|e| {
+            RepositoryError::Unexpected(anyhow::Error::new(e).context("encoding the chunks of a document"))
+        })?;
         let tx = self.sql.begin_for(caller, "opening a document insert").await?;
         let rows = tx
             .query_all_raw(Statement::from_sql_and_values(
@@ -120,29 +92,16 @@ impl KnowledgeStore for SupabaseSqlKnowledgeStore {
                     document.source.clone().into(),
                     metadata_value(&document.metadata),
                     created_at.into(),
-                    serde_json::Value::Array(chunks).into(),
+                    chunks.into(),
                 ],
             ))
             .await
             .map_err(|e| db_error(e, "inserting a document and its chunks"))?;
         // Checked before the commit, so a mismatch stores nothing.
-        if rows.len() != document.chunks.len() {
-            return Err(corrupt(
-                "knowledge_chunks",
-                format_args!("{} chunk ids returned for {} chunks", rows.len(), document.chunks.len()),
-            ));
-        }
-        let chunks = stored_chunks(document, &rows)?;
+        let returned = rows.iter().map(added_chunk_of).collect::<Result<Vec<_>, _>>()?;
+        let stored = added_document(document, id, caller.tenant, created_at, returned)?;
         commit(tx, "committing a document insert").await?;
-        Ok(KnowledgeDocument {
-            id,
-            tenant_id: caller.tenant,
-            title: document.title.clone(),
-            source: document.source.clone(),
-            metadata: document.metadata.clone(),
-            created_at,
-            chunks,
-        })
+        Ok(stored)
     }
 
     async fn get_document(
@@ -176,15 +135,16 @@ impl KnowledgeStore for SupabaseSqlKnowledgeStore {
             .map_err(|e| unexpected(e, "reading a document's chunks"))?;
         commit(tx, "ending a document read").await?;
         let read = |e: DbErr| unexpected(e, "reading a document row");
-        Ok(Some(KnowledgeDocument {
-            id: DocumentId::from_uuid(row.try_get("", "id").map_err(read)?),
-            tenant_id: TenantId::from_uuid(row.try_get("", "tenant_id").map_err(read)?),
+        let document = DocumentRow {
+            id: row.try_get("", "id").map_err(read)?,
+            tenant_id: row.try_get("", "tenant_id").map_err(read)?,
             title: row.try_get("", "title").map_err(read)?,
             source: row.try_get("", "source").map_err(read)?,
-            metadata: metadata_of(row.try_get("", "metadata").map_err(read)?, "knowledge_documents")?,
+            metadata: metadata_object(row.try_get("", "metadata").map_err(read)?, DOCUMENTS)?,
             created_at: row.try_get("", "created_at").map_err(read)?,
-            chunks: chunk_rows.iter().map(chunk_of).collect::<Result<_, _>>()?,
-        }))
+            chunks: chunk_rows.iter().map(chunk_row_of).collect::<Result<_, _>>()?,
+        };
+        document.into_document(DOCUMENTS, CHUNKS).map(Some)
     }
 
     async fn search(

@@ -8,12 +8,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sba_application::context::Caller;
-use sba_application::pagination::{Cursor, Page, PageRequest};
+use sba_application::pagination::{Page, PageRequest};
 use sba_application::ports::{RepositoryError, SessionStore};
-use sba_domain::{Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{Session, SessionId, SessionUpdate};
 use sea_orm::{ConnectionTrait as _, DbBackend, DbErr, QueryResult, Statement};
 
-use super::{SupabaseSql, commit, corrupt, db_error, metadata_of, metadata_value, unexpected};
+use super::{SupabaseSql, commit, db_error, metadata_object, metadata_value, unexpected};
+use crate::tenant_data::{SessionListing, SessionRow, check_session_tenant};
+
+const TABLE: &str = "sessions";
 
 /// The columns every read selects, in [`session_of`]'s terms.
 const COLUMNS: &str = "id, tenant_id, user_id, title, metadata, created_at, updated_at";
@@ -33,28 +36,23 @@ impl SupabaseSqlSessionStore {
 /// The domain session of a `sessions` row.
 fn session_of(row: &QueryResult) -> Result<Session, RepositoryError> {
     let read = |e: DbErr| unexpected(e, "reading a session row");
-    let user_id: String = row.try_get("", "user_id").map_err(read)?;
-    let title: Option<String> = row.try_get("", "title").map_err(read)?;
-    Ok(Session {
-        id: SessionId::from_uuid(row.try_get("", "id").map_err(read)?),
-        tenant_id: TenantId::from_uuid(row.try_get("", "tenant_id").map_err(read)?),
-        user_id: UserId::parse(&user_id).map_err(|e| corrupt("sessions", e))?,
-        title: title.as_deref().map(SessionTitle::parse).transpose().map_err(|e| corrupt("sessions", e))?,
-        metadata: metadata_of(row.try_get("", "metadata").map_err(read)?, "sessions")?,
+    SessionRow {
+        id: row.try_get("", "id").map_err(read)?,
+        tenant_id: row.try_get("", "tenant_id").map_err(read)?,
+        user_id: row.try_get("", "user_id").map_err(read)?,
+        title: row.try_get("", "title").map_err(read)?,
+        metadata: metadata_object(row.try_get("", "metadata").map_err(read)?, TABLE)?,
         created_at: row.try_get("", "created_at").map_err(read)?,
         updated_at: row.try_get("", "updated_at").map_err(read)?,
-    })
+    }
+    .into_session(TABLE)
 }
 
 #[async_trait]
 impl SessionStore for SupabaseSqlSessionStore {
     async fn create(&self, caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
-        if session.tenant_id != caller.tenant {
-            // Row-level security would refuse it too, but as an opaque policy violation.
-            return Err(
-                anyhow::anyhow!("creating a session: it belongs to another tenant than the caller").into()
-            );
-        }
+        // Row-level security would refuse it too, but as an opaque policy violation.
+        check_session_tenant(caller, session)?;
         let tx = self.sql.begin_for(caller, "opening a session insert").await?;
         tx.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -90,9 +88,9 @@ impl SessionStore for SupabaseSqlSessionStore {
     }
 
     async fn list(&self, caller: &Caller, page: PageRequest) -> Result<Page<Session>, RepositoryError> {
-        // One row more than the page: it only proves that a next page exists.
-        let fetch = i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let statement = match page.after {
+        let listing = SessionListing::new(page)?;
+        let fetch = listing.fetch;
+        let statement = match listing.after {
             None => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
@@ -101,7 +99,7 @@ impl SessionStore for SupabaseSqlSessionStore {
                 ),
                 [caller.tenant.as_uuid().into(), fetch.into()],
             ),
-            Some(Cursor::Time { at, id }) => Statement::from_sql_and_values(
+            Some((at, id)) => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
                     "select {COLUMNS} from public.sessions where tenant_id = $1 \
@@ -109,17 +107,12 @@ impl SessionStore for SupabaseSqlSessionStore {
                 ),
                 [caller.tenant.as_uuid().into(), at.into(), id.into(), fetch.into()],
             ),
-            Some(Cursor::Seq(_)) => {
-                return Err(
-                    anyhow::anyhow!("listing sessions: a seq cursor was given to a time listing").into()
-                );
-            }
         };
         let tx = self.sql.begin_for(caller, "opening a session listing").await?;
         let rows = tx.query_all_raw(statement).await.map_err(|e| unexpected(e, "listing sessions"))?;
         commit(tx, "ending a session listing").await?;
         let sessions = rows.iter().map(session_of).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(sessions, page.limit, |s| Cursor::Time { at: s.created_at, id: s.id.as_uuid() }))
+        Ok(listing.page(sessions))
     }
 
     async fn update(

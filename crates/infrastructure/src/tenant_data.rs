@@ -1,0 +1,248 @@
+//! What the tenant-data adapters (`supabase::sql`, `supabase::postgrest` and `embedded`)
+//! share: stored rows (tenants, sessions, documents, chunks, search results) turned into
+//! domain values, and the session listing's paging.
+//!
+//! Nothing here knows how a row was fetched. Each adapter reads its columns (or decodes
+//! PostgREST's JSON) into these rows, converting its own forms of ids, times and JSON, so
+//! that what makes a stored row valid is decided once, the same way for every store.
+
+use std::fmt::Display;
+
+use chrono::{DateTime, Utc};
+use sba_application::context::Caller;
+use sba_application::pagination::{Cursor, Page, PageRequest};
+use sba_application::ports::RepositoryError;
+use sba_domain::knowledge::{ChunkSummary, KnowledgeDocument, KnowledgeMatch};
+use sba_domain::ratelimit::Quota;
+use sba_domain::{
+    ChunkId, DocumentId, Metadata, Session, SessionId, SessionTitle, Tenant, TenantId, TenantStatus, UserId,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// A JSON object, as a `metadata` column holds it.
+pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// A stored row that breaks the domain's rules: data corruption (or a schema out of step
+/// with this code), not the caller's fault.
+pub(crate) fn corrupt_row(table: &'static str, what: impl Display) -> RepositoryError {
+    RepositoryError::Unexpected(anyhow::anyhow!("corrupt row in {table}: {what}"))
+}
+
+/// The metadata object of a row of `table`.
+pub(crate) fn metadata_of(table: &'static str, map: JsonObject) -> Result<Metadata, RepositoryError> {
+    Metadata::parse(map).map_err(|e| corrupt_row(table, e))
+}
+
+/// A stored ordinal (never negative) as the domain's.
+fn ordinal_of(table: &'static str, ordinal: i64) -> Result<u32, RepositoryError> {
+    u32::try_from(ordinal).map_err(|_| corrupt_row(table, format_args!("ordinal {ordinal}")))
+}
+
+/// A `tenants` row, before the domain's checks.
+#[derive(Deserialize)]
+pub(crate) struct TenantRow {
+    pub(crate) id: Uuid,
+    pub(crate) status: String,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) plan: Option<String>,
+    pub(crate) rate_limit_requests: Option<i64>,
+    pub(crate) rate_limit_window_secs: Option<i64>,
+}
+
+impl TenantRow {
+    const TABLE: &str = "tenants";
+
+    /// The domain tenant; a row that breaks its rules is a corrupt row of `tenants`.
+    pub(crate) fn into_tenant(self) -> Result<Tenant, RepositoryError> {
+        let status = match self.status.as_str() {
+            "active" => TenantStatus::Active,
+            "suspended" => TenantStatus::Suspended,
+            other => return Err(corrupt_row(Self::TABLE, format_args!("status `{other}`"))),
+        };
+        let rate_limit = match (self.rate_limit_requests, self.rate_limit_window_secs) {
+            (Some(requests), Some(window)) => Some(
+                u32::try_from(requests)
+                    .ok()
+                    .zip(u32::try_from(window).ok())
+                    .and_then(|(r, w)| Quota::new(r, w).ok())
+                    .ok_or_else(|| {
+                        corrupt_row(Self::TABLE, format_args!("rate limit {requests}/{window}"))
+                    })?,
+            ),
+            _ => None,
+        };
+        Ok(Tenant {
+            id: TenantId::from_uuid(self.id),
+            status,
+            allowed_origins: self.cors_origins,
+            plan: self.plan,
+            rate_limit,
+        })
+    }
+}
+
+/// A stored session, before the domain's checks.
+#[derive(Deserialize)]
+pub(crate) struct SessionRow {
+    pub(crate) id: Uuid,
+    pub(crate) tenant_id: Uuid,
+    pub(crate) user_id: String,
+    pub(crate) title: Option<String>,
+    pub(crate) metadata: JsonObject,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl SessionRow {
+    /// The domain session; a row that breaks its rules is a corrupt row of `table`.
+    pub(crate) fn into_session(self, table: &'static str) -> Result<Session, RepositoryError> {
+        Ok(Session {
+            id: SessionId::from_uuid(self.id),
+            tenant_id: TenantId::from_uuid(self.tenant_id),
+            user_id: UserId::parse(&self.user_id).map_err(|e| corrupt_row(table, e))?,
+            title: self
+                .title
+                .as_deref()
+                .map(SessionTitle::parse)
+                .transpose()
+                .map_err(|e| corrupt_row(table, e))?,
+            metadata: metadata_of(table, self.metadata)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Refuses to create a session of another tenant than the caller's. Row-level security's
+/// `with check` would refuse it too (and SQLite has none): it is a bug, not a conflict.
+pub(crate) fn check_session_tenant(caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
+    if session.tenant_id == caller.tenant {
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(
+        "a session of tenant {} cannot be created for tenant {}",
+        session.tenant_id,
+        caller.tenant
+    )
+    .into())
+}
+
+/// One page of a session listing as every store reads it: newest first by
+/// `(created_at, id)`, resuming after a `Cursor::Time`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionListing {
+    /// The `(created_at, id)` the page starts below, if it is not the first.
+    pub(crate) after: Option<(DateTime<Utc>, Uuid)>,
+    /// How many rows to read: one more than the page, which only proves that a next page
+    /// exists.
+    pub(crate) fetch: i64,
+    limit: u64,
+}
+
+impl SessionListing {
+    /// # Errors
+    /// `Unexpected` for a `Cursor::Seq`, which belongs to other listings.
+    pub(crate) fn new(page: PageRequest) -> Result<Self, RepositoryError> {
+        let after = match page.after {
+            None => None,
+            Some(Cursor::Time { at, id }) => Some((at, id)),
+            Some(Cursor::Seq(_)) => {
+                return Err(
+                    anyhow::anyhow!("listing sessions: a seq cursor was given to a time listing").into()
+                );
+            }
+        };
+        let fetch = i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        Ok(Self { after, fetch, limit: page.limit })
+    }
+
+    /// The page of `sessions`, the rows read, with the cursor of the next page if any.
+    pub(crate) fn page(self, sessions: Vec<Session>) -> Page<Session> {
+        Page::from_rows(sessions, self.limit, |s| Cursor::Time { at: s.created_at, id: s.id.as_uuid() })
+    }
+}
+
+/// A stored chunk without its embedding.
+#[derive(Deserialize)]
+pub(crate) struct ChunkRow {
+    pub(crate) id: Uuid,
+    pub(crate) ordinal: i64,
+    pub(crate) content: String,
+    pub(crate) metadata: JsonObject,
+}
+
+impl ChunkRow {
+    /// The chunk as readers see it; a row that breaks the rules is a corrupt row of `table`.
+    pub(crate) fn into_summary(self, table: &'static str) -> Result<ChunkSummary, RepositoryError> {
+        Ok(ChunkSummary {
+            id: ChunkId::from_uuid(self.id),
+            ordinal: ordinal_of(table, self.ordinal)?,
+            content: self.content,
+            metadata: metadata_of(table, self.metadata)?,
+        })
+    }
+}
+
+/// A stored document with its chunks, in order.
+#[derive(Deserialize)]
+pub(crate) struct DocumentRow {
+    pub(crate) id: Uuid,
+    pub(crate) tenant_id: Uuid,
+    pub(crate) title: String,
+    pub(crate) source: Option<String>,
+    pub(crate) metadata: JsonObject,
+    pub(crate) created_at: DateTime<Utc>,
+    /// Named after the chunks' table, as PostgREST embeds them.
+    #[serde(rename = "knowledge_chunks")]
+    pub(crate) chunks: Vec<ChunkRow>,
+}
+
+impl DocumentRow {
+    /// The domain document; a row that breaks the rules is a corrupt row of `documents`
+    /// (or, for a chunk, of `chunks`).
+    pub(crate) fn into_document(
+        self,
+        documents: &'static str,
+        chunks: &'static str,
+    ) -> Result<KnowledgeDocument, RepositoryError> {
+        Ok(KnowledgeDocument {
+            id: DocumentId::from_uuid(self.id),
+            tenant_id: TenantId::from_uuid(self.tenant_id),
+            title: self.title,
+            source: self.source,
+            metadata: metadata_of(documents, self.metadata)?,
+            created_at: self.created_at,
+            chunks: self
+                .chunks
+                .into_iter()
+                .map(|chunk| chunk.into_summary(chunks))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A search result: a stored chunk with its document and its similarity to the query.
+#[derive(Deserialize)]
+pub(crate) struct MatchRow {
+    pub(crate) id: Uuid,
+    pub(crate) document_id: Uuid,
+    pub(crate) ordinal: i64,
+    pub(crate) content: String,
+    pub(crate) metadata: JsonObject,
+    pub(crate) similarity: f64,
+}
+
+impl MatchRow {
+    /// The domain search result; a row that breaks the rules is a corrupt row of `table`.
+    pub(crate) fn into_match(self, table: &'static str) -> Result<KnowledgeMatch, RepositoryError> {
+        Ok(KnowledgeMatch {
+            chunk_id: ChunkId::from_uuid(self.id),
+            document_id: DocumentId::from_uuid(self.document_id),
+            ordinal: ordinal_of(table, self.ordinal)?,
+            content: self.content,
+            metadata: metadata_of(table, self.metadata)?,
+            similarity: self.similarity,
+        })
+    }
+}
