@@ -90,8 +90,11 @@ async fn a_set_entry_is_an_l1_hit_on_its_node_and_an_l2_hit_on_another() {
     assert_eq!(&*from_l2.payload, b"one");
     assert_eq!(from_l2.meta, first.meta);
     assert!(from_l2.decoded.get().is_none(), "decoded values stay on their node");
+    // The doorkeeper: a key read once from Redis is not kept in L1, a key read twice is.
+    let second = b.get(&key).await.unwrap();
+    assert!(!Arc::ptr_eq(&from_l2.decoded, &second.decoded), "read once: not kept in L1");
     let from_b_l1 = b.get(&key).await.unwrap();
-    assert!(Arc::ptr_eq(&from_l2.decoded, &from_b_l1.decoded), "the L2 hit is kept in L1");
+    assert!(Arc::ptr_eq(&second.decoded, &from_b_l1.decoded), "read twice: kept in L1");
 }
 
 #[tokio::test]
@@ -210,6 +213,7 @@ async fn a_stopped_redis_degrades_to_l1_and_recovery_is_automatic() {
     let cached = CacheKey::new(tenant, "run", "cached");
     a.set(&cached, entry("cached", 60_000)).await;
     assert_eq!(payload(&b, &cached).await.as_deref(), Some("cached"), "through Redis");
+    assert_eq!(payload(&b, &cached).await.as_deref(), Some("cached"), "read again: kept in L1");
 
     redis.stop();
     let started = Instant::now();

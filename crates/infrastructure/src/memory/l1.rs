@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +116,78 @@ impl L1 {
     }
 }
 
+/// What L1 admits of the entries a node reads from Redis: a key is kept in L1 on its second
+/// read within a window, not its first (a "doorkeeper", as in `TinyLFU`). A key read once and
+/// not again soon — a working set larger than L1 — then costs no L1 insert and no eviction
+/// of a key that is read often; a key read twice is kept, and every read after that is an L1
+/// hit. Entries a node loads itself go to L1 at once (they are about to be read).
+///
+/// A bloom filter of two bits per key over atomics: no lock, a false positive only admits a
+/// key early. It forgets everything after as many new keys as L1 holds entries, so "soon"
+/// means "before L1 would have evicted it anyway".
+pub(crate) struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    /// `bits.len() * 64 - 1`: bit positions are hashes masked by it.
+    mask: u64,
+    /// New keys since the last reset.
+    seen: AtomicU64,
+    reset_after: u64,
+}
+
+/// The smallest entry L1 is sized for when estimating how many entries it holds.
+const TYPICAL_ENTRY_BYTES: u64 = 256;
+
+impl Doorkeeper {
+    /// A doorkeeper for an L1 of `l1_max_bytes`: it forgets after about as many keys as that
+    /// L1 holds, with 16 bits per key (false positives below 1 %).
+    pub(crate) fn for_l1(l1_max_bytes: u64) -> Self {
+        let entries = (l1_max_bytes / TYPICAL_ENTRY_BYTES).clamp(1 << 10, 1 << 22);
+        let words = usize::try_from((entries * 16).next_power_of_two() / 64).unwrap_or(1 << 16);
+        Self {
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            mask: (words as u64) * 64 - 1,
+            seen: AtomicU64::new(0),
+            reset_after: entries,
+        }
+    }
+
+    /// Whether `key` was read before within the window (then it belongs in L1); remembers it
+    /// otherwise.
+    pub(crate) fn admit(&self, key: &str) -> bool {
+        let hash = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(key, &mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
+        let positions = [hash & self.mask, hash.rotate_right(32) & self.mask];
+        let mut known = true;
+        for position in positions {
+            let (word, bit) = (position / 64, 1_u64 << (position % 64));
+            let Some(cell) = usize::try_from(word).ok().and_then(|w| self.bits.get(w)) else { continue };
+            if cell.load(Ordering::Relaxed) & bit == 0 {
+                known = false;
+                cell.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+        if !known && self.seen.fetch_add(1, Ordering::Relaxed) + 1 >= self.reset_after {
+            self.seen.store(0, Ordering::Relaxed);
+            for cell in &self.bits {
+                cell.store(0, Ordering::Relaxed);
+            }
+        }
+        known
+    }
+}
+
+impl fmt::Debug for Doorkeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doorkeeper")
+            .field("bits", &(self.mask + 1))
+            .field("reset_after", &self.reset_after)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Per-entry expiry: `evict_at_ms`, capped by the L1 TTL.
 struct UntilEviction {
     max_ttl: Duration,
@@ -218,6 +291,19 @@ impl CacheMetrics {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn the_doorkeeper_admits_a_key_on_its_second_read_and_forgets_after_a_window() {
+        let door = super::Doorkeeper::for_l1(1 << 20);
+        assert!(!door.admit("sba:c:t:ns:v0:a"), "first read: not admitted");
+        assert!(door.admit("sba:c:t:ns:v0:a"), "second read: admitted");
+        assert!(!door.admit("sba:c:t:ns:v0:b"));
+        // 4096 new keys (an L1 of 1 MiB holds about that many) make it forget.
+        for i in 0..5000 {
+            door.admit(&format!("other{i}"));
+        }
+        assert!(!door.admit("sba:c:t:ns:v0:a"), "forgotten after the window");
+    }
 
     use sba_application::ports::EntryMeta;
 

@@ -59,7 +59,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use crate::memory::CacheSettings;
-use crate::memory::l1::{CacheEvent, CacheMetrics, L1, entry_key, now_ms, version_key, versioned_key};
+use crate::memory::l1::{
+    CacheEvent, CacheMetrics, Doorkeeper, L1, entry_key, now_ms, version_key, versioned_key,
+};
 
 /// The pub/sub channel of invalidation messages.
 pub const INVALIDATION_CHANNEL: &str = "sba:c:invalidate";
@@ -89,6 +91,8 @@ pub struct FredCache {
 struct Inner {
     client: Client,
     l1: L1,
+    /// Which entries read from Redis go to L1 (the second read of a key, not the first).
+    door: Doorkeeper,
     versions: Versions,
     settings: CacheSettings,
     started: Instant,
@@ -262,6 +266,7 @@ impl Inner {
         Self {
             client,
             l1: L1::new(settings.l1_max_bytes, settings.l1_max_ttl),
+            door: Doorkeeper::for_l1(settings.l1_max_bytes),
             versions: Versions::new(settings.version_ttl),
             settings,
             started: Instant::now(),
@@ -386,7 +391,9 @@ impl Inner {
         let event = if entry.is_some() { CacheEvent::L2Hit } else { CacheEvent::L2Miss };
         self.metrics.record(namespace, event);
         let entry = entry?;
-        self.l1.insert(at, entry.clone());
+        if self.door.admit(&at) {
+            self.l1.insert(at, entry.clone());
+        }
         Some(entry)
     }
 
