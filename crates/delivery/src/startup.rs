@@ -14,7 +14,7 @@ use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
 use sba_application::knowledge::KnowledgeService;
 use sba_application::ports::{
-    Cache, KnowledgeStore, RateLimiter, SessionStore, TenantDirectory, TokenVerifier,
+    Cache, DependencyCheck, KnowledgeStore, RateLimiter, SessionStore, TenantDirectory, TokenVerifier,
 };
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
@@ -104,8 +104,10 @@ impl Application {
         let store = open_store(&settings, settings.store.max_connections).await?;
         store.migrate_up().await?;
 
-        let cache = cache(&settings).await?;
+        let (cache, redis_check) = cache(&settings).await?;
         let data = TenantData::connect(&settings).await?;
+        let mut checks = vec![store.dependency_check(), Arc::clone(&data.check)];
+        checks.extend(redis_check);
         let tenants = tenant_cache(&settings, &cache, Arc::clone(&data.directory));
         let auditor = Auditor::new(store.audit_log(), Arc::new(SystemClock), Arc::new(UuidV7Generator));
         let state = AppState {
@@ -121,8 +123,11 @@ impl Application {
             idempotency: idempotency(&store),
             usage: UsageQueries::new(store.usage_ledger()),
             verifier: token_verifier(&settings).await?,
-            health: health_monitor(&store),
-            system_health: SystemHealthQueries::new(health_monitor(&store), settings.auth.platform_tenant),
+            health: health_monitor(&store, checks.clone()),
+            system_health: SystemHealthQueries::new(
+                health_monitor(&store, checks),
+                settings.auth.platform_tenant,
+            ),
             origins: origin_policy(&settings, tenants.clone(), &cache),
             tenants,
             sessions: SessionService::new(
@@ -226,7 +231,7 @@ impl Worker {
         store.migrate_up().await?;
         Ok(Self {
             runs: run_service(&store),
-            health: health_monitor(&store),
+            health: health_monitor(&store, vec![store.dependency_check()]),
             idempotency: idempotency(&store),
             store,
             settings: settings.worker.clone(),
@@ -339,14 +344,10 @@ fn idempotency(store: &InternalStore) -> Idempotency {
     Idempotency::new(store.idempotency_store(), Arc::new(SystemClock))
 }
 
-/// Health checks of every dependency this process uses, with history in the internal store.
-fn health_monitor(store: &InternalStore) -> HealthMonitor {
-    HealthMonitor::new(
-        vec![store.dependency_check()],
-        store.health_log(),
-        Arc::new(SystemClock),
-        Arc::new(UuidV7Generator),
-    )
+/// Health checks of the dependencies this process uses (`checks`), with history in the
+/// internal store.
+fn health_monitor(store: &InternalStore, checks: Vec<Arc<dyn DependencyCheck>>) -> HealthMonitor {
+    HealthMonitor::new(checks, store.health_log(), Arc::new(SystemClock), Arc::new(UuidV7Generator))
 }
 
 /// The run use cases on the internal store, with the system clock and UUIDv7 ids.
@@ -425,12 +426,12 @@ async fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     Ok(RateLimits::new(distributed, local, settings.rate_limit.fail_mode))
 }
 
-/// The cache (ADR 0007): Redis with an in-process tier when `REDIS_URL` is set, in process
-/// only otherwise.
+/// The cache (ADR 0007): Redis with an in-process tier when `REDIS_URL` is set (and the
+/// readiness check of that Redis), in process only otherwise.
 ///
 /// # Errors
 /// When the Redis URL is not usable (an unreachable Redis is not an error).
-async fn cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
+async fn cache(settings: &Settings) -> anyhow::Result<(Arc<dyn Cache>, Option<Arc<dyn DependencyCheck>>)> {
     let cache_settings = CacheSettings {
         l1_max_bytes: settings.cache.l1_max_bytes,
         l1_max_ttl: settings.cache.l1_max_ttl,
@@ -438,8 +439,12 @@ async fn cache(settings: &Settings) -> anyhow::Result<Arc<dyn Cache>> {
         version_ttl: settings.cache.version_ttl,
     };
     Ok(match &settings.redis {
-        None => Arc::new(InMemoryCache::new(cache_settings)),
-        Some(redis) => Arc::new(FredCache::connect(&redis.url, cache_settings).await?),
+        None => (Arc::new(InMemoryCache::new(cache_settings)), None),
+        Some(redis) => {
+            let cache = FredCache::connect(&redis.url, cache_settings).await?;
+            let check = cache.dependency_check();
+            (Arc::new(cache), Some(check))
+        }
     })
 }
 
@@ -455,6 +460,8 @@ fn namespace(settings: &Settings, policy: NamespacePolicy) -> NamespacePolicy {
 
 /// The adapters of the tenant-facing data (ADR 0008): tenants, sessions, knowledge.
 struct TenantData {
+    /// Readiness of where the data lives (`supabase` or `embedded_store`).
+    check: Arc<dyn DependencyCheck>,
     directory: Arc<dyn TenantDirectory>,
     sessions: Arc<dyn SessionStore>,
     knowledge: Arc<dyn KnowledgeStore>,
@@ -473,6 +480,7 @@ impl TenantData {
         {
             let sql = connect_sql(db_url, timeout).await.context("connecting to SUPABASE_DB_URL")?;
             return Ok(Self {
+                check: sql.dependency_check(),
                 directory: Arc::new(sql.tenant_directory()),
                 sessions: Arc::new(sql.session_store()),
                 knowledge: Arc::new(sql.knowledge_store()),
@@ -486,6 +494,7 @@ impl TenantData {
             })
             .context("building the PostgREST client")?;
             return Ok(Self {
+                check: client.dependency_check(),
                 directory: Arc::new(client.tenant_directory()),
                 sessions: Arc::new(client.session_store()),
                 knowledge: Arc::new(client.knowledge_store()),
@@ -498,6 +507,7 @@ impl TenantData {
             .await
             .with_context(|| format!("opening the embedded store {}", path.display()))?;
         Ok(Self {
+            check: embedded.dependency_check(),
             directory: Arc::new(StaticTenantDirectory::from_settings(&settings.cors, &settings.tenants)),
             sessions: Arc::new(embedded.session_store()),
             knowledge: Arc::new(embedded.knowledge_store()),

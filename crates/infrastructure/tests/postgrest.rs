@@ -360,6 +360,22 @@ async fn tenant_directory_requests_carry_the_service_role_key() {
 }
 
 #[tokio::test]
+async fn the_readiness_check_reads_one_tenant_id_as_the_platform_and_reports_failures() {
+    let stand = Stand::start([ok(json!([])), error(503, "PGRST001", "database unavailable")]).await;
+    let mut settings = stand.settings();
+    settings.read_retries = 0;
+    let check = PostgrestClient::new(settings).unwrap().dependency_check();
+    assert_eq!(check.component(), "supabase");
+    check.check().await.unwrap();
+    let failed = check.check().await.unwrap_err();
+    assert!(format!("{failed:#}").contains("PGRST001"), "{failed:#}");
+    let request = &stand.requests()[0];
+    assert_eq!(request.path(), "/rest/v1/tenants");
+    assert_eq!(request.param("limit").as_deref(), Some("1"));
+    assert_eq!(request.header("authorization"), Some(format!("Bearer {SERVICE_KEY}").as_str()));
+}
+
+#[tokio::test]
 async fn a_caller_without_a_token_fails_without_sending_a_request() {
     let stand = Stand::start([]).await;
     let client = stand.client();

@@ -18,4 +18,5 @@ async fn readyz_reports_the_database_up(store: Store) {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert!(body["checks"]["database"]["latency_ms"].is_u64());
+    assert_eq!(body["checks"]["embedded_store"]["status"], "up", "development: the embedded store");
 }

@@ -419,3 +419,30 @@ async fn a_session_updated_through_one_node_is_seen_at_once_through_another() {
     }
     assert_eq!(seen, "After", "node B still serves the old title");
 }
+
+#[tokio::test]
+async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
+    let database = supabase_database().await;
+    let redis = redis_url();
+    let app = spawn_app_with(
+        Store::Sqlite,
+        &[("SUPABASE_DB_URL", database.as_str()), ("REDIS_URL", redis.as_str())],
+    )
+    .await;
+    let ready = json_of(app.client.get(app.url("/readyz")).send().await.unwrap(), 200).await;
+    for component in ["database", "supabase", "redis"] {
+        assert_eq!(ready["checks"][component]["status"], "up", "{component}: {ready}");
+    }
+
+    // The Supabase database disappears (its connections are cut): the node is not ready.
+    let name = database.rsplit('/').next().unwrap();
+    sba_infrastructure::postgres::test_support::execute_sql(
+        &sba_infrastructure::postgres::test_support::admin_url(),
+        &format!("drop database \"{name}\" with (force)"),
+    )
+    .await;
+    let not_ready = json_of(app.client.get(app.url("/readyz")).send().await.unwrap(), 503).await;
+    assert_eq!(not_ready["status"], "not_ready");
+    assert_eq!(not_ready["checks"]["supabase"]["status"], "down", "{not_ready}");
+    assert_eq!(not_ready["checks"]["database"]["status"], "up");
+}

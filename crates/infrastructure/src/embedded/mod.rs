@@ -83,6 +83,14 @@ impl EmbeddedStore {
         Ok(Self { db })
     }
 
+    /// Readiness of the store (`embedded_store` in `/readyz`).
+    pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
+        std::sync::Arc::new(crate::postgres::DatabaseCheck {
+            component: "embedded_store",
+            db: self.db.clone(),
+        })
+    }
+
     /// Sessions, scoped to each caller's tenant.
     pub fn session_store(&self) -> EmbeddedSessionStore {
         EmbeddedSessionStore::new(self.db.clone())

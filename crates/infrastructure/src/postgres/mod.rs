@@ -181,7 +181,7 @@ impl InternalStore {
 
     /// The readiness check of this store, reported as `database`.
     pub fn dependency_check(&self) -> Arc<dyn DependencyCheck> {
-        Arc::new(StoreCheck(self.clone()))
+        Arc::new(DatabaseCheck { component: "database", db: self.db.clone() })
     }
 
     /// Closes every pooled connection.
@@ -192,17 +192,26 @@ impl InternalStore {
     }
 }
 
+/// Readiness of a sea-orm database: `SELECT 1` through its pool (the internal store, the
+/// Supabase database, the embedded store).
 #[derive(Debug)]
-struct StoreCheck(InternalStore);
+pub(crate) struct DatabaseCheck {
+    pub(crate) component: &'static str,
+    pub(crate) db: DatabaseConnection,
+}
 
 #[async_trait::async_trait]
-impl DependencyCheck for StoreCheck {
+impl DependencyCheck for DatabaseCheck {
     fn component(&self) -> &'static str {
-        "database"
+        self.component
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        self.0.ping().await
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map(|_| ())
+            .with_context(|| format!("pinging {}", self.component))
     }
 }
 

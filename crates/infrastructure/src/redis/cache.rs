@@ -126,7 +126,34 @@ impl Drop for FredCache {
     }
 }
 
+/// Readiness of Redis (`redis` in `/readyz`): a `PING` on the cache's command connection,
+/// bounded by a second.
+#[derive(Debug)]
+struct RedisCheck {
+    client: Client,
+}
+
+#[async_trait]
+impl sba_application::ports::DependencyCheck for RedisCheck {
+    fn component(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        match tokio::time::timeout(Duration::from_secs(1), self.client.ping::<()>(None)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(anyhow!("PING failed: {}", error.kind().to_str())),
+            Err(_) => Err(anyhow!("PING took longer than 1 s")),
+        }
+    }
+}
+
 impl FredCache {
+    /// Readiness of the Redis behind the cache (every Redis adapter uses the same server).
+    pub fn dependency_check(&self) -> Arc<dyn sba_application::ports::DependencyCheck> {
+        Arc::new(RedisCheck { client: self.inner.client.clone() })
+    }
+
     /// Connects to the Redis at `url` (`redis://` or `rediss://`, never logged): one
     /// connection for commands, one subscribed to [`INVALIDATION_CHANNEL`].
     ///

@@ -71,6 +71,11 @@ impl SupabaseSql {
         Ok(tx)
     }
 
+    /// Readiness of the Supabase database (`supabase` in `/readyz`).
+    pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
+        std::sync::Arc::new(crate::postgres::DatabaseCheck { component: "supabase", db: self.db.clone() })
+    }
+
     pub fn tenant_directory(&self) -> SupabaseSqlTenantDirectory {
         SupabaseSqlTenantDirectory { sql: self.clone() }
     }

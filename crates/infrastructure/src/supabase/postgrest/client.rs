@@ -127,6 +127,11 @@ impl PostgrestClient {
         PostgrestTenantDirectory::new(self.clone())
     }
 
+    /// Readiness of PostgREST (`supabase` in `/readyz`).
+    pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
+        std::sync::Arc::new(super::tenants::PostgrestCheck::new(self.clone()))
+    }
+
     /// The session store (with each caller's token).
     pub fn session_store(&self) -> PostgrestSessionStore {
         PostgrestSessionStore::new(self.clone())
