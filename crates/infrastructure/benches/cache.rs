@@ -66,17 +66,21 @@ struct Value {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Side {
     RawGet,
+    /// A bare moka lookup of the same keys and an `Arc` clone: the floor under any L1 hit
+    /// built on moka in this harness (timing and task switches included).
+    MokaFloor,
     L1Hit,
     L2Hit,
     Miss,
 }
 
 impl Side {
-    const ALL: [Self; 4] = [Self::RawGet, Self::L1Hit, Self::L2Hit, Self::Miss];
+    const ALL: [Self; 5] = [Self::RawGet, Self::MokaFloor, Self::L1Hit, Self::L2Hit, Self::Miss];
 
     const fn label(self) -> &'static str {
         match self {
             Self::RawGet => "raw GET (baseline)",
+            Self::MokaFloor => "bare moka get (floor)",
             Self::L1Hit => "L1 hit",
             Self::L2Hit => "L2 hit",
             Self::Miss => "miss",
@@ -88,6 +92,8 @@ impl Side {
 struct Fixture {
     raw: Client,
     raw_keys: Vec<String>,
+    /// The floor side's map, holding `raw_keys`.
+    moka: moka::sync::Cache<String, Arc<Value>>,
     keys: Vec<String>,
     cold_keys: Vec<String>,
     absent: Vec<String>,
@@ -132,11 +138,15 @@ async fn run(url: &str, duration: Duration) {
         let _: () = raw.set(&raw_key, "x".repeat(150), None, None, false).await.unwrap();
         raw_keys.push(raw_key);
     }
+    let moka = moka::sync::Cache::new(10_000);
+    for raw_key in &raw_keys {
+        moka.insert(raw_key.clone(), Arc::new(value.clone()));
+    }
     let keys = (0..KEYS).map(|i| format!("k{i}")).collect();
     let cold_keys: Vec<String> = (0..COLD_KEYS).map(|i| format!("cold{i}")).collect();
     store_all(&l1, tenant, &cold_keys, &value).await;
     let absent = (0..KEYS).map(|i| format!("absent{i}")).collect();
-    let fixture = Arc::new(Fixture { raw, raw_keys, keys, cold_keys, absent, l1, l2, tenant });
+    let fixture = Arc::new(Fixture { raw, raw_keys, moka, keys, cold_keys, absent, l1, l2, tenant });
     // Warm the L1 node.
     for i in 0..KEYS {
         assert!(fixture.l1.get(tenant, &format!("k{i}")).await.is_some());
@@ -199,6 +209,9 @@ async fn load(side: Side, concurrency: usize, duration: Duration, fixture: &Arc<
                         Side::RawGet => {
                             let got: Option<String> = fixture.raw.get(&fixture.raw_keys[key]).await.unwrap();
                             assert!(got.is_some());
+                        }
+                        Side::MokaFloor => {
+                            assert!(fixture.moka.get(&fixture.raw_keys[key]).is_some());
                         }
                         Side::L1Hit => {
                             assert!(fixture.l1.get(fixture.tenant, &fixture.keys[key]).await.is_some());
