@@ -83,6 +83,11 @@ $$;
 -- materialised CTE, as pgvector's README advises: inside, a threshold that no further row
 -- meets would keep the iterative scan going to its limit. The SET clauses scope both
 -- settings (and the set_config below) to this function: the caller's transaction keeps its own.
+-- `plan_cache_mode = force_custom_plan`: PL/pgSQL caches a statement's plan per connection,
+-- and after a few calls a generic plan, built without knowing the tenant; on a pooled
+-- connection a small tenant's exact plan (tenant index, sort) was then reused for a large
+-- tenant, whose searches became exact scans (107 ms instead of 2 ms at 100k chunks,
+-- docs/benchmarks.md). Planning per call costs well under a millisecond here.
 create or replace function public.match_knowledge(
     query_embedding vector(384),
     match_count integer default 10,
@@ -99,6 +104,7 @@ create or replace function public.match_knowledge(
 language plpgsql stable security invoker
 set hnsw.iterative_scan = relaxed_order
 set hnsw.ef_search = 40
+set plan_cache_mode = force_custom_plan
 as $$
 #variable_conflict use_column
 declare
