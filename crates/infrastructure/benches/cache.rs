@@ -154,7 +154,9 @@ async fn run(url: &str, duration: Duration) {
 
     println!("| concurrency | read | reads/s | p50 / p99 µs | vs raw GET |");
     println!("|---:|---|---:|---:|---:|");
-    for concurrency in CONCURRENCY {
+    // `SBA_BENCH_CONCURRENCY=64` limits the run to one concurrency (profiling).
+    let only: Option<usize> = std::env::var("SBA_BENCH_CONCURRENCY").ok().and_then(|c| c.parse().ok());
+    for concurrency in CONCURRENCY.into_iter().filter(|c| only.is_none_or(|o| o == *c)) {
         let mut samples: Vec<Vec<Sample>> = Side::ALL.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
             for (i, side) in Side::ALL.into_iter().enumerate() {
