@@ -57,9 +57,8 @@ impl KnowledgeService {
     /// Stores a document with all its chunks (all or nothing) for the caller's tenant.
     ///
     /// # Errors
-    /// `Unexpected` when it cannot be stored (nothing is then stored), or when its audit
-    /// entry cannot be recorded (the document then stays stored: the audit log is another
-    /// store, so the two are not one transaction).
+    /// `Unexpected` when it cannot be stored (nothing is then stored). Its audit entry is
+    /// written after it, in another store (see [`Auditor::record_after`]).
     pub async fn add_document(
         &self,
         ctx: &RequestContext,
@@ -70,8 +69,8 @@ impl KnowledgeService {
         let stored = self.store.add_document(&ctx.caller(), id, document, self.clock.now()).await;
         let outcome = if stored.is_ok() { AuditOutcome::Success } else { AuditOutcome::Error };
         self.auditor
-            .record(ctx, "knowledge_document.create", "knowledge_document", resource, outcome)
-            .await?;
+            .record_after(ctx, "knowledge_document.create", "knowledge_document", resource, outcome)
+            .await;
         Ok(stored?)
     }
 
@@ -174,6 +173,42 @@ mod tests {
             });
         let stored = service(store, AuditOutcome::Success).add_document(&ctx(), &document()).await.unwrap();
         assert_eq!(stored.title, "Manual");
+    }
+
+    #[tokio::test]
+    async fn a_stored_document_is_returned_even_when_its_audit_entry_cannot_be_written() {
+        let mut store = MockKnowledgeStore::new();
+        store.expect_add_document().times(1).returning(|caller, id, new, now| {
+            Ok(KnowledgeDocument {
+                id,
+                tenant_id: caller.tenant,
+                title: new.title.clone(),
+                source: None,
+                metadata: Metadata::default(),
+                created_at: now,
+                chunks: Vec::new(),
+            })
+        });
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .times(1)
+            .returning(|_| Err(RepositoryError::Unexpected(anyhow::anyhow!("audit store down"))));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let service = KnowledgeService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            clock,
+            Arc::new({
+                let mut document_ids = MockIdGenerator::new();
+                document_ids.expect_new_id().returning(|| Uuid::from_u128(8));
+                document_ids
+            }),
+        );
+        let stored = service.add_document(&ctx(), &document()).await.unwrap();
+        assert_eq!(stored.id, DocumentId::from_uuid(Uuid::from_u128(8)), "no retry needed: it is stored");
     }
 
     #[tokio::test]

@@ -119,9 +119,8 @@ impl SessionService {
     /// Creates a session of the caller's tenant, owned by the caller.
     ///
     /// # Errors
-    /// `Unexpected` when it cannot be stored (nothing is then stored), or when its audit
-    /// entry cannot be recorded (the session then stays stored: the audit log is another
-    /// store, so the two are not one transaction).
+    /// `Unexpected` when it cannot be stored (nothing is then stored). Its audit entry is
+    /// written after it, in another store (see [`Auditor::record_after`]).
     pub async fn create(
         &self,
         ctx: &RequestContext,
@@ -140,10 +139,10 @@ impl SessionService {
         };
         let id = Some(session.id.to_string());
         if let Err(error) = self.store.create(&ctx.caller(), &session).await {
-            self.auditor.record(ctx, "session.create", "session", id, AuditOutcome::Error).await?;
+            self.auditor.record_after(ctx, "session.create", "session", id, AuditOutcome::Error).await;
             return Err(error.into());
         }
-        self.auditor.record(ctx, "session.create", "session", id, AuditOutcome::Success).await?;
+        self.auditor.record_after(ctx, "session.create", "session", id, AuditOutcome::Success).await;
         self.cached.set(session.tenant_id, &key(session.id), &CachedSession::from(&session)).await;
         Ok(session)
     }
@@ -195,16 +194,18 @@ impl SessionService {
         let updated = match self.store.update(&ctx.caller(), id, update, self.clock.now()).await {
             Ok(updated) => updated,
             Err(error) => {
-                self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Error).await?;
+                self.auditor
+                    .record_after(ctx, "session.update", "session", resource, AuditOutcome::Error)
+                    .await;
                 return Err(error.into());
             }
         };
         let Some(session) = updated else {
-            self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Denied).await?;
+            self.auditor.record_after(ctx, "session.update", "session", resource, AuditOutcome::Denied).await;
             return Err(SessionError::NotFound);
         };
         self.cached.delete(session.tenant_id, &key(id)).await;
-        self.auditor.record(ctx, "session.update", "session", resource, AuditOutcome::Success).await?;
+        self.auditor.record_after(ctx, "session.update", "session", resource, AuditOutcome::Success).await;
         Ok(session)
     }
 }

@@ -44,6 +44,39 @@ impl Auditor {
         self.store(&self.entry(ctx, action, resource_type, resource_id, outcome)).await
     }
 
+    /// Records an attempt whose outcome already happened in another store (sessions and
+    /// knowledge live in Supabase, the audit log in the internal store). A failure to store
+    /// the entry is logged with every field of the entry and counted
+    /// (`sba_audit_write_failures_total`), never turned into the request's failure: the
+    /// change cannot be undone, and failing the request would invite a retry that repeats it.
+    pub async fn record_after(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        outcome: AuditOutcome,
+    ) {
+        let entry = self.entry(ctx, action, resource_type, resource_id, outcome);
+        if let Err(error) = self.store(&entry).await {
+            metrics::counter!("sba_audit_write_failures_total").increment(1);
+            tracing::error!(
+                error = format!("{error:#}"),
+                audit_id = %entry.id,
+                tenant_id = %entry.tenant_id,
+                actor = %entry.actor,
+                action = %entry.action,
+                resource_type = %entry.resource_type,
+                resource_id = entry.resource_id.as_deref().unwrap_or(""),
+                outcome = %entry.outcome,
+                ip = entry.ip.as_deref().unwrap_or(""),
+                request_id = entry.request_id.as_deref().unwrap_or(""),
+                created_at = %entry.created_at,
+                "an audit entry could not be stored; it is kept in this log line"
+            );
+        }
+    }
+
     /// The entry of an attempt by the caller of `ctx`: its tenant, user, address and request
     /// id. For a caller whose entry must be written with the change itself (in the same
     /// transaction), which [`Self::record`] cannot do.
