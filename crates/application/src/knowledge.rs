@@ -107,6 +107,7 @@ mod tests {
 
     use super::*;
     use crate::cache::testing::TestClock;
+    use crate::context::Caller;
     use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore};
 
     fn ctx() -> RequestContext {
@@ -130,6 +131,23 @@ mod tests {
         NewDocument::new("Manual", None, Metadata::default(), vec![chunk]).unwrap()
     }
 
+    /// A service over `store` and `audit` whose next document id is `document_id`.
+    fn service_with(store: MockKnowledgeStore, audit: MockAuditLog, document_id: u128) -> KnowledgeService {
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let mut document_ids = MockIdGenerator::new();
+        document_ids.expect_new_id().returning(move || Uuid::from_u128(document_id));
+        KnowledgeService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            clock,
+            Arc::new(document_ids),
+        )
+    }
+
+    /// A service over `store` whose audit log expects one `knowledge_document.create` entry
+    /// with `outcome`.
     fn service(store: MockKnowledgeStore, outcome: AuditOutcome) -> KnowledgeService {
         let mut audit = MockAuditLog::new();
         audit
@@ -137,17 +155,26 @@ mod tests {
             .withf(move |entry| entry.action == "knowledge_document.create" && entry.outcome == outcome)
             .times(1)
             .returning(|_| Ok(()));
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
-        let mut document_ids = MockIdGenerator::new();
-        document_ids.expect_new_id().returning(|| Uuid::from_u128(7));
-        KnowledgeService::new(
-            Arc::new(store),
-            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            clock,
-            Arc::new(document_ids),
-        )
+        service_with(store, audit, 7)
+    }
+
+    /// What a store answers for a document it stored.
+    #[allow(clippy::unnecessary_wraps, reason = "the mock's return type")]
+    fn stored(
+        caller: &Caller,
+        id: DocumentId,
+        new: &NewDocument,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<KnowledgeDocument, RepositoryError> {
+        Ok(KnowledgeDocument {
+            id,
+            tenant_id: caller.tenant,
+            title: new.title.clone(),
+            source: None,
+            metadata: Metadata::default(),
+            created_at: now,
+            chunks: Vec::new(),
+        })
     }
 
     #[tokio::test]
@@ -160,17 +187,7 @@ mod tests {
                     && *id == DocumentId::from_uuid(Uuid::from_u128(7))
             })
             .times(1)
-            .returning(|caller, id, new, now| {
-                Ok(KnowledgeDocument {
-                    id,
-                    tenant_id: caller.tenant,
-                    title: new.title.clone(),
-                    source: None,
-                    metadata: Metadata::default(),
-                    created_at: now,
-                    chunks: Vec::new(),
-                })
-            });
+            .returning(stored);
         let stored = service(store, AuditOutcome::Success).add_document(&ctx(), &document()).await.unwrap();
         assert_eq!(stored.title, "Manual");
     }
@@ -178,35 +195,13 @@ mod tests {
     #[tokio::test]
     async fn a_stored_document_is_returned_even_when_its_audit_entry_cannot_be_written() {
         let mut store = MockKnowledgeStore::new();
-        store.expect_add_document().times(1).returning(|caller, id, new, now| {
-            Ok(KnowledgeDocument {
-                id,
-                tenant_id: caller.tenant,
-                title: new.title.clone(),
-                source: None,
-                metadata: Metadata::default(),
-                created_at: now,
-                chunks: Vec::new(),
-            })
-        });
+        store.expect_add_document().times(1).returning(stored);
         let mut audit = MockAuditLog::new();
         audit
             .expect_record()
             .times(1)
             .returning(|_| Err(RepositoryError::Unexpected(anyhow::anyhow!("audit store down"))));
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
-        let service = KnowledgeService::new(
-            Arc::new(store),
-            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            clock,
-            Arc::new({
-                let mut document_ids = MockIdGenerator::new();
-                document_ids.expect_new_id().returning(|| Uuid::from_u128(8));
-                document_ids
-            }),
-        );
+        let service = service_with(store, audit, 8);
         let stored = service.add_document(&ctx(), &document()).await.unwrap();
         assert_eq!(stored.id, DocumentId::from_uuid(Uuid::from_u128(8)), "no retry needed: it is stored");
     }

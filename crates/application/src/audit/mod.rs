@@ -29,21 +29,6 @@ impl Auditor {
         Self { log, clock, ids }
     }
 
-    /// Records that the caller of `ctx` attempted `action` (`resource.verb`) on a resource.
-    ///
-    /// # Errors
-    /// When the entry cannot be stored.
-    pub async fn record(
-        &self,
-        ctx: &RequestContext,
-        action: &str,
-        resource_type: &str,
-        resource_id: Option<String>,
-        outcome: AuditOutcome,
-    ) -> anyhow::Result<()> {
-        self.store(&self.entry(ctx, action, resource_type, resource_id, outcome)).await
-    }
-
     /// Records an attempt whose outcome already happened in another store (sessions and
     /// knowledge live in Supabase, the audit log in the internal store). A failure to store
     /// the entry is logged with every field of the entry and counted
@@ -79,7 +64,7 @@ impl Auditor {
 
     /// The entry of an attempt by the caller of `ctx`: its tenant, user, address and request
     /// id. For a caller whose entry must be written with the change itself (in the same
-    /// transaction), which [`Self::record`] cannot do.
+    /// transaction), which [`Self::record_after`] cannot do.
     pub fn entry(
         &self,
         ctx: &RequestContext,

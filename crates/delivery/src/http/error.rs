@@ -270,13 +270,12 @@ pub struct FieldErrors(Vec<FieldError>);
 impl FieldErrors {
     /// The value of `result`, or `None` after recording why `field` was rejected.
     pub fn check<T>(&mut self, field: &str, result: Result<T, sba_domain::ValidationError>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.reject(field, error.message);
-                None
-            }
-        }
+        result.map_err(|error| self.reject(field, error.message)).ok()
+    }
+
+    /// As [`Self::check`], under the field the domain's error names.
+    pub fn check_domain<T>(&mut self, result: Result<T, sba_domain::ValidationError>) -> Option<T> {
+        result.map_err(|error| self.reject(error.field, error.message)).ok()
     }
 
     pub fn reject(&mut self, field: &str, message: impl Into<String>) {

@@ -73,9 +73,7 @@ impl CreateDocumentRequest {
             }
         }
         let document = metadata.and_then(|metadata| {
-            let result = NewDocument::new(&self.title, self.source.as_deref(), metadata, chunks);
-            let field = result.as_ref().err().map_or("title", |e| e.field);
-            errors.check(field, result)
+            errors.check_domain(NewDocument::new(&self.title, self.source.as_deref(), metadata, chunks))
         });
         errors.finish(document)
     }
@@ -158,9 +156,7 @@ impl SearchRequest {
         let embedding = errors.check("embedding", Embedding::parse("embedding", &self.embedding));
         let filter = errors.check("filter", Metadata::parse(self.filter.unwrap_or_default()));
         let query = embedding.zip(filter).and_then(|(embedding, filter)| {
-            let result = KnowledgeQuery::new(embedding, self.top_k, self.min_similarity, filter);
-            let field = result.as_ref().err().map_or("top_k", |e| e.field);
-            errors.check(field, result)
+            errors.check_domain(KnowledgeQuery::new(embedding, self.top_k, self.min_similarity, filter))
         });
         errors.finish(query)
     }

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldError};
+use super::error::{ApiError, FieldErrors};
 use super::lists::{ListResponse, Order, invalid_request, page_request};
 use super::openapi::Problem;
 use crate::startup::AppState;
@@ -47,26 +47,23 @@ pub struct CreateRunRequest {
 impl CreateRunRequest {
     /// Parses every field, reporting all invalid ones at once.
     fn try_into_domain(self) -> Result<CreateRun, ApiError> {
-        let mut errors = Vec::new();
-        let mut reject =
-            |field: &str, message: String| errors.push(FieldError { field: field.to_owned(), message });
-        let agent = AgentName::parse(&self.agent).map_err(|e| reject("agent", e.message)).ok();
-        let session_id = match self.session_id.as_deref() {
-            None => Some(None),
-            Some(text) => Uuid::parse_str(text)
-                .map(|id| Some(SessionId::from_uuid(id)))
-                .map_err(|_| reject("session_id", "must be a UUID".to_owned()))
-                .ok(),
-        };
-        let metadata = Metadata::parse(self.metadata.unwrap_or_default())
-            .map_err(|e| reject("metadata", e.message))
-            .ok();
-        match (agent, session_id, metadata) {
-            (Some(agent), Some(session_id), Some(metadata)) if errors.is_empty() => {
-                Ok(CreateRun { agent, input: self.input, session_id, metadata })
-            }
-            _ => Err(ApiError::validation(errors)),
-        }
+        let mut errors = FieldErrors::default();
+        let agent = errors.check("agent", AgentName::parse(&self.agent));
+        // A rejected field is left out here; `finish` then refuses the whole request.
+        let session_id = self.session_id.as_deref().and_then(|text| {
+            Uuid::parse_str(text)
+                .map(SessionId::from_uuid)
+                .map_err(|_| errors.reject("session_id", "must be a UUID"))
+                .ok()
+        });
+        let metadata = errors.check("metadata", Metadata::parse(self.metadata.unwrap_or_default()));
+        let input = self.input;
+        errors.finish(agent.zip(metadata).map(|(agent, metadata)| CreateRun {
+            agent,
+            input,
+            session_id,
+            metadata,
+        }))
     }
 }
 

@@ -49,34 +49,20 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> R
     T::deserialize(deserializer).map(Some)
 }
 
-/// The parsed title (`Some(None)`: no title), or `None` after recording why it was rejected.
-#[allow(clippy::option_option, reason = "the outer option is the validation outcome")]
-fn title(errors: &mut FieldErrors, title: Option<&str>) -> Option<Option<SessionTitle>> {
-    match title {
-        None => Some(None),
-        Some(text) => errors.check("title", SessionTitle::parse(text)).map(Some),
-    }
-}
-
-fn metadata(errors: &mut FieldErrors, map: Option<serde_json::Map<String, Value>>) -> Option<Metadata> {
-    errors.check("metadata", Metadata::parse(map.unwrap_or_default()))
-}
-
 impl UpdateSessionRequest {
     fn try_into_domain(self) -> Result<SessionUpdate, ApiError> {
         let mut errors = FieldErrors::default();
         if self.title.is_none() && self.metadata.is_none() {
             errors.reject("body", "name at least one of `title` and `metadata`");
         }
-        let title = match self.title {
-            None => Some(None),
-            Some(value) => title(&mut errors, value.as_deref()).map(Some),
+        // A rejected field is left out here; `finish` then refuses the whole update.
+        let update = SessionUpdate {
+            title: self.title.and_then(|title| {
+                errors.check("title", title.as_deref().map(SessionTitle::parse).transpose())
+            }),
+            metadata: self.metadata.and_then(|map| errors.check("metadata", Metadata::parse(map))),
         };
-        let metadata = match self.metadata {
-            None => Some(None),
-            Some(map) => metadata(&mut errors, Some(map)).map(Some),
-        };
-        errors.finish(title.zip(metadata).map(|(title, metadata)| SessionUpdate { title, metadata }))
+        errors.finish(Some(update))
     }
 }
 
@@ -130,9 +116,9 @@ pub(super) async fn create_session(
     let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
     let request = body.into_inner();
     let mut errors = FieldErrors::default();
-    let title = title(&mut errors, request.title.as_deref());
-    let metadata = metadata(&mut errors, request.metadata);
-    let (title, metadata) = errors.finish(title.zip(metadata)).map_err(fail)?;
+    let title = request.title.as_deref().and_then(|title| errors.check("title", SessionTitle::parse(title)));
+    let metadata = errors.check("metadata", Metadata::parse(request.metadata.unwrap_or_default()));
+    let (title, metadata) = errors.finish(metadata.map(|metadata| (title, metadata))).map_err(fail)?;
     let session = state.sessions.create(&ctx, title, metadata).await.map_err(|e| fail(e.into()))?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/sessions/{}", session.id)))
