@@ -10,18 +10,12 @@
 use sba_application::ports::TenantDirectory as _;
 use sba_domain::ratelimit::Quota;
 use sba_domain::{TenantId, TenantStatus};
-use sba_infrastructure::postgres::test_support::{execute_sql, fresh_postgres_url};
+use sba_infrastructure::postgres::test_support::{execute_sql, fresh_supabase_url};
 use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
 use uuid::Uuid;
-
-const BOOTSTRAP: &str = include_str!("../../../migrations/supabase/test-bootstrap/00_supabase_roles.sql");
-const MIGRATIONS: [&str; 2] = [
-    include_str!("../../../migrations/supabase/20261201000000_tenant_data.sql"),
-    include_str!("../../../migrations/supabase/20261202000000_knowledge_rpc.sql"),
-];
 
 struct Fixture {
     db: DatabaseConnection,
@@ -33,11 +27,7 @@ struct Fixture {
 /// session each and tenant A with three chunks, tenant B with one; connections of a pool of
 /// one, so transactions reuse the same server connection.
 async fn fixture() -> Fixture {
-    let url = fresh_postgres_url().await;
-    execute_sql(&url, BOOTSTRAP).await;
-    for migration in MIGRATIONS {
-        execute_sql(&url, migration).await;
-    }
+    let url = fresh_supabase_url().await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     // As the superuser (which RLS does not bind): the platform's seeding.
     execute_sql(

@@ -12,7 +12,7 @@ use sba_application::pagination::{Cursor, PageRequest};
 use sba_application::ports::{KnowledgeStore as _, RepositoryError, SessionStore as _};
 use sba_domain::knowledge::{Embedding, KnowledgeQuery, NewChunk, NewDocument};
 use sba_domain::{DocumentId, Metadata, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
-use sba_infrastructure::postgres::test_support::{execute_sql, fresh_postgres_url};
+use sba_infrastructure::postgres::test_support::{execute_sql, fresh_supabase_url};
 use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{
     ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
@@ -20,12 +20,6 @@ use sea_orm::{
 };
 use serde_json::json;
 use uuid::Uuid;
-
-const BOOTSTRAP: &str = include_str!("../../../migrations/supabase/test-bootstrap/00_supabase_roles.sql");
-const MIGRATIONS: [&str; 2] = [
-    include_str!("../../../migrations/supabase/20261201000000_tenant_data.sql"),
-    include_str!("../../../migrations/supabase/20261202000000_knowledge_rpc.sql"),
-];
 
 struct Fixture {
     /// As the superuser (which row-level security does not bind): for checking what is stored.
@@ -53,11 +47,7 @@ async fn fixture_preferring_the_hnsw_index() -> Fixture {
 }
 
 async fn setup(database_settings: &str) -> Fixture {
-    let url = fresh_postgres_url().await;
-    execute_sql(&url, BOOTSTRAP).await;
-    for migration in MIGRATIONS {
-        execute_sql(&url, migration).await;
-    }
+    let url = fresh_supabase_url().await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     execute_sql(&url, &format!("insert into tenants (id, name) values ('{a}', 'a'), ('{b}', 'b');")).await;
     if !database_settings.is_empty() {

@@ -119,27 +119,6 @@ macro_rules! on_both_stores {
     };
 }
 
-/// A fresh database on the test PostgreSQL with the Supabase schema: the test bootstrap
-/// (roles, `auth.jwt()`) and every migration of `migrations/supabase/`, in name order.
-pub async fn supabase_database() -> String {
-    use sba_infrastructure::postgres::test_support::execute_sql;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/supabase");
-    let url = fresh_postgres_url().await;
-    execute_sql(&url, &std::fs::read_to_string(dir.join("test-bootstrap/00_supabase_roles.sql")).unwrap())
-        .await;
-    let mut migrations: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
-        .collect();
-    migrations.sort();
-    assert!(!migrations.is_empty(), "no migrations in {}", dir.display());
-    for migration in migrations {
-        execute_sql(&url, &std::fs::read_to_string(&migration).unwrap()).await;
-    }
-    url
-}
-
 /// Adds `tenant` to the `tenants` table of a Supabase database, as the platform would.
 pub async fn register_tenant(database_url: &str, tenant: TenantId, status: &str) {
     sba_infrastructure::postgres::test_support::execute_sql(

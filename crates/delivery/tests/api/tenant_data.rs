@@ -5,10 +5,11 @@
 
 use reqwest::Response;
 use sba_domain::{Role, TenantId};
+use sba_infrastructure::postgres::test_support::fresh_supabase_url;
 use sba_infrastructure::redis::test_support::redis_url;
 use serde_json::{Value, json};
 
-use crate::helpers::{Store, TestApp, new_tenant, register_tenant, spawn_app_with, supabase_database};
+use crate::helpers::{Store, TestApp, new_tenant, register_tenant, spawn_app_with};
 
 /// Where the tenant data lives.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +29,7 @@ impl DataApp {
         match backend {
             Backend::Embedded => Self { app: spawn_app_with(Store::Sqlite, &[]).await, database: None },
             Backend::Supabase => {
-                let database = supabase_database().await;
+                let database = fresh_supabase_url().await;
                 let app = spawn_app_with(Store::Sqlite, &[("SUPABASE_DB_URL", &database)]).await;
                 Self { app, database: Some(database) }
             }
@@ -390,7 +391,7 @@ async fn a_suspended_or_unknown_tenant_is_refused_with_403_on_every_route() {
 
 #[tokio::test]
 async fn a_session_updated_through_one_node_is_seen_at_once_through_another() {
-    let database = supabase_database().await;
+    let database = fresh_supabase_url().await;
     let redis = redis_url();
     let env = [("SUPABASE_DB_URL", database.as_str()), ("REDIS_URL", redis.as_str())];
     let node_a = DataApp { app: spawn_app_with(Store::Sqlite, &env).await, database: Some(database.clone()) };
@@ -422,7 +423,7 @@ async fn a_session_updated_through_one_node_is_seen_at_once_through_another() {
 
 #[tokio::test]
 async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
-    let database = supabase_database().await;
+    let database = fresh_supabase_url().await;
     let redis = redis_url();
     let app = spawn_app_with(
         Store::Sqlite,

@@ -67,6 +67,32 @@ async fn migrated(location: &StoreLocation) -> InternalStore {
     store
 }
 
+/// A fresh database with the Supabase schema, as `supabase db push` would make it: the
+/// test bootstrap (Supabase's roles, `auth.jwt()`) and every migration of
+/// `migrations/supabase/`, in name order (a new migration is picked up by every test).
+///
+/// # Panics
+/// When the test PostgreSQL is unreachable or a migration fails.
+pub async fn fresh_supabase_url() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/supabase");
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    let mut migrations: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("listing the Supabase migrations").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    migrations.sort();
+    assert!(!migrations.is_empty(), "no migrations in {}", dir.display());
+    let url = fresh_postgres_url().await;
+    execute_sql(&url, &read(&dir.join("test-bootstrap/00_supabase_roles.sql"))).await;
+    for migration in migrations {
+        execute_sql(&url, &read(&migration)).await;
+    }
+    url
+}
+
 /// Runs raw SQL on the database at `url` (test setup such as fault-injection triggers).
 ///
 /// # Panics
