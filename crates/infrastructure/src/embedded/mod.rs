@@ -34,6 +34,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 use uuid::Uuid;
 
+use crate::postgres::error::unexpected;
 use crate::tenant_data::{JsonObject, corrupt_row, metadata_of};
 
 pub use knowledge::EmbeddedKnowledgeStore;
@@ -120,11 +121,7 @@ fn is_in_memory(url: &str) -> bool {
 /// Creates the directory of a database file, as SQLite creates only the file itself.
 fn create_parent_dir(url: &str) -> anyhow::Result<()> {
     let options: SqliteConnectOptions = url.parse().context("parsing the embedded store's URL")?;
-    match options.get_filename().parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the directory of the SQLite file {}", dir.display())),
-        _ => Ok(()),
-    }
+    crate::postgres::create_parent_dir(options.get_filename())
 }
 
 /// A failed statement as the ports' error: a unique violation is `conflict`, anything else
@@ -134,11 +131,6 @@ fn map_db_err(error: DbErr, doing: &'static str, conflict: impl FnOnce() -> Stri
         Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::Conflict(conflict()),
         _ => unexpected(error, doing),
     }
-}
-
-/// A failed statement that cannot be the caller's fault.
-fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
-    RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
 }
 
 /// A time as stored: whole microseconds since the epoch.

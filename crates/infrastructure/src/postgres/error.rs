@@ -7,8 +7,13 @@ use sea_orm::{DbErr, SqlErr};
 pub(crate) fn map_db_err(error: DbErr, doing: &'static str) -> RepositoryError {
     match error.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(what)) => RepositoryError::Conflict(what),
-        _ => RepositoryError::Unexpected(anyhow::Error::new(error).context(doing)),
+        _ => unexpected(error, doing),
     }
+}
+
+/// A failed statement that cannot be the caller's fault, with what was being done.
+pub(crate) fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
+    RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
 }
 
 pub(super) use crate::tenant_data::corrupt_row;

@@ -215,7 +215,8 @@ impl DependencyCheck for DatabaseCheck {
     }
 }
 
-fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
+/// Creates the directory of a SQLite file, as SQLite creates only the file itself.
+pub(crate) fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the directory of the SQLite file {}", path.display())),

@@ -110,13 +110,9 @@ pub struct SupabaseSqlTenantDirectory {
     sql: SupabaseSql,
 }
 
-fn unexpected(error: DbErr, doing: &'static str) -> RepositoryError {
-    RepositoryError::Unexpected(anyhow::Error::new(error).context(doing))
-}
-
 // A unique violation (SQLSTATE 23505, also when raised inside an RPC) becomes `Conflict`;
 // anything else is `Unexpected`, with what was being done.
-use crate::postgres::error::map_db_err as db_error;
+use crate::postgres::error::{map_db_err as db_error, unexpected};
 
 /// The object of a `jsonb` metadata column (always an object when written through the
 /// domain).
