@@ -34,35 +34,7 @@ use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_s
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http;
-
-/// Everything request handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub runs: RunService,
-    pub queries: RunQueries,
-    pub audit: AuditQueries,
-    pub idempotency: Idempotency,
-    pub usage: UsageQueries,
-    pub verifier: Arc<dyn TokenVerifier>,
-    pub health: HealthMonitor,
-    pub system_health: SystemHealthQueries,
-    pub origins: OriginPolicy,
-    /// Tenant lookups (status, plan, quotas), cached per node.
-    pub tenants: TenantCache,
-    pub sessions: SessionService,
-    pub knowledge: KnowledgeService,
-    /// `None` when rate limiting is turned off.
-    pub rate_policies: Option<Arc<LimitPolicies>>,
-    pub rate_limits: RateLimits,
-    /// WebSocket operation quotas, for the gateway's per-connection limiters.
-    pub ws_policies: Arc<WsPolicies>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
-}
+use crate::http::AppState;
 
 /// A built, bound, not yet running server.
 pub struct Application {

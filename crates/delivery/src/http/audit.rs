@@ -12,7 +12,7 @@ use super::auth::Authenticated;
 use super::error::ApiError;
 use super::lists::{ListResponse, Order, PageQuery};
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// An audit entry as clients see it.
 #[derive(Debug, Serialize, ToSchema)]

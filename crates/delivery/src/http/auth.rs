@@ -21,7 +21,7 @@ use sba_domain::{Principal, Tenant, TenantStatus};
 
 use super::error::ApiError;
 use super::request_id::RequestId;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// A request whose bearer token verified; handlers that take it are authenticated.
 #[derive(Debug, Clone)]

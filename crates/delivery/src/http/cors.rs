@@ -18,7 +18,7 @@ use actix_web::{Error, HttpMessage as _, HttpResponse, ResponseError as _, web};
 use sba_domain::Principal;
 
 use super::error::ApiError;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// Methods the API serves.
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// Liveness: the process serves requests; no dependency is consulted.
 #[utoipa::path(get, path = "/healthz", tag = "system", operation_id = "healthz",

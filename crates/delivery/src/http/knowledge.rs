@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::auth::Authenticated;
 use super::error::{ApiError, FieldErrors};
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// The largest `POST /v1/knowledge/documents` body: a document of 1000 chunks with 384
 /// numbers each is about 4 MiB of JSON before its text.

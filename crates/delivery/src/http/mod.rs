@@ -16,6 +16,7 @@ mod request_id;
 mod run_details;
 mod runs;
 mod sessions;
+mod state;
 mod system;
 mod usage;
 
@@ -27,7 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::ApiError;
 
-use crate::startup::AppState;
+pub use state::AppState;
 
 /// Request size limits.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use sba_domain::ratelimit::{Decision, Quota, http_key, policy_header, ratelimit_
 
 use super::auth::TenantStanding;
 use super::error::ApiError;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

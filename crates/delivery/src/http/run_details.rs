@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::lists::{ListResponse, Order, PageQuery, decode_cursor, invalid_request};
 use super::openapi::Problem;
 use super::runs::parse_run_id;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// A step as clients see it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -18,7 +18,7 @@ use super::auth::Authenticated;
 use super::error::{ApiError, FieldErrors};
 use super::lists::{ListResponse, Order, invalid_request, page_request};
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");

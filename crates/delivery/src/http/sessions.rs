@@ -12,7 +12,7 @@ use super::auth::Authenticated;
 use super::error::{ApiError, FieldErrors};
 use super::lists::{ListResponse, Order, PageQuery};
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// Body of `POST /v1/sessions` (`{}` for a session without title). Unknown fields are
 /// rejected.

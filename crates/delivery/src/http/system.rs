@@ -14,7 +14,7 @@ use super::auth::Authenticated;
 use super::error::ApiError;
 use super::lists::{ListResponse, Order, PageQuery};
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// One recorded check of one dependency.
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,7 +10,7 @@ use super::auth::Authenticated;
 use super::error::ApiError;
 use super::lists::invalid_request;
 use super::openapi::Problem;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// The range used when `from` is omitted: the 30 days before `to`.
 const DEFAULT_DAYS: u64 = 30;

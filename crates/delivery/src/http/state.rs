@@ -1,0 +1,45 @@
+//! What request handlers share: the application services, built once by `startup`.
+
+use std::sync::Arc;
+
+use sba_application::audit::AuditQueries;
+use sba_application::cors::OriginPolicy;
+use sba_application::health::{HealthMonitor, SystemHealthQueries};
+use sba_application::idempotency::Idempotency;
+use sba_application::knowledge::KnowledgeService;
+use sba_application::ports::TokenVerifier;
+use sba_application::ratelimit::{LimitPolicies, RateLimits};
+use sba_application::ratelimit_ws::WsPolicies;
+use sba_application::runs::{RunQueries, RunService};
+use sba_application::sessions::SessionService;
+use sba_application::tenants::TenantCache;
+use sba_application::usage::UsageQueries;
+
+/// Everything request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub runs: RunService,
+    pub queries: RunQueries,
+    pub audit: AuditQueries,
+    pub idempotency: Idempotency,
+    pub usage: UsageQueries,
+    pub verifier: Arc<dyn TokenVerifier>,
+    pub health: HealthMonitor,
+    pub system_health: SystemHealthQueries,
+    pub origins: OriginPolicy,
+    /// Tenant lookups (status, plan, quotas), cached per node.
+    pub tenants: TenantCache,
+    pub sessions: SessionService,
+    pub knowledge: KnowledgeService,
+    /// `None` when rate limiting is turned off.
+    pub rate_policies: Option<Arc<LimitPolicies>>,
+    pub rate_limits: RateLimits,
+    /// WebSocket operation quotas, for the gateway's per-connection limiters.
+    pub ws_policies: Arc<WsPolicies>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
