@@ -1,4 +1,5 @@
-//! `JwksVerifier` and `JwtVerifier` against a JWKS endpoint served by the test itself.
+//! `JwksVerifier` and `JwtVerifier` against a JWKS endpoint served by wiremock (and, for
+//! bodies without `Content-Length`, by a hand-rolled server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use url::Url;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockGuard, MockServer, ResponseTemplate};
 
 const TENANT: &str = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
 const ISSUER: &str = "https://project.supabase.test/auth/v1";
@@ -34,32 +37,79 @@ const EC_PRIVATE: &str = include_str!("fixtures/ec.private.pem");
 const EC_JWK: &str = include_str!("fixtures/ec.jwk.json");
 
 // ---------------------------------------------------------------------------------------
-// A JWKS endpoint: one HTTP/1.1 exchange per connection, answer chosen by the test.
+// A JWKS endpoint on wiremock, answer chosen by the test.
+
+const JWKS_PATH: &str = "/auth/v1/.well-known/jwks.json";
+
+struct JwksServer {
+    /// The mounted answer; dropping it unmounts it. Declared first to be dropped first.
+    answer: Option<MockGuard>,
+    server: MockServer,
+}
+
+impl JwksServer {
+    async fn start(reply: ResponseTemplate) -> Self {
+        let mut server = Self { answer: None, server: MockServer::start().await };
+        server.reply_with(reply).await;
+        server
+    }
+
+    fn serving(keys: &[&str]) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(key_set(keys))
+    }
+
+    /// Answers every later request with `reply`. The new mock is mounted before the old one
+    /// is dropped (the older of two matching mocks wins), so no request falls between them.
+    async fn reply_with(&mut self, reply: ResponseTemplate) {
+        let mock = Mock::given(method("GET")).and(path(JWKS_PATH)).respond_with(reply);
+        self.answer = Some(mock.mount_as_scoped(&self.server).await);
+    }
+
+    /// Every request received, whether a mock matched it or not.
+    async fn hits(&self) -> usize {
+        self.server.received_requests().await.unwrap().len()
+    }
+
+    fn settings(&self) -> JwksSettings {
+        JwksSettings::new(Url::parse(&format!("{}{JWKS_PATH}", self.server.uri())).unwrap())
+    }
+}
+
+/// Reads the request and answers an hour later: for the test, a server that never answers.
+fn stall() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_delay(Duration::from_hours(1))
+}
+
+fn key_set(keys: &[&str]) -> Value {
+    let keys: Vec<Value> = keys.iter().map(|k| serde_json::from_str(k).unwrap()).collect();
+    json!({ "keys": keys })
+}
+
+// ---------------------------------------------------------------------------------------
+// A hand-rolled JWKS endpoint, only for the cases wiremock cannot serve: a body without
+// `Content-Length` that ends when the connection closes. wiremock answers through hyper,
+// which always frames a body (`Content-Length`, or chunked when the length is unknown), so
+// the size limit on a body of unknown length can only be reached through this server.
+// One HTTP/1.1 exchange per connection.
 
 #[derive(Clone)]
-enum Reply {
+enum RawReply {
     /// `status` with `body`, `Content-Length` set.
     Body { status: u16, body: String },
     /// 200 with `body` and no `Content-Length`: the body ends when the connection closes.
     Unframed(String),
-    /// 200 with `body`, after `delay`.
-    Delayed(Duration, String),
-    /// Reads the request and never answers.
-    Stall,
 }
 
-struct JwksServer {
+struct RawJwksServer {
     url: Url,
     hits: Arc<AtomicUsize>,
-    reply: Arc<Mutex<Reply>>,
+    reply: Arc<Mutex<RawReply>>,
 }
 
-impl JwksServer {
-    async fn start(reply: Reply) -> Self {
+impl RawJwksServer {
+    async fn start(reply: RawReply) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url =
-            Url::parse(&format!("http://{}/auth/v1/.well-known/jwks.json", listener.local_addr().unwrap()))
-                .unwrap();
+        let url = Url::parse(&format!("http://{}{JWKS_PATH}", listener.local_addr().unwrap())).unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let reply = Arc::new(Mutex::new(reply));
         let (counter, current) = (Arc::clone(&hits), Arc::clone(&reply));
@@ -71,11 +121,7 @@ impl JwksServer {
         Self { url, hits, reply }
     }
 
-    fn serving(keys: &[&str]) -> Reply {
-        Reply::Body { status: 200, body: key_set(keys) }
-    }
-
-    fn reply_with(&self, reply: Reply) {
+    fn reply_with(&self, reply: RawReply) {
         *self.reply.lock().unwrap() = reply;
     }
 
@@ -88,7 +134,7 @@ impl JwksServer {
     }
 }
 
-async fn answer(mut socket: TcpStream, hits: Arc<AtomicUsize>, reply: Arc<Mutex<Reply>>) {
+async fn answer(mut socket: TcpStream, hits: Arc<AtomicUsize>, reply: Arc<Mutex<RawReply>>) {
     let mut request = Vec::new();
     let mut buffer = [0_u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -100,16 +146,8 @@ async fn answer(mut socket: TcpStream, hits: Arc<AtomicUsize>, reply: Arc<Mutex<
     hits.fetch_add(1, Ordering::SeqCst);
     let reply = reply.lock().unwrap().clone();
     let (status, body, framed) = match reply {
-        Reply::Body { status, body } => (status, body, true),
-        Reply::Unframed(body) => (200, body, false),
-        Reply::Delayed(delay, body) => {
-            tokio::time::sleep(delay).await;
-            (200, body, true)
-        }
-        Reply::Stall => {
-            tokio::time::sleep(Duration::from_hours(1)).await;
-            return;
-        }
+        RawReply::Body { status, body } => (status, body, true),
+        RawReply::Unframed(body) => (200, body, false),
     };
     let length = if framed { format!("Content-Length: {}\r\n", body.len()) } else { String::new() };
     let head =
@@ -117,11 +155,6 @@ async fn answer(mut socket: TcpStream, hits: Arc<AtomicUsize>, reply: Arc<Mutex<
     let _ = socket.write_all(head.as_bytes()).await;
     let _ = socket.write_all(body.as_bytes()).await;
     let _ = socket.shutdown().await;
-}
-
-fn key_set(keys: &[&str]) -> String {
-    let keys: Vec<Value> = keys.iter().map(|k| serde_json::from_str(k).unwrap()).collect();
-    json!({ "keys": keys }).to_string()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -201,7 +234,7 @@ async fn verifies_an_rs256_token_by_its_kid_with_one_fetch() {
         assert_eq!(principal.user_id.as_str(), "7d1c0b2a-3e4f-4a5b-8c6d-9e0f1a2b3c4d");
         assert_eq!(principal.role, Role::Authenticated);
     }
-    assert_eq!(server.hits(), 1, "a known kid never triggers a fetch");
+    assert_eq!(server.hits().await, 1, "a known kid never triggers a fetch");
 }
 
 #[tokio::test]
@@ -220,17 +253,17 @@ async fn prefetch_loads_the_keys_so_the_first_token_needs_no_fetch() {
     let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
     let verifier = verifier(server.settings());
     verifier.prefetch().await;
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
     verifier.verify(&rs256_a()).await.unwrap();
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
 }
 
 #[tokio::test]
 async fn prefetch_against_a_failing_server_returns_without_failing() {
-    let server = JwksServer::start(Reply::Body { status: 503, body: String::new() }).await;
+    let server = JwksServer::start(ResponseTemplate::new(503)).await;
     let verifier = verifier(server.settings());
     verifier.prefetch().await;
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -238,26 +271,27 @@ async fn prefetch_against_a_failing_server_returns_without_failing() {
 
 #[tokio::test]
 async fn a_rotated_in_kid_verifies_after_one_refresh() {
-    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    let mut server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
     let mut settings = server.settings();
     settings.min_refresh_interval = Duration::ZERO;
     let verifier = verifier(settings);
     verifier.verify(&rs256_a()).await.unwrap();
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
 
-    server.reply_with(JwksServer::serving(&[RSA_A_JWK, RSA_B_JWK]));
+    server.reply_with(JwksServer::serving(&[RSA_A_JWK, RSA_B_JWK])).await;
     let rotated = sign(&claims(), Algorithm::RS256, RSA_B_KID, &rsa_b());
     verifier.verify(&rotated).await.unwrap();
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.hits().await, 2);
     verifier.verify(&rotated).await.unwrap();
     verifier.verify(&rs256_a()).await.unwrap();
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.hits().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_unknown_kids_causes_at_most_one_fetch_per_interval() {
     // The delay keeps the first fetch in flight while the other tokens arrive.
-    let server = JwksServer::start(Reply::Delayed(Duration::from_millis(200), key_set(&[RSA_A_JWK]))).await;
+    let server =
+        JwksServer::start(JwksServer::serving(&[RSA_A_JWK]).set_delay(Duration::from_millis(200))).await;
     let verifier = Arc::new(verifier(server.settings()));
     let genuine = rs256_a();
     for _ in 0..2 {
@@ -271,26 +305,28 @@ async fn a_flood_of_unknown_kids_causes_at_most_one_fetch_per_interval() {
             assert_eq!(verdict, Err(TokenError::Invalid));
         }
     }
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
     verifier.verify(&rs256_a()).await.unwrap();
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
 }
 
 #[tokio::test]
 async fn a_stalled_jwks_server_makes_verification_fail_within_the_timeout() {
-    let server = JwksServer::start(Reply::Stall).await;
+    let server = JwksServer::start(stall()).await;
     let mut settings = server.settings();
     settings.fetch_timeout = Duration::from_millis(300);
     let verifier = verifier(settings);
     let started = Instant::now();
     assert_eq!(verifier.verify(&rs256_a()).await, Err(TokenError::Invalid));
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.hits().await, 1);
 }
 
 #[tokio::test]
 async fn failed_refreshes_keep_the_cached_keys_working() {
-    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    // The last failure is an unframed body, which only the hand-rolled server can send.
+    let server =
+        RawJwksServer::start(RawReply::Body { status: 200, body: key_set(&[RSA_A_JWK]).to_string() }).await;
     let mut settings = server.settings();
     settings.min_refresh_interval = Duration::ZERO;
     let verifier = verifier(settings);
@@ -298,10 +334,10 @@ async fn failed_refreshes_keep_the_cached_keys_working() {
 
     let unknown = sign(&claims(), Algorithm::RS256, RSA_B_KID, &rsa_b());
     let failures = [
-        Reply::Body { status: 500, body: key_set(&[RSA_B_JWK]) },
-        Reply::Body { status: 200, body: "<html>not json</html>".into() },
-        Reply::Body { status: 200, body: json!({"keys": "none"}).to_string() },
-        Reply::Unframed(format!("{}{}", key_set(&[RSA_B_JWK]), " ".repeat(300 * 1024))),
+        RawReply::Body { status: 500, body: key_set(&[RSA_B_JWK]).to_string() },
+        RawReply::Body { status: 200, body: "<html>not json</html>".into() },
+        RawReply::Body { status: 200, body: json!({"keys": "none"}).to_string() },
+        RawReply::Unframed(format!("{}{}", key_set(&[RSA_B_JWK]), " ".repeat(300 * 1024))),
     ];
     for (attempt, failure) in failures.into_iter().enumerate() {
         server.reply_with(failure);
@@ -314,24 +350,28 @@ async fn failed_refreshes_keep_the_cached_keys_working() {
 #[tokio::test]
 async fn an_oversized_key_set_is_refused() {
     let padded = format!("{}{}", key_set(&[RSA_A_JWK]), " ".repeat(300 * 1024));
-    for reply in [Reply::Body { status: 200, body: padded.clone() }, Reply::Unframed(padded)] {
-        let server = JwksServer::start(reply).await;
-        let verifier = verifier(server.settings());
-        assert_eq!(verifier.verify(&rs256_a()).await, Err(TokenError::Invalid));
-        assert_eq!(server.hits(), 1);
-    }
+    let framed =
+        JwksServer::start(ResponseTemplate::new(200).set_body_raw(padded.clone(), "application/json")).await;
+    let verifier_of_framed = verifier(framed.settings());
+    assert_eq!(verifier_of_framed.verify(&rs256_a()).await, Err(TokenError::Invalid));
+    assert_eq!(framed.hits().await, 1);
+    // Without `Content-Length`, which only the hand-rolled server can send.
+    let unframed = RawJwksServer::start(RawReply::Unframed(padded)).await;
+    let verifier_of_unframed = verifier(unframed.settings());
+    assert_eq!(verifier_of_unframed.verify(&rs256_a()).await, Err(TokenError::Invalid));
+    assert_eq!(unframed.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_verifying_after_the_background_refresh() {
-    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    let mut server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
     let mut settings = server.settings();
     settings.min_refresh_interval = Duration::ZERO;
     settings.max_key_age = Duration::ZERO;
     let verifier = verifier(settings);
     verifier.verify(&rs256_a()).await.unwrap();
 
-    server.reply_with(JwksServer::serving(&[RSA_B_JWK]));
+    server.reply_with(JwksServer::serving(&[RSA_B_JWK])).await;
     // Answered from the cache while the stale set is refetched in the background.
     verifier.verify(&rs256_a()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -370,7 +410,7 @@ async fn alg_none_and_tokens_without_kid_are_invalid_without_a_fetch() {
     assert_eq!(jwks.verify(&no_kid).await, Err(TokenError::Invalid));
     let composite = JwtVerifier::new(None, Some(jwks));
     assert_eq!(composite.verify(&none).await, Err(TokenError::Invalid));
-    assert_eq!(server.hits(), 0);
+    assert_eq!(server.hits().await, 0);
 }
 
 #[tokio::test]

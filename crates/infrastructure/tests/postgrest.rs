@@ -1,10 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
-//! The PostgREST adapters against a PostgREST stand-in served by the test itself: whose
+//! The PostgREST adapters against a PostgREST stand-in served by wiremock: whose
 //! credentials each request carries, its headers, query string and body, how answers map to
 //! domain types, and how errors, retries and timeouts behave. No database is needed.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -19,10 +17,11 @@ use sba_domain::{
 use sba_infrastructure::supabase::postgrest::{PostgrestClient, PostgrestSettings};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use url::Url;
 use uuid::Uuid;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const TENANT: &str = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
 const SESSION: &str = "01937a2e-0000-7000-8000-000000000001";
@@ -33,37 +32,57 @@ const USER_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.user-claims-SECRET-0003.signature
 const SESSION_COLUMNS: &str = "id,tenant_id,user_id,title,metadata,created_at,updated_at";
 
 // ---------------------------------------------------------------------------------------
-// A PostgREST stand-in: one HTTP/1.1 exchange per connection, every request recorded,
-// answered from a script in order.
+// A PostgREST stand-in on wiremock: every request recorded, answered from a script in order.
 
-#[derive(Debug, Clone)]
-enum Reply {
-    /// `status` with a JSON body.
-    Json(u16, Value),
-    /// `status` with this body as it is (not necessarily JSON).
-    Text(u16, String),
-    /// `status` with an empty body.
-    Empty(u16),
-    /// Reads the request and never answers.
-    Stall,
-}
-
-fn ok(body: Value) -> Reply {
-    Reply::Json(200, body)
+fn ok(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
 }
 
 /// PostgREST's error body.
-fn error(status: u16, code: &str, message: &str) -> Reply {
-    Reply::Json(status, json!({"code": code, "message": message, "details": null, "hint": null}))
+fn error(status: u16, code: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"code": code, "message": message, "details": null, "hint": null}))
 }
 
+/// `status` with this body as it is (not necessarily JSON), labelled as JSON.
+fn raw(status: u16, body: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(body, "application/json")
+}
+
+/// `status` with an empty body.
+fn empty(status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+}
+
+/// Reads the request and answers an hour later: for the test, a server that never answers.
+fn stall() -> ResponseTemplate {
+    empty(200).set_delay(Duration::from_hours(1))
+}
+
+/// A request as the stand-in received it.
 #[derive(Debug, Clone)]
 struct Recorded {
     method: String,
-    /// The request target as sent: path and URL-encoded query.
+    /// The request target: path and URL-encoded query, as wiremock's `Url` gives it back
+    /// (which would show a raw space or `"` percent-encoded; reqwest's `Url` never sends
+    /// them raw in the first place).
     target: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+}
+
+impl From<Request> for Recorded {
+    fn from(request: Request) -> Self {
+        let url = &request.url;
+        let target =
+            url.query().map_or_else(|| url.path().to_owned(), |query| format!("{}?{query}", url.path()));
+        let headers = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        Self { method: request.method.to_string(), target, headers, body: request.body }
+    }
 }
 
 impl Recorded {
@@ -101,28 +120,27 @@ impl Recorded {
 }
 
 struct Stand {
+    server: MockServer,
     url: Url,
-    requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl Stand {
-    async fn start(replies: impl IntoIterator<Item = Reply>) -> Self {
+    async fn start(replies: impl IntoIterator<Item = ResponseTemplate>) -> Self {
         Self::start_under("", replies).await
     }
 
     /// A stand-in whose project URL has the path `prefix` (the REST API is under it).
-    async fn start_under(prefix: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}{prefix}", listener.local_addr().unwrap())).unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let replies = Arc::new(Mutex::new(replies.into_iter().collect::<VecDeque<_>>()));
-        let recorded = Arc::clone(&requests);
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(answer(socket, Arc::clone(&recorded), Arc::clone(&replies)));
-            }
-        });
-        Self { url, requests }
+    async fn start_under(prefix: &str, replies: impl IntoIterator<Item = ResponseTemplate>) -> Self {
+        let server = MockServer::start().await;
+        // Each reply answers one request. Of the mocks that match, the first mounted wins, so
+        // the replies are given in the order of the script.
+        for reply in replies {
+            Mock::given(any()).respond_with(reply).up_to_n_times(1).mount(&server).await;
+        }
+        let past_the_script = error(500, "TEST", "no scripted reply left");
+        Mock::given(any()).respond_with(past_the_script).with_priority(u8::MAX).mount(&server).await;
+        let url = Url::parse(&format!("{}{prefix}", server.uri())).unwrap();
+        Self { server, url }
     }
 
     fn settings(&self) -> PostgrestSettings {
@@ -133,68 +151,15 @@ impl Stand {
         PostgrestClient::new(self.settings()).unwrap()
     }
 
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+    async fn requests(&self) -> Vec<Recorded> {
+        self.server.received_requests().await.unwrap().into_iter().map(Recorded::from).collect()
     }
 
-    fn only_request(&self) -> Recorded {
-        let requests = self.requests();
+    async fn only_request(&self) -> Recorded {
+        let requests = self.requests().await;
         assert_eq!(requests.len(), 1, "{requests:#?}");
         requests.into_iter().next().unwrap()
     }
-}
-
-async fn answer(
-    mut socket: TcpStream,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
-    replies: Arc<Mutex<VecDeque<Reply>>>,
-) {
-    let mut data = Vec::new();
-    let mut buffer = [0_u8; 8192];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        match socket.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => data.extend_from_slice(&buffer[..n]),
-        }
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap().split(' ');
-    let (method, target) = (request_line.next().unwrap().to_owned(), request_line.next().unwrap().to_owned());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let length = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        match socket.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => body.extend_from_slice(&buffer[..n]),
-        }
-    }
-    recorded.lock().unwrap().push(Recorded { method, target, headers, body });
-    let reply = replies.lock().unwrap().pop_front();
-    let (status, body) = match reply {
-        Some(Reply::Json(status, body)) => (status, body.to_string()),
-        Some(Reply::Text(status, body)) => (status, body),
-        Some(Reply::Empty(status)) => (status, String::new()),
-        Some(Reply::Stall) => {
-            tokio::time::sleep(Duration::from_hours(1)).await;
-            return;
-        }
-        None => (500, json!({"code": "TEST", "message": "no scripted reply left"}).to_string()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = socket.write_all(head.as_bytes()).await;
-    let _ = socket.write_all(body.as_bytes()).await;
-    let _ = socket.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -300,7 +265,7 @@ async fn user_requests_forward_the_callers_jwt_and_never_the_service_key() {
     let added =
         json!([{"chunk_id": Uuid::now_v7(), "ordinal": 0}, {"chunk_id": Uuid::now_v7(), "ordinal": 1}]);
     let stand = Stand::start([
-        Reply::Empty(201),
+        empty(201),
         ok(json!([])),
         ok(json!([])),
         ok(json!([])),
@@ -320,7 +285,7 @@ async fn user_requests_forward_the_callers_jwt_and_never_the_service_key() {
     knowledge.get_document(&caller(), document_id()).await.unwrap();
     knowledge.search(&caller(), &query()).await.unwrap();
 
-    let requests = stand.requests();
+    let requests = stand.requests().await;
     assert_eq!(requests.len(), 7);
     for request in requests {
         let bearer = format!("Bearer {USER_TOKEN}");
@@ -337,7 +302,7 @@ async fn user_requests_send_the_anon_key_as_apikey_when_one_is_configured() {
     settings.anon_key = Some(SecretString::from(ANON_KEY.to_owned()));
     let sessions = PostgrestClient::new(settings).unwrap().session_store();
     sessions.get(&caller(), session_id()).await.unwrap();
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!(request.header("apikey"), Some(ANON_KEY));
     assert_eq!(request.header("authorization"), Some(format!("Bearer {USER_TOKEN}").as_str()));
 }
@@ -350,7 +315,7 @@ async fn tenant_directory_requests_carry_the_service_role_key() {
     let directory = PostgrestClient::new(settings).unwrap().tenant_directory();
     directory.find(tenant()).await.unwrap();
     directory.origin_is_registered("https://app.example.com").await.unwrap();
-    let requests = stand.requests();
+    let requests = stand.requests().await;
     assert_eq!(requests.len(), 2);
     for request in requests {
         assert_eq!(request.header("apikey"), Some(SERVICE_KEY));
@@ -369,7 +334,7 @@ async fn the_readiness_check_reads_one_tenant_id_as_the_platform_and_reports_fai
     check.check().await.unwrap();
     let failed = check.check().await.unwrap_err();
     assert!(format!("{failed:#}").contains("PGRST001"), "{failed:#}");
-    let request = &stand.requests()[0];
+    let request = &stand.requests().await[0];
     assert_eq!(request.path(), "/rest/v1/tenants");
     assert_eq!(request.param("limit").as_deref(), Some("1"));
     assert_eq!(request.header("authorization"), Some(format!("Bearer {SERVICE_KEY}").as_str()));
@@ -393,7 +358,7 @@ async fn a_caller_without_a_token_fails_without_sending_a_request() {
     for error in &errors {
         assert_unexpected(error, &["no user token to forward"]);
     }
-    assert!(stand.requests().is_empty());
+    assert!(stand.requests().await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -403,7 +368,7 @@ async fn a_caller_without_a_token_fails_without_sending_a_request() {
 async fn requests_name_the_schema_and_what_they_want_back() {
     let stand = Stand::start([
         ok(json!([])),
-        Reply::Empty(201),
+        empty(201),
         ok(json!([])),
         ok(json!([{"chunk_id": Uuid::now_v7(), "ordinal": 0}, {"chunk_id": Uuid::now_v7(), "ordinal": 1}])),
     ])
@@ -421,7 +386,7 @@ async fn requests_name_the_schema_and_what_they_want_back() {
         .await
         .unwrap();
 
-    let [get, post, patch, rpc] = <[Recorded; 4]>::try_from(stand.requests()).unwrap();
+    let [get, post, patch, rpc] = <[Recorded; 4]>::try_from(stand.requests().await).unwrap();
     for request in [&get, &post, &patch, &rpc] {
         assert_eq!(request.header("accept"), Some("application/json"));
     }
@@ -450,7 +415,7 @@ async fn requests_name_the_schema_and_what_they_want_back() {
 async fn the_rest_api_is_under_the_project_urls_path() {
     let stand = Stand::start_under("/supabase/", [ok(json!([]))]).await;
     stand.client().session_store().get(&caller(), session_id()).await.unwrap();
-    assert_eq!(stand.only_request().path(), "/supabase/rest/v1/sessions");
+    assert_eq!(stand.only_request().await.path(), "/supabase/rest/v1/sessions");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,9 +423,9 @@ async fn the_rest_api_is_under_the_project_urls_path() {
 
 #[tokio::test]
 async fn creating_a_session_posts_its_row() {
-    let stand = Stand::start([Reply::Empty(201)]).await;
+    let stand = Stand::start([empty(201)]).await;
     stand.client().session_store().create(&caller(), &session()).await.unwrap();
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/rest/v1/sessions"));
     let body = request.json();
     assert_eq!(
@@ -478,7 +443,7 @@ async fn a_session_of_another_tenant_is_refused_without_a_request() {
     let foreign = Session { tenant_id: TenantId::from_uuid(Uuid::now_v7()), ..session() };
     let error = stand.client().session_store().create(&caller(), &foreign).await.unwrap_err();
     assert_unexpected(&error, &["cannot be created for tenant"]);
-    assert!(stand.requests().is_empty());
+    assert!(stand.requests().await.is_empty());
 }
 
 #[tokio::test]
@@ -488,7 +453,7 @@ async fn reading_a_session_filters_by_id_and_tenant_and_maps_the_row() {
     let stand = Stand::start([ok(json!([row]))]).await;
     let found = stand.client().session_store().get(&caller(), session_id()).await.unwrap().unwrap();
 
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!((request.method.as_str(), request.path()), ("GET", "/rest/v1/sessions"));
     assert_eq!(request.param("select").as_deref(), Some(SESSION_COLUMNS));
     assert_eq!(request.param("id"), Some(format!("eq.{SESSION}")));
@@ -532,7 +497,7 @@ async fn listing_sessions_asks_for_one_row_more_newest_first_and_returns_a_curso
     let stand = Stand::start([ok(rows)]).await;
     let page = stand.client().session_store().list(&caller(), PageRequest::first(2)).await.unwrap();
 
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!(request.path(), "/rest/v1/sessions");
     assert_eq!(request.param("tenant_id"), Some(format!("eq.{TENANT}")));
     assert_eq!(request.param("order").as_deref(), Some("created_at.desc,id.desc"));
@@ -555,7 +520,7 @@ async fn listing_after_a_cursor_filters_by_creation_time_then_id() {
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.next, None, "no extra row: the last page");
 
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     let ts = "2026-12-01T10:00:00.123456Z";
     assert_eq!(
         request.param("or"),
@@ -576,7 +541,7 @@ async fn a_seq_cursor_is_refused_without_a_request() {
     let page = PageRequest::new(Some(5), Some(Cursor::Seq(7))).unwrap();
     let error = stand.client().session_store().list(&caller(), page).await.unwrap_err();
     assert_unexpected(&error, &["seq cursor"]);
-    assert!(stand.requests().is_empty());
+    assert!(stand.requests().await.is_empty());
 }
 
 #[tokio::test]
@@ -597,7 +562,7 @@ async fn updating_a_session_patches_only_the_named_fields_and_returns_the_stored
     let new_metadata = SessionUpdate { title: None, metadata: Some(metadata(&json!({"channel": "api"}))) };
     sessions.update(&caller(), session_id(), &new_metadata, now).await.unwrap().unwrap();
 
-    let [first, second] = <[Recorded; 2]>::try_from(stand.requests()).unwrap();
+    let [first, second] = <[Recorded; 2]>::try_from(stand.requests().await).unwrap();
     for request in [&first, &second] {
         assert_eq!((request.method.as_str(), request.path()), ("PATCH", "/rest/v1/sessions"));
         assert_eq!(request.param("id"), Some(format!("eq.{SESSION}")));
@@ -640,7 +605,7 @@ async fn finding_a_tenant_maps_status_origins_plan_and_quota() {
 
     assert_eq!(directory.find(TenantId::from_uuid(Uuid::now_v7())).await.unwrap(), None);
 
-    let request = &stand.requests()[0];
+    let request = &stand.requests().await[0];
     assert_eq!((request.method.as_str(), request.path()), ("GET", "/rest/v1/tenants"));
     assert_eq!(request.param("id"), Some(format!("eq.{TENANT}")));
     assert_eq!(
@@ -670,7 +635,7 @@ async fn origin_lookup_asks_for_active_tenants_listing_the_lowercased_origin() {
     assert!(directory.origin_is_registered("HTTPS://App.Example.com").await.unwrap());
     assert!(!directory.origin_is_registered("https://other.example.com").await.unwrap());
 
-    let [first, second] = <[Recorded; 2]>::try_from(stand.requests()).unwrap();
+    let [first, second] = <[Recorded; 2]>::try_from(stand.requests().await).unwrap();
     assert_eq!((first.method.as_str(), first.path()), ("GET", "/rest/v1/tenants"));
     assert_eq!(first.param("cors_origins").as_deref(), Some("cs.{\"https://app.example.com\"}"));
     assert_eq!(first.param("status").as_deref(), Some("eq.active"));
@@ -685,7 +650,7 @@ async fn an_origin_cannot_break_out_of_its_array_element() {
     let directory = stand.client().tenant_directory();
     assert!(!directory.origin_is_registered("https://a.test\",\"https://b.test\\").await.unwrap());
     assert_eq!(
-        stand.only_request().param("cors_origins").as_deref(),
+        stand.only_request().await.param("cors_origins").as_deref(),
         Some(r#"cs.{"https://a.test\",\"https://b.test\\"}"#)
     );
 }
@@ -708,7 +673,7 @@ async fn adding_a_document_calls_the_rpc_with_pgvector_text_and_returns_the_chun
         .await
         .unwrap();
 
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!(
         (request.method.as_str(), request.target.as_str()),
         ("POST", "/rest/v1/rpc/add_knowledge_document")
@@ -776,7 +741,7 @@ async fn reading_a_document_embeds_its_chunks_in_ordinal_order() {
     let document = knowledge.get_document(&caller(), document_id()).await.unwrap().unwrap();
     assert_eq!(knowledge.get_document(&caller(), document_id()).await.unwrap(), None);
 
-    let request = &stand.requests()[0];
+    let request = &stand.requests().await[0];
     assert_eq!((request.method.as_str(), request.path()), ("GET", "/rest/v1/knowledge_documents"));
     assert_eq!(
         request.param("select").as_deref(),
@@ -806,7 +771,7 @@ async fn searching_posts_the_query_embedding_and_maps_the_matches() {
     .await;
     let matches = stand.client().knowledge_store().search(&caller(), &query()).await.unwrap();
 
-    let request = stand.only_request();
+    let request = stand.only_request().await;
     assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/rest/v1/rpc/match_knowledge"));
     assert_eq!(
         request.json(),
@@ -867,13 +832,13 @@ async fn a_server_error_is_unexpected_and_not_retried() {
     let stand = Stand::start([error(500, "XX000", "internal error"), ok(json!([]))]).await;
     let error = stand.client().session_store().get(&caller(), session_id()).await.unwrap_err();
     assert_unexpected(&error, &["reading a session", "500", "XX000"]);
-    assert_eq!(stand.requests().len(), 1);
+    assert_eq!(stand.requests().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_malformed_answer_is_unexpected() {
     let stand = Stand::start([
-        Reply::Text(200, "<html>gateway</html>".into()),
+        raw(200, "<html>gateway</html>"),
         ok(json!({"not": "an array"})),
         ok(json!([{"id": "not-a-uuid"}])),
     ])
@@ -905,26 +870,26 @@ async fn a_read_that_gets_503_then_200_succeeds_after_exactly_two_requests() {
     let stand = Stand::start([error(503, "PGRST001", "could not connect"), ok(json!([row]))]).await;
     let found = stand.client().session_store().get(&caller(), session_id()).await.unwrap();
     assert_eq!(found.map(|s| s.id), Some(session_id()));
-    let requests = stand.requests();
+    let requests = stand.requests().await;
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].target, requests[1].target);
 }
 
 #[tokio::test]
 async fn a_search_is_retried_like_a_read() {
-    let stand = Stand::start([Reply::Empty(503), ok(json!([]))]).await;
+    let stand = Stand::start([empty(503), ok(json!([]))]).await;
     let matches = stand.client().knowledge_store().search(&caller(), &query()).await.unwrap();
     assert!(matches.is_empty());
-    let requests = stand.requests();
+    let requests = stand.requests().await;
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].body, requests[1].body);
 }
 
 #[tokio::test]
 async fn a_directory_read_is_retried_on_a_gateway_error() {
-    let stand = Stand::start([Reply::Empty(502), Reply::Empty(504), ok(json!([]))]).await;
+    let stand = Stand::start([empty(502), empty(504), ok(json!([]))]).await;
     assert!(!stand.client().tenant_directory().origin_is_registered("https://a.test").await.unwrap());
-    assert_eq!(stand.requests().len(), 3);
+    assert_eq!(stand.requests().await.len(), 3);
 }
 
 #[tokio::test]
@@ -942,7 +907,7 @@ async fn a_write_that_gets_503_is_not_retried() {
     for error in &errors {
         assert_unexpected(error, &["503", "PGRST001"]);
     }
-    let methods: Vec<String> = stand.requests().into_iter().map(|r| r.method).collect();
+    let methods: Vec<String> = stand.requests().await.into_iter().map(|r| r.method).collect();
     assert_eq!(methods, ["POST", "PATCH", "POST"], "exactly one request per write");
 }
 
@@ -957,18 +922,18 @@ async fn a_read_refused_with_a_4xx_is_not_retried() {
     let sessions = stand.client().session_store();
     assert_unexpected(&sessions.get(&caller(), session_id()).await.unwrap_err(), &["401", "PGRST303"]);
     assert_unexpected(&sessions.get(&caller(), session_id()).await.unwrap_err(), &["404", "PGRST205"]);
-    assert_eq!(stand.requests().len(), 2);
+    assert_eq!(stand.requests().await.len(), 2);
 }
 
 #[tokio::test]
 async fn a_read_gives_up_after_the_configured_retries() {
-    let stand = Stand::start(std::iter::repeat_n(Reply::Empty(503), 4)).await;
+    let stand = Stand::start(std::iter::repeat_n(empty(503), 4)).await;
     let mut settings = stand.settings();
     settings.read_retries = 2;
     let sessions = PostgrestClient::new(settings).unwrap().session_store();
     let error = sessions.get(&caller(), session_id()).await.unwrap_err();
     assert_unexpected(&error, &["reading a session", "503"]);
-    assert_eq!(stand.requests().len(), 3, "one attempt and two retries");
+    assert_eq!(stand.requests().await.len(), 3, "one attempt and two retries");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -983,22 +948,22 @@ fn impatient(stand: &Stand, read_retries: u32) -> PostgrestClient {
 
 #[tokio::test]
 async fn a_stalled_write_fails_within_the_timeout_without_a_retry() {
-    let stand = Stand::start([Reply::Stall, ok(json!([]))]).await;
+    let stand = Stand::start([stall(), ok(json!([]))]).await;
     let started = Instant::now();
     let error = impatient(&stand, 2).session_store().create(&caller(), &session()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert_unexpected(&error, &["creating a session", "did not answer within 200ms"]);
-    assert_eq!(stand.requests().len(), 1);
+    assert_eq!(stand.requests().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_stalled_read_is_retried_then_fails_within_bounds() {
-    let stand = Stand::start([Reply::Stall, Reply::Stall, ok(json!([]))]).await;
+    let stand = Stand::start([stall(), stall(), ok(json!([]))]).await;
     let started = Instant::now();
     let error = impatient(&stand, 1).session_store().get(&caller(), session_id()).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert_unexpected(&error, &["reading a session", "did not answer within 200ms"]);
-    assert_eq!(stand.requests().len(), 2);
+    assert_eq!(stand.requests().await.len(), 2);
 }
 
 #[tokio::test]
