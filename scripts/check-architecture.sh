@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Enforces the crate dependency rules of ARCHITECTURE.md §2:
+# Enforces the crate dependency rules of docs/architecture.md ("Rules and how they are enforced"):
 #   1. `cargo deny check bans` with deny.toml: banned crates only as direct dependencies
 #      of their allowed wrappers (sea-orm, sqlx, fred, reqwest, actix-web, ...);
 #   2. `cargo tree` checks of whole dependency trees (transitive dependencies included):
@@ -64,7 +64,7 @@ check_forbidden() {
             # shellcheck disable=SC2254 # the pattern is a glob on purpose
             case $name in
                 $pattern)
-                    error "$package depends on '$name', which ARCHITECTURE.md §2 forbids ($package must never depend on $pattern); dependency path:"
+                    error "$package depends on '$name', which docs/architecture.md forbids ($package must never depend on $pattern); dependency path:"
                     show_path "$package" "$name"
                     break
                     ;;
@@ -122,7 +122,7 @@ check_layer sba-infrastructure "${INFRASTRUCTURE_FORBIDDEN[@]}"
 check_layer sba-migration "${MIGRATION_FORBIDDEN[@]}"
 
 if ((violations > 0)); then
-    log "error: $violations architecture violation(s); see ARCHITECTURE.md §2 and docs/architecture.md"
+    log "error: $violations architecture violation(s); see the rules in docs/architecture.md"
     exit 1
 fi
 log "crate dependency rules hold"

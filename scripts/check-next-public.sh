@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails when Rust, TOML or SQL under crates/ or migrations/ mentions NEXT_PUBLIC_.
-# Those variables are browser configuration: nothing server-side reads one (ARCHITECTURE.md
-# §8). Only the code that reports such variables as ignored, and its tests, may name them.
+# Those variables are browser configuration: nothing server-side reads one (docs/architecture.md,
+# "Modes"). Only the code that reports such variables as ignored, and its tests, may name them.
 set -euo pipefail
 
 SCRIPT_NAME="${0##*/}"
