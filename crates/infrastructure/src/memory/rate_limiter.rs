@@ -113,9 +113,9 @@ mod tests {
     fn keys_are_independent() {
         let limiter = InMemoryRateLimiter::new();
         let quota = Quota::new(1, 60).unwrap();
-        assert!(limiter.decide("sba:rl:a|ip|GET|/v1/runs", quota, 1).is_allowed());
-        assert!(!limiter.decide("sba:rl:a|ip|GET|/v1/runs", quota, 1).is_allowed());
-        assert!(limiter.decide("sba:rl:b|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(limiter.decide("a|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(!limiter.decide("a|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(limiter.decide("b|ip|GET|/v1/runs", quota, 1).is_allowed());
     }
 
     #[test]
