@@ -22,10 +22,6 @@ impl AdmittedTenant {
     pub const fn tenant(&self) -> &Tenant {
         &self.0
     }
-
-    pub fn into_tenant(self) -> Tenant {
-        self.0
-    }
 }
 
 /// Why a caller's tenant is refused.
@@ -119,7 +115,7 @@ mod tests {
         }));
         let admitted = admission.admit(&principal(1)).await.unwrap();
         assert_eq!(admitted.tenant().plan.as_deref(), Some("pro"));
-        assert_eq!(admitted.into_tenant().id, principal(1).tenant_id);
+        assert_eq!(admitted.tenant().id, principal(1).tenant_id);
     }
 
     #[tokio::test]
