@@ -3,6 +3,7 @@
 //! Services here only see ports; adapters live in `sba-infrastructure` and are chosen in
 //! `sba-delivery`'s `startup.rs`.
 
+pub mod admission;
 pub mod audit;
 pub mod cache;
 pub mod context;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sba_domain::Tenant;
-use sba_domain::ratelimit::{Decision, Quota};
+use sba_domain::ratelimit::{Decision, Quota, RateLimitKey};
 
 use crate::ports::RateLimiter;
 
@@ -188,15 +188,17 @@ impl RateLimits {
     }
 
     /// Decides `cost` units for `key` under `quota` (named `policy` in metrics and logs).
+    /// The limiters see the key's rendered body (ADR 0012).
     ///
     /// Metrics: `sba_ratelimit_decisions_total{policy,outcome}` (allowed, denied,
     /// unavailable), `sba_ratelimit_near_limit_total{policy}` (allowed with at most 20 %
     /// left), `sba_ratelimit_decision_seconds`, `sba_ratelimit_redis_errors_total`,
     /// `sba_ratelimit_fallback_active` (0 or 1). Denials are logged, at most one line a
     /// second with the number left out.
-    pub async fn check(&self, key: &str, policy: &str, quota: Quota, cost: u32) -> Verdict {
+    pub async fn check(&self, key: RateLimitKey<'_>, policy: &str, quota: Quota, cost: u32) -> Verdict {
         let started = Instant::now();
-        let verdict = self.decide(key, quota, cost).await;
+        let key = key.to_string();
+        let verdict = self.decide(&key, quota, cost).await;
         self.metrics.decision_seconds().record(started.elapsed().as_secs_f64());
         let counters = self.metrics.policy(policy);
         match verdict {
@@ -207,7 +209,7 @@ impl RateLimits {
                 counters.allowed.increment(1);
             }
             Verdict::Decided(Decision::Denied { retry_after_us, .. }) => {
-                self.log_denial(key, policy, retry_after_us);
+                self.log_denial(&key, policy, retry_after_us);
                 counters.denied.increment(1);
             }
             Verdict::Unavailable => counters.unavailable.increment(1),
@@ -307,11 +309,17 @@ impl RateLimits {
 
 #[cfg(test)]
 mod tests {
+    use sba_domain::ratelimit::HttpLimitKey;
+
     use super::*;
     use crate::ports::{MockRateLimiter, RateLimitError};
 
     fn quota() -> Quota {
         Quota::new(10, 60).unwrap()
+    }
+
+    fn key() -> RateLimitKey<'static> {
+        HttpLimitKey { tenant: None, ip: None, method: "GET", route: "/v1/runs" }.into()
     }
 
     fn allowed() -> Decision {
@@ -356,7 +364,7 @@ mod tests {
         fallback.expect_check().times(3).returning(|_, _, _| Ok(allowed()));
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(fallback), FailMode::Open);
         for _ in 0..3 {
-            assert_eq!(limits.check("k", "default", quota(), 1).await, Verdict::Decided(allowed()));
+            assert_eq!(limits.check(key(), "default", quota(), 1).await, Verdict::Decided(allowed()));
         }
         assert!(limits.fallback_active());
     }
@@ -367,7 +375,7 @@ mod tests {
         distributed.expect_check().returning(|_, _, _| unavailable());
         let limits =
             RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Closed);
-        assert_eq!(limits.check("k", "default", quota(), 1).await, Verdict::Unavailable);
+        assert_eq!(limits.check(key(), "default", quota(), 1).await, Verdict::Unavailable);
     }
 
     #[tokio::test]
@@ -380,7 +388,7 @@ mod tests {
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
         for _ in 0..5 {
             let Verdict::Decided(Decision::Denied { retry_after_us, .. }) =
-                limits.check("k", "default", quota(), 1).await
+                limits.check(key(), "default", quota(), 1).await
             else {
                 panic!("expected a denial");
             };
@@ -399,10 +407,10 @@ mod tests {
         let mut fallback = MockRateLimiter::new();
         fallback.expect_check().times(1).returning(|_, _, _| Ok(allowed()));
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(fallback), FailMode::Open);
-        limits.check("k", "default", quota(), 1).await;
+        limits.check(key(), "default", quota(), 1).await;
         assert!(limits.fallback_active());
         limits.breaker_until_us.store(0, Ordering::Relaxed); // the breaker's second has passed
-        limits.check("k", "default", quota(), 1).await;
+        limits.check(key(), "default", quota(), 1).await;
         assert!(!limits.fallback_active());
     }
 }

@@ -1,14 +1,17 @@
 //! WebSocket operation limits: each client operation (`subscribe`, `unsubscribe`, `ping`,
-//! `auth`) is decided per `ws:tenant:user:ip:event` by the same [`RateLimits`] as HTTP. A
+//! `auth`) is decided per `ws:tenant:user:ip:event` ([`WsLimitKey`]) by the same
+//! [`RateLimits`] as HTTP. A
 //! refused operation is answered with an error frame and the connection stays open; a
 //! client that keeps sending after that many refusals in a row is closed with 1008. The
 //! gateway holds one [`WsConnectionLimiter`] per connection and only calls
 //! [`WsConnectionLimiter::check`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use sba_domain::ratelimit::{Decision, Quota, ws_key};
+use sba_domain::ratelimit::{Decision, Quota, WsLimitKey};
+use sba_domain::{TenantId, UserId};
 
 use crate::ratelimit::{RateLimits, Verdict};
 
@@ -63,22 +66,22 @@ pub enum WsVerdict {
 pub struct WsConnectionLimiter {
     limits: RateLimits,
     policies: Arc<WsPolicies>,
-    tenant: String,
-    user: String,
-    ip: String,
+    tenant: TenantId,
+    user: UserId,
+    /// The socket peer; `None` when unknown.
+    ip: Option<IpAddr>,
     refusals_in_a_row: u32,
 }
 
 impl WsConnectionLimiter {
-    pub fn new(limits: RateLimits, policies: Arc<WsPolicies>, tenant: &str, user: &str, ip: &str) -> Self {
-        Self {
-            limits,
-            policies,
-            tenant: tenant.to_owned(),
-            user: user.to_owned(),
-            ip: ip.to_owned(),
-            refusals_in_a_row: 0,
-        }
+    pub fn new(
+        limits: RateLimits,
+        policies: Arc<WsPolicies>,
+        tenant: TenantId,
+        user: UserId,
+        ip: Option<IpAddr>,
+    ) -> Self {
+        Self { limits, policies, tenant, user, ip, refusals_in_a_row: 0 }
     }
 
     /// Decides one operation.
@@ -86,9 +89,9 @@ impl WsConnectionLimiter {
         let Some(quota) = self.policies.quotas.get(&op).copied() else {
             return WsVerdict::Allowed;
         };
-        let key = ws_key(&self.tenant, &self.user, &self.ip, op.as_str());
+        let key = WsLimitKey { tenant: self.tenant, user: &self.user, ip: self.ip, op: op.as_str() };
         let policy = format!("ws-{}", op.as_str());
-        let retry_after_us = match self.limits.check(&key, &policy, quota, 1).await {
+        let retry_after_us = match self.limits.check(key.into(), &policy, quota, 1).await {
             Verdict::Decided(Decision::Allowed { .. }) => {
                 self.refusals_in_a_row = 0;
                 return WsVerdict::Allowed;
@@ -99,8 +102,8 @@ impl WsConnectionLimiter {
         self.refusals_in_a_row += 1;
         if self.refusals_in_a_row >= self.policies.close_after_refusals {
             tracing::info!(
-                tenant = self.tenant,
-                user = self.user,
+                tenant = %self.tenant,
+                user = %self.user,
                 op = op.as_str(),
                 "closing a flooding WebSocket client"
             );
@@ -113,6 +116,7 @@ impl WsConnectionLimiter {
 #[cfg(test)]
 mod tests {
     use mockall::predicate::{always, eq};
+    use uuid::Uuid;
 
     use super::*;
     use crate::ports::MockRateLimiter;
@@ -125,6 +129,20 @@ mod tests {
         })
     }
 
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(Uuid::parse_str("6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11").unwrap())
+    }
+
+    fn connection(limiter: MockRateLimiter, user: &str, ip: &str) -> WsConnectionLimiter {
+        WsConnectionLimiter::new(
+            limits(limiter),
+            policies(),
+            tenant(),
+            UserId::parse(user).unwrap(),
+            ip.parse().ok(),
+        )
+    }
+
     fn limits(limiter: MockRateLimiter) -> RateLimits {
         let limiter = Arc::new(limiter);
         RateLimits::new(limiter.clone(), limiter, FailMode::Open)
@@ -135,10 +153,10 @@ mod tests {
         let mut limiter = MockRateLimiter::new();
         limiter
             .expect_check()
-            .with(eq("sba:rl:ws:t-1:alice:10.0.0.1:subscribe"), always(), eq(1))
+            .with(eq("ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:alice:10.0.0.1:subscribe"), always(), eq(1))
             .times(1)
             .returning(|_, _, _| Ok(Decision::Allowed { remaining: 1, reset_us: 30_000_000 }));
-        let mut ws = WsConnectionLimiter::new(limits(limiter), policies(), "t-1", "alice", "10.0.0.1");
+        let mut ws = connection(limiter, "alice", "10.0.0.1");
         assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Allowed);
         assert_eq!(ws.check(WsOp::Ping).await, WsVerdict::Allowed, "no quota configured for ping");
     }
@@ -152,7 +170,7 @@ mod tests {
             // Distinct retry times so the local memory of denied keys does not answer.
             Ok(Decision::Denied { retry_after_us: 1, reset_us: 1 + calls })
         });
-        let mut ws = WsConnectionLimiter::new(limits(limiter), policies(), "t", "u", "ip");
+        let mut ws = connection(limiter, "u", "unknown");
         assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1 });
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1 });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use sba_application::admission::TenantAdmission;
 use sba_application::audit::{AuditQueries, Auditor};
 use sba_application::cache::NamespacePolicy;
 use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
@@ -101,7 +102,7 @@ impl Application {
                 settings.auth.platform_tenant,
             ),
             origins: origin_policy(&settings, tenants.clone(), &cache),
-            tenants,
+            admission: TenantAdmission::new(tenants),
             sessions: SessionService::new(
                 data.sessions,
                 auditor.clone(),

@@ -23,6 +23,7 @@
 
 mod support;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ use fred::prelude::{Builder, Client, Config};
 use fred::types::Key;
 use fred::types::scripts::Script;
 use sba_application::ports::RateLimiter as _;
-use sba_domain::ratelimit::Quota;
+use sba_domain::TenantId;
+use sba_domain::ratelimit::{HttpLimitKey, Quota};
 use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
 use secrecy::SecretString;
 use support::{Sample, median};
@@ -59,7 +61,8 @@ async fn run(url: &str, duration: Duration) {
     client.init().await.unwrap();
     let trivial = Script::from_lua("return 1");
     let _: () = client.script_load("return 1").await.unwrap();
-    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    // A tenant of its own per run, so runs never meet old keys.
+    let tenant = TenantId::from_uuid(uuid::Uuid::now_v7());
 
     println!(
         "| concurrency | baseline EVALSHA/s | baseline p50 / p99 µs | limiter decisions/s | limiter p50 / p99 µs | limiter/baseline |"
@@ -70,7 +73,7 @@ async fn run(url: &str, duration: Duration) {
         let mut decided = Vec::new();
         for _ in 0..ROUNDS {
             for side in [Side::Baseline, Side::Limiter] {
-                let sample = load(side, concurrency, duration, &limiter, &client, &trivial, &run_id).await;
+                let sample = load(side, concurrency, duration, &limiter, &client, &trivial, tenant).await;
                 if side == Side::Baseline { baseline.push(sample) } else { decided.push(sample) }
             }
         }
@@ -96,7 +99,7 @@ async fn load(
     limiter: &Arc<FredRateLimiter>,
     client: &Client,
     trivial: &Script,
-    run_id: &str,
+    tenant: TenantId,
 ) -> Sample {
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -105,8 +108,12 @@ async fn load(
             let client = client.clone();
             let trivial = trivial.clone();
             // One key per worker, as distinct callers have; a quota that always allows, so
-            // every decision also writes the key (the expensive path).
-            let key = format!("sba:rl:bench-{run_id}|10.0.0.{worker}|GET|/v1/me");
+            // every decision also writes the key (the expensive path). The baseline uses the
+            // key the limiter stores.
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, u8::try_from(worker).unwrap()));
+            let key = HttpLimitKey { tenant: Some(tenant), ip: Some(ip), method: "GET", route: "/v1/me" }
+                .to_string();
+            let stored = format!("sba:rl:{key}");
             let quota = Quota::new(4_000_000_000, 1).unwrap();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(100_000);
@@ -120,7 +127,7 @@ async fn load(
                         Side::Baseline => {
                             let args = vec!["1".to_owned(), "2".to_owned(), "3".to_owned(), "4".to_owned()];
                             let one: i64 =
-                                trivial.evalsha(&client, Key::from(key.as_str()), args).await.unwrap();
+                                trivial.evalsha(&client, Key::from(stored.as_str()), args).await.unwrap();
                             assert_eq!(one, 1);
                         }
                     }

@@ -1,15 +1,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 //! `FredRateLimiter` against the test Redis (`SBA_TEST_REDIS_URL`): every test uses keys of
 //! its own (a UUIDv7 in each), so tests run in parallel and the keys expire with their TAT.
+//! The limiter is given key bodies and stores them under `sba:rl:`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::interfaces::{ClientLike as _, LuaInterface as _};
+use fred::clients::Client;
+use fred::interfaces::{ClientLike as _, KeysInterface as _, LuaInterface as _};
 use fred::types::Builder;
 use fred::types::config::Config;
 use sba_application::ports::{RateLimitError, RateLimiter};
-use sba_domain::ratelimit::{Decision, Gcra, Quota, http_key};
+use sba_domain::ratelimit::{Decision, Gcra, HttpLimitKey, Quota, WsLimitKey};
+use sba_domain::{TenantId, UserId};
 use sba_infrastructure::redis::test_support::redis_url;
 use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
 use secrecy::SecretString;
@@ -30,7 +33,13 @@ async fn limiter() -> FredRateLimiter {
 }
 
 fn key(name: &str) -> String {
-    format!("sba:rl:test:{name}:{}", Uuid::now_v7())
+    format!("test:{name}:{}", Uuid::now_v7())
+}
+
+async fn admin() -> Client {
+    let admin = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
+    admin.init().await.unwrap();
+    admin
 }
 
 async fn check(limiter: &FredRateLimiter, key: &str, quota: Quota, cost: u32) -> Decision {
@@ -250,8 +259,7 @@ async fn the_script_is_reloaded_after_script_flush() {
     let quota = Quota::new(3, 600).unwrap();
     assert!(check(&limiter, &key, quota, 1).await.is_allowed());
 
-    let admin = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
-    admin.init().await.unwrap();
+    let admin = admin().await;
     admin.script_flush(false).await.unwrap();
 
     let Decision::Allowed { remaining, .. } = check(&limiter, &key, quota, 1).await else {
@@ -299,13 +307,47 @@ async fn a_redis_that_never_answers_makes_decisions_unavailable_quickly() {
 #[tokio::test]
 async fn tenants_never_share_a_limit() {
     let limiter = limiter().await;
-    let suffix = Uuid::now_v7();
-    let (alpha, beta) = (format!("alpha-{suffix}"), format!("beta-{suffix}"));
+    let (alpha, beta) = (TenantId::from_uuid(Uuid::now_v7()), TenantId::from_uuid(Uuid::now_v7()));
     let quota = Quota::new(1, 600).unwrap();
-    let alpha_key = http_key(Some(&alpha), "203.0.113.7", "GET", "/v1/runs");
-    let beta_key = http_key(Some(&beta), "203.0.113.7", "GET", "/v1/runs");
+    let http = |tenant| {
+        HttpLimitKey {
+            tenant: Some(tenant),
+            ip: "203.0.113.7".parse().ok(),
+            method: "GET",
+            route: "/v1/runs",
+        }
+        .to_string()
+    };
+    let (alpha_key, beta_key) = (http(alpha), http(beta));
     assert!(check(&limiter, &alpha_key, quota, 1).await.is_allowed());
     assert!(check(&limiter, &beta_key, quota, 1).await.is_allowed(), "another tenant has its own limit");
     assert!(!check(&limiter, &alpha_key, quota, 1).await.is_allowed());
     assert!(!check(&limiter, &beta_key, quota, 1).await.is_allowed());
+}
+
+#[tokio::test]
+async fn keys_of_ordinary_values_are_stored_exactly_as_the_key_schema_names_them() {
+    let limiter = limiter().await;
+    let tenant = TenantId::from_uuid(Uuid::now_v7());
+    let alice = UserId::parse("alice").unwrap();
+    let quota = Quota::new(5, 600).unwrap();
+    let http = HttpLimitKey {
+        tenant: Some(tenant),
+        ip: "203.0.113.7".parse().ok(),
+        method: "get",
+        route: "/v1/runs/{run_id}",
+    };
+    let ws = WsLimitKey { tenant, user: &alice, ip: "10.0.0.1".parse().ok(), op: "subscribe" };
+    check(&limiter, &http.to_string(), quota, 1).await;
+    check(&limiter, &ws.to_string(), quota, 1).await;
+
+    let admin = admin().await;
+    for stored in [
+        format!("sba:rl:{tenant}|203.0.113.7|GET|/v1/runs/{{run_id}}"),
+        format!("sba:rl:ws:{tenant}:alice:10.0.0.1:subscribe"),
+    ] {
+        let exists: u32 = admin.exists(stored.as_str()).await.unwrap();
+        assert_eq!(exists, 1, "{stored} is the key in Redis");
+    }
+    admin.quit().await.unwrap();
 }

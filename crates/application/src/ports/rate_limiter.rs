@@ -16,8 +16,9 @@ pub enum RateLimitError {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Decides one request of `cost` units for `key` (a key of `sba_domain::ratelimit`)
-    /// under `quota`. A denied request consumes nothing.
+    /// Decides one request of `cost` units for `key` (a rendered key body of
+    /// `sba_domain::ratelimit`; an adapter on a shared store adds its own prefix) under
+    /// `quota`. A denied request consumes nothing.
     ///
     /// # Errors
     /// [`RateLimitError::Unavailable`] when the backend cannot decide.

@@ -14,10 +14,10 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
 use sba_application::RequestContext;
+use sba_application::admission::{AdmissionError, AdmittedTenant};
 use sba_application::context::AccessToken;
-use sba_application::ports::RepositoryError;
 use sba_application::ports::TokenError;
-use sba_domain::{Principal, Tenant, TenantStatus};
+use sba_domain::{Principal, Tenant};
 
 use super::error::ApiError;
 use super::request_id::RequestId;
@@ -34,57 +34,39 @@ enum Credentials {
     Refused(TokenError),
 }
 
-/// Whether the caller's tenant may use the service, looked up (through the tenant cache)
-/// once per request after the token verified.
-#[derive(Debug, Clone)]
-pub enum TenantStanding {
-    /// An active tenant; the rate limiter reads its plan and quota.
-    Active(Tenant),
-    /// Every request of a suspended tenant is refused with 403 `tenant_suspended`.
-    Suspended(Tenant),
-    /// The directory does not know the tenant: 403 `tenant_unknown`.
-    Unknown,
-    /// The directory cannot be read and nothing is cached: 503, never a guess (a
-    /// suspended tenant must not get through while the directory is down).
-    Unavailable,
-}
+/// Whether the caller's tenant may use the service: the
+/// [`TenantAdmission`](sba_application::admission::TenantAdmission) decision, made once per
+/// request after the token verified.
+#[derive(Debug)]
+pub struct TenantStanding(Result<AdmittedTenant, AdmissionError>);
 
 impl TenantStanding {
-    fn of(lookup: Result<Option<Tenant>, RepositoryError>) -> Self {
-        match lookup {
-            Ok(Some(tenant)) if tenant.status == TenantStatus::Suspended => Self::Suspended(tenant),
-            Ok(Some(tenant)) => Self::Active(tenant),
-            Ok(None) => Self::Unknown,
-            Err(error) => {
-                tracing::error!(error = %error, "tenant lookup failed; the request is refused");
-                Self::Unavailable
-            }
-        }
-    }
-
-    /// The tenant's settings, when the directory answered.
+    /// The tenant's settings, when the directory answered (a suspended tenant's too: the
+    /// rate limiter reads its plan and quota).
     pub const fn tenant(&self) -> Option<&Tenant> {
-        match self {
-            Self::Active(tenant) | Self::Suspended(tenant) => Some(tenant),
-            Self::Unknown | Self::Unavailable => None,
+        match &self.0 {
+            Ok(admitted) => Some(admitted.tenant()),
+            Err(AdmissionError::Suspended(tenant)) => Some(tenant),
+            Err(AdmissionError::Unknown(_) | AdmissionError::DirectoryUnavailable(_)) => None,
         }
     }
 
-    /// The refusal of a request of this tenant, if any.
+    /// The refusal of a request of this tenant, if any: 403 for a suspended or unknown
+    /// tenant, 503 while the directory cannot say (never a guess).
     fn refusal(&self) -> Option<ApiError> {
-        match self {
-            Self::Active(_) => None,
-            Self::Suspended(_) => Some(ApiError::new(
+        match &self.0 {
+            Ok(_) => None,
+            Err(AdmissionError::Suspended(_)) => Some(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_suspended",
                 "This tenant is suspended; contact the platform's operators.",
             )),
-            Self::Unknown => Some(ApiError::new(
+            Err(AdmissionError::Unknown(_)) => Some(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_unknown",
                 "The token names a tenant this service does not know.",
             )),
-            Self::Unavailable => Some(
+            Err(AdmissionError::DirectoryUnavailable(_)) => Some(
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "tenant_directory_unavailable",
@@ -97,7 +79,8 @@ impl TenantStanding {
 }
 
 /// Verifies the bearer token, if any, and records the outcome: the [`Principal`] itself
-/// when it verified (CORS and rate limits read it), [`Credentials`] otherwise.
+/// and its [`TenantStanding`] when it verified (CORS and rate limits read them),
+/// [`Credentials`] otherwise.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -105,21 +88,18 @@ pub async fn middleware(
     let outcome = match bearer_token(req.request()) {
         Err(credentials) => Err(credentials),
         Ok(token) => match req.app_data::<web::Data<AppState>>() {
-            Some(state) => state
-                .verifier
-                .verify(&token)
-                .await
-                .map(|principal| (principal, AccessToken::new(&token)))
-                .map_err(Credentials::Refused),
+            Some(state) => match state.verifier.verify(&token).await {
+                Ok(principal) => {
+                    let standing = TenantStanding(state.admission.admit(&principal).await);
+                    Ok((principal, AccessToken::new(&token), standing))
+                }
+                Err(error) => Err(Credentials::Refused(error)),
+            },
             None => Err(Credentials::Refused(TokenError::Invalid)),
         },
     };
     match outcome {
-        Ok((principal, token)) => {
-            let standing = match req.app_data::<web::Data<AppState>>() {
-                Some(state) => TenantStanding::of(state.tenants.get(principal.tenant_id).await),
-                None => TenantStanding::Unavailable,
-            };
+        Ok((principal, token, standing)) => {
             let mut extensions = req.extensions_mut();
             extensions.insert(principal);
             extensions.insert(token);

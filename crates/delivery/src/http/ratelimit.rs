@@ -1,7 +1,7 @@
 //! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request is keyed
-//! `tenant|ip|METHOD|route template` (unauthenticated requests per IP), decided by
-//! [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft -11 headers
-//! `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
+//! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP),
+//! decided by [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft
+//! -11 headers `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
 //! `retry_after_ms`.
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -12,7 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use sba_application::ratelimit::Verdict;
 use sba_domain::Principal;
-use sba_domain::ratelimit::{Decision, Quota, http_key, policy_header, ratelimit_header, retry_after_secs};
+use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
 
 use super::auth::TenantStanding;
 use super::error::ApiError;
@@ -47,11 +47,14 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let policy = policy.to_owned();
-    let tenant = tenant_id.map(|id| id.to_string());
-    let ip = req.peer_addr().map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
-    let key = http_key(tenant.as_deref(), &ip, method.as_str(), &route);
+    let key = HttpLimitKey {
+        tenant: tenant_id,
+        ip: req.peer_addr().map(|addr| addr.ip()),
+        method: method.as_str(),
+        route: &route,
+    };
 
-    match state.rate_limits.check(&key, &policy, quota, 1).await {
+    match state.rate_limits.check(key.into(), &policy, quota, 1).await {
         Verdict::Decided(Decision::Allowed { remaining, reset_us }) => {
             let mut response = next.call(req).await?;
             set_headers(response.headers_mut(), &policy, quota, remaining, reset_us);
@@ -93,5 +96,44 @@ fn set_headers(headers: &mut HeaderMap, policy: &str, quota: Quota, remaining: u
     }
     if let Ok(value) = HeaderValue::from_str(&ratelimit_header(policy, remaining, reset_us)) {
         headers.insert(RATELIMIT, value);
+    }
+}
+
+const MICROS: u64 = 1_000_000;
+
+/// `"<policy>";q=<limit>;w=<window secs>` (`RateLimit-Policy`, IETF httpapi draft -11).
+fn policy_header(policy: &str, quota: Quota) -> String {
+    format!("\"{policy}\";q={};w={}", quota.limit(), quota.window_secs())
+}
+
+/// `"<policy>";r=<remaining>;t=<secs until the quota is whole again>` (rounded up;
+/// `RateLimit`, draft -11).
+fn ratelimit_header(policy: &str, remaining: u32, reset_us: u64) -> String {
+    format!("\"{policy}\";r={remaining};t={}", reset_us.div_ceil(MICROS))
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1.
+fn retry_after_secs(retry_after_us: u64) -> u64 {
+    retry_after_us.div_ceil(MICROS).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_draft_11() {
+        let quota = Quota::new(100, 60).unwrap();
+        assert_eq!(policy_header("default", quota), "\"default\";q=100;w=60");
+        assert_eq!(ratelimit_header("default", 42, 16_200_000), "\"default\";r=42;t=17");
+        assert_eq!(ratelimit_header("default", 100, 0), "\"default\";r=100;t=0");
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_at_least_one() {
+        assert_eq!(retry_after_secs(0), 1);
+        assert_eq!(retry_after_secs(1), 1);
+        assert_eq!(retry_after_secs(1_000_000), 1);
+        assert_eq!(retry_after_secs(1_000_001), 2);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use sba_application::admission::TenantAdmission;
 use sba_application::audit::AuditQueries;
 use sba_application::cors::OriginPolicy;
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
@@ -12,7 +13,6 @@ use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::sessions::SessionService;
-use sba_application::tenants::TenantCache;
 use sba_application::usage::UsageQueries;
 
 /// Everything request handlers share.
@@ -27,8 +27,8 @@ pub struct AppState {
     pub health: HealthMonitor,
     pub system_health: SystemHealthQueries,
     pub origins: OriginPolicy,
-    /// Tenant lookups (status, plan, quotas), cached per node.
-    pub tenants: TenantCache,
+    /// Whether a caller's tenant may use the service (its settings come with the answer).
+    pub admission: TenantAdmission,
     pub sessions: SessionService,
     pub knowledge: KnowledgeService,
     /// `None` when rate limiting is turned off.

@@ -39,6 +39,21 @@ async fn two_instances_sharing_one_redis_share_one_limit() {
 }
 
 #[tokio::test]
+async fn requests_are_limited_under_the_key_the_schema_names() {
+    let redis = PrivateRedis::start();
+    let app = app_on(&redis, "4/60").await;
+    let tenant = new_tenant();
+    let token = app.token(tenant, "alice", Role::Authenticated);
+    assert_eq!(status(&app, &token).await, 200);
+    let listed = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "--scan", "--pattern", "sba:rl:*"])
+        .output()
+        .expect("redis-cli is installed with redis-server");
+    let keys = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), [format!("sba:rl:{tenant}|127.0.0.1|GET|/v1/runs")]);
+}
+
+#[tokio::test]
 async fn a_stopped_redis_falls_back_in_process_and_recovery_is_automatic() {
     let mut redis = PrivateRedis::start();
     let app = app_on(&redis, "1000/60").await;

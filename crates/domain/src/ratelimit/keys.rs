@@ -1,32 +1,198 @@
-//! Rate-limit keys, exactly as ARCHITECTURE §6 names them.
+//! Rate-limit keys: the bodies of the keys of ARCHITECTURE §6, built from typed parts so
+//! that two different callers never share a bucket (ADR 0012). The `sba:rl:` prefix is the
+//! Redis adapter's; the in-process limiter uses the bodies as they are.
+//!
+//! Each part is escaped for its key's separator: `%` always becomes `%25`, and the
+//! separator itself (`|` in HTTP keys, `:` in WebSocket keys) becomes `%7C` or `%3A`. The
+//! separators left in a rendered key are then exactly the ones between its parts, so
+//! different parts always render differently, while ordinary values (UUIDs, IPv4
+//! addresses, user ids without `:` or `%`, methods, route templates) read exactly as
+//! before. IPv6 addresses contain `:`, so in WebSocket keys they read `2001%3Adb8%3A%3A1`.
 
-/// `sba:rl:{tenant}|{ip}|{METHOD}|{route template}`. `tenant` is `-` for unauthenticated
-/// requests (limited per IP); `route` must be the route *template* (`/v1/runs/{run_id}`),
-/// never the raw path, so ids do not create a key each.
-pub fn http_key(tenant: Option<&str>, ip: &str, method: &str, route: &str) -> String {
-    format!("sba:rl:{}|{ip}|{}|{route}", tenant.unwrap_or("-"), method.to_ascii_uppercase())
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use crate::ids::{TenantId, UserId};
+
+/// The HTTP key body `{tenant}|{ip}|{METHOD}|{route template}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HttpLimitKey<'a> {
+    /// The caller's tenant; `None` for unauthenticated requests, which are limited per IP
+    /// (rendered `-`, which no tenant id can be).
+    pub tenant: Option<TenantId>,
+    /// The socket peer; `None` when unknown (rendered `unknown`).
+    pub ip: Option<IpAddr>,
+    /// The request method, rendered in upper case.
+    pub method: &'a str,
+    /// The route *template* (`/v1/runs/{run_id}`), never the raw path, so ids do not
+    /// create a key each.
+    pub route: &'a str,
 }
 
-/// `sba:rl:ws:{tenant}:{user}:{ip}:{event}` for one WebSocket operation.
-pub fn ws_key(tenant: &str, user: &str, ip: &str, event: &str) -> String {
-    format!("sba:rl:ws:{tenant}:{user}:{ip}:{event}")
+/// The WebSocket key body `ws:{tenant}:{user}:{ip}:{event}` of one client operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WsLimitKey<'a> {
+    pub tenant: TenantId,
+    pub user: &'a UserId,
+    /// The socket peer; `None` when unknown (rendered `unknown`).
+    pub ip: Option<IpAddr>,
+    /// The operation (`subscribe`, `ping`, ...).
+    pub op: &'a str,
+}
+
+/// A rate-limit key of either kind. An HTTP key starts with a tenant id or `-`, a
+/// WebSocket key with `ws:`, so the two kinds never meet either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitKey<'a> {
+    Http(HttpLimitKey<'a>),
+    Ws(WsLimitKey<'a>),
+}
+
+impl fmt::Display for HttpLimitKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut part = Escaped { out: f, separator: '|' };
+        match self.tenant {
+            Some(tenant) => write!(part, "{tenant}")?,
+            None => part.write_char('-')?,
+        }
+        part.out.write_char('|')?;
+        write_ip(&mut part, self.ip)?;
+        part.out.write_char('|')?;
+        for c in self.method.chars() {
+            part.write_char(c.to_ascii_uppercase())?;
+        }
+        part.out.write_char('|')?;
+        part.write_str(self.route)
+    }
+}
+
+impl fmt::Display for WsLimitKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ws:")?;
+        let mut part = Escaped { out: f, separator: ':' };
+        write!(part, "{}", self.tenant)?;
+        part.out.write_char(':')?;
+        part.write_str(self.user.as_str())?;
+        part.out.write_char(':')?;
+        write_ip(&mut part, self.ip)?;
+        part.out.write_char(':')?;
+        part.write_str(self.op)
+    }
+}
+
+impl fmt::Display for RateLimitKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(key) => key.fmt(f),
+            Self::Ws(key) => key.fmt(f),
+        }
+    }
+}
+
+impl<'a> From<HttpLimitKey<'a>> for RateLimitKey<'a> {
+    fn from(key: HttpLimitKey<'a>) -> Self {
+        Self::Http(key)
+    }
+}
+
+impl<'a> From<WsLimitKey<'a>> for RateLimitKey<'a> {
+    fn from(key: WsLimitKey<'a>) -> Self {
+        Self::Ws(key)
+    }
+}
+
+fn write_ip(part: &mut Escaped<'_, '_>, ip: Option<IpAddr>) -> fmt::Result {
+    match ip {
+        Some(ip) => write!(part, "{ip}"),
+        None => part.write_str("unknown"),
+    }
+}
+
+/// Writes one part of a key with `%` and the key's separator percent-encoded.
+struct Escaped<'f, 'a> {
+    out: &'f mut fmt::Formatter<'a>,
+    separator: char,
+}
+
+impl fmt::Write for Escaped<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(['%', self.separator]) {
+            self.out.write_str(&rest[..at])?;
+            // Both are ASCII: one byte, two hex digits.
+            write!(self.out, "%{:02X}", rest.as_bytes()[at])?;
+            rest = &rest[at + 1..];
+        }
+        self.out.write_str(rest)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
-    #[test]
-    fn http_keys_use_the_route_template_and_an_upper_case_method() {
-        assert_eq!(
-            http_key(Some("t-1"), "203.0.113.7", "get", "/v1/runs/{run_id}"),
-            "sba:rl:t-1|203.0.113.7|GET|/v1/runs/{run_id}"
-        );
-        assert_eq!(http_key(None, "::1", "POST", "/v1/runs"), "sba:rl:-|::1|POST|/v1/runs");
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(Uuid::parse_str("6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11").unwrap())
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        text.parse().ok()
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
     }
 
     #[test]
-    fn ws_keys_name_tenant_user_ip_and_event() {
-        assert_eq!(ws_key("t-1", "alice", "10.0.0.1", "subscribe"), "sba:rl:ws:t-1:alice:10.0.0.1:subscribe");
+    fn ordinary_values_render_exactly_as_the_key_schema_shows() {
+        let http = HttpLimitKey {
+            tenant: Some(tenant()),
+            ip: ip("203.0.113.7"),
+            method: "get",
+            route: "/v1/runs/{run_id}",
+        };
+        assert_eq!(
+            http.to_string(),
+            "6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11|203.0.113.7|GET|/v1/runs/{run_id}"
+        );
+        let anonymous = HttpLimitKey { tenant: None, ip: ip("::1"), method: "POST", route: "/v1/runs" };
+        assert_eq!(anonymous.to_string(), "-|::1|POST|/v1/runs", "`:` needs no escape in HTTP keys");
+        let unknown = HttpLimitKey { ip: None, ..anonymous };
+        assert_eq!(unknown.to_string(), "-|unknown|POST|/v1/runs");
+
+        let alice = user("alice");
+        let ws = WsLimitKey { tenant: tenant(), user: &alice, ip: ip("10.0.0.1"), op: "subscribe" };
+        assert_eq!(ws.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:alice:10.0.0.1:subscribe");
+        assert_eq!(RateLimitKey::from(ws).to_string(), ws.to_string());
+        assert_eq!(RateLimitKey::from(http).to_string(), http.to_string());
+    }
+
+    #[test]
+    fn parts_holding_a_separator_no_longer_share_a_websocket_bucket() {
+        let (u2, u) = (user("u:2"), user("u"));
+        let first = WsLimitKey { tenant: tenant(), user: &u2, ip: ip("1::8"), op: "subscribe" };
+        let second = WsLimitKey { tenant: tenant(), user: &u, ip: ip("2:1::8"), op: "subscribe" };
+        assert_ne!(first.to_string(), second.to_string());
+        assert_eq!(
+            first.to_string(),
+            "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%3A2:1%3A%3A8:subscribe",
+            "IPv6 addresses are escaped in WebSocket keys"
+        );
+        assert_eq!(second.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u:2%3A1%3A%3A8:subscribe");
+    }
+
+    #[test]
+    fn percent_is_always_escaped_and_each_key_escapes_its_own_separator() {
+        let odd = user("50%|x:y");
+        let ws = WsLimitKey { tenant: tenant(), user: &odd, ip: None, op: "ping" };
+        assert_eq!(ws.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:50%25|x%3Ay:unknown:ping");
+        // `%3A` in a user id is not `:` escaped: it reads `%253A`.
+        let encoded = user("u%3A2");
+        let lookalike = WsLimitKey { user: &encoded, ..ws };
+        assert_eq!(lookalike.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%253A2:unknown:ping");
+        let http = HttpLimitKey { tenant: None, ip: None, method: "m|x%", route: "/a|b:c" };
+        assert_eq!(http.to_string(), "-|unknown|M%7CX%25|/a%7Cb:c");
     }
 }

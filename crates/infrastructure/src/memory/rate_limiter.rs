@@ -16,7 +16,8 @@ const SHARDS: usize = 32;
 const SWEEP_EVERY: u32 = 1024;
 
 /// Per-node GCRA state: each key's theoretical arrival time in microseconds on a monotonic
-/// clock.
+/// clock. Keys are the bodies of `sba_domain::ratelimit` as given: the map is this
+/// process's own, so it needs no namespace prefix.
 #[derive(Debug)]
 pub struct InMemoryRateLimiter {
     shards: Vec<Mutex<Shard>>,
@@ -113,9 +114,9 @@ mod tests {
     fn keys_are_independent() {
         let limiter = InMemoryRateLimiter::new();
         let quota = Quota::new(1, 60).unwrap();
-        assert!(limiter.decide("sba:rl:a|ip|GET|/v1/runs", quota, 1).is_allowed());
-        assert!(!limiter.decide("sba:rl:a|ip|GET|/v1/runs", quota, 1).is_allowed());
-        assert!(limiter.decide("sba:rl:b|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(limiter.decide("a|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(!limiter.decide("a|ip|GET|/v1/runs", quota, 1).is_allowed());
+        assert!(limiter.decide("b|ip|GET|/v1/runs", quota, 1).is_allowed());
     }
 
     #[test]

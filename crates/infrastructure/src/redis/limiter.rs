@@ -24,6 +24,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
+/// The namespace of rate-limit keys in Redis (ARCHITECTURE §6); the key bodies come from
+/// `sba_domain::ratelimit` (ADR 0012).
+const KEY_PREFIX: &str = "sba:rl:";
+
 /// How the limiter talks to Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FredRateLimiterSettings {
@@ -371,7 +375,7 @@ impl RateLimiter for FredRateLimiter {
             return Err(unavailable("not connected to Redis".to_owned()));
         };
         let (reply, answer) = oneshot::channel();
-        let pending = Pending { key: key.to_owned(), quota, cost, reply };
+        let pending = Pending { key: format!("{KEY_PREFIX}{key}"), quota, cost, reply };
         if let Ok(slot) = Arc::clone(&inner.slots).try_acquire_owned() {
             // A free slot: this task sends its own decision now.
             let outcome =
