@@ -27,8 +27,8 @@ use sba_infrastructure::auth::{
 };
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::embedded::EmbeddedStore;
+use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
 use sba_infrastructure::memory::{CacheSettings, InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
-use sba_infrastructure::postgres::{InternalStore, PoolOptions};
 use sba_infrastructure::redis::{FredCache, FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};

@@ -6,8 +6,8 @@
 pub mod auth;
 pub mod config;
 pub mod embedded;
+pub mod internal_store;
 pub mod memory;
-pub mod postgres;
 pub mod redis;
 pub mod supabase;
 pub mod system;

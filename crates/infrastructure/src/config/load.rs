@@ -23,7 +23,7 @@ use super::settings::{
     RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings, SupabaseRest, SupabaseSettings,
     TenantSettings, WorkerSettings,
 };
-use crate::postgres::StoreLocation;
+use crate::internal_store::StoreLocation;
 
 /// Browser-side variables. Server code never reads them; their presence is only reported.
 const PUBLIC_PREFIX: &str = "NEXT_PUBLIC_";

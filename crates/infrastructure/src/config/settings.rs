@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
 
-use crate::postgres::StoreLocation;
+use crate::internal_store::StoreLocation;
 
 /// Which rules apply: development needs nothing, production requires every external service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

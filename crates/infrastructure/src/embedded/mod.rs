@@ -34,7 +34,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
 use uuid::Uuid;
 
-use crate::postgres::error::unexpected;
+use crate::internal_store::error::unexpected;
 use crate::tenant_data::{JsonObject, corrupt_row, metadata_of};
 
 pub use knowledge::EmbeddedKnowledgeStore;
@@ -86,7 +86,7 @@ impl EmbeddedStore {
 
     /// Readiness of the store (`embedded_store` in `/readyz`).
     pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
-        std::sync::Arc::new(crate::postgres::DatabaseCheck {
+        std::sync::Arc::new(crate::internal_store::DatabaseCheck {
             component: "embedded_store",
             db: self.db.clone(),
         })
@@ -121,7 +121,7 @@ fn is_in_memory(url: &str) -> bool {
 /// Creates the directory of a database file, as SQLite creates only the file itself.
 fn create_parent_dir(url: &str) -> anyhow::Result<()> {
     let options: SqliteConnectOptions = url.parse().context("parsing the embedded store's URL")?;
-    crate::postgres::create_parent_dir(options.get_filename())
+    crate::internal_store::create_parent_dir(options.get_filename())
 }
 
 /// A failed statement as the ports' error: a unique violation is `conflict`, anything else

@@ -45,7 +45,7 @@ pub async fn connect_sql(url: &SecretString, timeout: Duration) -> anyhow::Resul
         .sqlx_logging(false);
     let db = Database::connect(options)
         .await
-        .map_err(|error| anyhow::anyhow!("{}", crate::postgres::redact_url_in(&error.to_string())))
+        .map_err(|error| anyhow::anyhow!("{}", crate::internal_store::redact_url_in(&error.to_string())))
         .context("connecting to the Supabase database")?;
     Ok(SupabaseSql::new(db))
 }
