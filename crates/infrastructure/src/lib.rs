@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod internal_store;
 pub mod memory;
 pub mod redis;
+mod sql;
 pub mod supabase;
 pub mod system;
 mod tenant_data;
