@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::Problems;
 use super::parse::{bounded, entries};
 use crate::config::settings::CacheConfig;
+use crate::memory::CacheSettings;
 
 /// The cache namespaces whose TTLs `SBA_CACHE__TTLS` may set.
 pub const CACHE_NAMESPACES: [&str; 4] = [
@@ -27,7 +28,7 @@ raw_section! {
 pub(super) fn cache_settings(problems: &mut Problems, raw: &RawCache) -> CacheConfig {
     const TTLS: &str = "SBA_CACHE__TTLS";
     const MIB: u64 = 1024 * 1024;
-    let defaults = CacheConfig::default();
+    let defaults = CacheSettings::default();
     let secs = |d: Duration| d.as_secs();
     let l1_max_mb = bounded(
         problems,
@@ -82,10 +83,12 @@ pub(super) fn cache_settings(problems: &mut Problems, raw: &RawCache) -> CacheCo
         })
         .unwrap_or_default();
     CacheConfig {
-        l1_max_bytes: l1_max_mb * MIB,
-        l1_max_ttl: Duration::from_secs(l1_max_ttl),
-        redis_timeout: Duration::from_millis(timeout_ms),
-        version_ttl: Duration::from_secs(version_ttl),
+        adapter: CacheSettings {
+            l1_max_bytes: l1_max_mb * MIB,
+            l1_max_ttl: Duration::from_secs(l1_max_ttl),
+            redis_timeout: Duration::from_millis(timeout_ms),
+            version_ttl: Duration::from_secs(version_ttl),
+        },
         ttls,
     }
 }
@@ -108,10 +111,10 @@ mod tests {
         ])
         .unwrap()
         .cache;
-        assert_eq!(cache.l1_max_bytes, 8 * 1024 * 1024);
-        assert_eq!(cache.l1_max_ttl, Duration::from_secs(30));
-        assert_eq!(cache.redis_timeout, Duration::from_millis(20));
-        assert_eq!(cache.version_ttl, Duration::from_secs(5));
+        assert_eq!(cache.adapter.l1_max_bytes, 8 * 1024 * 1024);
+        assert_eq!(cache.adapter.l1_max_ttl, Duration::from_secs(30));
+        assert_eq!(cache.adapter.redis_timeout, Duration::from_millis(20));
+        assert_eq!(cache.adapter.version_ttl, Duration::from_secs(5));
         assert_eq!(
             cache.ttls,
             [
