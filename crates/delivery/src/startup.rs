@@ -28,8 +28,8 @@ use sba_infrastructure::auth::{
 };
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::embedded::EmbeddedStore;
-use sba_infrastructure::memory::{CacheSettings, InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
-use sba_infrastructure::postgres::{InternalStore, PoolOptions};
+use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
+use sba_infrastructure::memory::{InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
 use sba_infrastructure::redis::{FredCache, FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
@@ -405,12 +405,7 @@ async fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
 /// # Errors
 /// When the Redis URL is not usable (an unreachable Redis is not an error).
 async fn cache(settings: &Settings) -> anyhow::Result<(Arc<dyn Cache>, Option<Arc<dyn DependencyCheck>>)> {
-    let cache_settings = CacheSettings {
-        l1_max_bytes: settings.cache.l1_max_bytes,
-        l1_max_ttl: settings.cache.l1_max_ttl,
-        redis_timeout: settings.cache.redis_timeout,
-        version_ttl: settings.cache.version_ttl,
-    };
+    let cache_settings = settings.cache.adapter;
     Ok(match &settings.redis {
         None => (Arc::new(InMemoryCache::new(cache_settings)), None),
         Some(redis) => {

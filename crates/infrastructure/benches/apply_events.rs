@@ -30,8 +30,8 @@ use sba_domain::steps::StepType;
 use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, TenantId, UserId,
 };
-use sba_infrastructure::postgres::test_support::{ADMIN_URL_VAR, admin_url, fresh_postgres_store};
-use sba_infrastructure::postgres::{InternalStore, StoreLocation};
+use sba_infrastructure::internal_store::test_support::{ADMIN_URL_VAR, admin_url, fresh_postgres_store};
+use sba_infrastructure::internal_store::{InternalStore, StoreLocation};
 use sea_orm::sea_query::{InsertStatement, Query};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 use secrecy::ExposeSecret as _;

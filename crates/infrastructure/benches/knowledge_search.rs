@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use sba_infrastructure::postgres::test_support::{ADMIN_URL_VAR, admin_url, fresh_postgres_url};
+use sba_infrastructure::internal_store::test_support::{ADMIN_URL_VAR, admin_url, fresh_postgres_url};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, QueryResult, Statement,
     TransactionTrait, Value,

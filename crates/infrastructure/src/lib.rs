@@ -6,9 +6,10 @@
 pub mod auth;
 pub mod config;
 pub mod embedded;
+pub mod internal_store;
 pub mod memory;
-pub mod postgres;
 pub mod redis;
+mod sql;
 pub mod supabase;
 pub mod system;
 mod tenant_data;

@@ -14,7 +14,7 @@ use sba_domain::knowledge::{
 };
 use sba_domain::{DocumentId, Metadata, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
 use sba_infrastructure::embedded::EmbeddedStore;
-use sba_infrastructure::postgres::test_support::execute_sql;
+use sba_infrastructure::internal_store::test_support::execute_sql;
 use serde_json::json;
 use uuid::Uuid;
 

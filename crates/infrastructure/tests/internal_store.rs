@@ -16,8 +16,8 @@ use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, RunStatus, SessionId,
     TenantId, UserId,
 };
-use sba_infrastructure::postgres::InternalStore;
-use sba_infrastructure::postgres::test_support::{fresh_postgres_store, fresh_sqlite_store};
+use sba_infrastructure::internal_store::InternalStore;
+use sba_infrastructure::internal_store::test_support::{fresh_postgres_store, fresh_sqlite_store};
 use serde_json::json;
 use uuid::Uuid;
 

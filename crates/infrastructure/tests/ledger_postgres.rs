@@ -14,8 +14,8 @@ use sba_domain::steps::StepStatus;
 use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, RunStatus, TenantId, UserId,
 };
-use sba_infrastructure::postgres::InternalStore;
-use sba_infrastructure::postgres::test_support::{execute_sql, fresh_postgres_store};
+use sba_infrastructure::internal_store::InternalStore;
+use sba_infrastructure::internal_store::test_support::{execute_sql, fresh_postgres_store};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 use uuid::Uuid;
@@ -118,7 +118,7 @@ async fn concurrent_overlapping_batches_store_every_event_once_and_lose_no_updat
 #[tokio::test]
 async fn a_failure_in_the_middle_of_a_transaction_leaves_no_partial_rows() {
     let (store, location) = fresh_postgres_store().await;
-    let sba_infrastructure::postgres::StoreLocation::Postgres(url) = location else { unreachable!() };
+    let sba_infrastructure::internal_store::StoreLocation::Postgres(url) = location else { unreachable!() };
     // Fault injection: the tool_calls insert fails after the events and the step of the
     // same batch have been written inside the transaction.
     execute_sql(

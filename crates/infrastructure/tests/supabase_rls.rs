@@ -10,7 +10,7 @@
 use sba_application::ports::TenantDirectory as _;
 use sba_domain::ratelimit::Quota;
 use sba_domain::{TenantId, TenantStatus};
-use sba_infrastructure::postgres::test_support::{execute_sql, fresh_supabase_url};
+use sba_infrastructure::internal_store::test_support::{execute_sql, fresh_supabase_url};
 use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,

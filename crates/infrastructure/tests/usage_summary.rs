@@ -11,8 +11,8 @@ use sba_domain::usage::Usage;
 use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, TenantId, UserId,
 };
-use sba_infrastructure::postgres::InternalStore;
-use sba_infrastructure::postgres::test_support::{fresh_postgres_store, fresh_sqlite_store};
+use sba_infrastructure::internal_store::InternalStore;
+use sba_infrastructure::internal_store::test_support::{fresh_postgres_store, fresh_sqlite_store};
 use serde_json::json;
 use uuid::Uuid;
 

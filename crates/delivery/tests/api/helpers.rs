@@ -7,7 +7,7 @@ use sba_delivery::startup::Application;
 use sba_domain::{Role, TenantId, UserId};
 use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
 use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
-use sba_infrastructure::postgres::test_support::fresh_postgres_url;
+use sba_infrastructure::internal_store::test_support::fresh_postgres_url;
 use secrecy::SecretString;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -121,7 +121,7 @@ macro_rules! on_both_stores {
 
 /// Adds `tenant` to the `tenants` table of a Supabase database, as the platform would.
 pub async fn register_tenant(database_url: &str, tenant: TenantId, status: &str) {
-    sba_infrastructure::postgres::test_support::execute_sql(
+    sba_infrastructure::internal_store::test_support::execute_sql(
         database_url,
         &format!(
             "insert into public.tenants (id, name, status) values ('{tenant}', 'tenant {tenant}', '{status}')"

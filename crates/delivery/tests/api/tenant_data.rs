@@ -5,7 +5,7 @@
 
 use reqwest::Response;
 use sba_domain::{Role, TenantId};
-use sba_infrastructure::postgres::test_support::fresh_supabase_url;
+use sba_infrastructure::internal_store::test_support::fresh_supabase_url;
 use sba_infrastructure::redis::test_support::redis_url;
 use serde_json::{Value, json};
 
@@ -437,8 +437,8 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
 
     // The Supabase database disappears (its connections are cut): the node is not ready.
     let name = database.rsplit('/').next().unwrap();
-    sba_infrastructure::postgres::test_support::execute_sql(
-        &sba_infrastructure::postgres::test_support::admin_url(),
+    sba_infrastructure::internal_store::test_support::execute_sql(
+        &sba_infrastructure::internal_store::test_support::admin_url(),
         &format!("drop database \"{name}\" with (force)"),
     )
     .await;

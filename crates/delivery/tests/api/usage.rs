@@ -3,7 +3,7 @@
 use chrono::{TimeZone as _, Utc};
 use sba_domain::Role;
 use sba_domain::events::{EventData, EventKind, RunEvent};
-use sba_infrastructure::postgres::{InternalStore, PoolOptions};
+use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
 use serde_json::{Value, json};
 
 use crate::helpers::{Store, TestApp, new_tenant, spawn_app};

@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::settings::{LogFormat, SecretSource, Settings};
-use crate::postgres::StoreLocation;
+use crate::internal_store::StoreLocation;
 
 const REDACTED: &str = "[redacted]";
 

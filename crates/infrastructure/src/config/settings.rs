@@ -14,7 +14,8 @@ use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
 
-use crate::postgres::StoreLocation;
+use crate::internal_store::StoreLocation;
+use crate::memory::CacheSettings;
 
 /// Which rules apply: development needs nothing, production requires every external service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,33 +221,14 @@ pub struct RateLimitSettings {
     pub ws_close_after: u32,
 }
 
-/// The cache (ADR 0007): its in-process tier, its Redis calls, and TTLs per namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The cache (ADR 0007): the adapters' own settings (its in-process tier, its Redis calls),
+/// and TTLs per namespace. The default is the adapters' defaults, no TTL overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// The memory bound of the in-process tier (L1), in bytes.
-    pub l1_max_bytes: u64,
-    /// The longest an entry stays in L1 (bounds staleness if an invalidation is missed).
-    pub l1_max_ttl: Duration,
-    /// The bound on one Redis call.
-    pub redis_timeout: Duration,
-    /// How long a node trusts its copy of a namespace version before reading it again.
-    pub version_ttl: Duration,
+    /// What the cache adapters are built with, as they take it.
+    pub adapter: CacheSettings,
     /// `(namespace, base TTL, maximum TTL)` overrides.
     pub ttls: Vec<(String, Duration, Duration)>,
-}
-
-impl Default for CacheConfig {
-    /// The adapters' defaults (`memory::CacheSettings`), no TTL overrides.
-    fn default() -> Self {
-        let adapter = crate::memory::CacheSettings::default();
-        Self {
-            l1_max_bytes: adapter.l1_max_bytes,
-            l1_max_ttl: adapter.l1_max_ttl,
-            redis_timeout: adapter.redis_timeout,
-            version_ttl: adapter.version_ttl,
-            ttls: Vec::new(),
-        }
-    }
 }
 
 /// Tenant settings of the embedded tenant directory (the Supabase `tenants` table replaces

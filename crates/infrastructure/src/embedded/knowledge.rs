@@ -94,7 +94,7 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
             ],
         ))
         .await
-        .map_err(|e| map_db_err(e, "inserting a document", || format!("document {id} exists")))?;
+        .map_err(|e| map_db_err(e, "inserting a document"))?;
         let chunks: Vec<_> = stored.chunks.iter().zip(&document.chunks).collect();
         for batch in chunks.chunks(INSERT_BATCH) {
             let mut values = Vec::with_capacity(batch.len() * 7);

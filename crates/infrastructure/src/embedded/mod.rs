@@ -30,11 +30,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sba_application::ports::RepositoryError;
 use sba_domain::Metadata;
-use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use crate::postgres::error::unexpected;
+use crate::sql::{DatabaseCheck, PoolOptions, connect, connect_options, create_sqlite_dir};
+use crate::sql::{map_db_err, unexpected};
 use crate::tenant_data::{JsonObject, corrupt_row, metadata_of};
 
 pub use knowledge::EmbeddedKnowledgeStore;
@@ -42,8 +42,7 @@ pub use sessions::EmbeddedSessionStore;
 
 /// Connections to a file database: WAL lets readers run beside the one writer.
 const FILE_POOL_SIZE: u32 = 4;
-/// How long a statement waits for another connection's write lock, and a caller for a
-/// pooled connection.
+/// How long a caller waits for a pooled connection.
 const WAIT: Duration = Duration::from_secs(5);
 
 /// The embedded store: one SQLite connection pool, and the factory of its adapters.
@@ -66,30 +65,25 @@ impl EmbeddedStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let in_memory = is_in_memory(url);
         if !in_memory {
-            create_parent_dir(url)?;
+            create_sqlite_dir(url)?;
         }
-        let mut options = ConnectOptions::new(url);
-        options.connect_timeout(WAIT).acquire_timeout(WAIT).sqlx_logging(false);
+        let max_connections = if in_memory { 1 } else { FILE_POOL_SIZE };
+        let mut options =
+            connect_options(url.to_owned(), PoolOptions { max_connections, connect_timeout: WAIT });
         if in_memory {
-            options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            // Replaces the file's SQLite options: an in-memory database has no write-ahead log,
+            // and its one connection never waits for another's lock.
+            options.min_connections(1).idle_timeout(None).max_lifetime(None);
             options.map_sqlx_sqlite_opts(|opts| opts.foreign_keys(true));
-        } else {
-            options.max_connections(FILE_POOL_SIZE);
-            options.map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(SqliteJournalMode::Wal).foreign_keys(true).busy_timeout(WAIT)
-            });
         }
-        let db = Database::connect(options).await.context("opening the embedded SQLite store")?;
+        let db = connect(options, "opening the embedded SQLite store".to_owned()).await?;
         schema::create(&db).await.context("creating the embedded store's tables")?;
         Ok(Self { db })
     }
 
     /// Readiness of the store (`embedded_store` in `/readyz`).
     pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
-        std::sync::Arc::new(crate::postgres::DatabaseCheck {
-            component: "embedded_store",
-            db: self.db.clone(),
-        })
+        std::sync::Arc::new(DatabaseCheck { component: "embedded_store", db: self.db.clone() })
     }
 
     /// Sessions, scoped to each caller's tenant.
@@ -116,21 +110,6 @@ fn is_in_memory(url: &str) -> bool {
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
     database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
-}
-
-/// Creates the directory of a database file, as SQLite creates only the file itself.
-fn create_parent_dir(url: &str) -> anyhow::Result<()> {
-    let options: SqliteConnectOptions = url.parse().context("parsing the embedded store's URL")?;
-    crate::postgres::create_parent_dir(options.get_filename())
-}
-
-/// A failed statement as the ports' error: a unique violation is `conflict`, anything else
-/// `Unexpected` with what was being done.
-fn map_db_err(error: DbErr, doing: &'static str, conflict: impl FnOnce() -> String) -> RepositoryError {
-    match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::Conflict(conflict()),
-        _ => unexpected(error, doing),
-    }
 }
 
 /// A time as stored: whole microseconds since the epoch.

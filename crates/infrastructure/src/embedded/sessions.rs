@@ -44,10 +44,7 @@ impl SessionStore for EmbeddedSessionStore {
                 to_micros(session.updated_at).into(),
             ],
         );
-        self.db
-            .execute_raw(statement)
-            .await
-            .map_err(|e| map_db_err(e, "creating a session", || format!("session {} exists", session.id)))?;
+        self.db.execute_raw(statement).await.map_err(|e| map_db_err(e, "creating a session"))?;
         Ok(())
     }
 

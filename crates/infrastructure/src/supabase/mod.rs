@@ -10,15 +10,15 @@ pub mod sql;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sba_application::ports::RepositoryError;
 use sba_domain::knowledge::{KnowledgeDocument, NewDocument};
 use sba_domain::{ChunkId, DocumentId, Metadata, TenantId};
-use sea_orm::{ConnectOptions, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::sql::{PoolOptions, connect, connect_options};
 
 pub use postgrest::{
     PostgrestClient, PostgrestKnowledgeStore, PostgrestSessionStore, PostgrestSettings,
@@ -37,16 +37,12 @@ const SQL_POOL_SIZE: u32 = 10;
 /// # Errors
 /// When the database cannot be reached (the message never shows the URL's password).
 pub async fn connect_sql(url: &SecretString, timeout: Duration) -> anyhow::Result<SupabaseSql> {
-    let mut options = ConnectOptions::new(url.expose_secret().to_owned());
-    options
-        .max_connections(SQL_POOL_SIZE)
-        .connect_timeout(timeout)
-        .acquire_timeout(timeout)
-        .sqlx_logging(false);
-    let db = Database::connect(options)
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", crate::postgres::redact_url_in(&error.to_string())))
-        .context("connecting to the Supabase database")?;
+    let pool = PoolOptions { max_connections: SQL_POOL_SIZE, connect_timeout: timeout };
+    let db = connect(
+        connect_options(url.expose_secret().to_owned(), pool),
+        "connecting to the Supabase database".to_owned(),
+    )
+    .await?;
     Ok(SupabaseSql::new(db))
 }
 

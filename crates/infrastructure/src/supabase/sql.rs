@@ -73,7 +73,7 @@ impl SupabaseSql {
 
     /// Readiness of the Supabase database (`supabase` in `/readyz`).
     pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
-        std::sync::Arc::new(crate::postgres::DatabaseCheck { component: "supabase", db: self.db.clone() })
+        std::sync::Arc::new(crate::sql::DatabaseCheck { component: "supabase", db: self.db.clone() })
     }
 
     pub fn tenant_directory(&self) -> SupabaseSqlTenantDirectory {
@@ -110,9 +110,7 @@ pub struct SupabaseSqlTenantDirectory {
     sql: SupabaseSql,
 }
 
-// A unique violation (SQLSTATE 23505, also when raised inside an RPC) becomes `Conflict`;
-// anything else is `Unexpected`, with what was being done.
-use crate::postgres::error::{map_db_err as db_error, unexpected};
+use crate::sql::{map_db_err as db_error, unexpected};
 
 /// The object of a `jsonb` metadata column (always an object when written through the
 /// domain).

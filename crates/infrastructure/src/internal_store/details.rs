@@ -9,7 +9,8 @@ use sba_domain::{RunError, RunId, TenantId};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{agent_events, agent_steps, tool_calls};
-use super::error::{corrupt_row, map_db_err};
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 /// Steps, tool calls and events stored with sea-orm; every query filters by tenant.
 #[derive(Debug, Clone)]

@@ -6,8 +6,9 @@ use sba_application::ports::{HealthLog, HealthRecord, RepositoryError};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 use super::entities::system_health::{ActiveModel, Column, Entity, Model};
-use super::error::{corrupt_row, map_db_err};
 use super::keyset::newest_first;
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 /// The longest `detail` stored; longer causes are cut (the column holds 512 characters).
 const MAX_DETAIL: usize = 512;

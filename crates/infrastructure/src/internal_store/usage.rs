@@ -20,7 +20,8 @@ use sba_application::ports::{RepositoryError, UsageBucket, UsageGrouping, UsageL
 use sba_domain::TenantId;
 use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement};
 
-use super::error::{corrupt_row, map_db_err};
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 /// Usage summaries of the `usage_metrics` table, always filtered by tenant.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 mod audit;
 mod details;
 mod entities;
-pub(crate) mod error;
 mod health;
 mod idempotency;
 mod keyset;
@@ -14,9 +13,7 @@ mod runs;
 pub mod test_support;
 mod usage;
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use sba_application::ports::{
@@ -24,8 +21,9 @@ use sba_application::ports::{
     StepRepository, ToolCallRepository, UsageLedger,
 };
 use sba_migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::SqliteJournalMode;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::sql::{DatabaseCheck, connect, connect_options, create_parent_dir, describe_postgres};
 
 pub use audit::SeaOrmAuditLog;
 pub use details::SeaOrmRunDetails;
@@ -35,6 +33,8 @@ pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
 pub use usage::SeaOrmUsageLedger;
 
+pub use crate::sql::PoolOptions;
+
 /// Where the internal store lives.
 #[derive(Debug, Clone)]
 pub enum StoreLocation {
@@ -42,13 +42,6 @@ pub enum StoreLocation {
     Postgres(secrecy::SecretString),
     /// A SQLite file, created when missing.
     Sqlite(std::path::PathBuf),
-}
-
-/// Pool settings for the internal store.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolOptions {
-    pub max_connections: u32,
-    pub connect_timeout: Duration,
 }
 
 /// One migration and whether it has been applied.
@@ -81,21 +74,9 @@ impl InternalStore {
                 (format!("sqlite://{}?mode=rwc", path.display()), format!("sqlite ({})", path.display()))
             }
         };
-        let mut options = ConnectOptions::new(url);
-        options
-            .max_connections(pool.max_connections)
-            .connect_timeout(pool.connect_timeout)
-            .acquire_timeout(pool.connect_timeout)
-            .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5))
-            });
-        let db = Database::connect(options)
-            .await
-            .map_err(|error| anyhow::anyhow!("{}", redact_url_in(&error.to_string())))
-            .with_context(|| format!("connecting to the internal store at {description}"))?;
+        let db =
+            connect(connect_options(url, pool), format!("connecting to the internal store at {description}"))
+                .await?;
         Ok(Self { db, description })
     }
 
@@ -189,82 +170,5 @@ impl InternalStore {
         if let Err(error) = self.db.close().await {
             tracing::warn!(%error, "closing the internal store");
         }
-    }
-}
-
-/// Readiness of a sea-orm database: `SELECT 1` through its pool (the internal store, the
-/// Supabase database, the embedded store).
-#[derive(Debug)]
-pub(crate) struct DatabaseCheck {
-    pub(crate) component: &'static str,
-    pub(crate) db: DatabaseConnection,
-}
-
-#[async_trait::async_trait]
-impl DependencyCheck for DatabaseCheck {
-    fn component(&self) -> &'static str {
-        self.component
-    }
-
-    async fn check(&self) -> anyhow::Result<()> {
-        self.db
-            .execute_unprepared("SELECT 1")
-            .await
-            .map(|_| ())
-            .with_context(|| format!("pinging {}", self.component))
-    }
-}
-
-/// Creates the directory of a SQLite file, as SQLite creates only the file itself.
-pub(crate) fn create_parent_dir(path: &Path) -> anyhow::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the directory of the SQLite file {}", path.display())),
-        _ => Ok(()),
-    }
-}
-
-/// `postgres (host:port/db)`, without user or password.
-fn describe_postgres(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(parsed) => format!(
-            "postgres ({}:{}{})",
-            parsed.host_str().unwrap_or("localhost"),
-            parsed.port().unwrap_or(5432),
-            parsed.path()
-        ),
-        Err(_) => "postgres".to_owned(),
-    }
-}
-
-/// Replaces the userinfo of any URL inside `text` (drivers sometimes echo the URL).
-pub(crate) fn redact_url_in(text: &str) -> String {
-    text.split(' ')
-        .map(|word| match url::Url::parse(word) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("REDACTED"));
-                parsed.to_string()
-            }
-            _ => word.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn description_of_a_postgres_url_has_no_credentials() {
-        let text = describe_postgres("postgres://app:s3cret@db.internal:6543/sba?sslmode=require");
-        assert_eq!(text, "postgres (db.internal:6543/sba)");
-    }
-
-    #[test]
-    fn passwords_in_driver_messages_are_redacted() {
-        let text = redact_url_in("cannot reach postgres://app:s3cret@db:5432/sba now");
-        assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains("REDACTED"));
     }
 }

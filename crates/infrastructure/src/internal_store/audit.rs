@@ -8,8 +8,9 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 
 pub(super) use super::entities::audit_logs::Entity;
 use super::entities::audit_logs::{ActiveModel, Column, Model};
-use super::error::{corrupt_row, map_db_err};
 use super::keyset::newest_first;
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 /// Audit entries stored with sea-orm.
 #[derive(Debug, Clone)]

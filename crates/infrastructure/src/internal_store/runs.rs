@@ -10,8 +10,9 @@ use sea_orm::{
 };
 
 use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
-use super::error::{corrupt_row, map_db_err};
 use super::keyset::newest_first;
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 /// Runs stored with sea-orm; every query filters by tenant.
 #[derive(Debug, Clone)]

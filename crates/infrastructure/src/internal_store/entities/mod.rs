@@ -1,4 +1,4 @@
-//! sea-orm entities of the internal schema. Private to `postgres/`: they are mapped to domain
+//! sea-orm entities of the internal schema. Private to `internal_store/`: they are mapped to domain
 //! types before anything leaves this module.
 
 pub(super) mod agent_events;

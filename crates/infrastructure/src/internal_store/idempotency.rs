@@ -12,7 +12,8 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 use super::entities::idempotency_keys::{ActiveModel, Column, Entity};
-use super::error::{corrupt_row, map_db_err};
+use crate::sql::map_db_err;
+use crate::tenant_data::corrupt_row;
 
 const PENDING: i16 = 0;
 

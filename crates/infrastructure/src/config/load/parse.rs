@@ -1,0 +1,108 @@
+//! Parsers shared by the sections: each records a problem, named by the setting's variable,
+//! instead of stopping at the first.
+
+use std::str::FromStr;
+
+use sba_domain::ratelimit::Quota;
+use url::Url;
+use validator::{ValidationErrors, ValidationErrorsKind};
+
+use super::Problems;
+
+/// Parses `value` when present, else returns `default`; records a problem (and returns the
+/// default, so later checks still run) when it does not parse.
+pub(super) fn parse_or<T: FromStr>(
+    problems: &mut Problems,
+    setting: &str,
+    value: Option<&str>,
+    default: T,
+) -> T {
+    let Some(text) = value else { return default };
+    text.trim().parse().unwrap_or_else(|_| {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(setting, format!("`{shown}` is not a valid value"));
+        default
+    })
+}
+
+/// A whole number in `range`, or the default (with a problem when out of range).
+pub(super) fn bounded(
+    problems: &mut Problems,
+    setting: &str,
+    value: Option<&str>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    let parsed = parse_or(problems, setting, value, default);
+    if range.contains(&parsed) {
+        parsed
+    } else {
+        problems.push(setting, format!("must be between {} and {}", range.start(), range.end()));
+        default
+    }
+}
+
+/// `<key>=<value>; <key>=<value>`, each pair parsed by `parse` (which reports its own
+/// problems and returns `None` to skip the entry).
+pub(super) fn entries<T>(
+    problems: &mut Problems,
+    setting: &str,
+    text: &str,
+    mut parse: impl FnMut(&mut Problems, &str, &str) -> Option<T>,
+) -> Vec<T> {
+    let mut parsed = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((key, value)) => parsed.extend(parse(problems, key.trim(), value.trim())),
+            None => problems.push(setting, format!("`{entry}` is not `<key>=<value>`")),
+        }
+    }
+    parsed
+}
+
+/// `<limit>/<window secs>`, e.g. `100/60`.
+pub(super) fn quota(problems: &mut Problems, setting: &str, text: &str) -> Option<Quota> {
+    let parsed = text
+        .trim()
+        .split_once('/')
+        .and_then(|(limit, window)| Some((limit.trim().parse().ok()?, window.trim().parse().ok()?)))
+        .and_then(|(limit, window)| Quota::new(limit, window).ok());
+    if parsed.is_none() {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(
+            setting,
+            format!("`{shown}` is not a quota like `100/60` (requests per seconds, window at most a day)"),
+        );
+    }
+    parsed
+}
+
+pub(super) fn http_url(problems: &mut Problems, setting: &str, value: &str) -> Option<Url> {
+    match Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Some(url),
+        _ => {
+            problems.push(setting, "must be an http:// or https:// URL");
+            None
+        }
+    }
+}
+
+/// Turns `validator` errors into problems named by the setting's variable.
+pub(super) fn collect_validation(
+    problems: &mut Problems,
+    result: Result<(), ValidationErrors>,
+    names: &[(&str, &str)],
+) {
+    let Err(errors) = result else { return };
+    for (field, kind) in errors.errors() {
+        let setting =
+            names.iter().find(|(f, _)| *f == field.as_ref()).map_or(field.as_ref(), |(_, name)| name);
+        if let ValidationErrorsKind::Field(list) = kind {
+            for error in list {
+                let message =
+                    error.message.as_ref().map_or_else(|| error.code.to_string(), ToString::to_string);
+                problems.push(setting, message);
+            }
+        }
+    }
+}
