@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{PostgrestKnowledgeStore, PostgrestSessionStore, PostgrestSettings, PostgrestTenantDirectory};
+use super::PostgrestSettings;
 
 const APIKEY: HeaderName = HeaderName::from_static("apikey");
 const ACCEPT_PROFILE: HeaderName = HeaderName::from_static("accept-profile");
@@ -120,26 +120,6 @@ impl PostgrestClient {
                 anon_apikey,
             }),
         })
-    }
-
-    /// The tenant directory (platform work, with the service-role key).
-    pub fn tenant_directory(&self) -> PostgrestTenantDirectory {
-        PostgrestTenantDirectory::new(self.clone())
-    }
-
-    /// Readiness of PostgREST (`supabase` in `/readyz`).
-    pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
-        std::sync::Arc::new(super::tenants::PostgrestCheck::new(self.clone()))
-    }
-
-    /// The session store (with each caller's token).
-    pub fn session_store(&self) -> PostgrestSessionStore {
-        PostgrestSessionStore::new(self.clone())
-    }
-
-    /// The knowledge store (with each caller's token).
-    pub fn knowledge_store(&self) -> PostgrestKnowledgeStore {
-        PostgrestKnowledgeStore::new(self.clone())
     }
 
     /// Makes `call` for `acting` and parses PostgREST's JSON answer.

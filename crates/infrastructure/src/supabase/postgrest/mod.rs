@@ -14,6 +14,7 @@
 //! security. Reads (and the read-only `match_knowledge` RPC) are retried on transient
 //! failures; writes never are, since a write whose answer was lost may have been applied.
 
+mod check;
 mod client;
 mod knowledge;
 mod sessions;
@@ -76,4 +77,27 @@ impl PostgrestSettings {
 /// A PostgREST equality filter value: `eq.<value>`.
 fn eq(value: impl Display) -> String {
     format!("eq.{value}")
+}
+
+/// The stores on one client: each clones it (one connection pool, one set of settings).
+impl PostgrestClient {
+    /// The tenant directory (platform work, with the service-role key).
+    pub fn tenant_directory(&self) -> PostgrestTenantDirectory {
+        PostgrestTenantDirectory::new(self.clone())
+    }
+
+    /// Readiness of PostgREST (`supabase` in `/readyz`).
+    pub fn dependency_check(&self) -> std::sync::Arc<dyn sba_application::ports::DependencyCheck> {
+        std::sync::Arc::new(check::PostgrestCheck::new(self.clone()))
+    }
+
+    /// The session store (with each caller's token).
+    pub fn session_store(&self) -> PostgrestSessionStore {
+        PostgrestSessionStore::new(self.clone())
+    }
+
+    /// The knowledge store (with each caller's token).
+    pub fn knowledge_store(&self) -> PostgrestKnowledgeStore {
+        PostgrestKnowledgeStore::new(self.clone())
+    }
 }

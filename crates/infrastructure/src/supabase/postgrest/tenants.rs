@@ -10,7 +10,7 @@ use super::client::{Acting, Call, PostgrestClient};
 use super::eq;
 use crate::tenant_data::TenantRow;
 
-const TABLE: &str = "tenants";
+pub(super) const TABLE: &str = "tenants";
 const COLUMNS: &str = "id,status,cors_origins,plan,rate_limit_requests,rate_limit_window_secs";
 
 /// Tenants from Supabase's `tenants` table. Platform work: requests carry the service-role
@@ -60,31 +60,5 @@ impl TenantDirectory for PostgrestTenantDirectory {
         // Only whether a row came back matters.
         let rows: Vec<IgnoredAny> = self.client.fetch(Acting::Platform, call).await?;
         Ok(!rows.is_empty())
-    }
-}
-
-/// Readiness of PostgREST and the database behind it (`supabase` in `/readyz`): one
-/// platform read of at most one tenant id.
-#[derive(Debug, Clone)]
-pub(super) struct PostgrestCheck {
-    client: PostgrestClient,
-}
-
-impl PostgrestCheck {
-    pub(super) const fn new(client: PostgrestClient) -> Self {
-        Self { client }
-    }
-}
-
-#[async_trait]
-impl sba_application::ports::DependencyCheck for PostgrestCheck {
-    fn component(&self) -> &'static str {
-        "supabase"
-    }
-
-    async fn check(&self) -> anyhow::Result<()> {
-        let call = Call::get("checking readiness", TABLE).query("select", "id").query("limit", "1");
-        let _: Vec<IgnoredAny> = self.client.fetch(Acting::Platform, call).await?;
-        Ok(())
     }
 }
