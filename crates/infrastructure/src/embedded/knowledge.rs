@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, HashMap};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sba_application::context::Caller;
-use sba_application::ports::{KnowledgeStore, RepositoryError};
+use sba_application::ports::{ConflictKind, KnowledgeStore, RepositoryError};
 use sba_domain::knowledge::{
     EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewChunk, NewDocument,
     metadata_contains,
@@ -94,7 +94,7 @@ impl KnowledgeStore for EmbeddedKnowledgeStore {
             ],
         ))
         .await
-        .map_err(|e| map_db_err(e, "inserting a document", || format!("document {id} exists")))?;
+        .map_err(|e| map_db_err(e, "inserting a document", ConflictKind::DuplicateId))?;
         let chunks: Vec<_> = stored.chunks.iter().zip(&document.chunks).collect();
         for batch in chunks.chunks(INSERT_BATCH) {
             let mut values = Vec::with_capacity(batch.len() * 7);

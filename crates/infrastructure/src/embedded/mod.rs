@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use sba_application::ports::RepositoryError;
+use sba_application::ports::{ConflictKind, RepositoryError};
 use sba_domain::Metadata;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
@@ -124,11 +124,11 @@ fn create_parent_dir(url: &str) -> anyhow::Result<()> {
     crate::postgres::create_parent_dir(options.get_filename())
 }
 
-/// A failed statement as the ports' error: a unique violation is `conflict`, anything else
-/// `Unexpected` with what was being done.
-fn map_db_err(error: DbErr, doing: &'static str, conflict: impl FnOnce() -> String) -> RepositoryError {
+/// A failed statement as the ports' error: a unique violation is a `conflict` of that
+/// kind, anything else `Unexpected` with what was being done.
+fn map_db_err(error: DbErr, doing: &'static str, conflict: ConflictKind) -> RepositoryError {
     match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::Conflict(conflict()),
+        Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::Conflict(conflict),
         _ => unexpected(error, doing),
     }
 }

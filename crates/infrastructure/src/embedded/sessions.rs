@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sba_application::context::Caller;
 use sba_application::pagination::{Page, PageRequest};
-use sba_application::ports::{RepositoryError, SessionStore};
+use sba_application::ports::{ConflictKind, RepositoryError, SessionStore};
 use sba_domain::{Session, SessionId, SessionUpdate};
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, QueryResult, Statement, Value};
 
@@ -47,7 +47,7 @@ impl SessionStore for EmbeddedSessionStore {
         self.db
             .execute_raw(statement)
             .await
-            .map_err(|e| map_db_err(e, "creating a session", || format!("session {} exists", session.id)))?;
+            .map_err(|e| map_db_err(e, "creating a session", ConflictKind::DuplicateId))?;
         Ok(())
     }
 
