@@ -12,6 +12,8 @@ use sba_domain::{ChunkId, DocumentId, Metadata};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
 
 use super::auth::Authenticated;
 use super::error::{ApiError, FieldErrors, Problem};
@@ -21,16 +23,38 @@ use crate::http::AppState;
 /// document of 1000 chunks with 384 numbers each is about 4 MiB of JSON before its text.
 pub const DOCUMENT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
+/// Every embedding's schema: exactly 384 numbers that fit an `f32`, not all zero.
+fn embedding_schema() -> Array {
+    let value =
+        ObjectBuilder::new().schema_type(Type::Number).minimum(Some(-F32_BOUND)).maximum(Some(F32_BOUND));
+    ArrayBuilder::new()
+        .items(value)
+        .min_items(Some(EMBEDDING_DIMENSION))
+        .max_items(Some(EMBEDDING_DIMENSION))
+        // JSON Schema's `contains` (utoipa has no builder for it): at least one value is not 0.
+        .extensions(Some(Extensions::from_iter([(
+            "contains",
+            serde_json::json!({"type": "number", "not": {"const": 0}}),
+        )])))
+        .build()
+}
+
+/// The largest magnitude documented for an embedding value (just under `f32::MAX`, so that
+/// every documented value narrows to a finite `f32`).
+const F32_BOUND: f64 = 3.4e38;
+
 /// One chunk of a new document.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChunkRequest {
-    /// 1–32768 characters.
+    /// 1–32768 characters, not blank (and no NUL character, like every text).
+    #[schema(min_length = 1, max_length = 32_768, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub content: String,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// Exactly 384 finite numbers, not all zero.
+    #[schema(schema_with = embedding_schema)]
     pub embedding: Vec<f64>,
 }
 
@@ -39,15 +63,22 @@ pub struct NewChunkRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDocumentRequest {
-    /// 1–500 characters.
-    #[schema(example = "Returns policy")]
+    /// 1–500 characters, not blank.
+    #[schema(
+        example = "Returns policy",
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub title: String,
-    /// Where the document comes from (a URL, a file name), 1–2048 characters.
+    /// Where the document comes from (a URL, a file name), 1–2048 characters, not blank.
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub source: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// 1–1000 chunks, in document order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub chunks: Vec<NewChunkRequest>,
 }
 
@@ -133,6 +164,7 @@ impl From<KnowledgeDocument> for DocumentResponse {
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The query's embedding: exactly 384 finite numbers, not all zero.
+    #[schema(schema_with = embedding_schema)]
     pub embedding: Vec<f64>,
     /// How many chunks at most, 1–100 (default 10).
     #[schema(minimum = 1, maximum = 100)]

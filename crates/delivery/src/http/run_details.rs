@@ -62,9 +62,9 @@ pub struct ToolCallResponse {
     pub run_id: RunId,
     pub step_id: String,
     pub name: String,
-    #[schema(value_type = Object)]
+    /// As the agent reported them: any JSON value.
     pub arguments: Value,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value, `null` until the call completes.
     pub output: Option<Value>,
     #[schema(value_type = String)]
     pub status: &'static str,

@@ -27,11 +27,10 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 #[serde(deny_unknown_fields)]
 pub struct CreateRunRequest {
     /// The agent to run: 1–64 characters of `[A-Za-z0-9._-]`.
-    #[schema(example = "support-bot")]
+    #[schema(example = "support-bot", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub agent: String,
-    /// Anything the agent needs, as JSON.
+    /// Anything the agent needs: any JSON value (`null` when omitted).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub input: Value,
     /// A session of the caller's tenant.
     #[serde(default)]
@@ -79,9 +78,9 @@ pub struct RunResponse {
     /// `expired`.
     #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
-    #[schema(value_type = Object)]
+    /// The run's input as given: any JSON value.
     pub input: Value,
-    #[schema(value_type = Option<Object>)]
+    /// What the run produced: any JSON value, `null` until it completes.
     pub output: Option<Value>,
     #[schema(value_type = Option<super::openapi::ErrorDetail>)]
     pub last_error: Option<sba_domain::RunError>,

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sba_application::ports::{UsageBucket, UsageGrouping, UsageRange};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Authenticated;
@@ -17,12 +18,35 @@ const DEFAULT_DAYS: u64 = 30;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before `to`.
+    /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before
+    /// `to`; not after `to`.
+    #[param(schema_with = instant_or_date)]
     pub from: Option<String>,
     /// End: an RFC 3339 instant (exclusive) or a `YYYY-MM-DD` date (that whole day); default now.
+    #[param(schema_with = instant_or_date)]
     pub to: Option<String>,
     /// `day` (default), `model` or `agent`.
+    #[param(schema_with = grouping)]
     pub group_by: Option<String>,
+}
+
+/// `from` and `to`: an RFC 3339 instant or a `YYYY-MM-DD` date.
+fn instant_or_date() -> Schema {
+    let string = |format| {
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    Schema::OneOf(
+        OneOfBuilder::new().item(string(KnownFormat::DateTime)).item(string(KnownFormat::Date)).build(),
+    )
+}
+
+/// `group_by`: one of the groupings.
+fn grouping() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(UsageGrouping::ALL.map(UsageGrouping::as_str)))
+        .default(Some(UsageGrouping::Day.as_str().into()))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
