@@ -51,7 +51,7 @@ pub struct NewChunkRequest {
     #[schema(min_length = 1, max_length = 32_768, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub content: String,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// Exactly 384 finite numbers, not all zero.
     #[schema(schema_with = embedding_schema)]
@@ -75,7 +75,7 @@ pub struct CreateDocumentRequest {
     #[schema(min_length = 1, max_length = 2048, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub source: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// 1–1000 chunks, in document order.
     #[schema(min_items = 1, max_items = 1000)]
@@ -175,7 +175,7 @@ pub struct SearchRequest {
     /// Only chunks whose metadata contains every key-value pair of this object (JSON
     /// containment, like PostgreSQL's `@>`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub filter: Option<serde_json::Map<String, Value>>,
 }
 

@@ -9,8 +9,10 @@
 //! `every_route_is_in_the_openapi_document` fails when a route of [`super::ROUTES`] is
 //! missing from the document.
 
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema};
@@ -24,6 +26,20 @@ pub struct ErrorDetail {
     #[schema(example = "tool_timeout")]
     code: String,
     message: String,
+}
+
+/// Free-form metadata in a request body (`Metadata` in the domain): an object of at most 64
+/// keys of 1–64 characters, or `null` (none).
+pub(super) fn metadata_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(sba_domain::Metadata::MAX_KEYS))
+        // JSON Schema's `propertyNames` (utoipa has no builder for it).
+        .extensions(Some(Extensions::from_iter([(
+            "propertyNames",
+            serde_json::json!({"minLength": 1, "maxLength": sba_domain::Metadata::MAX_KEY_LEN}),
+        )])))
+        .build()
 }
 
 #[derive(Debug, OpenApi)]

@@ -38,7 +38,7 @@ pub struct CreateRunRequest {
     pub session_id: Option<String>,
     /// Free-form string keys with JSON values.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 

@@ -18,12 +18,17 @@ use crate::http::AppState;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
-    /// 1–500 printable characters.
-    #[schema(example = "Refund for order 42")]
+    /// 1–500 characters, not blank, no control characters.
+    #[schema(
+        example = "Refund for order 42",
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: Option<String>,
     /// Free-form string keys (at most 64) with JSON values.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
@@ -32,14 +37,14 @@ pub struct CreateSessionRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSessionRequest {
-    /// 1–500 printable characters, or `null` to clear it.
+    /// 1–500 characters, not blank, no control characters; or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     #[allow(clippy::option_option, reason = "absent (unchanged) differs from null (cleared)")]
     pub title: Option<Option<String>>,
     /// Replaces the whole metadata object.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
