@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use sba_domain::{Principal, Role, TenantId};
 
 use crate::RequestContext;
+use crate::error::RestrictedReadError;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{Clock, DependencyCheck, HealthLog, HealthRecord, IdGenerator, RepositoryError};
 
@@ -92,15 +93,6 @@ pub fn is_platform_admin(principal: &Principal, platform_tenant: Option<TenantId
     matches!(principal.role, Role::Admin | Role::Service) && Some(principal.tenant_id) == platform_tenant
 }
 
-/// What can go wrong reading the recorded health history.
-#[derive(Debug, thiserror::Error)]
-pub enum SystemHealthError {
-    #[error("only platform administrators may read the system health history")]
-    Forbidden,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
 /// `GET /v1/system/health`: the recorded history, for platform administrators only.
 #[derive(Clone, Debug)]
 pub struct SystemHealthQueries {
@@ -122,12 +114,14 @@ impl SystemHealthQueries {
         &self,
         ctx: &RequestContext,
         page: PageRequest,
-    ) -> Result<Page<HealthRecord>, SystemHealthError> {
+    ) -> Result<Page<HealthRecord>, RestrictedReadError> {
         if !is_platform_admin(&ctx.principal, self.platform_tenant) {
-            return Err(SystemHealthError::Forbidden);
+            return Err(RestrictedReadError::Forbidden(
+                "only platform administrators may read the system health history",
+            ));
         }
         self.monitor.history(page).await.map_err(|e| {
-            SystemHealthError::Unexpected(anyhow::Error::new(e).context("reading health history"))
+            RestrictedReadError::Unexpected(anyhow::Error::new(e).context("reading health history"))
         })
     }
 }

@@ -8,26 +8,8 @@ use sba_domain::{AuditOutcome, DocumentId};
 
 use crate::RequestContext;
 use crate::audit::Auditor;
-use crate::ports::{Clock, IdGenerator, KnowledgeStore, RepositoryError};
-
-/// What can go wrong in a knowledge use case.
-#[derive(Debug, thiserror::Error)]
-pub enum KnowledgeError {
-    /// No such document for the caller's tenant (including documents of other tenants).
-    #[error("document not found")]
-    NotFound,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<RepositoryError> for KnowledgeError {
-    fn from(error: RepositoryError) -> Self {
-        match error {
-            RepositoryError::NotFound => Self::NotFound,
-            other => Self::Unexpected(anyhow::Error::new(other).context("knowledge store")),
-        }
-    }
-}
+use crate::error::RecordError;
+use crate::ports::{Clock, IdGenerator, KnowledgeStore};
 
 /// The knowledge use cases.
 #[derive(Clone)]
@@ -63,7 +45,7 @@ impl KnowledgeService {
         &self,
         ctx: &RequestContext,
         document: &NewDocument,
-    ) -> Result<KnowledgeDocument, KnowledgeError> {
+    ) -> Result<KnowledgeDocument, RecordError> {
         let id = DocumentId::from_uuid(self.ids.new_id());
         let resource = Some(id.to_string());
         let stored = self.store.add_document(&ctx.caller(), id, document, self.clock.now()).await;
@@ -82,8 +64,8 @@ impl KnowledgeService {
         &self,
         ctx: &RequestContext,
         id: DocumentId,
-    ) -> Result<KnowledgeDocument, KnowledgeError> {
-        self.store.get_document(&ctx.caller(), id).await?.ok_or(KnowledgeError::NotFound)
+    ) -> Result<KnowledgeDocument, RecordError> {
+        self.store.get_document(&ctx.caller(), id).await?.ok_or(RecordError::NotFound)
     }
 
     /// The caller's tenant's chunks most similar to the query, best first.
@@ -94,7 +76,7 @@ impl KnowledgeService {
         &self,
         ctx: &RequestContext,
         query: &KnowledgeQuery,
-    ) -> Result<Vec<KnowledgeMatch>, KnowledgeError> {
+    ) -> Result<Vec<KnowledgeMatch>, RecordError> {
         Ok(self.store.search(&ctx.caller(), query).await?)
     }
 }
@@ -108,7 +90,7 @@ mod tests {
     use super::*;
     use crate::cache::testing::TestClock;
     use crate::context::Caller;
-    use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore};
+    use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore, RepositoryError};
 
     fn ctx() -> RequestContext {
         RequestContext {
@@ -214,6 +196,6 @@ mod tests {
             .times(1)
             .returning(|_, _, _, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))));
         let result = service(store, AuditOutcome::Error).add_document(&ctx(), &document()).await;
-        assert!(matches!(result, Err(KnowledgeError::Unexpected(_))));
+        assert!(matches!(result, Err(RecordError::Unexpected(_))));
     }
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cache;
 pub mod context;
 pub mod cors;
+pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod knowledge;

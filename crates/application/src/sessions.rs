@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::RequestContext;
 use crate::audit::Auditor;
 use crate::cache::{CachedNamespace, NamespacePolicy};
+use crate::error::RecordError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{Cache, Clock, IdGenerator, RepositoryError, SessionStore};
+use crate::ports::{Cache, Clock, IdGenerator, SessionStore};
 
 /// How sessions are cached: 60 s, up to 10 min for sessions that do not change.
 pub const SESSION_NAMESPACE: NamespacePolicy = NamespacePolicy {
@@ -26,25 +27,6 @@ pub const SESSION_NAMESPACE: NamespacePolicy = NamespacePolicy {
     ttl: Duration::from_mins(1),
     max_ttl: Duration::from_mins(10),
 };
-
-/// What can go wrong in a session use case.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// No such session for the caller's tenant (including sessions of other tenants).
-    #[error("session not found")]
-    NotFound,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<RepositoryError> for SessionError {
-    fn from(error: RepositoryError) -> Self {
-        match error {
-            RepositoryError::NotFound => Self::NotFound,
-            other => Self::Unexpected(anyhow::Error::new(other).context("session store")),
-        }
-    }
-}
 
 /// A session as cached; a change here bumps [`SESSION_NAMESPACE`]'s schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +108,7 @@ impl SessionService {
         ctx: &RequestContext,
         title: Option<SessionTitle>,
         metadata: Metadata,
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Session, RecordError> {
         let now = self.clock.now();
         let session = Session {
             id: SessionId::from_uuid(self.ids.new_id()),
@@ -151,7 +133,7 @@ impl SessionService {
     ///
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
-    pub async fn get(&self, ctx: &RequestContext, id: SessionId) -> Result<Session, SessionError> {
+    pub async fn get(&self, ctx: &RequestContext, id: SessionId) -> Result<Session, RecordError> {
         let tenant = ctx.principal.tenant_id;
         let caller = ctx.caller();
         let cached = self
@@ -160,7 +142,7 @@ impl SessionService {
                 match self.store.get(&caller, id).await? {
                     Some(session) => Ok(CachedSession::from(&session)),
                     // Not cached: the error ends the load.
-                    None => Err(SessionError::NotFound),
+                    None => Err(RecordError::NotFound),
                 }
             })
             .await?;
@@ -169,14 +151,14 @@ impl SessionService {
         }
         tracing::warn!(session_id = %id, "a cached session could not be read; reloading it");
         self.cached.delete(tenant, &key(id)).await;
-        self.store.get(&caller, id).await?.ok_or(SessionError::NotFound)
+        self.store.get(&caller, id).await?.ok_or(RecordError::NotFound)
     }
 
     /// One page of the caller's tenant's sessions, newest first (always from the store).
     ///
     /// # Errors
     /// `Unexpected` when the store cannot be read.
-    pub async fn list(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<Session>, SessionError> {
+    pub async fn list(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<Session>, RecordError> {
         Ok(self.store.list(&ctx.caller(), page).await?)
     }
 
@@ -189,7 +171,7 @@ impl SessionService {
         ctx: &RequestContext,
         id: SessionId,
         update: &SessionUpdate,
-    ) -> Result<Session, SessionError> {
+    ) -> Result<Session, RecordError> {
         let resource = Some(id.to_string());
         let updated = match self.store.update(&ctx.caller(), id, update, self.clock.now()).await {
             Ok(updated) => updated,
@@ -202,7 +184,7 @@ impl SessionService {
         };
         let Some(session) = updated else {
             self.auditor.record_after(ctx, "session.update", "session", resource, AuditOutcome::Denied).await;
-            return Err(SessionError::NotFound);
+            return Err(RecordError::NotFound);
         };
         self.cached.delete(session.tenant_id, &key(id)).await;
         self.auditor.record_after(ctx, "session.update", "session", resource, AuditOutcome::Success).await;
@@ -285,8 +267,8 @@ mod tests {
         let mut store = MockSessionStore::new();
         store.expect_get().times(2).returning(|_, _| Ok(None));
         let service = service(store, 0);
-        assert!(matches!(service.get(&ctx(), id).await, Err(SessionError::NotFound)));
-        assert!(matches!(service.get(&ctx(), id).await, Err(SessionError::NotFound)), "asked again");
+        assert!(matches!(service.get(&ctx(), id).await, Err(RecordError::NotFound)));
+        assert!(matches!(service.get(&ctx(), id).await, Err(RecordError::NotFound)), "asked again");
     }
 
     #[tokio::test]
@@ -329,7 +311,7 @@ mod tests {
         );
         let id = SessionId::from_uuid(Uuid::from_u128(4));
         let result = service.update(&ctx(), id, &SessionUpdate::default()).await;
-        assert!(matches!(result, Err(SessionError::NotFound)));
+        assert!(matches!(result, Err(RecordError::NotFound)));
     }
 
     #[tokio::test]

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sba_application::context::{AccessToken, Caller};
 use sba_application::pagination::{Cursor, PageRequest};
-use sba_application::ports::{KnowledgeStore as _, RepositoryError, SessionStore as _, TenantDirectory as _};
+use sba_application::ports::{
+    ConflictKind, KnowledgeStore as _, RepositoryError, SessionStore as _, TenantDirectory as _,
+};
 use sba_domain::knowledge::{EMBEDDING_DIMENSION, Embedding, KnowledgeQuery, NewChunk, NewDocument};
 use sba_domain::ratelimit::Quota;
 use sba_domain::{
@@ -797,7 +799,7 @@ async fn a_duplicate_id_is_a_conflict() {
     let stand = Stand::start([duplicate(), duplicate()]).await;
     let client = stand.client();
     let error = client.session_store().create(&caller(), &session()).await.unwrap_err();
-    assert!(matches!(&error, RepositoryError::Conflict(what) if what.contains("sessions_pkey")), "{error:?}");
+    assert!(matches!(&error, RepositoryError::Conflict(ConflictKind::DuplicateId)), "{error:?}");
     let error = client
         .knowledge_store()
         .add_document(&caller(), document_id(), &new_document(), Utc::now())

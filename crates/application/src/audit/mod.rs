@@ -6,8 +6,9 @@ use std::sync::Arc;
 use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, Role, TenantId};
 
 use crate::RequestContext;
+use crate::error::RestrictedReadError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{AuditLog, Clock, IdGenerator, RepositoryError};
+use crate::ports::{AuditLog, Clock, IdGenerator};
 
 /// Builds and writes audit entries: one per mutation attempt of a caller (success or not),
 /// and the entries of changes the platform makes itself.
@@ -123,22 +124,6 @@ impl Auditor {
     }
 }
 
-/// What can go wrong reading the audit trail.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditQueryError {
-    /// Only tenant administrators read the audit trail.
-    #[error("only tenant administrators may read the audit log")]
-    Forbidden,
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<RepositoryError> for AuditQueryError {
-    fn from(error: RepositoryError) -> Self {
-        Self::Unexpected(anyhow::Error::new(error).context("reading the audit log"))
-    }
-}
-
 /// Reads of the audit trail of the caller's tenant.
 #[derive(Clone)]
 pub struct AuditQueries {
@@ -164,11 +149,13 @@ impl AuditQueries {
         &self,
         ctx: &RequestContext,
         page: PageRequest,
-    ) -> Result<Page<AuditEntry>, AuditQueryError> {
+    ) -> Result<Page<AuditEntry>, RestrictedReadError> {
         if ctx.principal.role != Role::Admin {
-            return Err(AuditQueryError::Forbidden);
+            return Err(RestrictedReadError::Forbidden("only tenant administrators may read the audit log"));
         }
-        Ok(self.audit.list(ctx.principal.tenant_id, page).await?)
+        self.audit.list(ctx.principal.tenant_id, page).await.map_err(|e| {
+            RestrictedReadError::Unexpected(anyhow::Error::new(e).context("reading the audit log"))
+        })
     }
 }
 
@@ -199,7 +186,7 @@ mod tests {
             let mut audit = MockAuditLog::new();
             audit.expect_list().never();
             let result = AuditQueries::new(Arc::new(audit)).list(&ctx(role), PageRequest::first(5)).await;
-            assert!(matches!(result, Err(AuditQueryError::Forbidden)), "{role}");
+            assert!(matches!(result, Err(RestrictedReadError::Forbidden(_))), "{role}");
         }
         let mut audit = MockAuditLog::new();
         audit

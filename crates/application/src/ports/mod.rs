@@ -24,7 +24,7 @@ pub use audit_log::AuditLog;
 pub use cache::{Cache, CacheEntry, CacheKey, Decoded, EntryMeta};
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
-pub use error::RepositoryError;
+pub use error::{ConflictKind, RepositoryError};
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use knowledge_store::KnowledgeStore;

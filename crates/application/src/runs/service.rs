@@ -47,8 +47,8 @@ impl From<RepositoryError> for RunServiceError {
     fn from(error: RepositoryError) -> Self {
         match error {
             RepositoryError::NotFound => Self::NotFound,
-            RepositoryError::Conflict(what) => {
-                Self::Unexpected(anyhow::anyhow!("unexpected conflict: {what}"))
+            RepositoryError::Conflict(kind) => {
+                Self::Unexpected(anyhow::anyhow!("unexpected conflict: {kind}"))
             }
             RepositoryError::Unexpected(source) => Self::Unexpected(source),
         }

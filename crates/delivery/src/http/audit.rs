@@ -1,17 +1,14 @@
 //! `GET /v1/audit-logs`: the tenant's audit trail, for tenant admins.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use sba_application::audit::AuditQueryError;
 use sba_domain::{AuditEntry, AuditEntryId, TenantId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::lists::{ListResponse, Order, PageQuery};
-use super::openapi::Problem;
 use crate::http::AppState;
 
 /// An audit entry as clients see it.
@@ -50,15 +47,6 @@ impl From<AuditEntry> for AuditEntryResponse {
     }
 }
 
-impl From<AuditQueryError> for ApiError {
-    fn from(error: AuditQueryError) -> Self {
-        match error {
-            AuditQueryError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", error.to_string()),
-            AuditQueryError::Unexpected(source) => Self::internal(source),
-        }
-    }
-}
-
 /// The caller's tenant's audit trail, newest first (tenant admins only).
 #[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", operation_id = "listAuditLogs",
     params(PageQuery),
@@ -75,8 +63,7 @@ pub(super) async fn list_audit_logs(
     Authenticated(ctx): Authenticated,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let page = query.page(Order::NewestFirst).map_err(fail)?;
-    let entries = state.audit.list(&ctx, page).await.map_err(|e| fail(e.into()))?;
+    let page = query.page(Order::NewestFirst)?;
+    let entries = state.audit.list(&ctx, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(entries, AuditEntryResponse::from)))
 }

@@ -9,7 +9,6 @@ use std::future::{Ready, ready};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage as _, HttpRequest, web};
@@ -19,7 +18,7 @@ use sba_application::context::AccessToken;
 use sba_application::ports::TokenError;
 use sba_domain::{Principal, Tenant};
 
-use super::error::ApiError;
+use super::error::{ApiError, ProblemCode};
 use super::request_id::RequestId;
 use crate::http::AppState;
 
@@ -57,19 +56,16 @@ impl TenantStanding {
         match &self.0 {
             Ok(_) => None,
             Err(AdmissionError::Suspended(_)) => Some(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "tenant_suspended",
+                ProblemCode::TenantSuspended,
                 "This tenant is suspended; contact the platform's operators.",
             )),
             Err(AdmissionError::Unknown(_)) => Some(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "tenant_unknown",
+                ProblemCode::TenantUnknown,
                 "The token names a tenant this service does not know.",
             )),
             Err(AdmissionError::DirectoryUnavailable(_)) => Some(
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "tenant_directory_unavailable",
+                    ProblemCode::TenantDirectoryUnavailable,
                     "The caller's tenant cannot be checked right now; retry shortly.",
                 )
                 .with_retry_after_ms(1000),
@@ -139,16 +135,12 @@ impl FromRequest for Authenticated {
             (None, Some(Credentials::Refused(error))) => Err(ApiError::from(error.clone())),
             (None, Some(Credentials::Missing) | None) => Err(missing()),
         };
-        ready(result.map_err(|error| error.with_request_id(&request_id)))
+        ready(result)
     }
 }
 
 fn missing() -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::UNAUTHORIZED,
-        "token_missing",
-        "An `Authorization: Bearer <token>` header is required.",
-    )
+    ApiError::new(ProblemCode::TokenMissing, "An `Authorization: Bearer <token>` header is required.")
 }
 
 fn bearer_token(req: &HttpRequest) -> Result<String, Credentials> {

@@ -11,13 +11,13 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, HttpResponse, ResponseError as _, web};
 use sba_domain::Principal;
 
-use super::error::ApiError;
+use super::error::{ApiError, ProblemCode};
 use crate::http::AppState;
 
 /// Methods the API serves.
@@ -49,13 +49,8 @@ pub async fn middleware(
             response.finish()
         } else {
             tracing::info!(origin, "CORS preflight from a disallowed origin refused");
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "This origin is not allowed to call the API.",
-            )
-            .for_request(req.request())
-            .error_response()
+            ApiError::new(ProblemCode::OriginNotAllowed, "This origin is not allowed to call the API.")
+                .error_response()
         };
         let mut response = req.into_response(response);
         decorate(response.headers_mut(), &origin, allowed);

@@ -5,12 +5,136 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, ResponseError, error, web};
+use actix_web::{HttpResponse, ResponseError, error, web};
+use sba_application::error::{RecordError, RestrictedReadError};
 use sba_application::ports::TokenError;
 use sba_application::runs::RunServiceError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::request_id::RequestId;
+use super::request_id;
+
+/// Every machine-readable `code` of a problem, with its HTTP status and title: the one list
+/// the server answers from and the OpenAPI document enumerates (ADR 0009).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    TokenMissing,
+    TokenExpired,
+    TokenInvalid,
+    TenantMissing,
+    TenantSuspended,
+    TenantUnknown,
+    TenantDirectoryUnavailable,
+    Forbidden,
+    OriginNotAllowed,
+    NotFound,
+    MethodNotAllowed,
+    InvalidRequest,
+    InvalidJson,
+    ValidationFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InvalidTransition,
+    RateLimited,
+    RateLimiterUnavailable,
+    InternalError,
+}
+
+impl ProblemCode {
+    /// Every code, in the order of the enum.
+    pub const ALL: [Self; 22] = [
+        Self::TokenMissing,
+        Self::TokenExpired,
+        Self::TokenInvalid,
+        Self::TenantMissing,
+        Self::TenantSuspended,
+        Self::TenantUnknown,
+        Self::TenantDirectoryUnavailable,
+        Self::Forbidden,
+        Self::OriginNotAllowed,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InvalidRequest,
+        Self::InvalidJson,
+        Self::ValidationFailed,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::IdempotencyConflict,
+        Self::IdempotencyInProgress,
+        Self::InvalidTransition,
+        Self::RateLimited,
+        Self::RateLimiterUnavailable,
+        Self::InternalError,
+    ];
+
+    /// The `code` member, as serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "token_missing",
+            Self::TokenExpired => "token_expired",
+            Self::TokenInvalid => "token_invalid",
+            Self::TenantMissing => "tenant_missing",
+            Self::TenantSuspended => "tenant_suspended",
+            Self::TenantUnknown => "tenant_unknown",
+            Self::TenantDirectoryUnavailable => "tenant_directory_unavailable",
+            Self::Forbidden => "forbidden",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidJson => "invalid_json",
+            Self::ValidationFailed => "validation_failed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::IdempotencyConflict => "idempotency_conflict",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::InvalidTransition => "invalid_transition",
+            Self::RateLimited => "rate_limited",
+            Self::RateLimiterUnavailable => "rate_limiter_unavailable",
+            Self::InternalError => "internal_error",
+        }
+    }
+
+    /// The HTTP status every problem with this code answers with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::TokenMissing | Self::TokenExpired | Self::TokenInvalid | Self::TenantMissing => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::TenantSuspended | Self::TenantUnknown | Self::Forbidden | Self::OriginNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidRequest | Self::InvalidJson => StatusCode::BAD_REQUEST,
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyConflict | Self::IdempotencyInProgress | Self::InvalidTransition => {
+                StatusCode::CONFLICT
+            }
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::TenantDirectoryUnavailable | Self::RateLimiterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem's `title`: the reason phrase of its status.
+    pub fn title(self) -> &'static str {
+        self.status().canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A field that failed validation, as shown in the problem's `errors` member.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -19,68 +143,70 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// An error answered to the client.
+/// An RFC 9457 problem: every error answer of the API (`application/problem+json`). This
+/// is the body the server writes and the schema the OpenAPI document shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `https://sba.dev/problems/<code with dashes>`.
+    #[schema(example = "https://sba.dev/problems/token-expired")]
+    r#type: String,
+    /// The HTTP reason phrase.
+    #[schema(value_type = String, example = "Unauthorized")]
+    title: &'static str,
+    #[schema(example = 401)]
+    status: u16,
+    /// A human-readable explanation; never internal details.
+    detail: String,
+    /// Machine-readable; each code always comes with the same status.
+    code: ProblemCode,
+    /// The request's `X-Request-Id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    /// One entry per rejected field (`validation_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<FieldError>>,
+    /// When a retry can succeed (`rate_limited`, `rate_limiter_unavailable`,
+    /// `tenant_directory_unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+/// An error answered to the client. Its problem body gets the request id of the request
+/// being served when it is rendered (see [`request_id::current`]), so no handler attaches
+/// it.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ProblemCode,
     detail: String,
     errors: Vec<FieldError>,
-    request_id: Option<String>,
     retry_after_ms: Option<u64>,
     source: Option<anyhow::Error>,
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
-    r#type: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    errors: &'a [FieldError],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after_ms: Option<u64>,
-}
-
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-            errors: Vec::new(),
-            request_id: None,
-            retry_after_ms: None,
-            source: None,
-        }
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), errors: Vec::new(), retry_after_ms: None, source: None }
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "The requested resource does not exist.")
+        Self::new(ProblemCode::NotFound, "The requested resource does not exist.")
+    }
+
+    /// 400 `invalid_request`: a query string, header or path that cannot be used.
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::InvalidRequest, detail)
     }
 
     /// 422 with one entry per rejected field.
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        let mut error = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "The request body has invalid fields.",
-        );
+        let mut error = Self::new(ProblemCode::ValidationFailed, "The request body has invalid fields.");
         error.errors = errors;
         error
     }
 
     /// A 500 that logs `source` once and tells the client nothing about it.
     pub fn internal(source: anyhow::Error) -> Self {
-        let mut error = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "The server failed to handle the request.",
-        );
+        let mut error = Self::new(ProblemCode::InternalError, "The server failed to handle the request.");
         error.source = Some(source);
         error
     }
@@ -92,63 +218,53 @@ impl ApiError {
         self
     }
 
-    #[must_use]
-    pub fn with_request_id(mut self, request_id: &str) -> Self {
-        self.request_id = Some(request_id.to_owned());
-        self
-    }
-
-    /// Attaches the request id of `req`, when the request-id middleware assigned one.
-    #[must_use]
-    pub fn for_request(self, req: &HttpRequest) -> Self {
-        match req.extensions().get::<RequestId>() {
-            Some(id) => self.with_request_id(id.as_str()),
-            None => self,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ProblemCode {
         self.code
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
+    }
+
+    /// The problem body, for the request `request_id`.
+    fn problem(&self, request_id: Option<String>) -> Problem {
+        Problem {
+            r#type: format!("https://sba.dev/problems/{}", self.code.as_str().replace('_', "-")),
+            title: self.code.title(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+            request_id,
+            errors: (!self.errors.is_empty()).then(|| self.errors.clone()),
+            retry_after_ms: self.retry_after_ms,
+        }
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(f, "{} {}: {}", self.status().as_u16(), self.code, self.detail)
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
+        let request_id = request_id::current();
         if let Some(source) = &self.source {
             tracing::error!(
-                request_id = self.request_id.as_deref(),
+                request_id = request_id.as_deref(),
                 error = format!("{source:#}"),
                 "request failed"
             );
         }
-        let body = ProblemBody {
-            r#type: format!("https://sba.dev/problems/{}", self.code.replace('_', "-")),
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            request_id: self.request_id.as_deref(),
-            errors: &self.errors,
-            retry_after_ms: self.retry_after_ms,
-        };
-        let mut response = HttpResponse::build(self.status);
+        let mut response = HttpResponse::build(self.status());
         response.content_type("application/problem+json");
-        if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.code == "token_missing" {
+        if self.status() == StatusCode::UNAUTHORIZED {
+            let challenge = if self.code == ProblemCode::TokenMissing {
                 "Bearer".to_owned()
             } else {
                 format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.code)
@@ -157,7 +273,7 @@ impl ResponseError for ApiError {
                 response.insert_header((header::WWW_AUTHENTICATE, value));
             }
         }
-        response.json(body)
+        response.json(self.problem(request_id))
     }
 }
 
@@ -166,7 +282,7 @@ impl From<RunServiceError> for ApiError {
         match error {
             RunServiceError::NotFound => Self::not_found(),
             RunServiceError::InvalidTransition(refused) => {
-                Self::new(StatusCode::CONFLICT, "invalid_transition", refused.to_string())
+                Self::new(ProblemCode::InvalidTransition, refused.to_string())
             }
             RunServiceError::Unexpected(source) => Self::internal(source),
         }
@@ -176,89 +292,71 @@ impl From<RunServiceError> for ApiError {
 impl From<TokenError> for ApiError {
     fn from(error: TokenError) -> Self {
         let code = match error {
-            TokenError::Expired => "token_expired",
-            TokenError::TenantMissing => "tenant_missing",
-            TokenError::Invalid => "token_invalid",
+            TokenError::Expired => ProblemCode::TokenExpired,
+            TokenError::TenantMissing => ProblemCode::TenantMissing,
+            TokenError::Invalid => ProblemCode::TokenInvalid,
         };
-        Self::new(StatusCode::UNAUTHORIZED, code, error.to_string())
+        Self::new(code, error.to_string())
     }
 }
 
 /// Unknown routes answer 404 problem+json.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found().for_request(&req))
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found())
 }
 
 /// Known routes called with another method answer 405 problem+json.
-pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "This method is not allowed on this route.",
-    )
-    .for_request(&req))
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ProblemCode::MethodNotAllowed, "This method is not allowed on this route."))
 }
 
 /// JSON bodies: size limit, content type, and readable errors (unknown fields included).
+/// Registered for the whole API, and per route where a route takes larger bodies.
 pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(|err, req| {
+    web::JsonConfig::default().limit(limit).error_handler(|err, _| {
         let api = match &err {
             error::JsonPayloadError::OverflowKnownLength { .. }
-            | error::JsonPayloadError::Overflow { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "The request body exceeds the size limit.",
-            ),
-            error::JsonPayloadError::ContentType => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "The request body must be application/json.",
-            ),
-            error::JsonPayloadError::Deserialize(serde) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("The request body is not valid: {serde}"),
-            ),
-            _ => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "The request body could not be read.")
+            | error::JsonPayloadError::Overflow { .. } => {
+                ApiError::new(ProblemCode::PayloadTooLarge, "The request body exceeds the size limit.")
             }
+            error::JsonPayloadError::ContentType => {
+                ApiError::new(ProblemCode::UnsupportedMediaType, "The request body must be application/json.")
+            }
+            error::JsonPayloadError::Deserialize(serde) => {
+                ApiError::new(ProblemCode::InvalidJson, format!("The request body is not valid: {serde}"))
+            }
+            _ => ApiError::new(ProblemCode::InvalidJson, "The request body could not be read."),
         };
-        api.for_request(req).into()
+        api.into()
     })
 }
 
 /// Path parameters that do not parse: the resource cannot exist, so 404.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_, req| ApiError::not_found().for_request(req).into())
+    web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into())
 }
 
 /// Query strings that do not parse: 400 `invalid_request`.
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, req| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("The query string is not valid: {err}"),
-        )
-        .for_request(req)
-        .into()
+    web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::invalid_request(format!("The query string is not valid: {err}")).into()
     })
 }
 
-impl From<sba_application::sessions::SessionError> for ApiError {
-    fn from(error: sba_application::sessions::SessionError) -> Self {
+impl From<RecordError> for ApiError {
+    fn from(error: RecordError) -> Self {
         match error {
-            sba_application::sessions::SessionError::NotFound => Self::not_found(),
-            sba_application::sessions::SessionError::Unexpected(source) => Self::internal(source),
+            RecordError::NotFound => Self::not_found(),
+            RecordError::Unexpected(source) => Self::internal(source),
         }
     }
 }
 
-impl From<sba_application::knowledge::KnowledgeError> for ApiError {
-    fn from(error: sba_application::knowledge::KnowledgeError) -> Self {
+impl From<RestrictedReadError> for ApiError {
+    fn from(error: RestrictedReadError) -> Self {
         match error {
-            sba_application::knowledge::KnowledgeError::NotFound => Self::not_found(),
-            sba_application::knowledge::KnowledgeError::Unexpected(source) => Self::internal(source),
+            RestrictedReadError::Forbidden(_) => Self::new(ProblemCode::Forbidden, error.to_string()),
+            RestrictedReadError::Unexpected(source) => Self::internal(source),
         }
     }
 }
@@ -288,6 +386,36 @@ impl FieldErrors {
         match value {
             Some(value) if self.0.is_empty() => Ok(value),
             _ => Err(ApiError::validation(self.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_carries_its_codes_status_title_and_type() {
+        let problem =
+            serde_json::to_value(ApiError::new(ProblemCode::IdempotencyInProgress, "wait").problem(None))
+                .unwrap();
+        assert_eq!(
+            problem,
+            serde_json::json!({
+                "type": "https://sba.dev/problems/idempotency-in-progress",
+                "title": "Conflict",
+                "status": 409,
+                "detail": "wait",
+                "code": "idempotency_in_progress",
+            })
+        );
+    }
+
+    #[test]
+    fn every_code_has_an_error_status_and_its_reason_phrase_as_title() {
+        for code in ProblemCode::ALL {
+            assert!(code.status().is_client_error() || code.status().is_server_error(), "{code}");
+            assert_eq!(Some(code.title()), code.status().canonical_reason(), "{code}");
         }
     }
 }

@@ -1,39 +1,60 @@
 //! `/v1/knowledge`: a tenant's documents, cut into chunks with embeddings, and similarity
 //! search over them.
 
-use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt as _;
 use sba_domain::knowledge::{
     ChunkSummary, EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery,
     NewChunk, NewDocument,
 };
 use sba_domain::{ChunkId, DocumentId, Metadata};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldErrors};
-use super::openapi::Problem;
+use super::error::{ApiError, FieldErrors, Problem};
 use crate::http::AppState;
 
-/// The largest `POST /v1/knowledge/documents` body: a document of 1000 chunks with 384
-/// numbers each is about 4 MiB of JSON before its text.
+/// The largest `POST /v1/knowledge/documents` body (its route's own `JsonConfig`): a
+/// document of 1000 chunks with 384 numbers each is about 4 MiB of JSON before its text.
 pub const DOCUMENT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Every embedding's schema: exactly 384 numbers that fit an `f32`, not all zero.
+fn embedding_schema() -> Array {
+    let value =
+        ObjectBuilder::new().schema_type(Type::Number).minimum(Some(-F32_BOUND)).maximum(Some(F32_BOUND));
+    ArrayBuilder::new()
+        .items(value)
+        .min_items(Some(EMBEDDING_DIMENSION))
+        .max_items(Some(EMBEDDING_DIMENSION))
+        // JSON Schema's `contains` (utoipa has no builder for it): at least one value is not 0.
+        .extensions(Some(Extensions::from_iter([(
+            "contains",
+            serde_json::json!({"type": "number", "not": {"const": 0}}),
+        )])))
+        .build()
+}
+
+/// The largest magnitude documented for an embedding value (just under `f32::MAX`, so that
+/// every documented value narrows to a finite `f32`).
+const F32_BOUND: f64 = 3.4e38;
 
 /// One chunk of a new document.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChunkRequest {
-    /// 1–32768 characters.
+    /// 1–32768 characters, not blank (and no NUL character, like every text).
+    #[schema(min_length = 1, max_length = 32_768, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub content: String,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// Exactly 384 finite numbers, not all zero.
+    #[schema(schema_with = embedding_schema)]
     pub embedding: Vec<f64>,
 }
 
@@ -42,15 +63,22 @@ pub struct NewChunkRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDocumentRequest {
-    /// 1–500 characters.
-    #[schema(example = "Returns policy")]
+    /// 1–500 characters, not blank.
+    #[schema(
+        example = "Returns policy",
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub title: String,
-    /// Where the document comes from (a URL, a file name), 1–2048 characters.
+    /// Where the document comes from (a URL, a file name), 1–2048 characters, not blank.
+    #[schema(min_length = 1, max_length = 2048, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub source: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// 1–1000 chunks, in document order.
+    #[schema(min_items = 1, max_items = 1000)]
     pub chunks: Vec<NewChunkRequest>,
 }
 
@@ -136,6 +164,7 @@ impl From<KnowledgeDocument> for DocumentResponse {
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The query's embedding: exactly 384 finite numbers, not all zero.
+    #[schema(schema_with = embedding_schema)]
     pub embedding: Vec<f64>,
     /// How many chunks at most, 1–100 (default 10).
     #[schema(minimum = 1, maximum = 100)]
@@ -146,7 +175,7 @@ pub struct SearchRequest {
     /// Only chunks whose metadata contains every key-value pair of this object (JSON
     /// containment, like PostgreSQL's `@>`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub filter: Option<serde_json::Map<String, Value>>,
 }
 
@@ -196,48 +225,6 @@ pub struct SearchResponse {
     pub data: Vec<MatchResponse>,
 }
 
-/// Reads a JSON body of up to `limit` bytes (documents are larger than the general body
-/// limit), with the same problems as every other JSON body.
-async fn json_body<T: DeserializeOwned>(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
-        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "The request body must be application/json.",
-        ));
-    }
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "The request body exceeds the size limit.",
-        )
-    };
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "The request body could not be read.")
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("The request body is not valid: {e}"))
-    })
-}
-
 /// Stores a document with its chunks and their embeddings (384 dimensions), all or nothing.
 #[utoipa::path(post, path = "/v1/knowledge/documents", tag = "knowledge", operation_id = "createDocument",
     request_body(content = CreateDocumentRequest, description = "At most 16 MiB."),
@@ -246,22 +233,17 @@ async fn json_body<T: DeserializeOwned>(
             headers(("Location" = String, description = "`/v1/knowledge/documents/{document_id}`"))),
         (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field (e.g. `chunks[3].embedding`).",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub(super) async fn create_document(
-    req: HttpRequest,
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
-    payload: web::Payload,
+    body: web::Json<CreateDocumentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let request: CreateDocumentRequest = json_body(&req, payload, DOCUMENT_BODY_LIMIT).await.map_err(fail)?;
-    let document = request.try_into_domain().map_err(fail)?;
-    let stored = state.knowledge.add_document(&ctx, &document).await.map_err(|e| fail(e.into()))?;
+    let document = body.into_inner().try_into_domain()?;
+    let stored = state.knowledge.add_document(&ctx, &document).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/knowledge/documents/{}", stored.id)))
         .json(DocumentResponse::from(stored)))
@@ -281,9 +263,8 @@ pub(super) async fn get_document(
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = path.parse::<DocumentId>().map_err(|_| fail(ApiError::not_found()))?;
-    let document = state.knowledge.get_document(&ctx, id).await.map_err(|e| fail(e.into()))?;
+    let id = path.parse::<DocumentId>().map_err(|_| ApiError::not_found())?;
+    let document = state.knowledge.get_document(&ctx, id).await?;
     Ok(HttpResponse::Ok().json(DocumentResponse::from(document)))
 }
 
@@ -304,9 +285,8 @@ pub(super) async fn search(
     Authenticated(ctx): Authenticated,
     body: web::Json<SearchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let query = body.into_inner().try_into_domain().map_err(fail)?;
-    let found = state.knowledge.search(&ctx, &query).await.map_err(|e| fail(e.into()))?;
+    let query = body.into_inner().try_into_domain()?;
+    let found = state.knowledge.search(&ctx, &query).await?;
     Ok(HttpResponse::Ok().json(SearchResponse { data: found.into_iter().map(MatchResponse::from).collect() }))
 }
 

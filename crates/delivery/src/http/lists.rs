@@ -1,6 +1,5 @@
 //! Query parameters and the response envelope shared by every listing.
 
-use actix_web::http::StatusCode;
 use sba_application::pagination::{Cursor, Page, PageRequest};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -27,10 +26,6 @@ pub enum Order {
     BySeq,
 }
 
-pub fn invalid_request(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
-}
-
 impl PageQuery {
     /// The page asked for; see [`page_request`].
     pub fn page(&self, order: Order) -> Result<PageRequest, ApiError> {
@@ -42,14 +37,14 @@ impl PageQuery {
 /// listing did not issue.
 pub fn page_request(limit: Option<u64>, cursor: Option<&str>, order: Order) -> Result<PageRequest, ApiError> {
     let after = cursor.map(|text| decode_cursor(text, order)).transpose()?;
-    PageRequest::new(limit, after).map_err(|e| invalid_request(e.to_string()))
+    PageRequest::new(limit, after).map_err(|e| ApiError::invalid_request(e.to_string()))
 }
 
 pub fn decode_cursor(text: &str, order: Order) -> Result<Cursor, ApiError> {
-    let cursor = Cursor::decode(text).map_err(|_| invalid_request("The cursor is not valid."))?;
+    let cursor = Cursor::decode(text).map_err(|_| ApiError::invalid_request("The cursor is not valid."))?;
     match (order, cursor) {
         (Order::NewestFirst, Cursor::Time { .. }) | (Order::BySeq, Cursor::Seq(_)) => Ok(cursor),
-        _ => Err(invalid_request("The cursor belongs to another listing.")),
+        _ => Err(ApiError::invalid_request("The cursor belongs to another listing.")),
     }
 }
 

@@ -26,7 +26,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{HttpMessage as _, HttpRequest, web};
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use error::ApiError;
+pub use error::{ApiError, ProblemCode};
 
 pub use state::AppState;
 
@@ -53,9 +53,10 @@ fn route_template(req: &HttpRequest) -> Option<Rc<str>> {
 
 /// Declares the route table once: [`ROUTES`] (which the OpenAPI test checks against the
 /// document) and the actix registration, where every path also answers other methods with
-/// 405 problem+json.
+/// 405 problem+json. A path with `(body_limit = n)` reads JSON bodies of up to `n` bytes
+/// (instead of the configured limit), with the same problems as every other route.
 macro_rules! api_routes {
-    ($($path:literal => { $($method:ident: $handler:path),+ $(,)? }),+ $(,)?) => {
+    ($($path:literal $((body_limit = $limit:expr))? => { $($method:ident: $handler:path),+ $(,)? }),+ $(,)?) => {
         /// Every API route as `(method, path template)`.
         pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path),)+)+];
 
@@ -63,6 +64,7 @@ macro_rules! api_routes {
             $(
                 cfg.service(
                     web::resource($path)
+                        $(.app_data(error::json_config($limit)))?
                         $(.route(web::$method().to($handler)))+
                         .default_service(web::to(error::method_not_allowed)),
                 );
@@ -83,7 +85,9 @@ api_routes! {
     "/v1/runs/{run_id}/events" => { get: run_details::list_events },
     "/v1/sessions" => { post: sessions::create_session, get: sessions::list_sessions },
     "/v1/sessions/{session_id}" => { get: sessions::get_session, patch: sessions::update_session },
-    "/v1/knowledge/documents" => { post: knowledge::create_document },
+    "/v1/knowledge/documents" (body_limit = knowledge::DOCUMENT_BODY_LIMIT) => {
+        post: knowledge::create_document,
+    },
     "/v1/knowledge/documents/{document_id}" => { get: knowledge::get_document },
     "/v1/knowledge/search" => { post: knowledge::search },
     "/v1/me" => { get: me::me },

@@ -2,47 +2,22 @@
 //! (vendored: it works offline).
 //!
 //! Handlers carry their own `#[utoipa::path]`; [`StandardResponses`] adds what every
-//! operation shares (the bearer scheme, 401 with its challenge, 500, `X-Request-Id`), so
-//! the per-route annotations only list what is particular to them. The API test
+//! operation shares (the bearer scheme, 401 with its challenge, 413 and 415 for a JSON
+//! body, 500, `X-Request-Id`), so the per-route annotations only list what is particular
+//! to them. The problem schema is the body the server writes ([`super::error::Problem`]),
+//! its `code` the enumeration of every [`super::error::ProblemCode`]. The API test
 //! `every_route_is_in_the_openapi_document` fails when a route of [`super::ROUTES`] is
 //! missing from the document.
 
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema};
 
 use super::{audit, health, knowledge, run_details, runs, sessions, system, usage};
-
-/// An RFC 9457 problem: every error answer of the API (`application/problem+json`).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "documentation schema; the server writes error.rs's ProblemBody")]
-pub struct Problem {
-    /// `https://sba.dev/problems/<code with dashes>`.
-    #[schema(example = "https://sba.dev/problems/token-expired")]
-    r#type: String,
-    /// The HTTP reason phrase.
-    #[schema(example = "Unauthorized")]
-    title: String,
-    #[schema(example = 401)]
-    status: u16,
-    /// A human-readable explanation; never internal details.
-    detail: String,
-    /// Machine-readable: `token_missing`, `token_expired`, `token_invalid`, `tenant_missing`,
-    /// `tenant_suspended`, `tenant_unknown`, `tenant_directory_unavailable`, `forbidden`, `not_found`, `method_not_allowed`, `invalid_request`, `invalid_json`,
-    /// `validation_failed`, `payload_too_large`, `unsupported_media_type`,
-    /// `idempotency_conflict`, `idempotency_in_progress`, `invalid_transition`,
-    /// `origin_not_allowed`, `rate_limited`, `rate_limiter_unavailable`, `internal_error`.
-    #[schema(example = "token_expired")]
-    code: String,
-    /// The request's `X-Request-Id`.
-    request_id: Option<String>,
-    /// One entry per rejected field (`validation_failed` only).
-    errors: Option<Vec<super::error::FieldError>>,
-    /// When a retry can succeed (`rate_limited`, `rate_limiter_unavailable`).
-    retry_after_ms: Option<u64>,
-}
 
 /// Why a run or step failed.
 #[derive(Debug, ToSchema)]
@@ -51,6 +26,20 @@ pub struct ErrorDetail {
     #[schema(example = "tool_timeout")]
     code: String,
     message: String,
+}
+
+/// Free-form metadata in a request body (`Metadata` in the domain): an object of at most 64
+/// keys of 1–64 characters, or `null` (none).
+pub(super) fn metadata_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(sba_domain::Metadata::MAX_KEYS))
+        // JSON Schema's `propertyNames` (utoipa has no builder for it).
+        .extensions(Some(Extensions::from_iter([(
+            "propertyNames",
+            serde_json::json!({"minLength": 1, "maxLength": sba_domain::Metadata::MAX_KEY_LEN}),
+        )])))
+        .build()
 }
 
 #[derive(Debug, OpenApi)]
@@ -86,7 +75,12 @@ pub struct ErrorDetail {
         audit::list_audit_logs,
         system::system_health,
     ),
-    components(schemas(Problem, ErrorDetail, super::error::FieldError)),
+    components(schemas(
+        super::error::Problem,
+        super::error::ProblemCode,
+        ErrorDetail,
+        super::error::FieldError
+    )),
     modifiers(&StandardResponses),
     tags(
         (name = "auth", description = "The caller behind a token"),
@@ -165,13 +159,32 @@ impl Modify for StandardResponses {
             "InternalError".to_owned(),
             RefOr::T(problem_response("The server failed (`internal_error`).")),
         );
+        components.responses.insert(
+            "PayloadTooLarge".to_owned(),
+            RefOr::T(problem_response("`payload_too_large`: the request body exceeds the size limit.")),
+        );
+        components.responses.insert(
+            "UnsupportedMediaType".to_owned(),
+            RefOr::T(problem_response(
+                "`unsupported_media_type`: the request body must be `application/json`.",
+            )),
+        );
 
         for item in openapi.paths.paths.values_mut() {
             let operations =
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
+                if has_body {
+                    responses
+                        .entry("413".to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("PayloadTooLarge")));
+                    responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| RefOr::Ref(Ref::from_response_name("UnsupportedMediaType")));
+                }
                 if secured {
                     responses
                         .entry("401".to_owned())
@@ -222,4 +235,65 @@ fn add_rate_limit_headers(response: &mut Response) {
 /// The document, built once per call (cheap; served from memory by Swagger UI's service).
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::document;
+    use crate::http::ProblemCode;
+
+    /// The values the document allows for the problem's `code`.
+    fn documented_codes() -> Vec<String> {
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let code = &schemas["Problem"]["properties"]["code"];
+        let target =
+            code["$ref"].as_str().map_or(code, |r| &schemas[r.trim_start_matches("#/components/schemas/")]);
+        target["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no enum in {target}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_code_is_in_the_error_schema_and_nothing_else() {
+        let documented = documented_codes();
+        for code in ProblemCode::ALL {
+            assert!(
+                documented.contains(&code.as_str().to_owned()),
+                "{code} is not documented: {documented:?}"
+            );
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                Value::from(code.as_str()),
+                "{code} serialises as documented"
+            );
+        }
+        assert_eq!(documented.len(), ProblemCode::ALL.len(), "{documented:?}");
+        assert!(
+            documented.iter().all(|code| code.contains('_') || code == "forbidden"),
+            "snake case: {documented:?}"
+        );
+    }
+
+    #[test]
+    fn the_problem_schema_is_required_where_the_server_always_writes() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let required: Vec<&str> = doc["components"]["schemas"]["Problem"]["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for field in ["type", "title", "status", "detail", "code"] {
+            assert!(required.contains(&field), "{field} is always written: {required:?}");
+        }
+        for field in ["request_id", "errors", "retry_after_ms"] {
+            assert!(!required.contains(&field), "{field} is optional: {required:?}");
+        }
+    }
 }

@@ -6,7 +6,6 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
@@ -15,7 +14,7 @@ use sba_domain::Principal;
 use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
 
 use super::auth::TenantStanding;
-use super::error::ApiError;
+use super::error::{ApiError, ProblemCode};
 use crate::http::AppState;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -63,12 +62,10 @@ pub async fn middleware(
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
             let retry_after_ms = retry_after_us.div_ceil(1000);
             let error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ProblemCode::RateLimited,
                 format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
             )
-            .with_retry_after_ms(retry_after_ms)
-            .for_request(req.request());
+            .with_retry_after_ms(retry_after_ms);
             let mut response = req.into_response(error.error_response());
             let headers = response.headers_mut();
             set_headers(headers, &policy, quota, 0, reset_us);
@@ -77,12 +74,10 @@ pub async fn middleware(
         }
         Verdict::Unavailable => {
             let error = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "rate_limiter_unavailable",
+                ProblemCode::RateLimiterUnavailable,
                 "Requests cannot be admitted right now; retry shortly.",
             )
-            .with_retry_after_ms(1000)
-            .for_request(req.request());
+            .with_retry_after_ms(1000);
             let mut response = req.into_response(error.error_response());
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
             Ok(response.map_into_right_body())

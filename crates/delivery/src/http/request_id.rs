@@ -1,5 +1,5 @@
 //! Request ids: echo a well-formed incoming `X-Request-Id`, otherwise make one; put it on
-//! every response and in the request's log line.
+//! every response, in every problem body and in the request's log line.
 
 use std::time::Instant;
 
@@ -14,6 +14,18 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// The id of the request being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(String);
+
+tokio::task_local! {
+    /// The id of the request whose service future is being polled: set around the rest of
+    /// the middleware chain, so every problem rendered while serving it (in a handler, an
+    /// extractor or a middleware) carries it without anyone passing it along.
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being served, when called while serving one.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(|id| id.0.clone()).ok()
+}
 
 impl RequestId {
     pub fn as_str(&self) -> &str {
@@ -38,7 +50,7 @@ pub async fn middleware(
     req.extensions_mut().insert(id.clone());
     let method = req.method().clone();
     let started = Instant::now();
-    let mut response = next.call(req).await?;
+    let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, value);
     }

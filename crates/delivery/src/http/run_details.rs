@@ -13,8 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use super::lists::{ListResponse, Order, PageQuery, decode_cursor, invalid_request};
-use super::openapi::Problem;
+use super::error::Problem;
+use super::lists::{ListResponse, Order, PageQuery, decode_cursor};
 use super::runs::parse_run_id;
 use crate::http::AppState;
 
@@ -62,9 +62,9 @@ pub struct ToolCallResponse {
     pub run_id: RunId,
     pub step_id: String,
     pub name: String,
-    #[schema(value_type = Object)]
+    /// As the agent reported them: any JSON value.
     pub arguments: Value,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value, `null` until the call completes.
     pub output: Option<Value>,
     #[schema(value_type = String)]
     pub status: &'static str,
@@ -145,10 +145,9 @@ pub(super) async fn list_steps(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = parse_run_id(&path, &ctx.request_id)?;
-    let page = query.page(Order::BySeq).map_err(fail)?;
-    let steps = state.queries.steps(&ctx, id, page).await.map_err(|e| fail(e.into()))?;
+    let id = parse_run_id(&path)?;
+    let page = query.page(Order::BySeq)?;
+    let steps = state.queries.steps(&ctx, id, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(steps, StepResponse::from)))
 }
 
@@ -169,10 +168,9 @@ pub(super) async fn list_tool_calls(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = parse_run_id(&path, &ctx.request_id)?;
-    let page = query.page(Order::BySeq).map_err(fail)?;
-    let calls = state.queries.tool_calls(&ctx, id, page).await.map_err(|e| fail(e.into()))?;
+    let id = parse_run_id(&path)?;
+    let page = query.page(Order::BySeq)?;
+    let calls = state.queries.tool_calls(&ctx, id, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(calls, ToolCallResponse::from)))
 }
 
@@ -193,24 +191,23 @@ pub(super) async fn list_events(
     path: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = parse_run_id(&path, &ctx.request_id)?;
+    let id = parse_run_id(&path)?;
     let after_seq = match (&query.cursor, query.after_seq) {
         (Some(_), Some(_)) => {
-            return Err(fail(invalid_request("Give either `cursor` or `after_seq`, not both.")));
+            return Err(ApiError::invalid_request("Give either `cursor` or `after_seq`, not both."));
         }
-        (Some(text), None) => match decode_cursor(text, Order::BySeq).map_err(fail)? {
+        (Some(text), None) => match decode_cursor(text, Order::BySeq)? {
             Cursor::Seq(seq) => seq,
             Cursor::Time { .. } => {
-                return Err(fail(invalid_request("The cursor belongs to another listing.")));
+                return Err(ApiError::invalid_request("The cursor belongs to another listing."));
             }
         },
         (None, after_seq) => after_seq.unwrap_or(0),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(fail(invalid_request(format!("limit must be between 1 and {MAX_LIMIT}"))));
+        return Err(ApiError::invalid_request(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let events = state.queries.events(&ctx, id, after_seq, limit).await.map_err(|e| fail(e.into()))?;
+    let events = state.queries.events(&ctx, id, after_seq, limit).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(events, EventResponse::from)))
 }

@@ -15,9 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldErrors};
-use super::lists::{ListResponse, Order, invalid_request, page_request};
-use super::openapi::Problem;
+use super::error::{ApiError, FieldErrors, Problem, ProblemCode};
+use super::lists::{ListResponse, Order, page_request};
 use crate::http::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -28,11 +27,10 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 #[serde(deny_unknown_fields)]
 pub struct CreateRunRequest {
     /// The agent to run: 1–64 characters of `[A-Za-z0-9._-]`.
-    #[schema(example = "support-bot")]
+    #[schema(example = "support-bot", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub agent: String,
-    /// Anything the agent needs, as JSON.
+    /// Anything the agent needs: any JSON value (`null` when omitted).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub input: Value,
     /// A session of the caller's tenant.
     #[serde(default)]
@@ -40,7 +38,7 @@ pub struct CreateRunRequest {
     pub session_id: Option<String>,
     /// Free-form string keys with JSON values.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
@@ -80,9 +78,9 @@ pub struct RunResponse {
     /// `expired`.
     #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
-    #[schema(value_type = Object)]
+    /// The run's input as given: any JSON value.
     pub input: Value,
-    #[schema(value_type = Option<Object>)]
+    /// What the run produced: any JSON value, `null` until it completes.
     pub output: Option<Value>,
     #[schema(value_type = Option<super::openapi::ErrorDetail>)]
     pub last_error: Option<sba_domain::RunError>,
@@ -135,8 +133,6 @@ const CREATE_RUN: &str = "POST /v1/runs";
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency_conflict` or `idempotency_in_progress`.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field.",
             body = Problem, content_type = "application/problem+json"),
     ),
@@ -163,15 +159,10 @@ async fn create(
     ctx: &sba_application::RequestContext,
     body: Value,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
     let request: CreateRunRequest = serde_json::from_value(body.clone()).map_err(|e| {
-        fail(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("The request body is not valid: {e}"),
-        ))
+        ApiError::new(ProblemCode::InvalidJson, format!("The request body is not valid: {e}"))
     })?;
-    let request = request.try_into_domain().map_err(fail)?;
+    let request = request.try_into_domain()?;
     let key = match req.headers().get(IDEMPOTENCY_KEY) {
         None => None,
         Some(value) => Some(
@@ -179,41 +170,39 @@ async fn create(
                 .to_str()
                 .ok()
                 .and_then(|text| IdempotencyKey::parse(text).ok())
-                .ok_or_else(|| fail(invalid_request(InvalidKey.to_string())))?,
+                .ok_or_else(|| ApiError::invalid_request(InvalidKey.to_string()))?,
         ),
     };
     let Some(key) = key else {
-        let run = state.runs.create(ctx, request).await.map_err(|e| fail(e.into()))?;
+        let run = state.runs.create(ctx, request).await?;
         return Ok(created(RunResponse::from(run)));
     };
 
     match state.idempotency.begin(ctx, &key, &request_hash(CREATE_RUN, &body)).await {
         Err(error) => {
-            Err(fail(ApiError::internal(anyhow::Error::new(error).context("reserving an idempotency key"))))
+            Err(ApiError::internal(anyhow::Error::new(error).context("reserving an idempotency key")))
         }
         Ok(Begin::Replay(stored)) => Ok(replay(stored)),
-        Ok(Begin::Conflict) => Err(fail(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_conflict",
+        Ok(Begin::Conflict) => Err(ApiError::new(
+            ProblemCode::IdempotencyConflict,
             "This Idempotency-Key was already used with a different request.",
-        ))),
-        Ok(Begin::InProgress) => Err(fail(ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_in_progress",
+        )),
+        Ok(Begin::InProgress) => Err(ApiError::new(
+            ProblemCode::IdempotencyInProgress,
             "A request with this Idempotency-Key is still being handled; retry shortly.",
-        ))),
+        )),
         Ok(Begin::Proceed) => {
             let run = match state.runs.create(ctx, request).await {
                 Ok(run) => run,
                 Err(error) => {
                     state.idempotency.abandon(ctx, &key).await;
-                    return Err(fail(error.into()));
+                    return Err(error.into());
                 }
             };
             let dto = RunResponse::from(run);
             let stored = serde_json::to_value(&dto)
                 .map(|body| StoredResponse { status: StatusCode::CREATED.as_u16(), body })
-                .map_err(|e| fail(ApiError::internal(e.into())))?;
+                .map_err(|e| ApiError::internal(e.into()))?;
             if let Err(error) = state.idempotency.finish(ctx, &key, stored).await {
                 // The run exists; a retry would now be refused as in progress until the key
                 // expires, which is safer than creating a second run.
@@ -252,9 +241,8 @@ pub(super) async fn get_run(
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path, &ctx.request_id)?;
-    let run =
-        state.runs.get(&ctx, id).await.map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
+    let id = parse_run_id(&path)?;
+    let run = state.runs.get(&ctx, id).await?;
     Ok(HttpResponse::Ok().json(RunResponse::from(run)))
 }
 
@@ -274,9 +262,8 @@ pub(super) async fn cancel_run(
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path, &ctx.request_id)?;
-    let run =
-        state.runs.cancel(&ctx, id).await.map_err(|e| ApiError::from(e).with_request_id(&ctx.request_id))?;
+    let id = parse_run_id(&path)?;
+    let run = state.runs.cancel(&ctx, id).await?;
     Ok(HttpResponse::Ok().json(RunResponse::from(run)))
 }
 
@@ -305,18 +292,21 @@ impl ListRunsQuery {
             .status
             .as_deref()
             .map(|s| {
-                s.parse::<RunStatus>().map_err(|_| invalid_request(format!("`{s}` is not a run status")))
+                s.parse::<RunStatus>()
+                    .map_err(|_| ApiError::invalid_request(format!("`{s}` is not a run status")))
             })
             .transpose()?;
         let agent = self
             .agent
             .as_deref()
-            .map(|a| AgentName::parse(a).map_err(|e| invalid_request(e.to_string())))
+            .map(|a| AgentName::parse(a).map_err(|e| ApiError::invalid_request(e.to_string())))
             .transpose()?;
         let session_id = self
             .session_id
             .as_deref()
-            .map(|s| s.parse::<SessionId>().map_err(|_| invalid_request("session_id must be a UUID")))
+            .map(|s| {
+                s.parse::<SessionId>().map_err(|_| ApiError::invalid_request("session_id must be a UUID"))
+            })
             .transpose()?;
         Ok(RunFilter { status, agent, session_id })
     }
@@ -336,14 +326,13 @@ pub(super) async fn list_runs(
     Authenticated(ctx): Authenticated,
     query: web::Query<ListRunsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let filter = query.filter().map_err(fail)?;
-    let page = page_request(query.limit, query.cursor.as_deref(), Order::NewestFirst).map_err(fail)?;
-    let runs = state.queries.list(&ctx, filter, page).await.map_err(|e| fail(e.into()))?;
+    let filter = query.filter()?;
+    let page = page_request(query.limit, query.cursor.as_deref(), Order::NewestFirst)?;
+    let runs = state.queries.list(&ctx, filter, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(runs, RunResponse::from)))
 }
 
 /// A malformed id names no run, so it answers 404 exactly like a missing one.
-pub fn parse_run_id(text: &str, request_id: &str) -> Result<RunId, ApiError> {
-    text.parse().map_err(|_| ApiError::not_found().with_request_id(request_id))
+pub fn parse_run_id(text: &str) -> Result<RunId, ApiError> {
+    text.parse().map_err(|_| ApiError::not_found())
 }

@@ -9,9 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldErrors};
+use super::error::{ApiError, FieldErrors, Problem};
 use super::lists::{ListResponse, Order, PageQuery};
-use super::openapi::Problem;
 use crate::http::AppState;
 
 /// Body of `POST /v1/sessions` (`{}` for a session without title). Unknown fields are
@@ -19,12 +18,17 @@ use crate::http::AppState;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
-    /// 1–500 printable characters.
-    #[schema(example = "Refund for order 42")]
+    /// 1–500 characters, not blank, no control characters.
+    #[schema(
+        example = "Refund for order 42",
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: Option<String>,
     /// Free-form string keys (at most 64) with JSON values.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
@@ -33,14 +37,14 @@ pub struct CreateSessionRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSessionRequest {
-    /// 1–500 printable characters, or `null` to clear it.
+    /// 1–500 characters, not blank, no control characters; or `null` to clear it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     #[allow(clippy::option_option, reason = "absent (unchanged) differs from null (cleared)")]
     pub title: Option<Option<String>>,
     /// Replaces the whole metadata object.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = super::openapi::metadata_schema)]
     pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
@@ -113,13 +117,12 @@ pub(super) async fn create_session(
     Authenticated(ctx): Authenticated,
     body: web::Json<CreateSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
     let request = body.into_inner();
     let mut errors = FieldErrors::default();
     let title = request.title.as_deref().and_then(|title| errors.check("title", SessionTitle::parse(title)));
     let metadata = errors.check("metadata", Metadata::parse(request.metadata.unwrap_or_default()));
-    let (title, metadata) = errors.finish(metadata.map(|metadata| (title, metadata))).map_err(fail)?;
-    let session = state.sessions.create(&ctx, title, metadata).await.map_err(|e| fail(e.into()))?;
+    let (title, metadata) = errors.finish(metadata.map(|metadata| (title, metadata)))?;
+    let session = state.sessions.create(&ctx, title, metadata).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/sessions/{}", session.id)))
         .json(SessionResponse::from(session)))
@@ -139,9 +142,8 @@ pub(super) async fn list_sessions(
     Authenticated(ctx): Authenticated,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let page = query.page(Order::NewestFirst).map_err(fail)?;
-    let sessions = state.sessions.list(&ctx, page).await.map_err(|e| fail(e.into()))?;
+    let page = query.page(Order::NewestFirst)?;
+    let sessions = state.sessions.list(&ctx, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(sessions, SessionResponse::from)))
 }
 
@@ -159,9 +161,8 @@ pub(super) async fn get_session(
     Authenticated(ctx): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = path.parse::<SessionId>().map_err(|_| fail(ApiError::not_found()))?;
-    let session = state.sessions.get(&ctx, id).await.map_err(|e| fail(e.into()))?;
+    let id = path.parse::<SessionId>().map_err(|_| ApiError::not_found())?;
+    let session = state.sessions.get(&ctx, id).await?;
     Ok(HttpResponse::Ok().json(SessionResponse::from(session)))
 }
 
@@ -185,9 +186,8 @@ pub(super) async fn update_session(
     path: web::Path<String>,
     body: web::Json<UpdateSessionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let id = path.parse::<SessionId>().map_err(|_| fail(ApiError::not_found()))?;
-    let update = body.into_inner().try_into_domain().map_err(fail)?;
-    let session = state.sessions.update(&ctx, id, &update).await.map_err(|e| fail(e.into()))?;
+    let id = path.parse::<SessionId>().map_err(|_| ApiError::not_found())?;
+    let update = body.into_inner().try_into_domain()?;
+    let session = state.sessions.update(&ctx, id, &update).await?;
     Ok(HttpResponse::Ok().json(SessionResponse::from(session)))
 }

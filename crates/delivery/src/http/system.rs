@@ -1,19 +1,16 @@
 //! `GET /v1/system/health`: the recorded dependency health history, for platform
 //! administrators (admins and services of `SBA_AUTH__PLATFORM_TENANT_ID`).
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use sba_application::health::SystemHealthError;
 use sba_application::ports::HealthRecord;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Authenticated;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::lists::{ListResponse, Order, PageQuery};
-use super::openapi::Problem;
 use crate::http::AppState;
 
 /// One recorded check of one dependency.
@@ -43,15 +40,6 @@ impl From<HealthRecord> for HealthRecordResponse {
     }
 }
 
-impl From<SystemHealthError> for ApiError {
-    fn from(error: SystemHealthError) -> Self {
-        match error {
-            SystemHealthError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", error.to_string()),
-            SystemHealthError::Unexpected(source) => Self::internal(source),
-        }
-    }
-}
-
 /// The recorded health history, newest first (platform administrators only).
 #[utoipa::path(get, path = "/v1/system/health", tag = "system", operation_id = "listSystemHealth",
     params(PageQuery),
@@ -68,8 +56,7 @@ pub(super) async fn system_health(
     Authenticated(ctx): Authenticated,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let page = query.page(Order::NewestFirst).map_err(fail)?;
-    let records = state.system_health.history(&ctx, page).await.map_err(|e| fail(e.into()))?;
+    let page = query.page(Order::NewestFirst)?;
+    let records = state.system_health.history(&ctx, page).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(records, HealthRecordResponse::from)))
 }

@@ -4,12 +4,12 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sba_application::ports::{UsageBucket, UsageGrouping, UsageRange};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use super::lists::invalid_request;
-use super::openapi::Problem;
+use super::error::Problem;
 use crate::http::AppState;
 
 /// The range used when `from` is omitted: the 30 days before `to`.
@@ -18,12 +18,35 @@ const DEFAULT_DAYS: u64 = 30;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before `to`.
+    /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before
+    /// `to`; not after `to`.
+    #[param(schema_with = instant_or_date)]
     pub from: Option<String>,
     /// End: an RFC 3339 instant (exclusive) or a `YYYY-MM-DD` date (that whole day); default now.
+    #[param(schema_with = instant_or_date)]
     pub to: Option<String>,
     /// `day` (default), `model` or `agent`.
+    #[param(schema_with = grouping)]
     pub group_by: Option<String>,
+}
+
+/// `from` and `to`: an RFC 3339 instant or a `YYYY-MM-DD` date.
+fn instant_or_date() -> Schema {
+    let string = |format| {
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    Schema::OneOf(
+        OneOfBuilder::new().item(string(KnownFormat::DateTime)).item(string(KnownFormat::Date)).build(),
+    )
+}
+
+/// `group_by`: one of the groupings.
+fn grouping() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(UsageGrouping::ALL.map(UsageGrouping::as_str)))
+        .default(Some(UsageGrouping::Day.as_str().into()))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,30 +92,31 @@ fn parse_bound(name: &str, text: &str, bound: Bound) -> Result<DateTime<Utc>, Ap
     if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
         return Ok(instant.with_timezone(&Utc));
     }
-    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| invalid_request(format!("`{name}` must be an RFC 3339 instant or a YYYY-MM-DD date")))?;
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        ApiError::invalid_request(format!("`{name}` must be an RFC 3339 instant or a YYYY-MM-DD date"))
+    })?;
     let day = match bound {
         Bound::From => Some(date),
         Bound::To => date.checked_add_days(Days::new(1)),
     };
     day.and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
-        .ok_or_else(|| invalid_request(format!("`{name}` is out of range")))
+        .ok_or_else(|| ApiError::invalid_request(format!("`{name}` is out of range")))
 }
 
 impl UsageQuery {
     fn parse(&self, now: DateTime<Utc>) -> Result<(UsageRange, UsageGrouping), ApiError> {
         let group_by = UsageGrouping::parse(self.group_by.as_deref().unwrap_or("day"))
-            .map_err(|e| invalid_request(format!("`group_by` {}", e.message)))?;
+            .map_err(|e| ApiError::invalid_request(format!("`group_by` {}", e.message)))?;
         let to = self.to.as_deref().map(|t| parse_bound("to", t, Bound::To)).transpose()?.unwrap_or(now);
         let from = match self.from.as_deref() {
             Some(text) => parse_bound("from", text, Bound::From)?,
             None => to
                 .checked_sub_days(Days::new(DEFAULT_DAYS))
-                .ok_or_else(|| invalid_request("`to` is out of range"))?,
+                .ok_or_else(|| ApiError::invalid_request("`to` is out of range"))?,
         };
         if from > to {
-            return Err(invalid_request("`from` must not be after `to`"));
+            return Err(ApiError::invalid_request("`from` must not be after `to`"));
         }
         Ok((UsageRange { from, to }, group_by))
     }
@@ -112,13 +136,12 @@ pub(super) async fn usage(
     Authenticated(ctx): Authenticated,
     query: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fail = |e: ApiError| e.with_request_id(&ctx.request_id);
-    let (range, group_by) = query.parse(Utc::now()).map_err(fail)?;
+    let (range, group_by) = query.parse(Utc::now())?;
     let buckets = state
         .usage
         .summary(&ctx, range, group_by)
         .await
-        .map_err(|e| fail(ApiError::internal(anyhow::Error::new(e).context("summarising usage"))))?;
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("summarising usage")))?;
     Ok(HttpResponse::Ok().json(UsageResponse {
         group_by: group_by.as_str(),
         from: range.from,
@@ -164,7 +187,7 @@ mod tests {
             query(None, None, Some("week")),
             query(Some("2026-11-02"), Some("2026-11-01T00:00:00Z"), None),
         ] {
-            assert_eq!(q.parse(now).unwrap_err().code(), "invalid_request", "{q:?}");
+            assert_eq!(q.parse(now).unwrap_err().code(), crate::http::ProblemCode::InvalidRequest, "{q:?}");
         }
     }
 }

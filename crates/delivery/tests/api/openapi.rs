@@ -83,3 +83,31 @@ async fn swagger_ui_is_served_offline_at_docs() {
     assert_eq!(bare.status(), 200);
     assert!(bare.url().path().starts_with("/docs/"), "{}", bare.url());
 }
+
+#[tokio::test]
+async fn every_operation_with_a_body_documents_413_and_415_and_runs_take_any_json_input() {
+    let app = spawn_app(Store::Sqlite).await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut with_body = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["requestBody"].is_object() {
+                with_body += 1;
+                for status in ["400", "413", "415", "422"] {
+                    assert!(operation["responses"][status].is_object(), "{method} {path}: no {status}");
+                }
+            }
+        }
+    }
+    assert_eq!(with_body, 5, "POST runs, sessions, documents, search and PATCH sessions");
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in
+        [("CreateRunRequest", "input"), ("RunResponse", "input"), ("RunResponse", "output")]
+    {
+        let property = &schemas[schema]["properties"][field];
+        assert!(
+            property.get("type").is_none() || property["type"].is_array(),
+            "{schema}.{field}: {property}"
+        );
+    }
+}

@@ -447,3 +447,38 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
     assert_eq!(not_ready["checks"]["supabase"]["status"], "down", "{not_ready}");
     assert_eq!(not_ready["checks"]["database"]["status"], "up");
 }
+
+/// A document may be larger than the general body limit (1 MiB) through its route's own
+/// JSON configuration, up to 16 MiB; above that it gets the same problem as every route.
+#[tokio::test]
+async fn documents_have_their_own_body_limit_with_the_usual_problem() {
+    let data = DataApp::start(Backend::Embedded).await;
+    let (_, token) = data.tenant("alice").await;
+    let mut large = manual();
+    large["metadata"]["padding"] = json!("x".repeat(2 << 20));
+    json_of(data.post("/v1/knowledge/documents", &token, &large).await, 201).await;
+
+    large["metadata"]["padding"] = json!("x".repeat(17 << 20));
+    let response = data
+        .app
+        .client
+        .post(data.app.url("/v1/knowledge/documents"))
+        .bearer_auth(&token)
+        .header("x-request-id", "too-large-1")
+        .json(&large)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, 413, "payload_too_large").await;
+    assert_eq!(
+        body,
+        json!({
+            "type": "https://sba.dev/problems/payload-too-large",
+            "title": "Payload Too Large",
+            "status": 413,
+            "detail": "The request body exceeds the size limit.",
+            "code": "payload_too_large",
+            "request_id": "too-large-1",
+        })
+    );
+}

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sba_application::ports::{IdempotencyStore, RepositoryError, Reservation, StoredResponse};
+use sba_application::ports::{ConflictKind, IdempotencyStore, RepositoryError, Reservation, StoredResponse};
 use sba_domain::{TenantId, UserId};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -78,7 +78,7 @@ impl IdempotencyStore for SeaOrmIdempotencyStore {
             .await
             .map_err(|e| map_db_err(e, "reading an idempotency key"))?
             // Released between our insert and this read: the caller may simply retry.
-            .ok_or_else(|| RepositoryError::Conflict("idempotency key released concurrently".into()))?;
+            .ok_or_else(|| RepositoryError::Conflict(ConflictKind::ConcurrentChange))?;
         if existing.response_status == PENDING {
             return Ok(Reservation::InProgress { request_hash: existing.request_hash });
         }

@@ -56,7 +56,7 @@ fn unexpected(doing: &'static str) -> impl FnOnce(DbErr) -> LedgerError {
 fn from_repository(error: RepositoryError) -> LedgerError {
     match error {
         RepositoryError::NotFound => LedgerError::NotFound,
-        RepositoryError::Conflict(what) => LedgerError::Unexpected(anyhow::anyhow!("conflict: {what}")),
+        conflict @ RepositoryError::Conflict(_) => LedgerError::Unexpected(anyhow::Error::new(conflict)),
         RepositoryError::Unexpected(e) => LedgerError::Unexpected(e),
     }
 }

@@ -10,5 +10,5 @@ mod redact;
 pub(crate) use check::DatabaseCheck;
 pub use connect::PoolOptions;
 pub(crate) use connect::{connect, connect_options, create_parent_dir, create_sqlite_dir};
-pub(crate) use error::{map_db_err, unexpected};
+pub(crate) use error::{conflict_kind, map_db_err, unexpected};
 pub(crate) use redact::describe_postgres;

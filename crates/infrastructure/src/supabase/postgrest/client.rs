@@ -267,7 +267,8 @@ impl PostgrestClient {
                 let code = error.code.as_deref().map(|code| self.quote(code, credentials));
                 let message = error.message.as_deref().map(|message| self.quote(message, credentials));
                 if status == StatusCode::CONFLICT || code.as_deref() == Some("23505") {
-                    return RepositoryError::Conflict(message.unwrap_or_else(|| status.to_string()));
+                    let kind = crate::sql::conflict_kind(message.as_deref().unwrap_or_default());
+                    return RepositoryError::Conflict(kind);
                 }
                 if code.as_deref() == Some("PGRST116") {
                     return RepositoryError::NotFound;
