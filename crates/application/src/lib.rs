@@ -4,6 +4,7 @@
 //! `sba-delivery`'s `startup.rs`.
 
 pub mod audit;
+pub mod breaker;
 pub mod cache;
 pub mod context;
 pub mod cors;

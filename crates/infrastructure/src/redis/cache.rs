@@ -51,6 +51,7 @@ use fred::types::config::{
     Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, Server, UnresponsiveConfig,
 };
 use fred::types::{Builder, ConnectHandle, Expiration, Message};
+use sba_application::breaker::Breaker;
 use sba_application::ports::{Cache, CacheEntry, CacheKey};
 use sba_domain::TenantId;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -95,10 +96,8 @@ struct Inner {
     door: Doorkeeper,
     versions: Versions,
     settings: CacheSettings,
-    started: Instant,
-    /// Milliseconds since `started` until which Redis is skipped.
-    skip_redis_until_ms: AtomicU64,
-    fallback_active: AtomicBool,
+    /// Keeps Redis out of the path after a failure; open while serving from L1 only.
+    breaker: Breaker,
     pending: Mutex<Pending>,
     replaying: AtomicBool,
     metrics: CacheMetrics,
@@ -239,7 +238,7 @@ impl FredCache {
 
     /// Whether Redis is being skipped after a failure (L1 only).
     pub fn fallback_active(&self) -> bool {
-        self.inner.fallback_active.load(Ordering::Relaxed)
+        self.inner.breaker.is_open()
     }
 }
 
@@ -296,19 +295,13 @@ impl Inner {
             door: Doorkeeper::for_l1(settings.l1_max_bytes),
             versions: Versions::new(settings.version_ttl),
             settings,
-            started: Instant::now(),
-            skip_redis_until_ms: AtomicU64::new(0),
-            fallback_active: AtomicBool::new(false),
+            breaker: Breaker::new(BREAKER_OPEN),
             pending: Mutex::default(),
             replaying: AtomicBool::new(false),
             metrics: CacheMetrics::default(),
             redis_errors: metrics::counter!("sba_cache_redis_errors_total"),
             fallback_gauge: metrics::gauge!("sba_cache_fallback_active"),
         }
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs `command` (a lazy fred future: nothing is sent unless it is polled) unless Redis
@@ -327,10 +320,7 @@ impl Inner {
     ) -> impl Future<Output = Option<T>> {
         let command = Box::pin(command);
         async move {
-            // The clock is read only while falling back: this runs on every L2 read.
-            if self.fallback_active.load(Ordering::Relaxed)
-                && self.elapsed_ms() < self.skip_redis_until_ms.load(Ordering::Relaxed)
-            {
+            if !self.breaker.allows() {
                 return None;
             }
             // fred would queue the command until it reconnects; the caller needs an answer now.
@@ -360,18 +350,14 @@ impl Inner {
 
     fn failed(&self, error: &dyn fmt::Display) {
         self.redis_errors.increment(1);
-        let until =
-            self.elapsed_ms().saturating_add(u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(u64::MAX));
-        self.skip_redis_until_ms.store(until, Ordering::Relaxed);
-        if !self.fallback_active.swap(true, Ordering::AcqRel) {
+        if self.breaker.record_failure() {
             self.fallback_gauge.set(1.0);
             tracing::warn!(error = %error, "cache: Redis is unreachable; serving from L1 only until it answers");
         }
     }
 
     fn succeeded(self: &Arc<Self>) {
-        if self.fallback_active.load(Ordering::Relaxed) && self.fallback_active.swap(false, Ordering::AcqRel)
-        {
+        if self.breaker.record_success() {
             self.fallback_gauge.set(0.0);
             tracing::info!("cache: Redis answers again; L2 is back");
             if !self.pending_is_empty() {
