@@ -47,18 +47,17 @@ use fred::bytes::Bytes;
 use fred::clients::{Client, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike as _, EventInterface as _, KeysInterface as _, PubsubInterface as _};
-use fred::types::config::{
-    Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, Server, UnresponsiveConfig,
-};
-use fred::types::{Builder, ConnectHandle, Expiration, Message};
+use fred::types::config::Server;
+use fred::types::{ConnectHandle, Expiration, Message};
 use sba_application::breaker::Breaker;
 use sba_application::ports::{Cache, CacheEntry, CacheKey};
 use sba_domain::TenantId;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use super::connection::{self, ConnectionOptions};
 use crate::memory::CacheSettings;
 use crate::memory::l1::{
     CacheEvent, CacheMetrics, Doorkeeper, L1, entry_key, now_ms, version_key, versioned_key,
@@ -163,40 +162,20 @@ impl FredCache {
     /// # Errors
     /// When `url` is not a usable Redis URL.
     pub async fn connect(url: &SecretString, settings: CacheSettings) -> anyhow::Result<Self> {
-        // fred's parse errors may quote the URL, password included: only the kind is kept.
-        let mut config = Config::from_url(url.expose_secret())
-            .map_err(|e| anyhow!("the Redis URL is not usable ({:?})", e.kind()))?;
-        // Reconnect in the background instead of failing the first connection.
-        config.fail_fast = false;
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .set_connection_config(ConnectionConfig {
-                connection_timeout: CONNECT_TIMEOUT,
-                internal_command_timeout: CONNECT_TIMEOUT,
-                // Callers do not wait for a command to be resent: they have moved on.
-                max_command_attempts: 1,
-                // A Redis that stops answering is dropped and reconnected, not waited on.
-                unresponsive: UnresponsiveConfig {
-                    max_timeout: Some(CONNECT_TIMEOUT),
-                    interval: Duration::from_millis(250),
-                },
-                ..ConnectionConfig::default()
-            })
-            .set_performance_config(PerformanceConfig {
-                default_command_timeout: settings.redis_timeout,
-                ..PerformanceConfig::default()
-            });
-        let client =
-            builder.build().map_err(|e| anyhow!("cannot build the Redis client ({:?})", e.kind()))?;
-        let subscriber = builder
-            .set_performance_config(PerformanceConfig {
-                default_command_timeout: CONNECT_TIMEOUT,
-                broadcast_channel_capacity: MESSAGE_BUFFER,
-                ..PerformanceConfig::default()
-            })
-            .build_subscriber_client()
-            .map_err(|e| anyhow!("cannot build the Redis subscriber ({:?})", e.kind()))?;
+        let options = ConnectionOptions {
+            command_timeout: settings.redis_timeout,
+            connect_timeout: CONNECT_TIMEOUT,
+            ..ConnectionOptions::default()
+        };
+        let client = connection::client(url, &options)?;
+        let subscriber = connection::subscriber(
+            url,
+            &ConnectionOptions {
+                command_timeout: CONNECT_TIMEOUT,
+                message_buffer: MESSAGE_BUFFER,
+                ..options
+            },
+        )?;
 
         let inner = Arc::new(Inner::new(client.clone(), settings));
         // Taken before connecting, so that a first connection made after `connect` returns is
