@@ -236,9 +236,9 @@ pub struct CacheConfig {
 }
 
 impl Default for CacheConfig {
-    /// The adapters' defaults (`memory::CacheSettings`), no TTL overrides.
+    /// The adapters' defaults (`cache::CacheSettings`), no TTL overrides.
     fn default() -> Self {
-        let adapter = crate::memory::CacheSettings::default();
+        let adapter = crate::cache::CacheSettings::default();
         Self {
             l1_max_bytes: adapter.l1_max_bytes,
             l1_max_ttl: adapter.l1_max_ttl,
