@@ -2,8 +2,9 @@
 //! byte-level [`Cache`] port, with
 //!
 //! - **serialization** that is compact and versioned: `MessagePack` with field names (an added
-//!   optional field or a removed one still reads), behind the port's envelope and the
-//!   namespace's schema number; anything that does not decode is a miss, never an error;
+//!   optional field or a removed one still reads), with the namespace's schema number in
+//!   the entry's metadata (adapters store it next to the payload); anything that does not
+//!   decode is a miss, never an error;
 //! - **single flight**: concurrent misses for one key on one node run the loader once, the
 //!   others wait for its result;
 //! - **probabilistic early refresh** (XFetch): a reader refreshes an entry before it expires

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod breaker;
 pub mod cache;
 pub mod context;
 pub mod cors;

@@ -4,13 +4,14 @@
 //! (`fail_mode = closed`), and a local memory of keys known to be over their limit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sba_domain::Tenant;
 use sba_domain::ratelimit::{Decision, Quota, RateLimitKey};
 
+use crate::breaker::Breaker;
 use crate::ports::RateLimiter;
 
 /// What to do while the distributed limiter is unreachable.
@@ -142,9 +143,8 @@ pub struct RateLimits {
     fallback: Arc<dyn RateLimiter>,
     fail_mode: FailMode,
     started: Instant,
-    /// Microseconds since `started` until which Redis is skipped (breaker open).
-    breaker_until_us: Arc<AtomicU64>,
-    fallback_active: Arc<AtomicBool>,
+    /// Keeps Redis out of the path after a failure; open while the fallback is active.
+    breaker: Arc<Breaker>,
     /// When the last denial was logged (microseconds since `started`), and how many since.
     last_denial_log_us: Arc<AtomicU64>,
     suppressed_denials: Arc<AtomicU64>,
@@ -157,7 +157,7 @@ impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimits")
             .field("fail_mode", &self.fail_mode)
-            .field("fallback_active", &self.fallback_active.load(Ordering::Relaxed))
+            .field("fallback_active", &self.fallback_active())
             .finish_non_exhaustive()
     }
 }
@@ -173,8 +173,7 @@ impl RateLimits {
             fallback,
             fail_mode,
             started: Instant::now(),
-            breaker_until_us: Arc::default(),
-            fallback_active: Arc::default(),
+            breaker: Arc::new(Breaker::new(BREAKER_OPEN)),
             last_denial_log_us: Arc::default(),
             suppressed_denials: Arc::default(),
             denied: Arc::default(),
@@ -184,7 +183,7 @@ impl RateLimits {
 
     /// Whether decisions currently come from the in-process fallback.
     pub fn fallback_active(&self) -> bool {
-        self.fallback_active.load(Ordering::Relaxed)
+        self.breaker.is_open()
     }
 
     /// Decides `cost` units for `key` under `quota` (named `policy` in metrics and logs).
@@ -238,11 +237,10 @@ impl RateLimits {
         if let Some(decision) = self.known_denied(key) {
             return Verdict::Decided(decision);
         }
-        let now_us = self.elapsed_us();
-        if now_us >= self.breaker_until_us.load(Ordering::Relaxed) {
+        if self.breaker.allows() {
             match self.distributed.check(key, quota, cost).await {
                 Ok(decision) => {
-                    if self.fallback_active.swap(false, Ordering::Relaxed) {
+                    if self.breaker.record_success() {
                         metrics::gauge!("sba_ratelimit_fallback_active").set(0.0);
                         tracing::info!("rate limiter: Redis is back; distributed limits apply again");
                     }
@@ -251,10 +249,7 @@ impl RateLimits {
                 }
                 Err(error) => {
                     metrics::counter!("sba_ratelimit_redis_errors_total").increment(1);
-                    let until =
-                        self.elapsed_us() + u64::try_from(BREAKER_OPEN.as_micros()).unwrap_or(u64::MAX);
-                    self.breaker_until_us.store(until, Ordering::Relaxed);
-                    if !self.fallback_active.swap(true, Ordering::Relaxed) {
+                    if self.breaker.record_failure() {
                         metrics::gauge!("sba_ratelimit_fallback_active").set(1.0);
                         tracing::warn!(
                             error = format!("{error:#}"),
@@ -409,7 +404,7 @@ mod tests {
         let limits = RateLimits::new(Arc::new(distributed), Arc::new(fallback), FailMode::Open);
         limits.check(key(), "default", quota(), 1).await;
         assert!(limits.fallback_active());
-        limits.breaker_until_us.store(0, Ordering::Relaxed); // the breaker's second has passed
+        limits.breaker.end_open_period(); // the breaker's second has passed
         limits.check(key(), "default", quota(), 1).await;
         assert!(!limits.fallback_active());
     }

@@ -4,6 +4,7 @@
 //! serves which port from the [`config::Settings`].
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod embedded;
 pub mod internal_store;

@@ -12,8 +12,7 @@ use fred::types::Builder;
 use fred::types::config::Config;
 use sba_application::ports::{Cache, CacheEntry, CacheKey, EntryMeta};
 use sba_domain::TenantId;
-use sba_infrastructure::memory::{CacheSettings, entry_key, version_key};
-use sba_infrastructure::redis::FredCache;
+use sba_infrastructure::cache::{CacheSettings, FredCache, entry_key, envelope, version_key};
 use sba_infrastructure::redis::test_support::{PrivateRedis, redis_url};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -198,7 +197,7 @@ async fn a_stored_value_in_a_foreign_format_reads_as_a_miss() {
     let truncated = CacheKey::new(tenant, "run", "truncated");
     // A fresh tenant's namespaces are at version 0.
     let _: () = raw.set(entry_key(&json, 0), "{\"not\": \"an envelope\"}", None, None, false).await.unwrap();
-    let envelope = entry("payload", 60_000).to_bytes();
+    let envelope = envelope::encode(&entry("payload", 60_000));
     let _: () = raw.set(entry_key(&truncated, 0), &envelope[..20], None, None, false).await.unwrap();
     assert!(cache.get(&json).await.is_none());
     assert!(cache.get(&truncated).await.is_none());

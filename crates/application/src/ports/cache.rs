@@ -12,8 +12,9 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use sba_domain::TenantId;
 
-/// Where an entry lives: `sba:c:{tenant}:{namespace}:v{version}:{key}` in Redis, the
-/// version being the namespace's current one (`sba:cv:{tenant}:{namespace}`).
+/// Which entry: a key in a tenant's namespace. Adapters read and write it in the
+/// namespace's current version, so [`Cache::invalidate_namespace`] is O(1); how they lay
+/// keys out in a store is theirs (ARCHITECTURE §6).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub tenant: TenantId,
@@ -63,7 +64,8 @@ pub type Decoded = Arc<dyn Any + Send + Sync>;
 #[derive(Clone)]
 pub struct CacheEntry {
     pub meta: EntryMeta,
-    /// The serialized value (`MessagePack`, see `crate::cache`).
+    /// The serialized value (`MessagePack`, see `crate::cache`). How a shared tier stores it
+    /// with `meta` is the adapter's business.
     pub payload: Arc<[u8]>,
     /// Filled by the first reader that decodes the payload on this node; kept with the L1
     /// entry, so L1 hits skip deserialization.
@@ -79,59 +81,9 @@ impl std::fmt::Debug for CacheEntry {
     }
 }
 
-/// Magic byte of the stored envelope format; another value reads as a miss.
-const FORMAT: u8 = 1;
-/// `FORMAT`, schema (2), `stored_at` (8), `expires_at` (8), grace (8), `load_ms` (4), ttl (8),
-/// fingerprint (8): big-endian.
-const HEADER_LEN: usize = 1 + 2 + 8 + 8 + 8 + 4 + 8 + 8;
-
 impl CacheEntry {
     pub fn new(meta: EntryMeta, payload: impl Into<Arc<[u8]>>) -> Self {
         Self { meta, payload: payload.into(), decoded: Arc::default() }
-    }
-
-    /// The stored form (what L2 holds): a fixed header, then the payload.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let m = &self.meta;
-        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len());
-        out.push(FORMAT);
-        out.extend_from_slice(&m.schema.to_be_bytes());
-        out.extend_from_slice(&m.stored_at_ms.to_be_bytes());
-        out.extend_from_slice(&m.expires_at_ms.to_be_bytes());
-        out.extend_from_slice(&m.grace_ms.to_be_bytes());
-        out.extend_from_slice(&m.load_ms.to_be_bytes());
-        out.extend_from_slice(&m.ttl_ms.to_be_bytes());
-        out.extend_from_slice(&m.fingerprint.to_be_bytes());
-        out.extend_from_slice(&self.payload);
-        out
-    }
-
-    /// Reads [`Self::to_bytes`]; `None` for anything else (another format, truncated
-    /// bytes): a miss, never an error.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let (&format, rest) = bytes.split_first()?;
-        if format != FORMAT || bytes.len() < HEADER_LEN {
-            return None;
-        }
-        let mut at = 0;
-        let mut take = |n: usize| {
-            let field = rest.get(at..at + n);
-            at += n;
-            field
-        };
-        let u16_at = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(u16::from_be_bytes);
-        let u32_at = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
-        let u64_at = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-        let meta = EntryMeta {
-            schema: u16_at(take(2))?,
-            stored_at_ms: u64_at(take(8))?,
-            expires_at_ms: u64_at(take(8))?,
-            grace_ms: u64_at(take(8))?,
-            load_ms: u32_at(take(4))?,
-            ttl_ms: u64_at(take(8))?,
-            fingerprint: u64_at(take(8))?,
-        };
-        Some(Self::new(meta, bytes.get(HEADER_LEN..)?))
     }
 }
 
@@ -158,40 +110,4 @@ pub trait Cache: Send + Sync + 'static {
     /// Makes every entry of the tenant's namespace unreachable at once, whatever their
     /// number (the namespace's version moves on), on every node.
     async fn invalidate_namespace(&self, tenant: TenantId, namespace: &'static str);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta() -> EntryMeta {
-        EntryMeta {
-            schema: 3,
-            stored_at_ms: 1_800_000_000_000,
-            expires_at_ms: 1_800_000_060_000,
-            grace_ms: 60_000,
-            load_ms: 12,
-            ttl_ms: 60_000,
-            fingerprint: 0xdead_beef_0123_4567,
-        }
-    }
-
-    #[test]
-    fn entries_survive_their_stored_form() {
-        let entry = CacheEntry::new(meta(), b"payload".to_vec());
-        let read = CacheEntry::from_bytes(&entry.to_bytes()).unwrap();
-        assert_eq!(read.meta, meta());
-        assert_eq!(&*read.payload, b"payload");
-    }
-
-    #[test]
-    fn other_formats_and_truncated_bytes_read_as_misses() {
-        let bytes = CacheEntry::new(meta(), b"x".to_vec()).to_bytes();
-        assert!(CacheEntry::from_bytes(&bytes[..HEADER_LEN - 1]).is_none());
-        assert!(CacheEntry::from_bytes(&[]).is_none());
-        let mut other = bytes.clone();
-        other[0] = 2;
-        assert!(CacheEntry::from_bytes(&other).is_none());
-        assert!(CacheEntry::from_bytes(b"{\"json\": true}").is_none());
-    }
 }

@@ -24,11 +24,12 @@ use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
     HsJwtSigner, HsJwtVerifier, JwksSettings, JwksVerifier, JwtRules, JwtVerifier,
 };
+use sba_infrastructure::cache::{FredCache, InMemoryCache};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
-use sba_infrastructure::memory::{InMemoryCache, InMemoryRateLimiter, StaticTenantDirectory};
-use sba_infrastructure::redis::{FredCache, FredRateLimiter, FredRateLimiterSettings};
+use sba_infrastructure::memory::{InMemoryRateLimiter, StaticTenantDirectory};
+use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 

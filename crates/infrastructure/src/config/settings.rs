@@ -14,8 +14,8 @@ use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
 
+use crate::cache::CacheSettings;
 use crate::internal_store::StoreLocation;
-use crate::memory::CacheSettings;
 
 /// Which rules apply: development needs nothing, production requires every external service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

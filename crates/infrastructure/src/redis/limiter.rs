@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike as _, LuaInterface as _};
-use fred::types::config::{Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig};
 use fred::types::scripts::Script;
-use fred::types::{Builder, ConnectHandle, Key, Value};
+use fred::types::{ConnectHandle, Key, Value};
 use sba_application::ports::{RateLimitError, RateLimiter};
 use sba_domain::ratelimit::{Decision, Quota};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::connection::{self, ConnectionOptions};
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
@@ -135,31 +136,13 @@ impl FredRateLimiter {
     /// # Errors
     /// When `url` is not a usable Redis URL.
     pub async fn connect(url: &SecretString, settings: FredRateLimiterSettings) -> anyhow::Result<Self> {
-        // fred's parse errors may quote the URL, password included: only the kind is kept.
-        let mut config = Config::from_url(url.expose_secret())
-            .map_err(|e| anyhow!("the Redis URL is not usable ({:?})", e.kind()))?;
-        // Reconnect in the background instead of failing the first connection.
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .set_connection_config(ConnectionConfig {
-                connection_timeout: settings.connect_timeout,
-                internal_command_timeout: settings.connect_timeout,
-                // A decision is never resent on a new connection: it may have been applied.
-                max_command_attempts: 1,
-                // A Redis that stops answering is dropped and reconnected, not waited on.
-                unresponsive: UnresponsiveConfig {
-                    max_timeout: Some(settings.connect_timeout.max(Duration::from_secs(1))),
-                    interval: Duration::from_millis(250),
-                },
-                ..ConnectionConfig::default()
-            })
-            .set_performance_config(PerformanceConfig {
-                default_command_timeout: settings.timeout,
-                ..PerformanceConfig::default()
-            })
-            .build()
-            .map_err(|e| anyhow!("cannot build the Redis client ({:?})", e.kind()))?;
+        // Per-thread connections are copies of this one (`clone_new`), options included.
+        let options = ConnectionOptions {
+            command_timeout: settings.timeout,
+            connect_timeout: settings.connect_timeout,
+            ..ConnectionOptions::default()
+        };
+        let client = connection::client(url, &options)?;
         match tokio::time::timeout(settings.connect_timeout, client.init()).await {
             Ok(Ok(_connection_task)) => {}
             Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
@@ -433,6 +416,9 @@ fn decision(reply: &[i64]) -> anyhow::Result<Decision> {
 
 #[cfg(test)]
 mod tests {
+    use fred::types::Builder;
+    use fred::types::config::Config;
+
     use super::*;
 
     #[test]

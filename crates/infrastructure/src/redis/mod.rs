@@ -1,10 +1,11 @@
-//! Redis adapters on fred: the distributed rate limiter (one Lua script per decision) and
-//! the shared cache tier (L2) with cross-node invalidation.
+//! Redis adapters on fred: the distributed rate limiter (one Lua script per decision), and
+//! the one way every Redis adapter makes its connections ([`connection`]). The cache's
+//! Redis tier lives with the rest of the cache, in [`crate::cache`].
 
-mod cache;
+pub mod connection;
 mod limiter;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
-pub use cache::{BREAKER_OPEN, FredCache, INVALIDATION_CHANNEL, MAX_PENDING};
+pub use connection::ConnectionOptions;
 pub use limiter::{FredRateLimiter, FredRateLimiterSettings};

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::Problems;
 use super::parse::{bounded, entries};
+use crate::cache::CacheSettings;
 use crate::config::settings::CacheConfig;
-use crate::memory::CacheSettings;
 
 /// The cache namespaces whose TTLs `SBA_CACHE__TTLS` may set.
 pub const CACHE_NAMESPACES: [&str; 4] = [

@@ -1,69 +1,23 @@
-//! The in-process cache tier (L1) shared by [`super::InMemoryCache`] and
-//! [`crate::redis::FredCache`], with the key layout and the metrics both adapters use.
+//! The in-process cache tier (L1) of both adapters ([`super::InMemoryCache`] and
+//! [`super::FredCache`]), and the doorkeeper that decides which entries read from Redis
+//! it keeps.
 //!
-//! Entries are held under their full versioned key (ARCHITECTURE §6), so an entry of an
+//! Entries are held under their full versioned key ([`super::keys`]), so an entry of an
 //! older namespace version is simply never asked for again and ages out.
 
-use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::sync::Cache as MokaCache;
-use sba_application::ports::{CacheEntry, CacheKey};
-use sba_domain::TenantId;
-use uuid::Uuid;
+use sba_application::ports::CacheEntry;
+
+use super::now_ms;
 
 /// What an entry costs besides its key and payload (moka's node, the `CacheEntry`, Arcs):
 /// counted so that many tiny entries cannot exceed the memory bound.
 const ENTRY_OVERHEAD_BYTES: usize = 160;
-
-/// Where an entry of `key` lives in `version` of its namespace:
-/// `sba:c:{tenant}:{namespace}:v{version}:{key}`, in L1 and in Redis alike.
-pub fn entry_key(key: &CacheKey, version: u64) -> String {
-    versioned_key(key.tenant, key.namespace, version, &key.key)
-}
-
-/// Where the current version of a tenant's namespace lives in Redis:
-/// `sba:cv:{tenant}:{namespace}` (missing means version 0).
-pub fn version_key(tenant: TenantId, namespace: &str) -> String {
-    let mut out = String::with_capacity(7 + Uuid::encode_buffer().len() + 1 + namespace.len());
-    out.push_str("sba:cv:");
-    push_tenant(&mut out, tenant);
-    out.push(':');
-    out.push_str(namespace);
-    out
-}
-
-/// [`entry_key`] from its parts: invalidation messages carry the namespace as a plain
-/// string.
-pub(crate) fn versioned_key(tenant: TenantId, namespace: &str, version: u64, key: &str) -> String {
-    // One exact allocation: this runs on every L1 hit.
-    let mut out = String::with_capacity(6 + 36 + 1 + namespace.len() + 2 + 20 + 1 + key.len());
-    out.push_str("sba:c:");
-    push_tenant(&mut out, tenant);
-    out.push(':');
-    out.push_str(namespace);
-    out.push_str(":v");
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{version}");
-    out.push(':');
-    out.push_str(key);
-    out
-}
-
-fn push_tenant(out: &mut String, tenant: TenantId) {
-    out.push_str(tenant.as_uuid().hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-}
-
-/// Unix milliseconds now, the clock of `EntryMeta`'s times.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A bounded in-process map of versioned keys to entries.
 ///
@@ -216,78 +170,6 @@ impl Expiry<String, CacheEntry> for UntilEviction {
     }
 }
 
-/// What the cache metrics count.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum CacheEvent {
-    L1Hit,
-    L1Miss,
-    L2Hit,
-    L2Miss,
-    NamespaceInvalidated,
-    KeyInvalidated,
-}
-
-/// `sba_cache_requests_total{tier, namespace, result}` and
-/// `sba_cache_invalidations_total{namespace, scope}`, with handles kept per namespace:
-/// looking a counter up by its labels costs more than the L1 hit it counts.
-#[derive(Debug, Default)]
-pub(crate) struct CacheMetrics {
-    namespaces: RwLock<HashMap<&'static str, NamespaceCounters>>,
-}
-
-#[derive(Debug)]
-struct NamespaceCounters {
-    l1_hit: metrics::Counter,
-    l1_miss: metrics::Counter,
-    l2_hit: metrics::Counter,
-    l2_miss: metrics::Counter,
-    namespace_invalidated: metrics::Counter,
-    key_invalidated: metrics::Counter,
-}
-
-impl NamespaceCounters {
-    fn new(namespace: &'static str) -> Self {
-        let request = |tier: &'static str, result: &'static str| metrics::counter!("sba_cache_requests_total", "tier" => tier, "namespace" => namespace, "result" => result);
-        let invalidation = |scope: &'static str| metrics::counter!("sba_cache_invalidations_total", "namespace" => namespace, "scope" => scope);
-        Self {
-            l1_hit: request("l1", "hit"),
-            l1_miss: request("l1", "miss"),
-            l2_hit: request("l2", "hit"),
-            l2_miss: request("l2", "miss"),
-            namespace_invalidated: invalidation("namespace"),
-            key_invalidated: invalidation("key"),
-        }
-    }
-
-    fn counter(&self, event: CacheEvent) -> &metrics::Counter {
-        match event {
-            CacheEvent::L1Hit => &self.l1_hit,
-            CacheEvent::L1Miss => &self.l1_miss,
-            CacheEvent::L2Hit => &self.l2_hit,
-            CacheEvent::L2Miss => &self.l2_miss,
-            CacheEvent::NamespaceInvalidated => &self.namespace_invalidated,
-            CacheEvent::KeyInvalidated => &self.key_invalidated,
-        }
-    }
-}
-
-impl CacheMetrics {
-    /// Namespaces are code constants, so the map stays small.
-    pub(crate) fn record(&self, namespace: &'static str, event: CacheEvent) {
-        if let Some(counters) = self.namespaces.read().unwrap_or_else(PoisonError::into_inner).get(namespace)
-        {
-            counters.counter(event).increment(1);
-            return;
-        }
-        let mut namespaces = self.namespaces.write().unwrap_or_else(PoisonError::into_inner);
-        namespaces
-            .entry(namespace)
-            .or_insert_with(|| NamespaceCounters::new(namespace))
-            .counter(event)
-            .increment(1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -321,15 +203,6 @@ mod tests {
             fingerprint: 7,
         };
         CacheEntry::new(meta, payload.to_vec())
-    }
-
-    #[test]
-    fn keys_follow_the_documented_layout() {
-        let tenant = TenantId::from_uuid(Uuid::parse_str("0190f3a0-0000-7000-8000-000000000001").unwrap());
-        let key = CacheKey::new(tenant, "run", "a|b:c");
-        assert_eq!(entry_key(&key, 42), "sba:c:0190f3a0-0000-7000-8000-000000000001:run:v42:a|b:c");
-        assert_eq!(version_key(tenant, "run"), "sba:cv:0190f3a0-0000-7000-8000-000000000001:run");
-        assert_eq!(entry_key(&key, 42), format!("sba:c:{tenant}:run:v42:a|b:c"));
     }
 
     #[test]

@@ -1,44 +1,19 @@
 //! [`InMemoryCache`]: the [`Cache`] of development mode and single-node deployments, an
-//! L1 only; and [`CacheSettings`], shared with [`crate::redis::FredCache`].
-
-use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
+//! L1 only, with namespace versions in a local map.
 
 use async_trait::async_trait;
 use sba_application::ports::{Cache, CacheEntry, CacheKey};
 use sba_domain::TenantId;
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 
-use super::l1::{CacheEvent, CacheMetrics, L1, entry_key, now_ms};
+use super::keys::entry_key;
+use super::l1::L1;
+use super::metrics::{CacheEvent, CacheMetrics};
+use super::{CacheSettings, now_ms};
 
 /// Namespace versions held at most; beyond that they start again (L1 emptied).
 const MAX_VERSIONS: usize = 100_000;
-
-/// How the cache tiers are sized and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheSettings {
-    /// The memory bound of L1 (keys, payloads and a fixed overhead per entry). Default: 64 MiB.
-    pub l1_max_bytes: u64,
-    /// The longest an entry stays in L1, whatever its own TTL: it bounds how long a node
-    /// serves an entry whose invalidation it missed. Default: 60 s.
-    pub l1_max_ttl: Duration,
-    /// The bound on one Redis call; past it the call counts as a failure. Default: 50 ms.
-    pub redis_timeout: Duration,
-    /// How long a node trusts its copy of a namespace's version before reading it again: it
-    /// bounds staleness when an invalidation message is lost. Default: 10 s.
-    pub version_ttl: Duration,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            l1_max_bytes: 64 * 1024 * 1024,
-            l1_max_ttl: Duration::from_mins(1),
-            redis_timeout: Duration::from_millis(50),
-            version_ttl: Duration::from_secs(10),
-        }
-    }
-}
 
 /// An L1 with namespace versions in a local map: invalidating a namespace bumps its version
 /// (O(1)); the entries of older versions are never read again and age out.
@@ -111,6 +86,8 @@ impl Cache for InMemoryCache {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use sba_application::ports::EntryMeta;
     use uuid::Uuid;
 
