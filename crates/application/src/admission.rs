@@ -79,8 +79,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::{MockCache, MockTenantDirectory};
+    use crate::testing::{MapCache, TestClock};
 
     fn principal(n: u128) -> Principal {
         Principal {

@@ -347,69 +347,15 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Stand-ins for unit tests of services that cache.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
-    use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
-    use sba_domain::TenantId;
-
-    use crate::ports::{Cache, CacheEntry, CacheKey, Clock};
-
-    /// A cache that keeps entries in a map (a stand-in for an adapter: these tests are
-    /// about the services' decisions; the adapters have their own tests on Redis).
-    #[derive(Default)]
-    pub struct MapCache(pub Mutex<HashMap<CacheKey, CacheEntry>>);
-
-    #[async_trait]
-    impl Cache for MapCache {
-        async fn get(&self, key: &CacheKey) -> Option<CacheEntry> {
-            self.0.lock().unwrap().get(key).cloned()
-        }
-        async fn set(&self, key: &CacheKey, entry: CacheEntry) {
-            self.0.lock().unwrap().insert(key.clone(), entry);
-        }
-        async fn delete(&self, key: &CacheKey) {
-            self.0.lock().unwrap().remove(key);
-        }
-        async fn invalidate_namespace(&self, tenant: TenantId, namespace: &'static str) {
-            self.0.lock().unwrap().retain(|k, _| k.tenant != tenant || k.namespace != namespace);
-        }
-    }
-
-    /// A clock the test moves (Unix milliseconds).
-    pub struct TestClock(pub AtomicI64);
-
-    impl TestClock {
-        pub fn at(ms: i64) -> Self {
-            Self(AtomicI64::new(ms))
-        }
-
-        pub fn advance(&self, ms: i64) {
-            self.0.fetch_add(ms, Ordering::SeqCst);
-        }
-    }
-
-    impl Clock for TestClock {
-        fn now(&self) -> DateTime<Utc> {
-            DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap_or_default()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
     use uuid::Uuid;
 
-    use super::testing::{MapCache, TestClock};
     use super::*;
     use crate::ports::MockCache;
+    use crate::testing::{MapCache, TestClock};
 
     const POLICY: NamespacePolicy = NamespacePolicy {
         name: "test",

@@ -115,8 +115,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::{MockTenantDirectory, RepositoryError};
+    use crate::testing::{MapCache, TestClock};
 
     const APP: &str = "https://app.tenant-a.test";
 

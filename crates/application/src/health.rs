@@ -17,19 +17,12 @@ use crate::ports::{Clock, DependencyCheck, HealthLog, HealthRecord, IdGenerator,
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs dependency checks and keeps their history.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HealthMonitor {
     checks: Vec<Arc<dyn DependencyCheck>>,
     log: Arc<dyn HealthLog>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
-}
-
-impl std::fmt::Debug for HealthMonitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.checks.iter().map(|c| c.component()).collect();
-        f.debug_struct("HealthMonitor").field("checks", &names).finish_non_exhaustive()
-    }
 }
 
 impl HealthMonitor {

@@ -50,16 +50,10 @@ pub enum Begin {
 }
 
 /// Idempotency for the caller's tenant and user.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for Idempotency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idempotency").finish_non_exhaustive()
-    }
 }
 
 /// The fingerprint of a request: the operation and its body, with object keys sorted so

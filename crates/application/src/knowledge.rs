@@ -12,18 +12,12 @@ use crate::error::RecordError;
 use crate::ports::{Clock, IdGenerator, KnowledgeStore};
 
 /// The knowledge use cases.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KnowledgeService {
     store: Arc<dyn KnowledgeStore>,
     auditor: Auditor,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
-}
-
-impl std::fmt::Debug for KnowledgeService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KnowledgeService").finish_non_exhaustive()
-    }
 }
 
 impl KnowledgeService {
@@ -88,9 +82,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::TestClock;
     use crate::context::Caller;
     use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore, RepositoryError};
+    use crate::testing::TestClock;
 
     fn ctx() -> RequestContext {
         RequestContext {

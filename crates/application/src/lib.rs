@@ -1,7 +1,7 @@
 //! Use cases of SBA and the ports (traits) they need from the outside world.
 //!
 //! Services here only see ports; adapters live in `sba-infrastructure` and are chosen in
-//! `sba-delivery`'s `startup.rs`.
+//! `sba-delivery`'s `startup` module.
 
 pub mod admission;
 pub mod audit;
@@ -20,6 +20,8 @@ pub mod ratelimit_ws;
 pub mod runs;
 pub mod sessions;
 pub mod tenants;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod usage;
 
 pub use context::RequestContext;

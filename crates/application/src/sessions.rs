@@ -203,8 +203,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::{MockAuditLog, MockIdGenerator, MockSessionStore};
+    use crate::testing::{MapCache, TestClock};
 
     const TENANT: Uuid = Uuid::from_u128(0xa);
 

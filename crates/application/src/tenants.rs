@@ -132,8 +132,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::MockTenantDirectory;
+    use crate::testing::{MapCache, TestClock};
 
     fn cache_with(directory: MockTenantDirectory) -> (TenantCache, Arc<TestClock>) {
         let clock = Arc::new(TestClock::at(1_800_000_000_000));

@@ -6,15 +6,9 @@ use crate::RequestContext;
 use crate::ports::{RepositoryError, UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
 /// Reads of the caller's tenant's usage.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct UsageQueries {
     ledger: Arc<dyn UsageLedger>,
-}
-
-impl std::fmt::Debug for UsageQueries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UsageQueries").finish_non_exhaustive()
-    }
 }
 
 impl UsageQueries {

@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 /// A directory the test edits (the Supabase `tenants` table, say), counting reads.
+#[derive(Debug)]
 struct EditableDirectory {
     tenant: Mutex<Tenant>,
     reads: AtomicU32,

@@ -12,17 +12,11 @@ use crate::ports::{AuditLog, Clock, IdGenerator};
 
 /// Builds and writes audit entries: one per mutation attempt of a caller (success or not),
 /// and the entries of changes the platform makes itself.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Auditor {
     log: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
-}
-
-impl std::fmt::Debug for Auditor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auditor").finish_non_exhaustive()
-    }
 }
 
 impl Auditor {
@@ -125,15 +119,9 @@ impl Auditor {
 }
 
 /// Reads of the audit trail of the caller's tenant.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AuditQueries {
     audit: Arc<dyn AuditLog>,
-}
-
-impl std::fmt::Debug for AuditQueries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditQueries").finish_non_exhaustive()
-    }
 }
 
 impl AuditQueries {

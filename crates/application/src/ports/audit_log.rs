@@ -7,9 +7,9 @@ use super::RepositoryError;
 use crate::pagination::{Page, PageRequest};
 
 /// Append-only record of who attempted which mutation and how it ended.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait AuditLog: Send + Sync + 'static {
+pub trait AuditLog: std::fmt::Debug + Send + Sync + 'static {
     /// Appends one entry.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use sba_domain::TenantId;
 
 /// Which entry: a key in a tenant's namespace. Adapters read and write it in the
 /// namespace's current version, so [`Cache::invalidate_namespace`] is O(1); how they lay
-/// keys out in a store is theirs (ARCHITECTURE §6).
+/// keys out in a store is theirs (docs/architecture.md, "Redis key schema").
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub tenant: TenantId,
@@ -92,9 +92,9 @@ impl CacheEntry {
 /// Implementations never fail and never make a caller wait on a sick store for long: a
 /// store that does not answer within its bounded timeout is skipped (L1 only) until it
 /// recovers, which they detect by themselves.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait Cache: Send + Sync + 'static {
+pub trait Cache: std::fmt::Debug + Send + Sync + 'static {
     /// The entry under `key` in the namespace's current version, L1 first; `None` on a miss
     /// or when the entry is past `evict_at_ms`. The caller judges freshness from
     /// `meta.expires_at_ms`.

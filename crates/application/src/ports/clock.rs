@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// The current time.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait Clock: Send + Sync + 'static {
+#[cfg_attr(test, mockall::automock)]
+pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
 /// New unique identifiers (time-ordered UUIDv7 in production).
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait IdGenerator: Send + Sync + 'static {
+#[cfg_attr(test, mockall::automock)]
+pub trait IdGenerator: std::fmt::Debug + Send + Sync + 'static {
     fn new_id(&self) -> Uuid;
 }

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 
 /// One dependency whose reachability decides whether this node is ready.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait DependencyCheck: Send + Sync + 'static {
+pub trait DependencyCheck: std::fmt::Debug + Send + Sync + 'static {
     /// The component name shown in readiness reports (`database`, `redis`, ...).
     fn component(&self) -> &'static str;
 

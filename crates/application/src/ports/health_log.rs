@@ -20,9 +20,9 @@ pub struct HealthRecord {
 }
 
 /// Append-only health history.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait HealthLog: Send + Sync + 'static {
+pub trait HealthLog: std::fmt::Debug + Send + Sync + 'static {
     /// Appends observations.
     ///
     /// # Errors

@@ -26,9 +26,9 @@ pub enum Reservation {
 }
 
 /// Idempotency keys per tenant and user, kept until they expire.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait IdempotencyStore: Send + Sync + 'static {
+pub trait IdempotencyStore: std::fmt::Debug + Send + Sync + 'static {
     /// Reserves `key` for a request whose body hashes to `request_hash`, unless an unexpired
     /// reservation exists, which is returned instead. Atomic: of two concurrent reservations
     /// of one key, exactly one gets `Reserved`.

@@ -10,9 +10,9 @@ use super::RepositoryError;
 use crate::context::Caller;
 
 /// Knowledge of the caller's tenant. Every method is scoped to `caller.tenant`.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait KnowledgeStore: Send + Sync + 'static {
+pub trait KnowledgeStore: std::fmt::Debug + Send + Sync + 'static {
     /// Stores a document with all its chunks atomically (all or nothing); chunk ids are
     /// made by the store. Returns the document as stored.
     ///

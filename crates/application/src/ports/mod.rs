@@ -1,7 +1,8 @@
 //! Ports: what the application needs from storage, identity and time.
 //!
-//! Every port is `Send + Sync + 'static`, returns application errors only (never a driver's
-//! error type), and has a mockall mock behind the `mocks` feature.
+//! Every port is `Debug + Send + Sync + 'static` (services over `Arc<dyn Port>` derive
+//! `Debug`), returns application errors only (never a driver's
+//! error type), and has a mockall mock for the crate's unit tests (ADR 0013).
 
 mod audit_log;
 mod cache;
@@ -37,33 +38,33 @@ pub use tenant_directory::TenantDirectory;
 pub use token_verifier::{TokenError, TokenVerifier};
 pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use audit_log::MockAuditLog;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use cache::MockCache;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use clock::{MockClock, MockIdGenerator};
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use dependency_check::MockDependencyCheck;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use health_log::MockHealthLog;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use idempotency::MockIdempotencyStore;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use knowledge_store::MockKnowledgeStore;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use rate_limiter::MockRateLimiter;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use run_ledger::MockRunLedger;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use run_repository::MockRunRepository;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use session_store::MockSessionStore;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use tenant_directory::MockTenantDirectory;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use token_verifier::MockTokenVerifier;
-#[cfg(any(test, feature = "mocks"))]
+#[cfg(test)]
 pub use usage_ledger::MockUsageLedger;

@@ -13,9 +13,9 @@ pub enum RateLimitError {
 
 /// Decides requests against quotas, sharing state between every node that uses the same
 /// backend. Implementations follow `sba_domain::ratelimit::Gcra` exactly.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait RateLimiter: Send + Sync + 'static {
+pub trait RateLimiter: std::fmt::Debug + Send + Sync + 'static {
     /// Decides one request of `cost` units for `key` (a rendered key body of
     /// `sba_domain::ratelimit`; an adapter on a shared store adds its own prefix) under
     /// `quota`. A denied request consumes nothing.

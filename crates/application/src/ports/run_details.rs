@@ -9,9 +9,9 @@ use super::RepositoryError;
 use crate::pagination::{Page, PageRequest};
 
 /// The steps of a run, oldest first (by the `seq` of the event that created each).
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait StepRepository: Send + Sync + 'static {
+pub trait StepRepository: std::fmt::Debug + Send + Sync + 'static {
     /// One page of the steps of run `run_id` of `tenant` (empty for another tenant's run).
     ///
     /// # Errors
@@ -25,9 +25,9 @@ pub trait StepRepository: Send + Sync + 'static {
 }
 
 /// The tool calls of a run, oldest first (by the `seq` of the event that started each).
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait ToolCallRepository: Send + Sync + 'static {
+pub trait ToolCallRepository: std::fmt::Debug + Send + Sync + 'static {
     /// One page of the tool calls of run `run_id` of `tenant` (empty for another tenant's run).
     ///
     /// # Errors
@@ -41,9 +41,9 @@ pub trait ToolCallRepository: Send + Sync + 'static {
 }
 
 /// The per-run, gapless event log.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait EventLog: Send + Sync + 'static {
+pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     /// Events of run `run_id` of `tenant` with `seq > after_seq`, in `seq` order, at most
     /// `limit` (empty for another tenant's run).
     ///

@@ -46,9 +46,9 @@ pub enum LedgerError {
 
 /// Transactions that change a run together with its events, steps, tool calls, usage and
 /// audit trail.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait RunLedger: Send + Sync + 'static {
+pub trait RunLedger: std::fmt::Debug + Send + Sync + 'static {
     /// Stores a new run, its `run.created` event (seq 1) and its audit entry.
     ///
     /// # Errors

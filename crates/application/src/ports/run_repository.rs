@@ -16,9 +16,9 @@ pub struct RunFilter {
 }
 
 /// Reads of stored [`AgentRun`]s, scoped to one tenant (writes go through `RunLedger`).
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait RunRepository: Send + Sync + 'static {
+pub trait RunRepository: std::fmt::Debug + Send + Sync + 'static {
     /// The run `id` of `tenant`, or `None` when it does not exist *or belongs to another
     /// tenant* (the two are indistinguishable by design).
     ///

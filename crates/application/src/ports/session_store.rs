@@ -9,9 +9,9 @@ use crate::pagination::{Page, PageRequest};
 
 /// Sessions of the caller's tenant. Every method is scoped to `caller.tenant`: a session of
 /// another tenant is indistinguishable from a missing one.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
+pub trait SessionStore: std::fmt::Debug + Send + Sync + 'static {
     /// Stores a new session (its id, tenant, user and times are set by the caller).
     ///
     /// # Errors

@@ -7,9 +7,9 @@ use super::RepositoryError;
 
 /// Platform lookups of tenants. Adapters read with platform credentials: this is system
 /// work, never a user's data.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait TenantDirectory: Send + Sync + 'static {
+pub trait TenantDirectory: std::fmt::Debug + Send + Sync + 'static {
     /// The tenant `id`, or `None` when the directory does not know it.
     ///
     /// # Errors

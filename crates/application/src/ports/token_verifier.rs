@@ -19,9 +19,9 @@ pub enum TokenError {
 }
 
 /// Turns a bearer token into the [`Principal`] it proves.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait TokenVerifier: Send + Sync + 'static {
+pub trait TokenVerifier: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// A [`TokenError`] saying why the token does not prove a principal.
     async fn verify(&self, token: &str) -> Result<Principal, TokenError>;

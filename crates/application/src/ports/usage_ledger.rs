@@ -61,9 +61,9 @@ pub struct UsageBucket {
 }
 
 /// Aggregates of the usage recorded by the run ledger, computed by the store.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait UsageLedger: Send + Sync + 'static {
+pub trait UsageLedger: std::fmt::Debug + Send + Sync + 'static {
     /// The usage of `tenant` recorded within `range`, summed per `group_by` key; one bucket
     /// per key that has usage, ordered by key ascending (byte order). Empty when nothing was
     /// recorded in the range.

@@ -72,8 +72,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::cache::testing::{MapCache, TestClock};
     use crate::ports::MockRunRepository;
+    use crate::testing::{MapCache, TestClock};
 
     fn run_of(tenant: TenantId, id: RunId) -> sba_domain::AgentRun {
         let new = sba_domain::NewRun {

@@ -14,19 +14,13 @@ use crate::pagination::{Page, PageRequest};
 use crate::ports::{EventLog, RunFilter, RunRepository, StepRepository, ToolCallRepository};
 
 /// Read-side use cases of runs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RunQueries {
     runs: Arc<dyn RunRepository>,
     steps: Arc<dyn StepRepository>,
     tool_calls: Arc<dyn ToolCallRepository>,
     events: Arc<dyn EventLog>,
     access: RunAccess,
-}
-
-impl std::fmt::Debug for RunQueries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunQueries").finish_non_exhaustive()
-    }
 }
 
 impl RunQueries {
@@ -140,8 +134,8 @@ mod tests {
         let runs: Arc<dyn RunRepository> = Arc::new(runs);
         let access = RunAccess::new(
             Arc::clone(&runs),
-            Arc::new(crate::cache::testing::MapCache::default()),
-            Arc::new(crate::cache::testing::TestClock::at(0)),
+            Arc::new(crate::testing::MapCache::default()),
+            Arc::new(crate::testing::TestClock::at(0)),
         );
         let queries = RunQueries::new(runs, Arc::new(steps), Arc::new(calls), Arc::new(events), access);
         let id = RunId::from_uuid(Uuid::from_u128(9));

@@ -69,19 +69,13 @@ impl From<LedgerError> for RunServiceError {
 }
 
 /// Starts, reads, cancels and expires runs.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RunService {
     runs: Arc<dyn RunRepository>,
     ledger: Arc<dyn RunLedger>,
     auditor: Auditor,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
-}
-
-impl std::fmt::Debug for RunService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunService").finish_non_exhaustive()
-    }
 }
 
 impl RunService {

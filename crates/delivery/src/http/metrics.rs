@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text format, from the process-wide `metrics` recorder. No
-//! token is needed: restrict it at the network edge (ARCHITECTURE §7).
+//! token is needed: restrict it at the network edge (docs/architecture.md, "Public contract").
 
 use std::sync::OnceLock;
 use std::time::Duration;

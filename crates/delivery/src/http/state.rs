@@ -16,7 +16,7 @@ use sba_application::sessions::SessionService;
 use sba_application::usage::UsageQueries;
 
 /// Everything request handlers share.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AppState {
     pub runs: RunService,
     pub queries: RunQueries,
@@ -36,10 +36,4 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// WebSocket operation quotas, for the gateway's per-connection limiters.
     pub ws_policies: Arc<WsPolicies>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
 }

@@ -1,4 +1,4 @@
-//! Rate-limit keys: the bodies of the keys of ARCHITECTURE §6, built from typed parts so
+//! Rate-limit keys: the bodies of the keys of docs/architecture.md ("Redis key schema"), built from typed parts so
 //! that two different callers never share a bucket (ADR 0012). The `sba:rl:` prefix is the
 //! Redis adapter's; the in-process limiter uses the bodies as they are.
 //!

@@ -1,5 +1,5 @@
 //! Rate limiting as pure policy: the GCRA decision (ADR 0006), quotas and the typed key
-//! bodies of ARCHITECTURE §6 (ADR 0012). The adapters (Redis Lua script, in-process map)
+//! bodies of docs/architecture.md ("Redis key schema") (ADR 0012). The adapters (Redis Lua script, in-process map)
 //! only store a key's state; the arithmetic is here, in integer microseconds, so both decide
 //! identically. The HTTP header values live with the HTTP delivery.
 

@@ -1,4 +1,4 @@
-//! The cache's key layout (ARCHITECTURE §6), the same in L1 and in Redis: entries at
+//! The cache's key layout (docs/architecture.md, "Redis key schema"), the same in L1 and in Redis: entries at
 //! `sba:c:{tenant}:{namespace}:v{version}:{key}`, namespace versions at
 //! `sba:cv:{tenant}:{namespace}`.
 

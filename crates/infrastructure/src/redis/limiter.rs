@@ -25,7 +25,7 @@ use super::connection::{self, ConnectionOptions};
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
-/// The namespace of rate-limit keys in Redis (ARCHITECTURE §6); the key bodies come from
+/// The namespace of rate-limit keys in Redis (docs/architecture.md, "Redis key schema"); the key bodies come from
 /// `sba_domain::ratelimit` (ADR 0012).
 const KEY_PREFIX: &str = "sba:rl:";
 
