@@ -43,7 +43,18 @@ command -v python3 >/dev/null || fail "python3 is needed (for the virtualenv and
 # --- schemathesis, pinned, in its own virtualenv -------------------------------------------
 if [[ "$("$VENV/bin/schemathesis" --version 2>/dev/null || true)" != *"$SCHEMATHESIS_VERSION"* ]]; then
     log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
-    python3 -m venv "$VENV" || fail "cannot create a virtualenv in $VENV (is python3-venv installed?)"
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        # Debian's python3 has no ensurepip until python3-venv is installed.
+        rm -rf "$VENV"
+        command -v apt-get >/dev/null || fail "cannot create a virtualenv in $VENV; install python3-venv"
+        log "python3 cannot create a virtualenv; installing python3-venv with apt-get"
+        sudo_cmd=()
+        ((EUID == 0)) || sudo_cmd=(sudo)
+        "${sudo_cmd[@]}" apt-get update -q >&2 &&
+            "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >&2 ||
+            fail "could not install python3-venv"
+        python3 -m venv "$VENV" || fail "cannot create a virtualenv in $VENV"
+    fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" ||
         fail "pip could not install schemathesis==$SCHEMATHESIS_VERSION"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command. Starts the private PostgreSQL and Redis
 # (scripts/services-up.sh), runs every test with cargo-nextest, then the doc tests
-# (nextest does not run those). Exits non-zero when any test fails.
+# (nextest does not run those), then scripts/schemathesis.sh (the service against its
+# OpenAPI document). Exits non-zero when any of them fails.
 #
 # Arguments go to `cargo nextest run`: `scripts/test.sh -p sba-domain`,
 # `scripts/test.sh --profile ci`, `scripts/test.sh -E 'test(/cancel/)'`.
@@ -37,11 +38,19 @@ log "cargo test --workspace --doc"
 doc_status=0
 cargo test --workspace --doc || doc_status=$?
 
+# The served OpenAPI document against the service, as a client generator reads it.
+log "scripts/schemathesis.sh"
+contract_status=0
+scripts/schemathesis.sh || contract_status=$?
+
 if ((status != 0)); then
     log "error: tests failed (cargo nextest exited with $status)"
 elif ((doc_status != 0)); then
     log "error: doc tests failed (cargo test --doc exited with $doc_status)"
     status=$doc_status
+elif ((contract_status != 0)); then
+    log "error: the service does not answer as its OpenAPI document says (scripts/schemathesis.sh exited with $contract_status)"
+    status=$contract_status
 else
     log "all tests passed"
 fi
