@@ -39,32 +39,20 @@ pub use token_verifier::{TokenError, TokenVerifier};
 pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
 #[cfg(test)]
-pub use audit_log::MockAuditLog;
-#[cfg(test)]
-pub use cache::MockCache;
-#[cfg(test)]
-pub use clock::{MockClock, MockIdGenerator};
-#[cfg(test)]
-pub use dependency_check::MockDependencyCheck;
-#[cfg(test)]
-pub use health_log::MockHealthLog;
-#[cfg(test)]
-pub use idempotency::MockIdempotencyStore;
-#[cfg(test)]
-pub use knowledge_store::MockKnowledgeStore;
-#[cfg(test)]
-pub use rate_limiter::MockRateLimiter;
-#[cfg(test)]
-pub use run_details::{MockEventLog, MockStepRepository, MockToolCallRepository};
-#[cfg(test)]
-pub use run_ledger::MockRunLedger;
-#[cfg(test)]
-pub use run_repository::MockRunRepository;
-#[cfg(test)]
-pub use session_store::MockSessionStore;
-#[cfg(test)]
-pub use tenant_directory::MockTenantDirectory;
-#[cfg(test)]
-pub use token_verifier::MockTokenVerifier;
-#[cfg(test)]
-pub use usage_ledger::MockUsageLedger;
+pub use {
+    audit_log::MockAuditLog,
+    cache::MockCache,
+    clock::{MockClock, MockIdGenerator},
+    dependency_check::MockDependencyCheck,
+    health_log::MockHealthLog,
+    idempotency::MockIdempotencyStore,
+    knowledge_store::MockKnowledgeStore,
+    rate_limiter::MockRateLimiter,
+    run_details::{MockEventLog, MockStepRepository, MockToolCallRepository},
+    run_ledger::MockRunLedger,
+    run_repository::MockRunRepository,
+    session_store::MockSessionStore,
+    tenant_directory::MockTenantDirectory,
+    token_verifier::MockTokenVerifier,
+    usage_ledger::MockUsageLedger,
+};
