@@ -30,7 +30,7 @@ pub struct TestApp {
     pub address: String,
     /// The settings the app was built with (for building a worker beside it).
     pub settings: Settings,
-    pub client: reqwest::Client,
+    client: reqwest::Client,
     signer: HsJwtSigner,
     _shutdown: oneshot::Sender<()>,
 }
