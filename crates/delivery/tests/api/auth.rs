@@ -68,7 +68,7 @@ fn rs256(claims: &Value, kid: &str) -> String {
 }
 
 async fn list_runs(app: &TestApp, token: &str) -> Response {
-    app.client.get(app.url("/v1/runs")).bearer_auth(token).send().await.unwrap()
+    app.get("/v1/runs", token).await
 }
 
 async fn refused(app: &TestApp, token: &str, code: &str) {
@@ -89,14 +89,8 @@ async fn refused(app: &TestApp, token: &str, code: &str) {
 async fn an_rs256_token_from_the_jwks_is_accepted_beside_hs256_tokens() {
     let app = app_with_jwks().await;
     let tenant = new_tenant();
-    let created = app
-        .client
-        .post(app.url("/v1/runs"))
-        .bearer_auth(rs256(&claims(&tenant.to_string()), KID))
-        .json(&json!({"agent": "bot"}))
-        .send()
-        .await
-        .unwrap();
+    let created =
+        app.post_json("/v1/runs", &rs256(&claims(&tenant.to_string()), KID), &json!({"agent": "bot"})).await;
     assert_eq!(created.status(), 201);
     let run: Value = created.json().await.unwrap();
     assert_eq!(run["tenant_id"], tenant.to_string());
@@ -156,7 +150,7 @@ async fn forged_and_unusable_rs256_tokens_are_401_with_their_code() {
 async fn an_authenticated_caller_without_the_role_gets_403_not_401() {
     let app = app_with_jwks().await;
     let token = rs256(&claims(&new_tenant().to_string()), KID);
-    let response = app.client.get(app.url("/v1/audit-logs")).bearer_auth(token).send().await.unwrap();
+    let response = app.get("/v1/audit-logs", &token).await;
     assert_eq!(response.status(), 403);
     assert!(!response.headers().contains_key("www-authenticate"));
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "forbidden");
@@ -166,17 +160,9 @@ async fn an_authenticated_caller_without_the_role_gets_403_not_401() {
 async fn me_answers_who_the_token_proves() {
     let app = app_with_jwks().await;
     let tenant = new_tenant();
-    let body: Value = app
-        .client
-        .get(app.url("/v1/me"))
-        .bearer_auth(rs256(&claims(&tenant.to_string()), KID))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value =
+        app.get("/v1/me", &rs256(&claims(&tenant.to_string()), KID)).await.json().await.unwrap();
     assert_eq!(body, json!({"tenant_id": tenant.to_string(), "user_id": "user-1", "role": "authenticated"}));
-    let anonymous = app.client.get(app.url("/v1/me")).send().await.unwrap();
+    let anonymous = app.get_anonymous("/v1/me").await;
     assert_eq!(anonymous.status(), 401);
 }

@@ -22,8 +22,7 @@ async fn app_with_tenant_origin(tenant: TenantId) -> TestApp {
 }
 
 async fn preflight(app: &TestApp, origin: &str) -> Response {
-    app.client
-        .request(Method::OPTIONS, app.url("/v1/runs"))
+    app.request(Method::OPTIONS, "/v1/runs")
         .header("origin", origin)
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "authorization, content-type, idempotency-key")
@@ -33,7 +32,7 @@ async fn preflight(app: &TestApp, origin: &str) -> Response {
 }
 
 async fn list_runs(app: &TestApp, origin: &str, token: Option<&str>) -> Response {
-    let mut request = app.client.get(app.url("/v1/runs")).header("origin", origin);
+    let mut request = app.request(Method::GET, "/v1/runs").header("origin", origin);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -126,14 +125,7 @@ async fn requests_without_an_origin_get_no_cors_headers() {
     let tenant = new_tenant();
     let app = app_with_tenant_origin(tenant).await;
     let token = app.token(tenant, "alice", Role::Authenticated);
-    let response = app
-        .client
-        .post(app.url("/v1/runs"))
-        .bearer_auth(&token)
-        .json(&json!({"agent": "bot"}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/runs", &token, &json!({"agent": "bot"})).await;
     assert_eq!(response.status(), 201);
     assert!(has_no_cors_header(&response));
 }

@@ -4,7 +4,7 @@ crate::on_both_stores!(healthz_answers_ok_without_a_token, readyz_reports_the_da
 
 async fn healthz_answers_ok_without_a_token(store: Store) {
     let app = spawn_app(store).await;
-    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let response = app.get_anonymous("/healthz").await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
     assert_eq!(response.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"status": "ok"}));
@@ -12,7 +12,7 @@ async fn healthz_answers_ok_without_a_token(store: Store) {
 
 async fn readyz_reports_the_database_up(store: Store) {
     let app = spawn_app(store).await;
-    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let response = app.get_anonymous("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");

@@ -1,14 +1,17 @@
-//! `spawn_app()`: a real server on a random port, with a fresh database, and a client.
+//! `spawn_app()`: a real server on a random port, with a fresh database, and a client; the
+//! request helpers on [`TestApp`] send the usual requests to it.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
+use reqwest::{Method, RequestBuilder, Response};
 use sba_delivery::startup::Application;
 use sba_domain::{Role, TenantId, UserId};
 use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
 use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
 use sba_infrastructure::internal_store::test_support::fresh_postgres_url;
 use secrecy::SecretString;
+use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -27,7 +30,7 @@ pub struct TestApp {
     pub address: String,
     /// The settings the app was built with (for building a worker beside it).
     pub settings: Settings,
-    pub client: reqwest::Client,
+    client: reqwest::Client,
     signer: HsJwtSigner,
     _shutdown: oneshot::Sender<()>,
 }
@@ -35,6 +38,36 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A request to `path` to finish by hand: for tests that send their own headers or bodies.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// `GET path` with no `Authorization` header.
+    pub async fn get_anonymous(&self, path: &str) -> Response {
+        send(self.request(Method::GET, path)).await
+    }
+
+    /// `GET path` as the bearer of `token`.
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        send(self.request(Method::GET, path).bearer_auth(token)).await
+    }
+
+    /// `POST path` without a body, as the bearer of `token`.
+    pub async fn post(&self, path: &str, token: &str) -> Response {
+        send(self.request(Method::POST, path).bearer_auth(token)).await
+    }
+
+    /// `POST path` with `body` as JSON, as the bearer of `token`.
+    pub async fn post_json(&self, path: &str, token: &str, body: &impl Serialize) -> Response {
+        send(self.request(Method::POST, path).bearer_auth(token).json(body)).await
+    }
+
+    /// `PATCH path` with `body` as JSON, as the bearer of `token`.
+    pub async fn patch_json(&self, path: &str, token: &str, body: &impl Serialize) -> Response {
+        send(self.request(Method::PATCH, path).bearer_auth(token).json(body)).await
     }
 
     /// A valid token for `user` of `tenant` with `role`.
@@ -48,6 +81,10 @@ impl TestApp {
             })
             .unwrap()
     }
+}
+
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("sending the request")
 }
 
 pub fn new_tenant() -> TenantId {

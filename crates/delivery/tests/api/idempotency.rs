@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on `POST /v1/runs`.
 
 use futures_util::future::join_all;
-use reqwest::Response;
+use reqwest::{Method, Response};
 use sba_domain::Role;
 use serde_json::{Value, json};
 
@@ -16,8 +16,7 @@ crate::on_both_stores!(
 );
 
 async fn post(app: &TestApp, token: &str, key: &str, body: &Value) -> Response {
-    app.client
-        .post(app.url("/v1/runs"))
+    app.request(Method::POST, "/v1/runs")
         .bearer_auth(token)
         .header("idempotency-key", key)
         .json(body)
@@ -27,8 +26,7 @@ async fn post(app: &TestApp, token: &str, key: &str, body: &Value) -> Response {
 }
 
 async fn run_count(app: &TestApp, token: &str) -> usize {
-    let body: Value =
-        app.client.get(app.url("/v1/runs")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let body: Value = app.get("/v1/runs", token).await.json().await.unwrap();
     body["data"].as_array().unwrap().len()
 }
 

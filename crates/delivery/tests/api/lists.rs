@@ -1,6 +1,6 @@
 //! Listings: runs, a run's steps, tool calls and events, and the audit log.
 
-use reqwest::Response;
+use reqwest::{Method, Response};
 use sba_domain::Role;
 use serde_json::{Value, json};
 
@@ -15,19 +15,8 @@ crate::on_both_stores!(
     refused_run_creations_are_audited_as_denied,
 );
 
-async fn get(app: &TestApp, token: &str, path: &str) -> Response {
-    app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap()
-}
-
 async fn create_run(app: &TestApp, token: &str, agent: &str) -> Value {
-    let response = app
-        .client
-        .post(app.url("/v1/runs"))
-        .bearer_auth(token)
-        .json(&json!({"agent": agent}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json("/v1/runs", token, &json!({"agent": agent})).await;
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
 }
@@ -52,7 +41,7 @@ async fn runs_list_newest_first_in_stable_pages_with_filters(store: Store) {
     let mut seen = Vec::new();
     let mut path = "/v1/runs?limit=2".to_owned();
     loop {
-        let (page, next) = ids(get(&app, &token, &path).await).await;
+        let (page, next) = ids(app.get(&path, &token).await).await;
         assert!(page.len() <= 2);
         seen.extend(page);
         match next.as_str() {
@@ -64,13 +53,13 @@ async fn runs_list_newest_first_in_stable_pages_with_filters(store: Store) {
     assert_eq!(seen, created, "newest first, each run once, only the caller's tenant");
 
     let cancel = format!("/v1/runs/{}/cancel", created[0]);
-    assert_eq!(app.client.post(app.url(&cancel)).bearer_auth(&token).send().await.unwrap().status(), 200);
-    let (cancelled, _) = ids(get(&app, &token, "/v1/runs?status=cancelled").await).await;
+    assert_eq!(app.post(&cancel, &token).await.status(), 200);
+    let (cancelled, _) = ids(app.get("/v1/runs?status=cancelled", &token).await).await;
     assert_eq!(cancelled, [created[0].clone()]);
-    let (odd, _) = ids(get(&app, &token, "/v1/runs?agent=odd").await).await;
+    let (odd, _) = ids(app.get("/v1/runs?agent=odd", &token).await).await;
     assert_eq!(odd.len(), 2);
     let (none, next) =
-        ids(get(&app, &token, &format!("/v1/runs?session_id={}", uuid::Uuid::now_v7())).await).await;
+        ids(app.get(&format!("/v1/runs?session_id={}", uuid::Uuid::now_v7()), &token).await).await;
     assert!(none.is_empty() && next.is_null());
 }
 
@@ -93,12 +82,12 @@ async fn out_of_range_limits_and_foreign_cursors_are_400_invalid_request(store: 
         format!("/v1/runs/{id}/events?after_seq=1&cursor={seq_cursor}"),
         format!("/v1/runs/{id}/steps?cursor=zzz"),
     ] {
-        let response = get(&app, &token, &path).await;
+        let response = app.get(&path, &token).await;
         assert_eq!(response.status(), 400, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "invalid_request", "{path}: {body}");
     }
-    assert_eq!(get(&app, &token, "/v1/runs?limit=100").await.status(), 200);
+    assert_eq!(app.get("/v1/runs?limit=100", &token).await.status(), 200);
 }
 
 async fn a_runs_events_show_its_creation_and_cancellation_in_seq_order(store: Store) {
@@ -106,9 +95,9 @@ async fn a_runs_events_show_its_creation_and_cancellation_in_seq_order(store: St
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     let run = create_run(&app, &token, "bot").await;
     let id = run["id"].as_str().unwrap();
-    app.client.post(app.url(&format!("/v1/runs/{id}/cancel"))).bearer_auth(&token).send().await.unwrap();
+    app.post(&format!("/v1/runs/{id}/cancel"), &token).await;
 
-    let body: Value = get(&app, &token, &format!("/v1/runs/{id}/events")).await.json().await.unwrap();
+    let body: Value = app.get(&format!("/v1/runs/{id}/events"), &token).await.json().await.unwrap();
     let events = body["data"].as_array().unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["seq"], 1);
@@ -119,17 +108,17 @@ async fn a_runs_events_show_its_creation_and_cancellation_in_seq_order(store: St
     assert_eq!(events[1]["kind"], "run.cancelled");
     assert!(body["next_cursor"].is_null());
 
-    let page: Value = get(&app, &token, &format!("/v1/runs/{id}/events?limit=1")).await.json().await.unwrap();
+    let page: Value = app.get(&format!("/v1/runs/{id}/events?limit=1"), &token).await.json().await.unwrap();
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest: Value =
-        get(&app, &token, &format!("/v1/runs/{id}/events?cursor={cursor}")).await.json().await.unwrap();
+        app.get(&format!("/v1/runs/{id}/events?cursor={cursor}"), &token).await.json().await.unwrap();
     assert_eq!(rest["data"][0]["seq"], 2);
     let after: Value =
-        get(&app, &token, &format!("/v1/runs/{id}/events?after_seq=1")).await.json().await.unwrap();
+        app.get(&format!("/v1/runs/{id}/events?after_seq=1"), &token).await.json().await.unwrap();
     assert_eq!(after["data"].as_array().unwrap().len(), 1);
 
     for detail in ["steps", "tool-calls"] {
-        let body: Value = get(&app, &token, &format!("/v1/runs/{id}/{detail}")).await.json().await.unwrap();
+        let body: Value = app.get(&format!("/v1/runs/{id}/{detail}"), &token).await.json().await.unwrap();
         assert_eq!(body, json!({"data": [], "next_cursor": null}), "{detail}");
     }
 }
@@ -141,9 +130,9 @@ async fn details_of_another_tenants_run_answer_404(store: Store) {
     let id = run["id"].as_str().unwrap();
     let stranger = app.token(new_tenant(), "mallory", Role::Admin);
     for detail in ["steps", "tool-calls", "events"] {
-        let response = get(&app, &stranger, &format!("/v1/runs/{id}/{detail}")).await;
+        let response = app.get(&format!("/v1/runs/{id}/{detail}"), &stranger).await;
         assert_eq!(response.status(), 404, "{detail}");
-        let missing = get(&app, &stranger, &format!("/v1/runs/{}/{detail}", uuid::Uuid::now_v7())).await;
+        let missing = app.get(&format!("/v1/runs/{}/{detail}", uuid::Uuid::now_v7()), &stranger).await;
         assert_eq!(missing.status(), 404, "{detail}");
     }
 }
@@ -153,16 +142,22 @@ async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store
     let tenant = new_tenant();
     let user = app.token(tenant, "alice", Role::Authenticated);
     let run = create_run(&app, &user, "bot").await;
-    let cancel = app.url(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()));
-    app.client.post(&cancel).bearer_auth(&user).header("x-request-id", "cancel-1").send().await.unwrap();
-    app.client.post(&cancel).bearer_auth(&user).header("x-request-id", "cancel-2").send().await.unwrap();
+    let cancel = format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap());
+    for request_id in ["cancel-1", "cancel-2"] {
+        app.request(Method::POST, &cancel)
+            .bearer_auth(&user)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+    }
 
-    let refused = get(&app, &user, "/v1/audit-logs").await;
+    let refused = app.get("/v1/audit-logs", &user).await;
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.json::<Value>().await.unwrap()["code"], "forbidden");
 
     let admin = app.token(tenant, "root", Role::Admin);
-    let body: Value = get(&app, &admin, "/v1/audit-logs").await.json().await.unwrap();
+    let body: Value = app.get("/v1/audit-logs", &admin).await.json().await.unwrap();
     let entries = body["data"].as_array().unwrap();
     let summary: Vec<(&str, &str, &str)> = entries
         .iter()
@@ -188,7 +183,7 @@ async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store
     }
 
     let other_admin = app.token(new_tenant(), "root", Role::Admin);
-    let body: Value = get(&app, &other_admin, "/v1/audit-logs").await.json().await.unwrap();
+    let body: Value = app.get("/v1/audit-logs", &other_admin).await.json().await.unwrap();
     assert_eq!(body["data"], json!([]));
 }
 
@@ -198,8 +193,7 @@ async fn refused_run_creations_are_audited_as_denied(store: Store) {
     let user = app.token(tenant, "alice", Role::Authenticated);
     let post = |body: Value, key: &'static str, request_id: &'static str| {
         let request = app
-            .client
-            .post(app.url("/v1/runs"))
+            .request(Method::POST, "/v1/runs")
             .bearer_auth(&user)
             .header("idempotency-key", key)
             .header("x-request-id", request_id)
@@ -212,7 +206,7 @@ async fn refused_run_creations_are_audited_as_denied(store: Store) {
     assert_eq!(post(json!({"agent": "other"}), "k-2", "reused-key").await, 409);
 
     let admin = app.token(tenant, "root", Role::Admin);
-    let body: Value = get(&app, &admin, "/v1/audit-logs").await.json().await.unwrap();
+    let body: Value = app.get("/v1/audit-logs", &admin).await.json().await.unwrap();
     let summary: Vec<(&str, &str, &str)> = body["data"]
         .as_array()
         .unwrap()

@@ -8,7 +8,7 @@ use crate::helpers::{Store, spawn_app};
 #[tokio::test]
 async fn every_route_is_in_the_openapi_document_and_nothing_else() {
     let app = spawn_app(Store::Sqlite).await;
-    let response = app.client.get(app.url("/openapi.json")).send().await.unwrap();
+    let response = app.get_anonymous("/openapi.json").await;
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
@@ -41,7 +41,7 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
 #[tokio::test]
 async fn the_document_describes_errors_schemas_and_headers() {
     let app = spawn_app(Store::Sqlite).await;
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = app.get_anonymous("/openapi.json").await.json().await.unwrap();
     let schemas = &doc["components"]["schemas"];
     for name in ["Problem", "RunResponse", "CreateRunRequest", "AuditEntryResponse", "EventResponse"] {
         assert!(schemas[name].is_object(), "schema {name} missing");
@@ -71,15 +71,15 @@ async fn the_document_describes_errors_schemas_and_headers() {
 #[tokio::test]
 async fn swagger_ui_is_served_offline_at_docs() {
     let app = spawn_app(Store::Sqlite).await;
-    let page = app.client.get(app.url("/docs/")).send().await.unwrap();
+    let page = app.get_anonymous("/docs/").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.to_lowercase().contains("swagger"), "{html}");
-    let config = app.client.get(app.url("/docs/swagger-initializer.js")).send().await.unwrap();
+    let config = app.get_anonymous("/docs/swagger-initializer.js").await;
     assert_eq!(config.status(), 200);
     assert!(config.text().await.unwrap().contains("/openapi.json"));
     // `/docs` without the slash leads there too.
-    let bare = app.client.get(app.url("/docs")).send().await.unwrap();
+    let bare = app.get_anonymous("/docs").await;
     assert_eq!(bare.status(), 200);
     assert!(bare.url().path().starts_with("/docs/"), "{}", bare.url());
 }
@@ -87,7 +87,7 @@ async fn swagger_ui_is_served_offline_at_docs() {
 #[tokio::test]
 async fn every_operation_with_a_body_documents_413_and_415_and_runs_take_any_json_input() {
     let app = spawn_app(Store::Sqlite).await;
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = app.get_anonymous("/openapi.json").await.json().await.unwrap();
     let mut with_body = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {

@@ -23,13 +23,13 @@ async fn limited_answers_carry_draft_11_headers_and_the_excess_gets_429() {
     let app = app(&[]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     for remaining in [2, 1, 0] {
-        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        let response = app.get("/v1/runs", &token).await;
         assert_eq!(response.status(), 200);
         assert_eq!(header(&response, "ratelimit-policy"), Some("\"default\";q=3;w=60"));
         let value = header(&response, "ratelimit").unwrap();
         assert!(value.starts_with(&format!("\"default\";r={remaining};t=")), "{value}");
     }
-    let refused = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    let refused = app.get("/v1/runs", &token).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "content-type"), Some("application/problem+json"));
     let retry_after: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
@@ -49,17 +49,17 @@ async fn keys_use_the_route_template_not_the_raw_path_and_tenants_are_apart() {
     let token = app.token(tenant, "alice", Role::Authenticated);
     for _ in 0..3 {
         let path = format!("/v1/runs/{}", uuid::Uuid::now_v7());
-        let response = app.client.get(app.url(&path)).bearer_auth(&token).send().await.unwrap();
+        let response = app.get(&path, &token).await;
         assert_eq!(response.status(), 404, "a missing run, but counted");
     }
     let path = format!("/v1/runs/{}", uuid::Uuid::now_v7());
-    let fourth = app.client.get(app.url(&path)).bearer_auth(&token).send().await.unwrap();
+    let fourth = app.get(&path, &token).await;
     assert_eq!(fourth.status(), 429, "three different ids share one key");
 
     let other = app.token(new_tenant(), "bob", Role::Authenticated);
-    let response = app.client.get(app.url(&path)).bearer_auth(&other).send().await.unwrap();
+    let response = app.get(&path, &other).await;
     assert_eq!(response.status(), 404, "another tenant has its own quota");
-    let list = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    let list = app.get("/v1/runs", &token).await;
     assert_eq!(list.status(), 200, "another route has its own quota");
 }
 
@@ -67,26 +67,27 @@ async fn keys_use_the_route_template_not_the_raw_path_and_tenants_are_apart() {
 async fn unauthenticated_requests_are_limited_per_ip() {
     let app = app(&[]).await;
     for _ in 0..3 {
-        let response = app.client.get(app.url("/v1/runs")).send().await.unwrap();
+        let response = app.get_anonymous("/v1/runs").await;
         assert_eq!(response.status(), 401);
         assert!(header(&response, "ratelimit").is_some());
     }
-    assert_eq!(app.client.get(app.url("/v1/runs")).send().await.unwrap().status(), 429);
+    assert_eq!(app.get_anonymous("/v1/runs").await.status(), 429);
 }
 
 #[tokio::test]
 async fn rules_set_quotas_by_method_and_route_and_health_routes_are_exempt() {
     let app = app(&[("SBA_RATE_LIMIT__RULES", "create-run POST /v1/runs 1/60")]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
-    let create = || app.client.post(app.url("/v1/runs")).bearer_auth(&token).json(&json!({"agent": "bot"}));
-    let first = create().send().await.unwrap();
+    let body = json!({"agent": "bot"});
+    let create = || app.post_json("/v1/runs", &token, &body);
+    let first = create().await;
     assert_eq!(first.status(), 201);
     assert_eq!(header(&first, "ratelimit-policy"), Some("\"create-run\";q=1;w=60"));
-    assert_eq!(create().send().await.unwrap().status(), 429);
-    let list = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(create().await.status(), 429);
+    let list = app.get("/v1/runs", &token).await;
     assert_eq!(header(&list, "ratelimit-policy"), Some("\"default\";q=3;w=60"));
     for _ in 0..5 {
-        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        let health = app.get_anonymous("/healthz").await;
         assert_eq!(health.status(), 200);
         assert!(header(&health, "ratelimit").is_none());
     }
@@ -97,7 +98,7 @@ async fn limiting_can_be_turned_off() {
     let app = app(&[("SBA_RATE_LIMIT__ENABLED", "false")]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     for _ in 0..5 {
-        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        let response = app.get("/v1/runs", &token).await;
         assert_eq!(response.status(), 200);
         assert!(header(&response, "ratelimit").is_none());
     }
@@ -118,7 +119,7 @@ async fn a_tenants_plan_and_its_own_quota_replace_the_default() {
         [(pro, "\"pro\";q=5;w=60"), (special, "\"tenant\";q=7;w=60"), (plain, "\"default\";q=3;w=60")]
     {
         let token = app.token(tenant, "alice", Role::Authenticated);
-        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        let response = app.get("/v1/runs", &token).await;
         assert_eq!(header(&response, "ratelimit-policy"), Some(expected));
     }
 }
@@ -128,9 +129,9 @@ async fn metrics_count_decisions_per_policy_and_outcome() {
     let app = app(&[("SBA_RATE_LIMIT__RULES", "metrics-probe GET /v1/usage 1/60")]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     for _ in 0..2 {
-        app.client.get(app.url("/v1/usage")).bearer_auth(&token).send().await.unwrap();
+        app.get("/v1/usage", &token).await;
     }
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let response = app.get_anonymous("/metrics").await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "content-type").unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();

@@ -19,7 +19,7 @@ async fn app_on(redis: &PrivateRedis, quota: &str) -> TestApp {
 }
 
 async fn status(app: &TestApp, token: &str) -> u16 {
-    app.client.get(app.url("/v1/runs")).bearer_auth(token).send().await.unwrap().status().as_u16()
+    app.get("/v1/runs", token).await.status().as_u16()
 }
 
 #[tokio::test]
@@ -63,20 +63,20 @@ async fn a_stopped_redis_falls_back_in_process_and_recovery_is_automatic() {
     redis.stop();
     let started = Instant::now();
     for _ in 0..5 {
-        let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+        let response = app.get("/v1/runs", &token).await;
         assert_eq!(response.status(), 200, "fail_mode=open keeps serving");
         assert!(response.headers().contains_key("ratelimit"), "the fallback still limits");
     }
     // A bound for a hang, not a speed measurement: five requests never wait on Redis.
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.get_anonymous("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("sba_ratelimit_redis_errors_total"), "{metrics}");
 
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         assert_eq!(status(&app, &token).await, 200);
-        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = app.get_anonymous("/metrics").await.text().await.unwrap();
         if metrics.contains("sba_ratelimit_fallback_active 0") {
             break;
         }
@@ -96,10 +96,10 @@ async fn closed_fail_mode_refuses_with_503_while_redis_is_down() {
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     assert_eq!(status(&app, &token).await, 200);
     redis.stop();
-    let response = app.client.get(app.url("/v1/runs")).bearer_auth(&token).send().await.unwrap();
+    let response = app.get("/v1/runs", &token).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "rate_limiter_unavailable");
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200, "exempt");
+    assert_eq!(app.get_anonymous("/healthz").await.status(), 200, "exempt");
 }

@@ -1,5 +1,5 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use reqwest::Response;
+use reqwest::{Method, Response};
 use sba_domain::Role;
 use serde_json::{Value, json};
 
@@ -33,7 +33,7 @@ async fn problem(response: Response, status: u16, code: &str) -> Value {
 }
 
 async fn create(app: &TestApp, token: &str, body: &Value) -> Response {
-    app.client.post(app.url("/v1/runs")).bearer_auth(token).json(body).send().await.unwrap()
+    app.post_json("/v1/runs", token, body).await
 }
 
 fn sign(claims: &Value, secret: &str) -> String {
@@ -74,27 +74,16 @@ async fn creates_reads_and_cancels_a_run(store: Store) {
 
     // Any user of the same tenant sees it.
     let colleague = app.token(tenant, "bob", Role::Authenticated);
-    let read: Value = app
-        .client
-        .get(app.url(&location))
-        .bearer_auth(&colleague)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.get(&location, &colleague).await.json().await.unwrap();
     assert_eq!(read, run);
 
-    let response =
-        app.client.post(app.url(&format!("{location}/cancel"))).bearer_auth(&token).send().await.unwrap();
+    let response = app.post(&format!("{location}/cancel"), &token).await;
     assert_eq!(response.status(), 200);
     let cancelled: Value = response.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
     assert!(cancelled["cancelled_at"].is_string());
 
-    let reread: Value =
-        app.client.get(app.url(&location)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let reread: Value = app.get(&location, &token).await.json().await.unwrap();
     assert_eq!(reread, cancelled);
 }
 
@@ -105,23 +94,15 @@ async fn run_of_another_tenant_answers_404_like_a_missing_one(store: Store) {
     let path = format!("/v1/runs/{}", run["id"].as_str().unwrap());
 
     let stranger = app.token(new_tenant(), "mallory", Role::Admin);
-    let foreign = app.client.get(app.url(&path)).bearer_auth(&stranger).send().await.unwrap();
+    let foreign = app.get(&path, &stranger).await;
     let foreign = problem(foreign, 404, "not_found").await;
-    let missing = app
-        .client
-        .get(app.url(&format!("/v1/runs/{}", uuid::Uuid::now_v7())))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get(&format!("/v1/runs/{}", uuid::Uuid::now_v7()), &stranger).await;
     let missing = problem(missing, 404, "not_found").await;
     assert_eq!(foreign["detail"], missing["detail"], "a foreign run is indistinguishable from a missing one");
 
-    let cancel =
-        app.client.post(app.url(&format!("{path}/cancel"))).bearer_auth(&stranger).send().await.unwrap();
+    let cancel = app.post(&format!("{path}/cancel"), &stranger).await;
     problem(cancel, 404, "not_found").await;
-    let still: Value =
-        app.client.get(app.url(&path)).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+    let still: Value = app.get(&path, &owner).await.json().await.unwrap();
     assert_eq!(still["status"], "queued");
 }
 
@@ -129,8 +110,8 @@ async fn malformed_run_id_answers_404(store: Store) {
     let app = spawn_app(store).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     for path in ["/v1/runs/not-a-uuid", "/v1/runs/123/cancel"] {
-        let method = if path.ends_with("cancel") { reqwest::Method::POST } else { reqwest::Method::GET };
-        let response = app.client.request(method, app.url(path)).bearer_auth(&token).send().await.unwrap();
+        let method = if path.ends_with("cancel") { Method::POST } else { Method::GET };
+        let response = app.request(method, path).bearer_auth(&token).send().await.unwrap();
         problem(response, 404, "not_found").await;
     }
 }
@@ -139,9 +120,9 @@ async fn cancelling_a_terminal_run_is_409_invalid_transition(store: Store) {
     let app = spawn_app(store).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     let run: Value = create(&app, &token, &json!({"agent": "bot"})).await.json().await.unwrap();
-    let cancel = app.url(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()));
-    assert_eq!(app.client.post(&cancel).bearer_auth(&token).send().await.unwrap().status(), 200);
-    let again = app.client.post(&cancel).bearer_auth(&token).send().await.unwrap();
+    let cancel = format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap());
+    assert_eq!(app.post(&cancel, &token).await.status(), 200);
+    let again = app.post(&cancel, &token).await;
     problem(again, 409, "invalid_transition").await;
 }
 
@@ -164,8 +145,7 @@ async fn unknown_fields_and_malformed_json_are_400(store: Store) {
     assert!(body["detail"].as_str().unwrap().contains("priority"), "{body}");
 
     let response = app
-        .client
-        .post(app.url("/v1/runs"))
+        .request(Method::POST, "/v1/runs")
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .body("{\"agent\": ")
@@ -183,8 +163,7 @@ async fn oversized_and_non_json_bodies_are_rejected(store: Store) {
     problem(response, 413, "payload_too_large").await;
 
     let response = app
-        .client
-        .post(app.url("/v1/runs"))
+        .request(Method::POST, "/v1/runs")
         .bearer_auth(&token)
         .header("content-type", "text/plain")
         .body("{\"agent\": \"bot\"}")
@@ -196,12 +175,11 @@ async fn oversized_and_non_json_bodies_are_rejected(store: Store) {
 
 async fn missing_token_is_401_token_missing_with_a_challenge(store: Store) {
     let app = spawn_app(store).await;
-    let response = app.client.post(app.url("/v1/runs")).json(&json!({"agent": "bot"})).send().await.unwrap();
+    let response = app.request(Method::POST, "/v1/runs").json(&json!({"agent": "bot"})).send().await.unwrap();
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     problem(response, 401, "token_missing").await;
     let basic = app
-        .client
-        .get(app.url(&format!("/v1/runs/{}", uuid::Uuid::now_v7())))
+        .request(Method::GET, &format!("/v1/runs/{}", uuid::Uuid::now_v7()))
         .header("authorization", "Basic YWxpY2U6cHc=")
         .send()
         .await
@@ -243,23 +221,24 @@ async fn token_signed_with_an_unknown_secret_is_401_token_invalid(store: Store) 
 async fn request_ids_are_echoed_when_well_formed_and_in_problem_bodies(store: Store) {
     let app = spawn_app(store).await;
     let echoed =
-        app.client.get(app.url("/healthz")).header("x-request-id", "trace-42.a_b").send().await.unwrap();
+        app.request(Method::GET, "/healthz").header("x-request-id", "trace-42.a_b").send().await.unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "trace-42.a_b");
 
     let replaced =
-        app.client.get(app.url("/healthz")).header("x-request-id", "bad id!").send().await.unwrap();
+        app.request(Method::GET, "/healthz").header("x-request-id", "bad id!").send().await.unwrap();
     let id = replaced.headers()["x-request-id"].to_str().unwrap();
     assert_ne!(id, "bad id!");
     assert!(uuid::Uuid::parse_str(id).is_ok());
 
     let refused =
-        app.client.get(app.url("/v1/runs/x")).header("x-request-id", "client-7").send().await.unwrap();
+        app.request(Method::GET, "/v1/runs/x").header("x-request-id", "client-7").send().await.unwrap();
     let body = problem(refused, 401, "token_missing").await;
     assert_eq!(body["request_id"], "client-7");
 }
 
 async fn unknown_routes_and_methods_answer_problem_json(store: Store) {
     let app = spawn_app(store).await;
-    problem(app.client.get(app.url("/v2/nothing")).send().await.unwrap(), 404, "not_found").await;
-    problem(app.client.delete(app.url("/v1/runs")).send().await.unwrap(), 405, "method_not_allowed").await;
+    problem(app.get_anonymous("/v2/nothing").await, 404, "not_found").await;
+    let delete = app.request(Method::DELETE, "/v1/runs").send().await.unwrap();
+    problem(delete, 405, "method_not_allowed").await;
 }

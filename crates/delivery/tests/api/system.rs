@@ -17,8 +17,8 @@ async fn system_health_is_for_platform_admins_and_lists_recorded_checks_newest_f
     worker.record_health().await.unwrap();
 
     let get = |token: String| {
-        let request = app.client.get(app.url("/v1/system/health?limit=1")).bearer_auth(token);
-        async move { request.send().await.unwrap() }
+        let app = &app;
+        async move { app.get("/v1/system/health?limit=1", &token).await }
     };
     for (tenant, role) in
         [(new_tenant(), Role::Admin), (platform, Role::Authenticated), (platform, Role::Agent)]
@@ -41,12 +41,8 @@ async fn system_health_is_for_platform_admins_and_lists_recorded_checks_newest_f
         }
         let cursor = body["next_cursor"].as_str().expect("a second page");
         let next: Value = app
-            .client
-            .get(app.url(&format!("/v1/system/health?limit=1&cursor={cursor}")))
-            .bearer_auth(app.token(platform, "ops", role))
-            .send()
+            .get(&format!("/v1/system/health?limit=1&cursor={cursor}"), &app.token(platform, "ops", role))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();

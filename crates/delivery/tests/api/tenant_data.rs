@@ -3,7 +3,7 @@
 //! on the test PostgreSQL); suspended and unknown tenants; and an update on one node seen
 //! at once on another (shared Redis cache).
 
-use reqwest::Response;
+use reqwest::{Method, Response};
 use sba_domain::{Role, TenantId};
 use sba_infrastructure::internal_store::test_support::fresh_supabase_url;
 use sba_infrastructure::redis::test_support::redis_url;
@@ -46,15 +46,15 @@ impl DataApp {
     }
 
     async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.app.client.post(self.app.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+        self.app.post_json(path, token, body).await
     }
 
     async fn patch(&self, path: &str, token: &str, body: &Value) -> Response {
-        self.app.client.patch(self.app.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+        self.app.patch_json(path, token, body).await
     }
 
     async fn get(&self, path: &str, token: &str) -> Response {
-        self.app.client.get(self.app.url(path)).bearer_auth(token).send().await.unwrap()
+        self.app.get(path, token).await
     }
 }
 
@@ -316,8 +316,7 @@ async fn invalid_knowledge_requests_are_rejected_and_store_nothing(backend: Back
     problem(data.post("/v1/knowledge/documents", &token, &empty).await, 422, "validation_failed").await;
     let response = data
         .app
-        .client
-        .post(data.app.url("/v1/knowledge/documents"))
+        .request(Method::POST, "/v1/knowledge/documents")
         .bearer_auth(&token)
         .header("content-type", "text/plain")
         .body(manual().to_string())
@@ -430,7 +429,7 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
         &[("SUPABASE_DB_URL", database.as_str()), ("REDIS_URL", redis.as_str())],
     )
     .await;
-    let ready = json_of(app.client.get(app.url("/readyz")).send().await.unwrap(), 200).await;
+    let ready = json_of(app.get_anonymous("/readyz").await, 200).await;
     for component in ["database", "supabase", "redis"] {
         assert_eq!(ready["checks"][component]["status"], "up", "{component}: {ready}");
     }
@@ -442,7 +441,7 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
         &format!("drop database \"{name}\" with (force)"),
     )
     .await;
-    let not_ready = json_of(app.client.get(app.url("/readyz")).send().await.unwrap(), 503).await;
+    let not_ready = json_of(app.get_anonymous("/readyz").await, 503).await;
     assert_eq!(not_ready["status"], "not_ready");
     assert_eq!(not_ready["checks"]["supabase"]["status"], "down", "{not_ready}");
     assert_eq!(not_ready["checks"]["database"]["status"], "up");
@@ -461,8 +460,7 @@ async fn documents_have_their_own_body_limit_with_the_usual_problem() {
     large["metadata"]["padding"] = json!("x".repeat(17 << 20));
     let response = data
         .app
-        .client
-        .post(data.app.url("/v1/knowledge/documents"))
+        .request(Method::POST, "/v1/knowledge/documents")
         .bearer_auth(&token)
         .header("x-request-id", "too-large-1")
         .json(&large)

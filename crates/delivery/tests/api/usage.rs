@@ -38,15 +38,7 @@ async fn report(app: &TestApp, run: &Value, model: &str, tokens: u64, day: u32) 
 }
 
 async fn create(app: &TestApp, token: &str, agent: &str) -> Value {
-    let response = app
-        .client
-        .post(app.url("/v1/runs"))
-        .bearer_auth(token)
-        .json(&json!({"agent": agent}))
-        .send()
-        .await
-        .unwrap();
-    response.json().await.unwrap()
+    app.post_json("/v1/runs", token, &json!({"agent": agent})).await.json().await.unwrap()
 }
 
 async fn usage_is_summed_per_group_for_the_callers_tenant_only(store: Store) {
@@ -62,11 +54,9 @@ async fn usage_is_summed_per_group_for_the_callers_tenant_only(store: Store) {
     report(&app, &foreign, "gpt-x", 7, 1).await;
 
     let get = |group: &str| {
-        let request = app
-            .client
-            .get(app.url(&format!("/v1/usage?from=2026-11-01&to=2026-11-30&group_by={group}")))
-            .bearer_auth(&token);
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        let (app, token) = (&app, &token);
+        let path = format!("/v1/usage?from=2026-11-01&to=2026-11-30&group_by={group}");
+        async move { app.get(&path, token).await.json::<Value>().await.unwrap() }
     };
     let by_model = get("model").await;
     assert_eq!(by_model["group_by"], "model");
@@ -98,8 +88,7 @@ async fn bad_usage_queries_are_400(store: Store) {
     let app = spawn_app(store).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     for query in ["group_by=week", "from=yesterday", "from=2026-11-02&to=2026-11-01T00:00:00Z"] {
-        let response =
-            app.client.get(app.url(&format!("/v1/usage?{query}"))).bearer_auth(&token).send().await.unwrap();
+        let response = app.get(&format!("/v1/usage?{query}"), &token).await;
         assert_eq!(response.status(), 400, "{query}");
         assert_eq!(response.json::<Value>().await.unwrap()["code"], "invalid_request", "{query}");
     }

@@ -18,21 +18,12 @@ async fn sweep_expires_overdue_runs_and_leaves_ended_ones_alone(store: Store) {
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let run: Value = app
-            .client
-            .post(app.url("/v1/runs"))
-            .bearer_auth(&token)
-            .json(&json!({"agent": "bot"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value =
+            app.post_json("/v1/runs", &token, &json!({"agent": "bot"})).await.json().await.unwrap();
         ids.push(run["id"].as_str().unwrap().to_owned());
     }
-    let cancel = app.url(&format!("/v1/runs/{}/cancel", ids[1]));
-    assert_eq!(app.client.post(cancel).bearer_auth(&token).send().await.unwrap().status(), 200);
+    let cancel = format!("/v1/runs/{}/cancel", ids[1]);
+    assert_eq!(app.post(&cancel, &token).await.status(), 200);
 
     let worker = Worker::build(&app.settings).await.unwrap();
     assert_eq!(worker.sweep_once().await.unwrap(), 0, "nothing is overdue yet");
@@ -41,8 +32,8 @@ async fn sweep_expires_overdue_runs_and_leaves_ended_ones_alone(store: Store) {
     assert_eq!(worker.sweep_once().await.unwrap(), 0, "an expired run is not expired twice");
 
     let status = |id: String| {
-        let request = app.client.get(app.url(&format!("/v1/runs/{id}"))).bearer_auth(&token);
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        let (app, token) = (&app, &token);
+        async move { app.get(&format!("/v1/runs/{id}"), token).await.json::<Value>().await.unwrap() }
     };
     let expired = status(ids[0].clone()).await;
     assert_eq!(expired["status"], "expired");
