@@ -2,15 +2,14 @@
 //! (a local JWKS server here, Supabase's asymmetric keys in production) accepts RS256 tokens
 //! by `kid` and refuses every forged variant with a 401 problem and a precise `code`.
 
-use std::net::TcpListener;
-
-use actix_web::{App, HttpResponse, HttpServer, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::Response;
 use sba_domain::Role;
 use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{AUDIENCE, ISSUER, Store, TestApp, new_tenant, spawn_app_with};
 
@@ -26,33 +25,18 @@ fn der(pem: &str) -> Vec<u8> {
     STANDARD.decode(body).unwrap()
 }
 
-/// Serves `{"keys": [rsa-key-a]}` at `/jwks.json`; returns its URL.
-fn start_jwks_server() -> String {
+/// A JWKS endpoint serving `{"keys": [rsa-key-a]}` at `/jwks.json`, and a server that
+/// fetches its keys from there. The endpoint lives as long as the returned `MockServer`.
+async fn app_with_jwks() -> (TestApp, MockServer) {
     let jwk: Value = serde_json::from_str(&fixture("rsa-a.jwk.json")).unwrap();
-    let body = json!({ "keys": [jwk] }).to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = HttpServer::new(move || {
-        let body = body.clone();
-        App::new().route(
-            "/jwks.json",
-            web::get().to(move || {
-                let body = body.clone();
-                async move { HttpResponse::Ok().content_type("application/json").body(body) }
-            }),
-        )
-    })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    format!("http://127.0.0.1:{port}/jwks.json")
-}
-
-async fn app_with_jwks() -> TestApp {
-    let url = start_jwks_server();
-    spawn_app_with(Store::Sqlite, &[("SBA_AUTH__JWKS_URL", &url)]).await
+    let jwks = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "keys": [jwk] })))
+        .mount(&jwks)
+        .await;
+    let url = format!("{}/jwks.json", jwks.uri());
+    (spawn_app_with(Store::Sqlite, &[("SBA_AUTH__JWKS_URL", &url)]).await, jwks)
 }
 
 fn claims(tenant: &str) -> Value {
@@ -87,7 +71,7 @@ async fn refused(app: &TestApp, token: &str, code: &str) {
 
 #[tokio::test]
 async fn an_rs256_token_from_the_jwks_is_accepted_beside_hs256_tokens() {
-    let app = app_with_jwks().await;
+    let (app, _jwks) = app_with_jwks().await;
     let tenant = new_tenant();
     let created =
         app.post_json("/v1/runs", &rs256(&claims(&tenant.to_string()), KID), &json!({"agent": "bot"})).await;
@@ -100,7 +84,7 @@ async fn an_rs256_token_from_the_jwks_is_accepted_beside_hs256_tokens() {
 
 #[tokio::test]
 async fn forged_and_unusable_rs256_tokens_are_401_with_their_code() {
-    let app = app_with_jwks().await;
+    let (app, _jwks) = app_with_jwks().await;
     let tenant = new_tenant().to_string();
 
     refused(&app, &rs256(&claims(&tenant), "unknown-kid"), "token_invalid").await;
@@ -148,7 +132,7 @@ async fn forged_and_unusable_rs256_tokens_are_401_with_their_code() {
 
 #[tokio::test]
 async fn an_authenticated_caller_without_the_role_gets_403_not_401() {
-    let app = app_with_jwks().await;
+    let (app, _jwks) = app_with_jwks().await;
     let token = rs256(&claims(&new_tenant().to_string()), KID);
     let response = app.get("/v1/audit-logs", &token).await;
     assert_eq!(response.status(), 403);
@@ -158,7 +142,7 @@ async fn an_authenticated_caller_without_the_role_gets_403_not_401() {
 
 #[tokio::test]
 async fn me_answers_who_the_token_proves() {
-    let app = app_with_jwks().await;
+    let (app, _jwks) = app_with_jwks().await;
     let tenant = new_tenant();
     let body: Value =
         app.get("/v1/me", &rs256(&claims(&tenant.to_string()), KID)).await.json().await.unwrap();
