@@ -1,5 +1,5 @@
-//! Rate-limit keys: the bodies of the keys of docs/architecture.md ("Redis key schema"), built from typed parts so
-//! that two different callers never share a bucket (ADR 0012). The `sba:rl:` prefix is the
+//! Rate-limit keys: the bodies of the keys of docs/architecture.md ("Redis key schema"),
+//! built from typed parts so that two different callers never share a bucket (ADR 0012). The `sba:rl:` prefix is the
 //! Redis adapter's; the in-process limiter uses the bodies as they are.
 //!
 //! Each part is escaped for its key's separator: `%` always becomes `%25`, and the

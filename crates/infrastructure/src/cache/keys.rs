@@ -1,5 +1,5 @@
-//! The cache's key layout (docs/architecture.md, "Redis key schema"), the same in L1 and in Redis: entries at
-//! `sba:c:{tenant}:{namespace}:v{version}:{key}`, namespace versions at
+//! The cache's key layout (docs/architecture.md, "Redis key schema"), the same in L1 and in
+//! Redis: entries at `sba:c:{tenant}:{namespace}:v{version}:{key}`, namespace versions at
 //! `sba:cv:{tenant}:{namespace}`.
 
 use std::fmt::Write as _;

@@ -42,7 +42,8 @@ impl StaticTenantDirectory {
 #[async_trait]
 impl TenantDirectory for StaticTenantDirectory {
     async fn find(&self, id: TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        // Development mode accepts any tenant named by a valid token (docs/architecture.md, "Public contract").
+        // Development mode accepts any tenant named by a valid token (docs/architecture.md,
+        // "Public contract").
         Ok(Some(self.tenants.get(&id).cloned().unwrap_or_else(|| Tenant::active(id))))
     }
 

@@ -25,8 +25,8 @@ use super::connection::{self, ConnectionOptions};
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
-/// The namespace of rate-limit keys in Redis (docs/architecture.md, "Redis key schema"); the key bodies come from
-/// `sba_domain::ratelimit` (ADR 0012).
+/// The namespace of rate-limit keys in Redis (docs/architecture.md, "Redis key schema");
+/// the key bodies come from `sba_domain::ratelimit` (ADR 0012).
 const KEY_PREFIX: &str = "sba:rl:";
 
 /// How the limiter talks to Redis.
