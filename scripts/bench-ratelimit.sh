@@ -10,8 +10,9 @@
 # Starts the private PostgreSQL and Redis (scripts/services-up.sh) and installs wrk when it
 # is missing (apt-get, as root or through sudo). Environment: SBA_BENCH_SECONDS (limiter
 # load per side and round, default 3), SBA_BENCH_HTTP_SECONDS (wrk duration, default 10),
-# SBA_BENCH_ROUNDS (HTTP rounds per mode, default 3), SBA_BENCH_PARTS (`limiter`, `http` or
-# both, the default: `limiter http`).
+# SBA_BIN (an `sba` binary for the HTTP part instead of building one, e.g. to compare two
+# commits in one session), SBA_BENCH_ROUNDS (HTTP rounds per mode, default 3),
+# SBA_BENCH_PARTS (`limiter`, `http` or both, the default: `limiter http`).
 set -euo pipefail
 
 SCRIPT_NAME="${0##*/}"
@@ -43,9 +44,14 @@ if [[ $parts == *limiter* ]]; then
 fi
 [[ $parts == *http* ]] || exit 0
 
-log "building the release binary"
-cargo build -q --release -p sba-delivery
-SBA="${CARGO_TARGET_DIR:-target}/release/sba"
+if [[ -n ${SBA_BIN:-} ]]; then
+    SBA="$SBA_BIN"
+    log "using $SBA"
+else
+    log "building the release binary"
+    cargo build -q --release -p sba-delivery
+    SBA="${CARGO_TARGET_DIR:-target}/release/sba"
+fi
 
 work="$(mktemp -d)"
 server_pid=""
