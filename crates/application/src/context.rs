@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sba_domain::{Principal, TenantId, UserId};
+use sba_domain::{Principal, Role, TenantId, UserId};
 
 /// The caller's verified bearer token, kept so that adapters acting on the user's behalf
 /// (PostgREST, where row-level security reads the token's claims) can forward it. Its
@@ -47,19 +47,29 @@ impl RequestContext {
         Caller {
             tenant: self.principal.tenant_id,
             user: self.principal.user_id.clone(),
+            role: self.principal.role,
             token: self.token.clone(),
         }
     }
 }
 
 /// Whom a tenant-data port (sessions, knowledge) acts for: every read and write is scoped to
-/// `tenant`, and an adapter that lets the database enforce it (PostgREST with row-level
-/// security) forwards `token`.
+/// `tenant`, and to `user`'s own records unless [`Caller::sees_whole_tenant`]; an adapter
+/// that lets the database enforce it (PostgREST with row-level security) forwards `token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub tenant: TenantId,
     pub user: UserId,
+    pub role: Role,
     pub token: Option<AccessToken>,
+}
+
+impl Caller {
+    /// Whether the caller acts on every user's records of its tenant (sessions), rather
+    /// than on its own only: the permission matrix decides ([`crate::authorization`]).
+    pub fn sees_whole_tenant(&self) -> bool {
+        crate::authorization::sees_whole_tenant(self.role)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod authorization;
 pub mod breaker;
 pub mod cache;
 pub mod context;

@@ -12,7 +12,7 @@ use sba_application::ports::{KnowledgeStore, RepositoryError, SessionStore};
 use sba_domain::knowledge::{
     EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeQuery, NewChunk, NewDocument,
 };
-use sba_domain::{DocumentId, Metadata, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
 use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::internal_store::test_support::execute_sql;
 use serde_json::json;
@@ -48,7 +48,7 @@ fn tenant() -> TenantId {
 }
 
 fn caller(tenant: TenantId) -> Caller {
-    Caller { tenant, user: UserId::parse("user-1").unwrap(), token: None }
+    Caller { tenant, user: UserId::parse("user-1").unwrap(), role: Role::Authenticated, token: None }
 }
 
 fn metadata(value: &serde_json::Value) -> Metadata {
