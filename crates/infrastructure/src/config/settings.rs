@@ -25,6 +25,16 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// The environment `SBA_ENV` names (`development`/`dev`, `production`/`prod`); `None` for
+    /// any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            "development" | "dev" => Some(Self::Development),
+            "production" | "prod" => Some(Self::Production),
+            _ => None,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Development => "development",
