@@ -83,7 +83,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let env = EnvSnapshot::from_process();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config { action: ConfigAction::Check } => config_check(&env),
-        Command::DevToken { tenant, user, role, ttl_secs } => run_dev_token(&env, &tenant, &user, &role, ttl_secs),
+        Command::DevToken { tenant, user, role, ttl_secs } => {
+            run_dev_token(&env, &tenant, &user, &role, ttl_secs)
+        }
         Command::Migrate { action } => with_settings(&env, |settings| block_on(migrate(settings, action))),
         Command::Serve => with_settings(&env, |settings| block_on(serve(settings))),
         Command::Worker => with_settings(&env, |settings| block_on(worker(settings))),
@@ -226,7 +228,16 @@ mod tests {
     const TENANT: &str = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
 
     fn dev_token_args(ttl_secs: &str) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(["sba", "dev-token", "--tenant", TENANT, "--user", "alice", "--ttl-secs", ttl_secs])
+        Cli::try_parse_from([
+            "sba",
+            "dev-token",
+            "--tenant",
+            TENANT,
+            "--user",
+            "alice",
+            "--ttl-secs",
+            ttl_secs,
+        ])
     }
 
     #[test]
@@ -234,7 +245,9 @@ mod tests {
         for name in ["production", "prod"] {
             let env = EnvSnapshot::from_pairs([("SBA_ENV", name)]);
             let cli = dev_token_args("60").unwrap();
-            let Some(Command::DevToken { tenant, user, role, ttl_secs }) = cli.command else { unreachable!() };
+            let Some(Command::DevToken { tenant, user, role, ttl_secs }) = cli.command else {
+                unreachable!()
+            };
             assert_eq!(
                 run_dev_token(&env, &tenant, &user, &role, ttl_secs),
                 ExitCode::FAILURE,

@@ -262,7 +262,8 @@ async fn prefetch_loads_the_keys_so_the_first_token_needs_no_fetch() {
 async fn a_redirect_from_the_jwks_url_is_not_followed_and_loads_no_key() {
     let keys = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
     let target = format!("{}{JWKS_PATH}", keys.server.uri());
-    let redirecting = JwksServer::start(ResponseTemplate::new(302).insert_header("Location", target.as_str())).await;
+    let redirecting =
+        JwksServer::start(ResponseTemplate::new(302).insert_header("Location", target.as_str())).await;
     let verifier = verifier(redirecting.settings());
     verifier.prefetch().await;
     assert_eq!(verifier.verify(&rs256_a()).await.unwrap_err(), TokenError::Invalid);

@@ -79,7 +79,12 @@ pub(super) fn quota(problems: &mut Problems, setting: &str, text: &str) -> Optio
 
 /// An `https://` URL in production, where plain http would let anyone on the path read or
 /// change what crosses it (keys, tenants); `http://` is accepted too in development.
-pub(super) fn secure_url(problems: &mut Problems, setting: &str, value: &str, production: bool) -> Option<Url> {
+pub(super) fn secure_url(
+    problems: &mut Problems,
+    setting: &str,
+    value: &str,
+    production: bool,
+) -> Option<Url> {
     let url = http_url(problems, setting, value)?;
     if production && url.scheme() != "https" {
         problems.push(setting, "must be an https:// URL in production");
