@@ -1,7 +1,7 @@
 //! Reads of recorded token usage and cost, aggregated per day, model or agent.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, TimeDelta, Utc};
 use sba_domain::{TenantId, ValidationError};
 
 use super::RepositoryError;
@@ -45,6 +45,37 @@ impl UsageGrouping {
 pub struct UsageRange {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+}
+
+impl UsageRange {
+    /// The longest range one summary covers: a year, leap day included. A summary reads
+    /// every usage record in its range, so its cost grows with the range; a client wanting
+    /// more asks year by year.
+    pub const MAX_DAYS: i64 = 366;
+
+    /// The range `[from, to)` a client asked for.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `from` when it is after `to`, on `from`/`to` when either is
+    /// outside the years 1–9999 (no usage record is there, and not every store can compare
+    /// with it), and on `to` when the range is longer than [`Self::MAX_DAYS`].
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self, ValidationError> {
+        for (field, bound) in [("from", from), ("to", to)] {
+            if !(1..=9999).contains(&bound.year()) {
+                return Err(ValidationError::new(field, "must be within the years 1 to 9999"));
+            }
+        }
+        if from > to {
+            return Err(ValidationError::new("from", "must not be after `to`"));
+        }
+        if to - from > TimeDelta::days(Self::MAX_DAYS) {
+            return Err(ValidationError::new(
+                "to",
+                format!("must be at most {} days after `from`", Self::MAX_DAYS),
+            ));
+        }
+        Ok(Self { from, to })
+    }
 }
 
 /// The totals of one group. Cost is in integer micro-units of the billing currency.
