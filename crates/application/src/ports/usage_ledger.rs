@@ -111,7 +111,34 @@ pub trait UsageLedger: std::fmt::Debug + Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::UsageGrouping;
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use super::{UsageGrouping, UsageRange};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_usage_range_is_at_most_366_days_within_the_years_1_to_9999() {
+        let from = at("2024-01-01T00:00:00Z");
+        let longest = from + TimeDelta::days(UsageRange::MAX_DAYS);
+        assert_eq!(UsageRange::new(from, longest).map(|r| r.to), Ok(longest));
+        assert_eq!(UsageRange::new(from, from).map(|r| r.from), Ok(from));
+        let too_long = UsageRange::new(from, longest + TimeDelta::microseconds(1)).err();
+        assert_eq!(too_long.as_ref().map(|e| e.field), Some("to"));
+        assert!(too_long.is_some_and(|e| e.message.contains("366 days")));
+        let reversed = UsageRange::new(longest, from).err();
+        assert_eq!(reversed.map(|e| e.field), Some("from"));
+        for (from, to, field) in [
+            ("0000-12-31T00:00:00Z", "0001-01-01T00:00:00Z", "from"),
+            ("9999-12-31T00:00:00Z", "9999-12-31T23:59:59Z", "to"),
+        ] {
+            let (from, to) = (at(from), at(to));
+            let to = if field == "to" { to + TimeDelta::seconds(1) } else { to };
+            assert_eq!(UsageRange::new(from, to).err().map(|e| e.field), Some(field), "{from} {to}");
+        }
+    }
 
     #[test]
     fn grouping_parses_what_it_prints_and_nothing_else() {
