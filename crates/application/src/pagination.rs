@@ -12,6 +12,17 @@ use uuid::Uuid;
 pub const DEFAULT_LIMIT: u64 = 20;
 pub const MAX_LIMIT: u64 = 100;
 
+/// The largest `seq` a row can have: the stores keep it in a signed 64-bit column. A cursor
+/// or `after_seq` past it names no position and is refused before any store sees it.
+#[allow(clippy::cast_sign_loss, reason = "i64::MAX is positive")]
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// The instants a time cursor may name, 0001-01-01 to 9999-12-31 (UTC): every row's
+/// creation time is inside, and every store can compare with them (PostgreSQL's range stops
+/// at 4713 BC, text timestamps sort only with four-digit years).
+const MIN_CURSOR_MICROS: i64 = -62_135_596_800_000_000;
+const MAX_CURSOR_MICROS: i64 = 253_402_300_799_999_999;
+
 /// A position in a listing, opaque to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
@@ -37,18 +48,29 @@ impl Cursor {
     }
 
     /// # Errors
-    /// [`InvalidCursor`] for anything [`Self::encode`] did not produce.
+    /// [`InvalidCursor`] for anything [`Self::encode`] did not produce, including a
+    /// well-formed cursor out of range (a `seq` over [`MAX_SEQ`], a time outside the years
+    /// 1–9999): no row is there.
     pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| InvalidCursor)?;
         let plain = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
         let mut parts = plain.split(':');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("t1"), Some(micros), Some(id), None) => {
-                let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| InvalidCursor)?)
-                    .ok_or(InvalidCursor)?;
+                let micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+                if !(MIN_CURSOR_MICROS..=MAX_CURSOR_MICROS).contains(&micros) {
+                    return Err(InvalidCursor);
+                }
+                let at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
                 Ok(Self::Time { at, id: Uuid::parse_str(id).map_err(|_| InvalidCursor)? })
             }
-            (Some("s1"), Some(seq), None, None) => Ok(Self::Seq(seq.parse().map_err(|_| InvalidCursor)?)),
+            (Some("s1"), Some(seq), None, None) => {
+                let seq: u64 = seq.parse().map_err(|_| InvalidCursor)?;
+                if seq > MAX_SEQ {
+                    return Err(InvalidCursor);
+                }
+                Ok(Self::Seq(seq))
+            }
             _ => Err(InvalidCursor),
         }
     }
@@ -110,8 +132,26 @@ mod tests {
             at: DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap(),
             id: Uuid::now_v7(),
         };
-        for cursor in [time, Cursor::Seq(0), Cursor::Seq(u64::MAX)] {
+        for cursor in [time, Cursor::Seq(0), Cursor::Seq(MAX_SEQ)] {
             assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        }
+    }
+
+    #[test]
+    fn cursors_out_of_the_stores_range_are_rejected() {
+        let id = Uuid::now_v7().simple();
+        for plain in [
+            format!("s1:{}", MAX_SEQ + 1),
+            format!("s1:{}", u64::MAX),
+            format!("t1:{}:{id}", MIN_CURSOR_MICROS - 1),
+            format!("t1:{}:{id}", MAX_CURSOR_MICROS + 1),
+            format!("t1:{}:{id}", i64::MIN),
+        ] {
+            assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(&plain)), Err(InvalidCursor), "{plain}");
+        }
+        for micros in [MIN_CURSOR_MICROS, MAX_CURSOR_MICROS] {
+            let plain = format!("t1:{micros}:{id}");
+            assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(&plain)).is_ok(), "{plain}");
         }
     }
 

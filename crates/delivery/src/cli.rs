@@ -9,10 +9,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sba_domain::{Role, TenantId, UserId};
 use sba_infrastructure::auth::DevTokenRequest;
-use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
+use sba_infrastructure::config::{EnvSnapshot, Environment, LoadOptions, Settings, load};
 
 use crate::startup::{Application, Worker, open_store, shutdown_signal, token_signer};
 use crate::telemetry;
+
+/// The longest lifetime `sba dev-token` signs (24 h): a development token is a convenience
+/// for a session at the keyboard, not a credential to keep.
+pub const DEV_TOKEN_MAX_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// SBA: a multi-tenant backend for AI-agent runs.
 #[derive(Debug, Parser)]
@@ -49,8 +53,8 @@ pub enum Command {
         /// One of authenticated, admin, agent, service.
         #[arg(long, default_value = "authenticated")]
         role: String,
-        /// Lifetime of the token in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime of the token in seconds, at most 86400 (24 h).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=DEV_TOKEN_MAX_TTL_SECS))]
         ttl_secs: u64,
     },
 }
@@ -80,7 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config { action: ConfigAction::Check } => config_check(&env),
         Command::DevToken { tenant, user, role, ttl_secs } => {
-            with_settings(&env, |settings| dev_token(&settings, &tenant, &user, &role, ttl_secs))
+            run_dev_token(&env, &tenant, &user, &role, ttl_secs)
         }
         Command::Migrate { action } => with_settings(&env, |settings| block_on(migrate(settings, action))),
         Command::Serve => with_settings(&env, |settings| block_on(serve(settings))),
@@ -169,6 +173,16 @@ fn config_check(env: &EnvSnapshot) -> ExitCode {
     }
 }
 
+/// Refuses production before loading anything (its settings may not even load there), then
+/// signs.
+fn run_dev_token(env: &EnvSnapshot, tenant: &str, user: &str, role: &str, ttl_secs: u64) -> ExitCode {
+    if let Err(refusal) = refuse_production(env.get("SBA_ENV").and_then(Environment::from_name)) {
+        eprintln!("sba: {refusal}");
+        return ExitCode::FAILURE;
+    }
+    with_settings(env, |settings| dev_token(&settings, tenant, user, role, ttl_secs))
+}
+
 fn dev_token(
     settings: &Settings,
     tenant: &str,
@@ -176,6 +190,8 @@ fn dev_token(
     role: &str,
     ttl_secs: u64,
 ) -> anyhow::Result<ExitCode> {
+    // Checked again on the loaded settings: a configuration file can name the environment too.
+    refuse_production(Some(settings.environment))?;
     let request = DevTokenRequest {
         tenant_id: tenant.parse::<TenantId>().map_err(|e| anyhow::anyhow!("--tenant: {e}"))?,
         user_id: UserId::parse(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?,
@@ -187,4 +203,69 @@ fn dev_token(
     let token = token_signer(settings)?.sign(&request)?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sba dev-token` signs with the server's own secret whatever tenant and role it is given:
+/// in production that would be a way around the real issuer.
+fn refuse_production(environment: Option<Environment>) -> anyhow::Result<()> {
+    if environment == Some(Environment::Production) {
+        anyhow::bail!(
+            "dev-token refuses to run in production (SBA_ENV=production): tokens there come from the \
+             real issuer (Supabase Auth)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    const TENANT: &str = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
+
+    fn dev_token_args(ttl_secs: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            "sba",
+            "dev-token",
+            "--tenant",
+            TENANT,
+            "--user",
+            "alice",
+            "--ttl-secs",
+            ttl_secs,
+        ])
+    }
+
+    #[test]
+    fn dev_token_refuses_to_run_in_production() {
+        for name in ["production", "prod"] {
+            let env = EnvSnapshot::from_pairs([("SBA_ENV", name)]);
+            let cli = dev_token_args("60").unwrap();
+            let Some(Command::DevToken { tenant, user, role, ttl_secs }) = cli.command else {
+                unreachable!()
+            };
+            assert_eq!(
+                run_dev_token(&env, &tenant, &user, &role, ttl_secs),
+                ExitCode::FAILURE,
+                "SBA_ENV={name}"
+            );
+        }
+        let refusal = refuse_production(Some(Environment::Production)).unwrap_err().to_string();
+        assert!(refusal.contains("refuses to run in production"), "{refusal}");
+        assert!(refuse_production(Some(Environment::Development)).is_ok());
+        assert!(refuse_production(None).is_ok());
+    }
+
+    #[test]
+    fn dev_token_ttl_is_capped_at_24_hours() {
+        assert!(dev_token_args("86400").is_ok());
+        let error = dev_token_args("86401").unwrap_err().to_string();
+        assert!(error.contains("86400"), "{error}");
+        assert!(dev_token_args("0").is_err());
+        assert!(dev_token_args("18446744073709551615").is_err());
+    }
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod events;
 pub mod ids;
 pub mod knowledge;
+pub mod origin;
 pub mod principal;
 pub mod ratelimit;
 pub mod runs;
@@ -17,6 +18,7 @@ pub mod usage;
 
 pub use audit::{AuditEntry, AuditOutcome};
 pub use ids::{AuditEntryId, ChunkId, DocumentId, IdParseError, RunId, SessionId, TenantId, UserId};
+pub use origin::WebOrigin;
 pub use principal::{Principal, Role};
 pub use runs::{AgentName, AgentRun, InvalidTransition, Metadata, NewRun, RunError, RunStatus, StoredRun};
 pub use sessions::{Session, SessionTitle, SessionUpdate};

@@ -16,6 +16,7 @@ use sba_domain::knowledge::{ChunkSummary, KnowledgeDocument, KnowledgeMatch};
 use sba_domain::ratelimit::Quota;
 use sba_domain::{
     ChunkId, DocumentId, Metadata, Session, SessionId, SessionTitle, Tenant, TenantId, TenantStatus, UserId,
+    WebOrigin,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -72,14 +73,39 @@ impl TenantRow {
             ),
             _ => None,
         };
+        let id = TenantId::from_uuid(self.id);
         Ok(Tenant {
-            id: TenantId::from_uuid(self.id),
+            id,
             status,
-            allowed_origins: self.cors_origins,
+            allowed_origins: web_origins(id, self.cors_origins),
             plan: self.plan,
             rate_limit,
         })
     }
+}
+
+/// The stored origins that are [`WebOrigin`]s. Another (`null`, `file://`, a path, upper
+/// case) can never match what a browser sends, so it is dropped with a warning and the
+/// tenant keeps working with the rest: one bad entry must not lock a tenant's browsers out.
+/// The warning names the tenant and the entry's position, not its text (it may carry user
+/// info).
+fn web_origins(tenant: TenantId, stored: Vec<String>) -> Vec<String> {
+    stored
+        .into_iter()
+        .enumerate()
+        .filter_map(|(position, origin)| match WebOrigin::parse(&origin) {
+            Ok(origin) => Some(origin.into_string()),
+            Err(error) => {
+                tracing::warn!(
+                    tenant = %tenant,
+                    position,
+                    reason = %error.message,
+                    "ignoring a stored CORS origin of the tenant that is not a web origin"
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 /// A stored session, before the domain's checks.
@@ -244,5 +270,38 @@ impl MatchRow {
             metadata: metadata_of(table, self.metadata)?,
             similarity: self.similarity,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_origins_that_are_not_web_origins_are_dropped_and_the_tenant_keeps_the_rest() {
+        let row = TenantRow {
+            id: Uuid::now_v7(),
+            status: "active".to_owned(),
+            cors_origins: [
+                "https://app.example.com",
+                "null",
+                "file:///x",
+                "https://a.example/path",
+                "https://a.example/",
+                "https://user@a.example",
+                "https://A.example",
+                "https://a.example:0",
+                "http://[::1]:3000",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            plan: None,
+            rate_limit_requests: None,
+            rate_limit_window_secs: None,
+        };
+        let tenant = row.into_tenant().unwrap();
+        assert_eq!(tenant.status, TenantStatus::Active);
+        assert_eq!(tenant.allowed_origins, ["https://app.example.com", "http://[::1]:3000"]);
+        assert!(!tenant.allows_origin("null"));
     }
 }

@@ -259,6 +259,19 @@ async fn prefetch_loads_the_keys_so_the_first_token_needs_no_fetch() {
 }
 
 #[tokio::test]
+async fn a_redirect_from_the_jwks_url_is_not_followed_and_loads_no_key() {
+    let keys = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    let target = format!("{}{JWKS_PATH}", keys.server.uri());
+    let redirecting =
+        JwksServer::start(ResponseTemplate::new(302).insert_header("Location", target.as_str())).await;
+    let verifier = verifier(redirecting.settings());
+    verifier.prefetch().await;
+    assert_eq!(verifier.verify(&rs256_a()).await.unwrap_err(), TokenError::Invalid);
+    assert_eq!(redirecting.hits().await, 1);
+    assert_eq!(keys.hits().await, 0, "the redirect target was fetched");
+}
+
+#[tokio::test]
 async fn prefetch_against_a_failing_server_returns_without_failing() {
     let server = JwksServer::start(ResponseTemplate::new(503)).await;
     let verifier = verifier(server.settings());

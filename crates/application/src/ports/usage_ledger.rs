@@ -1,7 +1,7 @@
 //! Reads of recorded token usage and cost, aggregated per day, model or agent.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, TimeDelta, Utc};
 use sba_domain::{TenantId, ValidationError};
 
 use super::RepositoryError;
@@ -47,6 +47,37 @@ pub struct UsageRange {
     pub to: DateTime<Utc>,
 }
 
+impl UsageRange {
+    /// The longest range one summary covers: a year, leap day included. A summary reads
+    /// every usage record in its range, so its cost grows with the range; a client wanting
+    /// more asks year by year.
+    pub const MAX_DAYS: i64 = 366;
+
+    /// The range `[from, to)` a client asked for.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `from` when it is after `to`, on `from`/`to` when either is
+    /// outside the years 1–9999 (no usage record is there, and not every store can compare
+    /// with it), and on `to` when the range is longer than [`Self::MAX_DAYS`].
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self, ValidationError> {
+        for (field, bound) in [("from", from), ("to", to)] {
+            if !(1..=9999).contains(&bound.year()) {
+                return Err(ValidationError::new(field, "must be within the years 1 to 9999"));
+            }
+        }
+        if from > to {
+            return Err(ValidationError::new("from", "must not be after `to`"));
+        }
+        if to - from > TimeDelta::days(Self::MAX_DAYS) {
+            return Err(ValidationError::new(
+                "to",
+                format!("must be at most {} days after `from`", Self::MAX_DAYS),
+            ));
+        }
+        Ok(Self { from, to })
+    }
+}
+
 /// The totals of one group. Cost is in integer micro-units of the billing currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageBucket {
@@ -80,7 +111,34 @@ pub trait UsageLedger: std::fmt::Debug + Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::UsageGrouping;
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use super::{UsageGrouping, UsageRange};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_usage_range_is_at_most_366_days_within_the_years_1_to_9999() {
+        let from = at("2024-01-01T00:00:00Z");
+        let longest = from + TimeDelta::days(UsageRange::MAX_DAYS);
+        assert_eq!(UsageRange::new(from, longest).map(|r| r.to), Ok(longest));
+        assert_eq!(UsageRange::new(from, from).map(|r| r.from), Ok(from));
+        let too_long = UsageRange::new(from, longest + TimeDelta::microseconds(1)).err();
+        assert_eq!(too_long.as_ref().map(|e| e.field), Some("to"));
+        assert!(too_long.is_some_and(|e| e.message.contains("366 days")));
+        let reversed = UsageRange::new(longest, from).err();
+        assert_eq!(reversed.map(|e| e.field), Some("from"));
+        for (from, to, field) in [
+            ("0000-12-31T00:00:00Z", "0001-01-01T00:00:00Z", "from"),
+            ("9999-12-31T00:00:00Z", "9999-12-31T23:59:59Z", "to"),
+        ] {
+            let (from, to) = (at(from), at(to));
+            let to = if field == "to" { to + TimeDelta::seconds(1) } else { to };
+            assert_eq!(UsageRange::new(from, to).err().map(|e| e.field), Some(field), "{from} {to}");
+        }
+    }
 
     #[test]
     fn grouping_parses_what_it_prints_and_nothing_else() {

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use sba_application::pagination::{Cursor, DEFAULT_LIMIT, MAX_LIMIT};
+use sba_application::pagination::{Cursor, DEFAULT_LIMIT, MAX_LIMIT, MAX_SEQ};
 use sba_domain::events::RunEvent;
 use sba_domain::steps::{Step, ToolCall};
 use sba_domain::usage::Usage;
@@ -119,7 +119,9 @@ impl From<RunEvent> for EventResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only events after this `seq` (exclusive); not together with `cursor`.
+    /// Only events after this `seq` (exclusive), 0 to 9223372036854775807; not together with
+    /// `cursor`.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub after_seq: Option<u64>,
     /// Page size, 1–100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -181,7 +183,7 @@ pub(super) async fn list_tool_calls(
         (status = 200, description = "One page.", body = ListResponse<EventResponse>),
         (status = 404, description = "No such run in the caller's tenant (also for a malformed id).",
             body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+        (status = 400, description = "`invalid_request`: a bad limit, cursor or `after_seq` (out of range included).",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -202,6 +204,9 @@ pub(super) async fn list_events(
                 return Err(ApiError::invalid_request("The cursor belongs to another listing."));
             }
         },
+        (None, Some(after_seq)) if after_seq > MAX_SEQ => {
+            return Err(ApiError::invalid_request(format!("after_seq must be between 0 and {MAX_SEQ}")));
+        }
         (None, after_seq) => after_seq.unwrap_or(0),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);

@@ -19,7 +19,8 @@ const DEFAULT_DAYS: u64 = 30;
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Start (inclusive): an RFC 3339 instant or a `YYYY-MM-DD` date; default 30 days before
-    /// `to`; not after `to`.
+    /// `to`; not after `to`, and at most 366 days before it (a longer range is 400
+    /// `invalid_request`: ask year by year). Both ends within the years 1–9999.
     #[param(schema_with = instant_or_date)]
     pub from: Option<String>,
     /// End: an RFC 3339 instant (exclusive) or a `YYYY-MM-DD` date (that whole day); default now.
@@ -115,10 +116,9 @@ impl UsageQuery {
                 .checked_sub_days(Days::new(DEFAULT_DAYS))
                 .ok_or_else(|| ApiError::invalid_request("`to` is out of range"))?,
         };
-        if from > to {
-            return Err(ApiError::invalid_request("`from` must not be after `to`"));
-        }
-        Ok((UsageRange { from, to }, group_by))
+        let range = UsageRange::new(from, to)
+            .map_err(|e| ApiError::invalid_request(format!("`{}` {}", e.field, e.message)))?;
+        Ok((range, group_by))
     }
 }
 
@@ -127,7 +127,7 @@ impl UsageQuery {
     params(UsageQuery),
     responses(
         (status = 200, description = "The totals per group.", body = UsageResponse),
-        (status = 400, description = "`invalid_request`: a bad range or grouping.",
+        (status = 400, description = "`invalid_request`: a bad range (`from` after `to`, longer than 366 days, outside the years 1–9999) or grouping.",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -186,6 +186,8 @@ mod tests {
             query(None, Some("2026-13-01"), None),
             query(None, None, Some("week")),
             query(Some("2026-11-02"), Some("2026-11-01T00:00:00Z"), None),
+            query(Some("2025-01-01"), Some("2026-01-02"), None),
+            query(Some("0000-06-01"), Some("0000-06-02"), None),
         ] {
             assert_eq!(q.parse(now).unwrap_err().code(), crate::http::ProblemCode::InvalidRequest, "{q:?}");
         }

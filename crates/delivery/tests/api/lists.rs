@@ -9,6 +9,7 @@ use crate::helpers::{Store, TestApp, new_tenant, spawn_app};
 crate::on_both_stores!(
     runs_list_newest_first_in_stable_pages_with_filters,
     out_of_range_limits_and_foreign_cursors_are_400_invalid_request,
+    cursors_and_after_seq_out_of_range_are_400_invalid_request,
     a_runs_events_show_its_creation_and_cancellation_in_seq_order,
     details_of_another_tenants_run_answer_404,
     audit_logs_are_for_tenant_admins_and_record_every_mutation,
@@ -88,6 +89,46 @@ async fn out_of_range_limits_and_foreign_cursors_are_400_invalid_request(store: 
         assert_eq!(body["code"], "invalid_request", "{path}: {body}");
     }
     assert_eq!(app.get("/v1/runs?limit=100", &token).await.status(), 200);
+}
+
+/// A cursor as a client could craft it: well-formed, but naming a position no row can have.
+fn crafted_cursor(plain: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain)
+}
+
+async fn cursors_and_after_seq_out_of_range_are_400_invalid_request(store: Store) {
+    let app = spawn_app(store).await;
+    let tenant = new_tenant();
+    let token = app.token(tenant, "alice", Role::Admin);
+    let run = create_run(&app, &token, "bot").await;
+    let id = run["id"].as_str().unwrap();
+    let uuid = "0b7e8f3c2f0a4c559d2e3f1a5b6c7d8e";
+    let mut paths = Vec::new();
+    for seq in ["9223372036854775808", "18446744073709551615"] {
+        let cursor = crafted_cursor(&format!("s1:{seq}"));
+        for listing in ["steps", "tool-calls", "events"] {
+            paths.push(format!("/v1/runs/{id}/{listing}?cursor={cursor}"));
+        }
+        paths.push(format!("/v1/runs/{id}/events?after_seq={seq}"));
+    }
+    paths.push(format!("/v1/runs/{id}/events?after_seq=18446744073709551616"));
+    // Year -200000 and year 200000: inside chrono's range, outside what a row can hold.
+    for micros in ["-6311390400000000000", "6311390400000000000", "-62135596800000001"] {
+        let cursor = crafted_cursor(&format!("t1:{micros}:{uuid}"));
+        for listing in ["/v1/runs", "/v1/audit-logs", "/v1/sessions"] {
+            paths.push(format!("{listing}?cursor={cursor}"));
+        }
+    }
+    for path in paths {
+        let response = app.get(&path, &token).await;
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_request", "{path}: {body}");
+    }
+    let max = crafted_cursor(&format!("s1:{}", i64::MAX));
+    assert_eq!(app.get(&format!("/v1/runs/{id}/steps?cursor={max}"), &token).await.status(), 200);
+    assert_eq!(app.get(&format!("/v1/runs/{id}/events?after_seq={}", i64::MAX), &token).await.status(), 200);
 }
 
 async fn a_runs_events_show_its_creation_and_cancellation_in_seq_order(store: Store) {

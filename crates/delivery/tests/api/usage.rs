@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Store, TestApp, new_tenant, spawn_app};
 
-crate::on_both_stores!(usage_is_summed_per_group_for_the_callers_tenant_only, bad_usage_queries_are_400);
+crate::on_both_stores!(
+    usage_is_summed_per_group_for_the_callers_tenant_only,
+    bad_usage_queries_are_400,
+    usage_ranges_over_366_days_or_outside_years_1_to_9999_are_400_naming_the_cap,
+);
 
 /// Reports usage on a run through the ledger, as the event persister will.
 async fn report(app: &TestApp, run: &Value, model: &str, tokens: u64, day: u32) {
@@ -91,5 +95,30 @@ async fn bad_usage_queries_are_400(store: Store) {
         let response = app.get(&format!("/v1/usage?{query}"), &token).await;
         assert_eq!(response.status(), 400, "{query}");
         assert_eq!(response.json::<Value>().await.unwrap()["code"], "invalid_request", "{query}");
+    }
+}
+
+async fn usage_ranges_over_366_days_or_outside_years_1_to_9999_are_400_naming_the_cap(store: Store) {
+    let app = spawn_app(store).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let too_long = app.get("/v1/usage?from=2025-01-01&to=2026-01-02", &token).await;
+    assert_eq!(too_long.status(), 400);
+    let body = too_long.json::<Value>().await.unwrap();
+    assert_eq!(body["code"], "invalid_request");
+    assert!(body["detail"].as_str().unwrap().contains("366 days"), "{body}");
+    for query in [
+        "from=0000-06-01&to=0000-06-02",
+        "from=0000-12-31T00:00:00Z&to=0001-01-01T00:00:00Z",
+        "from=9999-12-31&to=9999-12-31",
+        "to=0000-01-15",
+    ] {
+        let response = app.get(&format!("/v1/usage?{query}"), &token).await;
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], "invalid_request", "{query}");
+    }
+    for query in
+        ["from=2025-01-01&to=2026-01-01", "from=2024-01-01&to=2024-12-31", "from=0001-01-01&to=0001-01-02"]
+    {
+        assert_eq!(app.get(&format!("/v1/usage?{query}"), &token).await.status(), 200, "{query}");
     }
 }

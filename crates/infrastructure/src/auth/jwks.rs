@@ -117,6 +117,9 @@ impl JwksVerifier {
             .connect_timeout(settings.fetch_timeout)
             .timeout(settings.fetch_timeout)
             .user_agent(concat!("sba/", env!("CARGO_PKG_VERSION")))
+            // The keys come from the configured URL and nowhere else: a redirect (to plain
+            // http, or to a host an attacker controls) is a failed fetch.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the JWKS HTTP client")?;
         let mut source = settings.url.clone();

@@ -1,10 +1,14 @@
 //! A human-readable rendering of the effective settings, secrets redacted, for
-//! `sba config check` and the startup log.
+//! `sba config check` and the startup log. Every URL goes through the one URL redaction
+//! (user info and credential query values replaced).
 
 use std::fmt::{self, Write as _};
 
+use secrecy::ExposeSecret as _;
+
 use super::settings::{LogFormat, SecretSource, Settings};
 use crate::internal_store::StoreLocation;
+use crate::sql::redact_url;
 
 const REDACTED: &str = "[redacted]";
 
@@ -61,7 +65,7 @@ impl fmt::Display for Settings {
         line("server.shutdown_timeout", &format_args!("{}s", self.server.shutdown_timeout.as_secs()));
         line("server.max_body_bytes", &self.server.max_body_bytes);
         match &self.store.location {
-            StoreLocation::Postgres(_) => line("database.url", &format_args!("postgres URL {REDACTED}")),
+            StoreLocation::Postgres(url) => line("database.url", &redact_url(url.expose_secret())),
             StoreLocation::Sqlite(path) => {
                 line("database.url", &format_args!("sqlite file {}", path.display()));
             }
@@ -74,17 +78,18 @@ impl fmt::Display for Settings {
         line("database.max_connections", &self.store.max_connections);
         line("database.connect_timeout", &format_args!("{}s", self.store.connect_timeout.as_secs()));
         match &self.redis {
-            Some(_) => line("redis.url", &REDACTED),
+            Some(redis) => line("redis.url", &redact_url(redis.url.expose_secret())),
             None => line("redis.url", &"(not set: in-process adapters)"),
         }
         match &self.supabase {
             Some(supabase) => {
                 if let Some(rest) = &supabase.rest {
-                    line("supabase.url", &rest.url);
+                    line("supabase.url", &redact_url(rest.url.as_str()));
                     line("supabase.service_role_key", &REDACTED);
                     line("supabase.anon_key", if rest.anon_key.is_some() { &REDACTED } else { &"(not set)" });
                 }
-                line("supabase.db_url", if supabase.db_url.is_some() { &REDACTED } else { &"(not set)" });
+                let db_url = supabase.db_url.as_ref().map(|url| redact_url(url.expose_secret()));
+                line("supabase.db_url", &OrNone(db_url.as_ref()));
                 line("supabase.timeout", &format_args!("{}ms", supabase.timeout.as_millis()));
             }
             None => line("supabase", &"(not set: embedded store)"),
@@ -97,7 +102,10 @@ impl fmt::Display for Settings {
                 line("auth.jwt_secrets", &format_args!("generated development secret in {}", path.display()));
             }
         }
-        line("auth.jwks_url", &OrNone(self.auth.jwks_url.as_ref()));
+        line(
+            "auth.jwks_url",
+            &OrNone(self.auth.jwks_url.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
+        );
         line("auth.issuer", &OrNone(self.auth.issuer.as_ref()));
         line("auth.audience", &OrNone(self.auth.audience.as_ref()));
         line("auth.leeway", &format_args!("{}s", self.auth.leeway.as_secs()));
@@ -108,7 +116,10 @@ impl fmt::Display for Settings {
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
-        line("telemetry.otlp_endpoint", &OrNone(self.otlp_endpoint.as_ref()));
+        line(
+            "telemetry.otlp_endpoint",
+            &OrNone(self.otlp_endpoint.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
+        );
         f.write_str(&out)
     }
 }
@@ -146,5 +157,48 @@ mod tests {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         assert!(text.contains("supabase.url"));
+    }
+
+    #[test]
+    fn config_check_redacts_credentials_in_every_url_it_prints() {
+        let dir = std::env::temp_dir().join(format!("sba-report-{}", uuid::Uuid::new_v4().simple()));
+        let env = EnvSnapshot::from_pairs([
+            ("SBA_DATA_DIR", dir.display().to_string().as_str()),
+            ("DATABASE_URL", "postgres://sba:db-password-1@db:5432/sba?password=db-query-2"),
+            ("REDIS_URL", "redis://user:redis-password-3@cache:6379"),
+            ("SUPABASE_URL", "https://abc:supabase-password-4@abc.supabase.co"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),
+            ("SUPABASE_DB_URL", "postgres://pooler.test:6543/postgres?user=sba&password=supabase-db-5"),
+            (
+                "SBA_AUTH__JWKS_URL",
+                "https://keys:jwks-password-6@abc.supabase.co/jwks.json?apikey=jwks-key-7",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:otlp-password-8@collector:4318"),
+        ]);
+        let settings =
+            load(&env, &LoadOptions { config_dir: dir.join("config"), create_dev_secret: false }).unwrap();
+        let text = settings.to_string();
+        for secret in [
+            "db-password-1",
+            "db-query-2",
+            "redis-password-3",
+            "supabase-password-4",
+            "supabase-db-5",
+            "jwks-password-6",
+            "jwks-key-7",
+            "otlp-password-8",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        for shown in [
+            "postgres://REDACTED@db:5432/sba?password=REDACTED",
+            "redis://REDACTED@cache:6379",
+            "https://REDACTED@abc.supabase.co/",
+            "postgres://pooler.test:6543/postgres?user=sba&password=REDACTED",
+            "https://REDACTED@abc.supabase.co/jwks.json?apikey=REDACTED",
+            "http://REDACTED@collector:4318/",
+        ] {
+            assert!(text.contains(shown), "{shown} missing:\n{text}");
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use sba_application::ratelimit::{FailMode, Rule};
 use sba_application::ratelimit_ws::WsOp;
-use sba_domain::TenantId;
 use sba_domain::ratelimit::Quota;
+use sba_domain::{TenantId, WebOrigin};
 use secrecy::SecretString;
 use url::Url;
 use validator::{Validate, ValidationError};
@@ -25,6 +25,16 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// The environment `SBA_ENV` names (`development`/`dev`, `production`/`prod`); `None` for
+    /// any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            "development" | "dev" => Some(Self::Development),
+            "production" | "prod" => Some(Self::Production),
+            _ => None,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Development => "development",
@@ -138,7 +148,8 @@ fn leeway_is_small(leeway: &Duration) -> Result<(), ValidationError> {
 
 #[derive(Debug, Clone, Validate)]
 pub struct CorsSettings {
-    /// Exact origins (`scheme://host[:port]`) allowed for every tenant.
+    /// Exact origins (`scheme://host[:port]`, each a valid [`WebOrigin`]) allowed for every
+    /// tenant.
     #[validate(custom(function = "origins_are_exact"))]
     pub allowed_origins: Vec<String>,
     /// Each tenant's own origins for the embedded tenant directory
@@ -146,22 +157,13 @@ pub struct CorsSettings {
     pub tenant_origins: Vec<(TenantId, Vec<String>)>,
 }
 
+/// Every origin is a [`WebOrigin`]: exact, lower case, nothing after the host and port.
 pub(super) fn origins_are_exact(origins: &[String]) -> Result<(), ValidationError> {
     for origin in origins {
-        let exact = Url::parse(origin).ok().filter(|url| {
-            matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.path() == "/"
-                && !origin.ends_with('/')
-                && url.query().is_none()
-                && url.username().is_empty()
-        });
-        if exact.is_none() {
+        if let Err(error) = WebOrigin::parse(origin) {
+            let shown: String = origin.chars().take(80).collect();
             return Err(ValidationError::new("origin").with_message(
-                format!(
-                    "`{origin}` is not an origin like https://app.example.com (no wildcard, path or slash)"
-                )
-                .into(),
+                format!("`{shown}` is not an origin like https://app.example.com: {}", error.message).into(),
             ));
         }
     }

@@ -11,4 +11,4 @@ pub(crate) use check::DatabaseCheck;
 pub use connect::PoolOptions;
 pub(crate) use connect::{connect, connect_options, create_parent_dir, create_sqlite_dir};
 pub(crate) use error::{conflict_kind, map_db_err, unexpected};
-pub(crate) use redact::describe_postgres;
+pub(crate) use redact::{describe_postgres, redact_url};

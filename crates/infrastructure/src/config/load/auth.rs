@@ -7,7 +7,7 @@ use sba_domain::TenantId;
 use secrecy::{ExposeSecret as _, SecretString};
 use validator::Validate as _;
 
-use super::parse::{collect_validation, http_url, parse_or};
+use super::parse::{collect_validation, parse_or, secure_url};
 use super::{Ctx, LoadOptions};
 use crate::config::dev_secret;
 use crate::config::settings::{AuthSettings, SecretSource};
@@ -53,8 +53,10 @@ pub(super) fn auth_settings(
             format!("every HS256 secret must be at least {MIN_SECRET_BYTES} bytes long"),
         );
     }
-    let jwks_url =
-        raw.jwks_url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SBA_AUTH__JWKS_URL", url));
+    let jwks_url = raw
+        .jwks_url
+        .as_deref()
+        .and_then(|url| secure_url(&mut ctx.problems, "SBA_AUTH__JWKS_URL", url, ctx.production));
     let configured = !secrets.is_empty() || jwks_url.is_some();
     if ctx.production {
         if !configured {
@@ -148,5 +150,30 @@ mod tests {
         assert_eq!(settings.auth.jwks_url.unwrap().path(), "/auth/v1/.well-known/jwks.json");
         let problems = settings_of(&[("SBA_AUTH__JWKS_URL", "ftp://keys")]).unwrap_err();
         assert_eq!(problem_settings(&problems), ["SBA_AUTH__JWKS_URL"]);
+    }
+
+    #[test]
+    fn production_refuses_plain_http_for_the_jwks_and_supabase_urls_together() {
+        let mut env = production_env();
+        env.retain(|(k, _)| *k != "SUPABASE_URL");
+        env.extend([
+            ("SUPABASE_URL", "http://abc.supabase.co"),
+            ("SBA_AUTH__JWKS_URL", "http://abc.supabase.co/auth/v1/.well-known/jwks.json"),
+        ]);
+        let problems = settings_of(&env).unwrap_err();
+        assert_eq!(problem_settings(&problems), ["SUPABASE_URL", "SBA_AUTH__JWKS_URL"]);
+        assert!(problems.0.iter().all(|p| p.message.contains("https://")), "{problems}");
+    }
+
+    #[test]
+    fn development_accepts_plain_http_jwks_and_supabase_urls() {
+        let settings = settings_of(&[
+            ("SUPABASE_URL", "http://127.0.0.1:54321"),
+            ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),
+            ("SBA_AUTH__JWKS_URL", "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json"),
+        ])
+        .unwrap();
+        assert_eq!(settings.auth.jwks_url.unwrap().scheme(), "http");
+        assert_eq!(settings.supabase.unwrap().rest.unwrap().url.scheme(), "http");
     }
 }

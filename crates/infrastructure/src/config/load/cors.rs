@@ -60,7 +60,7 @@ mod tests {
     use super::super::testing::*;
 
     #[test]
-    fn tenant_origins_and_the_platform_tenant_are_parsed_and_validated() {
+    fn tenant_origins_and_the_platform_tenant_are_parsed_and_validated_as_web_origins() {
         let a = "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
         let b = "1b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e";
         let origins = format!("{a}=https://a.example https://admin.a.example; {b}=http://localhost:3000");
@@ -81,12 +81,25 @@ mod tests {
         for bad in [
             format!("{a}=*"),
             format!("{a}=https://a.example/"),
+            format!("{a}=null"),
+            format!("{a}=file:///x"),
+            format!("{a}=https://a.example/path"),
+            format!("{a}=https://A.example"),
+            format!("{a}=https://a.example:0"),
+            format!("{a}=https://a.example:65536"),
+            format!("{a}=https://[2001:DB8::1]"),
             "acme=https://a.example".to_owned(),
             "x".to_owned(),
         ] {
             let problems = settings_of(&[("SBA_CORS__TENANT_ORIGINS", &bad)]).unwrap_err();
             assert_eq!(problem_settings(&problems), ["SBA_CORS__TENANT_ORIGINS"], "{bad}");
         }
+        for bad in ["https://App.example.com", "null", "https://a.example:0"] {
+            let problems = settings_of(&[("SBA_CORS__ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert_eq!(problem_settings(&problems), ["SBA_CORS__ALLOWED_ORIGINS"], "{bad}");
+        }
+        let ipv6 = format!("{a}=http://[::1]:3000");
+        assert!(settings_of(&[("SBA_CORS__TENANT_ORIGINS", &ipv6)]).is_ok());
         let problems = settings_of(&[("SBA_AUTH__PLATFORM_TENANT_ID", "acme")]).unwrap_err();
         assert_eq!(problem_settings(&problems), ["SBA_AUTH__PLATFORM_TENANT_ID"]);
     }

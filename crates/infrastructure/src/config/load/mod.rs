@@ -168,13 +168,12 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let raw = read_raw(env, options)
         .map_err(|message| Problems(vec![Problem { setting: "configuration".into(), message }]))?;
     let mut problems = Problems::default();
-    let environment = match raw.env.as_deref().map(str::trim) {
-        None | Some("development" | "dev") => Environment::Development,
-        Some("production" | "prod") => Environment::Production,
-        Some(other) => {
-            problems.push("SBA_ENV", format!("`{other}` is not `development` or `production`"));
+    let environment = match raw.env.as_deref() {
+        None => Environment::Development,
+        Some(name) => Environment::from_name(name).unwrap_or_else(|| {
+            problems.push("SBA_ENV", format!("`{}` is not `development` or `production`", name.trim()));
             Environment::Production
-        }
+        }),
     };
     let mut ctx = Ctx { env, problems, production: environment == Environment::Production };
     let data_dir = PathBuf::from(raw.data_dir.as_deref().unwrap_or(".sba"));

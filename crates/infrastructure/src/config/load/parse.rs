@@ -77,6 +77,22 @@ pub(super) fn quota(problems: &mut Problems, setting: &str, text: &str) -> Optio
     parsed
 }
 
+/// An `https://` URL in production, where plain http would let anyone on the path read or
+/// change what crosses it (keys, tenants); `http://` is accepted too in development.
+pub(super) fn secure_url(
+    problems: &mut Problems,
+    setting: &str,
+    value: &str,
+    production: bool,
+) -> Option<Url> {
+    let url = http_url(problems, setting, value)?;
+    if production && url.scheme() != "https" {
+        problems.push(setting, "must be an https:// URL in production");
+        return None;
+    }
+    Some(url)
+}
+
 pub(super) fn http_url(problems: &mut Problems, setting: &str, value: &str) -> Option<Url> {
     match Url::parse(value.trim()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Some(url),

@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
 use super::Ctx;
-use super::parse::{bounded, http_url};
+use super::parse::{bounded, secure_url};
 use crate::config::settings::{SupabaseRest, SupabaseSettings};
 
 raw_section! {
@@ -43,7 +43,8 @@ pub(super) fn supabase_settings(ctx: &mut Ctx<'_>, raw: RawSupabase) -> Option<S
         }
         valid
     });
-    let url = raw.url.as_deref().and_then(|url| http_url(&mut ctx.problems, "SUPABASE_URL", url));
+    let url =
+        raw.url.as_deref().and_then(|url| secure_url(&mut ctx.problems, "SUPABASE_URL", url, ctx.production));
     let rest = url.zip(raw.service_role_key).map(|(url, service_role_key)| SupabaseRest {
         url,
         service_role_key,
