@@ -131,6 +131,7 @@ impl RunService {
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
     pub async fn get(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
+        authorize(&ctx.principal, Action::ReadRuns)?;
         self.runs.get(ctx.principal.tenant_id, id).await?.ok_or(RunServiceError::NotFound)
     }
 
