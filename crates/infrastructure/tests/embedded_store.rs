@@ -234,7 +234,7 @@ async fn another_users_session_is_invisible_to_get_list_and_update_unless_the_ca
 
     assert_eq!(sessions.get(&bob, mine.id).await.unwrap(), None);
     let listed = sessions.list(&bob, PageRequest::first(100)).await.unwrap().items;
-    assert_eq!(listed, [bobs.clone()], "only bob's own");
+    assert_eq!(listed, [bobs], "only bob's own");
     let update = SessionUpdate { title: Some(None), metadata: Some(Metadata::default()) };
     assert_eq!(sessions.update(&bob, mine.id, &update, at(2)).await.unwrap(), None);
     assert_eq!(sessions.get(&caller(tenant), mine.id).await.unwrap(), Some(mine.clone()), "unchanged");
