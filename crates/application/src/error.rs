@@ -1,5 +1,6 @@
 //! Errors shared by use cases whose failures mean the same thing to their callers.
 
+use crate::authorization::Denied;
 use crate::ports::RepositoryError;
 
 /// What can go wrong in a use case on one record of the caller's tenant (a session, a
@@ -10,6 +11,10 @@ pub enum RecordError {
     /// must look exactly like missing ones).
     #[error("not found")]
     NotFound,
+    /// The permission matrix refuses the caller this action on the tenant's records (for
+    /// example a user writing the knowledge base).
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -27,9 +32,9 @@ impl From<RepositoryError> for RecordError {
 /// recorded system health).
 #[derive(Debug, thiserror::Error)]
 pub enum RestrictedReadError {
-    /// The caller is not an administrator this read is for; the message says who is.
-    #[error("{0}")]
-    Forbidden(&'static str),
+    /// The caller is not an administrator this read is for; the refusal says who is.
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

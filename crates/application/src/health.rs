@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use sba_domain::{Principal, Role, TenantId};
+use sba_domain::TenantId;
 
 use crate::RequestContext;
+use crate::authorization::{Action, authorize};
 use crate::error::RestrictedReadError;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{Clock, DependencyCheck, HealthLog, HealthRecord, IdGenerator, RepositoryError};
@@ -80,12 +81,6 @@ impl HealthMonitor {
     }
 }
 
-/// Whether a caller is a platform administrator: an `admin` or `service` principal of the
-/// platform's own tenant (`SBA_AUTH__PLATFORM_TENANT_ID`). Without a platform tenant nobody is.
-pub fn is_platform_admin(principal: &Principal, platform_tenant: Option<TenantId>) -> bool {
-    matches!(principal.role, Role::Admin | Role::Service) && Some(principal.tenant_id) == platform_tenant
-}
-
 /// `GET /v1/system/health`: the recorded history, for platform administrators only.
 #[derive(Clone, Debug)]
 pub struct SystemHealthQueries {
@@ -108,11 +103,7 @@ impl SystemHealthQueries {
         ctx: &RequestContext,
         page: PageRequest,
     ) -> Result<Page<HealthRecord>, RestrictedReadError> {
-        if !is_platform_admin(&ctx.principal, self.platform_tenant) {
-            return Err(RestrictedReadError::Forbidden(
-                "only platform administrators may read the system health history",
-            ));
-        }
+        authorize(&ctx.principal, Action::ReadSystemHealth { platform_tenant: self.platform_tenant })?;
         self.monitor.history(page).await.map_err(|e| {
             RestrictedReadError::Unexpected(anyhow::Error::new(e).context("reading health history"))
         })
@@ -161,19 +152,5 @@ mod tests {
         );
         let records = monitor.check_and_record().await.unwrap();
         assert_eq!(records.iter().filter(|r| r.up).count(), 1);
-    }
-
-    #[test]
-    fn only_admins_and_services_of_the_platform_tenant_are_platform_admins() {
-        let platform = TenantId::from_uuid(Uuid::from_u128(1));
-        let other = TenantId::from_uuid(Uuid::from_u128(2));
-        let principal =
-            |tenant_id, role| Principal { tenant_id, user_id: sba_domain::UserId::parse("u").unwrap(), role };
-        assert!(is_platform_admin(&principal(platform, Role::Admin), Some(platform)));
-        assert!(is_platform_admin(&principal(platform, Role::Service), Some(platform)));
-        assert!(!is_platform_admin(&principal(platform, Role::Authenticated), Some(platform)));
-        assert!(!is_platform_admin(&principal(platform, Role::Agent), Some(platform)));
-        assert!(!is_platform_admin(&principal(other, Role::Admin), Some(platform)));
-        assert!(!is_platform_admin(&principal(platform, Role::Admin), None));
     }
 }

@@ -1,5 +1,9 @@
 //! [`KnowledgeService`]: adding documents (with their chunks and embeddings), reading them
 //! and searching the caller's tenant's chunks by similarity, through the `KnowledgeStore`.
+//!
+//! Every user of a tenant reads and searches its knowledge base, but only administrators
+//! and services write it: what a document says reaches every user's agent runs, so a user
+//! who could write it could plant instructions in other users' runs.
 
 use std::sync::Arc;
 
@@ -8,6 +12,7 @@ use sba_domain::{AuditOutcome, DocumentId};
 
 use crate::RequestContext;
 use crate::audit::Auditor;
+use crate::authorization::{Action, authorize};
 use crate::error::RecordError;
 use crate::ports::{Clock, IdGenerator, KnowledgeStore};
 
@@ -33,6 +38,7 @@ impl KnowledgeService {
     /// Stores a document with all its chunks (all or nothing) for the caller's tenant.
     ///
     /// # Errors
+    /// `Forbidden` when the caller may not write the knowledge base (audited as denied);
     /// `Unexpected` when it cannot be stored (nothing is then stored). Its audit entry is
     /// written after it, in another store (see [`Auditor::record_after`]).
     pub async fn add_document(
@@ -40,6 +46,18 @@ impl KnowledgeService {
         ctx: &RequestContext,
         document: &NewDocument,
     ) -> Result<KnowledgeDocument, RecordError> {
+        if let Err(denied) = authorize(&ctx.principal, Action::WriteKnowledge) {
+            self.auditor
+                .record_after(
+                    ctx,
+                    "knowledge_document.create",
+                    "knowledge_document",
+                    None,
+                    AuditOutcome::Denied,
+                )
+                .await;
+            return Err(denied.into());
+        }
         let id = DocumentId::from_uuid(self.ids.new_id());
         let resource = Some(id.to_string());
         let stored = self.store.add_document(&ctx.caller(), id, document, self.clock.now()).await;
@@ -59,6 +77,7 @@ impl KnowledgeService {
         ctx: &RequestContext,
         id: DocumentId,
     ) -> Result<KnowledgeDocument, RecordError> {
+        authorize(&ctx.principal, Action::ReadKnowledge)?;
         self.store.get_document(&ctx.caller(), id).await?.ok_or(RecordError::NotFound)
     }
 
@@ -71,6 +90,7 @@ impl KnowledgeService {
         ctx: &RequestContext,
         query: &KnowledgeQuery,
     ) -> Result<Vec<KnowledgeMatch>, RecordError> {
+        authorize(&ctx.principal, Action::ReadKnowledge)?;
         Ok(self.store.search(&ctx.caller(), query).await?)
     }
 }
@@ -86,12 +106,17 @@ mod tests {
     use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore, RepositoryError};
     use crate::testing::TestClock;
 
+    /// A tenant administrator, who may write the knowledge base.
     fn ctx() -> RequestContext {
+        ctx_as(Role::Admin)
+    }
+
+    fn ctx_as(role: Role) -> RequestContext {
         RequestContext {
             principal: Principal {
                 tenant_id: TenantId::from_uuid(Uuid::from_u128(0xa)),
                 user_id: UserId::parse("alice").unwrap(),
-                role: Role::Authenticated,
+                role,
             },
             ip: None,
             request_id: "req-1".into(),
@@ -191,5 +216,38 @@ mod tests {
             .returning(|_, _, _, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))));
         let result = service(store, AuditOutcome::Error).add_document(&ctx(), &document()).await;
         assert!(matches!(result, Err(RecordError::Unexpected(_))));
+    }
+
+    #[tokio::test]
+    async fn only_admins_and_services_add_documents_and_a_refusal_is_audited_as_denied() {
+        for role in [Role::Authenticated, Role::Agent] {
+            let mut store = MockKnowledgeStore::new();
+            store.expect_add_document().never();
+            let result = service(store, AuditOutcome::Denied).add_document(&ctx_as(role), &document()).await;
+            assert!(matches!(result, Err(RecordError::Forbidden(_))), "{role}: {result:?}");
+        }
+        let mut store = MockKnowledgeStore::new();
+        store.expect_add_document().times(1).returning(stored);
+        service(store, AuditOutcome::Success)
+            .add_document(&ctx_as(Role::Service), &document())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_role_reads_and_searches_the_knowledge_base() {
+        for role in [Role::Authenticated, Role::Admin, Role::Agent, Role::Service] {
+            let mut store = MockKnowledgeStore::new();
+            store.expect_get_document().times(1).returning(|_, _| Ok(None));
+            store.expect_search().times(1).returning(|_, _| Ok(Vec::new()));
+            let service = service_with(store, MockAuditLog::new(), 9);
+            let missing =
+                service.get_document(&ctx_as(role), DocumentId::from_uuid(Uuid::from_u128(1))).await;
+            assert!(matches!(missing, Err(RecordError::NotFound)), "{role}");
+            let query =
+                KnowledgeQuery::new(document().chunks[0].embedding.clone(), None, None, Metadata::default())
+                    .unwrap();
+            assert!(service.search(&ctx_as(role), &query).await.unwrap().is_empty(), "{role}");
+        }
     }
 }

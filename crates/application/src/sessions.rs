@@ -5,6 +5,11 @@
 //! written through, an update drops the cached copy on every node, so the next read on any
 //! node sees the change. Only existing sessions are cached (a lookup of an unknown id is
 //! asked again), and lists are always read from the store.
+//!
+//! The permission matrix decides who uses sessions at all ([`authorize`]); the store scopes
+//! every statement to the caller's own sessions unless the caller sees the whole tenant. The
+//! cache is keyed by tenant and session only, so a cached session is checked against its
+//! owner before it is served: another user of the tenant gets `NotFound`, as from the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::RequestContext;
 use crate::audit::Auditor;
+use crate::authorization::{Action, authorize};
 use crate::cache::{CachedNamespace, NamespacePolicy};
 use crate::error::RecordError;
 use crate::pagination::{Page, PageRequest};
@@ -101,14 +107,19 @@ impl SessionService {
     /// Creates a session of the caller's tenant, owned by the caller.
     ///
     /// # Errors
-    /// `Unexpected` when it cannot be stored (nothing is then stored). Its audit entry is
-    /// written after it, in another store (see [`Auditor::record_after`]).
+    /// `Forbidden` when the caller's role has no sessions (audited as denied); `Unexpected`
+    /// when it cannot be stored (nothing is then stored). Its audit entry is written after
+    /// it, in another store (see [`Auditor::record_after`]).
     pub async fn create(
         &self,
         ctx: &RequestContext,
         title: Option<SessionTitle>,
         metadata: Metadata,
     ) -> Result<Session, RecordError> {
+        if let Err(denied) = authorize(&ctx.principal, Action::CreateSession) {
+            self.auditor.record_after(ctx, "session.create", "session", None, AuditOutcome::Denied).await;
+            return Err(denied.into());
+        }
         let now = self.clock.now();
         let session = Session {
             id: SessionId::from_uuid(self.ids.new_id()),
@@ -132,8 +143,20 @@ impl SessionService {
     /// The session `id` of the caller's tenant, from the cache when fresh.
     ///
     /// # Errors
-    /// `NotFound` when it does not exist or belongs to another tenant.
+    /// `Forbidden` when the caller's role has no sessions; `NotFound` when it does not exist,
+    /// belongs to another tenant, or to another user while the caller sees only its own.
     pub async fn get(&self, ctx: &RequestContext, id: SessionId) -> Result<Session, RecordError> {
+        authorize(&ctx.principal, Action::ReadSessions)?;
+        let session = self.load(ctx, id).await?;
+        // The store only finds the caller's own sessions, but the cache may hold one that
+        // another user of the tenant loaded.
+        authorize(&ctx.principal, Action::AccessSession { owner: &session.user_id })
+            .map_err(|_| RecordError::NotFound)?;
+        Ok(session)
+    }
+
+    /// The session `id` of the caller's tenant, from the cache when fresh, whoever owns it.
+    async fn load(&self, ctx: &RequestContext, id: SessionId) -> Result<Session, RecordError> {
         let tenant = ctx.principal.tenant_id;
         let caller = ctx.caller();
         let cached = self
@@ -154,18 +177,23 @@ impl SessionService {
         self.store.get(&caller, id).await?.ok_or(RecordError::NotFound)
     }
 
-    /// One page of the caller's tenant's sessions, newest first (always from the store).
+    /// One page of the caller's sessions (all of the tenant's when the caller sees the whole
+    /// tenant), newest first, always from the store.
     ///
     /// # Errors
-    /// `Unexpected` when the store cannot be read.
+    /// `Forbidden` when the caller's role has no sessions; `Unexpected` when the store
+    /// cannot be read.
     pub async fn list(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<Session>, RecordError> {
+        authorize(&ctx.principal, Action::ReadSessions)?;
         Ok(self.store.list(&ctx.caller(), page).await?)
     }
 
     /// Applies `update` to the session `id` and forgets its cached copy on every node.
     ///
     /// # Errors
-    /// `NotFound` when it does not exist or belongs to another tenant (audited as denied).
+    /// `Forbidden` when the caller's role has no sessions; `NotFound` when it does not exist,
+    /// belongs to another tenant, or to another user while the caller sees only its own
+    /// (both audited as denied).
     pub async fn update(
         &self,
         ctx: &RequestContext,
@@ -173,6 +201,10 @@ impl SessionService {
         update: &SessionUpdate,
     ) -> Result<Session, RecordError> {
         let resource = Some(id.to_string());
+        if let Err(denied) = authorize(&ctx.principal, Action::UpdateSessions) {
+            self.auditor.record_after(ctx, "session.update", "session", resource, AuditOutcome::Denied).await;
+            return Err(denied.into());
+        }
         let updated = match self.store.update(&ctx.caller(), id, update, self.clock.now()).await {
             Ok(updated) => updated,
             Err(error) => {
@@ -348,6 +380,66 @@ mod tests {
         assert_eq!(created.tenant_id, TenantId::from_uuid(TENANT));
         // Written through: the next read needs no store (the mock has no `get`).
         assert_eq!(service.get(&ctx(), created.id).await.unwrap(), created);
+    }
+
+    fn ctx_as(user: &str, role: Role) -> RequestContext {
+        let mut ctx = ctx();
+        ctx.principal.user_id = UserId::parse(user).unwrap();
+        ctx.principal.role = role;
+        ctx
+    }
+
+    #[tokio::test]
+    async fn another_users_cached_session_is_not_found_while_admins_and_services_read_it() {
+        let id = SessionId::from_uuid(Uuid::from_u128(7));
+        let mut store = MockSessionStore::new();
+        // Alice's read loads and caches it; every later read is served from the cache.
+        store.expect_get().times(1).returning(move |_, id| Ok(Some(session(id, "alice's"))));
+        let service = service(store, 0);
+        assert_eq!(service.get(&ctx(), id).await.unwrap(), session(id, "alice's"));
+
+        let bob = service.get(&ctx_as("bob", Role::Authenticated), id).await;
+        assert!(matches!(bob, Err(RecordError::NotFound)), "{bob:?}");
+        for role in [Role::Admin, Role::Service] {
+            assert_eq!(service.get(&ctx_as("root", role), id).await.unwrap(), session(id, "alice's"));
+        }
+    }
+
+    #[tokio::test]
+    async fn agents_have_no_access_to_sessions_and_their_writes_are_audited_as_denied() {
+        let mut store = MockSessionStore::new();
+        store.expect_create().never();
+        store.expect_get().never();
+        store.expect_list().never();
+        store.expect_update().never();
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|entry| {
+                matches!(entry.action.as_str(), "session.create" | "session.update")
+                    && entry.outcome == AuditOutcome::Denied
+            })
+            .times(2)
+            .returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let service = SessionService::new(
+            Arc::new(store),
+            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
+            Arc::new(MapCache::default()),
+            clock,
+            Arc::new(MockIdGenerator::new()),
+            SESSION_NAMESPACE,
+        );
+        let agent = ctx_as("agent-1", Role::Agent);
+        let id = SessionId::from_uuid(Uuid::from_u128(8));
+        let created = service.create(&agent, None, Metadata::default()).await;
+        assert!(matches!(created, Err(RecordError::Forbidden(_))), "{created:?}");
+        assert!(matches!(service.get(&agent, id).await, Err(RecordError::Forbidden(_))));
+        assert!(matches!(service.list(&agent, PageRequest::first(5)).await, Err(RecordError::Forbidden(_))));
+        let updated = service.update(&agent, id, &SessionUpdate::default()).await;
+        assert!(matches!(updated, Err(RecordError::Forbidden(_))), "{updated:?}");
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// A role name that SBA does not grant access to (for example Supabase's `anon`).
+/// A role name that SBA does not grant access to: Supabase's `anon`, and its `service_role`,
+/// which is a platform credential (it bypasses row-level security) rather than a principal
+/// of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown role")]
 pub struct UnknownRole;
@@ -46,13 +48,13 @@ pub struct UnknownRole;
 impl FromStr for Role {
     type Err = UnknownRole;
 
-    /// Accepts SBA's role names, and Supabase's `service_role` as [`Role::Service`].
+    /// Accepts SBA's role names only.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
             "authenticated" => Ok(Self::Authenticated),
             "admin" => Ok(Self::Admin),
             "agent" => Ok(Self::Agent),
-            "service" | "service_role" => Ok(Self::Service),
+            "service" => Ok(Self::Service),
             _ => Err(UnknownRole),
         }
     }
@@ -71,8 +73,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn supabase_service_role_maps_to_service() {
-        assert_eq!("service_role".parse::<Role>(), Ok(Role::Service));
+    fn supabase_service_role_is_not_a_role() {
+        assert_eq!("service_role".parse::<Role>(), Err(UnknownRole));
     }
 
     #[test]

@@ -140,18 +140,25 @@ impl SessionRow {
     }
 }
 
-/// Refuses to create a session of another tenant than the caller's. Row-level security's
-/// `with check` would refuse it too (and SQLite has none): it is a bug, not a conflict.
+/// Refuses to create a session of another tenant than the caller's, or of another user
+/// than the caller: a session always belongs to the user who created it, whatever the
+/// caller's role (admins and services see every session of their tenant, but create only
+/// their own). Row-level security's `with check` would refuse it too (and SQLite has none):
+/// it is a bug, not a conflict.
 pub(crate) fn check_session_tenant(caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
-    if session.tenant_id == caller.tenant {
-        return Ok(());
+    if session.tenant_id != caller.tenant {
+        return Err(anyhow::anyhow!(
+            "a session of tenant {} cannot be created for tenant {}",
+            session.tenant_id,
+            caller.tenant
+        )
+        .into());
     }
-    Err(anyhow::anyhow!(
-        "a session of tenant {} cannot be created for tenant {}",
-        session.tenant_id,
-        caller.tenant
-    )
-    .into())
+    if session.user_id != caller.user {
+        // User ids are not secrets, but they are personal data: name neither in the error.
+        return Err(anyhow::anyhow!("a session cannot be created for another user than the caller").into());
+    }
+    Ok(())
 }
 
 /// One page of a session listing as every store reads it: newest first by

@@ -12,7 +12,9 @@ use sba_application::ports::{KnowledgeStore, RepositoryError, SessionStore};
 use sba_domain::knowledge::{
     EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeQuery, NewChunk, NewDocument,
 };
-use sba_domain::{DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId,
+};
 use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::internal_store::test_support::execute_sql;
 use serde_json::json;
@@ -213,6 +215,52 @@ async fn another_tenants_session_is_invisible_to_get_list_and_update() {
     assert_eq!(sessions.update(&caller(stranger), stored.id, &update, at(2)).await.unwrap(), None);
 
     assert_eq!(sessions.get(&caller(owner), stored.id).await.unwrap(), Some(stored), "unchanged");
+}
+
+fn caller_as(tenant: TenantId, user: &str, role: Role) -> Caller {
+    Caller { tenant, user: UserId::parse(user).unwrap(), role, token: None }
+}
+
+#[tokio::test]
+async fn another_users_session_is_invisible_to_get_list_and_update_unless_the_caller_sees_the_whole_tenant() {
+    let sessions = memory_store().await.session_store();
+    let tenant = tenant();
+    let mine = session(tenant, at(1));
+    sessions.create(&caller(tenant), &mine).await.unwrap();
+    let bob = caller_as(tenant, "bob", Role::Authenticated);
+    let bobs =
+        Session { id: SessionId::from_uuid(Uuid::now_v7()), user_id: bob.user.clone(), ..mine.clone() };
+    sessions.create(&bob, &bobs).await.unwrap();
+
+    assert_eq!(sessions.get(&bob, mine.id).await.unwrap(), None);
+    let listed = sessions.list(&bob, PageRequest::first(100)).await.unwrap().items;
+    assert_eq!(listed, [bobs], "only bob's own");
+    let update = SessionUpdate { title: Some(None), metadata: Some(Metadata::default()) };
+    assert_eq!(sessions.update(&bob, mine.id, &update, at(2)).await.unwrap(), None);
+    assert_eq!(sessions.get(&caller(tenant), mine.id).await.unwrap(), Some(mine.clone()), "unchanged");
+
+    for role in [Role::Admin, Role::Service] {
+        let whole = caller_as(tenant, "root", role);
+        assert_eq!(sessions.get(&whole, mine.id).await.unwrap(), Some(mine.clone()), "{role}");
+        let listed = sessions.list(&whole, PageRequest::first(100)).await.unwrap().items;
+        assert_eq!(listed.len(), 2, "{role}");
+    }
+    let renamed =
+        SessionUpdate { title: Some(Some(SessionTitle::parse("by admin").unwrap())), metadata: None };
+    let updated = sessions.update(&caller_as(tenant, "root", Role::Admin), mine.id, &renamed, at(3)).await;
+    assert_eq!(updated.unwrap().unwrap().user_id, mine.user_id, "still the owner's");
+}
+
+#[tokio::test]
+async fn a_session_of_another_user_than_the_caller_is_not_created_even_by_an_admin() {
+    let sessions = memory_store().await.session_store();
+    let tenant = tenant();
+    let alices = session(tenant, at(1));
+    for role in [Role::Authenticated, Role::Admin, Role::Service] {
+        let error = sessions.create(&caller_as(tenant, "bob", role), &alices).await;
+        assert!(matches!(error, Err(RepositoryError::Unexpected(_))), "{role}: {error:?}");
+    }
+    assert_eq!(sessions.get(&caller(tenant), alices.id).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -242,10 +242,22 @@ async fn verifies_an_es256_token() {
     let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK, EC_JWK])).await;
     let verifier = verifier(server.settings());
     let mut claims = claims();
-    claims["role"] = json!("service_role");
+    claims["role"] = json!("service");
     let principal = verifier.verify(&sign(&claims, Algorithm::ES256, EC_KID, &ec())).await.unwrap();
     assert_eq!(principal.tenant_id.to_string(), TENANT);
     assert_eq!(principal.role, Role::Service);
+}
+
+/// Supabase's `service_role` key is a platform credential that bypasses row-level security,
+/// not a principal of one tenant: a genuine token carrying it is refused.
+#[tokio::test]
+async fn refuses_a_genuine_supabase_service_role_token_as_invalid() {
+    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK, EC_JWK])).await;
+    let verifier = verifier(server.settings());
+    let mut claims = claims();
+    claims["role"] = json!("service_role");
+    let refused = verifier.verify(&sign(&claims, Algorithm::ES256, EC_KID, &ec())).await;
+    assert_eq!(refused, Err(TokenError::Invalid));
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, Role, TenantId};
+use sba_domain::{AuditEntry, AuditEntryId, AuditOutcome, TenantId};
 
 use crate::RequestContext;
+use crate::authorization::{Action, authorize};
 use crate::error::RestrictedReadError;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{AuditLog, Clock, IdGenerator};
@@ -138,9 +139,7 @@ impl AuditQueries {
         ctx: &RequestContext,
         page: PageRequest,
     ) -> Result<Page<AuditEntry>, RestrictedReadError> {
-        if ctx.principal.role != Role::Admin {
-            return Err(RestrictedReadError::Forbidden("only tenant administrators may read the audit log"));
-        }
+        authorize(&ctx.principal, Action::ReadAuditLog)?;
         self.audit.list(ctx.principal.tenant_id, page).await.map_err(|e| {
             RestrictedReadError::Unexpected(anyhow::Error::new(e).context("reading the audit log"))
         })
@@ -149,7 +148,7 @@ impl AuditQueries {
 
 #[cfg(test)]
 mod tests {
-    use sba_domain::{Principal, TenantId, UserId};
+    use sba_domain::{Principal, Role, TenantId, UserId};
     use uuid::Uuid;
 
     use super::*;

@@ -10,6 +10,7 @@ use sba_domain::steps::{Step, ToolCall};
 
 use super::{RunAccess, RunServiceError};
 use crate::RequestContext;
+use crate::authorization::{Action, authorize};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{EventLog, RunFilter, RunRepository, StepRepository, ToolCallRepository};
 
@@ -44,6 +45,7 @@ impl RunQueries {
         filter: RunFilter,
         page: PageRequest,
     ) -> Result<Page<AgentRun>, RunServiceError> {
+        authorize(&ctx.principal, Action::ReadRuns)?;
         Ok(self.runs.list(ctx.principal.tenant_id, filter, page).await?)
     }
 
@@ -90,8 +92,10 @@ impl RunQueries {
         Ok(self.events.list_after(ctx.principal.tenant_id, id, after_seq, limit).await?)
     }
 
-    /// A run of another tenant is reported exactly like a missing one.
+    /// Whether the caller may read run `id`; a run of another tenant is reported exactly
+    /// like a missing one.
     async fn ensure_visible(&self, ctx: &RequestContext, id: RunId) -> Result<(), RunServiceError> {
+        authorize(&ctx.principal, Action::ReadRuns)?;
         if self.access.visible(ctx.principal.tenant_id, id).await? {
             Ok(())
         } else {

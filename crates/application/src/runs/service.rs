@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::RequestContext;
 use crate::audit::Auditor;
+use crate::authorization::{Action, Denied, authorize};
 use crate::ports::{
     AuditLog, Clock, IdGenerator, LedgerError, RepositoryError, RunEnding, RunLedger, RunRepository,
 };
@@ -36,6 +37,10 @@ pub enum RunServiceError {
     /// No such run for the caller's tenant (including runs of other tenants).
     #[error("run not found")]
     NotFound,
+    /// The permission matrix refuses the caller this action (for example cancelling another
+    /// user's run); nothing was changed.
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     /// The run's state machine refuses the change (for example cancelling a completed run).
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
@@ -94,12 +99,15 @@ impl RunService {
     /// event and audit entry, atomically.
     ///
     /// # Errors
-    /// `Unexpected` when the run cannot be stored (nothing is then stored).
+    /// `Forbidden` when the caller's role may not start runs (not audited here: like every
+    /// refused creation, the route audits it with [`Self::record_refused`]); `Unexpected`
+    /// when the run cannot be stored (nothing is then stored).
     pub async fn create(
         &self,
         ctx: &RequestContext,
         request: CreateRun,
     ) -> Result<AgentRun, RunServiceError> {
+        authorize(&ctx.principal, Action::CreateRun)?;
         let now = self.clock.now();
         let run = AgentRun::new(
             RunId::from_uuid(self.ids.new_id()),
@@ -123,25 +131,46 @@ impl RunService {
     /// # Errors
     /// `NotFound` when it does not exist or belongs to another tenant.
     pub async fn get(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
+        authorize(&ctx.principal, Action::ReadRuns)?;
         self.runs.get(ctx.principal.tenant_id, id).await?.ok_or(RunServiceError::NotFound)
     }
 
-    /// Cancels the run `id`. A successful cancel writes the status, the `run.cancelled`
-    /// event, the end of open steps and the audit entry atomically; a refused one is audited
-    /// as denied.
+    /// Cancels the run `id`, when the permission matrix lets the caller cancel a run of its
+    /// creator. A successful cancel writes the status, the `run.cancelled` event, the end of
+    /// open steps and the audit entry atomically; a refused one is audited as denied and
+    /// leaves the run unchanged.
     ///
     /// # Errors
-    /// `NotFound` as for [`Self::get`]; `InvalidTransition` when the run has already ended.
+    /// `NotFound` as for [`Self::get`]; `Forbidden` when the caller may not cancel this run;
+    /// `InvalidTransition` when the run has already ended.
     pub async fn cancel(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
+        // The creator never changes, so reading it before the ledger's atomic cancel leaves
+        // no window in which the decision could become wrong.
+        let Some(run) = self.runs.get(ctx.principal.tenant_id, id).await? else {
+            return self.cancel_refused(ctx, id, RunServiceError::NotFound).await;
+        };
+        if let Err(refusal) = authorize(&ctx.principal, Action::CancelRun { creator: &run.user_id }) {
+            return self.cancel_refused(ctx, id, refusal.into()).await;
+        }
         let entry = self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Success);
         match self.ledger.end_run(ctx.principal.tenant_id, id, RunEnding::Cancel, entry).await {
             Ok(run) => Ok(run),
             Err(error @ (LedgerError::NotFound | LedgerError::InvalidTransition(_))) => {
-                self.record(self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Denied)).await?;
-                Err(error.into())
+                self.cancel_refused(ctx, id, error.into()).await
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Audits a refused cancel as denied, then answers `error`.
+    async fn cancel_refused(
+        &self,
+        ctx: &RequestContext,
+        id: RunId,
+        error: RunServiceError,
+    ) -> Result<AgentRun, RunServiceError> {
+        self.record(self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Denied)).await?;
+        Err(error)
     }
 
     /// Expires every run that has not ended within `max_age` of its creation, up to `batch`
@@ -319,15 +348,32 @@ mod tests {
         assert!(matches!(err, RunServiceError::NotFound));
     }
 
-    #[tokio::test]
-    async fn cancel_ends_the_run_through_the_ledger_in_the_callers_tenant() {
+    fn ctx_as(user: &str, role: Role) -> RequestContext {
+        let mut ctx = ctx();
+        ctx.principal.user_id = UserId::parse(user).unwrap();
+        ctx.principal.role = role;
+        ctx
+    }
+
+    /// A repository that holds the queued run 42 of `user-1` (the caller of [`ctx`]).
+    fn runs_holding_run_42() -> MockRunRepository {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get()
+            .with(eq(ctx().principal.tenant_id), eq(RunId::from_uuid(Uuid::from_u128(42))))
+            .returning(|_, _| Ok(Some(stored_run(RunStatus::Queued))));
+        runs
+    }
+
+    /// A ledger that cancels run 42 once, with a successful audit entry of `actor`.
+    fn ledger_cancelling_once(actor: &'static str) -> MockRunLedger {
         let mut ledger = MockRunLedger::new();
         ledger
             .expect_end_run()
-            .withf(|tenant, _, ending, audit| {
+            .withf(move |tenant, _, ending, audit| {
                 *tenant == ctx().principal.tenant_id
                     && *ending == RunEnding::Cancel
                     && audit.action == "run.cancel"
+                    && audit.actor == actor
                     && audit.outcome == AuditOutcome::Success
             })
             .times(1)
@@ -336,7 +382,12 @@ mod tests {
                 run.cancel(now()).unwrap();
                 Ok(run)
             });
-        let run = service(MockRunRepository::new(), ledger, MockAuditLog::new())
+        ledger
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_the_run_through_the_ledger_in_the_callers_tenant() {
+        let run = service(runs_holding_run_42(), ledger_cancelling_once("user-1"), MockAuditLog::new())
             .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
             .await
             .unwrap();
@@ -344,7 +395,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tenant_admins_and_services_cancel_another_users_run() {
+        for (actor, role) in [("boss", Role::Admin), ("billing-service", Role::Service)] {
+            let run = service(runs_holding_run_42(), ledger_cancelling_once(actor), MockAuditLog::new())
+                .cancel(&ctx_as(actor, role), RunId::from_uuid(Uuid::from_u128(42)))
+                .await
+                .unwrap();
+            assert_eq!(run.status(), RunStatus::Cancelled, "{role}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cancelling_another_users_run_is_forbidden_audited_as_denied_and_changes_nothing() {
+        for (user, role) in [("user-2", Role::Authenticated), ("user-1", Role::Agent)] {
+            let mut ledger = MockRunLedger::new();
+            ledger.expect_end_run().never();
+            let mut audit = MockAuditLog::new();
+            audit
+                .expect_record()
+                .withf(move |e| {
+                    e.action == "run.cancel"
+                        && e.actor == user
+                        && e.outcome == AuditOutcome::Denied
+                        && e.resource_id.as_deref()
+                            == Some(&*RunId::from_uuid(Uuid::from_u128(42)).to_string())
+                })
+                .times(1)
+                .returning(|_| Ok(()));
+            let err = service(runs_holding_run_42(), ledger, audit)
+                .cancel(&ctx_as(user, role), RunId::from_uuid(Uuid::from_u128(42)))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RunServiceError::Forbidden(_)), "{role}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn refused_cancels_are_audited_as_denied() {
+        // An unknown run (or one of another tenant) is refused before the ledger.
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|_, _| Ok(None));
+        let mut ledger = MockRunLedger::new();
+        ledger.expect_end_run().never();
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|e| e.action == "run.cancel" && e.outcome == AuditOutcome::Denied)
+            .times(1)
+            .returning(|_| Ok(()));
+        let err = service(runs, ledger, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await;
+        assert!(matches!(err, Err(RunServiceError::NotFound)), "{err:?}");
+
+        // A run that ended (or vanished) meanwhile is refused by the ledger.
         let refusals: [fn() -> LedgerError; 2] = [
             || {
                 LedgerError::InvalidTransition(InvalidTransition {
@@ -363,7 +465,7 @@ mod tests {
                 .withf(|e| e.action == "run.cancel" && e.outcome == AuditOutcome::Denied)
                 .times(1)
                 .returning(|_| Ok(()));
-            let err = service(MockRunRepository::new(), ledger, audit)
+            let err = service(runs_holding_run_42(), ledger, audit)
                 .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
                 .await
                 .unwrap_err();
@@ -372,6 +474,16 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn agents_cannot_start_runs() {
+        let mut ledger = MockRunLedger::new();
+        ledger.expect_create_run().never();
+        let err = service(MockRunRepository::new(), ledger, MockAuditLog::new())
+            .create(&ctx_as("agent-7", Role::Agent), request())
+            .await;
+        assert!(matches!(err, Err(RunServiceError::Forbidden(_))), "{err:?}");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::fmt;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError, error, web};
+use sba_application::authorization::Denied;
 use sba_application::error::{RecordError, RestrictedReadError};
 use sba_application::ports::TokenError;
 use sba_application::runs::RunServiceError;
@@ -192,6 +193,12 @@ impl ApiError {
         Self::new(ProblemCode::NotFound, "The requested resource does not exist.")
     }
 
+    /// 403 `forbidden`: the permission matrix refuses the verified caller this action; the
+    /// detail says who may (never anything about the record).
+    pub fn forbidden(denied: Denied) -> Self {
+        Self::new(ProblemCode::Forbidden, format!("Not allowed: {}.", denied.reason()))
+    }
+
     /// 400 `invalid_request`: a query string, header or path that cannot be used.
     pub fn invalid_request(detail: impl Into<String>) -> Self {
         Self::new(ProblemCode::InvalidRequest, detail)
@@ -281,6 +288,7 @@ impl From<RunServiceError> for ApiError {
     fn from(error: RunServiceError) -> Self {
         match error {
             RunServiceError::NotFound => Self::not_found(),
+            RunServiceError::Forbidden(denied) => Self::forbidden(denied),
             RunServiceError::InvalidTransition(refused) => {
                 Self::new(ProblemCode::InvalidTransition, refused.to_string())
             }
@@ -347,6 +355,7 @@ impl From<RecordError> for ApiError {
     fn from(error: RecordError) -> Self {
         match error {
             RecordError::NotFound => Self::not_found(),
+            RecordError::Forbidden(denied) => Self::forbidden(denied),
             RecordError::Unexpected(source) => Self::internal(source),
         }
     }
@@ -355,7 +364,7 @@ impl From<RecordError> for ApiError {
 impl From<RestrictedReadError> for ApiError {
     fn from(error: RestrictedReadError) -> Self {
         match error {
-            RestrictedReadError::Forbidden(_) => Self::new(ProblemCode::Forbidden, error.to_string()),
+            RestrictedReadError::Forbidden(denied) => Self::forbidden(denied),
             RestrictedReadError::Unexpected(source) => Self::internal(source),
         }
     }

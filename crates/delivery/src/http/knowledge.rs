@@ -233,6 +233,8 @@ pub struct SearchResponse {
             headers(("Location" = String, description = "`/v1/knowledge/documents/{document_id}`"))),
         (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: only tenant admins and services write the knowledge base.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field (e.g. `chunks[3].embedding`).",
             body = Problem, content_type = "application/problem+json"),
     ),

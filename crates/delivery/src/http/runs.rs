@@ -131,6 +131,8 @@ const CREATE_RUN: &str = "POST /v1/runs";
                     ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
         (status = 400, description = "Malformed JSON, unknown field or bad `Idempotency-Key`.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: agents cannot start runs.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency_conflict` or `idempotency_in_progress`.",
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field.",
@@ -246,11 +248,15 @@ pub(super) async fn get_run(
     Ok(HttpResponse::Ok().json(RunResponse::from(run)))
 }
 
-/// Cancels a run; the refusal of a run that already ended is 409 `invalid_transition`.
+/// Cancels a run: for its creator, tenant admins and services (anyone else is refused and
+/// the run is unchanged); the refusal of a run that already ended is 409
+/// `invalid_transition`. Every refusal is audited as denied.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", tag = "runs", operation_id = "cancelRun",
     params(("run_id" = uuid::Uuid, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The cancelled run.", body = RunResponse),
+        (status = 403, description = "`forbidden`: only the run's creator, tenant admins and services cancel it; the run is unchanged.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run in the caller's tenant.",
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid_transition`: the run has already ended.",

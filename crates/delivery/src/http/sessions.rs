@@ -108,6 +108,8 @@ impl From<Session> for SessionResponse {
             headers(("Location" = String, description = "`/v1/sessions/{session_id}`"))),
         (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: agents have no access to sessions.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field.",
             body = Problem, content_type = "application/problem+json"),
     ),
@@ -128,12 +130,15 @@ pub(super) async fn create_session(
         .json(SessionResponse::from(session)))
 }
 
-/// The caller's tenant's sessions, newest first.
+/// The caller's own sessions (every user's of the tenant for tenant admins and services),
+/// newest first.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", operation_id = "listSessions",
     params(PageQuery),
     responses(
         (status = 200, description = "One page of sessions.", body = ListResponse<SessionResponse>),
         (status = 400, description = "`invalid_request`: a bad limit or cursor.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: agents have no access to sessions.",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -147,12 +152,15 @@ pub(super) async fn list_sessions(
     Ok(HttpResponse::Ok().json(ListResponse::from_page(sessions, SessionResponse::from)))
 }
 
-/// A session of the caller's tenant.
+/// A session of the caller's tenant: the caller's own, or any for tenant admins and
+/// services. Another user's session answers 404, exactly as a missing one.
 #[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions", operation_id = "getSession",
     params(("session_id" = uuid::Uuid, Path, description = "The session's id")),
     responses(
         (status = 200, description = "The session.", body = SessionResponse),
-        (status = 404, description = "No such session in the caller's tenant (also for a malformed id).",
+        (status = 403, description = "`forbidden`: agents have no access to sessions.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such session in the caller's tenant, or another user's (unless the caller is a tenant admin or service); also for a malformed id.",
             body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -174,7 +182,9 @@ pub(super) async fn get_session(
         (status = 200, description = "The updated session.", body = SessionResponse),
         (status = 400, description = "`invalid_json`: malformed JSON or an unknown field.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such session in the caller's tenant.",
+        (status = 403, description = "`forbidden`: agents have no access to sessions.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such session in the caller's tenant, or another user's (unless the caller is a tenant admin or service); nothing is changed.",
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field.",
             body = Problem, content_type = "application/problem+json"),

@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod lists;
 mod openapi;
+mod permissions;
 mod ratelimit;
 mod ratelimit_redis;
 mod runs;

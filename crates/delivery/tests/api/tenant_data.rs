@@ -38,11 +38,16 @@ impl DataApp {
 
     /// A new active tenant (registered where the backend needs it) and a token of its user.
     async fn tenant(&self, user: &str) -> (TenantId, String) {
+        self.tenant_as(user, Role::Authenticated).await
+    }
+
+    /// As [`Self::tenant`], with a token of `role` (writing knowledge takes an admin).
+    async fn tenant_as(&self, user: &str, role: Role) -> (TenantId, String) {
         let tenant = new_tenant();
         if let Some(database) = &self.database {
             register_tenant(database, tenant, "active").await;
         }
-        (tenant, self.app.token(tenant, user, Role::Authenticated))
+        (tenant, self.app.token(tenant, user, role))
     }
 
     async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
@@ -203,7 +208,7 @@ fn manual() -> Value {
 
 async fn documents_are_stored_with_their_chunks_read_back_and_searched(backend: Backend) {
     let data = DataApp::start(backend).await;
-    let (tenant, token) = data.tenant("alice").await;
+    let (tenant, token) = data.tenant_as("alice", Role::Admin).await;
 
     let response = data.post("/v1/knowledge/documents", &token, &manual()).await;
     let location = response.headers()["location"].to_str().unwrap().to_owned();
@@ -278,7 +283,7 @@ async fn documents_are_stored_with_their_chunks_read_back_and_searched(backend: 
 
 async fn knowledge_of_another_tenant_is_never_read_or_found(backend: Backend) {
     let data = DataApp::start(backend).await;
-    let (_, alice) = data.tenant("alice").await;
+    let (_, alice) = data.tenant_as("alice", Role::Admin).await;
     let (_, mallory) = data.tenant("mallory").await;
     let stored = json_of(data.post("/v1/knowledge/documents", &alice, &manual()).await, 201).await;
     let path = format!("/v1/knowledge/documents/{}", stored["id"].as_str().unwrap());
@@ -299,7 +304,7 @@ async fn knowledge_of_another_tenant_is_never_read_or_found(backend: Backend) {
 
 async fn invalid_knowledge_requests_are_rejected_and_store_nothing(backend: Backend) {
     let data = DataApp::start(backend).await;
-    let (_, token) = data.tenant("alice").await;
+    let (_, token) = data.tenant_as("alice", Role::Admin).await;
     let mut document = manual();
     document["chunks"][1]["embedding"] = json!([1.0, 2.0]);
     document["chunks"][2]["content"] = json!("");
@@ -452,7 +457,7 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
 #[tokio::test]
 async fn documents_have_their_own_body_limit_with_the_usual_problem() {
     let data = DataApp::start(Backend::Embedded).await;
-    let (_, token) = data.tenant("alice").await;
+    let (_, token) = data.tenant_as("alice", Role::Admin).await;
     let mut large = manual();
     large["metadata"]["padding"] = json!("x".repeat(2 << 20));
     json_of(data.post("/v1/knowledge/documents", &token, &large).await, 201).await;

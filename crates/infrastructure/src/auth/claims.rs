@@ -64,7 +64,8 @@ struct AppMetadata {
     tenant_id: Option<String>,
 }
 
-/// The principal a verified token proves.
+/// The principal a verified token proves. A role SBA does not grant (Supabase's `anon`, and
+/// its `service_role`, which is no tenant's principal) makes the token invalid.
 pub(super) fn principal_from(claims: Claims) -> Result<Principal, TokenError> {
     let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::Invalid)?;
     let role = match claims.role.as_deref() {
@@ -99,11 +100,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_role_means_authenticated_and_service_role_means_service() {
+    fn a_missing_role_means_authenticated() {
         let plain = principal(json!({"sub": "u", "tenant_id": TENANT})).unwrap();
         assert_eq!(plain.role, Role::Authenticated);
-        let service = principal(json!({"sub": "u", "tenant_id": TENANT, "role": "service_role"})).unwrap();
+        let service = principal(json!({"sub": "u", "tenant_id": TENANT, "role": "service"})).unwrap();
         assert_eq!(service.role, Role::Service);
+    }
+
+    #[test]
+    fn a_supabase_service_role_token_is_not_a_tenant_principal() {
+        let claims = json!({"sub": "u", "tenant_id": TENANT, "role": "service_role"});
+        assert_eq!(principal(claims), Err(TokenError::Invalid));
     }
 
     #[test]

@@ -13,9 +13,22 @@ use crate::tenant_data::{SessionListing, SessionRow, check_session_tenant};
 
 const TABLE: &str = "embedded_sessions";
 const COLUMNS: &str = "id, tenant_id, user_id, title, metadata, created_at, updated_at";
+/// The caller's scope, bound by [`scope`]: its tenant, then its own sessions unless it sees
+/// the whole tenant.
+const SCOPE: &str = "tenant_id = ? and (? or user_id = ?)";
+
+/// The values of [`SCOPE`] for `caller`.
+fn scope(caller: &Caller) -> [Value; 3] {
+    [
+        caller.tenant.as_uuid().to_string().into(),
+        caller.sees_whole_tenant().into(),
+        caller.user.as_str().into(),
+    ]
+}
 
 /// Sessions in the `embedded_sessions` table; every statement filters by the caller's
-/// tenant.
+/// tenant, and by the caller's user unless the caller sees the whole tenant (the permission
+/// matrix's session scope, [`Caller::sees_whole_tenant`]).
 #[derive(Debug, Clone)]
 pub struct EmbeddedSessionStore {
     db: DatabaseConnection,
@@ -51,8 +64,8 @@ impl SessionStore for EmbeddedSessionStore {
     async fn get(&self, caller: &Caller, id: SessionId) -> Result<Option<Session>, RepositoryError> {
         let statement = Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            format!("select {COLUMNS} from {TABLE} where tenant_id = ? and id = ?"),
-            [caller.tenant.as_uuid().to_string().into(), id.as_uuid().to_string().into()],
+            format!("select {COLUMNS} from {TABLE} where {SCOPE} and id = ?"),
+            scope(caller).into_iter().chain([id.as_uuid().to_string().into()]).collect::<Vec<_>>(),
         );
         self.db
             .query_one_raw(statement)
@@ -65,7 +78,7 @@ impl SessionStore for EmbeddedSessionStore {
 
     async fn list(&self, caller: &Caller, page: PageRequest) -> Result<Page<Session>, RepositoryError> {
         let listing = SessionListing::new(page)?;
-        let mut values: Vec<Value> = vec![caller.tenant.as_uuid().to_string().into()];
+        let mut values: Vec<Value> = scope(caller).into();
         let after = match listing.after {
             None => "",
             Some((at, id)) => {
@@ -77,7 +90,7 @@ impl SessionStore for EmbeddedSessionStore {
         let statement = Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
-                "select {COLUMNS} from {TABLE} where tenant_id = ? {after}
+                "select {COLUMNS} from {TABLE} where {SCOPE} {after}
                  order by created_at desc, id desc limit ?"
             ),
             values,
@@ -105,7 +118,7 @@ impl SessionStore for EmbeddedSessionStore {
                  set title = case when ? then ? else title end,
                      metadata = case when ? then ? else metadata end,
                      updated_at = ?
-                 where tenant_id = ? and id = ?
+                 where {SCOPE} and id = ?
                  returning {COLUMNS}"
             ),
             [
@@ -114,9 +127,11 @@ impl SessionStore for EmbeddedSessionStore {
                 metadata.is_some().into(),
                 metadata.into(),
                 to_micros(now).into(),
-                caller.tenant.as_uuid().to_string().into(),
-                id.as_uuid().to_string().into(),
-            ],
+            ]
+            .into_iter()
+            .chain(scope(caller))
+            .chain([id.as_uuid().to_string().into()])
+            .collect::<Vec<_>>(),
         );
         self.db
             .query_one_raw(statement)
