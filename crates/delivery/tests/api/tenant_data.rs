@@ -45,6 +45,11 @@ impl DataApp {
         (tenant, self.app.token(tenant, user, Role::Authenticated))
     }
 
+    /// A token of an admin of `tenant`: only admins and services write knowledge.
+    fn admin(&self, tenant: TenantId) -> String {
+        self.app.token(tenant, "root", Role::Admin)
+    }
+
     async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
         self.app.post_json(path, token, body).await
     }
@@ -205,7 +210,7 @@ async fn documents_are_stored_with_their_chunks_read_back_and_searched(backend: 
     let data = DataApp::start(backend).await;
     let (tenant, token) = data.tenant("alice").await;
 
-    let response = data.post("/v1/knowledge/documents", &token, &manual()).await;
+    let response = data.post("/v1/knowledge/documents", &data.admin(tenant), &manual()).await;
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let stored = json_of(response, 201).await;
     assert_eq!(location, format!("/v1/knowledge/documents/{}", stored["id"].as_str().unwrap()));
@@ -278,9 +283,10 @@ async fn documents_are_stored_with_their_chunks_read_back_and_searched(backend: 
 
 async fn knowledge_of_another_tenant_is_never_read_or_found(backend: Backend) {
     let data = DataApp::start(backend).await;
-    let (_, alice) = data.tenant("alice").await;
+    let (tenant, alice) = data.tenant("alice").await;
     let (_, mallory) = data.tenant("mallory").await;
-    let stored = json_of(data.post("/v1/knowledge/documents", &alice, &manual()).await, 201).await;
+    let stored =
+        json_of(data.post("/v1/knowledge/documents", &data.admin(tenant), &manual()).await, 201).await;
     let path = format!("/v1/knowledge/documents/{}", stored["id"].as_str().unwrap());
     problem(data.get(&path, &mallory).await, 404, "not_found").await;
     let found = json_of(
