@@ -366,7 +366,7 @@ async fn a_user_cannot_rename_another_users_session_but_can_rename_its_own() {
 async fn a_user_cannot_give_a_session_away_or_change_its_tenant() {
     let f = fixture().await;
     for column in
-        [format!("user_id = 'carol'"), format!("tenant_id = '{}'", f.b), "id = gen_random_uuid()".into()]
+        ["user_id = 'carol'".to_owned(), format!("tenant_id = '{}'", f.b), "id = gen_random_uuid()".into()]
     {
         let error = refused(&f, f.a, &alice(), &format!("update sessions set {column}")).await;
         assert_eq!(sqlstate(&error).as_deref(), Some(INSUFFICIENT_PRIVILEGE), "{column}: {error}");
@@ -651,4 +651,93 @@ async fn a_stored_cors_origin_must_be_a_web_origin() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&nulls).as_deref(), Some("23514"), "{nulls}");
+}
+
+/// A transaction as PostgREST opens one for a request: the role, then the verified claims
+/// and the request headers (transaction-local), then the pre-request function.
+async fn as_postgrest_request(
+    f: &Fixture,
+    role: &str,
+    claims: &serde_json::Value,
+    headers: &serde_json::Value,
+) -> DatabaseTransaction {
+    let tx = f.db.begin().await.unwrap();
+    exec(&tx, &format!("set local role {role}")).await;
+    exec(&tx, &format!("select set_config('request.jwt.claims', '{claims}', true)")).await;
+    exec(&tx, &format!("select set_config('request.headers', '{headers}', true)")).await;
+    exec(&tx, "select sba_pre_request()").await;
+    tx
+}
+
+#[tokio::test]
+async fn through_postgrest_a_user_works_on_its_own_sessions_and_reads_knowledge_with_its_token() {
+    let f = fixture().await;
+    let none = serde_json::json!({});
+    let tx = as_postgrest_request(&f, "authenticated", &user_of(f.a, "alice"), &none).await;
+    exec(
+        &tx,
+        &format!("insert into sessions (tenant_id, user_id, title) values ('{}', 'alice', 'new')", f.a),
+    )
+    .await;
+    exec(&tx, "update sessions set title = 'renamed', metadata = '{}', updated_at = now()").await;
+    let row = tx
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select count(*) filter (where title = 'renamed') as renamed, count(*) as n from sessions",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "renamed").unwrap(), 2, "alice's two sessions, not carol's");
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 2);
+    assert_eq!(count(&tx, "knowledge_documents").await, 1);
+    assert_eq!(count(&tx, "knowledge_chunks").await, 3);
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn through_postgrest_the_service_role_writes_and_searches_knowledge_for_the_named_tenant_only() {
+    let f = fixture().await;
+    let service = serde_json::json!({"role": "service_role"});
+    let tx =
+        as_postgrest_request(&f, "service_role", &service, &serde_json::json!({"x-sba-tenant": f.b})).await;
+    let id = Uuid::now_v7();
+    exec(&tx, &add_document(id)).await;
+    let found = tx
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("select document_id from match_knowledge({}, 10, -1, '{{}}')", vector(&[(0, 1.0)])),
+        ))
+        .await
+        .unwrap();
+    let documents: Vec<Uuid> = found.iter().map(|r| r.try_get("", "document_id").unwrap()).collect();
+    assert_eq!(documents.len(), 2, "tenant B's seeded chunk and the new one: {documents:?}");
+    assert!(documents.contains(&id) && documents.contains(&f.b));
+    tx.commit().await.unwrap();
+    let row =
+        f.db.query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("select tenant_id from knowledge_documents where id = '{id}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<Uuid>("", "tenant_id").unwrap(), f.b);
+
+    // Without a tenant header there is no context, so nothing is written.
+    let tx = as_postgrest_request(&f, "service_role", &service, &serde_json::json!({})).await;
+    let error = tx.execute_unprepared(&add_document(Uuid::now_v7())).await.unwrap_err();
+    assert_eq!(sqlstate(&error).as_deref(), Some(INSUFFICIENT_PRIVILEGE), "{error}");
+    tx.rollback().await.unwrap();
+    // A plain user naming another tenant in the header gets its own token's tenant.
+    let tx = as_postgrest_request(
+        &f,
+        "authenticated",
+        &user_of(f.a, "alice"),
+        &serde_json::json!({"x-sba-tenant": f.b}),
+    )
+    .await;
+    let error = tx.execute_unprepared(&add_document(Uuid::now_v7())).await.unwrap_err();
+    assert_eq!(sqlstate(&error).as_deref(), Some(INSUFFICIENT_PRIVILEGE), "{error}");
+    tx.rollback().await.unwrap();
 }

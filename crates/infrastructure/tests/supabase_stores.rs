@@ -247,7 +247,7 @@ async fn a_user_reads_lists_and_updates_only_its_own_sessions_and_an_admin_the_w
     assert_eq!(store.get(&f.a, hers.id).await.unwrap(), None, "carol's session is not alice's");
     assert_eq!(store.update(&f.a, hers.id, &change, at(2)).await.unwrap(), None);
     let listed = store.list(&f.a, PageRequest::first(10)).await.unwrap().items;
-    assert_eq!(listed, [ours.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&ours));
     assert_eq!(
         store.get(&carol, hers.id).await.unwrap(),
         Some(hers.clone()),
