@@ -285,6 +285,15 @@ async fn units_of_work_see_only_their_tenant_and_leave_no_context_behind() {
     let next = f.db.begin().await.unwrap();
     exec(&next, "set local role authenticated").await;
     assert_eq!(count(&next, "sessions").await, 0);
+    let row = next
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "select coalesce(current_setting('request.jwt.claims', true), '') as claims",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "claims").unwrap(), "", "the last caller's claims leaked");
     next.rollback().await.unwrap();
     let platform = sql.begin(UnitOfWork::Platform).await.unwrap();
     assert_eq!(count(&platform, "sessions").await, 3, "platform work sees every tenant");
