@@ -556,7 +556,7 @@ impl Corpus {
 /// found, best first.
 async fn search(searchers: &Searchers, side: Side, tenant: Uuid, query: &str) -> (Duration, Vec<Uuid>) {
     let tx = searchers.of(side).begin().await.unwrap();
-    exec(&tx, side.settings()).await;
+    // As the owner, before the role switch: the API roles may not set a context (ADR 0014).
     tx.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "select set_tenant_context($1)",
@@ -564,6 +564,7 @@ async fn search(searchers: &Searchers, side: Side, tenant: Uuid, query: &str) ->
     ))
     .await
     .unwrap();
+    exec(&tx, side.settings()).await;
     let statement =
         Statement::from_sql_and_values(DbBackend::Postgres, SEARCH_SQL, [query.to_owned().into()]);
     let started = Instant::now();

@@ -14,7 +14,8 @@ use sba_application::ports::{
 use sba_domain::knowledge::{EMBEDDING_DIMENSION, Embedding, KnowledgeQuery, NewChunk, NewDocument};
 use sba_domain::ratelimit::Quota;
 use sba_domain::{
-    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, TenantStatus, UserId,
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, TenantStatus,
+    UserId,
 };
 use sba_infrastructure::supabase::postgrest::{PostgrestClient, PostgrestSettings};
 use secrecy::SecretString;
@@ -30,7 +31,10 @@ const SESSION: &str = "01937a2e-0000-7000-8000-000000000001";
 const DOCUMENT: &str = "01937a2e-0000-7000-8000-00000000d0c0";
 const SERVICE_KEY: &str = "service-role-key-SECRET-0001";
 const ANON_KEY: &str = "anon-key-SECRET-0002";
-const USER_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.user-claims-SECRET-0003.signature";
+/// A plain user's token: its payload is `{"sub":"alice","role":"authenticated","tenant_id":TENANT}`.
+const USER_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.\
+    eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhdXRoZW50aWNhdGVkIiwidGVuYW50X2lkIjoiMGI3ZThmM2MtMmYwYS00YzU1LTlkMmUtM2YxYTViNmM3ZDhlIn0.\
+    signature-SECRET-0003";
 const SESSION_COLUMNS: &str = "id,tenant_id,user_id,title,metadata,created_at,updated_at";
 
 // ---------------------------------------------------------------------------------------
@@ -341,6 +345,127 @@ async fn the_readiness_check_reads_one_tenant_id_as_the_platform_and_reports_fai
     assert_eq!(request.path(), "/rest/v1/tenants");
     assert_eq!(request.param("limit").as_deref(), Some("1"));
     assert_eq!(request.header("authorization"), Some(format!("Bearer {SERVICE_KEY}").as_str()));
+}
+
+/// A caller of the fixture tenant with `role` (and alice's token, which only a plain
+/// user's requests may carry).
+fn caller_as(role: Role) -> Caller {
+    Caller { role, ..caller() }
+}
+
+/// A token like [`USER_TOKEN`] with another payload (base64url JSON).
+fn token_with(payload: &str) -> AccessToken {
+    AccessToken::new(&format!("eyJhbGciOiJIUzI1NiJ9.{payload}.signature-SECRET-0004"))
+}
+
+#[tokio::test]
+async fn admins_agents_and_services_go_through_the_service_naming_their_tenant_never_with_their_token() {
+    for role in [Role::Admin, Role::Agent, Role::Service] {
+        let stand =
+            Stand::start([ok(json!([])), ok(json!([])), ok(json!([])), ok(json!([])), ok(json!([]))]).await;
+        let mut settings = stand.settings();
+        settings.anon_key = Some(SecretString::from(ANON_KEY.to_owned()));
+        let client = PostgrestClient::new(settings).unwrap();
+        let (sessions, knowledge) = (client.session_store(), client.knowledge_store());
+        let who = caller_as(role);
+        sessions.get(&who, session_id()).await.unwrap();
+        sessions.list(&who, PageRequest::first(10)).await.unwrap();
+        sessions.update(&who, session_id(), &SessionUpdate::default(), Utc::now()).await.unwrap();
+        knowledge.get_document(&who, document_id()).await.unwrap();
+        knowledge.search(&who, &query()).await.unwrap();
+        let requests = stand.requests().await;
+        assert_eq!(requests.len(), 5);
+        for request in requests {
+            assert_eq!(request.header("authorization"), Some(format!("Bearer {SERVICE_KEY}").as_str()));
+            assert_eq!(request.header("apikey"), Some(SERVICE_KEY));
+            assert_eq!(request.header("x-sba-tenant"), Some(TENANT), "{role}: {}", request.target);
+            assert!(!request.carries(USER_TOKEN) && !request.carries(ANON_KEY), "{role}: {request:#?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plain_users_requests_name_no_tenant_header() {
+    let stand = Stand::start([ok(json!([]))]).await;
+    stand.client().session_store().get(&caller(), session_id()).await.unwrap();
+    assert_eq!(stand.only_request().await.header("x-sba-tenant"), None);
+}
+
+#[tokio::test]
+async fn a_token_whose_role_claim_is_not_authenticated_is_never_forwarded() {
+    // {"sub":"alice","role":"service_role",...}, {"sub":"alice",...} (no role), not JSON.
+    let payloads = [
+        "eyJzdWIiOiJhbGljZSIsInJvbGUiOiJzZXJ2aWNlX3JvbGUiLCJ0ZW5hbnRfaWQiOiIwYjdlOGYzYy0yZjBhLTRjNTUtOWQyZS0zZjFhNWI2YzdkOGUifQ",
+        "eyJzdWIiOiJhbGljZSIsInRlbmFudF9pZCI6IjBiN2U4ZjNjLTJmMGEtNGM1NS05ZDJlLTNmMWE1YjZjN2Q4ZSJ9",
+        "not-base64-json",
+    ];
+    let stand = Stand::start([]).await;
+    let client = stand.client();
+    for payload in payloads {
+        let who = Caller { token: Some(token_with(payload)), ..caller() };
+        let error = client.session_store().get(&who, session_id()).await.unwrap_err();
+        assert_unexpected(&error, &["role claim is not `authenticated`"]);
+        assert!(!text(&error).contains(payload), "{error:?}");
+        let error = client.knowledge_store().search(&who, &query()).await.unwrap_err();
+        assert_unexpected(&error, &["role claim is not `authenticated`"]);
+    }
+    assert!(stand.requests().await.is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn session_requests_name_the_user_unless_the_caller_sees_the_whole_tenant() {
+    for (role, user) in [
+        (Role::Authenticated, Some("eq.alice")),
+        (Role::Agent, Some("eq.alice")),
+        (Role::Admin, None),
+        (Role::Service, None),
+    ] {
+        let stand = Stand::start([ok(json!([])), ok(json!([])), ok(json!([]))]).await;
+        let sessions = stand.client().session_store();
+        let who = caller_as(role);
+        sessions.get(&who, session_id()).await.unwrap();
+        sessions.list(&who, PageRequest::first(10)).await.unwrap();
+        sessions.update(&who, session_id(), &SessionUpdate::default(), Utc::now()).await.unwrap();
+        for request in stand.requests().await {
+            assert_eq!(request.param("user_id").as_deref(), user, "{role}: {}", request.target);
+            assert_eq!(request.param("tenant_id"), Some(format!("eq.{TENANT}")), "{role}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_caller_creates_a_session_for_another_user_and_no_agent_writes_knowledge() {
+    let stand = Stand::start([]).await;
+    let client = stand.client();
+    let mut theirs = session();
+    theirs.user_id = UserId::parse("carol").unwrap();
+    for role in [Role::Authenticated, Role::Agent, Role::Admin, Role::Service] {
+        let error = client.session_store().create(&caller_as(role), &theirs).await.unwrap_err();
+        assert_unexpected(&error, &["another user"]);
+    }
+    let error = client
+        .knowledge_store()
+        .add_document(&caller_as(Role::Agent), document_id(), &new_document(), Utc::now())
+        .await
+        .unwrap_err();
+    assert_unexpected(&error, &["does not write knowledge"]);
+    assert!(stand.requests().await.is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn admins_and_services_add_documents_through_the_service_for_their_tenant() {
+    for role in [Role::Admin, Role::Service] {
+        let added =
+            json!([{"chunk_id": Uuid::now_v7(), "ordinal": 0}, {"chunk_id": Uuid::now_v7(), "ordinal": 1}]);
+        let stand = Stand::start([ok(added)]).await;
+        let knowledge = stand.client().knowledge_store();
+        knowledge.add_document(&caller_as(role), document_id(), &new_document(), Utc::now()).await.unwrap();
+        let request = stand.only_request().await;
+        assert_eq!(request.path(), "/rest/v1/rpc/add_knowledge_document");
+        assert_eq!(request.header("authorization"), Some(format!("Bearer {SERVICE_KEY}").as_str()));
+        assert_eq!(request.header("x-sba-tenant"), Some(TENANT));
+        assert!(!request.carries(USER_TOKEN));
+    }
 }
 
 #[tokio::test]

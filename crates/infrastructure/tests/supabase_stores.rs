@@ -11,7 +11,9 @@ use sba_application::context::Caller;
 use sba_application::pagination::{Cursor, PageRequest};
 use sba_application::ports::{KnowledgeStore as _, RepositoryError, SessionStore as _};
 use sba_domain::knowledge::{Embedding, KnowledgeQuery, NewChunk, NewDocument};
-use sba_domain::{DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId,
+};
 use sba_infrastructure::internal_store::test_support::{execute_sql, fresh_supabase_url};
 use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{
@@ -64,6 +66,16 @@ async fn setup(database_settings: &str) -> Fixture {
         token: None,
     };
     Fixture { sql: SupabaseSql::new(db.clone()), db, a: caller(a, "alice"), b: caller(b, "bob") }
+}
+
+/// An admin of `caller`'s tenant: only admins and services write knowledge.
+fn admin(caller: &Caller) -> Caller {
+    Caller { user: UserId::parse("root").unwrap(), role: Role::Admin, ..caller.clone() }
+}
+
+/// Another user of `caller`'s tenant, with `caller`'s role.
+fn colleague(caller: &Caller, user: &str) -> Caller {
+    Caller { user: UserId::parse(user).unwrap(), ..caller.clone() }
 }
 
 /// A time in the future, `micros` microseconds apart (PostgreSQL keeps microseconds).
@@ -223,6 +235,49 @@ async fn another_tenants_session_is_missing_for_get_update_and_list() {
 }
 
 #[tokio::test]
+async fn a_user_reads_lists_and_updates_only_its_own_sessions_and_an_admin_the_whole_tenants() {
+    let f = fixture().await;
+    let store = f.sql.session_store();
+    let carol = colleague(&f.a, "carol");
+    let (ours, hers) = (session_of(&f.a, at(0)), session_of(&carol, at(1)));
+    store.create(&f.a, &ours).await.unwrap();
+    store.create(&carol, &hers).await.unwrap();
+    let change = SessionUpdate { title: Some(None), metadata: None };
+
+    assert_eq!(store.get(&f.a, hers.id).await.unwrap(), None, "carol's session is not alice's");
+    assert_eq!(store.update(&f.a, hers.id, &change, at(2)).await.unwrap(), None);
+    let listed = store.list(&f.a, PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(listed, std::slice::from_ref(&ours));
+    assert_eq!(
+        store.get(&carol, hers.id).await.unwrap(),
+        Some(hers.clone()),
+        "alice's update changed nothing"
+    );
+
+    for whole in [admin(&f.a), Caller { role: Role::Service, ..admin(&f.a) }] {
+        assert_eq!(store.get(&whole, hers.id).await.unwrap(), Some(hers.clone()));
+        let listed = store.list(&whole, PageRequest::first(10)).await.unwrap().items;
+        assert_eq!(listed, [hers.clone(), ours.clone()], "{}", whole.role);
+    }
+    let mut expected = hers.clone();
+    change.apply_to(&mut expected, at(3));
+    assert_eq!(store.update(&admin(&f.a), hers.id, &change, at(3)).await.unwrap(), Some(expected));
+}
+
+#[tokio::test]
+async fn a_session_is_never_created_for_another_user_of_the_tenant() {
+    let f = fixture().await;
+    let store = f.sql.session_store();
+    for creator in [f.a.clone(), admin(&f.a)] {
+        let mut forged = session_of(&f.a, at(0));
+        forged.user_id = UserId::parse("carol").unwrap();
+        let refused = store.create(&creator, &forged).await.unwrap_err();
+        assert!(matches!(refused, RepositoryError::Unexpected(_)), "{refused:?}");
+    }
+    assert_eq!(count(&f.db, "select count(*) from sessions").await, 0);
+}
+
+#[tokio::test]
 async fn a_duplicate_session_id_is_a_conflict() {
     let f = fixture().await;
     let store = f.sql.session_store();
@@ -252,7 +307,7 @@ async fn a_document_is_stored_with_its_chunks_and_read_back_in_order() {
         .collect();
     let id = DocumentId::from_uuid(Uuid::now_v7());
     let now = DateTime::from_timestamp_nanos(1_800_000_000_123_456_789);
-    let stored = store.add_document(&f.a, id, &document("Manual", chunks), now).await.unwrap();
+    let stored = store.add_document(&admin(&f.a), id, &document("Manual", chunks), now).await.unwrap();
 
     assert_eq!(stored.id, id);
     assert_eq!(stored.tenant_id, f.a.tenant);
@@ -275,7 +330,7 @@ async fn a_duplicate_document_id_is_a_conflict_and_changes_nothing() {
     let store = f.sql.knowledge_store();
     let id = DocumentId::from_uuid(Uuid::now_v7());
     let first = document("First", vec![chunk("one", &json!({}), embedding(&[(0, 1.0)]))]);
-    let stored = store.add_document(&f.a, id, &first, at(0)).await.unwrap();
+    let stored = store.add_document(&admin(&f.a), id, &first, at(0)).await.unwrap();
     let second = document(
         "Second",
         vec![
@@ -283,10 +338,32 @@ async fn a_duplicate_document_id_is_a_conflict_and_changes_nothing() {
             chunk("three", &json!({}), embedding(&[(2, 1.0)])),
         ],
     );
-    let conflict = store.add_document(&f.a, id, &second, at(1)).await.unwrap_err();
+    let conflict = store.add_document(&admin(&f.a), id, &second, at(1)).await.unwrap_err();
     assert!(matches!(conflict, RepositoryError::Conflict(_)), "{conflict:?}");
     assert_eq!(store.get_document(&f.a, id).await.unwrap(), Some(stored));
     assert_eq!(count(&f.db, "select count(*) from knowledge_chunks").await, 1);
+}
+
+#[tokio::test]
+async fn a_plain_user_or_agent_adds_no_document_but_reads_and_searches_the_tenants() {
+    let f = fixture().await;
+    let store = f.sql.knowledge_store();
+    let doc = document("Manual", vec![chunk("one", &json!({}), embedding(&[(0, 1.0)]))]);
+    for writer in [f.a.clone(), Caller { role: Role::Agent, ..f.a.clone() }] {
+        let refused = store
+            .add_document(&writer, DocumentId::from_uuid(Uuid::now_v7()), &doc, at(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, RepositoryError::Unexpected(_)), "{refused:?}");
+    }
+    assert_eq!(count(&f.db, "select count(*) from knowledge_documents").await, 0);
+
+    let id = DocumentId::from_uuid(Uuid::now_v7());
+    let stored =
+        store.add_document(&Caller { role: Role::Service, ..f.a.clone() }, id, &doc, at(0)).await.unwrap();
+    assert_eq!(store.get_document(&f.a, id).await.unwrap(), Some(stored));
+    let found = store.search(&f.a, &query(embedding(&[(0, 1.0)]), 5, 0.0, &json!({}))).await.unwrap();
+    assert_eq!(found.len(), 1);
 }
 
 /// `add_knowledge_document($1..$6)` as the adapters call it, with `chunks` as given.
@@ -314,7 +391,7 @@ async fn a_chunk_with_a_wrong_dimension_rejects_the_whole_document_and_leaves_no
         {"content": "fine", "metadata": {}, "embedding": embedding(&[(0, 1.0)]).to_pgvector_text()},
         {"content": "short", "metadata": {}, "embedding": "[1,0,0]"},
     ]);
-    let tx = f.sql.begin(UnitOfWork::Tenant(f.a.tenant)).await.unwrap();
+    let tx = f.sql.begin(UnitOfWork::Caller(&admin(&f.a))).await.unwrap();
     let error = tx.query_all_raw(add_document_rpc(id, chunks)).await.unwrap_err();
     assert!(error.to_string().contains("expected 384 dimensions, not 3"), "{error}");
     drop(tx);
@@ -362,10 +439,10 @@ async fn seed_known_vectors(f: &Fixture) {
             chunk("close", &json!({"lang": "en"}), embedding(&[(0, 0.9), (1, 0.1)])),
         ],
     );
-    store.add_document(&f.a, DocumentId::from_uuid(Uuid::now_v7()), &ours, at(0)).await.unwrap();
+    store.add_document(&admin(&f.a), DocumentId::from_uuid(Uuid::now_v7()), &ours, at(0)).await.unwrap();
     let theirs =
         document("Theirs", vec![chunk("tenant b exact", &json!({"lang": "en"}), embedding(&[(0, 1.0)]))]);
-    store.add_document(&f.b, DocumentId::from_uuid(Uuid::now_v7()), &theirs, at(0)).await.unwrap();
+    store.add_document(&admin(&f.b), DocumentId::from_uuid(Uuid::now_v7()), &theirs, at(0)).await.unwrap();
 }
 
 #[tokio::test]
@@ -473,7 +550,7 @@ async fn seed_noise(
         let doc = document("Noise", part.to_vec());
         f.sql
             .knowledge_store()
-            .add_document(caller, DocumentId::from_uuid(Uuid::now_v7()), &doc, at(0))
+            .add_document(&admin(caller), DocumentId::from_uuid(Uuid::now_v7()), &doc, at(0))
             .await
             .unwrap();
     }
@@ -489,7 +566,7 @@ async fn first_migration_search(
     q: &Embedding,
     match_count: i32,
 ) -> (usize, bool) {
-    let tx = f.sql.begin(UnitOfWork::Tenant(caller.tenant)).await.unwrap();
+    let tx = f.sql.begin(UnitOfWork::Caller(caller)).await.unwrap();
     let rows = tx
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -522,7 +599,7 @@ async fn hnsw_scans(tx: &sea_orm::DatabaseTransaction) -> i64 {
 /// `match_knowledge` as the adapter calls it, in the caller's unit of work: whether the HNSW
 /// index served it (so the rows were not found by an exact scan).
 async fn match_knowledge_used_hnsw(f: &Fixture, caller: &Caller, q: &Embedding, match_count: i32) -> bool {
-    let tx = f.sql.begin(UnitOfWork::Tenant(caller.tenant)).await.unwrap();
+    let tx = f.sql.begin(UnitOfWork::Caller(caller)).await.unwrap();
     tx.query_all_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "select id from public.match_knowledge($1::vector, $2, -1, '{}')",

@@ -3,7 +3,8 @@
 //! `sql` talks to the database directly (Supabase's pooler, or a self-hosted PostgreSQL):
 //! every unit of work is one transaction that sets its role and tenant context first, so it
 //! is safe behind a transaction-mode pooler. `postgrest` talks to Supabase's REST API,
-//! forwarding the user's token so that row-level security applies there too.
+//! forwarding a plain user's token so that row-level security applies there too; admins,
+//! agents and services go through the service (ADR 0014).
 
 pub mod postgrest;
 pub mod sql;

@@ -3,12 +3,16 @@
 //! `TenantDirectory` on `tenants`), [`SupabaseSqlSessionStore`] and
 //! [`SupabaseSqlKnowledgeStore`].
 //!
-//! A unit of work is one transaction that first sets its role (`set local role`) and its
-//! tenant context (`set_tenant_context`, transaction-local): nothing outlives the
-//! transaction, so a pooled connection (or a transaction-mode pooler's) never carries one
-//! caller's tenant into another's work. User work runs as `authenticated` with the user's
-//! tenant, so row-level security applies; `service_role` (BYPASSRLS) is for platform work
-//! only, such as tenant directory lookups.
+//! A unit of work is one transaction that first sets its tenant context
+//! (`set_tenant_context`) and the caller's JWT claims (`request.jwt.claims`: `sub`, `role`,
+//! `tenant_id`), both transaction-local, and then its role (`set local role`): nothing
+//! outlives the transaction, so a pooled connection (or a transaction-mode pooler's) never
+//! carries one caller's tenant into another's work. User work runs as `authenticated` under
+//! the same row-level-security policies as PostgREST's requests (a plain user's own sessions,
+//! an admin's or a service's whole tenant; knowledge written by admins and services only);
+//! `set_tenant_context` is the schema owner's alone, so it is called before the role
+//! switch. `service_role` (BYPASSRLS) is for platform work only, such as tenant directory
+//! lookups (ADR 0014).
 
 mod knowledge;
 mod sessions;
@@ -29,9 +33,11 @@ pub use sessions::SupabaseSqlSessionStore;
 
 /// Who a unit of work acts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnitOfWork {
-    /// A user of `tenant`: role `authenticated`, row-level security applies.
-    Tenant(TenantId),
+pub enum UnitOfWork<'a> {
+    /// Work for a caller: role `authenticated`, the caller's tenant as the context and its
+    /// user and role as the JWT claims, so row-level security applies the permission
+    /// matrix.
+    Caller(&'a Caller),
     /// Platform work: role `service_role`, which bypasses row-level security.
     Platform,
 }
@@ -52,17 +58,18 @@ impl SupabaseSql {
     ///
     /// # Errors
     /// When the database cannot be reached or refuses the role.
-    pub async fn begin(&self, unit: UnitOfWork) -> Result<DatabaseTransaction, DbErr> {
+    pub async fn begin(&self, unit: UnitOfWork<'_>) -> Result<DatabaseTransaction, DbErr> {
         let tx = self.db.begin().await?;
         match unit {
-            UnitOfWork::Tenant(tenant) => {
-                tx.execute_unprepared("set local role authenticated").await?;
+            UnitOfWork::Caller(caller) => {
+                // As the connecting owner: the API roles may not set a context.
                 tx.execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    "select public.set_tenant_context($1)",
-                    [tenant.as_uuid().into()],
+                    "select public.set_tenant_context($1), set_config('request.jwt.claims', $2, true)",
+                    [caller.tenant.as_uuid().into(), claims_of(caller).into()],
                 ))
                 .await?;
+                tx.execute_unprepared("set local role authenticated").await?;
             }
             UnitOfWork::Platform => {
                 tx.execute_unprepared("set local role service_role").await?;
@@ -95,8 +102,27 @@ impl SupabaseSql {
         caller: &Caller,
         doing: &'static str,
     ) -> Result<DatabaseTransaction, RepositoryError> {
-        self.begin(UnitOfWork::Tenant(caller.tenant)).await.map_err(|e| unexpected(e, doing))
+        self.begin(UnitOfWork::Caller(caller)).await.map_err(|e| unexpected(e, doing))
     }
+}
+
+/// The JWT claims the schema's policies read for `caller` (`auth.jwt()`): what PostgREST
+/// would have set from the caller's token, with SBA's role name.
+fn claims_of(caller: &Caller) -> String {
+    serde_json::json!({
+        "sub": caller.user.as_str(),
+        "role": caller.role.as_str(),
+        "tenant_id": caller.tenant.as_uuid(),
+    })
+    .to_string()
+}
+
+/// The user a caller's session statements are limited to: `None` when the caller acts on
+/// the whole tenant (the permission matrix), so that `($n::text is null or user_id = $n)`
+/// holds for every row. Row-level security applies the same rule; the filter keeps the
+/// statements right on their own.
+fn session_owner(caller: &Caller) -> Option<String> {
+    (!caller.sees_whole_tenant()).then(|| caller.user.as_str().to_owned())
 }
 
 /// Commits a unit of work, as a port method's error.

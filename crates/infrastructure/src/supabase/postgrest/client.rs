@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use rand::Rng as _;
 use reqwest::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
 use reqwest::{Method, StatusCode};
 use sba_application::context::Caller;
 use sba_application::ports::RepositoryError;
+use sba_domain::Role;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,12 @@ const APIKEY: HeaderName = HeaderName::from_static("apikey");
 const ACCEPT_PROFILE: HeaderName = HeaderName::from_static("accept-profile");
 const CONTENT_PROFILE: HeaderName = HeaderName::from_static("content-profile");
 const PREFER: HeaderName = HeaderName::from_static("prefer");
+/// The tenant of a request made with the service-role key for an admin, agent or service:
+/// `sba_pre_request` sets the tenant context from it for `service_role` requests only.
+const SBA_TENANT: HeaderName = HeaderName::from_static("x-sba-tenant");
+/// The only `role` claim of a token that is forwarded: Supabase's `authenticated`, the
+/// database role PostgREST then switches to.
+const FORWARDED_ROLE: &str = "authenticated";
 
 /// The pause before the first retry of a read; it doubles with each further retry.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -181,13 +189,38 @@ impl PostgrestClient {
                 authorization: self.inner.service_bearer.clone(),
                 apikey: Some(&self.inner.service_apikey),
                 user_token: None,
+                tenant: None,
             }),
+            // SBA's `admin`, `agent` and `service` are not database roles: their work goes
+            // through the service (ADR 0014), with the tenant named for `sba_pre_request`.
+            // The adapters add the tenant (and, below the whole tenant, the user) filters
+            // that row-level security would have applied.
+            Acting::User(caller) if through_the_service(caller) => {
+                let tenant = HeaderValue::from_str(&caller.tenant.to_string()).map_err(|_| {
+                    RepositoryError::Unexpected(anyhow::anyhow!(
+                        "{operation}: the tenant id is not a valid header value"
+                    ))
+                })?;
+                Ok(Credentials {
+                    authorization: self.inner.service_bearer.clone(),
+                    apikey: Some(&self.inner.service_apikey),
+                    user_token: None,
+                    tenant: Some(tenant),
+                })
+            }
             Acting::User(caller) => {
                 let Some(token) = &caller.token else {
                     return Err(RepositoryError::Unexpected(anyhow::anyhow!(
                         "{operation}: no user token to forward"
                     )));
                 };
+                // The auth layer refuses `service_role` tokens already; a token that would
+                // make PostgREST act as anything but `authenticated` is still never sent.
+                if role_claim(token.expose()).as_deref() != Some(FORWARDED_ROLE) {
+                    return Err(RepositoryError::Unexpected(anyhow::anyhow!(
+                        "{operation}: the user token's role claim is not `{FORWARDED_ROLE}`; it is not forwarded"
+                    )));
+                }
                 let authorization = secret_header(&format!("Bearer {}", token.expose())).map_err(|_| {
                     RepositoryError::Unexpected(anyhow::anyhow!(
                         "{operation}: the user token is not a valid header value"
@@ -197,6 +230,7 @@ impl PostgrestClient {
                     authorization,
                     apikey: self.inner.anon_apikey.as_ref(),
                     user_token: Some(token.expose()),
+                    tenant: None,
                 })
             }
         }
@@ -220,6 +254,9 @@ impl PostgrestClient {
             .header(header::AUTHORIZATION, credentials.authorization.clone());
         if let Some(apikey) = credentials.apikey {
             request = request.header(APIKEY, apikey.clone());
+        }
+        if let Some(tenant) = &credentials.tenant {
+            request = request.header(SBA_TENANT, tenant.clone());
         }
         if let Some(prefer) = call.prefer {
             request = request.header(PREFER, prefer);
@@ -334,6 +371,25 @@ fn rest_base(url: &Url) -> anyhow::Result<Url> {
     Ok(base)
 }
 
+/// Whether `caller`'s requests go through the service (the service-role key) rather than
+/// with its own token: every role but a plain user, since only `authenticated` is a
+/// database role.
+pub(super) fn through_the_service(caller: &Caller) -> bool {
+    caller.role != Role::Authenticated
+}
+
+/// The `role` claim of a JWT's payload, read without verifying it (the auth layer did);
+/// `None` when there is none or the token is not a JWT.
+fn role_claim(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        role: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Claims>(&json).ok()?.role
+}
+
 /// A header value that HTTP tooling (and reqwest's `Debug`) treats as sensitive.
 fn secret_header(value: &str) -> Result<HeaderValue, InvalidHeaderValue> {
     let mut header = HeaderValue::from_str(value)?;
@@ -352,7 +408,9 @@ fn backoff(attempt: u32) -> Duration {
 /// Whom a call acts for, which decides its credentials.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Acting<'a> {
-    /// A user: their token is forwarded, so row-level security applies.
+    /// A caller of a tenant. A plain user's token is forwarded, so row-level security
+    /// applies; an admin, agent or service goes through the service: the service-role key
+    /// and the caller's tenant in `X-SBA-Tenant`.
     User(&'a Caller),
     /// The platform: the service-role key, which bypasses row-level security.
     Platform,
@@ -364,6 +422,8 @@ struct Credentials<'a> {
     apikey: Option<&'a HeaderValue>,
     /// The forwarded token, to scrub it from PostgREST's messages.
     user_token: Option<&'a str>,
+    /// `X-SBA-Tenant`, on requests made with the service-role key for a tenant's caller.
+    tenant: Option<HeaderValue>,
 }
 
 /// Whether a failed call may be made again.

@@ -1,17 +1,18 @@
 //! [`PostgrestKnowledgeStore`]: `knowledge_documents` and `knowledge_chunks`, written through
 //! the `add_knowledge_document` RPC (one transaction) and searched through
-//! `match_knowledge`, with the caller's token.
+//! `match_knowledge`, with a plain user's token or through the service for admins, agents
+//! and services.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use sba_application::context::Caller;
 use sba_application::ports::{KnowledgeStore, RepositoryError};
 use sba_domain::knowledge::{KnowledgeDocument, KnowledgeMatch, KnowledgeQuery, NewDocument};
-use sba_domain::{DocumentId, Metadata};
+use sba_domain::{DocumentId, Metadata, Role};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::client::{Acting, Call, PostgrestClient};
+use super::client::{Acting, Call, PostgrestClient, through_the_service};
 use super::eq;
 use crate::supabase::{ChunkArg, added_document, chunk_args};
 use crate::tenant_data::{DocumentRow, MatchRow};
@@ -21,9 +22,10 @@ const CHUNKS: &str = "knowledge_chunks";
 const DOCUMENT_COLUMNS: &str =
     "id,tenant_id,title,source,metadata,created_at,knowledge_chunks(id,ordinal,content,metadata)";
 
-/// Knowledge in Supabase's `knowledge_documents` and `knowledge_chunks` (pgvector). Every
-/// request carries the caller's token (row-level security applies); table reads also
-/// filter on the caller's tenant.
+/// Knowledge in Supabase's `knowledge_documents` and `knowledge_chunks` (pgvector). A plain
+/// user's requests carry its token (row-level security applies), the others go through the
+/// service with the tenant named (`X-SBA-Tenant`); table reads also filter on the caller's
+/// tenant.
 #[derive(Debug, Clone)]
 pub struct PostgrestKnowledgeStore {
     client: PostgrestClient,
@@ -71,6 +73,16 @@ impl KnowledgeStore for PostgrestKnowledgeStore {
         document: &NewDocument,
         now: DateTime<Utc>,
     ) -> Result<KnowledgeDocument, RepositoryError> {
+        // Through the service the database sees `service_role`, which may write: only the
+        // roles the permission matrix lets write are sent that way. A plain user's token is
+        // forwarded and `add_knowledge_document` refuses it itself.
+        if through_the_service(caller) && !matches!(caller.role, Role::Admin | Role::Service) {
+            return Err(anyhow::anyhow!(
+                "adding a knowledge document: a {} does not write knowledge",
+                caller.role
+            )
+            .into());
+        }
         // PostgreSQL keeps microseconds: the document returned is the one stored.
         let created_at = now.trunc_subsecs(6);
         let args = AddDocumentArgs {

@@ -2,11 +2,17 @@
 //! [`PostgrestSessionStore`] and [`PostgrestKnowledgeStore`], built from one shared
 //! [`PostgrestClient`].
 //!
-//! Whose credentials a request carries is the point of this module:
-//! - work for a user (sessions, knowledge) forwards *that user's* JWT as
+//! Whose credentials a request carries is the point of this module (ADR 0014):
+//! - work for a plain user (sessions, knowledge) forwards *that user's* JWT as
 //!   `Authorization: Bearer`, so PostgREST's `db-pre-request` (`sba_pre_request`) sets the
-//!   tenant context from its claims and row-level security applies. A caller without a token
-//!   is refused before any request: the service key is never a fallback for user data;
+//!   tenant context from its claims and row-level security applies. A user without a token,
+//!   or whose token's `role` claim is not `authenticated` (a `service_role` token above
+//!   all), is refused before any request: the service key is never a fallback for a user;
+//! - work for an admin, agent or service goes *through the service*: SBA's roles are not
+//!   database roles, so the request carries the service-role key and the caller's tenant in
+//!   `X-SBA-Tenant` (honoured by `sba_pre_request` for `service_role` requests only), and the
+//!   adapters apply the permission matrix themselves (user filters, no session for another
+//!   user, knowledge written by admins and services only);
 //! - platform work (the tenant directory) sends the service-role key, which bypasses
 //!   row-level security (ADR 0002).
 //!
@@ -36,7 +42,8 @@ pub use tenants::PostgrestTenantDirectory;
 pub struct PostgrestSettings {
     /// The Supabase project URL (`SUPABASE_URL`); the REST API is under `{url}/rest/v1/`.
     pub url: Url,
-    /// The service-role key: platform work only (the tenant directory).
+    /// The service-role key: platform work (the tenant directory) and the work of admins,
+    /// agents and services, never a plain user's.
     pub service_role_key: SecretString,
     /// The anon key, sent as `apikey` on user requests (Supabase's gateway wants one); `None`
     /// for a PostgREST reached directly, which then gets no `apikey` header.

@@ -1,5 +1,5 @@
-//! [`PostgrestSessionStore`]: the `sessions` table, read and written with the caller's
-//! token.
+//! [`PostgrestSessionStore`]: the `sessions` table, read and written with a plain user's
+//! token, or through the service for admins, agents and services.
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -17,8 +17,10 @@ use crate::tenant_data::{SessionListing, SessionRow, check_session_tenant};
 const TABLE: &str = "sessions";
 const COLUMNS: &str = "id,tenant_id,user_id,title,metadata,created_at,updated_at";
 
-/// Sessions in Supabase's `sessions` table. Every request carries the caller's token (row-
-/// level security applies) and filters on the caller's tenant.
+/// Sessions in Supabase's `sessions` table. A plain user's requests carry its token (row-
+/// level security applies); every request filters on the caller's tenant, and on the
+/// caller's own sessions unless it sees the whole tenant, which is all that bounds a
+/// request made through the service.
 #[derive(Debug, Clone)]
 pub struct PostgrestSessionStore {
     client: PostgrestClient,
@@ -42,6 +44,11 @@ struct NewSessionRow<'a> {
     updated_at: DateTime<Utc>,
 }
 
+/// `call` limited to `caller`'s own sessions unless the caller sees the whole tenant.
+fn owned_by(call: Call, caller: &Caller) -> Call {
+    if caller.sees_whole_tenant() { call } else { call.query("user_id", eq(&caller.user)) }
+}
+
 /// The rows of `rows`, mapped.
 fn sessions_of(rows: Vec<SessionRow>) -> Result<Vec<Session>, RepositoryError> {
     rows.into_iter().map(|row| row.into_session(TABLE)).collect()
@@ -51,6 +58,10 @@ fn sessions_of(rows: Vec<SessionRow>) -> Result<Vec<Session>, RepositoryError> {
 impl SessionStore for PostgrestSessionStore {
     async fn create(&self, caller: &Caller, session: &Session) -> Result<(), RepositoryError> {
         check_session_tenant(caller, session)?;
+        // Through the service no policy checks the owner: a session is its creator's.
+        if session.user_id != caller.user {
+            return Err(anyhow::anyhow!("a session cannot be created for another user").into());
+        }
         let row = NewSessionRow {
             id: session.id.as_uuid(),
             tenant_id: caller.tenant.as_uuid(),
@@ -70,6 +81,7 @@ impl SessionStore for PostgrestSessionStore {
             .query("select", COLUMNS)
             .query("id", eq(id))
             .query("tenant_id", eq(caller.tenant));
+        let call = owned_by(call, caller);
         let rows: Vec<SessionRow> = self.client.fetch(Acting::User(caller), call).await?;
         rows.into_iter().next().map(|row| row.into_session(TABLE)).transpose()
     }
@@ -81,6 +93,7 @@ impl SessionStore for PostgrestSessionStore {
             .query("tenant_id", eq(caller.tenant))
             .query("order", "created_at.desc,id.desc")
             .query("limit", listing.fetch.to_string());
+        call = owned_by(call, caller);
         if let Some((at, id)) = listing.after {
             // Quoted: a timestamp holds `.` and `:`, which PostgREST's logic trees reserve.
             // The query string is URL-encoded when sent, so a `+` could not turn into a
@@ -113,6 +126,7 @@ impl SessionStore for PostgrestSessionStore {
             .query("select", COLUMNS)
             .query("id", eq(id))
             .query("tenant_id", eq(caller.tenant));
+        let call = owned_by(call, caller);
         let rows: Vec<SessionRow> = self.client.fetch(Acting::User(caller), call).await?;
         let mut sessions = sessions_of(rows)?;
         if sessions.len() > 1 {

@@ -1,9 +1,10 @@
 //! [`SupabaseSqlSessionStore`]: the `SessionStore` on Supabase's `sessions` table over direct
 //! SQL.
 //!
-//! Every call is one unit of work for the caller's tenant (role `authenticated`, tenant
-//! context set in the same transaction), and every statement also names the tenant itself:
-//! row-level security and the explicit filter each keep other tenants' sessions out.
+//! Every call is one unit of work for the caller (role `authenticated`, tenant context and
+//! claims set in the same transaction), and every statement also names the tenant itself,
+//! and the user unless the caller sees the whole tenant: row-level security and the
+//! explicit filters each keep other tenants' (and other users') sessions out.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use sba_application::ports::{RepositoryError, SessionStore};
 use sba_domain::{Session, SessionId, SessionUpdate};
 use sea_orm::{ConnectionTrait as _, DbBackend, DbErr, QueryResult, Statement};
 
-use super::{SupabaseSql, commit, db_error, metadata_object, metadata_value, unexpected};
+use super::{SupabaseSql, commit, db_error, metadata_object, metadata_value, session_owner, unexpected};
 use crate::tenant_data::{SessionListing, SessionRow, check_session_tenant};
 
 const TABLE: &str = "sessions";
@@ -78,8 +79,11 @@ impl SessionStore for SupabaseSqlSessionStore {
         let row = tx
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                format!("select {COLUMNS} from public.sessions where tenant_id = $1 and id = $2"),
-                [caller.tenant.as_uuid().into(), id.as_uuid().into()],
+                format!(
+                    "select {COLUMNS} from public.sessions where tenant_id = $1 and id = $2 \
+                     and ($3::text is null or user_id = $3)"
+                ),
+                [caller.tenant.as_uuid().into(), id.as_uuid().into(), session_owner(caller).into()],
             ))
             .await
             .map_err(|e| unexpected(e, "reading a session"))?;
@@ -90,22 +94,25 @@ impl SessionStore for SupabaseSqlSessionStore {
     async fn list(&self, caller: &Caller, page: PageRequest) -> Result<Page<Session>, RepositoryError> {
         let listing = SessionListing::new(page)?;
         let fetch = listing.fetch;
+        let owner = session_owner(caller);
         let statement = match listing.after {
             None => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
                     "select {COLUMNS} from public.sessions where tenant_id = $1 \
+                     and ($3::text is null or user_id = $3) \
                      order by created_at desc, id desc limit $2"
                 ),
-                [caller.tenant.as_uuid().into(), fetch.into()],
+                [caller.tenant.as_uuid().into(), fetch.into(), owner.into()],
             ),
             Some((at, id)) => Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
                     "select {COLUMNS} from public.sessions where tenant_id = $1 \
+                     and ($5::text is null or user_id = $5) \
                      and (created_at, id) < ($2, $3) order by created_at desc, id desc limit $4"
                 ),
-                [caller.tenant.as_uuid().into(), at.into(), id.into(), fetch.into()],
+                [caller.tenant.as_uuid().into(), at.into(), id.into(), fetch.into(), owner.into()],
             ),
         };
         let tx = self.sql.begin_for(caller, "opening a session listing").await?;
@@ -134,7 +141,7 @@ impl SessionStore for SupabaseSqlSessionStore {
                      title = case when $3 then $4 else title end, \
                      metadata = coalesce($5, metadata), \
                      updated_at = $6 \
-                     where tenant_id = $1 and id = $2 \
+                     where tenant_id = $1 and id = $2 and ($7::text is null or user_id = $7) \
                      returning {COLUMNS}"
                 ),
                 [
@@ -144,6 +151,7 @@ impl SessionStore for SupabaseSqlSessionStore {
                     title.flatten().into(),
                     update.metadata.as_ref().map(|m| serde_json::Value::Object(m.as_map().clone())).into(),
                     now.into(),
+                    session_owner(caller).into(),
                 ],
             ))
             .await
