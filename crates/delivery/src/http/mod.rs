@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+pub mod client_addr;
 mod cors;
 mod error;
 mod health;

@@ -1,5 +1,6 @@
 //! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request is keyed
-//! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP),
+//! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP; the
+//! IP is the client behind trusted proxies, [`super::client_addr`]),
 //! decided by [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft
 //! -11 headers `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
 //! `retry_after_ms`.
@@ -14,6 +15,7 @@ use sba_domain::Principal;
 use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
 
 use super::auth::TenantStanding;
+use super::client_addr::client_addr;
 use super::error::{ApiError, ProblemCode};
 use crate::http::AppState;
 
@@ -48,7 +50,7 @@ pub async fn middleware(
     let policy = policy.to_owned();
     let key = HttpLimitKey {
         tenant: tenant_id,
-        ip: req.peer_addr().map(|addr| addr.ip()),
+        ip: client_addr(req.request()),
         method: method.as_str(),
         route: &route,
     };

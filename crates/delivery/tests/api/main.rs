@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
 
 mod auth;
+mod client_addr;
 mod config;
 mod cors;
 mod health;

@@ -60,6 +60,19 @@ impl fmt::Display for Settings {
         line("server.port", &self.server.port);
         line("server.shutdown_timeout", &format_args!("{}s", self.server.shutdown_timeout.as_secs()));
         line("server.max_body_bytes", &self.server.max_body_bytes);
+        let proxies: Vec<String> = self.server.trusted_proxies.iter().map(ToString::to_string).collect();
+        line(
+            "server.trusted_proxies",
+            &if proxies.is_empty() {
+                "(none: the socket peer is the client)".to_owned()
+            } else {
+                proxies.join(", ")
+            },
+        );
+        match self.server.admin_port {
+            Some(port) => line("server.admin_port", &format_args!("{port} (/metrics, /openapi.json, /docs)")),
+            None => line("server.admin_port", &"(unset: the public port serves /metrics and /docs)"),
+        }
         match &self.store.location {
             StoreLocation::Postgres(_) => line("database.url", &format_args!("postgres URL {REDACTED}")),
             StoreLocation::Sqlite(path) => {
