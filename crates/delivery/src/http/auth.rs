@@ -114,8 +114,10 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id =
-            req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()).unwrap_or_default();
+        let (request_id, client_request_id) = req.extensions().get::<RequestId>().map_or_else(
+            || (uuid::Uuid::now_v7().to_string(), None),
+            |id| (id.own().to_owned(), id.client().map(str::to_owned)),
+        );
         // X-Forwarded-For only through trusted proxies: otherwise it is the client's own
         // claim. Worked out before `extensions` is borrowed (it may be stored there).
         let ip = client_addr(req).map(|ip| ip.to_string());
@@ -127,7 +129,8 @@ impl FromRequest for Authenticated {
                     Ok(Self(RequestContext {
                         principal: principal.clone(),
                         ip,
-                        request_id: request_id.clone(),
+                        request_id,
+                        client_request_id,
                         token: extensions.get::<AccessToken>().cloned(),
                     }))
                 },
