@@ -230,6 +230,7 @@ fn limit_policies(settings: &Settings) -> LimitPolicies {
         rules: settings.rate_limit.rules.clone(),
         plans: settings.rate_limit.plans.iter().cloned().collect(),
         exempt: Vec::new(),
+        tenant_aggregate_factor: settings.rate_limit.tenant_aggregate_factor,
     }
 }
 

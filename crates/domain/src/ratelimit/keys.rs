@@ -31,6 +31,18 @@ pub struct HttpLimitKey<'a> {
     pub route: &'a str,
 }
 
+/// The HTTP key body `{tenant}|*|{METHOD}|{route template}` of a tenant's aggregate bucket:
+/// every address of the tenant together (`SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR`). `*`
+/// is never a rendered address, so it never meets an [`HttpLimitKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantAggregateKey<'a> {
+    pub tenant: TenantId,
+    /// The request method, rendered in upper case.
+    pub method: &'a str,
+    /// The route template, as in [`HttpLimitKey`].
+    pub route: &'a str,
+}
+
 /// The WebSocket key body `ws:{tenant}:{user}:{ip}:{event}` of one client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WsLimitKey<'a> {
@@ -48,6 +60,7 @@ pub struct WsLimitKey<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateLimitKey<'a> {
     Http(HttpLimitKey<'a>),
+    TenantAggregate(TenantAggregateKey<'a>),
     Ws(WsLimitKey<'a>),
 }
 
@@ -61,6 +74,19 @@ impl fmt::Display for HttpLimitKey<'_> {
         part.out.write_char('|')?;
         write_ip(&mut part, self.ip)?;
         part.out.write_char('|')?;
+        for c in self.method.chars() {
+            part.write_char(c.to_ascii_uppercase())?;
+        }
+        part.out.write_char('|')?;
+        part.write_str(self.route)
+    }
+}
+
+impl fmt::Display for TenantAggregateKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut part = Escaped { out: f, separator: '|' };
+        write!(part, "{}", self.tenant)?;
+        part.out.write_str("|*|")?;
         for c in self.method.chars() {
             part.write_char(c.to_ascii_uppercase())?;
         }
@@ -87,6 +113,7 @@ impl fmt::Display for RateLimitKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Http(key) => key.fmt(f),
+            Self::TenantAggregate(key) => key.fmt(f),
             Self::Ws(key) => key.fmt(f),
         }
     }
@@ -95,6 +122,12 @@ impl fmt::Display for RateLimitKey<'_> {
 impl<'a> From<HttpLimitKey<'a>> for RateLimitKey<'a> {
     fn from(key: HttpLimitKey<'a>) -> Self {
         Self::Http(key)
+    }
+}
+
+impl<'a> From<TenantAggregateKey<'a>> for RateLimitKey<'a> {
+    fn from(key: TenantAggregateKey<'a>) -> Self {
+        Self::TenantAggregate(key)
     }
 }
 
@@ -222,5 +255,14 @@ mod tests {
         let key = |addr: &str| HttpLimitKey { tenant: None, ip: ip(addr), method: "GET", route: "/v1/me" };
         assert_eq!(key("::ffff:203.0.113.7").to_string(), key("203.0.113.7").to_string());
         assert_eq!(key("::ffff:203.0.113.7").to_string(), "-|203.0.113.7|GET|/v1/me");
+    }
+
+    #[test]
+    fn a_tenants_aggregate_key_names_every_address_and_no_single_one() {
+        let aggregate = TenantAggregateKey { tenant: tenant(), method: "get", route: "/v1/runs" };
+        assert_eq!(aggregate.to_string(), "6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11|*|GET|/v1/runs");
+        assert_eq!(RateLimitKey::from(aggregate).to_string(), aggregate.to_string());
+        let single = HttpLimitKey { tenant: Some(tenant()), ip: None, method: "GET", route: "/v1/runs" };
+        assert_ne!(single.to_string(), aggregate.to_string());
     }
 }

@@ -121,6 +121,12 @@ impl fmt::Display for Settings {
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
+        match self.rate_limit.tenant_aggregate_factor {
+            Some(factor) => {
+                line("rate_limit.tenant_aggregate_factor", &format_args!("{factor} x the request's quota"))
+            }
+            None => line("rate_limit.tenant_aggregate_factor", &"(not set: no tenant aggregate bucket)"),
+        }
         line("telemetry.otlp_endpoint", &OrNone(self.otlp_endpoint.as_ref()));
         f.write_str(&out)
     }

@@ -226,6 +226,8 @@ pub struct RateLimitSettings {
     pub ws_quotas: HashMap<WsOp, Quota>,
     /// Refusals in a row after which a WebSocket client is closed with 1008.
     pub ws_close_after: u32,
+    /// The tenant aggregate bucket's quota as a multiple of the request's quota; `None`: off.
+    pub tenant_aggregate_factor: Option<std::num::NonZeroU32>,
 }
 
 /// The cache (ADR 0007): the adapters' own settings (its in-process tier, its Redis calls),
