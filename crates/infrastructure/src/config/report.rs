@@ -123,7 +123,7 @@ impl fmt::Display for Settings {
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         match self.rate_limit.tenant_aggregate_factor {
             Some(factor) => {
-                line("rate_limit.tenant_aggregate_factor", &format_args!("{factor} x the request's quota"))
+                line("rate_limit.tenant_aggregate_factor", &format_args!("{factor} x the request's quota"));
             }
             None => line("rate_limit.tenant_aggregate_factor", &"(not set: no tenant aggregate bucket)"),
         }

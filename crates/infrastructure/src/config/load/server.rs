@@ -65,15 +65,14 @@ fn trusted_proxies(problems: &mut Problems, text: &str) -> Vec<IpNet> {
     let mut networks = Vec::new();
     for entry in text.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
         let parsed = entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from));
-        match parsed {
-            Ok(network) => networks.push(network.trunc()),
-            Err(_) => {
-                let shown: String = entry.chars().take(45).collect();
-                problems.push(
-                    "SBA_SERVER__TRUSTED_PROXIES",
-                    format!("`{shown}` is not an IP network (`10.0.0.0/8`) or address"),
-                );
-            }
+        if let Ok(network) = parsed {
+            networks.push(network.trunc());
+        } else {
+            let shown: String = entry.chars().take(45).collect();
+            problems.push(
+                "SBA_SERVER__TRUSTED_PROXIES",
+                format!("`{shown}` is not an IP network (`10.0.0.0/8`) or address"),
+            );
         }
     }
     networks
