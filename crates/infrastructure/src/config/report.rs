@@ -117,16 +117,16 @@ impl fmt::Display for Settings {
         line("auth.platform_tenant_id", &OrNone(self.auth.platform_tenant.as_ref()));
         line("cors.allowed_origins", &format_args!("[{}]", self.cors.allowed_origins.join(", ")));
         line("cors.tenant_origins", &format_args!("{} tenant(s)", self.cors.tenant_origins.len()));
-        line("log.filter", &self.log.filter);
-        line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
-        line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
-        line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         match self.rate_limit.tenant_aggregate_factor {
             Some(factor) => {
                 line("rate_limit.tenant_aggregate_factor", &format_args!("{factor} x the request's quota"));
             }
             None => line("rate_limit.tenant_aggregate_factor", &"(not set: no tenant aggregate bucket)"),
         }
+        line("log.filter", &self.log.filter);
+        line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
+        line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         line("telemetry.otlp_endpoint", &OrNone(self.otlp_endpoint.as_ref()));
         f.write_str(&out)
     }
