@@ -2,6 +2,7 @@
 //! and no longer on the public one.
 
 use reqwest::Client;
+use sba_delivery::startup::Application;
 use sba_domain::Role;
 use serde_json::Value;
 
@@ -53,4 +54,30 @@ async fn without_an_admin_port_the_public_port_serves_the_operator_routes() {
     for path in OPERATOR_ROUTES {
         assert_eq!(app.get_anonymous(path).await.status(), 200, "{path}");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn serve_binds_the_admin_port_from_the_settings_and_stops_both_listeners_together() {
+    let template = spawn_app(Store::Sqlite).await;
+    let mut settings = template.settings.clone();
+    let (port, admin_port) = (free_port(), free_port());
+    settings.server.port = port;
+    settings.server.admin_port = Some(admin_port);
+    let app = Application::build(settings).await.unwrap();
+    assert_eq!((app.port(), app.admin_port()), (port, Some(admin_port)));
+    let handle = app.handle();
+    let running = tokio::spawn(app.run_until_stopped());
+    let client = Client::new();
+    let admin_metrics = format!("http://127.0.0.1:{admin_port}/metrics");
+    assert_eq!(client.get(&admin_metrics).send().await.unwrap().status(), 200);
+    let public = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
+    assert!(client.get(&admin_metrics).send().await.is_err(), "the admin listener stopped too");
 }
