@@ -9,6 +9,7 @@ pub use sea_orm_migration::{MigrationStatus, MigratorTrait};
 
 mod m20261128_000001_runs_and_audit_logs;
 mod m20261128_000002_run_details_usage_health_idempotency;
+mod m20261206_000001_audit_client_request_id;
 
 /// Every migration of the internal schema, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_runs_and_audit_logs::Migration),
             Box::new(m20261128_000002_run_details_usage_health_idempotency::Migration),
+            Box::new(m20261206_000001_audit_client_request_id::Migration),
         ]
     }
 }

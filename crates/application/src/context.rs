@@ -35,7 +35,11 @@ pub struct RequestContext {
     pub principal: Principal,
     /// The client's address as seen by the server (or the trusted proxy chain).
     pub ip: Option<String>,
+    /// The server's own id of this request: made by the server, unique, never the client's.
     pub request_id: String,
+    /// The well-formed `X-Request-Id` the client sent, if any (audit entries keep it beside
+    /// `request_id`, never in its place).
+    pub client_request_id: Option<String>,
     /// The bearer token the principal was verified from (`None` in tests and for work that
     /// no token started).
     pub token: Option<AccessToken>,

@@ -120,6 +120,7 @@ mod tests {
             },
             ip: None,
             request_id: "req-1".into(),
+            client_request_id: None,
             token: None,
         }
     }

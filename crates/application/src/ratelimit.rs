@@ -4,6 +4,7 @@
 //! (`fail_mode = closed`), and a local memory of keys known to be over their limit.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -44,7 +45,15 @@ pub struct LimitPolicies {
     pub plans: HashMap<String, Quota>,
     /// Route templates never limited.
     pub exempt: Vec<String>,
+    /// When set, each request of a known tenant is also charged to the tenant's aggregate
+    /// bucket (all its addresses, per method and route) whose quota is the request's quota
+    /// times this factor, so using many addresses cannot multiply a tenant's quota. `None`:
+    /// off (`SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR` unset).
+    pub tenant_aggregate_factor: Option<NonZeroU32>,
 }
+
+/// The policy name of a tenant's aggregate bucket, in `RateLimit-Policy` and metrics.
+pub const TENANT_AGGREGATE_POLICY: &str = "tenant_aggregate";
 
 impl LimitPolicies {
     /// The policy name and quota for `method route` of a caller of `tenant`, or `None` when
@@ -73,6 +82,13 @@ impl LimitPolicies {
             .and_then(|plan| self.plans.get_key_value(plan))
             .map(|(name, quota)| (name.as_str(), *quota));
         Some(plan.unwrap_or(("default", self.default)))
+    }
+
+    /// The quota of the tenant's aggregate bucket for a request under `quota`: the same
+    /// window, `factor` times the limit; `None` when the aggregate is off.
+    pub fn aggregate_quota(&self, quota: Quota) -> Option<Quota> {
+        let factor = self.tenant_aggregate_factor?;
+        Quota::new(quota.limit().saturating_mul(factor.get()), quota.window_secs()).ok()
     }
 }
 
@@ -216,6 +232,41 @@ impl RateLimits {
         verdict
     }
 
+    /// Decides one request under its own key and, when `aggregate` is given, under its
+    /// tenant's aggregate key too ([`TENANT_AGGREGATE_POLICY`]): it passes only if both pass.
+    /// Returns the verdict and, when the aggregate is what the caller should report (it
+    /// refused, or it has fewer requests left), its quota.
+    ///
+    /// The own key is decided first, so a client refused under its own quota never uses up
+    /// its tenant's aggregate; an aggregate known to be exhausted refuses at once, without
+    /// charging the own key. When the own key passes and the aggregate refuses, the own
+    /// key's unit stays spent (the limiter port has no refund): the client pays for a
+    /// refused request, never the other tenants' clients. Costs a second decision (a second
+    /// Redis call, coalesced with others under load) per request while the aggregate is on.
+    pub async fn check_with_aggregate(
+        &self,
+        key: RateLimitKey<'_>,
+        policy: &str,
+        quota: Quota,
+        aggregate: Option<(RateLimitKey<'_>, Quota)>,
+    ) -> (Verdict, Option<Quota>) {
+        let Some((aggregate_key, aggregate_quota)) = aggregate else {
+            return (self.check(key, policy, quota, 1).await, None);
+        };
+        if let Some(denied) = self.known_denied(&aggregate_key.to_string()) {
+            self.metrics.policy(TENANT_AGGREGATE_POLICY).denied.increment(1);
+            return (Verdict::Decided(denied), Some(aggregate_quota));
+        }
+        let own = self.check(key, policy, quota, 1).await;
+        let Verdict::Decided(Decision::Allowed { remaining, .. }) = own else {
+            return (own, None);
+        };
+        match self.check(aggregate_key, TENANT_AGGREGATE_POLICY, aggregate_quota, 1).await {
+            Verdict::Decided(Decision::Allowed { remaining: left, .. }) if left >= remaining => (own, None),
+            all => (all, Some(aggregate_quota)),
+        }
+    }
+
     /// Logs a denial unless one was logged within the last second (floods stay readable).
     fn log_denial(&self, key: &str, policy: &str, retry_after_us: u64) {
         let now = self.elapsed_us();
@@ -304,7 +355,7 @@ impl RateLimits {
 
 #[cfg(test)]
 mod tests {
-    use sba_domain::ratelimit::HttpLimitKey;
+    use sba_domain::ratelimit::{HttpLimitKey, TenantAggregateKey};
 
     use super::*;
     use crate::ports::{MockRateLimiter, RateLimitError};
@@ -338,6 +389,7 @@ mod tests {
             }],
             plans: HashMap::from([("pro".to_owned(), q(100))]),
             exempt: vec!["/healthz".into()],
+            tenant_aggregate_factor: None,
         };
         let id = sba_domain::TenantId::from_uuid(uuid::Uuid::from_u128(1));
         let pro = Tenant { plan: Some("pro".into()), ..Tenant::active(id) };
@@ -407,5 +459,104 @@ mod tests {
         limits.breaker.end_open_period(); // the breaker's second has passed
         limits.check(key(), "default", quota(), 1).await;
         assert!(!limits.fallback_active());
+    }
+
+    fn aggregate_key() -> RateLimitKey<'static> {
+        let tenant = sba_domain::TenantId::from_uuid(uuid::Uuid::from_u128(1));
+        TenantAggregateKey { tenant, method: "GET", route: "/v1/runs" }.into()
+    }
+
+    fn aggregate_quota() -> Quota {
+        Quota::new(30, 60).unwrap()
+    }
+
+    fn denied() -> Decision {
+        Decision::Denied { retry_after_us: 2_000_000, reset_us: 60_000_000 }
+    }
+
+    fn limiter_answering(own: Decision, all: Option<Decision>) -> RateLimits {
+        let mut distributed = MockRateLimiter::new();
+        distributed
+            .expect_check()
+            .withf(|key, _, _| key.contains("|*|"))
+            .times(usize::from(all.is_some()))
+            .returning(move |_, _, _| {
+                all.ok_or_else(|| RateLimitError::Unavailable(anyhow::anyhow!("not asked")))
+            });
+        distributed
+            .expect_check()
+            .withf(|key, _, _| !key.contains("|*|"))
+            .times(1)
+            .returning(move |_, _, _| Ok(own));
+        RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open)
+    }
+
+    #[test]
+    fn the_aggregate_quota_is_the_request_quota_times_the_factor_and_off_by_default() {
+        let mut policies = LimitPolicies {
+            default: quota(),
+            rules: vec![],
+            plans: HashMap::new(),
+            exempt: vec![],
+            tenant_aggregate_factor: None,
+        };
+        assert_eq!(policies.aggregate_quota(quota()), None);
+        policies.tenant_aggregate_factor = NonZeroU32::new(3);
+        assert_eq!(policies.aggregate_quota(quota()), Some(Quota::new(30, 60).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_request_passes_only_if_its_own_key_and_its_tenants_aggregate_both_pass() {
+        let limits = limiter_answering(allowed(), Some(denied()));
+        let (verdict, reported) = limits
+            .check_with_aggregate(key(), "default", quota(), Some((aggregate_key(), aggregate_quota())))
+            .await;
+        assert_eq!(verdict, Verdict::Decided(denied()));
+        assert_eq!(reported, Some(aggregate_quota()), "the aggregate refused: its policy is reported");
+    }
+
+    #[tokio::test]
+    async fn a_client_refused_under_its_own_quota_does_not_use_up_the_aggregate() {
+        let limits = limiter_answering(denied(), None);
+        let (verdict, reported) = limits
+            .check_with_aggregate(key(), "default", quota(), Some((aggregate_key(), aggregate_quota())))
+            .await;
+        assert_eq!(verdict, Verdict::Decided(denied()));
+        assert_eq!(reported, None);
+    }
+
+    #[tokio::test]
+    async fn the_headers_report_whichever_bucket_has_fewer_requests_left() {
+        let tight_aggregate = Decision::Allowed { remaining: 3, reset_us: 1 };
+        let limits = limiter_answering(allowed(), Some(tight_aggregate));
+        let aggregate = Some((aggregate_key(), aggregate_quota()));
+        let (verdict, reported) = limits.check_with_aggregate(key(), "default", quota(), aggregate).await;
+        assert_eq!((verdict, reported), (Verdict::Decided(tight_aggregate), Some(aggregate_quota())));
+
+        let roomy_aggregate = Decision::Allowed { remaining: 29, reset_us: 1 };
+        let limits = limiter_answering(allowed(), Some(roomy_aggregate));
+        let (verdict, reported) = limits.check_with_aggregate(key(), "default", quota(), aggregate).await;
+        assert_eq!((verdict, reported), (Verdict::Decided(allowed()), None));
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_aggregate_refuses_without_charging_the_own_key() {
+        let mut distributed = MockRateLimiter::new();
+        distributed
+            .expect_check()
+            .withf(|key, _, _| !key.contains("|*|"))
+            .times(1)
+            .returning(|_, _, _| Ok(allowed()));
+        distributed
+            .expect_check()
+            .withf(|key, _, _| key.contains("|*|"))
+            .times(1)
+            .returning(|_, _, _| Ok(Decision::Denied { retry_after_us: 30_000_000, reset_us: 60_000_000 }));
+        let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
+        let aggregate = Some((aggregate_key(), aggregate_quota()));
+        for _ in 0..3 {
+            let (verdict, _) = limits.check_with_aggregate(key(), "default", quota(), aggregate).await;
+            assert!(matches!(verdict, Verdict::Decided(Decision::Denied { .. })), "{verdict:?}");
+        }
     }
 }

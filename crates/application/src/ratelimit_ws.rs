@@ -68,7 +68,8 @@ pub struct WsConnectionLimiter {
     policies: Arc<WsPolicies>,
     tenant: TenantId,
     user: UserId,
-    /// The socket peer; `None` when unknown.
+    /// The client's address (behind trusted proxies, as delivery works it out for HTTP);
+    /// `None` when unknown.
     ip: Option<IpAddr>,
     refusals_in_a_row: u32,
 }

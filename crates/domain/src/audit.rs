@@ -58,6 +58,11 @@ pub struct AuditEntry {
     pub resource_id: Option<String>,
     pub outcome: AuditOutcome,
     pub ip: Option<String>,
+    /// The server's own id of the request (always server-made, unique); `None` for the
+    /// platform's own changes.
     pub request_id: Option<String>,
+    /// The `X-Request-Id` the client sent, if a well-formed one: for correlating with the
+    /// client's logs only, since the client chooses it (any value, any number of times).
+    pub client_request_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }

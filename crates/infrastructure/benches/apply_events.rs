@@ -92,6 +92,7 @@ impl Fixture {
             outcome: AuditOutcome::Success,
             ip: None,
             request_id: None,
+            client_request_id: None,
             created_at: now(),
         };
         self.ledger.create_run(&run, &audit).await.expect("creating a run");

@@ -57,6 +57,7 @@ on_both_stores!(
     ending_an_ended_run_is_an_invalid_transition_and_writes_nothing,
     steps_and_events_page_by_seq_without_gaps_or_duplicates,
     audit_entries_are_stored,
+    audit_entries_keep_the_client_request_id_beside_the_server_one,
     migrations_are_reversible_and_report_status,
     overdue_runs_are_listed_across_tenants_oldest_first_without_ended_ones,
     runs_list_newest_first_filtered_and_paged_stably_under_inserts,
@@ -96,6 +97,7 @@ fn audit_for(run: &AgentRun, action: &str) -> AuditEntry {
         outcome: AuditOutcome::Success,
         ip: Some("2001:db8::1".into()),
         request_id: Some("req-1".into()),
+        client_request_id: None,
         created_at: Utc::now().trunc_subsecs(6),
     }
 }
@@ -360,6 +362,24 @@ async fn audit_entries_are_stored(store: InternalStore) {
     audit.record(&entry).await.unwrap();
     let again = audit.record(&entry).await.unwrap_err();
     assert!(matches!(again, RepositoryError::Conflict(_)), "an entry id is written once: {again:?}");
+}
+
+async fn audit_entries_keep_the_client_request_id_beside_the_server_one(store: InternalStore) {
+    let run = new_run(tenant());
+    let entry = AuditEntry { client_request_id: Some("client-7".into()), ..audit_for(&run, "run.cancel") };
+    let audit = store.audit_log();
+    audit.record(&entry).await.unwrap();
+    let without =
+        AuditEntry { id: AuditEntryId::from_uuid(Uuid::now_v7()), client_request_id: None, ..entry.clone() };
+    audit.record(&without).await.unwrap();
+    let page = audit.list(run.tenant_id, PageRequest::first(10)).await.unwrap();
+    let mut stored: Vec<_> =
+        page.items.iter().map(|e| (e.request_id.clone(), e.client_request_id.clone())).collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [(Some("req-1".to_owned()), None), (Some("req-1".to_owned()), Some("client-7".to_owned()))]
+    );
 }
 
 async fn migrations_are_reversible_and_report_status(store: InternalStore) {

@@ -46,6 +46,7 @@ fn audit(run: &AgentRun) -> AuditEntry {
         outcome: AuditOutcome::Success,
         ip: None,
         request_id: None,
+        client_request_id: None,
         created_at: Utc::now(),
     }
 }

@@ -77,6 +77,7 @@ fn audit(run: &AgentRun, action: &str, created_at: DateTime<Utc>) -> AuditEntry 
         outcome: AuditOutcome::Success,
         ip: None,
         request_id: None,
+        client_request_id: None,
         created_at,
     }
 }

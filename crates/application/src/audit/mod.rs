@@ -52,6 +52,7 @@ impl Auditor {
                 outcome = %entry.outcome,
                 ip = entry.ip.as_deref().unwrap_or(""),
                 request_id = entry.request_id.as_deref().unwrap_or(""),
+                client_request_id = entry.client_request_id.as_deref().unwrap_or(""),
                 created_at = %entry.created_at,
                 "an audit entry could not be stored; it is kept in this log line"
             );
@@ -72,6 +73,7 @@ impl Auditor {
         AuditEntry {
             ip: ctx.ip.clone(),
             request_id: Some(ctx.request_id.clone()),
+            client_request_id: ctx.client_request_id.clone(),
             ..self.system_entry(
                 ctx.principal.tenant_id,
                 ctx.principal.user_id.as_str(),
@@ -104,6 +106,7 @@ impl Auditor {
             outcome,
             ip: None,
             request_id: None,
+            client_request_id: None,
             created_at: self.clock.now(),
         }
     }
@@ -152,7 +155,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::MockAuditLog;
+    use crate::ports::{MockAuditLog, MockIdGenerator};
+    use crate::testing::TestClock;
 
     fn ctx(role: Role) -> RequestContext {
         RequestContext {
@@ -163,6 +167,7 @@ mod tests {
             },
             ip: None,
             request_id: "r".into(),
+            client_request_id: None,
             token: None,
         }
     }
@@ -184,5 +189,34 @@ mod tests {
         let page =
             AuditQueries::new(Arc::new(audit)).list(&ctx(Role::Admin), PageRequest::first(5)).await.unwrap();
         assert!(page.items.is_empty());
+    }
+    #[tokio::test]
+    async fn an_entry_keeps_the_clients_request_id_beside_the_servers_own() {
+        let mut log = MockAuditLog::new();
+        log.expect_record()
+            .withf(|entry| {
+                entry.request_id.as_deref() == Some("server-1")
+                    && entry.client_request_id.as_deref() == Some("client-7")
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let auditor = Auditor::new(Arc::new(log), Arc::new(TestClock::at(0)), Arc::new(ids));
+        let ctx = RequestContext {
+            request_id: "server-1".into(),
+            client_request_id: Some("client-7".into()),
+            ..ctx(Role::Authenticated)
+        };
+        auditor.record_after(&ctx, "run.cancel", "run", None, AuditOutcome::Success).await;
+        let system = auditor.system_entry(
+            ctx.principal.tenant_id,
+            "system:x",
+            "run.expire",
+            "run",
+            None,
+            AuditOutcome::Success,
+        );
+        assert_eq!((system.request_id, system.client_request_id), (None, None));
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             },
             ip: None,
             request_id: "r".into(),
+            client_request_id: None,
             token: None,
         }
     }

@@ -261,6 +261,7 @@ mod tests {
             },
             ip: Some("203.0.113.7".into()),
             request_id: "req-1".into(),
+            client_request_id: None,
             token: None,
         }
     }

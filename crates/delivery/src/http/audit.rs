@@ -26,7 +26,11 @@ pub struct AuditEntryResponse {
     #[schema(value_type = String)]
     pub outcome: &'static str,
     pub ip: Option<String>,
+    /// The server's own id of the request (unique; `null` for the platform's own changes).
     pub request_id: Option<String>,
+    /// The `X-Request-Id` the client sent, if a well-formed one (`null` when none): the
+    /// client chooses it, so it identifies nothing on its own.
+    pub client_request_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -42,6 +46,7 @@ impl From<AuditEntry> for AuditEntryResponse {
             outcome: entry.outcome.as_str(),
             ip: entry.ip,
             request_id: entry.request_id,
+            client_request_id: entry.client_request_id,
             created_at: entry.created_at,
         }
     }

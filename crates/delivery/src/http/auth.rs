@@ -18,6 +18,7 @@ use sba_application::context::AccessToken;
 use sba_application::ports::TokenError;
 use sba_domain::{Principal, Tenant};
 
+use super::client_addr::client_addr;
 use super::error::{ApiError, ProblemCode};
 use super::request_id::RequestId;
 use crate::http::AppState;
@@ -113,20 +114,23 @@ impl FromRequest for Authenticated {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id =
-            req.extensions().get::<RequestId>().map(|id| id.as_str().to_owned()).unwrap_or_default();
+        let (request_id, client_request_id) = req.extensions().get::<RequestId>().map_or_else(
+            || (uuid::Uuid::now_v7().to_string(), None),
+            |id| (id.own().to_owned(), id.client().map(str::to_owned)),
+        );
+        // X-Forwarded-For only through trusted proxies: otherwise it is the client's own
+        // claim. Worked out before `extensions` is borrowed (it may be stored there).
+        let ip = client_addr(req).map(|ip| ip.to_string());
         let extensions = req.extensions();
         let refusal = extensions.get::<TenantStanding>().and_then(TenantStanding::refusal);
         let result = match (extensions.get::<Principal>(), extensions.get::<Credentials>()) {
             (Some(principal), _) => refusal.map_or_else(
                 || {
-                    // The socket peer, not X-Forwarded-For: forwarded headers are
-                    // client-controlled unless a trusted proxy sets them.
-                    let ip = req.peer_addr().map(|addr| addr.ip().to_string());
                     Ok(Self(RequestContext {
                         principal: principal.clone(),
                         ip,
-                        request_id: request_id.clone(),
+                        request_id,
+                        client_request_id,
                         token: extensions.get::<AccessToken>().cloned(),
                     }))
                 },

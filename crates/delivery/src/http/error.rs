@@ -263,7 +263,7 @@ impl ResponseError for ApiError {
         let request_id = request_id::current();
         if let Some(source) = &self.source {
             tracing::error!(
-                request_id = request_id.as_deref(),
+                request_id = request_id::current_own().as_deref(),
                 error = format!("{source:#}"),
                 "request failed"
             );

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+pub mod client_addr;
 mod cors;
 mod error;
 mod health;
@@ -96,8 +97,22 @@ api_routes! {
     "/v1/system/health" => { get: system::system_health },
 }
 
+/// Where the operator routes (`/metrics`, `/openapi.json`, `/docs`) are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoutes {
+    /// On the public port, beside the API (no `SBA_SERVER__ADMIN_PORT`).
+    Public,
+    /// On the admin port only ([`configure_admin`]); the public port answers 404 for them.
+    Separate,
+}
+
 /// Registers every route, the shared state and the error handlers on an actix app.
-pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limits: Limits) {
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    state: web::Data<AppState>,
+    limits: Limits,
+    admin: AdminRoutes,
+) {
     cfg.app_data(state)
         .app_data(error::json_config(limits.max_body_bytes))
         .app_data(error::path_config())
@@ -110,9 +125,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AppState>, limit
                 .wrap(from_fn(auth::middleware))
                 .wrap(from_fn(cors::middleware))
                 .wrap(from_fn(request_id::middleware))
+                .configure(|cfg| match admin {
+                    // Registered ahead of the route table, so it wins over its `/metrics`.
+                    AdminRoutes::Separate => {
+                        cfg.service(web::resource("/metrics").to(error::not_found));
+                    }
+                    AdminRoutes::Public => admin_routes(cfg),
+                })
                 .configure(register_routes)
-                .service(web::redirect("/docs", "/docs/"))
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
                 .default_service(web::to(error::not_found)),
         );
+}
+
+/// The admin port's app: `/metrics`, `/openapi.json` and `/docs` only, without
+/// authentication, CORS or rate limits (it must not be reachable from outside); anything
+/// else is 404 problem+json.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/metrics").get(metrics::metrics).default_service(web::to(error::method_not_allowed)),
+    );
+    admin_routes(cfg);
+    cfg.default_service(web::to(error::not_found));
+}
+
+/// `/docs` (Swagger UI) and `/openapi.json`.
+fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::redirect("/docs", "/docs/"))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()));
 }

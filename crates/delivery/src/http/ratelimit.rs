@@ -1,5 +1,6 @@
 //! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request is keyed
-//! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP),
+//! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP; the
+//! IP is the client behind trusted proxies, [`super::client_addr`]),
 //! decided by [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft
 //! -11 headers `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
 //! `retry_after_ms`.
@@ -9,11 +10,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
-use sba_application::ratelimit::Verdict;
+use sba_application::ratelimit::{TENANT_AGGREGATE_POLICY, Verdict};
 use sba_domain::Principal;
-use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
+use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota, TenantAggregateKey};
 
 use super::auth::TenantStanding;
+use super::client_addr::client_addr;
 use super::error::{ApiError, ProblemCode};
 use crate::http::AppState;
 
@@ -45,18 +47,30 @@ pub async fn middleware(
     let Some((policy, quota)) = policies.quota_for(method.as_str(), &route, tenant.as_ref()) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let policy = policy.to_owned();
+    let own_policy = policy.to_owned();
     let key = HttpLimitKey {
         tenant: tenant_id,
-        ip: req.peer_addr().map(|addr| addr.ip()),
+        ip: client_addr(req.request()),
         method: method.as_str(),
         route: &route,
     };
+    // A known tenant's requests also count in its aggregate bucket, when configured.
+    let aggregate = tenant_id.zip(policies.aggregate_quota(quota)).map(|(tenant, aggregate_quota)| {
+        (TenantAggregateKey { tenant, method: method.as_str(), route: &route }.into(), aggregate_quota)
+    });
+    let (verdict, reported) =
+        state.rate_limits.check_with_aggregate(key.into(), &own_policy, quota, aggregate).await;
+    // The headers describe the bucket that decided: the aggregate when it refused or is
+    // the tighter one.
+    let (policy, quota) = match reported {
+        Some(aggregate_quota) => (TENANT_AGGREGATE_POLICY, aggregate_quota),
+        None => (own_policy.as_str(), quota),
+    };
 
-    match state.rate_limits.check(key.into(), &policy, quota, 1).await {
+    match verdict {
         Verdict::Decided(Decision::Allowed { remaining, reset_us }) => {
             let mut response = next.call(req).await?;
-            set_headers(response.headers_mut(), &policy, quota, remaining, reset_us);
+            set_headers(response.headers_mut(), policy, quota, remaining, reset_us);
             Ok(response.map_into_left_body())
         }
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
@@ -68,7 +82,7 @@ pub async fn middleware(
             .with_retry_after_ms(retry_after_ms);
             let mut response = req.into_response(error.error_response());
             let headers = response.headers_mut();
-            set_headers(headers, &policy, quota, 0, reset_us);
+            set_headers(headers, policy, quota, 0, reset_us);
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
             Ok(response.map_into_right_body())
         }

@@ -1,5 +1,8 @@
-//! Request ids: echo a well-formed incoming `X-Request-Id`, otherwise make one; put it on
-//! every response, in every problem body and in the request's log line.
+//! Request ids. Every request gets the server's own id (a UUIDv7, never the client's): the
+//! audit trail's `request_id` and the request's log lines. A well-formed incoming
+//! `X-Request-Id` is kept apart as the client's id (`client_request_id` in audit entries and
+//! the log line) and echoed, on the response and in problem bodies; without one, the
+//! server's id is shown there instead (ARCHITECTURE.md §7).
 
 use std::time::Instant;
 
@@ -11,9 +14,14 @@ use actix_web::{Error, HttpMessage as _};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the request being served.
+/// The ids of the request being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId {
+    /// Made by the server for this request: unique, whatever the client sends.
+    own: String,
+    /// The client's well-formed `X-Request-Id`, if any.
+    client: Option<String>,
+}
 
 tokio::task_local! {
     /// The id of the request whose service future is being polled: set around the rest of
@@ -22,14 +30,32 @@ tokio::task_local! {
     static CURRENT: RequestId;
 }
 
-/// The id of the request being served, when called while serving one.
+/// The id shown to the client of the request being served (see [`RequestId::shown`]), when
+/// called while serving one.
 pub fn current() -> Option<String> {
-    CURRENT.try_with(|id| id.0.clone()).ok()
+    CURRENT.try_with(|id| id.shown().to_owned()).ok()
+}
+
+/// The server's own id of the request being served, for log lines.
+pub fn current_own() -> Option<String> {
+    CURRENT.try_with(|id| id.own.clone()).ok()
 }
 
 impl RequestId {
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The server's own id: what audit entries and log lines call `request_id`.
+    pub fn own(&self) -> &str {
+        &self.own
+    }
+
+    /// The client's `X-Request-Id`, when it sent a well-formed one.
+    pub fn client(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
+
+    /// What the response header and problem bodies carry: the client's id echoed, or the
+    /// server's own when the client sent none (or a malformed one).
+    pub fn shown(&self) -> &str {
+        self.client.as_deref().unwrap_or(&self.own)
     }
 
     /// An incoming id is kept only if it is 1–128 characters of `[A-Za-z0-9._-]`.
@@ -38,7 +64,7 @@ impl RequestId {
             (1..=128).contains(&v.len())
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         });
-        Self(valid.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned))
+        Self { own: uuid::Uuid::now_v7().to_string(), client: valid.map(str::to_owned) }
     }
 }
 
@@ -51,7 +77,7 @@ pub async fn middleware(
     let method = req.method().clone();
     let started = Instant::now();
     let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+    if let Ok(value) = HeaderValue::from_str(id.shown()) {
         response.headers_mut().insert(HEADER, value);
     }
     let route =
@@ -67,7 +93,8 @@ pub async fn middleware(
     metrics::histogram!("sba_http_request_duration_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
     tracing::info!(
-        request_id = id.as_str(),
+        request_id = id.own(),
+        client_request_id = id.client(),
         method = %method,
         route,
         status = response.status().as_u16(),
@@ -82,9 +109,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn well_formed_incoming_ids_are_kept() {
+    fn well_formed_incoming_ids_are_shown_but_never_the_servers_own() {
         let value = HeaderValue::from_static("abc-123_x.y");
-        assert_eq!(RequestId::accept(Some(&value)).as_str(), "abc-123_x.y");
+        let id = RequestId::accept(Some(&value));
+        assert_eq!(id.shown(), "abc-123_x.y");
+        assert_eq!(id.client(), Some("abc-123_x.y"));
+        assert!(uuid::Uuid::parse_str(id.own()).is_ok(), "{}", id.own());
+        assert_ne!(RequestId::accept(Some(&value)).own(), id.own(), "two requests, two ids");
     }
 
     #[test]
@@ -92,8 +123,9 @@ mod tests {
         for bad in ["", "has space", "semi;colon", &"a".repeat(129)] {
             let value = HeaderValue::from_str(bad).unwrap();
             let id = RequestId::accept(Some(&value));
-            assert_ne!(id.as_str(), bad);
-            assert!(uuid::Uuid::parse_str(id.as_str()).is_ok());
+            assert_eq!(id.client(), None);
+            assert_eq!(id.shown(), id.own());
+            assert!(uuid::Uuid::parse_str(id.shown()).is_ok());
         }
     }
 }

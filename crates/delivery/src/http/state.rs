@@ -15,6 +15,8 @@ use sba_application::runs::{RunQueries, RunService};
 use sba_application::sessions::SessionService;
 use sba_application::usage::UsageQueries;
 
+use super::client_addr::TrustedProxies;
+
 /// Everything request handlers share.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -36,4 +38,6 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// WebSocket operation quotas, for the gateway's per-connection limiters.
     pub ws_policies: Arc<WsPolicies>,
+    /// Whose `X-Forwarded-For` names the client ([`super::client_addr`]).
+    pub trusted_proxies: TrustedProxies,
 }

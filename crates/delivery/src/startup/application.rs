@@ -16,12 +16,17 @@ use crate::http;
 pub struct Application {
     server: Server,
     port: u16,
+    /// The admin listener's server and port, when `SBA_SERVER__ADMIN_PORT` is set.
+    admin: Option<(Server, u16)>,
     store: InternalStore,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("admin_port", &self.admin_port())
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,20 +36,34 @@ impl Application {
     /// # Errors
     /// When a dependency is unreachable or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let address = (settings.server.host, settings.server.port);
-        let listener =
-            TcpListener::bind(address).with_context(|| format!("binding {}:{}", address.0, address.1))?;
-        Self::build_with_listener(settings, listener, std::future::pending()).await
+        let listener = bind(settings.server.host, settings.server.port)?;
+        let admin = settings.server.admin_port.map(|port| bind(settings.server.host, port)).transpose()?;
+        Self::build_with_listeners(settings, listener, admin, std::future::pending()).await
     }
 
-    /// Like [`Self::build`] on an already bound listener (tests bind port 0); the server
-    /// stops gracefully when `shutdown` completes, as it does on SIGTERM or Ctrl-C.
+    /// Like [`Self::build`] on an already bound listener (tests bind port 0), without an
+    /// admin listener; the server stops gracefully when `shutdown` completes, as it does on
+    /// SIGTERM or Ctrl-C.
     ///
     /// # Errors
     /// When a dependency is unreachable or the server cannot start.
     pub async fn build_with_listener(
         settings: Settings,
         listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_listeners(settings, listener, None, shutdown).await
+    }
+
+    /// Like [`Self::build_with_listener`], with the admin listener: when there is one it
+    /// serves `/metrics`, `/openapi.json` and `/docs`, and the public listener does not.
+    ///
+    /// # Errors
+    /// When a dependency is unreachable or a server cannot start.
+    pub async fn build_with_listeners(
+        settings: Settings,
+        listener: TcpListener,
+        admin_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
         http::metrics::recorder();
@@ -55,21 +74,43 @@ impl Application {
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
         let data = web::Data::new(state);
-        let server =
-            HttpServer::new(move || App::new().configure(|cfg| http::configure(cfg, data.clone(), limits)))
-                .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-                .listen(listener)
-                .context("starting the HTTP server")?
-                .run();
-        let handle = server.handle();
+        let admin_routes =
+            if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
+        let shutdown_timeout = settings.server.shutdown_timeout.as_secs();
+        let server = HttpServer::new(move || {
+            App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes))
+        })
+        .shutdown_timeout(shutdown_timeout)
+        .listen(listener)
+        .context("starting the HTTP server")?
+        .run();
+        let admin = match admin_listener {
+            Some(admin_listener) => {
+                let admin_port = admin_listener.local_addr().context("reading the admin address")?.port();
+                let admin = HttpServer::new(|| App::new().configure(http::configure_admin))
+                    // Scrapes and the docs page: one worker is plenty.
+                    .workers(1)
+                    .shutdown_timeout(shutdown_timeout)
+                    .listen(admin_listener)
+                    .context("starting the admin HTTP server")?
+                    .run();
+                Some((admin, admin_port))
+            }
+            None => None,
+        };
+        let handles: Vec<ServerHandle> =
+            std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();
         tokio::spawn(async move {
             shutdown.await;
-            handle.stop(true).await;
+            for handle in handles {
+                handle.stop(true).await;
+            }
         });
 
         tracing::info!(
             environment = settings.environment.as_str(),
             address = %format_args!("http://{}:{port}", settings.server.host),
+            admin_port = admin.as_ref().map(|(_, port)| *port),
             internal_store = store.description(),
             adapters = %settings.adapter_summary(),
             "sba is serving"
@@ -77,14 +118,19 @@ impl Application {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
-        Ok(Self { server, port, store })
+        Ok(Self { server, port, admin, store })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// A handle to stop the server from elsewhere.
+    /// The admin listener's port, when there is one.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port)| *port)
+    }
+
+    /// A handle to stop the server from elsewhere (the admin listener stops with it).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
@@ -95,9 +141,21 @@ impl Application {
     /// # Errors
     /// When the server fails while running.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin = self.admin.map(|(admin, _)| (admin.handle(), tokio::spawn(admin)));
         let result = self.server.await;
+        // The admin listener lives as long as the public one, however that one stopped.
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(error = %error, "the admin HTTP server failed");
+            }
+        }
         self.store.close().await;
         tracing::info!("sba stopped");
         result
     }
+}
+
+fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port)).with_context(|| format!("binding {host}:{port}"))
 }

@@ -34,6 +34,7 @@ use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_s
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http::AppState;
+use crate::http::client_addr::TrustedProxies;
 
 /// What every service of a process is built on: its settings, the migrated internal store,
 /// one clock and one id generator (shared by every service, so a test double or a change of
@@ -118,6 +119,7 @@ impl<'a> Wiring<'a> {
                 quotas: settings.rate_limit.ws_quotas.clone(),
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
+            trusted_proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
         })
     }
 
@@ -228,6 +230,7 @@ fn limit_policies(settings: &Settings) -> LimitPolicies {
         rules: settings.rate_limit.rules.clone(),
         plans: settings.rate_limit.plans.iter().cloned().collect(),
         exempt: Vec::new(),
+        tenant_aggregate_factor: settings.rate_limit.tenant_aggregate_factor,
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Store {
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener's address, when the app has one.
+    pub admin_address: Option<String>,
     /// The settings the app was built with (for building a worker beside it).
     pub settings: Settings,
     client: reqwest::Client,
@@ -38,6 +40,11 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// `path` on the admin listener (panics when the app has none).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_address.as_deref().expect("an app with an admin port"))
     }
 
     /// A request to `path` to finish by hand: for tests that send their own headers or bodies.
@@ -98,6 +105,16 @@ pub async fn spawn_app(store: Store) -> TestApp {
 
 /// Like [`spawn_app`], with extra environment variables.
 pub async fn spawn_app_with(store: Store, extra_env: &[(&str, &str)]) -> TestApp {
+    spawn(store, extra_env, false).await
+}
+
+/// Like [`spawn_app_with`], with an admin listener on another port 0
+/// ([`TestApp::admin_url`]): the operator routes move there.
+pub async fn spawn_app_with_admin_port(store: Store, extra_env: &[(&str, &str)]) -> TestApp {
+    spawn(store, extra_env, true).await
+}
+
+async fn spawn(store: Store, extra_env: &[(&str, &str)], admin_port: bool) -> TestApp {
     let dir = std::env::temp_dir().join(format!("sba-api-test-{}", Uuid::new_v4().simple()));
     let database_url = match store {
         Store::Sqlite => format!("sqlite://{}", dir.join("sba.db").display()),
@@ -119,18 +136,20 @@ pub async fn spawn_app_with(store: Store, extra_env: &[(&str, &str)]) -> TestApp
         .unwrap_or_else(|problems| panic!("test settings are invalid: {problems}"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let app = Application::build_with_listener(settings.clone(), listener, async move {
+    let admin_listener = admin_port.then(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let app = Application::build_with_listeners(settings.clone(), listener, admin_listener, async move {
         let _ = stopped.await;
     })
     .await
     .expect("building the application");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = app.admin_port().map(|port| format!("http://127.0.0.1:{port}"));
     tokio::spawn(app.run_until_stopped());
     let signer = HsJwtSigner::new(
         &SecretString::from(SECRET.to_owned()),
         JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
     );
-    TestApp { address, settings, client: reqwest::Client::new(), signer, _shutdown: shutdown }
+    TestApp { address, admin_address, settings, client: reqwest::Client::new(), signer, _shutdown: shutdown }
 }
 
 /// Generates one `#[tokio::test]` per store for each listed async test body taking `Store`.

@@ -14,6 +14,7 @@ crate::on_both_stores!(
     details_of_another_tenants_run_answer_404,
     audit_logs_are_for_tenant_admins_and_record_every_mutation,
     refused_run_creations_are_audited_as_denied,
+    audit_entries_keep_the_clients_request_id_apart_from_the_servers_own,
 );
 
 async fn create_run(app: &TestApp, token: &str, agent: &str) -> Value {
@@ -206,7 +207,7 @@ async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store
             (
                 e["action"].as_str().unwrap(),
                 e["outcome"].as_str().unwrap(),
-                e["request_id"].as_str().unwrap_or(""),
+                e["client_request_id"].as_str().unwrap_or(""),
             )
         })
         .collect();
@@ -226,6 +227,39 @@ async fn audit_logs_are_for_tenant_admins_and_record_every_mutation(store: Store
     let other_admin = app.token(new_tenant(), "root", Role::Admin);
     let body: Value = app.get("/v1/audit-logs", &other_admin).await.json().await.unwrap();
     assert_eq!(body["data"], json!([]));
+}
+
+async fn audit_entries_keep_the_clients_request_id_apart_from_the_servers_own(store: Store) {
+    let app = spawn_app(store).await;
+    let tenant = new_tenant();
+    let user = app.token(tenant, "alice", Role::Authenticated);
+    // The client reuses one id (another request's, say) for two requests.
+    for _ in 0..2 {
+        let response = app
+            .request(Method::POST, "/v1/runs")
+            .bearer_auth(&user)
+            .header("x-request-id", "someone-elses-id")
+            .json(&json!({"agent": "bot"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(response.headers()["x-request-id"], "someone-elses-id", "still echoed");
+    }
+    create_run(&app, &user, "bot").await;
+
+    let admin = app.token(tenant, "root", Role::Admin);
+    let body: Value = app.get("/v1/audit-logs", &admin).await.json().await.unwrap();
+    let entries = body["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    let own: Vec<&str> = entries.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    for id in &own {
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "the server's own id: {id}");
+    }
+    assert!(own[0] != own[1] && own[1] != own[2] && own[0] != own[2], "{own:?}");
+    assert_eq!(entries[0]["client_request_id"], Value::Null, "no header: null");
+    assert_eq!(entries[1]["client_request_id"], "someone-elses-id");
+    assert_eq!(entries[2]["client_request_id"], "someone-elses-id");
 }
 
 async fn refused_run_creations_are_audited_as_denied(store: Store) {
@@ -253,7 +287,11 @@ async fn refused_run_creations_are_audited_as_denied(store: Store) {
         .unwrap()
         .iter()
         .map(|e| {
-            (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap(), e["request_id"].as_str().unwrap())
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+                e["client_request_id"].as_str().unwrap(),
+            )
         })
         .collect();
     assert_eq!(

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails by panicking")]
 
+mod admin_port;
 mod auth;
+mod client_addr;
 mod config;
 mod cors;
 mod health;

@@ -145,3 +145,40 @@ async fn metrics_count_decisions_per_policy_and_outcome() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+/// `GET /v1/runs` as `token`, from `client` behind the trusted proxy 127.0.0.1.
+async fn get_from(app: &TestApp, token: &str, client: &str) -> Response {
+    let request = app.request(reqwest::Method::GET, "/v1/runs").bearer_auth(token);
+    request.header("x-forwarded-for", client).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_tenants_aggregate_bucket_caps_its_requests_from_many_addresses() {
+    let app = app(&[
+        ("SBA_RATE_LIMIT__DEFAULT", "1/60"),
+        ("SBA_SERVER__TRUSTED_PROXIES", "127.0.0.1"),
+        ("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "2"),
+    ])
+    .await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let first = get_from(&app, &token, "203.0.113.1").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "ratelimit-policy"), Some("\"default\";q=1;w=60"), "its own bucket is tighter");
+    assert_eq!(get_from(&app, &token, "203.0.113.2").await.status(), 200);
+    let third = get_from(&app, &token, "203.0.113.3").await;
+    assert_eq!(third.status(), 429, "a third address finds the tenant's 2 x 1 used up");
+    assert_eq!(header(&third, "ratelimit-policy"), Some("\"tenant_aggregate\";q=2;w=60"));
+    assert!(header(&third, "retry-after").is_some());
+
+    let other = app.token(new_tenant(), "bob", Role::Authenticated);
+    assert_eq!(get_from(&app, &other, "203.0.113.3").await.status(), 200, "another tenant's aggregate");
+}
+
+#[tokio::test]
+async fn without_an_aggregate_factor_each_address_has_its_own_quota() {
+    let app = app(&[("SBA_RATE_LIMIT__DEFAULT", "1/60"), ("SBA_SERVER__TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert_eq!(get_from(&app, &token, client).await.status(), 200, "{client}");
+    }
+}

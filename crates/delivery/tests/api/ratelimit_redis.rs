@@ -103,3 +103,44 @@ async fn closed_fail_mode_refuses_with_503_while_redis_is_down() {
     assert_eq!(body["code"], "rate_limiter_unavailable");
     assert_eq!(app.get_anonymous("/healthz").await.status(), 200, "exempt");
 }
+
+#[tokio::test]
+async fn a_tenants_aggregate_bucket_is_shared_by_every_node_and_address() {
+    let redis = PrivateRedis::start();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("SBA_RATE_LIMIT__DEFAULT", "2/60".to_owned()),
+        ("SBA_SERVER__TRUSTED_PROXIES", "127.0.0.1".to_owned()),
+        ("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "2".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = spawn_app_with(crate::helpers::Store::Sqlite, &env).await;
+    let b = spawn_app_with(crate::helpers::Store::Sqlite, &env).await;
+    let tenant = new_tenant();
+    let token = a.token(tenant, "alice", Role::Authenticated);
+    let mut passed = 0;
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let client = format!("203.0.113.{i}");
+        let response = app
+            .request(reqwest::Method::GET, "/v1/runs")
+            .bearer_auth(&token)
+            .header("x-forwarded-for", &client)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            passed += 1;
+        } else {
+            assert_eq!(response.status(), 429);
+            assert_eq!(response.headers()["ratelimit-policy"], "\"tenant_aggregate\";q=4;w=60");
+        }
+    }
+    assert_eq!(passed, 4, "eight addresses on two nodes share the tenant's 2 x 2");
+    let listed = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "--scan", "--pattern", &format!("sba:rl:{tenant}|\\*|*")])
+        .output()
+        .expect("redis-cli is installed with redis-server");
+    let keys = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(keys.lines().collect::<Vec<_>>(), [format!("sba:rl:{tenant}|*|GET|/v1/runs")]);
+}

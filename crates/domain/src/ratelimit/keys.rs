@@ -7,10 +7,11 @@
 //! separators left in a rendered key are then exactly the ones between its parts, so
 //! different parts always render differently, while ordinary values (UUIDs, IPv4
 //! addresses, user ids without `:` or `%`, methods, route templates) read exactly as
-//! before. IPv6 addresses contain `:`, so in WebSocket keys they read `2001%3Adb8%3A%3A1`.
+//! before. IPv6 clients are keyed by their /64 network, which contains `:`, so in WebSocket keys
+//! they read `2001%3Adb8%3A%3A/64`.
 
 use std::fmt::{self, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::ids::{TenantId, UserId};
 
@@ -20,7 +21,8 @@ pub struct HttpLimitKey<'a> {
     /// The caller's tenant; `None` for unauthenticated requests, which are limited per IP
     /// (rendered `-`, which no tenant id can be).
     pub tenant: Option<TenantId>,
-    /// The socket peer; `None` when unknown (rendered `unknown`).
+    /// The client's address (delivery resolves trusted proxies); `None` when unknown
+    /// (rendered `unknown`). IPv6 clients are keyed by their /64.
     pub ip: Option<IpAddr>,
     /// The request method, rendered in upper case.
     pub method: &'a str,
@@ -29,12 +31,25 @@ pub struct HttpLimitKey<'a> {
     pub route: &'a str,
 }
 
+/// The HTTP key body `{tenant}|*|{METHOD}|{route template}` of a tenant's aggregate bucket:
+/// every address of the tenant together (`SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR`). `*`
+/// is never a rendered address, so it never meets an [`HttpLimitKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TenantAggregateKey<'a> {
+    pub tenant: TenantId,
+    /// The request method, rendered in upper case.
+    pub method: &'a str,
+    /// The route template, as in [`HttpLimitKey`].
+    pub route: &'a str,
+}
+
 /// The WebSocket key body `ws:{tenant}:{user}:{ip}:{event}` of one client operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WsLimitKey<'a> {
     pub tenant: TenantId,
     pub user: &'a UserId,
-    /// The socket peer; `None` when unknown (rendered `unknown`).
+    /// The client's address; `None` when unknown (rendered `unknown`). IPv6 clients are
+    /// keyed by their /64.
     pub ip: Option<IpAddr>,
     /// The operation (`subscribe`, `ping`, ...).
     pub op: &'a str,
@@ -45,6 +60,7 @@ pub struct WsLimitKey<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateLimitKey<'a> {
     Http(HttpLimitKey<'a>),
+    TenantAggregate(TenantAggregateKey<'a>),
     Ws(WsLimitKey<'a>),
 }
 
@@ -58,6 +74,19 @@ impl fmt::Display for HttpLimitKey<'_> {
         part.out.write_char('|')?;
         write_ip(&mut part, self.ip)?;
         part.out.write_char('|')?;
+        for c in self.method.chars() {
+            part.write_char(c.to_ascii_uppercase())?;
+        }
+        part.out.write_char('|')?;
+        part.write_str(self.route)
+    }
+}
+
+impl fmt::Display for TenantAggregateKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut part = Escaped { out: f, separator: '|' };
+        write!(part, "{}", self.tenant)?;
+        part.out.write_str("|*|")?;
         for c in self.method.chars() {
             part.write_char(c.to_ascii_uppercase())?;
         }
@@ -84,6 +113,7 @@ impl fmt::Display for RateLimitKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Http(key) => key.fmt(f),
+            Self::TenantAggregate(key) => key.fmt(f),
             Self::Ws(key) => key.fmt(f),
         }
     }
@@ -95,15 +125,28 @@ impl<'a> From<HttpLimitKey<'a>> for RateLimitKey<'a> {
     }
 }
 
+impl<'a> From<TenantAggregateKey<'a>> for RateLimitKey<'a> {
+    fn from(key: TenantAggregateKey<'a>) -> Self {
+        Self::TenantAggregate(key)
+    }
+}
+
 impl<'a> From<WsLimitKey<'a>> for RateLimitKey<'a> {
     fn from(key: WsLimitKey<'a>) -> Self {
         Self::Ws(key)
     }
 }
 
+/// Writes the client part of a key: an IPv4 address as it is (an IPv4-mapped IPv6 address
+/// counts as IPv4), an IPv6 address as its /64 network. A single IPv6 host is usually given
+/// a whole /64, so keying by the full address would give one client 2^64 buckets.
 fn write_ip(part: &mut Escaped<'_, '_>, ip: Option<IpAddr>) -> fmt::Result {
-    match ip {
-        Some(ip) => write!(part, "{ip}"),
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => write!(part, "{v4}"),
+        Some(IpAddr::V6(v6)) => {
+            let network = Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX));
+            write!(part, "{network}/64")
+        }
         None => part.write_str("unknown"),
     }
 }
@@ -158,7 +201,7 @@ mod tests {
             "6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11|203.0.113.7|GET|/v1/runs/{run_id}"
         );
         let anonymous = HttpLimitKey { tenant: None, ip: ip("::1"), method: "POST", route: "/v1/runs" };
-        assert_eq!(anonymous.to_string(), "-|::1|POST|/v1/runs", "`:` needs no escape in HTTP keys");
+        assert_eq!(anonymous.to_string(), "-|::/64|POST|/v1/runs", "`:` needs no escape in HTTP keys");
         let unknown = HttpLimitKey { ip: None, ..anonymous };
         assert_eq!(unknown.to_string(), "-|unknown|POST|/v1/runs");
 
@@ -177,10 +220,10 @@ mod tests {
         assert_ne!(first.to_string(), second.to_string());
         assert_eq!(
             first.to_string(),
-            "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%3A2:1%3A%3A8:subscribe",
+            "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%3A2:1%3A%3A/64:subscribe",
             "IPv6 addresses are escaped in WebSocket keys"
         );
-        assert_eq!(second.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u:2%3A1%3A%3A8:subscribe");
+        assert_eq!(second.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u:2%3A1%3A%3A/64:subscribe");
     }
 
     #[test]
@@ -194,5 +237,32 @@ mod tests {
         assert_eq!(lookalike.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%253A2:unknown:ping");
         let http = HttpLimitKey { tenant: None, ip: None, method: "m|x%", route: "/a|b:c" };
         assert_eq!(http.to_string(), "-|unknown|M%7CX%25|/a%7Cb:c");
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64_network() {
+        let key = |addr: &str| HttpLimitKey { tenant: None, ip: ip(addr), method: "GET", route: "/v1/me" };
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "-|2001:db8:1:2::/64|GET|/v1/me");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff").to_string(), key("2001:db8:1:2::1").to_string());
+        assert_ne!(key("2001:db8:1:3::1").to_string(), key("2001:db8:1:2::1").to_string());
+        let alice = user("alice");
+        let ws = WsLimitKey { tenant: tenant(), user: &alice, ip: ip("2001:db8::7"), op: "ping" };
+        assert_eq!(ws.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:alice:2001%3Adb8%3A%3A/64:ping");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_clients_count_as_ipv4() {
+        let key = |addr: &str| HttpLimitKey { tenant: None, ip: ip(addr), method: "GET", route: "/v1/me" };
+        assert_eq!(key("::ffff:203.0.113.7").to_string(), key("203.0.113.7").to_string());
+        assert_eq!(key("::ffff:203.0.113.7").to_string(), "-|203.0.113.7|GET|/v1/me");
+    }
+
+    #[test]
+    fn a_tenants_aggregate_key_names_every_address_and_no_single_one() {
+        let aggregate = TenantAggregateKey { tenant: tenant(), method: "get", route: "/v1/runs" };
+        assert_eq!(aggregate.to_string(), "6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11|*|GET|/v1/runs");
+        assert_eq!(RateLimitKey::from(aggregate).to_string(), aggregate.to_string());
+        let single = HttpLimitKey { tenant: Some(tenant()), ip: None, method: "GET", route: "/v1/runs" };
+        assert_ne!(single.to_string(), aggregate.to_string());
     }
 }

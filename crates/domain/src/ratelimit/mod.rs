@@ -8,4 +8,4 @@ mod gcra;
 mod keys;
 
 pub use gcra::{Decision, Gcra, Quota, QuotaError};
-pub use keys::{HttpLimitKey, RateLimitKey, WsLimitKey};
+pub use keys::{HttpLimitKey, RateLimitKey, TenantAggregateKey, WsLimitKey};

@@ -64,6 +64,19 @@ impl fmt::Display for Settings {
         line("server.port", &self.server.port);
         line("server.shutdown_timeout", &format_args!("{}s", self.server.shutdown_timeout.as_secs()));
         line("server.max_body_bytes", &self.server.max_body_bytes);
+        let proxies: Vec<String> = self.server.trusted_proxies.iter().map(ToString::to_string).collect();
+        line(
+            "server.trusted_proxies",
+            &if proxies.is_empty() {
+                "(none: the socket peer is the client)".to_owned()
+            } else {
+                proxies.join(", ")
+            },
+        );
+        match self.server.admin_port {
+            Some(port) => line("server.admin_port", &format_args!("{port} (/metrics, /openapi.json, /docs)")),
+            None => line("server.admin_port", &"(unset: the public port serves /metrics and /docs)"),
+        }
         match &self.store.location {
             StoreLocation::Postgres(url) => line("database.url", &redact_url(url.expose_secret())),
             StoreLocation::Sqlite(path) => {
@@ -112,6 +125,12 @@ impl fmt::Display for Settings {
         line("auth.platform_tenant_id", &OrNone(self.auth.platform_tenant.as_ref()));
         line("cors.allowed_origins", &format_args!("[{}]", self.cors.allowed_origins.join(", ")));
         line("cors.tenant_origins", &format_args!("{} tenant(s)", self.cors.tenant_origins.len()));
+        match self.rate_limit.tenant_aggregate_factor {
+            Some(factor) => {
+                line("rate_limit.tenant_aggregate_factor", &format_args!("{factor} x the request's quota"));
+            }
+            None => line("rate_limit.tenant_aggregate_factor", &"(not set: no tenant aggregate bucket)"),
+        }
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));

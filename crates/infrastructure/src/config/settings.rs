@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use ipnet::IpNet;
 use sba_application::ratelimit::{FailMode, Rule};
 use sba_application::ratelimit_ws::WsOp;
 use sba_domain::ratelimit::Quota;
@@ -75,6 +76,12 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     #[validate(range(min = 1024, max = 67_108_864, message = "must be between 1 KiB and 64 MiB"))]
     pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (`SBA_SERVER__TRUSTED_PROXIES`); empty: the
+    /// socket peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// The internal port serving `/metrics`, `/openapi.json` and `/docs` instead of the public
+    /// one (`SBA_SERVER__ADMIN_PORT`); `None`: the public port serves them.
+    pub admin_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Validate)]
@@ -221,6 +228,8 @@ pub struct RateLimitSettings {
     pub ws_quotas: HashMap<WsOp, Quota>,
     /// Refusals in a row after which a WebSocket client is closed with 1008.
     pub ws_close_after: u32,
+    /// The tenant aggregate bucket's quota as a multiple of the request's quota; `None`: off.
+    pub tenant_aggregate_factor: Option<std::num::NonZeroU32>,
 }
 
 /// The cache (ADR 0007): the adapters' own settings (its in-process tier, its Redis calls),

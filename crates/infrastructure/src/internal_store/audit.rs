@@ -56,6 +56,7 @@ pub(super) fn audit_model(entry: &AuditEntry) -> ActiveModel {
         outcome: Set(entry.outcome.as_str().to_owned()),
         ip: Set(entry.ip.clone()),
         request_id: Set(entry.request_id.clone()),
+        client_request_id: Set(entry.client_request_id.clone()),
         created_at: Set(entry.created_at),
     }
 }
@@ -72,6 +73,7 @@ fn to_domain(row: Model) -> Result<AuditEntry, RepositoryError> {
             .ok_or_else(|| corrupt_row("audit_logs", &row.outcome))?,
         ip: row.ip,
         request_id: row.request_id,
+        client_request_id: row.client_request_id,
         created_at: row.created_at,
     })
 }

@@ -17,6 +17,9 @@ const DEFAULT_QUOTA: Quota = Quota::per_minute(match std::num::NonZeroU32::new(6
     None => std::num::NonZeroU32::MIN,
 });
 
+/// The largest tenant aggregate factor: beyond it the aggregate limits nothing real.
+const MAX_AGGREGATE_FACTOR: u64 = 10_000;
+
 raw_section! {
     pub(super) struct RawRateLimit {
         enabled: Option<String>,
@@ -27,6 +30,7 @@ raw_section! {
         ws_close_after: Option<String>,
         fail_mode: Option<String>,
         redis_timeout_ms: Option<String>,
+        tenant_aggregate_factor: Option<String>,
     }
 }
 
@@ -81,7 +85,18 @@ pub(super) fn rate_limit_settings(problems: &mut Problems, raw: &RawRateLimit) -
     if ws_close_after == 0 {
         problems.push("SBA_RATE_LIMIT__WS_CLOSE_AFTER", "must be at least 1");
     }
+    let tenant_aggregate_factor = raw.tenant_aggregate_factor.as_deref().and_then(|text| {
+        let factor = bounded(
+            problems,
+            "SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR",
+            Some(text),
+            1,
+            1..=MAX_AGGREGATE_FACTOR,
+        );
+        u32::try_from(factor).ok().and_then(std::num::NonZeroU32::new)
+    });
     RateLimitSettings {
+        tenant_aggregate_factor,
         ws_quotas,
         ws_close_after,
         enabled: parse_or(problems, "SBA_RATE_LIMIT__ENABLED", raw.enabled.as_deref(), true),
@@ -172,6 +187,9 @@ mod tests {
         assert_eq!(ws.rate_limit.ws_quotas[&WsOp::Subscribe], Quota::new(60, 60).unwrap());
         assert_eq!(ws.rate_limit.ws_close_after, 3);
         assert_eq!(settings.tenants.rate_limits[0].1, Quota::new(1000, 60).unwrap());
+        assert_eq!(limit.tenant_aggregate_factor, None, "the tenant aggregate is off by default");
+        let aggregate = settings_of(&[("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "20")]).unwrap();
+        assert_eq!(aggregate.rate_limit.tenant_aggregate_factor.map(std::num::NonZeroU32::get), Some(20));
 
         for (var, bad) in [
             ("SBA_RATE_LIMIT__DEFAULT", "100"),
@@ -185,6 +203,9 @@ mod tests {
             ("SBA_RATE_LIMIT__WS", "publish=5/1"),
             ("SBA_RATE_LIMIT__WS_CLOSE_AFTER", "0"),
             ("SBA_TENANTS__RATE_LIMITS", "0b7e8f3c-2f0a-4c55-9d2e-3f1a5b6c7d8e=fast"),
+            ("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "0"),
+            ("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "many"),
+            ("SBA_RATE_LIMIT__TENANT_AGGREGATE_FACTOR", "10001"),
         ] {
             let problems = settings_of(&[(var, bad)]).unwrap_err();
             assert_eq!(problem_settings(&problems), [var], "{var}={bad}");

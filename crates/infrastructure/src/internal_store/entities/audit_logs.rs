@@ -13,6 +13,7 @@ pub struct Model {
     pub outcome: String,
     pub ip: Option<String>,
     pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
     pub created_at: DateTimeUtc,
 }
 
