@@ -12,7 +12,9 @@ use sba_application::ports::{KnowledgeStore, RepositoryError, SessionStore};
 use sba_domain::knowledge::{
     EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeQuery, NewChunk, NewDocument,
 };
-use sba_domain::{DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId,
+};
 use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::internal_store::test_support::execute_sql;
 use serde_json::json;

@@ -14,7 +14,8 @@ use sba_application::ports::{
 use sba_domain::knowledge::{EMBEDDING_DIMENSION, Embedding, KnowledgeQuery, NewChunk, NewDocument};
 use sba_domain::ratelimit::Quota;
 use sba_domain::{
-    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, TenantStatus, UserId,
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, TenantStatus,
+    UserId,
 };
 use sba_infrastructure::supabase::postgrest::{PostgrestClient, PostgrestSettings};
 use secrecy::SecretString;

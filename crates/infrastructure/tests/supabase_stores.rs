@@ -11,7 +11,9 @@ use sba_application::context::Caller;
 use sba_application::pagination::{Cursor, PageRequest};
 use sba_application::ports::{KnowledgeStore as _, RepositoryError, SessionStore as _};
 use sba_domain::knowledge::{Embedding, KnowledgeQuery, NewChunk, NewDocument};
-use sba_domain::{DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId};
+use sba_domain::{
+    DocumentId, Metadata, Role, Session, SessionId, SessionTitle, SessionUpdate, TenantId, UserId,
+};
 use sba_infrastructure::internal_store::test_support::{execute_sql, fresh_supabase_url};
 use sba_infrastructure::supabase::{SupabaseSql, UnitOfWork};
 use sea_orm::{

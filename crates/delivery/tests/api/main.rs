@@ -16,5 +16,6 @@ mod ratelimit_redis;
 mod runs;
 mod system;
 mod tenant_data;
+mod unauthenticated_load;
 mod usage;
 mod worker;

@@ -12,6 +12,7 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use crate::HttpMethod;
 use crate::ids::{TenantId, UserId};
 
 /// The HTTP key body `{tenant}|{ip}|{METHOD}|{route template}`.
@@ -22,7 +23,8 @@ pub struct HttpLimitKey<'a> {
     pub tenant: Option<TenantId>,
     /// The socket peer; `None` when unknown (rendered `unknown`).
     pub ip: Option<IpAddr>,
-    /// The request method, rendered in upper case.
+    /// The request method as sent; rendered through [`HttpMethod::classify`], so any
+    /// method outside the fixed set shares the one `other` key part.
     pub method: &'a str,
     /// The route *template* (`/v1/runs/{run_id}`), never the raw path, so ids do not
     /// create a key each.
@@ -58,9 +60,7 @@ impl fmt::Display for HttpLimitKey<'_> {
         part.out.write_char('|')?;
         write_ip(&mut part, self.ip)?;
         part.out.write_char('|')?;
-        for c in self.method.chars() {
-            part.write_char(c.to_ascii_uppercase())?;
-        }
+        part.write_str(HttpMethod::classify(self.method).as_str())?;
         part.out.write_char('|')?;
         part.write_str(self.route)
     }
@@ -192,7 +192,15 @@ mod tests {
         let encoded = user("u%3A2");
         let lookalike = WsLimitKey { user: &encoded, ..ws };
         assert_eq!(lookalike.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%253A2:unknown:ping");
-        let http = HttpLimitKey { tenant: None, ip: None, method: "m|x%", route: "/a|b:c" };
-        assert_eq!(http.to_string(), "-|unknown|M%7CX%25|/a%7Cb:c");
+        let http = HttpLimitKey { tenant: None, ip: None, method: "GET", route: "/a|b%c" };
+        assert_eq!(http.to_string(), "-|unknown|GET|/a%7Cb%25c");
+    }
+
+    #[test]
+    fn invented_methods_share_one_key_part() {
+        let key = |method| HttpLimitKey { tenant: None, ip: None, method, route: "/v1/runs" }.to_string();
+        assert_eq!(key("FOO123"), "-|unknown|other|/v1/runs");
+        assert_eq!(key("m|x%"), key("PROPFIND"), "every method outside the set is one bucket");
+        assert_eq!(key("delete"), "-|unknown|DELETE|/v1/runs");
     }
 }
