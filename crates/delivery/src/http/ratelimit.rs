@@ -4,14 +4,16 @@
 //! -11 headers `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
 //! `retry_after_ms`.
 
+use std::net::IpAddr;
+
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
+use actix_web::{Error, HttpMessage as _, HttpResponse, ResponseError as _, web};
 use sba_application::ratelimit::Verdict;
-use sba_domain::Principal;
 use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
+use sba_domain::{HttpMethod, Principal};
 
 use super::auth::TenantStanding;
 use super::error::{ApiError, ProblemCode};
@@ -60,29 +62,58 @@ pub async fn middleware(
             Ok(response.map_into_left_body())
         }
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
-            let retry_after_ms = retry_after_us.div_ceil(1000);
-            let error = ApiError::new(
-                ProblemCode::RateLimited,
-                format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
-            )
-            .with_retry_after_ms(retry_after_ms);
-            let mut response = req.into_response(error.error_response());
-            let headers = response.headers_mut();
-            set_headers(headers, &policy, quota, 0, reset_us);
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
-            Ok(response.map_into_right_body())
+            let refusal = denied(&policy, quota, retry_after_us, reset_us);
+            Ok(req.into_response(refusal).map_into_right_body())
         }
-        Verdict::Unavailable => {
-            let error = ApiError::new(
-                ProblemCode::RateLimiterUnavailable,
-                "Requests cannot be admitted right now; retry shortly.",
-            )
-            .with_retry_after_ms(1000);
-            let mut response = req.into_response(error.error_response());
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
-            Ok(response.map_into_right_body())
-        }
+        Verdict::Unavailable => Ok(req.into_response(unavailable()).map_into_right_body()),
     }
+}
+
+/// The route part of the one rate-limit key of a client's CORS preflights
+/// (`-|{ip}|OPTIONS|*`): `*` is the request target of an `OPTIONS` for the whole server.
+/// A rule `<name> OPTIONS * <limit>` sets their quota.
+pub const PREFLIGHT_ROUTE: &str = "*";
+
+/// Counts a CORS preflight from `ip` against that client's preflight bucket; the refusal
+/// to send when it is over its quota (or no limiter can decide and `fail_mode = closed`).
+/// Preflights carry no token, so they are limited per client only.
+pub async fn limit_preflight(state: &AppState, ip: Option<IpAddr>) -> Option<HttpResponse> {
+    let policies = state.rate_policies.as_ref()?;
+    let (policy, quota) = policies.quota_for(HttpMethod::Options.as_str(), PREFLIGHT_ROUTE, None)?;
+    let key = HttpLimitKey { tenant: None, ip, method: HttpMethod::Options.as_str(), route: PREFLIGHT_ROUTE };
+    match state.rate_limits.check(key.into(), policy, quota, 1).await {
+        Verdict::Decided(Decision::Allowed { .. }) => None,
+        Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
+            Some(denied(policy, quota, retry_after_us, reset_us))
+        }
+        Verdict::Unavailable => Some(unavailable()),
+    }
+}
+
+/// 429 `rate_limited` with `Retry-After`, `retry_after_ms` and the draft -11 headers.
+fn denied(policy: &str, quota: Quota, retry_after_us: u64, reset_us: u64) -> HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::RateLimited,
+        format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
+    )
+    .with_retry_after_ms(retry_after_us.div_ceil(1000));
+    let mut response = error.error_response();
+    let headers = response.headers_mut();
+    set_headers(headers, policy, quota, 0, reset_us);
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
+    response
+}
+
+/// 503 `rate_limiter_unavailable` with `Retry-After: 1`.
+fn unavailable() -> HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::RateLimiterUnavailable,
+        "Requests cannot be admitted right now; retry shortly.",
+    )
+    .with_retry_after_ms(1000);
+    let mut response = error.error_response();
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
+    response
 }
 
 fn set_headers(headers: &mut HeaderMap, policy: &str, quota: Quota, remaining: u32, reset_us: u64) {

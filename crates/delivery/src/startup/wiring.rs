@@ -96,7 +96,7 @@ impl<'a> Wiring<'a> {
                 self.health_monitor(checks),
                 settings.auth.platform_tenant,
             ),
-            origins: self.origin_policy(tenants.clone(), &cache),
+            origins: self.origin_policy(Arc::clone(&data.directory)),
             admission: TenantAdmission::new(tenants),
             sessions: SessionService::new(
                 data.sessions,
@@ -156,14 +156,14 @@ impl<'a> Wiring<'a> {
         )
     }
 
-    /// CORS decisions: the global allow-list plus the tenants' own origins.
-    fn origin_policy(&self, tenants: TenantCache, cache: &Arc<dyn Cache>) -> OriginPolicy {
-        OriginPolicy::with_policy(
+    /// CORS decisions: the global allow-list plus the tenants' own origins, re-read from
+    /// `directory` at the `cors_origin` interval.
+    fn origin_policy(&self, directory: Arc<dyn TenantDirectory>) -> OriginPolicy {
+        OriginPolicy::new(
             self.settings.cors.allowed_origins.clone(),
-            tenants,
-            Arc::clone(cache),
+            directory,
             Arc::clone(&self.clock),
-            namespace(self.settings, REGISTERED_ORIGIN_NAMESPACE),
+            namespace(self.settings, REGISTERED_ORIGIN_NAMESPACE).ttl,
         )
     }
 

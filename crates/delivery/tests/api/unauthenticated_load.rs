@@ -4,7 +4,18 @@
 use reqwest::Method;
 use sba_domain::Role;
 
-use crate::helpers::{Store, new_tenant, spawn_app_with};
+use crate::helpers::{Store, TestApp, new_tenant, spawn_app_with};
+
+const TENANT_APP: &str = "https://app.tenant-a.test";
+
+async fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
+    app.request(Method::OPTIONS, path)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap()
+}
 
 fn invented_method(i: usize) -> Method {
     Method::from_bytes(format!("INVENTED{i}X").as_bytes()).unwrap()
@@ -39,4 +50,29 @@ async fn invented_methods_add_no_metric_series() {
             && line.contains("route=\"/healthz\"")),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn preflights_over_the_per_ip_limit_get_429_whatever_their_route_or_origin() {
+    let tenant_origins = format!("{}={TENANT_APP}", new_tenant());
+    let app = spawn_app_with(
+        Store::Sqlite,
+        &[
+            ("SBA_RATE_LIMIT__RULES", "preflight OPTIONS * 3/60"),
+            ("SBA_CORS__TENANT_ORIGINS", &tenant_origins),
+        ],
+    )
+    .await;
+    assert_eq!(preflight(&app, "/v1/runs", TENANT_APP).await.status(), 204);
+    assert_eq!(preflight(&app, "/v1/sessions", "https://invented-1.test").await.status(), 403);
+    assert_eq!(preflight(&app, "/healthz", "https://invented-2.test").await.status(), 403);
+    let refused = preflight(&app, "/v1/runs", TENANT_APP).await;
+    assert_eq!(refused.status(), 429, "one bucket per client for every preflight");
+    assert!(refused.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"preflight\";q=3;w=60");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    // Requests with a token have their own buckets.
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    assert_eq!(app.get("/v1/runs", &token).await.status(), 200);
 }
