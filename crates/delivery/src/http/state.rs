@@ -36,4 +36,6 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// WebSocket operation quotas, for the gateway's per-connection limiters.
     pub ws_policies: Arc<WsPolicies>,
+    /// One permit per document upload being read (`SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }

@@ -118,6 +118,7 @@ impl<'a> Wiring<'a> {
                 quotas: settings.rate_limit.ws_quotas.clone(),
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
+            uploads: Arc::new(tokio::sync::Semaphore::new(settings.knowledge.max_concurrent_uploads)),
         })
     }
 

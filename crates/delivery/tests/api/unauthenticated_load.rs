@@ -3,6 +3,8 @@
 
 use reqwest::Method;
 use sba_domain::Role;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{Store, TestApp, new_tenant, spawn_app_with};
 
@@ -75,4 +77,54 @@ async fn preflights_over_the_per_ip_limit_get_429_whatever_their_route_or_origin
     // Requests with a token have their own buckets.
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     assert_eq!(app.get("/v1/runs", &token).await.status(), 200);
+}
+
+/// A document of one chunk with `embedding`.
+fn document(embedding: &Value) -> Value {
+    json!({"title": "Returns", "chunks": [{"content": "Free within 30 days.", "embedding": embedding}]})
+}
+
+#[tokio::test]
+async fn an_overlong_embedding_gets_the_length_error_whatever_follows_its_dimension() {
+    let app = spawn_app_with(Store::Sqlite, &[]).await;
+    let token = app.token(new_tenant(), "admin", Role::Admin);
+    // 385 numbers, then values no embedding holds: the decoder stopped keeping values at
+    // 384 and only counts the rest.
+    let mut values: Vec<Value> = (0..385).map(|i| json!(f64::from(i))).collect();
+    values.extend([json!("garbage"), json!({"deep": [[1, 2], {"x": null}]}), json!(null)]);
+    let response = app.post_json("/v1/knowledge/documents", &token, &document(&Value::Array(values))).await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed");
+    assert_eq!(body["errors"][0]["field"], "chunks[0].embedding");
+    assert_eq!(body["errors"][0]["message"], "must have 384 dimensions, not 388", "{body}");
+}
+
+#[tokio::test]
+async fn uploads_over_the_concurrency_cap_are_refused_before_their_body_is_read() {
+    let app = spawn_app_with(Store::Sqlite, &[("SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS", "1")]).await;
+    let token = app.token(new_tenant(), "admin", Role::Admin);
+    // An upload whose body never finishes arriving holds the one place.
+    let address = app.address.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/knowledge/documents HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"title\": "
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let embedding = Value::Array((0..384).map(|i| json!(if i == 0 { 1.0 } else { 0.0 })).collect());
+    let refused = app.post_json("/v1/knowledge/documents", &token, &document(&embedding)).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "server_busy");
+    assert_eq!(body["retry_after_ms"], 1000);
+
+    drop(slow);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stored = app.post_json("/v1/knowledge/documents", &token, &document(&embedding)).await;
+    assert_eq!(stored.status(), 201, "the place is free again once the slow upload is gone");
 }
