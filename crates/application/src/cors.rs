@@ -8,7 +8,7 @@
 //! never causes a directory call (docs/security.md, "Unauthenticated load").
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ struct RegisteredOrigins {
     current: RwLock<Arc<HashSet<String>>>,
     /// When the next read is due, in milliseconds since the epoch (`i64::MIN`: now).
     due_ms: AtomicI64,
+    /// Whether a read has succeeded: from then on a caller never waits for a read in
+    /// flight, it decides with the set at hand.
+    loaded: AtomicBool,
     /// Held while reading: one read at a time; `true` while the directory is failing, so
     /// that a failure is logged once and the recovery once.
     refreshing: tokio::sync::Mutex<bool>,
@@ -79,6 +82,7 @@ impl OriginPolicy {
                 interval,
                 current: RwLock::default(),
                 due_ms: AtomicI64::new(i64::MIN),
+                loaded: AtomicBool::new(false),
                 refreshing: tokio::sync::Mutex::new(false),
             }),
         }
@@ -106,11 +110,18 @@ impl OriginPolicy {
 }
 
 impl RegisteredOrigins {
-    /// The set, read again first when due. Callers arriving during a read wait for it
-    /// rather than start their own.
+    /// The set, read again first when due. A caller arriving during a read uses the set
+    /// at hand, or waits for the read when none has succeeded yet; it never starts its own.
     async fn current(&self) -> Arc<HashSet<String>> {
         if self.clock.now().timestamp_millis() >= self.due_ms.load(Ordering::Acquire) {
-            let mut failing = self.refreshing.lock().await;
+            let mut failing = if self.loaded.load(Ordering::Acquire) {
+                match self.refreshing.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => return self.snapshot(),
+                }
+            } else {
+                self.refreshing.lock().await
+            };
             // Another caller may have read it while this one waited.
             let now = self.clock.now().timestamp_millis();
             if now >= self.due_ms.load(Ordering::Acquire) {
@@ -122,6 +133,7 @@ impl RegisteredOrigins {
                         }
                         *failing = false;
                         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(origins);
+                        self.loaded.store(true, Ordering::Release);
                         self.interval
                     }
                     Err(error) => {
@@ -139,6 +151,10 @@ impl RegisteredOrigins {
                 self.due_ms.store(now.saturating_add(next_ms), Ordering::Release);
             }
         }
+        self.snapshot()
+    }
+
+    fn snapshot(&self) -> Arc<HashSet<String>> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -228,6 +244,28 @@ mod tests {
         let answers = futures_util::future::join_all((0..50).map(|_| policy.allows_anonymous(APP))).await;
         assert!(answers.into_iter().all(|allowed| allowed));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn once_a_set_is_loaded_no_request_waits_for_a_slow_read() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut directory = MockTenantDirectory::new();
+        let counted = Arc::clone(&calls);
+        directory.expect_registered_origins().returning(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![APP.to_owned()])
+        });
+        let clock = clock();
+        let policy = policy(directory, &clock);
+        assert!(policy.allows_anonymous(APP).await);
+        clock.advance(60_000);
+        // A read is in flight (its lock is held): requests decide with the set at hand.
+        let reading = policy.registered.refreshing.lock().await;
+        assert!(policy.allows_anonymous(APP).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        drop(reading);
+        assert!(policy.allows_anonymous(APP).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
