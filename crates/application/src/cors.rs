@@ -1,5 +1,5 @@
 //! [`OriginPolicy`]: which browser origins may call the API, from the global allow-list and
-//! each tenant's own origins (ADR 0004, ADR 0015).
+//! each tenant's own origins (ADR 0004, ADR 0016).
 //!
 //! An authenticated request is decided with its caller's tenant record, which admission has
 //! already loaded. A request without a caller (a preflight, a 401, `/healthz` with an
