@@ -174,35 +174,6 @@ mod tests {
         Arc::new(check)
     }
 
-    #[tokio::test]
-    async fn records_every_component_with_the_cause_of_a_failure() {
-        let mut log = MockHealthLog::new();
-        log.expect_record()
-            .withf(|records| {
-                records.len() == 2
-                    && records[0].component == "database"
-                    && records[0].up
-                    && records[0].detail.is_none()
-                    && records[1].component == "redis"
-                    && !records[1].up
-                    && records[1].detail.as_deref() == Some("connection refused")
-            })
-            .times(1)
-            .returning(|_| Ok(()));
-        let mut clock = MockClock::new();
-        clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let monitor = HealthMonitor::new(
-            vec![check("database", || Ok(())), check("redis", || Err(anyhow::anyhow!("connection refused")))],
-            Arc::new(log),
-            Arc::new(clock),
-            Arc::new(ids),
-        );
-        let records = monitor.check_and_record().await.unwrap();
-        assert_eq!(records.iter().filter(|r| r.up).count(), 1);
-    }
-
     /// A dependency that answers after a moment, `up` or not as told, counting its checks.
     #[derive(Debug, Default)]
     struct CountingCheck {
@@ -288,6 +259,35 @@ mod tests {
         assert_eq!(logs.matches("dependency check failed").count(), 2, "{logs}");
         assert_eq!(logs.matches("dependency is back up").count(), 1, "{logs}");
         assert!(logs.contains("connection refused"), "the cause is logged: {logs}");
+    }
+
+    #[tokio::test]
+    async fn records_every_component_with_the_cause_of_a_failure() {
+        let mut log = MockHealthLog::new();
+        log.expect_record()
+            .withf(|records| {
+                records.len() == 2
+                    && records[0].component == "database"
+                    && records[0].up
+                    && records[0].detail.is_none()
+                    && records[1].component == "redis"
+                    && !records[1].up
+                    && records[1].detail.as_deref() == Some("connection refused")
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let monitor = HealthMonitor::new(
+            vec![check("database", || Ok(())), check("redis", || Err(anyhow::anyhow!("connection refused")))],
+            Arc::new(log),
+            Arc::new(clock),
+            Arc::new(ids),
+        );
+        let records = monitor.check_and_record().await.unwrap();
+        assert_eq!(records.iter().filter(|r| r.up).count(), 1);
     }
 
     #[test]

@@ -4,16 +4,14 @@
 //! -11 headers `RateLimit-Policy` and `RateLimit`; a refusal is 429 with `Retry-After` and
 //! `retry_after_ms`.
 
-use std::net::IpAddr;
-
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage as _, HttpResponse, ResponseError as _, web};
+use actix_web::{Error, HttpMessage as _, ResponseError as _, web};
 use sba_application::ratelimit::Verdict;
+use sba_domain::Principal;
 use sba_domain::ratelimit::{Decision, HttpLimitKey, Quota};
-use sba_domain::{HttpMethod, Principal};
 
 use super::auth::TenantStanding;
 use super::error::{ApiError, ProblemCode};
@@ -77,10 +75,19 @@ pub const PREFLIGHT_ROUTE: &str = "*";
 /// Counts a CORS preflight from `ip` against that client's preflight bucket; the refusal
 /// to send when it is over its quota (or no limiter can decide and `fail_mode = closed`).
 /// Preflights carry no token, so they are limited per client only.
-pub async fn limit_preflight(state: &AppState, ip: Option<IpAddr>) -> Option<HttpResponse> {
+pub async fn limit_preflight(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+) -> Option<actix_web::HttpResponse> {
     let policies = state.rate_policies.as_ref()?;
-    let (policy, quota) = policies.quota_for(HttpMethod::Options.as_str(), PREFLIGHT_ROUTE, None)?;
-    let key = HttpLimitKey { tenant: None, ip, method: HttpMethod::Options.as_str(), route: PREFLIGHT_ROUTE };
+    let (policy, quota) =
+        policies.quota_for(sba_domain::HttpMethod::Options.as_str(), PREFLIGHT_ROUTE, None)?;
+    let key = HttpLimitKey {
+        tenant: None,
+        ip,
+        method: sba_domain::HttpMethod::Options.as_str(),
+        route: PREFLIGHT_ROUTE,
+    };
     match state.rate_limits.check(key.into(), policy, quota, 1).await {
         Verdict::Decided(Decision::Allowed { .. }) => None,
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
@@ -91,7 +98,7 @@ pub async fn limit_preflight(state: &AppState, ip: Option<IpAddr>) -> Option<Htt
 }
 
 /// 429 `rate_limited` with `Retry-After`, `retry_after_ms` and the draft -11 headers.
-fn denied(policy: &str, quota: Quota, retry_after_us: u64, reset_us: u64) -> HttpResponse {
+fn denied(policy: &str, quota: Quota, retry_after_us: u64, reset_us: u64) -> actix_web::HttpResponse {
     let error = ApiError::new(
         ProblemCode::RateLimited,
         format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
@@ -105,7 +112,7 @@ fn denied(policy: &str, quota: Quota, retry_after_us: u64, reset_us: u64) -> Htt
 }
 
 /// 503 `rate_limiter_unavailable` with `Retry-After: 1`.
-fn unavailable() -> HttpResponse {
+fn unavailable() -> actix_web::HttpResponse {
     let error = ApiError::new(
         ProblemCode::RateLimiterUnavailable,
         "Requests cannot be admitted right now; retry shortly.",

@@ -112,13 +112,13 @@ impl<'a> Wiring<'a> {
                 Arc::clone(&self.clock),
                 Arc::clone(&self.ids),
             ),
+            uploads: Arc::new(tokio::sync::Semaphore::new(settings.knowledge.max_concurrent_uploads)),
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(settings))),
             rate_limits: rate_limits(settings).await?,
             ws_policies: Arc::new(WsPolicies {
                 quotas: settings.rate_limit.ws_quotas.clone(),
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
-            uploads: Arc::new(tokio::sync::Semaphore::new(settings.knowledge.max_concurrent_uploads)),
         })
     }
 
