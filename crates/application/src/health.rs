@@ -1,9 +1,11 @@
 //! [`HealthMonitor`]: checks every dependency at once, for readiness and for the recorded
 //! health history.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use sba_domain::TenantId;
@@ -17,6 +19,10 @@ use crate::ports::{Clock, DependencyCheck, HealthLog, HealthRecord, IdGenerator,
 /// How long one check may take before it counts as down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a readiness answer is reused: a flood of `/readyz` calls costs one round of
+/// checks per this interval.
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
 /// Runs dependency checks and keeps their history.
 #[derive(Clone, Debug)]
 pub struct HealthMonitor {
@@ -24,7 +30,16 @@ pub struct HealthMonitor {
     log: Arc<dyn HealthLog>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    /// Whether each component was up at its last check: a state change is logged, a
+    /// repeated state is not.
+    states: Arc<Mutex<HashMap<&'static str, bool>>>,
+    /// The last readiness answer and when it was made. The lock is held while checking,
+    /// so concurrent callers share one round of checks.
+    readiness: Arc<tokio::sync::Mutex<Option<LastReadiness>>>,
 }
+
+/// A readiness answer and when it was made.
+type LastReadiness = (DateTime<Utc>, Arc<[HealthRecord]>);
 
 impl HealthMonitor {
     pub fn new(
@@ -33,10 +48,26 @@ impl HealthMonitor {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
-        Self { checks, log, clock, ids }
+        Self { checks, log, clock, ids, states: Arc::default(), readiness: Arc::default() }
     }
 
-    /// Checks every dependency concurrently, each bounded by [`CHECK_TIMEOUT`].
+    /// The readiness of every dependency, checked at most once per [`READINESS_TTL`]: a
+    /// caller within that interval gets the last answer, and callers arriving while a round
+    /// of checks runs wait for it instead of starting their own.
+    pub async fn readiness(&self) -> Arc<[HealthRecord]> {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, records)) = last.as_ref()
+            && (self.clock.now() - *at).to_std().is_ok_and(|age| age < READINESS_TTL)
+        {
+            return Arc::clone(records);
+        }
+        let records: Arc<[HealthRecord]> = self.check_all().await.into();
+        *last = Some((self.clock.now(), Arc::clone(&records)));
+        records
+    }
+
+    /// Checks every dependency concurrently, each bounded by [`CHECK_TIMEOUT`]. A component
+    /// that goes down is logged (with the cause) once, and once again when it is back.
     pub async fn check_all(&self) -> Vec<HealthRecord> {
         join_all(self.checks.iter().map(|check| async move {
             let started = Instant::now();
@@ -47,9 +78,7 @@ impl HealthMonitor {
                 Ok(Err(error)) => Some(format!("{error:#}")),
                 Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
             };
-            if let Some(detail) = &detail {
-                tracing::warn!(component = check.component(), detail, "dependency check failed");
-            }
+            self.log_change(check.component(), detail.as_deref());
             HealthRecord {
                 id: self.ids.new_id(),
                 component: check.component().to_owned(),
@@ -60,6 +89,17 @@ impl HealthMonitor {
             }
         }))
         .await
+    }
+
+    /// Logs `component`'s state when it differs from its last check's.
+    fn log_change(&self, component: &'static str, failure: Option<&str>) {
+        let up = failure.is_none();
+        let was_up = self.states.lock().unwrap_or_else(PoisonError::into_inner).insert(component, up);
+        match (was_up, failure) {
+            (Some(false), None) => tracing::info!(component, "dependency is back up"),
+            (None | Some(true), Some(detail)) => tracing::warn!(component, detail, "dependency check failed"),
+            _ => {}
+        }
     }
 
     /// Checks every dependency and appends the results to the history.
@@ -123,6 +163,93 @@ mod tests {
         check.expect_component().return_const(name);
         check.expect_check().returning(result);
         Arc::new(check)
+    }
+
+    /// A dependency that answers after a moment, `up` or not as told, counting its checks.
+    #[derive(Debug, Default)]
+    struct CountingCheck {
+        calls: std::sync::atomic::AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl DependencyCheck for CountingCheck {
+        fn component(&self) -> &'static str {
+            "redis"
+        }
+
+        async fn check(&self) -> anyhow::Result<()> {
+            use std::sync::atomic::Ordering;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.down.load(Ordering::SeqCst) { Err(anyhow::anyhow!("connection refused")) } else { Ok(()) }
+        }
+    }
+
+    fn monitor_of(check: &Arc<CountingCheck>, clock: &Arc<crate::testing::TestClock>) -> HealthMonitor {
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        let check: Arc<dyn DependencyCheck> = check.clone();
+        HealthMonitor::new(vec![check], Arc::new(MockHealthLog::new()), clock.clone(), Arc::new(ids))
+    }
+
+    #[tokio::test]
+    async fn readiness_is_checked_once_per_interval_and_concurrent_callers_share_the_check() {
+        use std::sync::atomic::Ordering;
+        let check = Arc::new(CountingCheck::default());
+        let clock = Arc::new(crate::testing::TestClock::at(1_800_000_000_000));
+        let monitor = monitor_of(&check, &clock);
+        let answers = join_all((0..20).map(|_| monitor.readiness())).await;
+        assert!(answers.iter().all(|records| records.len() == 1 && records[0].up));
+        assert_eq!(check.calls.load(Ordering::SeqCst), 1, "twenty concurrent probes, one check");
+        clock.advance(999);
+        monitor.readiness().await;
+        assert_eq!(check.calls.load(Ordering::SeqCst), 1, "within the interval: the last answer");
+        clock.advance(2);
+        check.down.store(true, Ordering::SeqCst);
+        let records = monitor.readiness().await;
+        assert_eq!(check.calls.load(Ordering::SeqCst), 2);
+        assert!(!records[0].up, "a new answer once the interval passed");
+    }
+
+    /// The log lines written while `run` runs (on this thread).
+    async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        run.await;
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_dependency_is_logged_once_when_it_goes_down_and_once_when_it_is_back() {
+        use std::sync::atomic::Ordering;
+        let check = Arc::new(CountingCheck::default());
+        let clock = Arc::new(crate::testing::TestClock::at(1_800_000_000_000));
+        let monitor = monitor_of(&check, &clock);
+        let logs = logs_of(async {
+            for down in [false, true, true, true, false, false, true] {
+                check.down.store(down, Ordering::SeqCst);
+                monitor.check_all().await;
+            }
+        })
+        .await;
+        assert_eq!(logs.matches("dependency check failed").count(), 2, "{logs}");
+        assert_eq!(logs.matches("dependency is back up").count(), 1, "{logs}");
+        assert!(logs.contains("connection refused"), "the cause is logged: {logs}");
     }
 
     #[tokio::test]

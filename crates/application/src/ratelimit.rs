@@ -1,12 +1,13 @@
 //! [`RateLimits`]: which quota a request falls under, and the decision, with the fault
 //! handling ADR 0006 describes: a circuit breaker around the distributed limiter, an
 //! in-process fallback with the same policies (`fail_mode = open`) or refusal
-//! (`fail_mode = closed`), and a local memory of keys known to be over their limit.
+//! (`fail_mode = closed`), and a local memory of keys known to be over their limit, bounded
+//! by size and by each denial's end.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use sba_domain::Tenant;
@@ -101,13 +102,44 @@ pub enum Verdict {
     Unavailable,
 }
 
-/// Each key over its limit: until when, and when its quota is whole again.
-type DeniedKeys = HashMap<String, (Instant, Instant)>;
+/// A key over its limit: until when, and when its quota is whole again.
+#[derive(Debug, Clone, Copy)]
+struct Denial {
+    until: Instant,
+    reset_at: Instant,
+}
+
+/// Each remembered denial lives until the key may pass again.
+struct UntilAllowed;
+
+impl moka::Expiry<String, Denial> for UntilAllowed {
+    fn expire_after_create(&self, _: &String, denial: &Denial, created_at: Instant) -> Option<Duration> {
+        Some(denial.until.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        denial: &Denial,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(denial.until.saturating_duration_since(updated_at))
+    }
+}
+
+/// Keys known to be over their limit, bounded by [`MAX_DENIED`] entries and by each
+/// denial's own end.
+type DeniedKeys = moka::sync::Cache<String, Denial>;
+
+fn denied_keys(capacity: u64) -> DeniedKeys {
+    moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilAllowed).build()
+}
 
 /// How long the breaker keeps Redis out of the path after a failure before probing again.
 const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// Keys remembered as over their limit, at most.
-const MAX_DENIED: usize = 10_000;
+const MAX_DENIED: u64 = 10_000;
 
 /// The metric handles of one policy, registered once (a registry lookup per decision, with
 /// its label allocations, costs more than the decision's own bookkeeping).
@@ -165,7 +197,7 @@ pub struct RateLimits {
     last_denial_log_us: Arc<AtomicU64>,
     suppressed_denials: Arc<AtomicU64>,
     /// Keys known to be over their limit until an instant: refused without a round trip.
-    denied: Arc<Mutex<DeniedKeys>>,
+    denied: DeniedKeys,
     metrics: Arc<Metrics>,
 }
 
@@ -192,7 +224,7 @@ impl RateLimits {
             breaker: Arc::new(Breaker::new(BREAKER_OPEN)),
             last_denial_log_us: Arc::default(),
             suppressed_denials: Arc::default(),
-            denied: Arc::default(),
+            denied: denied_keys(MAX_DENIED),
             metrics: Arc::default(),
         }
     }
@@ -325,11 +357,9 @@ impl RateLimits {
     }
 
     fn known_denied(&self, key: &str) -> Option<Decision> {
-        let mut denied = self.denied.lock().unwrap_or_else(PoisonError::into_inner);
-        let (until, reset_at) = *denied.get(key)?;
+        let Denial { until, reset_at } = self.denied.get(key)?;
         let now = Instant::now();
         if now >= until {
-            denied.remove(key);
             return None;
         }
         let micros = |later: Instant| u64::try_from((later - now).as_micros()).unwrap_or(u64::MAX).max(1);
@@ -342,14 +372,7 @@ impl RateLimits {
         let now = Instant::now();
         let until = now + Duration::from_micros(retry_after_us);
         let reset_at = now + Duration::from_micros(reset_us);
-        let mut denied = self.denied.lock().unwrap_or_else(PoisonError::into_inner);
-        if denied.len() >= MAX_DENIED {
-            denied.retain(|_, (until, _)| *until > now);
-            if denied.len() >= MAX_DENIED {
-                return;
-            }
-        }
-        denied.insert(key.to_owned(), (until, reset_at));
+        self.denied.insert(key.to_owned(), Denial { until, reset_at });
     }
 }
 
@@ -441,6 +464,43 @@ mod tests {
             };
             assert!(retry_after_us > 29_000_000 && retry_after_us <= 30_000_000, "{retry_after_us}");
         }
+    }
+
+    #[tokio::test]
+    async fn remembered_denials_stay_within_their_bound_under_a_flood_of_keys() {
+        let mut distributed = MockRateLimiter::new();
+        distributed
+            .expect_check()
+            .returning(|_, _, _| Ok(Decision::Denied { retry_after_us: 600_000_000, reset_us: 600_000_000 }));
+        let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
+        let flood = usize::try_from(MAX_DENIED * 3).unwrap();
+        for i in 0..flood {
+            let route = format!("/v1/runs/{i}");
+            let key = HttpLimitKey { tenant: None, ip: None, method: "GET", route: &route };
+            limits.check(key.into(), "default", quota(), 1).await;
+        }
+        limits.denied.run_pending_tasks();
+        assert!(limits.denied.entry_count() <= MAX_DENIED, "{}", limits.denied.entry_count());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_denial_ends_when_the_key_may_pass_again() {
+        let mut distributed = MockRateLimiter::new();
+        let mut calls = 0;
+        distributed.expect_check().times(2).returning(move |_, _, _| {
+            calls += 1;
+            Ok(if calls == 1 {
+                Decision::Denied { retry_after_us: 1_000, reset_us: 1_000 }
+            } else {
+                allowed()
+            })
+        });
+        let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
+        assert!(
+            !matches!(limits.check(key(), "default", quota(), 1).await, Verdict::Decided(d) if d.is_allowed())
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(limits.check(key(), "default", quota(), 1).await, Verdict::Decided(allowed()));
     }
 
     #[tokio::test]

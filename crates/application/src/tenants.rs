@@ -97,11 +97,6 @@ impl TenantCache {
         Self { directory, cached: CachedNamespace::new(cache, clock, policy) }
     }
 
-    /// The directory behind the cache (for lookups that are not by tenant).
-    pub fn directory(&self) -> &Arc<dyn TenantDirectory> {
-        &self.directory
-    }
-
     /// The tenant `id`, from the cache when fresh; failures are not cached.
     ///
     /// # Errors

@@ -21,10 +21,7 @@ impl Embedding {
     /// every value is zero. `field` names the embedding in the client's request.
     pub fn parse(field: &'static str, values: &[f64]) -> Result<Self, ValidationError> {
         if values.len() != EMBEDDING_DIMENSION {
-            return Err(ValidationError::new(
-                field,
-                format!("must have {EMBEDDING_DIMENSION} dimensions, not {}", values.len()),
-            ));
+            return Err(Self::wrong_dimension(field, values.len()));
         }
         let mut out = Vec::with_capacity(values.len());
         for value in values {
@@ -39,6 +36,12 @@ impl Embedding {
             return Err(ValidationError::new(field, "must not be the zero vector"));
         }
         Ok(Self(out))
+    }
+
+    /// The refusal of an embedding of `len` values, `len` not being the dimension: for a
+    /// decoder that stops keeping values past the dimension and only counts the rest.
+    pub fn wrong_dimension(field: &'static str, len: usize) -> ValidationError {
+        ValidationError::new(field, format!("must have {EMBEDDING_DIMENSION} dimensions, not {len}"))
     }
 
     /// An embedding read back from a store, which checked it when it was written.

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod http_method;
 pub mod ids;
 pub mod knowledge;
 pub mod origin;
@@ -17,6 +18,7 @@ pub mod tenant;
 pub mod usage;
 
 pub use audit::{AuditEntry, AuditOutcome};
+pub use http_method::HttpMethod;
 pub use ids::{AuditEntryId, ChunkId, DocumentId, IdParseError, RunId, SessionId, TenantId, UserId};
 pub use origin::WebOrigin;
 pub use principal::{Principal, Role};

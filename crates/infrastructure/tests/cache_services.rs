@@ -34,8 +34,8 @@ impl TenantDirectory for EditableDirectory {
         Ok((tenant.id == id).then_some(tenant))
     }
 
-    async fn origin_is_registered(&self, _origin: &str) -> Result<bool, RepositoryError> {
-        Ok(false)
+    async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError> {
+        Ok(Vec::new())
     }
 }
 

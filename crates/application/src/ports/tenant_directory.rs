@@ -16,10 +16,11 @@ pub trait TenantDirectory: std::fmt::Debug + Send + Sync + 'static {
     /// `Unexpected` when the directory cannot be read.
     async fn find(&self, id: TenantId) -> Result<Option<Tenant>, RepositoryError>;
 
-    /// Whether any active tenant lists `origin` among its allowed origins. Answers CORS
-    /// preflights, which carry no token and so name no tenant.
+    /// Every origin some active tenant lists among its allowed origins, in lower case (in
+    /// any order, possibly repeated). CORS keeps this set in memory and refreshes it per
+    /// interval, so a request's origin, which the client chooses, never causes a lookup.
     ///
     /// # Errors
-    /// `Unexpected` when the directory cannot be read.
-    async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError>;
+    /// `Unexpected` when the directory cannot be read (all of it).
+    async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError>;
 }

@@ -1,9 +1,11 @@
 //! Per-tenant CORS (ADR 0004): the global allow-list plus each tenant's own origins.
 //!
 //! - Preflights carry no token, so an origin passes when it is global or listed by any
-//!   active tenant; the preflight itself returns no data.
+//!   active tenant (an in-memory set, never a lookup by the client's origin); the
+//!   preflight itself returns no data. Preflights are rate limited per client IP.
 //! - Actual requests are decided after the handler, when the caller is known: a global
-//!   origin, or one of the caller's tenant. A page of tenant A's origin therefore cannot
+//!   origin, or one of the caller's tenant (the record admission loaded). A page of tenant
+//!   A's origin therefore cannot
 //!   read tenant B's data with a B token. Unauthenticated answers (401s) follow the
 //!   preflight rule, so the page can read why it was refused.
 //! - A disallowed origin gets no CORS header at all; `*` is never sent, so credentials are
@@ -17,6 +19,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _, HttpResponse, ResponseError as _, web};
 use sba_domain::Principal;
 
+use super::auth::TenantStanding;
 use super::error::{ApiError, ProblemCode};
 use crate::http::AppState;
 
@@ -39,7 +42,12 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     if is_preflight(&req) {
-        let allowed = state.origins.allows(&origin, None).await;
+        if let Some(refusal) =
+            super::ratelimit::limit_preflight(&state, super::client_addr::client_addr(req.request())).await
+        {
+            return Ok(req.into_response(refusal).map_into_right_body());
+        }
+        let allowed = state.origins.allows_anonymous(&origin).await;
         let response = if allowed {
             let mut response = HttpResponse::NoContent();
             response
@@ -58,8 +66,18 @@ pub async fn middleware(
     }
 
     let mut response = next.call(req).await?;
-    let tenant = response.request().extensions().get::<Principal>().map(|p| p.tenant_id);
-    let allowed = state.origins.allows(&origin, tenant).await;
+    // An authenticated caller is decided by its tenant's record, which admission loaded.
+    let allowed = {
+        let extensions = response.request().extensions();
+        extensions.get::<Principal>().map(|_| {
+            let tenant = extensions.get::<TenantStanding>().and_then(TenantStanding::tenant);
+            state.origins.allows_for(&origin, tenant)
+        })
+    };
+    let allowed = match allowed {
+        Some(allowed) => allowed,
+        None => state.origins.allows_anonymous(&origin).await,
+    };
     decorate(response.headers_mut(), &origin, allowed);
     if allowed {
         response

@@ -41,12 +41,14 @@ pub enum ProblemCode {
     InvalidTransition,
     RateLimited,
     RateLimiterUnavailable,
+    /// Too many requests of a bounded kind (document uploads) are being served at once.
+    ServerBusy,
     InternalError,
 }
 
 impl ProblemCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::TokenMissing,
         Self::TokenExpired,
         Self::TokenInvalid,
@@ -68,6 +70,7 @@ impl ProblemCode {
         Self::InvalidTransition,
         Self::RateLimited,
         Self::RateLimiterUnavailable,
+        Self::ServerBusy,
         Self::InternalError,
     ];
 
@@ -95,6 +98,7 @@ impl ProblemCode {
             Self::InvalidTransition => "invalid_transition",
             Self::RateLimited => "rate_limited",
             Self::RateLimiterUnavailable => "rate_limiter_unavailable",
+            Self::ServerBusy => "server_busy",
             Self::InternalError => "internal_error",
         }
     }
@@ -118,7 +122,7 @@ impl ProblemCode {
                 StatusCode::CONFLICT
             }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::TenantDirectoryUnavailable | Self::RateLimiterUnavailable => {
+            Self::TenantDirectoryUnavailable | Self::RateLimiterUnavailable | Self::ServerBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
@@ -270,6 +274,10 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status());
         response.content_type("application/problem+json");
+        if let Some(ms) = self.retry_after_ms {
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            response.insert_header((header::RETRY_AFTER, ms.div_ceil(1000).max(1)));
+        }
         if self.status() == StatusCode::UNAUTHORIZED {
             let challenge = if self.code == ProblemCode::TokenMissing {
                 "Bearer".to_owned()

@@ -1,22 +1,29 @@
 //! `/v1/knowledge`: a tenant's documents, cut into chunks with embeddings, and similarity
 //! search over them.
 
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use sba_domain::ValidationError;
 use sba_domain::knowledge::{
     ChunkSummary, EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery,
     NewChunk, NewDocument,
 };
 use sba_domain::{ChunkId, DocumentId, Metadata};
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
 
 use super::auth::Authenticated;
-use super::error::{ApiError, FieldErrors, Problem};
+use super::error::{ApiError, FieldErrors, Problem, ProblemCode};
 use crate::http::AppState;
 
 /// The largest `POST /v1/knowledge/documents` body (its route's own `JsonConfig`): a
@@ -39,6 +46,58 @@ fn embedding_schema() -> Array {
         .build()
 }
 
+/// An embedding as a request sends it, decoded with bounded memory: the first
+/// [`EMBEDDING_DIMENSION`] values are kept, any further ones are only counted (skipped
+/// without being stored), so an overlong array in a 16 MiB body costs 384 numbers, not
+/// millions. Its refusal is the usual one, naming the length sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingInput {
+    values: Vec<f64>,
+    /// How many values the array held.
+    len: usize,
+}
+
+impl EmbeddingInput {
+    fn parse(&self, field: &'static str) -> Result<Embedding, ValidationError> {
+        if self.len == self.values.len() {
+            Embedding::parse(field, &self.values)
+        } else {
+            Err(Embedding::wrong_dimension(field, self.len))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EmbeddingInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bounded;
+
+        impl<'de> Visitor<'de> for Bounded {
+            type Value = EmbeddingInput;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of {EMBEDDING_DIMENSION} numbers")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EmbeddingInput, A::Error> {
+                let mut values = Vec::with_capacity(EMBEDDING_DIMENSION);
+                while values.len() < EMBEDDING_DIMENSION {
+                    match seq.next_element::<f64>()? {
+                        Some(value) => values.push(value),
+                        None => return Ok(EmbeddingInput { len: values.len(), values }),
+                    }
+                }
+                let mut len = values.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    len += 1;
+                }
+                Ok(EmbeddingInput { values, len })
+            }
+        }
+
+        deserializer.deserialize_seq(Bounded)
+    }
+}
+
 /// The largest magnitude documented for an embedding value (just under `f32::MAX`, so that
 /// every documented value narrows to a finite `f32`).
 const F32_BOUND: f64 = 3.4e38;
@@ -55,7 +114,7 @@ pub struct NewChunkRequest {
     pub metadata: Option<serde_json::Map<String, Value>>,
     /// Exactly 384 finite numbers, not all zero.
     #[schema(schema_with = embedding_schema)]
-    pub embedding: Vec<f64>,
+    pub embedding: EmbeddingInput,
 }
 
 /// Body of `POST /v1/knowledge/documents`: a document with all its chunks, stored together
@@ -91,8 +150,7 @@ impl CreateDocumentRequest {
             let field = |name: &str| format!("chunks[{i}].{name}");
             let chunk_metadata =
                 errors.check(&field("metadata"), Metadata::parse(chunk.metadata.unwrap_or_default()));
-            let embedding =
-                errors.check(&field("embedding"), Embedding::parse("embedding", &chunk.embedding));
+            let embedding = errors.check(&field("embedding"), chunk.embedding.parse("embedding"));
             if let (Some(metadata), Some(embedding)) = (chunk_metadata, embedding)
                 && let Some(chunk) =
                     errors.check(&field("content"), NewChunk::new(&chunk.content, metadata, embedding))
@@ -165,7 +223,7 @@ impl From<KnowledgeDocument> for DocumentResponse {
 pub struct SearchRequest {
     /// The query's embedding: exactly 384 finite numbers, not all zero.
     #[schema(schema_with = embedding_schema)]
-    pub embedding: Vec<f64>,
+    pub embedding: EmbeddingInput,
     /// How many chunks at most, 1–100 (default 10).
     #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<u32>,
@@ -182,7 +240,7 @@ pub struct SearchRequest {
 impl SearchRequest {
     fn try_into_domain(self) -> Result<KnowledgeQuery, ApiError> {
         let mut errors = FieldErrors::default();
-        let embedding = errors.check("embedding", Embedding::parse("embedding", &self.embedding));
+        let embedding = errors.check("embedding", self.embedding.parse("embedding"));
         let filter = errors.check("filter", Metadata::parse(self.filter.unwrap_or_default()));
         let query = embedding.zip(filter).and_then(|(embedding, filter)| {
             errors.check_domain(KnowledgeQuery::new(embedding, self.top_k, self.min_similarity, filter))
@@ -225,6 +283,26 @@ pub struct SearchResponse {
     pub data: Vec<MatchResponse>,
 }
 
+/// A place among the document uploads being read (`SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS`),
+/// taken before the body is read: extracted before the JSON body, it refuses an upload
+/// over the cap at once (503 `server_busy` with `Retry-After`) instead of reading it.
+pub struct UploadSlot(#[allow(dead_code, reason = "held until the upload is answered")] OwnedSemaphorePermit);
+
+impl FromRequest for UploadSlot {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let permit = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| Arc::clone(&state.uploads).try_acquire_owned().ok());
+        ready(permit.map(Self).ok_or_else(|| {
+            ApiError::new(ProblemCode::ServerBusy, "Too many documents are being uploaded; retry shortly.")
+                .with_retry_after_ms(1000)
+        }))
+    }
+}
+
 /// Stores a document with its chunks and their embeddings (384 dimensions), all or nothing.
 #[utoipa::path(post, path = "/v1/knowledge/documents", tag = "knowledge", operation_id = "createDocument",
     request_body(content = CreateDocumentRequest, description = "At most 16 MiB."),
@@ -237,11 +315,15 @@ pub struct SearchResponse {
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`, with `errors` per field (e.g. `chunks[3].embedding`).",
             body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`server_busy`: too many uploads are being read; retry after `Retry-After` seconds.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     ),
     security(("bearer" = [])))]
 pub(super) async fn create_document(
     state: web::Data<AppState>,
     Authenticated(ctx): Authenticated,
+    _slot: UploadSlot,
     body: web::Json<CreateDocumentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let document = body.into_inner().try_into_domain()?;
@@ -293,3 +375,28 @@ pub(super) async fn search(
 }
 
 const _: () = assert!(EMBEDDING_DIMENSION == 384, "the OpenAPI descriptions say 384");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embedding_keeps_at_most_its_dimension_in_memory_and_counts_the_rest() {
+        let json = format!("[{}]", vec!["0.5"; 100_000].join(","));
+        let decoded: EmbeddingInput = serde_json::from_str(&json).unwrap();
+        assert_eq!(decoded.len, 100_000);
+        assert!(decoded.values.capacity() <= EMBEDDING_DIMENSION, "{}", decoded.values.capacity());
+        let refused = decoded.parse("embedding").unwrap_err();
+        assert_eq!(refused.message, "must have 384 dimensions, not 100000");
+    }
+
+    #[test]
+    fn an_embedding_of_the_dimension_or_shorter_decodes_as_before() {
+        let exact: EmbeddingInput = serde_json::from_str(&format!("[1{}]", ",0".repeat(383))).unwrap();
+        assert!(exact.parse("embedding").is_ok());
+        let short: EmbeddingInput = serde_json::from_str("[1, 2]").unwrap();
+        assert_eq!(short.parse("embedding").unwrap_err().message, "must have 384 dimensions, not 2");
+        assert!(serde_json::from_str::<EmbeddingInput>("\"[1,2]\"").is_err(), "not an array");
+        assert!(serde_json::from_str::<EmbeddingInput>("[1, \"x\"]").is_err(), "not a number");
+    }
+}

@@ -74,29 +74,66 @@ pub async fn middleware(
             Ok(response.map_into_left_body())
         }
         Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
-            let retry_after_ms = retry_after_us.div_ceil(1000);
-            let error = ApiError::new(
-                ProblemCode::RateLimited,
-                format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
-            )
-            .with_retry_after_ms(retry_after_ms);
-            let mut response = req.into_response(error.error_response());
-            let headers = response.headers_mut();
-            set_headers(headers, policy, quota, 0, reset_us);
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
-            Ok(response.map_into_right_body())
+            Ok(req.into_response(denied(policy, quota, retry_after_us, reset_us)).map_into_right_body())
         }
-        Verdict::Unavailable => {
-            let error = ApiError::new(
-                ProblemCode::RateLimiterUnavailable,
-                "Requests cannot be admitted right now; retry shortly.",
-            )
-            .with_retry_after_ms(1000);
-            let mut response = req.into_response(error.error_response());
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
-            Ok(response.map_into_right_body())
-        }
+        Verdict::Unavailable => Ok(req.into_response(unavailable()).map_into_right_body()),
     }
+}
+
+/// The route part of the one rate-limit key of a client's CORS preflights
+/// (`-|{ip}|OPTIONS|*`): `*` is the request target of an `OPTIONS` for the whole server.
+/// A rule `<name> OPTIONS * <limit>` sets their quota.
+pub const PREFLIGHT_ROUTE: &str = "*";
+
+/// Counts a CORS preflight from `ip` against that client's preflight bucket; the refusal
+/// to send when it is over its quota (or no limiter can decide and `fail_mode = closed`).
+/// Preflights carry no token, so they are limited per client only.
+pub async fn limit_preflight(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+) -> Option<actix_web::HttpResponse> {
+    let policies = state.rate_policies.as_ref()?;
+    let (policy, quota) =
+        policies.quota_for(sba_domain::HttpMethod::Options.as_str(), PREFLIGHT_ROUTE, None)?;
+    let key = HttpLimitKey {
+        tenant: None,
+        ip,
+        method: sba_domain::HttpMethod::Options.as_str(),
+        route: PREFLIGHT_ROUTE,
+    };
+    match state.rate_limits.check(key.into(), policy, quota, 1).await {
+        Verdict::Decided(Decision::Allowed { .. }) => None,
+        Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) => {
+            Some(denied(policy, quota, retry_after_us, reset_us))
+        }
+        Verdict::Unavailable => Some(unavailable()),
+    }
+}
+
+/// 429 `rate_limited` with `Retry-After`, `retry_after_ms` and the draft -11 headers.
+fn denied(policy: &str, quota: Quota, retry_after_us: u64, reset_us: u64) -> actix_web::HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::RateLimited,
+        format!("Too many requests; retry after {} s.", retry_after_secs(retry_after_us)),
+    )
+    .with_retry_after_ms(retry_after_us.div_ceil(1000));
+    let mut response = error.error_response();
+    let headers = response.headers_mut();
+    set_headers(headers, policy, quota, 0, reset_us);
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after_us)));
+    response
+}
+
+/// 503 `rate_limiter_unavailable` with `Retry-After: 1`.
+fn unavailable() -> actix_web::HttpResponse {
+    let error = ApiError::new(
+        ProblemCode::RateLimiterUnavailable,
+        "Requests cannot be admitted right now; retry shortly.",
+    )
+    .with_retry_after_ms(1000);
+    let mut response = error.error_response();
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(1_u64));
+    response
 }
 
 fn set_headers(headers: &mut HeaderMap, policy: &str, quota: Quota, remaining: u32, reset_us: u64) {

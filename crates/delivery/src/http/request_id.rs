@@ -11,6 +11,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _};
+use sba_domain::HttpMethod;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -74,7 +75,8 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = RequestId::accept(req.headers().get(HEADER));
     req.extensions_mut().insert(id.clone());
-    let method = req.method().clone();
+    // A fixed set: a client inventing methods must not grow the label set.
+    let method = HttpMethod::classify(req.method().as_str());
     let started = Instant::now();
     let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
     if let Ok(value) = HeaderValue::from_str(id.shown()) {
@@ -85,7 +87,7 @@ pub async fn middleware(
     let status = response.status().as_u16();
     metrics::counter!(
         "sba_http_requests_total",
-        "method" => method.to_string(),
+        "method" => method.as_str(),
         "route" => route.clone(),
         "status" => status.to_string()
     )

@@ -33,6 +33,8 @@ pub struct AppState {
     pub admission: TenantAdmission,
     pub sessions: SessionService,
     pub knowledge: KnowledgeService,
+    /// One permit per document upload being read (`SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// `None` when rate limiting is turned off.
     pub rate_policies: Option<Arc<LimitPolicies>>,
     pub rate_limits: RateLimits,

@@ -97,7 +97,7 @@ impl<'a> Wiring<'a> {
                 self.health_monitor(checks),
                 settings.auth.platform_tenant,
             ),
-            origins: self.origin_policy(tenants.clone(), &cache),
+            origins: self.origin_policy(Arc::clone(&data.directory)),
             admission: TenantAdmission::new(tenants),
             sessions: SessionService::new(
                 data.sessions,
@@ -113,6 +113,7 @@ impl<'a> Wiring<'a> {
                 Arc::clone(&self.clock),
                 Arc::clone(&self.ids),
             ),
+            uploads: Arc::new(tokio::sync::Semaphore::new(settings.knowledge.max_concurrent_uploads)),
             rate_policies: settings.rate_limit.enabled.then(|| Arc::new(limit_policies(settings))),
             rate_limits: rate_limits(settings).await?,
             ws_policies: Arc::new(WsPolicies {
@@ -158,14 +159,14 @@ impl<'a> Wiring<'a> {
         )
     }
 
-    /// CORS decisions: the global allow-list plus the tenants' own origins.
-    fn origin_policy(&self, tenants: TenantCache, cache: &Arc<dyn Cache>) -> OriginPolicy {
-        OriginPolicy::with_policy(
+    /// CORS decisions: the global allow-list plus the tenants' own origins, re-read from
+    /// `directory` at the `cors_origin` interval.
+    fn origin_policy(&self, directory: Arc<dyn TenantDirectory>) -> OriginPolicy {
+        OriginPolicy::new(
             self.settings.cors.allowed_origins.clone(),
-            tenants,
-            Arc::clone(cache),
+            directory,
             Arc::clone(&self.clock),
-            namespace(self.settings, REGISTERED_ORIGIN_NAMESPACE),
+            namespace(self.settings, REGISTERED_ORIGIN_NAMESPACE).ttl,
         )
     }
 

@@ -19,5 +19,6 @@ mod ratelimit_redis;
 mod runs;
 mod system;
 mod tenant_data;
+mod unauthenticated_load;
 mod usage;
 mod worker;

@@ -446,6 +446,8 @@ async fn readiness_covers_supabase_and_redis_and_fails_when_supabase_is_gone() {
         &format!("drop database \"{name}\" with (force)"),
     )
     .await;
+    // Readiness answers are reused for a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let not_ready = json_of(app.get_anonymous("/readyz").await, 503).await;
     assert_eq!(not_ready["status"], "not_ready");
     assert_eq!(not_ready["checks"]["supabase"]["status"], "down", "{not_ready}");

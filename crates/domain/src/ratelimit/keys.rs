@@ -13,6 +13,7 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 
+use crate::HttpMethod;
 use crate::ids::{TenantId, UserId};
 
 /// The HTTP key body `{tenant}|{ip}|{METHOD}|{route template}`.
@@ -24,7 +25,8 @@ pub struct HttpLimitKey<'a> {
     /// The client's address (delivery resolves trusted proxies); `None` when unknown
     /// (rendered `unknown`). IPv6 clients are keyed by their /64.
     pub ip: Option<IpAddr>,
-    /// The request method, rendered in upper case.
+    /// The request method as sent; rendered through [`HttpMethod::classify`], so any
+    /// method outside the fixed set shares the one `other` key part.
     pub method: &'a str,
     /// The route *template* (`/v1/runs/{run_id}`), never the raw path, so ids do not
     /// create a key each.
@@ -37,7 +39,8 @@ pub struct HttpLimitKey<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantAggregateKey<'a> {
     pub tenant: TenantId,
-    /// The request method, rendered in upper case.
+    /// The request method as sent; rendered through [`HttpMethod::classify`], as in
+    /// [`HttpLimitKey`].
     pub method: &'a str,
     /// The route template, as in [`HttpLimitKey`].
     pub route: &'a str,
@@ -74,9 +77,7 @@ impl fmt::Display for HttpLimitKey<'_> {
         part.out.write_char('|')?;
         write_ip(&mut part, self.ip)?;
         part.out.write_char('|')?;
-        for c in self.method.chars() {
-            part.write_char(c.to_ascii_uppercase())?;
-        }
+        part.write_str(HttpMethod::classify(self.method).as_str())?;
         part.out.write_char('|')?;
         part.write_str(self.route)
     }
@@ -87,9 +88,7 @@ impl fmt::Display for TenantAggregateKey<'_> {
         let mut part = Escaped { out: f, separator: '|' };
         write!(part, "{}", self.tenant)?;
         part.out.write_str("|*|")?;
-        for c in self.method.chars() {
-            part.write_char(c.to_ascii_uppercase())?;
-        }
+        part.write_str(HttpMethod::classify(self.method).as_str())?;
         part.out.write_char('|')?;
         part.write_str(self.route)
     }
@@ -235,8 +234,16 @@ mod tests {
         let encoded = user("u%3A2");
         let lookalike = WsLimitKey { user: &encoded, ..ws };
         assert_eq!(lookalike.to_string(), "ws:6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11:u%253A2:unknown:ping");
-        let http = HttpLimitKey { tenant: None, ip: None, method: "m|x%", route: "/a|b:c" };
-        assert_eq!(http.to_string(), "-|unknown|M%7CX%25|/a%7Cb:c");
+        let http = HttpLimitKey { tenant: None, ip: None, method: "GET", route: "/a|b%c" };
+        assert_eq!(http.to_string(), "-|unknown|GET|/a%7Cb%25c");
+    }
+
+    #[test]
+    fn invented_methods_share_one_key_part() {
+        let key = |method| HttpLimitKey { tenant: None, ip: None, method, route: "/v1/runs" }.to_string();
+        assert_eq!(key("FOO123"), "-|unknown|other|/v1/runs");
+        assert_eq!(key("m|x%"), key("PROPFIND"), "every method outside the set is one bucket");
+        assert_eq!(key("delete"), "-|unknown|DELETE|/v1/runs");
     }
 
     #[test]
@@ -264,5 +271,7 @@ mod tests {
         assert_eq!(RateLimitKey::from(aggregate).to_string(), aggregate.to_string());
         let single = HttpLimitKey { tenant: Some(tenant()), ip: None, method: "GET", route: "/v1/runs" };
         assert_ne!(single.to_string(), aggregate.to_string());
+        let invented = TenantAggregateKey { tenant: tenant(), method: "m|x%", route: "/v1/runs" };
+        assert_eq!(invented.to_string(), "6f1c1a52-6a4e-4b8e-9a53-0c3f0f5d2b11|*|other|/v1/runs");
     }
 }

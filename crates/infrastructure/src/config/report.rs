@@ -133,6 +133,7 @@ impl fmt::Display for Settings {
         }
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         line(

@@ -63,6 +63,7 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub tenants: TenantSettings,
     pub cache: CacheConfig,
+    pub knowledge: KnowledgeSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -175,6 +176,14 @@ pub(super) fn origins_are_exact(origins: &[String]) -> Result<(), ValidationErro
         }
     }
     Ok(())
+}
+
+/// The knowledge API's own bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnowledgeSettings {
+    /// Document uploads read at once; more are refused (503 `server_busy`) before their
+    /// body is read.
+    pub max_concurrent_uploads: usize,
 }
 
 /// Background work of `sba worker`.

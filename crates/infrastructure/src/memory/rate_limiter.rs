@@ -1,34 +1,56 @@
-//! [`InMemoryRateLimiter`]: the GCRA of `sba_domain::ratelimit` over a sharded in-process
+//! [`InMemoryRateLimiter`]: the GCRA of `sba_domain::ratelimit` over a bounded in-process
 //! map. It is the limiter of development mode and the fallback while Redis is unreachable;
 //! it limits per node only.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use moka::ops::compute::Op;
+use moka::policy::Expiry;
+use moka::sync::Cache;
 use sba_application::ports::{RateLimitError, RateLimiter};
 use sba_domain::ratelimit::{Decision, Gcra, Quota};
 
-const SHARDS: usize = 32;
-/// A shard sweeps out expired keys after this many inserts.
-const SWEEP_EVERY: u32 = 1024;
+/// Keys held at most by default: a flood of distinct keys (invented addresses, routes,
+/// tenants) evicts the least used state instead of growing the map; an evicted key starts
+/// with a whole quota again.
+pub const DEFAULT_CAPACITY: u64 = 100_000;
 
-/// Per-node GCRA state: each key's theoretical arrival time in microseconds on a monotonic
-/// clock. Keys are the bodies of `sba_domain::ratelimit` as given: the map is this
-/// process's own, so it needs no namespace prefix.
+/// Per-node GCRA state: each key's theoretical arrival time (TAT) in microseconds on a
+/// monotonic clock. A key is forgotten when its TAT passes (its quota is whole again) or
+/// when the map is full and it is used least. Keys are the bodies of
+/// `sba_domain::ratelimit` as given: the map is this process's own, so it needs no
+/// namespace prefix.
 #[derive(Debug)]
 pub struct InMemoryRateLimiter {
-    shards: Vec<Mutex<Shard>>,
-    hasher: RandomState,
+    tats: Cache<String, Tat>,
     started: Instant,
 }
 
-#[derive(Debug, Default)]
-struct Shard {
-    tats: HashMap<String, u64>,
-    inserts: u32,
+/// A key's TAT, and the instant it stands for (when the entry expires).
+#[derive(Debug, Clone, Copy)]
+struct Tat {
+    micros: u64,
+    at: Instant,
+}
+
+/// Each entry lives until its TAT.
+struct UntilTat;
+
+impl Expiry<String, Tat> for UntilTat {
+    fn expire_after_create(&self, _: &String, tat: &Tat, created_at: Instant) -> Option<Duration> {
+        Some(tat.at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        tat: &Tat,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(tat.at.saturating_duration_since(updated_at))
+    }
 }
 
 impl Default for InMemoryRateLimiter {
@@ -38,10 +60,15 @@ impl Default for InMemoryRateLimiter {
 }
 
 impl InMemoryRateLimiter {
+    /// A limiter holding at most [`DEFAULT_CAPACITY`] keys.
     pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A limiter holding at most `capacity` keys.
+    pub fn with_capacity(capacity: u64) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            tats: Cache::builder().max_capacity(capacity).expire_after(UntilTat).build(),
             started: Instant::now(),
         }
     }
@@ -51,28 +78,28 @@ impl InMemoryRateLimiter {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Decides synchronously (no I/O); what [`RateLimiter::check`] does.
+    /// Decides synchronously (no I/O); what [`RateLimiter::check`] does. Decisions on one
+    /// key are serialised (the map's per-key compute), so a quota is never overspent.
     pub fn decide(&self, key: &str, quota: Quota, cost: u32) -> Decision {
         let now = self.now_us();
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let mut shard = self.shards[index].lock().unwrap_or_else(PoisonError::into_inner);
-        let (decision, next) = Gcra::decide(quota, shard.tats.get(key).copied(), now, cost);
-        if let Some(tat) = next
-            && shard.tats.insert(key.to_owned(), tat).is_none()
-        {
-            shard.inserts += 1;
-            if shard.inserts >= SWEEP_EVERY {
-                shard.inserts = 0;
-                // A TAT in the past means the key's quota is whole again: forget it.
-                shard.tats.retain(|_, tat| *tat > now);
+        let mut decided = None;
+        self.tats.entry_by_ref(key).and_compute_with(|entry| {
+            // A TAT in the past (an entry not yet evicted) decides like no entry at all.
+            let (decision, next) = Gcra::decide(quota, entry.map(|e| e.into_value().micros), now, cost);
+            decided = Some(decision);
+            match next {
+                Some(micros) => Op::Put(Tat { micros, at: self.started + Duration::from_micros(micros) }),
+                None => Op::Nop,
             }
-        }
-        decision
+        });
+        // The closure always runs; a refusal is the safe answer were it not to.
+        decided.unwrap_or(Decision::Denied { retry_after_us: 1_000_000, reset_us: 1_000_000 })
     }
 
-    /// How many keys are held (for tests and metrics).
+    /// How many keys are held (for tests and metrics), after pending evictions ran.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).tats.len()).sum()
+        self.tats.run_pending_tasks();
+        usize::try_from(self.tats.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,13 +147,27 @@ mod tests {
     }
 
     #[test]
-    fn expired_keys_are_swept_so_memory_stays_bounded() {
+    fn keys_whose_quota_is_whole_again_are_forgotten() {
         let limiter = InMemoryRateLimiter::new();
         let quota = Quota::new(1_000_000, 1).unwrap(); // 1 µs per cell: expires at once
-        let per_sweep = SHARDS * SWEEP_EVERY as usize;
-        for i in 0..per_sweep * 3 {
+        for i in 0..10_000 {
             limiter.decide(&format!("k{i}"), quota, 1);
         }
-        assert!(limiter.len() < per_sweep * 2, "{}", limiter.len());
+        // The map's timer wheel removes expired entries on its next tick (about a second).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !limiter.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_within_the_capacity() {
+        let limiter = InMemoryRateLimiter::with_capacity(1_000);
+        let quota = Quota::new(1, 3_600).unwrap(); // every key lives an hour
+        for i in 0..20_000 {
+            limiter.decide(&format!("-|198.51.100.{}|GET|/v1/runs{i}", i % 250), quota, 1);
+        }
+        assert!(limiter.len() <= 1_000, "{}", limiter.len());
     }
 }

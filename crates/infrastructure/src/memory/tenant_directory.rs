@@ -47,8 +47,13 @@ impl TenantDirectory for StaticTenantDirectory {
         Ok(Some(self.tenants.get(&id).cloned().unwrap_or_else(|| Tenant::active(id))))
     }
 
-    async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError> {
-        Ok(self.tenants.values().any(|t| t.status == TenantStatus::Active && t.allows_origin(origin)))
+    async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError> {
+        Ok(self
+            .tenants
+            .values()
+            .filter(|t| t.status == TenantStatus::Active)
+            .flat_map(|t| t.allowed_origins.iter().map(|o| o.to_ascii_lowercase()))
+            .collect())
     }
 }
 
@@ -70,7 +75,6 @@ mod tests {
         let unknown = directory.find(b).await.unwrap().unwrap();
         assert_eq!(unknown.status, TenantStatus::Active);
         assert!(unknown.allowed_origins.is_empty());
-        assert!(directory.origin_is_registered("https://a.test").await.unwrap());
-        assert!(!directory.origin_is_registered("https://b.test").await.unwrap());
+        assert_eq!(directory.registered_origins().await.unwrap(), ["https://a.test"]);
     }
 }

@@ -189,25 +189,25 @@ impl TenantDirectory for SupabaseSqlTenantDirectory {
         row.as_ref().map(tenant_of).transpose()
     }
 
-    async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError> {
+    async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError> {
         let tx = self
             .sql
             .begin(UnitOfWork::Platform)
             .await
-            .map_err(|e| unexpected(e, "opening an origin lookup"))?;
-        let row = tx
-            .query_one_raw(Statement::from_sql_and_values(
+            .map_err(|e| unexpected(e, "opening the registered origins' read"))?;
+        // Stored origins are lower case (a check constraint); `lower` keeps the port's
+        // promise should that ever change.
+        let rows = tx
+            .query_all_raw(Statement::from_string(
                 DbBackend::Postgres,
-                "select exists (select 1 from public.tenants \
-                 where status = 'active' and lower($1) = any (cors_origins)) as registered",
-                [origin.into()],
+                "select distinct lower(origin) as origin \
+                 from public.tenants, unnest(cors_origins) as origin where status = 'active'",
             ))
             .await
-            .map_err(|e| unexpected(e, "looking up an origin"))?;
-        tx.commit().await.map_err(|e| unexpected(e, "ending an origin lookup"))?;
-        match row {
-            Some(row) => row.try_get("", "registered").map_err(|e| unexpected(e, "reading an origin lookup")),
-            None => Ok(false),
-        }
+            .map_err(|e| unexpected(e, "reading the registered origins"))?;
+        tx.commit().await.map_err(|e| unexpected(e, "ending the registered origins' read"))?;
+        rows.iter()
+            .map(|row| row.try_get("", "origin").map_err(|e| unexpected(e, "reading a registered origin")))
+            .collect()
     }
 }

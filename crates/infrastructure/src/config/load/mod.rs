@@ -36,6 +36,7 @@ mod auth;
 mod cache;
 mod cors;
 mod database;
+mod knowledge;
 mod log;
 mod parse;
 mod rate_limit;
@@ -74,7 +75,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 12] = [
+const SECTIONS: [(&str, &[&str]); 13] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -87,6 +88,7 @@ const SECTIONS: [(&str, &[&str]); 12] = [
     ("rate_limit", rate_limit::RawRateLimit::KEYS),
     ("tenants", tenants::RawTenants::KEYS),
     ("cache", cache::RawCache::KEYS),
+    ("knowledge", knowledge::RawKnowledge::KEYS),
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
@@ -157,6 +159,7 @@ raw_section! {
         rate_limit: rate_limit::RawRateLimit,
         tenants: tenants::RawTenants,
         cache: cache::RawCache,
+        knowledge: knowledge::RawKnowledge,
     }
 }
 
@@ -189,6 +192,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let rate_limit = rate_limit::rate_limit_settings(&mut ctx.problems, &raw.rate_limit);
     let tenants = tenants::tenant_settings(&mut ctx.problems, &raw.tenants);
     let cache = cache::cache_settings(&mut ctx.problems, &raw.cache);
+    let knowledge = knowledge::knowledge_settings(&mut ctx.problems, &raw.knowledge);
     let otlp_endpoint = telemetry::otlp_endpoint(&mut ctx.problems, &raw.telemetry);
 
     if !ctx.problems.0.is_empty() {
@@ -210,6 +214,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         rate_limit,
         tenants,
         cache,
+        knowledge,
         otlp_endpoint,
         warnings,
     })
@@ -475,6 +480,7 @@ mod tests {
             "SBA_CACHE__REDIS_TIMEOUT_MS",
             "SBA_CACHE__VERSION_TTL_SECS",
             "SBA_CACHE__TTLS",
+            "SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS",
         ] {
             assert!(known.iter().any(|k| k == name), "{name} is no longer known");
         }

@@ -130,10 +130,13 @@ fn limit_rules(problems: &mut Problems, text: &str) -> Vec<Rule> {
             continue;
         };
         let valid_name = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid_name || !route.starts_with('/') {
+        // `*`: the one bucket of a client's CORS preflights (`OPTIONS *`).
+        if !valid_name || !(route.starts_with('/') || *route == "*") {
             problems.push(
                 SETTING,
-                format!("rule `{name}`: the name must be [A-Za-z0-9._-] and the route start with /"),
+                format!(
+                    "rule `{name}`: the name must be [A-Za-z0-9._-] and the route start with / (or be *)"
+                ),
             );
             continue;
         }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sba_application::ports::{RepositoryError, TenantDirectory};
 use sba_domain::{Tenant, TenantId};
-use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use super::client::{Acting, Call, PostgrestClient};
 use super::eq;
@@ -26,19 +26,14 @@ impl PostgrestTenantDirectory {
     }
 }
 
-/// An origin as an element of a PostgreSQL array literal: double-quoted, with `"` and `\`
-/// escaped, so no character of it can end the element or the array.
-fn array_element(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for c in text.chars() {
-        if matches!(c, '"' | '\\') {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
+/// Tenants read per request when collecting the registered origins: PostgREST may cap a
+/// response (`db-max-rows`), so the rows are paged.
+const ORIGIN_PAGE: usize = 1000;
+
+/// The origins column of a `tenants` row.
+#[derive(Deserialize)]
+struct OriginsRow {
+    cors_origins: Vec<String>,
 }
 
 #[async_trait]
@@ -49,16 +44,26 @@ impl TenantDirectory for PostgrestTenantDirectory {
         rows.into_iter().next().map(TenantRow::into_tenant).transpose()
     }
 
-    async fn origin_is_registered(&self, origin: &str) -> Result<bool, RepositoryError> {
-        // Stored origins are lower case (a check constraint), as browsers send them.
-        let origin = origin.to_lowercase();
-        let call = Call::get("looking up an origin", TABLE)
-            .query("select", "id")
-            .query("status", "eq.active")
-            .query("cors_origins", format!("cs.{{{}}}", array_element(&origin)))
-            .query("limit", "1");
-        // Only whether a row came back matters.
-        let rows: Vec<IgnoredAny> = self.client.fetch(Acting::Platform, call).await?;
-        Ok(!rows.is_empty())
+    async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError> {
+        let mut origins = Vec::new();
+        let mut offset = 0_usize;
+        loop {
+            let call = Call::get("reading the registered origins", TABLE)
+                .query("select", "cors_origins")
+                .query("status", "eq.active")
+                .query("cors_origins", "neq.{}")
+                .query("order", "id")
+                .query("limit", ORIGIN_PAGE.to_string())
+                .query("offset", offset.to_string());
+            let rows: Vec<OriginsRow> = self.client.fetch(Acting::Platform, call).await?;
+            let last = rows.len() < ORIGIN_PAGE;
+            offset += rows.len();
+            // Stored origins are lower case (a check constraint), as browsers send them.
+            origins.extend(rows.into_iter().flat_map(|row| row.cors_origins).map(|o| o.to_lowercase()));
+            if last {
+                break;
+            }
+        }
+        Ok(origins)
     }
 }
