@@ -12,6 +12,7 @@ use sba_infrastructure::config::{EnvSnapshot, LoadOptions, Settings, load};
 use sba_infrastructure::internal_store::test_support::fresh_postgres_url;
 use secrecy::SecretString;
 use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -92,6 +93,26 @@ impl TestApp {
 
 async fn send(request: RequestBuilder) -> Response {
     request.send().await.expect("sending the request")
+}
+
+/// The JSON body of `response`, after checking its status (the body is shown when it differs).
+pub async fn json_of(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "{body}");
+    body
+}
+
+/// The problem+json body of `response`, after checking its status, content type, `code`,
+/// `status` member and that its `request_id` is the `X-Request-Id` header's.
+pub async fn problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = json_of(response, status).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["request_id"], request_id.as_str());
+    body
 }
 
 pub fn new_tenant() -> TenantId {

@@ -2,25 +2,10 @@
 //! a user sees, who writes the knowledge base, and Supabase's `service_role` refused.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use reqwest::Response;
 use sba_domain::{Role, TenantId};
 use serde_json::{Value, json};
 
-use crate::helpers::{AUDIENCE, ISSUER, SECRET, Store, TestApp, new_tenant, spawn_app};
-
-async fn json_of(response: Response, status: u16) -> Value {
-    let actual = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(actual, status, "{body}");
-    body
-}
-
-async fn problem(response: Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let body = json_of(response, status).await;
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
+use crate::helpers::{AUDIENCE, ISSUER, SECRET, Store, TestApp, json_of, new_tenant, problem, spawn_app};
 
 /// One queued run of `token`'s user, and its path.
 async fn queued_run(app: &TestApp, token: &str) -> String {

@@ -3,7 +3,7 @@ use reqwest::{Method, Response};
 use sba_domain::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{AUDIENCE, ISSUER, SECRET, Store, TestApp, new_tenant, spawn_app};
+use crate::helpers::{AUDIENCE, ISSUER, SECRET, Store, TestApp, new_tenant, problem, spawn_app};
 
 crate::on_both_stores!(
     creates_reads_and_cancels_a_run,
@@ -20,17 +20,6 @@ crate::on_both_stores!(
     request_ids_are_echoed_when_well_formed_and_in_problem_bodies,
     unknown_routes_and_methods_answer_problem_json,
 );
-
-async fn problem(response: Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status);
-    assert_eq!(body["request_id"], request_id.as_str());
-    body
-}
 
 async fn create(app: &TestApp, token: &str, body: &Value) -> Response {
     app.post_json("/v1/runs", token, body).await

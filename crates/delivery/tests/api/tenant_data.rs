@@ -9,7 +9,7 @@ use sba_infrastructure::internal_store::test_support::fresh_supabase_url;
 use sba_infrastructure::redis::test_support::redis_url;
 use serde_json::{Value, json};
 
-use crate::helpers::{Store, TestApp, new_tenant, register_tenant, spawn_app_with};
+use crate::helpers::{Store, TestApp, json_of, new_tenant, problem, register_tenant, spawn_app_with};
 
 /// Where the tenant data lives.
 #[derive(Debug, Clone, Copy)]
@@ -92,20 +92,6 @@ on_both_backends!(
     knowledge_of_another_tenant_is_never_read_or_found,
     invalid_knowledge_requests_are_rejected_and_store_nothing,
 );
-
-async fn json_of(response: Response, status: u16) -> Value {
-    let actual = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(actual, status, "{body}");
-    body
-}
-
-async fn problem(response: Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let body = json_of(response, status).await;
-    assert_eq!(body["code"], code, "{body}");
-    body
-}
 
 async fn sessions_are_created_read_listed_in_pages_and_updated(backend: Backend) {
     let data = DataApp::start(backend).await;
