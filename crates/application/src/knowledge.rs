@@ -16,6 +16,10 @@ use crate::authorization::{Action, authorize};
 use crate::error::RecordError;
 use crate::ports::{Clock, IdGenerator, KnowledgeStore};
 
+/// The audit action and resource type of a document upload.
+const CREATE_ACTION: &str = "knowledge_document.create";
+const RESOURCE: &str = "knowledge_document";
+
 /// The knowledge use cases.
 #[derive(Clone, Debug)]
 pub struct KnowledgeService {
@@ -35,6 +39,23 @@ impl KnowledgeService {
         Self { store, auditor, clock, ids }
     }
 
+    /// Asked before an upload's body is read, so that a caller who may not write the
+    /// knowledge base neither takes an upload place nor has its body decoded: `Forbidden`
+    /// when the matrix refuses. The refusal is audited as denied in the background (the
+    /// answer does not wait for the audit store); needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// `Forbidden` when the caller may not write the knowledge base.
+    pub fn admit_upload(&self, ctx: &RequestContext) -> Result<(), RecordError> {
+        authorize(&ctx.principal, Action::WriteKnowledge).map_err(|denied| {
+            let (auditor, ctx) = (self.auditor.clone(), ctx.clone());
+            tokio::spawn(async move {
+                auditor.record_after(&ctx, CREATE_ACTION, RESOURCE, None, AuditOutcome::Denied).await
+            });
+            denied.into()
+        })
+    }
+
     /// Stores a document with all its chunks (all or nothing) for the caller's tenant.
     ///
     /// # Errors
@@ -47,24 +68,14 @@ impl KnowledgeService {
         document: &NewDocument,
     ) -> Result<KnowledgeDocument, RecordError> {
         if let Err(denied) = authorize(&ctx.principal, Action::WriteKnowledge) {
-            self.auditor
-                .record_after(
-                    ctx,
-                    "knowledge_document.create",
-                    "knowledge_document",
-                    None,
-                    AuditOutcome::Denied,
-                )
-                .await;
+            self.auditor.record_after(ctx, CREATE_ACTION, RESOURCE, None, AuditOutcome::Denied).await;
             return Err(denied.into());
         }
         let id = DocumentId::from_uuid(self.ids.new_id());
         let resource = Some(id.to_string());
         let stored = self.store.add_document(&ctx.caller(), id, document, self.clock.now()).await;
         let outcome = if stored.is_ok() { AuditOutcome::Success } else { AuditOutcome::Error };
-        self.auditor
-            .record_after(ctx, "knowledge_document.create", "knowledge_document", resource, outcome)
-            .await;
+        self.auditor.record_after(ctx, CREATE_ACTION, RESOURCE, resource, outcome).await;
         Ok(stored?)
     }
 

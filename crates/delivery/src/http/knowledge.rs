@@ -8,6 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use sba_application::RequestContext;
 use sba_domain::ValidationError;
 use sba_domain::knowledge::{
     ChunkSummary, EMBEDDING_DIMENSION, Embedding, KnowledgeDocument, KnowledgeMatch, KnowledgeQuery,
@@ -283,23 +284,38 @@ pub struct SearchResponse {
     pub data: Vec<MatchResponse>,
 }
 
-/// A place among the document uploads being read (`SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS`),
-/// taken before the body is read: extracted before the JSON body, it refuses an upload
-/// over the cap at once (503 `server_busy` with `Retry-After`) instead of reading it.
-pub struct UploadSlot(#[allow(dead_code, reason = "held until the upload is answered")] OwnedSemaphorePermit);
+/// An admitted upload of the authenticated caller, extracted before the JSON body (so its
+/// refusals come before the body is read): the caller may write the knowledge base (else
+/// 403 `forbidden`, so that users who may not write neither have their bodies decoded nor
+/// take the upload places writers need), and holds a place among the document uploads
+/// being read (`SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS`; over the cap, 503 `server_busy`
+/// with `Retry-After`).
+pub struct UploadSlot {
+    ctx: RequestContext,
+    _permit: OwnedSemaphorePermit,
+}
 
 impl FromRequest for UploadSlot {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let permit = req
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        ready(Self::admit(req, payload))
+    }
+}
+
+impl UploadSlot {
+    fn admit(req: &HttpRequest, payload: &mut Payload) -> Result<Self, ApiError> {
+        let Authenticated(ctx) = Authenticated::from_request(req, payload).into_inner()?;
+        let state = req
             .app_data::<web::Data<AppState>>()
-            .and_then(|state| Arc::clone(&state.uploads).try_acquire_owned().ok());
-        ready(permit.map(Self).ok_or_else(|| {
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the application state is missing")))?;
+        state.knowledge.admit_upload(&ctx)?;
+        let permit = Arc::clone(&state.uploads).try_acquire_owned().ok();
+        permit.map(|permit| Self { ctx, _permit: permit }).ok_or_else(|| {
             ApiError::new(ProblemCode::ServerBusy, "Too many documents are being uploaded; retry shortly.")
                 .with_retry_after_ms(1000)
-        }))
+        })
     }
 }
 
@@ -322,12 +338,11 @@ impl FromRequest for UploadSlot {
     security(("bearer" = [])))]
 pub(super) async fn create_document(
     state: web::Data<AppState>,
-    Authenticated(ctx): Authenticated,
-    _slot: UploadSlot,
+    upload: UploadSlot,
     body: web::Json<CreateDocumentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let document = body.into_inner().try_into_domain()?;
-    let stored = state.knowledge.add_document(&ctx, &document).await?;
+    let stored = state.knowledge.add_document(&upload.ctx, &document).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/knowledge/documents/{}", stored.id)))
         .json(DocumentResponse::from(stored)))

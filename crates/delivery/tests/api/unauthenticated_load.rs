@@ -4,7 +4,7 @@
 use reqwest::Method;
 use sba_domain::Role;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::helpers::{Store, TestApp, new_tenant, spawn_app_with};
 
@@ -127,4 +127,55 @@ async fn uploads_over_the_concurrency_cap_are_refused_before_their_body_is_read(
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let stored = app.post_json("/v1/knowledge/documents", &token, &document(&embedding)).await;
     assert_eq!(stored.status(), 201, "the place is free again once the slow upload is gone");
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_write_knowledge_is_refused_before_its_body_is_read_and_holds_no_upload_place() {
+    let app = spawn_app_with(Store::Sqlite, &[("SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS", "1")]).await;
+    let tenant = new_tenant();
+    let user = app.token(tenant, "alice", Role::Authenticated);
+    let admin = app.token(tenant, "root", Role::Admin);
+    // A plain user's upload whose body never finishes arriving.
+    let address = app.address.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/knowledge/documents HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {user}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"title\": "
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.flush().await.unwrap();
+
+    // It is answered without the rest of its body.
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("the refusal does not wait for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("\"code\":\"forbidden\""), "{answer}");
+
+    // It holds no upload place: the one place is free for a writer while it is still open.
+    let embedding = Value::Array((0..384).map(|i| json!(if i == 0 { 1.0 } else { 0.0 })).collect());
+    let stored = app.post_json("/v1/knowledge/documents", &admin, &document(&embedding)).await;
+    assert_eq!(stored.status(), 201);
+
+    // And the refusal is audited as denied.
+    let mut denied = Vec::new();
+    for _ in 0..50 {
+        let page: Value = app.get("/v1/audit-logs?limit=100", &admin).await.json().await.unwrap();
+        denied = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["action"] == "knowledge_document.create" && entry["outcome"] == "denied")
+            .map(|entry| entry["actor"].clone())
+            .collect();
+        if !denied.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(denied, [json!("alice")]);
+    drop(slow);
 }
