@@ -50,7 +50,7 @@ impl KnowledgeService {
         authorize(&ctx.principal, Action::WriteKnowledge).map_err(|denied| {
             let (auditor, ctx) = (self.auditor.clone(), ctx.clone());
             tokio::spawn(async move {
-                auditor.record_after(&ctx, CREATE_ACTION, RESOURCE, None, AuditOutcome::Denied).await
+                auditor.record_after(&ctx, CREATE_ACTION, RESOURCE, None, AuditOutcome::Denied).await;
             });
             denied.into()
         })
