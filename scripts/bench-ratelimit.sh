@@ -12,7 +12,9 @@
 # load per side and round, default 3), SBA_BENCH_HTTP_SECONDS (wrk duration, default 10),
 # SBA_BIN (an `sba` binary for the HTTP part instead of building one, e.g. to compare two
 # commits in one session), SBA_BENCH_ROUNDS (HTTP rounds per mode, default 3),
-# SBA_BENCH_PARTS (`limiter`, `http` or both, the default: `limiter http`).
+# SBA_BENCH_PARTS (`limiter`, `http` or both, the default: `limiter http`),
+# SBA_BENCH_LIMITER (`redis`, the default, or `memory`: the HTTP part's limiter is the
+# in-process one, the server started without REDIS_URL).
 set -euo pipefail
 
 SCRIPT_NAME="${0##*/}"
@@ -66,6 +68,12 @@ trap 'cleanup_server; rm -rf "$work"; scripts/services-down.sh >/dev/null 2>&1 |
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export SBA_DATA_DIR="$work" DATABASE_URL="sqlite://$work/sba.db" REDIS_URL="$SBA_TEST_REDIS_URL" PORT="$port"
+limiter="${SBA_BENCH_LIMITER:-redis}"
+case $limiter in
+    redis) ;;
+    memory) unset REDIS_URL ;;
+    *) log "error: SBA_BENCH_LIMITER must be redis or memory, not $limiter"; exit 2 ;;
+esac
 export SBA_AUTH__JWT_SECRETS="bench-secret-bench-secret-bench-secret-0001" RUST_LOG=warn
 # A quota no benchmark reaches: every request is decided by Redis and allowed.
 export SBA_RATE_LIMIT__DEFAULT="4000000000/60"
@@ -93,13 +101,13 @@ for round in $(seq "${SBA_BENCH_ROUNDS:-3}"); do
     log "round $round: limiter off ${off[-1]} req/s, on ${on[-1]} req/s"
 done
 
-python3 - "${off[*]}" "${on[*]}" <<'PY'
+python3 - "${off[*]}" "${on[*]}" "$limiter" <<'PY'
 import statistics, sys
 off = [float(x) for x in sys.argv[1].split()]
 on = [float(x) for x in sys.argv[2].split()]
 m_off, m_on = statistics.median(off), statistics.median(on)
 print()
-print("| GET /v1/me, wrk -t2 -c64 | limiter off | limiter on (Redis) | on/off |")
+print(f"| GET /v1/me, wrk -t2 -c64 | limiter off | limiter on ({sys.argv[3]}) | on/off |")
 print("|---|---:|---:|---:|")
 print(f"| median requests/s over {len(off)} rounds | {m_off:,.0f} | {m_on:,.0f} | {m_on / m_off:.0%} |")
 print(f"| all rounds | {', '.join(f'{x:,.0f}' for x in off)} | {', '.join(f'{x:,.0f}' for x in on)} | |")

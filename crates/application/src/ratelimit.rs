@@ -130,10 +130,13 @@ impl moka::Expiry<String, Denial> for UntilAllowed {
 
 /// Keys known to be over their limit, bounded by [`MAX_DENIED`] entries and by each
 /// denial's own end.
-type DeniedKeys = moka::sync::Cache<String, Denial>;
+type DeniedKeys = moka::sync::Cache<String, Denial, ahash::RandomState>;
 
 fn denied_keys(capacity: u64) -> DeniedKeys {
-    moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilAllowed).build()
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .expire_after(UntilAllowed)
+        .build_with_hasher(ahash::RandomState::new())
 }
 
 /// How long the breaker keeps Redis out of the path after a failure before probing again.

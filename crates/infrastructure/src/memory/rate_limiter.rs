@@ -2,10 +2,11 @@
 //! map. It is the limiter of development mode and the fallback while Redis is unreachable;
 //! it limits per node only.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use moka::ops::compute::Op;
 use moka::policy::Expiry;
 use moka::sync::Cache;
 use sba_application::ports::{RateLimitError, RateLimiter};
@@ -17,39 +18,63 @@ use sba_domain::ratelimit::{Decision, Gcra, Quota};
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
 /// Per-node GCRA state: each key's theoretical arrival time (TAT) in microseconds on a
-/// monotonic clock. A key is forgotten when its TAT passes (its quota is whole again) or
-/// when the map is full and it is used least. Keys are the bodies of
-/// `sba_domain::ratelimit` as given: the map is this process's own, so it needs no
-/// namespace prefix.
+/// monotonic clock. A key is forgotten when it has not been asked for during its quota's
+/// window (by then its TAT has passed: an allowed request never sets a TAT more than a
+/// window ahead, so its quota is whole again) or when the map is full and it is used
+/// least. Keys are the bodies of `sba_domain::ratelimit` as given: the map is this
+/// process's own, so it needs no namespace prefix.
+///
+/// The map only finds a key's cell; a decision updates the cell's TAT with a
+/// compare-and-swap, so decisions on one key are serialised without a lock and a quota is
+/// never overspent, and a hot key costs one map read per decision.
 #[derive(Debug)]
 pub struct InMemoryRateLimiter {
-    tats: Cache<String, Tat>,
+    cells: Cache<String, Arc<Cell>, ahash::RandomState>,
     started: Instant,
 }
 
-/// A key's TAT, and the instant it stands for (when the entry expires).
-#[derive(Debug, Clone, Copy)]
-struct Tat {
-    micros: u64,
-    at: Instant,
+/// One key's state.
+#[derive(Debug)]
+struct Cell {
+    /// The TAT in microseconds since the limiter started; 0 before the first decision.
+    tat_us: AtomicU64,
+    /// The longest quota window this key was decided with: how long it may stay unasked.
+    window_us: AtomicU64,
 }
 
-/// Each entry lives until its TAT.
-struct UntilTat;
+impl Cell {
+    fn idle_limit(&self) -> Duration {
+        Duration::from_micros(self.window_us.load(Ordering::Relaxed))
+    }
+}
 
-impl Expiry<String, Tat> for UntilTat {
-    fn expire_after_create(&self, _: &String, tat: &Tat, created_at: Instant) -> Option<Duration> {
-        Some(tat.at.saturating_duration_since(created_at))
+/// Each entry lives until it has not been asked for during its window.
+struct UntilIdleForItsWindow;
+
+impl Expiry<String, Arc<Cell>> for UntilIdleForItsWindow {
+    fn expire_after_create(&self, _: &String, cell: &Arc<Cell>, _: Instant) -> Option<Duration> {
+        Some(cell.idle_limit())
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &String,
+        cell: &Arc<Cell>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(cell.idle_limit())
     }
 
     fn expire_after_update(
         &self,
         _: &String,
-        tat: &Tat,
-        updated_at: Instant,
+        cell: &Arc<Cell>,
+        _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(tat.at.saturating_duration_since(updated_at))
+        Some(cell.idle_limit())
     }
 }
 
@@ -68,7 +93,10 @@ impl InMemoryRateLimiter {
     /// A limiter holding at most `capacity` keys.
     pub fn with_capacity(capacity: u64) -> Self {
         Self {
-            tats: Cache::builder().max_capacity(capacity).expire_after(UntilTat).build(),
+            cells: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilIdleForItsWindow)
+                .build_with_hasher(ahash::RandomState::new()),
             started: Instant::now(),
         }
     }
@@ -78,28 +106,30 @@ impl InMemoryRateLimiter {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Decides synchronously (no I/O); what [`RateLimiter::check`] does. Decisions on one
-    /// key are serialised (the map's per-key compute), so a quota is never overspent.
+    /// Decides synchronously (no I/O); what [`RateLimiter::check`] does.
     pub fn decide(&self, key: &str, quota: Quota, cost: u32) -> Decision {
-        let now = self.now_us();
-        let mut decided = None;
-        self.tats.entry_by_ref(key).and_compute_with(|entry| {
-            // A TAT in the past (an entry not yet evicted) decides like no entry at all.
-            let (decision, next) = Gcra::decide(quota, entry.map(|e| e.into_value().micros), now, cost);
-            decided = Some(decision);
-            match next {
-                Some(micros) => Op::Put(Tat { micros, at: self.started + Duration::from_micros(micros) }),
-                None => Op::Nop,
-            }
+        let window_us = quota.window_us();
+        let cell = self.cells.get_with_by_ref(key, || {
+            Arc::new(Cell { tat_us: AtomicU64::new(0), window_us: AtomicU64::new(window_us) })
         });
-        // The closure always runs; a refusal is the safe answer were it not to.
-        decided.unwrap_or(Decision::Denied { retry_after_us: 1_000_000, reset_us: 1_000_000 })
+        cell.window_us.fetch_max(window_us, Ordering::Relaxed);
+        let now = self.now_us();
+        let mut tat = cell.tat_us.load(Ordering::Acquire);
+        loop {
+            // A TAT in the past decides like no TAT at all.
+            let (decision, next) = Gcra::decide(quota, Some(tat), now, cost);
+            let Some(next) = next else { return decision };
+            match cell.tat_us.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return decision,
+                Err(current) => tat = current,
+            }
+        }
     }
 
     /// How many keys are held (for tests and metrics), after pending evictions ran.
     pub fn len(&self) -> usize {
-        self.tats.run_pending_tasks();
-        usize::try_from(self.tats.entry_count()).unwrap_or(usize::MAX)
+        self.cells.run_pending_tasks();
+        usize::try_from(self.cells.entry_count()).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,6 +165,22 @@ mod tests {
             allowed += usize::from(task.await.unwrap());
         }
         assert_eq!(allowed, 50);
+    }
+
+    #[test]
+    fn threads_deciding_one_key_at_once_never_overspend_its_quota() {
+        let limiter = Arc::new(InMemoryRateLimiter::new());
+        let quota = Quota::new(500, 3_600).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    (0..200).filter(|_| limiter.decide("hot", quota, 1).is_allowed()).count()
+                })
+            })
+            .collect();
+        let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(allowed, 500);
     }
 
     #[test]
