@@ -60,7 +60,7 @@ async fn next(subscription: &mut Subscription) -> BusMessage {
 
 /// Subscribers of a Redis channel, as Redis counts them.
 async fn redis_subscribers(raw: &Client, channel: EventChannel) -> i64 {
-    let reply: Vec<Value> = raw.pubsub_numsub(channel.name()).await.unwrap();
+    let reply: Vec<Value> = raw.pubsub_shardnumsub(channel.name()).await.unwrap();
     reply[1].as_i64().unwrap()
 }
 

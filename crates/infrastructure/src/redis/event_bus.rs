@@ -1,12 +1,12 @@
-//! The event bus between nodes on Redis pub/sub: `PUBLISH` of each event on its channels,
-//! and one subscriber connection per process that follows the local subscribers (it
+//! The event bus between nodes on Redis sharded pub/sub: `SPUBLISH` of each event on its
+//! channels, and one subscriber connection per process that follows the local subscribers (it
 //! subscribes to a Redis channel with the first and unsubscribes after the last) and fans
 //! out locally with the same bounded buffers as the in-process bus.
 //!
-//! On a Redis Cluster this becomes sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, which Redis 7
-//! standalone supports too): a channel then lives on the shard of its slot instead of being
-//! broadcast to every node of the cluster. Plain pub/sub is used for now; the channel names
-//! (`sba:ev:run:<id>`, …) stay the same.
+//! Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7) works the same on a standalone Redis
+//! as plain pub/sub; on a Redis Cluster a channel then lives on the shard of its slot instead
+//! of being broadcast to every node of the cluster. Channels of different slots are never
+//! put in one `SSUBSCRIBE` (a cluster refuses that), so each is subscribed on its own.
 //!
 //! Pub/sub keeps nothing: a message published while the subscriber connection is down is
 //! lost. So after the connection comes back, the Redis subscriptions are made again and
@@ -140,16 +140,18 @@ impl EventBus for FredEventBus {
     async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError> {
         let live = live_event(event)?;
         let payload = encode(&live);
-        // One connection, one pipeline: the channels get the event in order, and events of
-        // a run published one after the other keep their order on each channel.
+        // One pipeline on one connection (per shard, on a cluster): events of a run published
+        // one after the other keep their order on each channel. On a standalone Redis the
+        // channels also get the event in the port's order; on a cluster, channels on
+        // different shards are independent.
         let pipeline = self.client.pipeline();
         let publish = async {
             for channel in EventChannel::of(event, session) {
-                pipeline.publish::<(), _, _>(channel.name(), payload.as_str()).await?;
+                pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
             }
             pipeline.all::<()>().await
         };
-        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("PUBLISH failed: {e}")))
+        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
     }
 
     async fn subscribe(&self, channel: EventChannel) -> Subscription {
@@ -192,7 +194,7 @@ async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Dura
                 Some(Change::Joined { channel, first, ready }) => {
                     if first {
                         wanted.insert(channel.clone());
-                        if let Err(error) = command(timeout, subscriber.subscribe(channel.as_str())).await {
+                        if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
                             tracing::warn!(error, "event bus: cannot subscribe yet; retried on reconnection");
                             fanout.send(&channel, BusMessage::ResumeNeeded);
                         }
@@ -201,7 +203,7 @@ async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Dura
                 }
                 Some(Change::Left { channel }) => {
                     wanted.remove(&channel);
-                    if let Err(error) = command(timeout, subscriber.unsubscribe(channel.as_str())).await {
+                    if let Err(error) = command(timeout, subscriber.sunsubscribe(channel.as_str())).await {
                         // A reconnection drops it anyway: it is not in `wanted` any more.
                         tracing::debug!(error, "event bus: cannot unsubscribe");
                     }
@@ -221,11 +223,10 @@ async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Dura
                     return;
                 }
                 // Subscribed again first, so that the resume cannot miss what follows.
-                let channels: Vec<String> = wanted.iter().cloned().collect();
-                if !channels.is_empty()
-                    && let Err(error) = command(timeout, subscriber.subscribe(channels)).await
-                {
-                    tracing::warn!(error, "event bus: cannot subscribe again after reconnecting");
+                for channel in &wanted {
+                    if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
+                        tracing::warn!(error, "event bus: cannot subscribe again after reconnecting");
+                    }
                 }
                 fanout.send_all(&BusMessage::ResumeNeeded);
             },
