@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 //! `FredEventBus` against the test Redis (`SBA_TEST_REDIS_URL`): two buses on one Redis play
-//! two nodes. Every test uses runs and tenants of its own (UUIDv7s), so tests run in
+//! two nodes. Every test uses runs and tenants of its own (new ids), so tests run in
 //! parallel; the restart test runs its own `redis-server` on a free port.
 
 use std::time::{Duration, Instant};

@@ -85,8 +85,9 @@ impl Subscription {
         Self { messages, _release: Box::new(release) }
     }
 
-    /// The next message, or `None` once the bus is gone. A subscriber that fell behind its
-    /// buffer gets one [`BusMessage::ResumeNeeded`], then the events that were kept.
+    /// The next message; `None` only if the adapter closed the channel (the adapters here
+    /// keep it open while the subscription lives). A subscriber that fell behind its buffer
+    /// gets one [`BusMessage::ResumeNeeded`], then the events that were kept.
     pub async fn recv(&mut self) -> Option<BusMessage> {
         match self.messages.recv().await {
             Ok(message) => Some(message),

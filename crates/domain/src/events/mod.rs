@@ -137,7 +137,7 @@ impl RunEvent {
     /// frames and the live bus carry.
     ///
     /// # Errors
-    /// Only if serde_json cannot write the event's data (it always can: every value is JSON).
+    /// Only if `serde_json` cannot write the event's data (it always can: every value is JSON).
     pub fn to_client_json(&self) -> serde_json::Result<String> {
         serde_json::to_string(&self.view())
     }

@@ -44,13 +44,12 @@ impl Fanout {
     /// followed.
     pub(crate) fn join(self: &Arc<Self>, channel: String) -> (Subscription, Option<oneshot::Receiver<()>>) {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let (receiver, first) = match channels.get(&channel) {
-            Some(sender) => (sender.subscribe(), false),
-            None => {
-                let (sender, receiver) = broadcast::channel(self.buffer);
-                channels.insert(channel.clone(), sender);
-                (receiver, true)
-            }
+        let (receiver, first) = if let Some(sender) = channels.get(&channel) {
+            (sender.subscribe(), false)
+        } else {
+            let (sender, receiver) = broadcast::channel(self.buffer);
+            channels.insert(channel.clone(), sender);
+            (receiver, true)
         };
         let ready = self.changes.as_ref().map(|changes| {
             let (ready, done) = oneshot::channel();

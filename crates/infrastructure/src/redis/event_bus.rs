@@ -246,10 +246,10 @@ async fn command(
 }
 
 fn deliver(fanout: &Fanout, message: &Message) {
-    let event = message.value.as_str().as_deref().and_then(decode);
-    match event {
-        Some(event) => fanout.send(&message.channel, BusMessage::Event(event)),
-        None => tracing::debug!(channel = %message.channel, "event bus: ignoring a malformed message"),
+    if let Some(event) = message.value.as_str().as_deref().and_then(decode) {
+        fanout.send(&message.channel, BusMessage::Event(event));
+    } else {
+        tracing::debug!(channel = %message.channel, "event bus: ignoring a malformed message");
     }
 }
 
