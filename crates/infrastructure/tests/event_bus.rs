@@ -136,9 +136,14 @@ async fn after_a_redis_restart_subscribers_are_told_to_resume_and_delivery_works
 
     redis.stop();
     assert!(a.publish(&event(run, tenant, 2), None).await.is_err(), "nowhere to publish");
+    // Subscribing during the outage does not fail: the subscriber is told to resume at once,
+    // and subscribed in Redis when it is back.
+    let (late_run, _, _) = ids();
+    let mut late = b.subscribe(EventChannel::Run(late_run)).await;
+    assert_eq!(next(&mut late).await, BusMessage::ResumeNeeded);
     redis.restart();
 
-    for subscription in [&mut on_run, &mut on_tenant] {
+    for subscription in [&mut on_run, &mut on_tenant, &mut late] {
         assert_eq!(next(subscription).await, BusMessage::ResumeNeeded);
     }
     // The publisher's connection comes back too (in the background).
@@ -147,13 +152,16 @@ async fn after_a_redis_restart_subscribers_are_told_to_resume_and_delivery_works
         assert!(Instant::now() < deadline, "publishing did not recover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for subscription in [&mut on_run, &mut on_tenant] {
+    a.publish(&event(late_run, tenant, 1), None).await.unwrap();
+    for (subscription, expected) in
+        [(&mut on_run, (run, 3)), (&mut on_tenant, (run, 3)), (&mut late, (late_run, 1))]
+    {
         // More than one reconnection may have been noticed: each one tells to resume.
         loop {
             match next(subscription).await {
                 BusMessage::ResumeNeeded => {}
                 BusMessage::Event(live) => {
-                    assert_eq!(live.seq, 3);
+                    assert_eq!((live.run_id, live.seq), expected);
                     break;
                 }
             }
