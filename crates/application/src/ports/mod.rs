@@ -9,6 +9,7 @@ mod cache;
 mod clock;
 mod dependency_check;
 mod error;
+mod event_bus;
 mod health_log;
 mod idempotency;
 mod knowledge_store;
@@ -26,6 +27,7 @@ pub use cache::{Cache, CacheEntry, CacheKey, Decoded, EntryMeta};
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::{ConflictKind, RepositoryError};
+pub use event_bus::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use knowledge_store::KnowledgeStore;
@@ -44,6 +46,7 @@ pub use {
     cache::MockCache,
     clock::{MockClock, MockIdGenerator},
     dependency_check::MockDependencyCheck,
+    event_bus::MockEventBus,
     health_log::MockHealthLog,
     idempotency::MockIdempotencyStore,
     knowledge_store::MockKnowledgeStore,

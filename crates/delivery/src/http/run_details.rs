@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use sba_application::pagination::{Cursor, DEFAULT_LIMIT, MAX_LIMIT, MAX_SEQ};
-use sba_domain::events::RunEvent;
+use sba_domain::events::{EventView, RunEvent};
 use sba_domain::steps::{Step, ToolCall};
 use sba_domain::usage::Usage;
 use sba_domain::{RunError, RunId};
@@ -88,31 +88,45 @@ impl From<ToolCall> for ToolCallResponse {
     }
 }
 
-/// An event as clients see it, in REST lists and WebSocket frames alike.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventResponse {
-    pub seq: u64,
-    #[schema(value_type = uuid::Uuid)]
-    pub run_id: RunId,
-    /// `run.created`, `run.started`, `step.delta`, ... (see the contract).
-    #[schema(value_type = String, example = "run.created")]
-    pub kind: &'static str,
-    /// The kind's data, e.g. `{"step_id","text"}` for `step.delta`.
-    #[schema(value_type = Object)]
-    pub data: Value,
-    pub created_at: DateTime<Utc>,
-}
+/// An event as clients see it, in REST lists and WebSocket frames alike: serialized by
+/// [`EventView`] (the domain's one serializer, which the live bus uses too), so this type
+/// only adds the schema.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct EventResponse(EventView);
 
 impl From<RunEvent> for EventResponse {
     fn from(event: RunEvent) -> Self {
-        Self {
-            seq: event.seq,
-            run_id: event.run_id,
-            kind: event.kind().as_str(),
-            data: event.data_json(),
-            created_at: event.created_at,
-        }
+        Self(event.view())
     }
+}
+
+impl utoipa::PartialSchema for EventResponse {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        EventSchema::schema()
+    }
+}
+
+impl ToSchema for EventResponse {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EventResponse".into()
+    }
+}
+
+/// The documented shape of [`EventView`] (the domain has no OpenAPI dependency).
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct EventSchema {
+    seq: u64,
+    #[schema(value_type = uuid::Uuid)]
+    run_id: RunId,
+    /// `run.created`, `run.started`, `step.delta`, ... (see the contract).
+    #[schema(value_type = String, example = "run.created")]
+    kind: &'static str,
+    /// The kind's data, e.g. `{"step_id","text"}` for `step.delta`.
+    #[schema(value_type = Object)]
+    data: Value,
+    created_at: DateTime<Utc>,
 }
 
 /// `?after_seq=&limit=&cursor=` of the event listing.
@@ -215,4 +229,35 @@ pub(super) async fn list_events(
     }
     let events = state.queries.events(&ctx, id, after_seq, limit).await?;
     Ok(HttpResponse::Ok().json(ListResponse::from_page(events, EventResponse::from)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+    use sba_domain::TenantId;
+    use sba_domain::events::{EventData, EventKind};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn rest_events_are_byte_identical_to_the_live_bus_payload() {
+        let event = RunEvent {
+            run_id: RunId::from_uuid(Uuid::now_v7()),
+            tenant_id: TenantId::from_uuid(Uuid::now_v7()),
+            seq: 7,
+            producer_id: Some("p7".to_owned()),
+            data: EventData::parse(EventKind::StepDelta, json!({"step_id": "s1", "text": "hé \"quoted\""}))
+                .unwrap(),
+            created_at: Utc.timestamp_millis_opt(1_700_000_000_123).unwrap(),
+        };
+        let rest = serde_json::to_string(&EventResponse::from(event.clone())).unwrap();
+        assert_eq!(rest, event.to_client_json().unwrap());
+        let value: Value = serde_json::from_str(&rest).unwrap();
+        let mut members: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        members.sort();
+        assert_eq!(members, ["created_at", "data", "kind", "run_id", "seq"]);
+        assert_eq!(value["kind"], "step.delta");
+    }
 }

@@ -50,6 +50,11 @@ async fn the_document_describes_errors_schemas_and_headers() {
     for field in ["type", "title", "status", "detail", "code", "request_id", "errors"] {
         assert!(problem[field].is_object(), "Problem.{field}");
     }
+    // EventResponse serializes through the domain's EventView: its schema is given by hand.
+    let event = &schemas["EventResponse"]["properties"];
+    for field in ["seq", "run_id", "kind", "data", "created_at"] {
+        assert!(event[field].is_object(), "EventResponse.{field}");
+    }
     let unauthorized = &doc["components"]["responses"]["Unauthorized"];
     assert!(unauthorized["content"]["application/problem+json"].is_object());
     assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());

@@ -121,6 +121,38 @@ impl RunEvent {
     pub fn data_json(&self) -> Value {
         self.data.to_json()
     }
+
+    /// The event as clients see it.
+    pub fn view(&self) -> EventView {
+        EventView {
+            seq: self.seq,
+            run_id: self.run_id,
+            kind: self.kind(),
+            data: self.data_json(),
+            created_at: self.created_at,
+        }
+    }
+
+    /// The JSON text clients see for the event, byte for byte what REST lists, WebSocket
+    /// frames and the live bus carry.
+    ///
+    /// # Errors
+    /// Only if `serde_json` cannot write the event's data (it always can: every value is JSON).
+    pub fn to_client_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&self.view())
+    }
+}
+
+/// An event as clients see it: `{"seq","run_id","kind","data","created_at"}`, in REST lists,
+/// WebSocket frames and the live bus alike. The one serialization of an event for clients,
+/// so that no two of them can drift apart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    pub seq: u64,
+    pub run_id: RunId,
+    pub kind: EventKind,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,141 @@
+//! Live events: every accepted event of a run, fanned out to whoever watches the run, its
+//! session or its tenant, on this node and on every other one.
+//!
+//! Delivery is at most once and best effort: a subscriber sees each event published after
+//! it subscribed once and in `seq` order, or is told to resume ([`BusMessage::ResumeNeeded`])
+//! and catches up from the run's history by its last `seq`. A slow subscriber never holds
+//! up the publisher or other subscribers: its buffer is bounded, and overflowing it is one
+//! of the reasons it is told to resume.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sba_domain::events::RunEvent;
+use sba_domain::{RunId, SessionId, TenantId};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+/// What a subscriber watches (the channel names are the Redis key schema's,
+/// `sba:ev:run:<run_id>`, `sba:ev:session:<session_id>`, `sba:ev:tenant:<tenant_id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventChannel {
+    Run(RunId),
+    Session(SessionId),
+    Tenant(TenantId),
+}
+
+impl EventChannel {
+    /// The channels an event of a run is published on, in publishing order.
+    pub fn of(event: &RunEvent, session: Option<SessionId>) -> impl Iterator<Item = Self> {
+        [Some(Self::Run(event.run_id)), session.map(Self::Session), Some(Self::Tenant(event.tenant_id))]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The channel's name: `sba:ev:run:<run_id>` and so on.
+    pub fn name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for EventChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Run(id) => write!(f, "sba:ev:run:{id}"),
+            Self::Session(id) => write!(f, "sba:ev:session:{id}"),
+            Self::Tenant(id) => write!(f, "sba:ev:tenant:{id}"),
+        }
+    }
+}
+
+/// One event as published: the JSON text clients see (`RunEvent::to_client_json`), with
+/// its run and `seq` alongside so that a consumer can dedupe without parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEvent {
+    pub run_id: RunId,
+    pub seq: u64,
+    pub json: Arc<str>,
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    Event(LiveEvent),
+    /// Events may have been missed (the subscriber fell behind its buffer, or the bus lost
+    /// its connection to other nodes for a while): resume from the run history after the
+    /// last `seq` seen, then carry on with the events that follow.
+    ResumeNeeded,
+}
+
+/// A subscriber's bounded buffer of messages on one channel. Dropping it unsubscribes and
+/// frees what the channel held once its last subscriber is gone.
+pub struct Subscription {
+    // Declared before the release so that it is dropped first: the release then sees
+    // whether any receiver is left.
+    messages: broadcast::Receiver<BusMessage>,
+    _release: Box<dyn Any + Send + Sync>,
+}
+
+impl Subscription {
+    /// A subscription reading `messages`; `release` is dropped after the receiver, when the
+    /// subscription is (adapters remove the channel's entry there when it was the last).
+    pub fn new(messages: broadcast::Receiver<BusMessage>, release: impl Any + Send + Sync) -> Self {
+        Self { messages, _release: Box::new(release) }
+    }
+
+    /// The next message; `None` only if the adapter closed the channel (the adapters here
+    /// keep it open while the subscription lives). A subscriber that fell behind its buffer
+    /// gets one [`BusMessage::ResumeNeeded`], then the events that were kept.
+    pub async fn recv(&mut self) -> Option<BusMessage> {
+        match self.messages.recv().await {
+            Ok(message) => Some(message),
+            Err(RecvError::Lagged(_)) => Some(BusMessage::ResumeNeeded),
+            Err(RecvError::Closed) => None,
+        }
+    }
+
+    /// The next message if one is buffered, without waiting.
+    pub fn try_recv(&mut self) -> Option<BusMessage> {
+        match self.messages.try_recv() {
+            Ok(message) => Some(message),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(BusMessage::ResumeNeeded),
+            Err(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").field("buffered", &self.messages.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum EventBusError {
+    /// The bus between nodes (Redis) did not take the event; subscribers elsewhere resume
+    /// from the history when they notice.
+    #[error("the event bus is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+/// Live fan-out of accepted run events, across nodes.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait EventBus: fmt::Debug + Send + Sync + 'static {
+    /// Publishes `event` on its run's channel, its session's (when the run has one,
+    /// `session`) and its tenant's, in that order. Events of one run published one after
+    /// the other in `seq` order arrive in `seq` order on each channel.
+    ///
+    /// # Errors
+    /// [`EventBusError::Unavailable`] when the event could not be handed to the bus between
+    /// nodes; it may have reached some channels.
+    async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError>;
+
+    /// Subscribes to `channel`: once this returns, every event published on it reaches the
+    /// subscription (or the subscription is told to resume). Never fails: when the bus
+    /// between nodes is down, the subscription is told to resume when it is back.
+    async fn subscribe(&self, channel: EventChannel) -> Subscription;
+}

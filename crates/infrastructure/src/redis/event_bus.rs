@@ -1,0 +1,271 @@
+//! The event bus between nodes on Redis sharded pub/sub: `SPUBLISH` of each event on its
+//! channels, and one subscriber connection per process that follows the local subscribers (it
+//! subscribes to a Redis channel with the first and unsubscribes after the last) and fans
+//! out locally with the same bounded buffers as the in-process bus.
+//!
+//! Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7) works the same on a standalone Redis
+//! as plain pub/sub; on a Redis Cluster a channel then lives on the shard of its slot instead
+//! of being broadcast to every node of the cluster. Channels of different slots are never
+//! put in one `SSUBSCRIBE` (a cluster refuses that), so each is subscribed on its own.
+//!
+//! Pub/sub keeps nothing: a message published while the subscriber connection is down is
+//! lost. So after the connection comes back, the Redis subscriptions are made again and
+//! every local subscriber is told to resume from the run history.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as _};
+use fred::types::Message;
+use fred::types::config::Server;
+use sba_application::ports::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
+use sba_domain::events::RunEvent;
+use sba_domain::{RunId, SessionId};
+use secrecy::SecretString;
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::connection::{self, ConnectionOptions};
+use crate::memory::DEFAULT_SUBSCRIBER_BUFFER;
+use crate::memory::event_bus::{Change, Fanout, live_event};
+
+/// How the Redis event bus behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct FredEventBusSettings {
+    /// Messages buffered for each local subscriber; a subscriber further behind is told to
+    /// resume. Default: [`DEFAULT_SUBSCRIBER_BUFFER`].
+    pub subscriber_buffer: usize,
+    /// Messages buffered between the subscriber connection and the local fan-out; if the
+    /// fan-out falls this far behind, every local subscriber is told to resume. Default: 4,096.
+    pub connection_buffer: usize,
+    /// The bound on publishing one event (on all its channels, one round trip), and on one
+    /// `SUBSCRIBE`/`UNSUBSCRIBE`. Default: 500 ms.
+    pub command_timeout: Duration,
+    /// The bound on connecting at startup; a Redis that is not there yet is not an error
+    /// (the connections keep retrying). Default: 1 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for FredEventBusSettings {
+    fn default() -> Self {
+        Self {
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            connection_buffer: 4_096,
+            command_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The event bus between the nodes that share a Redis.
+#[derive(Debug)]
+pub struct FredEventBus {
+    client: Client,
+    fanout: Arc<Fanout>,
+    follower: JoinHandle<()>,
+    connections: [JoinHandle<Result<(), fred::error::Error>>; 2],
+}
+
+impl Drop for FredEventBus {
+    fn drop(&mut self) {
+        self.follower.abort();
+        for connection in &self.connections {
+            connection.abort();
+        }
+    }
+}
+
+impl FredEventBus {
+    /// A bus on the Redis at `url`, with its two connections (commands and subscriptions).
+    /// A Redis that is down at startup is not an error: `connect` waits at most
+    /// `connect_timeout`, logs a warning, and the connections keep retrying; publishing
+    /// fails and subscribers are told to resume until they are up.
+    ///
+    /// # Errors
+    /// When `url` is not a usable Redis URL.
+    pub async fn connect(url: &SecretString, settings: FredEventBusSettings) -> anyhow::Result<Self> {
+        let options = ConnectionOptions {
+            command_timeout: settings.command_timeout,
+            connect_timeout: settings.connect_timeout,
+            message_buffer: settings.connection_buffer,
+            ..ConnectionOptions::default()
+        };
+        let client = connection::client(url, &options)?;
+        let subscriber = connection::subscriber(url, &options)?;
+        // Taken before connecting, so that no message or reconnection is missed.
+        let messages = subscriber.message_rx();
+        let mut reconnections = subscriber.reconnect_rx();
+        let connections = [client.connect(), subscriber.connect()];
+        let connected = tokio::time::timeout(settings.connect_timeout, async {
+            while !(client.is_connected() && subscriber.is_connected()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        if connected.is_ok() {
+            // Nothing is subscribed yet: the first connection needs no resume.
+            reconnections = reconnections.resubscribe();
+        } else {
+            tracing::warn!(
+                timeout_ms = settings.connect_timeout.as_millis(),
+                "event bus: no Redis connection yet; live events resume when it connects"
+            );
+        }
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let fanout = Fanout::new(settings.subscriber_buffer, Some(changes));
+        let follower = tokio::spawn(follow(
+            Arc::clone(&fanout),
+            subscriber,
+            settings.command_timeout,
+            Streams { changes: changes_rx, messages, reconnections },
+        ));
+        Ok(Self { client, fanout, follower, connections })
+    }
+
+    /// The channels with local subscribers (tests check that dropped subscriptions leave
+    /// nothing behind).
+    pub fn channels_in_use(&self) -> usize {
+        self.fanout.channels()
+    }
+}
+
+#[async_trait]
+impl EventBus for FredEventBus {
+    async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError> {
+        let live = live_event(event)?;
+        let payload = encode(&live);
+        // One pipeline on one connection (per shard, on a cluster): events of a run published
+        // one after the other keep their order on each channel. On a standalone Redis the
+        // channels also get the event in the port's order; on a cluster, channels on
+        // different shards are independent.
+        let pipeline = self.client.pipeline();
+        let publish = async {
+            for channel in EventChannel::of(event, session) {
+                pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
+            }
+            pipeline.all::<()>().await
+        };
+        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
+    }
+
+    async fn subscribe(&self, channel: EventChannel) -> Subscription {
+        let (subscription, ready) = self.fanout.join(channel.name());
+        if let Some(ready) = ready {
+            // Answered once the Redis subscription is live (or has failed, in which case
+            // the subscription was told to resume); an error means the bus is gone.
+            let _ = ready.await;
+        }
+        subscription
+    }
+}
+
+/// A published message: `<run_id> <seq> <json>`, so that receivers need not parse the JSON.
+fn encode(event: &LiveEvent) -> String {
+    format!("{} {} {}", event.run_id, event.seq, event.json)
+}
+
+fn decode(payload: &str) -> Option<LiveEvent> {
+    let mut parts = payload.splitn(3, ' ');
+    let run_id = parts.next()?.parse::<RunId>().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some(LiveEvent { run_id, seq, json: parts.next()?.into() })
+}
+
+struct Streams {
+    changes: mpsc::UnboundedReceiver<Change>,
+    messages: Receiver<Message>,
+    reconnections: Receiver<Server>,
+}
+
+/// Follows the local subscribers (subscribing and unsubscribing in Redis, in the order they
+/// came and went), delivers messages to them, and after every reconnection subscribes again
+/// and tells them all to resume.
+async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Duration, mut streams: Streams) {
+    let mut wanted = HashSet::new();
+    loop {
+        tokio::select! {
+            change = streams.changes.recv() => match change {
+                Some(Change::Joined { channel, first, ready }) => {
+                    if first {
+                        wanted.insert(channel.clone());
+                        if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
+                            tracing::warn!(error, "event bus: cannot subscribe yet; retried on reconnection");
+                            fanout.send(&channel, BusMessage::ResumeNeeded);
+                        }
+                    }
+                    let _ = ready.send(());
+                }
+                Some(Change::Left { channel }) => {
+                    wanted.remove(&channel);
+                    if let Err(error) = command(timeout, subscriber.sunsubscribe(channel.as_str())).await {
+                        // A reconnection drops it anyway: it is not in `wanted` any more.
+                        tracing::debug!(error, "event bus: cannot unsubscribe");
+                    }
+                }
+                None => return,
+            },
+            message = streams.messages.recv() => match message {
+                Ok(message) => deliver(&fanout, &message),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "event bus: the local fan-out fell behind; subscribers resume");
+                    fanout.send_all(&BusMessage::ResumeNeeded);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            up = streams.reconnections.recv() => {
+                if matches!(up, Err(RecvError::Closed)) {
+                    return;
+                }
+                // Subscribed again first, so that the resume cannot miss what follows.
+                for channel in &wanted {
+                    if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
+                        tracing::warn!(error, "event bus: cannot subscribe again after reconnecting");
+                    }
+                }
+                fanout.send_all(&BusMessage::ResumeNeeded);
+            },
+        }
+    }
+}
+
+async fn command(
+    timeout: Duration,
+    command: impl Future<Output = Result<(), fred::error::Error>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, command).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_elapsed) => Err("no answer in time".to_owned()),
+    }
+}
+
+fn deliver(fanout: &Fanout, message: &Message) {
+    if let Some(event) = message.value.as_str().as_deref().and_then(decode) {
+        fanout.send(&message.channel, BusMessage::Event(event));
+    } else {
+        tracing::debug!(channel = %message.channel, "event bus: ignoring a malformed message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn messages_carry_run_and_seq_ahead_of_the_json() {
+        let event =
+            LiveEvent { run_id: RunId::from_uuid(Uuid::now_v7()), seq: 42, json: r#"{"a": "b c"}"#.into() };
+        assert_eq!(decode(&encode(&event)), Some(event));
+        for bad in ["", "x 1 {}", &format!("{} x {{}}", Uuid::now_v7()), &format!("{} 1", Uuid::now_v7())] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
+    }
+}
