@@ -9,6 +9,7 @@ mod cache;
 mod clock;
 mod dependency_check;
 mod error;
+mod event_sequencer;
 mod health_log;
 mod idempotency;
 mod knowledge_store;
@@ -26,6 +27,10 @@ pub use cache::{Cache, CacheEntry, CacheKey, Decoded, EntryMeta};
 pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::{ConflictKind, RepositoryError};
+pub use event_sequencer::{
+    AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
+    ServerAppendOutcome, ServerEvent, StatusChange,
+};
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use knowledge_store::KnowledgeStore;
@@ -44,6 +49,7 @@ pub use {
     cache::MockCache,
     clock::{MockClock, MockIdGenerator},
     dependency_check::MockDependencyCheck,
+    event_sequencer::MockEventSequencer,
     health_log::MockHealthLog,
     idempotency::MockIdempotencyStore,
     knowledge_store::MockKnowledgeStore,
