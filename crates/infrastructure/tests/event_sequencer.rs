@@ -375,6 +375,26 @@ async fn a_lost_counter_is_seeded_past_everything_in_the_history() {
 }
 
 #[tokio::test]
+async fn a_lost_counter_is_seeded_past_history_entries_that_were_trimmed() {
+    let (sequencer, admin, (tenant, run)) = (sequencer().await, admin().await, ids());
+    seeded(&sequencer, run).await;
+    append(&sequencer, tenant, run, &["a", "b", "c"]).await;
+    let keys = keys(run);
+    let _: i64 = admin
+        .eval(
+            "return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)",
+            vec![keys.history.clone()],
+            Vec::<String>::new(),
+        )
+        .await
+        .unwrap();
+    assert!(history(&admin, run).await.is_empty(), "every entry trimmed");
+    admin.del::<(), _>(&keys.run).await.unwrap();
+    assert_eq!(sequencer.seed(run, 1, RunStatus::Queued).await.unwrap(), SeedOutcome::Seeded { seq: 4 });
+    assert_eq!(append(&sequencer, tenant, run, &["d"]).await, triples(&[("d", 5, false)]));
+}
+
+#[tokio::test]
 async fn seeding_an_ended_run_makes_it_terminal() {
     let (sequencer, admin, (tenant, run)) = (sequencer().await, admin().await, ids());
     assert_eq!(sequencer.seed(run, 9, RunStatus::Failed).await.unwrap(), SeedOutcome::Seeded { seq: 9 });
