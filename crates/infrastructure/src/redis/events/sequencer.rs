@@ -154,7 +154,10 @@ impl FredEventSequencer {
             .map_err(sequencer_error)?;
         match reply {
             Value::Array(values) => Ok(values),
-            other => Err(SequencerError::Unexpected(anyhow!("the sequencer script returned {other:?}"))),
+            other => Err(SequencerError::Unexpected(anyhow!(
+                "the sequencer script returned a {} instead of an array",
+                other.kind()
+            ))),
         }
     }
 
@@ -368,8 +371,14 @@ fn seq_of(value: &Value) -> Option<u64> {
     }
 }
 
+/// Names the reply's first value and its length only: a history read returns event data,
+/// which does not belong in logs.
 fn unexpected_reply(reply: &[Value]) -> SequencerError {
-    SequencerError::Unexpected(anyhow!("the sequencer script returned {reply:?}"))
+    let first = reply.first().map(|v| format!("{:.32}", v.as_str().unwrap_or_default()));
+    SequencerError::Unexpected(anyhow!(
+        "the sequencer script returned an unexpected reply ({} values, first {first:?})",
+        reply.len()
+    ))
 }
 
 /// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.
@@ -380,4 +389,33 @@ fn sequencer_error(error: FredError) -> SequencerError {
     );
     let error = anyhow::Error::new(error);
     if unavailable { SequencerError::Unavailable(error) } else { SequencerError::Unexpected(error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::types::Builder;
+    use fred::types::config::Config;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_connection() {
+        let client = Builder::from_config(Config::from_url("redis://user:hunter2@127.0.0.1:6379").unwrap())
+            .build()
+            .unwrap();
+        let shown =
+            format!("{:?}", FredEventSequencer::from_client(client, FredEventSequencerSettings::default()));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn event_bodies_leave_the_seq_to_the_script() {
+        let (tenant, run) = (TenantId::from_uuid(Uuid::now_v7()), RunId::from_uuid(Uuid::now_v7()));
+        let text = body(tenant, run, Some("p-1"), &EventData::RunStarted, Utc::now()).unwrap();
+        assert!(text.starts_with("{\"run_id\""), "{text}");
+        let spliced = format!("{{\"seq\":7,{}", &text[1..]);
+        let stored: StoredEvent = serde_json::from_str(&spliced).unwrap();
+        assert_eq!((stored.seq, stored.id.as_deref(), stored.kind), (7, Some("p-1"), EventKind::RunStarted));
+    }
 }
