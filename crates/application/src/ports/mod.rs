@@ -10,6 +10,7 @@ mod clock;
 mod dependency_check;
 mod error;
 mod event_bus;
+mod event_sequencer;
 mod health_log;
 mod idempotency;
 mod knowledge_store;
@@ -28,6 +29,10 @@ pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::{ConflictKind, RepositoryError};
 pub use event_bus::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
+pub use event_sequencer::{
+    AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
+    ServerAppendOutcome, ServerEvent, StatusChange,
+};
 pub use health_log::{HealthLog, HealthRecord};
 pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use knowledge_store::KnowledgeStore;
@@ -47,6 +52,7 @@ pub use {
     clock::{MockClock, MockIdGenerator},
     dependency_check::MockDependencyCheck,
     event_bus::MockEventBus,
+    event_sequencer::MockEventSequencer,
     health_log::MockHealthLog,
     idempotency::MockIdempotencyStore,
     knowledge_store::MockKnowledgeStore,

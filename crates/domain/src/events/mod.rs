@@ -5,6 +5,8 @@
 //! event is rejected as a whole.
 
 mod data;
+mod incoming;
+mod partition;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,8 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use data::{EventData, StepRef, ToolCallRef};
+pub use incoming::{IncomingEvent, ProducerId};
+pub use partition::partition;
 
 use crate::ids::{RunId, TenantId};
+use crate::runs::RunStatus;
 
 /// What an event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +87,24 @@ impl EventKind {
             Self::ToolCallCompleted => "tool_call.completed",
             Self::UsageReported => "usage.reported",
         }
+    }
+}
+
+impl EventKind {
+    /// The status a run ends in with this event, for the kinds that end a run
+    /// (`run.completed`, `run.failed`, `run.cancelled`); `None` for every other kind.
+    pub const fn ending_status(self) -> Option<RunStatus> {
+        match self {
+            Self::RunCompleted => Some(RunStatus::Completed),
+            Self::RunFailed => Some(RunStatus::Failed),
+            Self::RunCancelled => Some(RunStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether this event ends its run; nothing may follow it in the run's sequence.
+    pub const fn is_terminal(self) -> bool {
+        self.ending_status().is_some()
     }
 }
 
@@ -166,5 +189,14 @@ mod tests {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         assert!("run.exploded".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn exactly_the_ending_kinds_are_terminal_with_a_terminal_status() {
+        let terminal: Vec<_> = EventKind::ALL.into_iter().filter(|k| k.is_terminal()).collect();
+        assert_eq!(terminal, [EventKind::RunCompleted, EventKind::RunFailed, EventKind::RunCancelled]);
+        for kind in terminal {
+            assert!(kind.ending_status().is_some_and(RunStatus::is_terminal));
+        }
     }
 }

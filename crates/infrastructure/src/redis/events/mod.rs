@@ -1,0 +1,7 @@
+//! The Redis side of the event pipeline (ADR 0017): the sequencer script and the keys of
+//! run events.
+
+pub mod keys;
+mod sequencer;
+
+pub use sequencer::{FredEventSequencer, FredEventSequencerSettings};

@@ -1,0 +1,421 @@
+//! `FredEventSequencer`: the [`EventSequencer`] of ADR 0017 on Redis, one `EVALSHA` of
+//! `ingest.lua` per call, so a batch is recorded in the run's history, its producer ids and
+//! its partition's queue all at once or not at all, whatever node sends it.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fred::clients::Client;
+use fred::error::{Error as FredError, ErrorKind};
+use fred::interfaces::{ClientLike as _, LuaInterface as _};
+use fred::types::scripts::Script;
+use fred::types::{Key, Value};
+use sba_application::ports::{
+    AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
+    ServerAppendOutcome, ServerEvent, StatusChange,
+};
+use sba_domain::events::{EventData, EventKind, RunEvent};
+use sba_domain::{RunId, RunStatus, TenantId};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::keys::RunKeys;
+use crate::redis::connection::{self, ConnectionOptions};
+
+const INGEST_LUA: &str = include_str!("ingest.lua");
+
+/// How the sequencer keys and keeps run events, and how long it waits for Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FredEventSequencerSettings {
+    /// P, the number of partitions runs are spread over; fixed for a deployment (changing
+    /// it moves every run's keys). Default: 16.
+    pub partitions: u16,
+    /// N, the events a run's history keeps at least (`MAXLEN ~ N`). Default: 10 000.
+    pub history_max_len: u64,
+    /// How long an ended run's keys are kept. Default: 24 h.
+    pub history_ttl: Duration,
+    /// The bound on one call, reloading the script included. Default: 1 s.
+    pub timeout: Duration,
+    /// How long [`FredEventSequencer::connect`] waits for the first connection. Default: 1 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for FredEventSequencerSettings {
+    fn default() -> Self {
+        Self {
+            partitions: 16,
+            history_max_len: 10_000,
+            history_ttl: Duration::from_hours(24),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The [`EventSequencer`] on Redis.
+pub struct FredEventSequencer {
+    client: Client,
+    script: Script,
+    settings: FredEventSequencerSettings,
+}
+
+impl fmt::Debug for FredEventSequencer {
+    // The client's configuration holds the password of the URL: it is not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FredEventSequencer").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// An event as the history and the queue hold it: the public shape of an event
+/// (`seq`, `run_id`, `kind`, `data`, `created_at`) with the tenant and the producer's id.
+/// The script writes `seq` in front of the rest.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEvent {
+    #[serde(default, skip_serializing)]
+    seq: u64,
+    run_id: RunId,
+    tenant_id: TenantId,
+    id: Option<String>,
+    kind: EventKind,
+    data: Json,
+    created_at: DateTime<Utc>,
+}
+
+impl FredEventSequencer {
+    /// Connects to the Redis at `url` (never logged). A Redis that is down at startup is not
+    /// an error: calls answer [`SequencerError::Unavailable`] until it connects.
+    ///
+    /// # Errors
+    /// When `url` is not a usable Redis URL.
+    pub async fn connect(url: &SecretString, settings: FredEventSequencerSettings) -> anyhow::Result<Self> {
+        let options = ConnectionOptions {
+            command_timeout: settings.timeout,
+            connect_timeout: settings.connect_timeout,
+            ..ConnectionOptions::default()
+        };
+        let client = connection::client(url, &options)?;
+        match tokio::time::timeout(settings.connect_timeout, client.init()).await {
+            Ok(Ok(_connection_task)) => {}
+            Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
+            Err(_elapsed) => tracing::warn!(
+                timeout_ms = settings.connect_timeout.as_millis(),
+                "no Redis connection yet: event ingest is unavailable until it connects"
+            ),
+        }
+        let sequencer = Self::from_client(client, settings);
+        if let Err(e) = sequencer.load_script().await {
+            tracing::warn!(error = %e, "cannot load the event sequencer script yet: it is loaded on first use");
+        }
+        Ok(sequencer)
+    }
+
+    /// A sequencer on a fred client that the caller connects and configures.
+    pub fn from_client(client: Client, settings: FredEventSequencerSettings) -> Self {
+        Self { client, script: Script::from_lua(INGEST_LUA), settings }
+    }
+
+    fn keys(&self, run: RunId) -> RunKeys {
+        RunKeys::new(run, self.settings.partitions)
+    }
+
+    async fn load_script(&self) -> Result<(), FredError> {
+        self.client.script_load::<(), _>(INGEST_LUA).await
+    }
+
+    /// One `EVALSHA` within the timeout; when Redis has lost the script (restart, `SCRIPT
+    /// FLUSH`) it is loaded again and run once more (the failed call ran nothing).
+    async fn evaluate(&self, keys: &RunKeys, args: Vec<Value>) -> Result<Vec<Value>, SequencerError> {
+        // fred would queue the command until it reconnects; the caller needs an answer now.
+        if !self.client.is_connected() {
+            return Err(SequencerError::Unavailable(anyhow!("not connected to Redis")));
+        }
+        let key_list = || keys.all().map(Key::from).to_vec();
+        let call = async {
+            match self.script.evalsha::<Value, _, _, _>(&self.client, key_list(), args.clone()).await {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    self.load_script().await?;
+                    self.script.evalsha::<Value, _, _, _>(&self.client, key_list(), args).await
+                }
+                result => result,
+            }
+        };
+        let reply = tokio::time::timeout(self.settings.timeout, call)
+            .await
+            .map_err(|_| {
+                SequencerError::Unavailable(anyhow!(
+                    "no answer from Redis within {} ms",
+                    self.settings.timeout.as_millis()
+                ))
+            })?
+            .map_err(sequencer_error)?;
+        match reply {
+            Value::Array(values) => Ok(values),
+            other => Err(SequencerError::Unexpected(anyhow!(
+                "the sequencer script returned a {} instead of an array",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn ttl_seconds(&self) -> Value {
+        integer(self.settings.history_ttl.as_secs().max(1))
+    }
+}
+
+#[async_trait]
+impl EventSequencer for FredEventSequencer {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError> {
+        let keys = self.keys(request.run);
+        let (expected, new, terminal) = match request.status_change {
+            Some(StatusChange { expected, new }) => (expected.as_str(), new.as_str(), new.is_terminal()),
+            None => ("", "", false),
+        };
+        let mut args = Vec::with_capacity(9 + 2 * request.events.len());
+        args.extend([
+            Value::from("append"),
+            Value::from(request.tenant.to_string()),
+            Value::from(request.run.to_string()),
+            Value::from(expected),
+            Value::from(new),
+            Value::from(flag(terminal)),
+            integer(self.settings.history_max_len),
+            self.ttl_seconds(),
+            integer(request.events.len() as u64),
+        ]);
+        for event in &request.events {
+            let body = body(
+                request.tenant,
+                request.run,
+                Some(event.producer_id.as_str()),
+                &event.data,
+                request.created_at,
+            )?;
+            args.extend([Value::from(event.producer_id.as_str()), Value::from(body)]);
+        }
+        let reply = self.evaluate(&keys, args).await?;
+        match tag(&reply)? {
+            "NEEDS_SEED" => Ok(AppendOutcome::NeedsSeed),
+            "TERMINAL" => Ok(AppendOutcome::Terminal(status_at(&reply, 1)?)),
+            "CONFLICT" => Ok(AppendOutcome::Conflict(status_at(&reply, 1)?)),
+            "OK" => {
+                let run_status = status_at(&reply, 1)?;
+                let pairs = reply.get(2..).unwrap_or_default();
+                if pairs.len() != 2 * request.events.len() {
+                    return Err(unexpected_reply(&reply));
+                }
+                let events = request
+                    .events
+                    .into_iter()
+                    .zip(pairs.chunks_exact(2))
+                    .map(|(event, pair)| {
+                        Ok(AppendedEvent {
+                            producer_id: event.producer_id,
+                            seq: seq_of(&pair[0]).ok_or_else(|| unexpected_reply(&reply))?,
+                            duplicate: seq_of(&pair[1]) == Some(1),
+                        })
+                    })
+                    .collect::<Result<_, SequencerError>>()?;
+                Ok(AppendOutcome::Appended { events, run_status })
+            }
+            _ => Err(unexpected_reply(&reply)),
+        }
+    }
+
+    async fn append_server_event(
+        &self,
+        tenant: TenantId,
+        run: RunId,
+        event: ServerEvent,
+        created_at: DateTime<Utc>,
+    ) -> Result<ServerAppendOutcome, SequencerError> {
+        let data = match event {
+            ServerEvent::Created => EventData::RunCreated,
+            ServerEvent::Cancelled => EventData::RunCancelled,
+        };
+        let args = vec![
+            Value::from("server"),
+            Value::from(tenant.to_string()),
+            Value::from(run.to_string()),
+            Value::from(data.kind().as_str()),
+            Value::from(body(tenant, run, None, &data, created_at)?),
+            integer(self.settings.history_max_len),
+            self.ttl_seconds(),
+        ];
+        let reply = self.evaluate(&self.keys(run), args).await?;
+        match tag(&reply)? {
+            "NEEDS_SEED" => Ok(ServerAppendOutcome::NeedsSeed),
+            "TERMINAL" => Ok(ServerAppendOutcome::Terminal(status_at(&reply, 1)?)),
+            "CONFLICT" => Ok(ServerAppendOutcome::Conflict(status_at(&reply, 1)?)),
+            "OK" => Ok(ServerAppendOutcome::Appended {
+                seq: reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?,
+                run_status: status_at(&reply, 1)?,
+            }),
+            _ => Err(unexpected_reply(&reply)),
+        }
+    }
+
+    async fn seed(
+        &self,
+        run: RunId,
+        stored_max_seq: u64,
+        stored_status: RunStatus,
+    ) -> Result<SeedOutcome, SequencerError> {
+        let args = vec![
+            Value::from("seed"),
+            integer(stored_max_seq),
+            Value::from(stored_status.as_str()),
+            Value::from(flag(stored_status.is_terminal())),
+            self.ttl_seconds(),
+        ];
+        let reply = self.evaluate(&self.keys(run), args).await?;
+        let seq = reply.get(1).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
+        match tag(&reply)? {
+            "SEEDED" => Ok(SeedOutcome::Seeded { seq }),
+            "KEPT" => Ok(SeedOutcome::Kept { seq }),
+            _ => Err(unexpected_reply(&reply)),
+        }
+    }
+
+    async fn history_after(
+        &self,
+        tenant: TenantId,
+        run: RunId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, SequencerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let args = vec![
+            Value::from("read"),
+            Value::from(format!("{}-0", after_seq.saturating_add(1))),
+            integer(limit as u64),
+        ];
+        let reply = self.evaluate(&self.keys(run), args).await?;
+        let mut events = Vec::with_capacity(reply.len());
+        for entry in &reply {
+            let text = entry.as_str().ok_or_else(|| unexpected_reply(&reply))?;
+            let stored: StoredEvent = serde_json::from_str(&text).context("an unreadable history entry")?;
+            if stored.tenant_id != tenant || stored.run_id != run {
+                continue;
+            }
+            let data = EventData::parse(stored.kind, stored.data)
+                .map_err(|e| anyhow!("a history entry with invalid data: {}: {}", e.field, e.message))?;
+            events.push(RunEvent {
+                run_id: stored.run_id,
+                tenant_id: stored.tenant_id,
+                seq: stored.seq,
+                producer_id: stored.id,
+                data,
+                created_at: stored.created_at,
+            });
+        }
+        Ok(events)
+    }
+}
+
+/// The JSON of one event without its seq, which the script puts in front.
+fn body(
+    tenant: TenantId,
+    run: RunId,
+    producer_id: Option<&str>,
+    data: &EventData,
+    created_at: DateTime<Utc>,
+) -> Result<String, SequencerError> {
+    let stored = StoredEvent {
+        seq: 0,
+        run_id: run,
+        tenant_id: tenant,
+        id: producer_id.map(str::to_owned),
+        kind: data.kind(),
+        data: data.to_json(),
+        created_at,
+    };
+    let text = serde_json::to_string(&stored).context("cannot encode an event")?;
+    debug_assert!(text.starts_with("{\"run_id\""), "the script splices `seq` in after `{{`");
+    Ok(text)
+}
+
+const fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
+}
+
+/// A count or seq as a script argument; none comes near `i64::MAX`.
+fn integer(value: u64) -> Value {
+    Value::from(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+fn tag(reply: &[Value]) -> Result<&str, SequencerError> {
+    match reply.first() {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(unexpected_reply(reply)),
+    }
+}
+
+fn status_at(reply: &[Value], index: usize) -> Result<RunStatus, SequencerError> {
+    reply
+        .get(index)
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| unexpected_reply(reply))
+}
+
+fn seq_of(value: &Value) -> Option<u64> {
+    match value {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+/// Names the reply's first value and its length only: a history read returns event data,
+/// which does not belong in logs.
+fn unexpected_reply(reply: &[Value]) -> SequencerError {
+    let first = reply.first().map(|v| format!("{:.32}", v.as_str().unwrap_or_default()));
+    SequencerError::Unexpected(anyhow!(
+        "the sequencer script returned an unexpected reply ({} values, first {first:?})",
+        reply.len()
+    ))
+}
+
+/// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.
+fn sequencer_error(error: FredError) -> SequencerError {
+    let unavailable = matches!(
+        error.kind(),
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
+    );
+    let error = anyhow::Error::new(error);
+    if unavailable { SequencerError::Unavailable(error) } else { SequencerError::Unexpected(error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::types::Builder;
+    use fred::types::config::Config;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_connection() {
+        let client = Builder::from_config(Config::from_url("redis://user:hunter2@127.0.0.1:6379").unwrap())
+            .build()
+            .unwrap();
+        let shown =
+            format!("{:?}", FredEventSequencer::from_client(client, FredEventSequencerSettings::default()));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn event_bodies_leave_the_seq_to_the_script() {
+        let (tenant, run) = (TenantId::from_uuid(Uuid::now_v7()), RunId::from_uuid(Uuid::now_v7()));
+        let text = body(tenant, run, Some("p-1"), &EventData::RunStarted, Utc::now()).unwrap();
+        assert!(text.starts_with("{\"run_id\""), "{text}");
+        let spliced = format!("{{\"seq\":7,{}", &text[1..]);
+        let stored: StoredEvent = serde_json::from_str(&spliced).unwrap();
+        assert_eq!((stored.seq, stored.id.as_deref(), stored.kind), (7, Some("p-1"), EventKind::RunStarted));
+    }
+}
