@@ -48,7 +48,11 @@ pub const PERSISTERS: &str = "persisters";
 /// `sba:{ev:<p>}:lease`, the lease of partition `p` for the `persisters` group
 /// (`sba:{ev:<p>}:lease:<group>` for another group): the name of the consumer holding it.
 pub fn lease_key(p: u16, group: &str) -> String {
-    if group == PERSISTERS { format!("sba:{{ev:{p}}}:lease") } else { format!("sba:{{ev:{p}}}:lease:{group}") }
+    if group == PERSISTERS {
+        format!("sba:{{ev:{p}}}:lease")
+    } else {
+        format!("sba:{{ev:{p}}}:lease:{group}")
+    }
 }
 
 /// `sba:{ev:<p>}:dl`, the dead letters of partition `p` for the `persisters` group

@@ -5,15 +5,15 @@
 local queue, lease, dl = KEYS[1], KEYS[2], KEYS[3]
 local op = ARGV[1]
 
--- fetch group consumer ttl_ms idle_ms count acquire: renews (or, with acquire = 1, takes)
--- the lease; {'LEASED'} when another consumer holds it. Then claims entries pending longer
+-- fetch group consumer ttl_ms idle_ms count: renews the lease, or takes it when it is free
+-- (never taken, released or lapsed); {'LEASED'} when another consumer holds it. Then claims entries pending longer
 -- than idle_ms and reads new ones, up to count: {'OK', {id, deliveries, {field, value, ...}}, ...}.
 if op == 'fetch' then
   local group, consumer, ttl, idle, count = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
   local owner = redis.call('GET', lease)
   if owner == consumer then
     redis.call('PEXPIRE', lease, ttl)
-  elseif owner == false and ARGV[7] == '1' then
+  elseif owner == false then
     redis.call('SET', lease, consumer, 'PX', ttl)
   else
     return {'LEASED'}

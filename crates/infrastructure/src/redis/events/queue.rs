@@ -155,7 +155,10 @@ impl FredEventQueue {
         tokio::time::timeout(self.settings.timeout, call)
             .await
             .map_err(|_| {
-                QueueError::Unavailable(anyhow!("no answer from Redis within {} ms", self.settings.timeout.as_millis()))
+                QueueError::Unavailable(anyhow!(
+                    "no answer from Redis within {} ms",
+                    self.settings.timeout.as_millis()
+                ))
             })?
             .map_err(queue_error)
     }
@@ -197,7 +200,6 @@ impl EventQueue for FredEventQueue {
                 Self::millis(self.settings.lease_ttl),
                 Self::millis(self.settings.claim_idle),
                 integer(count as u64),
-                Value::from(if held { "0" } else { "1" }),
             ];
             let reply = array(self.evaluate(p, args).await?)?;
             match reply.first().and_then(Value::as_str).as_deref() {
@@ -303,7 +305,8 @@ fn queued_entry(partition: u16, value: Value) -> Result<QueuedEntry, QueueError>
     let parts = array(value)?;
     let [id, deliveries, fields] = <[Value; 3]>::try_from(parts)
         .map_err(|parts| QueueError::Unexpected(anyhow!("a queue entry of {} values", parts.len())))?;
-    let entry_id = id.as_str().ok_or_else(|| QueueError::Unexpected(anyhow!("a queue entry without an id")))?;
+    let entry_id =
+        id.as_str().ok_or_else(|| QueueError::Unexpected(anyhow!("a queue entry without an id")))?;
     let fields = Fields::new(fields)?;
     let context = || format!("queue entry {entry_id} of partition {partition}");
     let tenant: TenantId = fields.parse("tenant").with_context(context)?;
@@ -334,8 +337,10 @@ fn dead_letter(partition: u16, value: Value) -> Result<DeadLetter, QueueError> {
     let parts = array(value)?;
     let [id, fields] = <[Value; 2]>::try_from(parts)
         .map_err(|parts| QueueError::Unexpected(anyhow!("a dead letter of {} values", parts.len())))?;
-    let dead_letter_id =
-        id.as_str().ok_or_else(|| QueueError::Unexpected(anyhow!("a dead letter without an id")))?.into_owned();
+    let dead_letter_id = id
+        .as_str()
+        .ok_or_else(|| QueueError::Unexpected(anyhow!("a dead letter without an id")))?
+        .into_owned();
     let fields = Fields::new(fields)?;
     let context = || format!("dead letter {dead_letter_id} of partition {partition}");
     Ok(DeadLetter {
@@ -361,14 +366,22 @@ impl Fields {
         for pair in values.chunks_exact(2) {
             match (pair[0].as_str(), pair[1].as_str()) {
                 (Some(name), Some(value)) => pairs.push((name.into_owned(), value.into_owned())),
-                _ => return Err(QueueError::Unexpected(anyhow!("a stream entry with a field that is not text"))),
+                _ => {
+                    return Err(QueueError::Unexpected(anyhow!(
+                        "a stream entry with a field that is not text"
+                    )));
+                }
             }
         }
         Ok(Self(pairs))
     }
 
     fn get(&self, name: &str) -> anyhow::Result<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).ok_or_else(|| anyhow!("no field `{name}`"))
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| anyhow!("no field `{name}`"))
     }
 
     fn parse<T: std::str::FromStr>(&self, name: &str) -> anyhow::Result<T> {
@@ -380,7 +393,10 @@ fn array(value: Value) -> Result<Vec<Value>, QueueError> {
     match value {
         Value::Array(values) => Ok(values),
         Value::Null => Ok(Vec::new()),
-        other => Err(QueueError::Unexpected(anyhow!("the queue script returned a {} instead of an array", other.kind()))),
+        other => Err(QueueError::Unexpected(anyhow!(
+            "the queue script returned a {} instead of an array",
+            other.kind()
+        ))),
     }
 }
 
@@ -393,7 +409,10 @@ fn integer(value: u64) -> Value {
 /// not belong in logs.
 fn unexpected_reply(reply: &[Value]) -> QueueError {
     let first = reply.first().map(|v| format!("{:.32}", v.as_str().unwrap_or_default()));
-    QueueError::Unexpected(anyhow!("the queue script returned an unexpected reply ({} values, first {first:?})", reply.len()))
+    QueueError::Unexpected(anyhow!(
+        "the queue script returned an unexpected reply ({} values, first {first:?})",
+        reply.len()
+    ))
 }
 
 /// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.

@@ -312,7 +312,8 @@ impl EventSequencer for FredEventSequencer {
 impl StoredEvent {
     /// The event, its data checked against its kind.
     pub(super) fn into_event(self) -> anyhow::Result<RunEvent> {
-        let data = EventData::parse(self.kind, self.data).map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
+        let data =
+            EventData::parse(self.kind, self.data).map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
         Ok(RunEvent {
             run_id: self.run_id,
             tenant_id: self.tenant_id,
