@@ -18,6 +18,7 @@ use sba_application::ports::{
 };
 use sba_domain::events::{EventData, EventKind, IncomingEvent, ProducerId};
 use sba_domain::{RunId, RunStatus, TenantId};
+use sba_infrastructure::redis::events::UNDECODABLE;
 use sba_infrastructure::redis::events::keys::queue_key;
 use sba_infrastructure::redis::test_support::redis_url;
 use sba_infrastructure::redis::{
@@ -264,6 +265,44 @@ async fn dead_letters_leave_the_queue_are_listed_and_replay_in_order() {
     assert!(replayed.iter().all(|e| e.deliveries == 1 && e.tenant == tenant));
     assert!(replayed[0].entry_id != entries[0].entry_id, "a replay is a new entry");
     queue.ack(&replayed).await.unwrap();
+    queue.release().await.unwrap();
+    drop_group(&admin, &group).await;
+}
+
+#[tokio::test]
+async fn an_entry_that_cannot_be_decoded_goes_to_the_dead_letters_and_blocks_nothing() {
+    let admin = admin().await;
+    let group = new_group(&admin).await;
+    let (sequencer, queue) = (sequencer().await, consumer(&group, "a", PARTITIONS).await);
+    let ((tenant, run), (bad_tenant, bad_run)) = (ids(), ids());
+    let bad_queue = queue_key(sba_domain::events::partition(bad_run, PARTITIONS));
+    let _: String = admin
+        .eval(
+            "return redis.call('XADD', KEYS[1], '*', 'tenant', ARGV[1], 'run', ARGV[2], 'first_seq', '2', \
+             'last_seq', '2', 'events', '[{\"seq\": 2, \"not\": \"an event\"}]')",
+            vec![bad_queue],
+            vec![bad_tenant.to_string(), bad_run.to_string()],
+        )
+        .await
+        .unwrap();
+    seeded(&sequencer, run).await;
+    append(&sequencer, tenant, run, &["p-1"]).await;
+
+    let batch = queue.next_batch(10_000).await.unwrap();
+    assert!(batch.iter().all(|e| e.run != bad_run));
+    assert_eq!(
+        seqs(&batch.into_iter().filter(|e| e.run == run).collect::<Vec<_>>()),
+        pairs(&[&[(2, "p-1")]])
+    );
+    let letters: Vec<_> =
+        queue.dead_letters(1000).await.unwrap().into_iter().filter(|l| l.run == bad_run).collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].tenant, letters[0].reason.as_str(), letters[0].attempts),
+        (bad_tenant, UNDECODABLE, 1)
+    );
+    tokio::time::sleep(PAST_BOTH).await;
+    assert!(queue.next_batch(10_000).await.unwrap().iter().all(|e| e.run != bad_run), "acknowledged");
     queue.release().await.unwrap();
     drop_group(&admin, &group).await;
 }

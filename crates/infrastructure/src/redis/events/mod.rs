@@ -5,5 +5,5 @@ pub mod keys;
 mod queue;
 mod sequencer;
 
-pub use queue::{FredEventQueue, FredEventQueueSettings};
+pub use queue::{FredEventQueue, FredEventQueueSettings, UNDECODABLE};
 pub use sequencer::{FredEventSequencer, FredEventSequencerSettings};

@@ -27,6 +27,9 @@ use crate::redis::connection::{self, ConnectionOptions};
 
 const QUEUE_LUA: &str = include_str!("queue.lua");
 
+/// The dead-letter reason of an entry that cannot be decoded.
+pub const UNDECODABLE: &str = "the queue entry cannot be decoded";
+
 /// How one consumer leases partitions and takes entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FredEventQueueSettings {
@@ -138,6 +141,35 @@ impl FredEventQueue {
         ]
     }
 
+    /// Moves an entry that cannot be decoded to the dead letters at once: no retry decodes
+    /// it, and left pending it would fail every later read. The reason names no event data.
+    async fn set_aside(
+        &self,
+        p: u16,
+        entry_id: &str,
+        deliveries: u64,
+        error: &anyhow::Error,
+    ) -> Result<(), QueueError> {
+        tracing::error!(
+            partition = p,
+            entry_id,
+            error = %error,
+            "an event queue entry cannot be decoded: it goes to the dead letters"
+        );
+        let args = vec![
+            Value::from("dead"),
+            Value::from(self.settings.group.as_str()),
+            Value::from(entry_id),
+            Value::from(UNDECODABLE),
+            integer(deliveries),
+        ];
+        let reply = array(self.evaluate(p, args).await?)?;
+        match reply.first().and_then(Value::as_str).as_deref() {
+            Some("OK" | "GONE") => Ok(()),
+            _ => Err(unexpected_reply(&reply)),
+        }
+    }
+
     /// One `EVALSHA` within the timeout; a script Redis has lost is loaded and run again.
     async fn evaluate(&self, p: u16, args: Vec<Value>) -> Result<Value, QueueError> {
         if !self.client.is_connected() {
@@ -212,7 +244,11 @@ impl EventQueue for FredEventQueue {
                 Some("OK") => {
                     self.held_set().insert(p);
                     for value in reply.into_iter().skip(1) {
-                        entries.push(queued_entry(p, value)?);
+                        let (entry_id, deliveries, fields) = raw_entry(value)?;
+                        match decode(p, &entry_id, deliveries, &fields) {
+                            Ok(entry) => entries.push(entry),
+                            Err(error) => self.set_aside(p, &entry_id, deliveries, &error).await?,
+                        }
                     }
                 }
                 _ => return Err(unexpected_reply(&reply)),
@@ -301,13 +337,17 @@ impl EventQueue for FredEventQueue {
 }
 
 /// `{id, deliveries, {field, value, …}}` of `fetch`.
-fn queued_entry(partition: u16, value: Value) -> Result<QueuedEntry, QueueError> {
+fn raw_entry(value: Value) -> Result<(String, u64, Fields), QueueError> {
     let parts = array(value)?;
     let [id, deliveries, fields] = <[Value; 3]>::try_from(parts)
         .map_err(|parts| QueueError::Unexpected(anyhow!("a queue entry of {} values", parts.len())))?;
     let entry_id =
         id.as_str().ok_or_else(|| QueueError::Unexpected(anyhow!("a queue entry without an id")))?;
-    let fields = Fields::new(fields)?;
+    Ok((entry_id.into_owned(), deliveries.as_u64().unwrap_or(1), Fields::new(fields)?))
+}
+
+/// The entry its fields describe, its events decoded and checked.
+fn decode(partition: u16, entry_id: &str, deliveries: u64, fields: &Fields) -> anyhow::Result<QueuedEntry> {
     let context = || format!("queue entry {entry_id} of partition {partition}");
     let tenant: TenantId = fields.parse("tenant").with_context(context)?;
     let run: RunId = fields.parse("run").with_context(context)?;
@@ -320,16 +360,9 @@ fn queued_entry(partition: u16, value: Value) -> Result<QueuedEntry, QueueError>
         .with_context(context)?;
     events.sort_by_key(|e| e.seq);
     if events.iter().any(|e| e.run_id != run || e.tenant_id != tenant) {
-        return Err(QueueError::Unexpected(anyhow!("{}: an event of another run or tenant", context())));
+        return Err(anyhow!("{}: an event of another run or tenant", context()));
     }
-    Ok(QueuedEntry {
-        partition,
-        entry_id: entry_id.into_owned(),
-        tenant,
-        run,
-        events,
-        deliveries: deliveries.as_u64().unwrap_or(1),
-    })
+    Ok(QueuedEntry { partition, entry_id: entry_id.to_owned(), tenant, run, events, deliveries })
 }
 
 /// `{id, {field, value, …}}` of `list`.
