@@ -10,6 +10,7 @@ mod clock;
 mod dependency_check;
 mod error;
 mod event_bus;
+mod event_queue;
 mod event_sequencer;
 mod health_log;
 mod idempotency;
@@ -29,6 +30,7 @@ pub use clock::{Clock, IdGenerator};
 pub use dependency_check::DependencyCheck;
 pub use error::{ConflictKind, RepositoryError};
 pub use event_bus::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
+pub use event_queue::{DeadLetter, EventQueue, QueueError, QueuedEntry};
 pub use event_sequencer::{
     AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
     ServerAppendOutcome, ServerEvent, StatusChange,
@@ -52,6 +54,7 @@ pub use {
     clock::{MockClock, MockIdGenerator},
     dependency_check::MockDependencyCheck,
     event_bus::MockEventBus,
+    event_queue::MockEventQueue,
     event_sequencer::MockEventSequencer,
     health_log::MockHealthLog,
     idempotency::MockIdempotencyStore,

@@ -13,5 +13,5 @@ pub mod test_support;
 
 pub use connection::ConnectionOptions;
 pub use event_bus::{FredEventBus, FredEventBusSettings};
-pub use events::{FredEventSequencer, FredEventSequencerSettings};
+pub use events::{FredEventQueue, FredEventQueueSettings, FredEventSequencer, FredEventSequencerSettings};
 pub use limiter::{FredRateLimiter, FredRateLimiterSettings};

@@ -41,6 +41,26 @@ pub fn queue_key(p: u16) -> String {
     format!("sba:{{ev:{p}}}:q")
 }
 
+/// The consumer group that persists the queues; another group (a test, a shadow consumer)
+/// keeps leases and dead letters of its own.
+pub const PERSISTERS: &str = "persisters";
+
+/// `sba:{ev:<p>}:lease`, the lease of partition `p` for the `persisters` group
+/// (`sba:{ev:<p>}:lease:<group>` for another group): the name of the consumer holding it.
+pub fn lease_key(p: u16, group: &str) -> String {
+    if group == PERSISTERS {
+        format!("sba:{{ev:{p}}}:lease")
+    } else {
+        format!("sba:{{ev:{p}}}:lease:{group}")
+    }
+}
+
+/// `sba:{ev:<p>}:dl`, the dead letters of partition `p` for the `persisters` group
+/// (`sba:{ev:<p>}:dl:<group>` for another group).
+pub fn dead_letter_key(p: u16, group: &str) -> String {
+    if group == PERSISTERS { format!("sba:{{ev:{p}}}:dl") } else { format!("sba:{{ev:{p}}}:dl:{group}") }
+}
+
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;
@@ -55,5 +75,8 @@ mod tests {
         assert_eq!(keys.ids, format!("sba:{{ev:15}}:ids:{run}"));
         assert_eq!(keys.history, format!("sba:{{ev:15}}:h:{run}"));
         assert_eq!(keys.queue, "sba:{ev:15}:q");
+        assert_eq!(lease_key(15, PERSISTERS), "sba:{ev:15}:lease");
+        assert_eq!(dead_letter_key(15, PERSISTERS), "sba:{ev:15}:dl");
+        assert_eq!(lease_key(3, "t"), "sba:{ev:3}:lease:t");
     }
 }

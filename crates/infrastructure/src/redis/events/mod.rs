@@ -2,6 +2,8 @@
 //! run events.
 
 pub mod keys;
+mod queue;
 mod sequencer;
 
+pub use queue::{FredEventQueue, FredEventQueueSettings, UNDECODABLE};
 pub use sequencer::{FredEventSequencer, FredEventSequencerSettings};

@@ -74,7 +74,7 @@ impl fmt::Debug for FredEventSequencer {
 /// (`seq`, `run_id`, `kind`, `data`, `created_at`) with the tenant and the producer's id.
 /// The script writes `seq` in front of the rest.
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredEvent {
+pub(super) struct StoredEvent {
     #[serde(default, skip_serializing)]
     seq: u64,
     run_id: RunId,
@@ -303,18 +303,25 @@ impl EventSequencer for FredEventSequencer {
             if stored.tenant_id != tenant || stored.run_id != run {
                 continue;
             }
-            let data = EventData::parse(stored.kind, stored.data)
-                .map_err(|e| anyhow!("a history entry with invalid data: {}: {}", e.field, e.message))?;
-            events.push(RunEvent {
-                run_id: stored.run_id,
-                tenant_id: stored.tenant_id,
-                seq: stored.seq,
-                producer_id: stored.id,
-                data,
-                created_at: stored.created_at,
-            });
+            events.push(stored.into_event().context("a history entry with invalid data")?);
         }
         Ok(events)
+    }
+}
+
+impl StoredEvent {
+    /// The event, its data checked against its kind.
+    pub(super) fn into_event(self) -> anyhow::Result<RunEvent> {
+        let data =
+            EventData::parse(self.kind, self.data).map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
+        Ok(RunEvent {
+            run_id: self.run_id,
+            tenant_id: self.tenant_id,
+            seq: self.seq,
+            producer_id: self.id,
+            data,
+            created_at: self.created_at,
+        })
     }
 }
 
