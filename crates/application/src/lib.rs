@@ -11,6 +11,7 @@ pub mod cache;
 pub mod context;
 pub mod cors;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod knowledge;

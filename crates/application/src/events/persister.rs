@@ -1,0 +1,435 @@
+//! Moves queued event batches into the run ledger (ADR 0017, "Worker: partitions leased,
+//! entries acknowledged after commit"): one ledger transaction per run per batch, the
+//! run's entries acknowledged only after it commits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sba_domain::events::RunEvent;
+use sba_domain::{RunId, TenantId};
+
+use crate::ports::{EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger};
+
+/// How many deliveries an entry the ledger refuses gets before it goes to the dead letters.
+pub const DEFAULT_MAX_ATTEMPTS: u64 = 5;
+
+/// What one [`EventPersister::persist_once`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistReport {
+    /// Queue entries taken.
+    pub entries_read: usize,
+    /// Events stored.
+    pub events_applied: usize,
+    /// Events already stored (a redelivery), skipped.
+    pub duplicates_skipped: usize,
+    /// Runs whose transaction failed; their entries not dead-lettered stay pending.
+    pub runs_failed: usize,
+    /// Entries moved to the dead letters.
+    pub dead_letters: usize,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The queue did not answer; entries not acknowledged are delivered again.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Stores what the sequencer queued: the use case `sba worker` runs in a loop.
+#[derive(Debug, Clone)]
+pub struct EventPersister {
+    queue: Arc<dyn EventQueue>,
+    ledger: Arc<dyn RunLedger>,
+    max_attempts: u64,
+    persisted: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    batch_seconds: metrics::Histogram,
+}
+
+/// One run's share of a batch, its entries in queue order.
+struct RunGroup {
+    tenant: TenantId,
+    run: RunId,
+    entries: Vec<QueuedEntry>,
+}
+
+impl EventPersister {
+    /// `max_attempts`: the delivery count at which an entry the ledger refuses is
+    /// dead-lettered (see [`DEFAULT_MAX_ATTEMPTS`]).
+    pub fn new(queue: Arc<dyn EventQueue>, ledger: Arc<dyn RunLedger>, max_attempts: u64) -> Self {
+        Self {
+            queue,
+            ledger,
+            max_attempts: max_attempts.max(1),
+            persisted: metrics::counter!("sba_worker_events_persisted_total"),
+            dead_lettered: metrics::counter!("sba_worker_dead_letters_total"),
+            batch_seconds: metrics::histogram!("sba_worker_batch_seconds"),
+        }
+    }
+
+    /// Takes up to `max_entries` entries and stores their events: per run, one
+    /// [`RunLedger::apply_events`] transaction with all that run's events of the batch, then
+    /// the acknowledgement of its entries. A run the ledger refuses (`Rejected`, `NotFound`,
+    /// `InvalidTransition`) keeps its entries pending, except those delivered
+    /// `max_attempts` times, which go to the dead letters; a run whose transaction fails
+    /// otherwise (the database is down) keeps its entries pending. Either way the other
+    /// runs of the batch go on.
+    ///
+    /// # Errors
+    /// [`PersistError::Queue`] when the queue fails to give, acknowledge or dead-letter
+    /// entries; what was committed stays committed, and unacknowledged entries come again.
+    pub async fn persist_once(&self, max_entries: usize) -> Result<PersistReport, PersistError> {
+        let entries = self.queue.next_batch(max_entries).await?;
+        let mut report = PersistReport { entries_read: entries.len(), ..PersistReport::default() };
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let started = Instant::now();
+        for group in group_by_run(entries) {
+            self.persist_run(group, &mut report).await?;
+        }
+        self.batch_seconds.record(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    async fn persist_run(&self, group: RunGroup, report: &mut PersistReport) -> Result<(), PersistError> {
+        let mut events: Vec<RunEvent> = group.entries.iter().flat_map(|e| e.events.iter().cloned()).collect();
+        events.sort_by_key(|e| e.seq);
+        let (first_seq, last_seq) = seq_range(&events);
+        match self.ledger.apply_events(group.tenant, group.run, events).await {
+            Ok(outcome) => {
+                self.queue.ack(&group.entries).await?;
+                report.events_applied += outcome.applied;
+                report.duplicates_skipped += outcome.duplicates;
+                self.persisted.increment(outcome.applied as u64);
+            }
+            Err(LedgerError::Unexpected(error)) => {
+                report.runs_failed += 1;
+                tracing::warn!(
+                    run = %group.run, first_seq, last_seq, error = format!("{error:#}"),
+                    "storing the run's events failed; its entries stay pending"
+                );
+            }
+            Err(refused) => {
+                report.runs_failed += 1;
+                let reason = refused.to_string();
+                for entry in group.entries.iter().filter(|e| e.deliveries >= self.max_attempts) {
+                    self.queue.dead_letter(entry, &reason).await?;
+                    report.dead_letters += 1;
+                    self.dead_lettered.increment(1);
+                    let (first, last) = seq_range(&entry.events);
+                    tracing::error!(
+                        run = %group.run, first_seq = first, last_seq = last,
+                        attempts = entry.deliveries, %reason, "queue entry dead-lettered"
+                    );
+                }
+                tracing::warn!(
+                    run = %group.run, first_seq, last_seq, %reason,
+                    "the ledger refused the run's events"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The batch's entries grouped by run, runs in the order they first appear, each run's
+/// entries in queue order.
+fn group_by_run(entries: Vec<QueuedEntry>) -> Vec<RunGroup> {
+    let mut groups: Vec<RunGroup> = Vec::new();
+    for entry in entries {
+        match groups.iter_mut().find(|g| g.run == entry.run && g.tenant == entry.tenant) {
+            Some(group) => group.entries.push(entry),
+            None => groups.push(RunGroup { tenant: entry.tenant, run: entry.run, entries: vec![entry] }),
+        }
+    }
+    groups
+}
+
+fn seq_range(events: &[RunEvent]) -> (u64, u64) {
+    let first = events.iter().map(|e| e.seq).min().unwrap_or(0);
+    let last = events.iter().map(|e| e.seq).max().unwrap_or(0);
+    (first, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{ApplyOutcome, MockEventQueue, MockRunLedger};
+    use chrono::Utc;
+    use mockall::Sequence;
+    use mockall::predicate::{always, eq};
+    use sba_domain::RunStatus;
+    use sba_domain::events::EventData;
+    use sba_domain::runs::progress::ApplyError;
+    use uuid::Uuid;
+
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(Uuid::from_u128(1))
+    }
+
+    fn run(n: u128) -> RunId {
+        RunId::from_uuid(Uuid::from_u128(100 + n))
+    }
+
+    fn event(run: RunId, seq: u64) -> RunEvent {
+        RunEvent {
+            run_id: run,
+            tenant_id: tenant(),
+            seq,
+            producer_id: None,
+            data: EventData::RunStarted,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn entry(id: &str, run: RunId, seqs: std::ops::RangeInclusive<u64>, deliveries: u64) -> QueuedEntry {
+        QueuedEntry {
+            partition: 0,
+            entry_id: id.into(),
+            tenant: tenant(),
+            run,
+            events: seqs.map(|s| event(run, s)).collect(),
+            deliveries,
+        }
+    }
+
+    fn seqs(batch: &[RunEvent]) -> Vec<u64> {
+        batch.iter().map(|e| e.seq).collect()
+    }
+
+    fn ids(entries: &[QueuedEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.entry_id.as_str()).collect()
+    }
+
+    fn outcome(applied: usize, duplicates: usize) -> ApplyOutcome {
+        ApplyOutcome { applied, duplicates, run_status: RunStatus::InProgress }
+    }
+
+    fn rejected() -> LedgerError {
+        LedgerError::Rejected(ApplyError::Gap { index: 0, expected: 2, got: 4 })
+    }
+
+    fn persister(queue: MockEventQueue, ledger: MockRunLedger) -> EventPersister {
+        EventPersister::new(Arc::new(queue), Arc::new(ledger), DEFAULT_MAX_ATTEMPTS)
+    }
+
+    fn batch(queue: &mut MockEventQueue, entries: Vec<QueuedEntry>) {
+        queue.expect_next_batch().with(eq(10)).times(1).return_once(move |_| Ok(entries));
+    }
+
+    #[tokio::test]
+    async fn applies_a_runs_entries_in_one_transaction_then_acks_them() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        let mut order = Sequence::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=3, 1), entry("2-0", run(1), 4..=4, 1)]);
+        ledger
+            .expect_apply_events()
+            .withf(|t, r, b| *t == tenant() && *r == run(1) && seqs(b) == [2, 3, 4])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _, _| Ok(outcome(3, 0)));
+        queue
+            .expect_ack()
+            .withf(|e| ids(e) == ["1-0", "2-0"])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_| Ok(()));
+        queue.expect_dead_letter().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(report, PersistReport { entries_read: 2, events_applied: 3, ..PersistReport::default() });
+    }
+
+    #[tokio::test]
+    async fn counts_duplicates_and_still_acks() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=4, 2)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Ok(outcome(1, 2)));
+        queue.expect_ack().times(1).returning(|_| Ok(()));
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!((report.events_applied, report.duplicates_skipped), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn two_runs_in_one_batch_are_two_transactions_in_queue_order() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        let mut order = Sequence::new();
+        batch(
+            &mut queue,
+            vec![
+                entry("1-0", run(2), 5..=5, 1),
+                entry("2-0", run(1), 2..=2, 1),
+                entry("3-0", run(2), 6..=6, 1),
+            ],
+        );
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, b| *r == run(2) && seqs(b) == [5, 6])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _, _| Ok(outcome(2, 0)));
+        queue
+            .expect_ack()
+            .withf(|e| ids(e) == ["1-0", "3-0"])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_| Ok(()));
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, b| *r == run(1) && seqs(b) == [2])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_, _, _| Ok(outcome(1, 0)));
+        queue
+            .expect_ack()
+            .withf(|e| ids(e) == ["2-0"])
+            .times(1)
+            .in_sequence(&mut order)
+            .returning(|_| Ok(()));
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(report.events_applied, 3);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_entry_under_the_attempt_limit_stays_pending() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 4..=4, DEFAULT_MAX_ATTEMPTS - 1)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Err(rejected()));
+        queue.expect_ack().never();
+        queue.expect_dead_letter().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!((report.runs_failed, report.dead_letters), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_rejected_entry_at_the_limit_is_dead_lettered_and_the_other_run_still_applied() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(
+            &mut queue,
+            vec![entry("1-0", run(1), 4..=4, DEFAULT_MAX_ATTEMPTS), entry("2-0", run(2), 2..=3, 1)],
+        );
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, _| *r == run(1))
+            .times(1)
+            .returning(|_, _, _| Err(rejected()));
+        queue
+            .expect_dead_letter()
+            .withf(|e, reason| e.entry_id == "1-0" && reason.contains("expected seq 2, got 4"))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, _| *r == run(2))
+            .times(1)
+            .returning(|_, _, _| Ok(outcome(2, 0)));
+        queue.expect_ack().withf(|e| ids(e) == ["2-0"]).times(1).returning(|_| Ok(()));
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(
+            report,
+            PersistReport {
+                entries_read: 2,
+                events_applied: 2,
+                runs_failed: 1,
+                dead_letters: 1,
+                ..PersistReport::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_run_at_the_limit_is_dead_lettered() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=2, DEFAULT_MAX_ATTEMPTS + 3)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Err(LedgerError::NotFound));
+        queue.expect_dead_letter().with(always(), eq("run not found")).times(1).returning(|_, _| Ok(()));
+        queue.expect_ack().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(report.dead_letters, 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_failure_leaves_the_entries_pending_even_at_the_limit_and_goes_on() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(
+            &mut queue,
+            vec![entry("1-0", run(1), 2..=2, DEFAULT_MAX_ATTEMPTS), entry("2-0", run(2), 2..=2, 1)],
+        );
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, _| *r == run(1))
+            .times(1)
+            .returning(|_, _, _| Err(LedgerError::Unexpected(anyhow::anyhow!("connection refused"))));
+        ledger
+            .expect_apply_events()
+            .withf(|_, r, _| *r == run(2))
+            .times(1)
+            .returning(|_, _, _| Ok(outcome(1, 0)));
+        queue.expect_ack().withf(|e| ids(e) == ["2-0"]).times(1).returning(|_| Ok(()));
+        queue.expect_dead_letter().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!((report.runs_failed, report.dead_letters, report.events_applied), (1, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_queue_error_is_returned() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        queue
+            .expect_next_batch()
+            .times(1)
+            .returning(|_| Err(QueueError::Unavailable(anyhow::anyhow!("timeout"))));
+        ledger.expect_apply_events().never();
+
+        let result = persister(queue, ledger).persist_once(10).await;
+
+        assert!(matches!(result, Err(PersistError::Queue(QueueError::Unavailable(_)))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_ack_is_returned() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=2, 1)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Ok(outcome(1, 0)));
+        queue.expect_ack().times(1).returning(|_| Err(QueueError::Unavailable(anyhow::anyhow!("timeout"))));
+
+        let result = persister(queue, ledger).persist_once(10).await;
+
+        assert!(matches!(result, Err(PersistError::Queue(_))));
+    }
+
+    #[tokio::test]
+    async fn an_empty_batch_touches_nothing() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, Vec::new());
+        ledger.expect_apply_events().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(report, PersistReport::default());
+    }
+}
