@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use fred::clients::{Client, Pool, SubscriberClient};
+use fred::interfaces::ClientLike as _;
 use fred::types::Builder;
 use fred::types::config::{Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -49,6 +50,31 @@ impl Default for ConnectionOptions {
 /// When `url` is not a usable Redis URL (the error never quotes it).
 pub fn client(url: &SecretString, options: &ConnectionOptions) -> anyhow::Result<Client> {
     builder(url, options)?.build().map_err(|e| anyhow!("cannot build the Redis client ({:?})", e.kind()))
+}
+
+/// A command client on the Redis at `url`, connecting: waits at most `options`'
+/// connect timeout for the first connection. A Redis that is down (or refusing the
+/// credentials) is not an error: the client keeps connecting in the background, and a
+/// warning says that `unavailable` (what the adapter cannot do meanwhile) until it connects.
+///
+/// # Errors
+/// When `url` is not a usable Redis URL (never quoted), or Redis refuses the first
+/// connection outright.
+pub async fn connected_client(
+    url: &SecretString,
+    options: &ConnectionOptions,
+    unavailable: &str,
+) -> anyhow::Result<Client> {
+    let client = client(url, options)?;
+    match tokio::time::timeout(options.connect_timeout, client.init()).await {
+        Ok(Ok(_connection_task)) => {}
+        Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
+        Err(_elapsed) => tracing::warn!(
+            timeout_ms = options.connect_timeout.as_millis(),
+            "no Redis connection yet (down, or refusing the credentials): {unavailable} until it connects"
+        ),
+    }
+    Ok(client)
 }
 
 /// A client for pub/sub subscriptions on the Redis at `url`, not connected.

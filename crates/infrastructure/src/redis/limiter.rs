@@ -142,16 +142,8 @@ impl FredRateLimiter {
             connect_timeout: settings.connect_timeout,
             ..ConnectionOptions::default()
         };
-        let client = connection::client(url, &options)?;
-        match tokio::time::timeout(settings.connect_timeout, client.init()).await {
-            Ok(Ok(_connection_task)) => {}
-            Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
-            Err(_elapsed) => tracing::warn!(
-                timeout_ms = settings.connect_timeout.as_millis(),
-                "no Redis connection yet (down, or refusing the credentials): rate-limit decisions are \
-                 unavailable until it connects"
-            ),
-        }
+        let client =
+            connection::connected_client(url, &options, "rate-limit decisions are unavailable").await?;
         let limiter = Self::new(client, settings, true);
         if let Err(e) = limiter.shared.home.load_script().await {
             tracing::warn!(error = %e, "cannot load the rate-limit script yet: it is loaded on first use");

@@ -100,15 +100,7 @@ impl FredEventQueue {
             connect_timeout: settings.connect_timeout,
             ..ConnectionOptions::default()
         };
-        let client = connection::client(url, &options)?;
-        match tokio::time::timeout(settings.connect_timeout, client.init()).await {
-            Ok(Ok(_connection_task)) => {}
-            Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
-            Err(_elapsed) => tracing::warn!(
-                timeout_ms = settings.connect_timeout.as_millis(),
-                "no Redis connection yet: the event queue is unavailable until it connects"
-            ),
-        }
+        let client = connection::connected_client(url, &options, "the event queue is unavailable").await?;
         Ok(Self::from_client(client, settings))
     }
 

@@ -97,15 +97,7 @@ impl FredEventSequencer {
             connect_timeout: settings.connect_timeout,
             ..ConnectionOptions::default()
         };
-        let client = connection::client(url, &options)?;
-        match tokio::time::timeout(settings.connect_timeout, client.init()).await {
-            Ok(Ok(_connection_task)) => {}
-            Ok(Err(e)) => return Err(e).context("cannot connect to Redis"),
-            Err(_elapsed) => tracing::warn!(
-                timeout_ms = settings.connect_timeout.as_millis(),
-                "no Redis connection yet: event ingest is unavailable until it connects"
-            ),
-        }
+        let client = connection::connected_client(url, &options, "event ingest is unavailable").await?;
         let sequencer = Self::from_client(client, settings);
         if let Err(e) = sequencer.load_script().await {
             tracing::warn!(error = %e, "cannot load the event sequencer script yet: it is loaded on first use");
