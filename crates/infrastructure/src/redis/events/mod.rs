@@ -3,6 +3,7 @@
 
 pub mod keys;
 mod queue;
+mod script;
 mod sequencer;
 
 pub use queue::{FredEventQueue, FredEventQueueSettings, UNDECODABLE};

@@ -11,9 +11,6 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike as _, LuaInterface as _};
-use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use sba_application::ports::{DeadLetter, EventQueue, QueueError, QueuedEntry};
 use sba_domain::events::RunEvent;
@@ -22,6 +19,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::keys::{PERSISTERS, dead_letter_key, lease_key, queue_key};
+use super::script::{self, EventScript, ScriptError};
 use super::sequencer::StoredEvent;
 use crate::redis::connection::{self, ConnectionOptions};
 
@@ -73,7 +71,7 @@ impl Default for FredEventQueueSettings {
 /// The [`EventQueue`] on Redis, for one consumer.
 pub struct FredEventQueue {
     client: Client,
-    script: Script,
+    script: EventScript,
     settings: FredEventQueueSettings,
     /// The partitions whose lease this consumer held at its last step on them.
     held: Mutex<BTreeSet<u16>>,
@@ -108,7 +106,7 @@ impl FredEventQueue {
     pub fn from_client(client: Client, settings: FredEventQueueSettings) -> Self {
         Self {
             client,
-            script: Script::from_lua(QUEUE_LUA),
+            script: EventScript::new(QUEUE_LUA),
             settings,
             held: Mutex::new(BTreeSet::new()),
             start: AtomicUsize::new(0),
@@ -162,29 +160,9 @@ impl FredEventQueue {
         }
     }
 
-    /// One `EVALSHA` within the timeout; a script Redis has lost is loaded and run again.
+    /// One call of the script on partition `p`'s keys.
     async fn evaluate(&self, p: u16, args: Vec<Value>) -> Result<Value, QueueError> {
-        if !self.client.is_connected() {
-            return Err(QueueError::Unavailable(anyhow!("not connected to Redis")));
-        }
-        let call = async {
-            match self.script.evalsha::<Value, _, _, _>(&self.client, self.keys(p), args.clone()).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.client.script_load::<(), _>(QUEUE_LUA).await?;
-                    self.script.evalsha::<Value, _, _, _>(&self.client, self.keys(p), args).await
-                }
-                result => result,
-            }
-        };
-        tokio::time::timeout(self.settings.timeout, call)
-            .await
-            .map_err(|_| {
-                QueueError::Unavailable(anyhow!(
-                    "no answer from Redis within {} ms",
-                    self.settings.timeout.as_millis()
-                ))
-            })?
-            .map_err(queue_error)
+        Ok(self.script.run(&self.client, self.keys(p), args, self.settings.timeout).await?)
     }
 
     /// A reply that is an array starting with `OK`: the values after it.
@@ -430,22 +408,15 @@ fn integer(value: u64) -> Value {
     Value::from(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
-/// Names the reply's first value and its length only: entries hold event data, which does
-/// not belong in logs.
 fn unexpected_reply(reply: &[Value]) -> QueueError {
-    let first = reply.first().map(|v| format!("{:.32}", v.as_str().unwrap_or_default()));
-    QueueError::Unexpected(anyhow!(
-        "the queue script returned an unexpected reply ({} values, first {first:?})",
-        reply.len()
-    ))
+    QueueError::Unexpected(script::unexpected_reply("queue", reply))
 }
 
-/// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.
-fn queue_error(error: FredError) -> QueueError {
-    let unavailable = matches!(
-        error.kind(),
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-    );
-    let error = anyhow::Error::new(error);
-    if unavailable { QueueError::Unavailable(error) } else { QueueError::Unexpected(error) }
+impl From<ScriptError> for QueueError {
+    fn from(error: ScriptError) -> Self {
+        match error {
+            ScriptError::Unavailable(e) => Self::Unavailable(e),
+            ScriptError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
 }

@@ -9,9 +9,6 @@ use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::clients::Client;
-use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike as _, LuaInterface as _};
-use fred::types::scripts::Script;
 use fred::types::{Key, Value};
 use sba_application::ports::{
     AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
@@ -24,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::keys::RunKeys;
+use super::script::{self, EventScript, ScriptError};
 use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
@@ -59,7 +57,7 @@ impl Default for FredEventSequencerSettings {
 /// The [`EventSequencer`] on Redis.
 pub struct FredEventSequencer {
     client: Client,
-    script: Script,
+    script: EventScript,
     settings: FredEventSequencerSettings,
 }
 
@@ -99,7 +97,7 @@ impl FredEventSequencer {
         };
         let client = connection::connected_client(url, &options, "event ingest is unavailable").await?;
         let sequencer = Self::from_client(client, settings);
-        if let Err(e) = sequencer.load_script().await {
+        if let Err(e) = sequencer.script.load(&sequencer.client).await {
             tracing::warn!(error = %e, "cannot load the event sequencer script yet: it is loaded on first use");
         }
         Ok(sequencer)
@@ -107,44 +105,17 @@ impl FredEventSequencer {
 
     /// A sequencer on a fred client that the caller connects and configures.
     pub fn from_client(client: Client, settings: FredEventSequencerSettings) -> Self {
-        Self { client, script: Script::from_lua(INGEST_LUA), settings }
+        Self { client, script: EventScript::new(INGEST_LUA), settings }
     }
 
     fn keys(&self, run: RunId) -> RunKeys {
         RunKeys::new(run, self.settings.partitions)
     }
 
-    async fn load_script(&self) -> Result<(), FredError> {
-        self.client.script_load::<(), _>(INGEST_LUA).await
-    }
-
-    /// One `EVALSHA` within the timeout; when Redis has lost the script (restart, `SCRIPT
-    /// FLUSH`) it is loaded again and run once more (the failed call ran nothing).
+    /// One call of the script, whose reply is an array.
     async fn evaluate(&self, keys: &RunKeys, args: Vec<Value>) -> Result<Vec<Value>, SequencerError> {
-        // fred would queue the command until it reconnects; the caller needs an answer now.
-        if !self.client.is_connected() {
-            return Err(SequencerError::Unavailable(anyhow!("not connected to Redis")));
-        }
-        let key_list = || keys.all().map(Key::from).to_vec();
-        let call = async {
-            match self.script.evalsha::<Value, _, _, _>(&self.client, key_list(), args.clone()).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    self.load_script().await?;
-                    self.script.evalsha::<Value, _, _, _>(&self.client, key_list(), args).await
-                }
-                result => result,
-            }
-        };
-        let reply = tokio::time::timeout(self.settings.timeout, call)
-            .await
-            .map_err(|_| {
-                SequencerError::Unavailable(anyhow!(
-                    "no answer from Redis within {} ms",
-                    self.settings.timeout.as_millis()
-                ))
-            })?
-            .map_err(sequencer_error)?;
-        match reply {
+        let keys = keys.all().map(Key::from).to_vec();
+        match self.script.run(&self.client, keys, args, self.settings.timeout).await? {
             Value::Array(values) => Ok(values),
             other => Err(SequencerError::Unexpected(anyhow!(
                 "the sequencer script returned a {} instead of an array",
@@ -370,24 +341,17 @@ fn seq_of(value: &Value) -> Option<u64> {
     }
 }
 
-/// Names the reply's first value and its length only: a history read returns event data,
-/// which does not belong in logs.
 fn unexpected_reply(reply: &[Value]) -> SequencerError {
-    let first = reply.first().map(|v| format!("{:.32}", v.as_str().unwrap_or_default()));
-    SequencerError::Unexpected(anyhow!(
-        "the sequencer script returned an unexpected reply ({} values, first {first:?})",
-        reply.len()
-    ))
+    SequencerError::Unexpected(script::unexpected_reply("sequencer", reply))
 }
 
-/// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.
-fn sequencer_error(error: FredError) -> SequencerError {
-    let unavailable = matches!(
-        error.kind(),
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-    );
-    let error = anyhow::Error::new(error);
-    if unavailable { SequencerError::Unavailable(error) } else { SequencerError::Unexpected(error) }
+impl From<ScriptError> for SequencerError {
+    fn from(error: ScriptError) -> Self {
+        match error {
+            ScriptError::Unavailable(e) => Self::Unavailable(e),
+            ScriptError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
 }
 
 #[cfg(test)]
