@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SubsecRound as _, Utc};
+use chrono::Utc;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike as _, LuaInterface as _};
 use fred::types::Builder;
@@ -17,12 +17,9 @@ use fred::types::config::Config;
 use sba_application::events::{DEFAULT_MAX_ATTEMPTS, EventPersister};
 use sba_application::ports::{AppendOutcome, AppendRequest, EventSequencer, RunLedger, SeedOutcome};
 use sba_domain::events::{EventData, EventKind, IncomingEvent, ProducerId};
-use sba_domain::runs::NewRun;
-use sba_domain::{
-    AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, RunStatus, TenantId, UserId,
-};
+use sba_domain::{AgentRun, RunStatus};
 use sba_infrastructure::internal_store::InternalStore;
-use sba_infrastructure::internal_store::test_support::fresh_postgres_store;
+use sba_infrastructure::internal_store::test_support::{creation_audit, fresh_postgres_store, new_run};
 use sba_infrastructure::redis::events::keys::queue_key;
 use sba_infrastructure::redis::test_support::redis_url;
 use sba_infrastructure::redis::{
@@ -92,37 +89,6 @@ async fn sequencer() -> FredEventSequencer {
         .expect("connecting to the test Redis")
 }
 
-fn new_run() -> AgentRun {
-    AgentRun::new(
-        RunId::from_uuid(Uuid::now_v7()),
-        NewRun {
-            tenant_id: TenantId::from_uuid(Uuid::now_v7()),
-            user_id: UserId::parse("u").unwrap(),
-            agent: AgentName::parse("bot").unwrap(),
-            input: json!(null),
-            session_id: None,
-            metadata: Metadata::default(),
-        },
-        Utc::now().trunc_subsecs(6),
-    )
-}
-
-fn audit(run: &AgentRun) -> AuditEntry {
-    AuditEntry {
-        id: AuditEntryId::from_uuid(Uuid::now_v7()),
-        tenant_id: run.tenant_id,
-        actor: "u".into(),
-        action: "run.create".into(),
-        resource_type: "run".into(),
-        resource_id: Some(run.id.to_string()),
-        outcome: AuditOutcome::Success,
-        ip: None,
-        request_id: None,
-        client_request_id: None,
-        created_at: Utc::now(),
-    }
-}
-
 /// Appends one batch (one queue entry) of `(producer id, kind, data)`.
 async fn append(
     sequencer: &FredEventSequencer,
@@ -165,7 +131,7 @@ async fn queued_events_are_stored_once_even_when_delivered_again() {
     let again = EventPersister::new(Arc::new(consumer(&second_group).await), ledger, DEFAULT_MAX_ATTEMPTS);
 
     let run = new_run();
-    store.run_ledger().create_run(&run, &audit(&run)).await.unwrap();
+    store.run_ledger().create_run(&run, &creation_audit(&run)).await.unwrap();
     assert_eq!(sequencer.seed(run.id, 1, RunStatus::Queued).await.unwrap(), SeedOutcome::Seeded { seq: 1 });
     append(
         &sequencer,

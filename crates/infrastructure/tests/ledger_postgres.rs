@@ -9,47 +9,14 @@ use chrono::{SubsecRound as _, Utc};
 use sba_application::pagination::PageRequest;
 use sba_application::ports::{LedgerError, RunLedger};
 use sba_domain::events::{EventData, EventKind, RunEvent};
-use sba_domain::runs::NewRun;
 use sba_domain::steps::StepStatus;
-use sba_domain::{
-    AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, RunStatus, TenantId, UserId,
-};
+use sba_domain::{AgentRun, RunStatus};
 use sba_infrastructure::internal_store::InternalStore;
-use sba_infrastructure::internal_store::test_support::{execute_sql, fresh_postgres_store};
+use sba_infrastructure::internal_store::test_support::{
+    creation_audit, execute_sql, fresh_postgres_store, new_run,
+};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
-use uuid::Uuid;
-
-fn new_run() -> AgentRun {
-    AgentRun::new(
-        RunId::from_uuid(Uuid::now_v7()),
-        NewRun {
-            tenant_id: TenantId::from_uuid(Uuid::now_v7()),
-            user_id: UserId::parse("u").unwrap(),
-            agent: AgentName::parse("bot").unwrap(),
-            input: json!(null),
-            session_id: None,
-            metadata: Metadata::default(),
-        },
-        Utc::now().trunc_subsecs(6),
-    )
-}
-
-fn audit(run: &AgentRun) -> AuditEntry {
-    AuditEntry {
-        id: AuditEntryId::from_uuid(Uuid::now_v7()),
-        tenant_id: run.tenant_id,
-        actor: "u".into(),
-        action: "run.create".into(),
-        resource_type: "run".into(),
-        resource_id: Some(run.id.to_string()),
-        outcome: AuditOutcome::Success,
-        ip: None,
-        request_id: None,
-        client_request_id: None,
-        created_at: Utc::now(),
-    }
-}
 
 fn ev(run: &AgentRun, seq: u64, kind: EventKind, data: serde_json::Value) -> RunEvent {
     RunEvent {
@@ -88,7 +55,7 @@ async fn concurrent_overlapping_batches_store_every_event_once_and_lose_no_updat
     let (store, _) = fresh_postgres_store().await;
     for _ in 0..10 {
         let run = new_run();
-        store.run_ledger().create_run(&run, &audit(&run)).await.unwrap();
+        store.run_ledger().create_run(&run, &creation_audit(&run)).await.unwrap();
         let all = stream(&run, 62);
         let first: Vec<_> = all[..30].to_vec();
         let ledger: Arc<dyn RunLedger> = store.run_ledger();
@@ -130,7 +97,7 @@ async fn a_failure_in_the_middle_of_a_transaction_leaves_no_partial_rows() {
     )
     .await;
     let run = new_run();
-    store.run_ledger().create_run(&run, &audit(&run)).await.unwrap();
+    store.run_ledger().create_run(&run, &creation_audit(&run)).await.unwrap();
     let batch = vec![
         ev(&run, 2, EventKind::StepCreated, json!({"step_id": "s1", "type": "tool_calls"})),
         ev(

@@ -102,3 +102,41 @@ pub async fn execute_sql(url: &str, sql: &str) {
     conn.execute_unprepared(sql).await.expect("running test SQL");
     conn.close().await.expect("closing the test connection");
 }
+
+/// A new queued run of a new tenant (user `u`, agent `bot`), its time in microseconds as
+/// PostgreSQL keeps it.
+///
+/// # Panics
+/// Never: the fixed user id and agent name are valid.
+pub fn new_run() -> sba_domain::AgentRun {
+    use chrono::SubsecRound as _;
+    sba_domain::AgentRun::new(
+        sba_domain::RunId::from_uuid(Uuid::now_v7()),
+        sba_domain::runs::NewRun {
+            tenant_id: sba_domain::TenantId::from_uuid(Uuid::now_v7()),
+            user_id: sba_domain::UserId::parse("u").expect("a valid user id"),
+            agent: sba_domain::AgentName::parse("bot").expect("a valid agent name"),
+            input: serde_json::Value::Null,
+            session_id: None,
+            metadata: sba_domain::Metadata::default(),
+        },
+        chrono::Utc::now().trunc_subsecs(6),
+    )
+}
+
+/// The audit entry of `run`'s creation by its user, for `RunLedger::create_run`.
+pub fn creation_audit(run: &sba_domain::AgentRun) -> sba_domain::AuditEntry {
+    sba_domain::AuditEntry {
+        id: sba_domain::AuditEntryId::from_uuid(Uuid::now_v7()),
+        tenant_id: run.tenant_id,
+        actor: "u".into(),
+        action: "run.create".into(),
+        resource_type: "run".into(),
+        resource_id: Some(run.id.to_string()),
+        outcome: sba_domain::AuditOutcome::Success,
+        ip: None,
+        request_id: None,
+        client_request_id: None,
+        created_at: chrono::Utc::now(),
+    }
+}
