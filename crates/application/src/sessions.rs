@@ -271,6 +271,15 @@ mod tests {
     fn service(store: MockSessionStore, audits: usize) -> SessionService {
         let mut audit = MockAuditLog::new();
         audit.expect_record().times(audits).returning(|_| Ok(()));
+        service_with(store, audit, MockIdGenerator::new())
+    }
+
+    /// A service over `store` and `audit`, new sessions getting their ids from `session_ids`.
+    fn service_with(
+        store: MockSessionStore,
+        audit: MockAuditLog,
+        session_ids: MockIdGenerator,
+    ) -> SessionService {
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(Uuid::now_v7);
         let clock = Arc::new(TestClock::at(1_800_000_000_000));
@@ -278,8 +287,8 @@ mod tests {
             Arc::new(store),
             Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
             Arc::new(MapCache::default()),
-            clock.clone(),
-            Arc::new(MockIdGenerator::new()),
+            clock,
+            Arc::new(session_ids),
             SESSION_NAMESPACE,
         )
     }
@@ -331,17 +340,7 @@ mod tests {
             .withf(|entry| entry.action == "session.update" && entry.outcome == AuditOutcome::Denied)
             .times(1)
             .returning(|_| Ok(()));
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
-        let service = SessionService::new(
-            Arc::new(store),
-            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            Arc::new(MapCache::default()),
-            clock,
-            Arc::new(MockIdGenerator::new()),
-            SESSION_NAMESPACE,
-        );
+        let service = service_with(store, audit, MockIdGenerator::new());
         let id = SessionId::from_uuid(Uuid::from_u128(4));
         let result = service.update(&ctx(), id, &SessionUpdate::default()).await;
         assert!(matches!(result, Err(RecordError::NotFound)));
@@ -363,19 +362,9 @@ mod tests {
             .withf(|entry| entry.action == "session.create" && entry.outcome == AuditOutcome::Success)
             .times(1)
             .returning(|_| Ok(()));
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
         let mut session_ids = MockIdGenerator::new();
         session_ids.expect_new_id().times(1).returning(|| Uuid::from_u128(5));
-        let service = SessionService::new(
-            Arc::new(store),
-            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            Arc::new(MapCache::default()),
-            clock,
-            Arc::new(session_ids),
-            SESSION_NAMESPACE,
-        );
+        let service = service_with(store, audit, session_ids);
         let created = service.create(&ctx(), None, Metadata::default()).await.unwrap();
         assert_eq!(created.id, SessionId::from_uuid(Uuid::from_u128(5)));
         assert_eq!(created.tenant_id, TenantId::from_uuid(TENANT));
@@ -422,17 +411,7 @@ mod tests {
             })
             .times(2)
             .returning(|_| Ok(()));
-        let mut ids = MockIdGenerator::new();
-        ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
-        let service = SessionService::new(
-            Arc::new(store),
-            Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            Arc::new(MapCache::default()),
-            clock,
-            Arc::new(MockIdGenerator::new()),
-            SESSION_NAMESPACE,
-        );
+        let service = service_with(store, audit, MockIdGenerator::new());
         let agent = ctx_as("agent-1", Role::Agent);
         let id = SessionId::from_uuid(Uuid::from_u128(8));
         let created = service.create(&agent, None, Metadata::default()).await;
