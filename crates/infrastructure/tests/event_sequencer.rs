@@ -178,6 +178,16 @@ async fn a_new_run_needs_a_seed_then_seqs_follow_it_gapless_in_batch_order() {
 }
 
 #[tokio::test]
+async fn run_status_is_none_without_a_counter_then_follows_the_runs_changes() {
+    let (sequencer, (tenant, run)) = (sequencer().await, ids());
+    assert_eq!(sequencer.run_status(run).await.unwrap(), None);
+    seeded(&sequencer, run).await;
+    assert_eq!(sequencer.run_status(run).await.unwrap(), Some(RunStatus::Queued));
+    sequencer.append_server_event(tenant, run, ServerEvent::Cancelled, Utc::now()).await.unwrap();
+    assert_eq!(sequencer.run_status(run).await.unwrap(), Some(RunStatus::Cancelled));
+}
+
+#[tokio::test]
 async fn history_after_returns_what_was_appended_in_seq_order() {
     let (sequencer, (tenant, run)) = (sequencer().await, ids());
     seeded(&sequencer, run).await;

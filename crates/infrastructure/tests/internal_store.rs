@@ -175,6 +175,8 @@ async fn run_of_another_tenant_is_invisible_everywhere(store: InternalStore) {
     let stranger = tenant();
     assert_eq!(store.run_repository().get(stranger, run.id).await.unwrap(), None);
     assert!(store.event_log().list_after(stranger, run.id, 0, 100).await.unwrap().items.is_empty());
+    assert_eq!(store.event_log().last_seq(stranger, run.id).await.unwrap(), None);
+    assert_eq!(store.event_log().last_seq(run.tenant_id, run.id).await.unwrap(), Some(11));
     assert!(
         store
             .step_repository()

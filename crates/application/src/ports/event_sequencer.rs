@@ -138,6 +138,13 @@ pub trait EventSequencer: std::fmt::Debug + Send + Sync + 'static {
         stored_status: RunStatus,
     ) -> Result<SeedOutcome, SequencerError>;
 
+    /// The run's status as the sequencer holds it (ahead of the database while the worker
+    /// lags); `None` when it holds no counter for the run (seed it first).
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError>;
+
     /// Up to `limit` events of the run with `seq > after_seq` still in its history (which
     /// keeps the last events of a run), in seq order; events recorded for another tenant
     /// are not returned.

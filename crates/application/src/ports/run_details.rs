@@ -56,4 +56,11 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
         after_seq: u64,
         limit: u64,
     ) -> Result<Page<RunEvent>, RepositoryError>;
+
+    /// The highest `seq` stored for run `run_id` of `tenant`; `None` when it has no event (or
+    /// belongs to another tenant).
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure.
+    async fn last_seq(&self, tenant: TenantId, run_id: RunId) -> Result<Option<u64>, RepositoryError>;
 }

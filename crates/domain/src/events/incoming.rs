@@ -3,8 +3,11 @@
 
 use std::fmt;
 
-use super::EventData;
+use serde_json::Value;
+
+use super::{EventData, EventKind};
 use crate::ValidationError;
+use crate::runs::RunStatus;
 
 /// The producer's id for one event, unique within its run: an id seen before is a duplicate,
 /// answered with the seq it got then.
@@ -49,9 +52,160 @@ pub struct IncomingEvent {
     pub data: EventData,
 }
 
+impl IncomingEvent {
+    /// Parses one event of an ingest batch: the producer's `id`, the `kind` and its `data`.
+    ///
+    /// # Errors
+    /// When the id or the kind is invalid, the data does not fit the kind, or the kind is one
+    /// that only the server writes (`run.created` at creation, `run.cancelled` through the
+    /// cancel route).
+    pub fn parse(id: &str, kind: &str, data: Value) -> Result<Self, ValidationError> {
+        let producer_id = ProducerId::parse(id)?;
+        let kind: EventKind = kind.parse().map_err(|_| {
+            ValidationError::new("kind", "is not an event kind (see the list of kinds in the API reference)")
+        })?;
+        if matches!(kind, EventKind::RunCreated | EventKind::RunCancelled) {
+            return Err(ValidationError::new(
+                "kind",
+                format!("`{kind}` is written by the server only (cancel a run with POST /v1/runs/{{id}}/cancel)"),
+            ));
+        }
+        Ok(Self { producer_id, data: EventData::parse(kind, data)? })
+    }
+
+    pub const fn kind(&self) -> EventKind {
+        self.data.kind()
+    }
+}
+
+/// Why an ingest batch is refused as a whole: what is wrong with the event at `index`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {index}: {field} {message}")]
+pub struct BatchRejection {
+    /// The event's position in the batch, from 0.
+    pub index: usize,
+    /// The field (in the client's vocabulary) that was rejected.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl BatchRejection {
+    pub fn new(index: usize, error: ValidationError) -> Self {
+        Self { index, field: error.field, message: error.message }
+    }
+}
+
+/// The status a run in `current` has after `batch`, by the run state machine: `run.started`,
+/// `run.requires_action`, `run.completed` and `run.failed` move it; work (steps, tool calls,
+/// usage) on a `queued` run starts it; nothing may follow an event that ends the run.
+///
+/// A `run.started` on a run already `in_progress` (or `run.requires_action` on one already
+/// `requires_action`) leaves it as it is, so that a batch retried with new events after its
+/// first part was accepted is not refused.
+///
+/// # Errors
+/// The first event the state machine refuses, with its index. On a run that has already
+/// ended every event is refused; the caller answers that as "run terminal", not as an
+/// invalid batch.
+pub fn status_after(current: RunStatus, batch: &[IncomingEvent]) -> Result<RunStatus, BatchRejection> {
+    let mut status = current;
+    for (index, event) in batch.iter().enumerate() {
+        let kind = event.kind();
+        let target = match kind {
+            EventKind::RunStarted | EventKind::RunRequiresAction => {
+                let target =
+                    if kind == EventKind::RunStarted { RunStatus::InProgress } else { RunStatus::RequiresAction };
+                if status == target {
+                    continue;
+                }
+                target
+            }
+            _ => match kind.ending_status() {
+                Some(ending) => ending,
+                None if status == RunStatus::Queued => RunStatus::InProgress,
+                None if status.is_terminal() => RunStatus::InProgress,
+                None => continue,
+            },
+        };
+        status.check_transition(target).map_err(|refused| {
+            BatchRejection::new(
+                index,
+                ValidationError::new(
+                    "kind",
+                    format!("`{kind}` is not allowed now: the run would go from {} to {}", refused.from, refused.to),
+                ),
+            )
+        })?;
+        status = target;
+    }
+    Ok(status)
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn event(kind: &str, data: Value) -> IncomingEvent {
+        IncomingEvent::parse(&format!("id-{kind}"), kind, data).unwrap()
+    }
+
+    fn started() -> IncomingEvent {
+        event("run.started", json!({}))
+    }
+
+    fn delta() -> IncomingEvent {
+        event("step.delta", json!({"step_id": "s1", "text": "hi"}))
+    }
+
+    fn completed() -> IncomingEvent {
+        event("run.completed", json!({"output": "done"}))
+    }
+
+    #[test]
+    fn parsing_names_the_field_that_is_wrong_and_refuses_server_only_kinds() {
+        assert_eq!(IncomingEvent::parse("", "run.started", json!({})).unwrap_err().field, "id");
+        assert_eq!(IncomingEvent::parse("a", "run.teleported", json!({})).unwrap_err().field, "kind");
+        assert_eq!(IncomingEvent::parse("a", "step.delta", json!({"text": 1})).unwrap_err().field, "data");
+        for server_only in ["run.created", "run.cancelled"] {
+            let refused = IncomingEvent::parse("a", server_only, json!({})).unwrap_err();
+            assert_eq!(refused.field, "kind");
+            assert!(refused.message.contains("server"), "{}", refused.message);
+        }
+        assert_eq!(IncomingEvent::parse("a", "run.started", json!({})).unwrap().kind(), EventKind::RunStarted);
+    }
+
+    #[test]
+    fn a_batch_moves_the_run_through_its_state_machine() {
+        assert_eq!(status_after(RunStatus::Queued, &[]), Ok(RunStatus::Queued));
+        assert_eq!(status_after(RunStatus::Queued, &[started(), delta()]), Ok(RunStatus::InProgress));
+        assert_eq!(status_after(RunStatus::Queued, &[delta()]), Ok(RunStatus::InProgress), "work starts a run");
+        assert_eq!(status_after(RunStatus::Queued, &[delta(), completed()]), Ok(RunStatus::Completed));
+        assert_eq!(
+            status_after(RunStatus::InProgress, &[started(), delta()]),
+            Ok(RunStatus::InProgress),
+            "a repeated run.started is accepted (a retried batch)"
+        );
+        let failed = event("run.failed", json!({"error": {"code": "x", "message": "y"}}));
+        assert_eq!(status_after(RunStatus::RequiresAction, &[failed]), Ok(RunStatus::Failed));
+        let waiting = event("run.requires_action", json!({}));
+        assert_eq!(
+            status_after(RunStatus::InProgress, &[waiting, started(), completed()]),
+            Ok(RunStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn an_illegal_move_is_refused_with_the_index_of_its_event() {
+        let refused = status_after(RunStatus::Queued, &[completed()]).unwrap_err();
+        assert_eq!((refused.index, refused.field), (0, "kind"));
+        assert!(refused.message.contains("queued to completed"), "{}", refused.message);
+        let after_the_end = status_after(RunStatus::InProgress, &[delta(), completed(), delta()]).unwrap_err();
+        assert_eq!(after_the_end.index, 2, "nothing may follow the event that ends the run");
+        assert_eq!(status_after(RunStatus::Completed, &[delta()]).unwrap_err().index, 0);
+        assert_eq!(status_after(RunStatus::Cancelled, &[started()]).unwrap_err().index, 0);
+    }
 
     #[test]
     fn producer_ids_are_one_to_128_characters_without_control_characters() {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use data::{EventData, StepRef, ToolCallRef};
-pub use incoming::{IncomingEvent, ProducerId};
+pub use incoming::{BatchRejection, IncomingEvent, ProducerId, status_after};
 pub use partition::partition;
 
 use crate::ids::{RunId, TenantId};

@@ -105,6 +105,17 @@ impl EventLog for SeaOrmRunDetails {
         let events = rows.into_iter().map(event_to_domain).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(events, limit, |e| Cursor::Seq(e.seq)))
     }
+
+    async fn last_seq(&self, tenant: TenantId, run_id: RunId) -> Result<Option<u64>, RepositoryError> {
+        let last = agent_events::Entity::find()
+            .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
+            .order_by_desc(agent_events::Column::Seq)
+            .one(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "reading the last event"))?;
+        last.map(|row| u64::try_from(row.seq).map_err(|e| corrupt_row("agent_events", e))).transpose()
+    }
 }
 
 fn step_to_domain(row: agent_steps::Model) -> Result<Step, RepositoryError> {

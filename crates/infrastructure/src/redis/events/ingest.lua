@@ -2,7 +2,7 @@
 --
 -- KEYS: 1 the run hash (seq, status, terminal), 2 its producer ids (id -> seq), 3 its
 -- history stream (entry id <seq>-1, field `event`), 4 its partition's queue.
--- ARGV[1] names the operation: append | server | seed | read (below).
+-- ARGV[1] names the operation: append | server | seed | read | status (below).
 --
 -- Event bodies come from the adapter as JSON objects without `seq`; the script splices the
 -- seq in as text. (cjson would re-encode them: `[]` becomes `{}` and numbers are rounded.)
@@ -130,6 +130,15 @@ if op == 'server' then
   end
   enqueue(tenant, run_id, seq, seq, {json})
   return {'OK', status, seq}
+end
+
+-- status -> {} (no counter) | {status}
+if op == 'status' then
+  local state = redis.call('HMGET', run, 'seq', 'status')
+  if not state[1] then
+    return {}
+  end
+  return {state[2]}
 end
 
 -- seed stored_max_seq status terminal ttl -> {'KEPT', seq} | {'SEEDED', seq}

@@ -243,6 +243,11 @@ impl EventSequencer for FredEventSequencer {
         }
     }
 
+    async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError> {
+        let reply = self.evaluate(&self.keys(run), vec![Value::from("status")]).await?;
+        if reply.is_empty() { Ok(None) } else { status_at(&reply, 0).map(Some) }
+    }
+
     async fn history_after(
         &self,
         tenant: TenantId,
