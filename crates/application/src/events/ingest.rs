@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use sba_domain::events::{BatchRejection, IncomingEvent, RunEvent, status_after};
 use sba_domain::{AuditOutcome, RunId, RunStatus, SessionId, TenantId, ValidationError};
 use serde_json::Value;
@@ -15,9 +14,10 @@ use serde_json::Value;
 use crate::RequestContext;
 use crate::audit::Auditor;
 use crate::authorization::{Action, Denied, authorize};
+use crate::events::{EventPipeline, SeedError};
 use crate::ports::{
-    AppendOutcome, AppendRequest, AppendedEvent, Clock, EventBus, EventLog, RepositoryError, RunRepository,
-    SequencerError, StatusChange,
+    AppendOutcome, AppendRequest, AppendedEvent, Clock, RepositoryError, RunRepository, SequencerError,
+    StatusChange,
 };
 
 /// The most events one batch may hold (ARCHITECTURE.md §7).
@@ -91,6 +91,15 @@ impl From<SequencerError> for IngestError {
     }
 }
 
+impl From<SeedError> for IngestError {
+    fn from(error: SeedError) -> Self {
+        match error {
+            SeedError::Sequencer(error) => error.into(),
+            SeedError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<RepositoryError> for IngestError {
     fn from(error: RepositoryError) -> Self {
         match error {
@@ -103,10 +112,8 @@ impl From<RepositoryError> for IngestError {
 /// Takes agents' event batches.
 #[derive(Clone)]
 pub struct IngestService {
-    sequencer: Arc<dyn crate::ports::EventSequencer>,
-    bus: Arc<dyn EventBus>,
+    pipeline: EventPipeline,
     runs: Arc<dyn RunRepository>,
-    events: Arc<dyn EventLog>,
     auditor: Auditor,
     clock: Arc<dyn Clock>,
     facts: moka::sync::Cache<RunId, RunFacts, ahash::RandomState>,
@@ -123,10 +130,8 @@ const FACTS_CAPACITY: u64 = 100_000;
 
 impl IngestService {
     pub fn new(
-        sequencer: Arc<dyn crate::ports::EventSequencer>,
-        bus: Arc<dyn EventBus>,
+        pipeline: EventPipeline,
         runs: Arc<dyn RunRepository>,
-        events: Arc<dyn EventLog>,
         auditor: Auditor,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -134,7 +139,16 @@ impl IngestService {
             .max_capacity(FACTS_CAPACITY)
             .time_to_idle(Duration::from_mins(10))
             .build_with_hasher(ahash::RandomState::new());
-        Self { sequencer, bus, runs, events, auditor, clock, facts }
+        Self { pipeline, runs, auditor, clock, facts }
+    }
+
+    /// Whether the caller may report events at all (agents and services), before its batch
+    /// is read.
+    ///
+    /// # Errors
+    /// `Forbidden` for every other role.
+    pub fn admit(&self, ctx: &RequestContext) -> Result<(), IngestError> {
+        Ok(authorize(&ctx.principal, Action::IngestEvents)?)
     }
 
     /// Validates `batch` as a whole and appends it to run `run`: new ids get the next seqs
@@ -182,7 +196,7 @@ impl IngestService {
                 created_at,
                 status_change: Some(StatusChange { expected: status, new }),
             };
-            match self.sequencer.append(request).await? {
+            match self.pipeline.sequencer.append(request).await? {
                 AppendOutcome::Appended { events: appended, run_status } => {
                     self.remember(run, facts, run_status);
                     self.after_append(ctx, &facts, run, &events, &appended, status, run_status, created_at)
@@ -227,23 +241,20 @@ impl IngestService {
 
     /// The status the sequencer holds, seeding a lost counter first.
     async fn confirmed_status(&self, tenant: TenantId, run: RunId) -> Result<RunStatus, IngestError> {
-        match self.sequencer.run_status(run).await? {
+        match self.pipeline.sequencer.run_status(run).await? {
             Some(status) => Ok(status),
             None => self.seed(tenant, run).await,
         }
     }
 
-    /// Rebuilds a lost counter from what the database holds (ADR 0017, "Seeding a lost
-    /// counter"), and answers the status the sequencer then holds.
+    /// Rebuilds a lost counter from what the database holds, and answers the status the
+    /// sequencer then holds.
     async fn seed(&self, tenant: TenantId, run: RunId) -> Result<RunStatus, IngestError> {
         let stored = self.runs.get(tenant, run).await?.ok_or(IngestError::NotFound)?;
-        let last_seq = self.events.last_seq(tenant, run).await?.unwrap_or(0);
-        let outcome = self.sequencer.seed(run, last_seq, stored.status()).await?;
-        tracing::info!(run_id = %run, stored_seq = last_seq, ?outcome, "seeded the run's event counter");
-        self.sequencer
-            .run_status(run)
-            .await?
-            .ok_or_else(|| IngestError::Unexpected(anyhow::anyhow!("the sequencer holds no counter after seeding")))
+        self.pipeline.seed(tenant, run, stored.status()).await?;
+        self.pipeline.sequencer.run_status(run).await?.ok_or_else(|| {
+            IngestError::Unexpected(anyhow::anyhow!("the sequencer holds no counter after seeding"))
+        })
     }
 
     /// Publishes the new events live and audits a status change. Neither may fail the batch:
@@ -274,14 +285,10 @@ impl IngestService {
                 created_at,
             })
             .collect();
-        let published = join_all(new_events.iter().map(|event| self.bus.publish(event, facts.session))).await;
-        let failed = published.iter().filter(|result| result.is_err()).count();
-        if failed > 0 {
-            metrics::counter!("sba_events_publish_failures_total").increment(failed as u64);
-            tracing::warn!(run_id = %run, failed, "publishing accepted events live failed; subscribers resume from the history");
-        }
+        self.pipeline.publish(&new_events, facts.session).await;
         metrics::counter!("sba_events_accepted_total").increment(new_events.len() as u64);
-        metrics::counter!("sba_events_duplicates_total").increment((appended.len() - new_events.len()) as u64);
+        metrics::counter!("sba_events_duplicates_total")
+            .increment((appended.len() - new_events.len()) as u64);
         if before != after && !new_events.is_empty() {
             let entry = self.auditor.entry(
                 ctx,
@@ -314,7 +321,8 @@ fn parse_batch(batch: Vec<RawEvent>) -> Result<Vec<IncomingEvent>, BatchRejectio
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            IncomingEvent::parse(&raw.id, &raw.kind, raw.data).map_err(|error| BatchRejection::new(index, error))
+            IncomingEvent::parse(&raw.id, &raw.kind, raw.data)
+                .map_err(|error| BatchRejection::new(index, error))
         })
         .collect()
 }
@@ -323,4 +331,336 @@ fn parse_batch(batch: Vec<RawEvent>) -> Result<Vec<IncomingEvent>, BatchRejectio
 /// route's decoder uses it, so both kinds of invalid event read the same).
 pub fn malformed_event(index: usize, message: impl Into<String>) -> BatchRejection {
     BatchRejection::new(index, ValidationError::new("event", message))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use sba_domain::runs::NewRun;
+    use sba_domain::{AgentName, AgentRun, Metadata, Principal, Role, UserId};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ports::{
+        MockAuditLog, MockEventBus, MockEventLog, MockEventSequencer, MockIdGenerator, MockRunRepository,
+        SeedOutcome,
+    };
+    use crate::testing::TestClock;
+
+    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(1));
+    const RUN: RunId = RunId::from_uuid(Uuid::from_u128(42));
+
+    fn ctx(role: Role) -> RequestContext {
+        RequestContext {
+            principal: Principal { tenant_id: TENANT, user_id: UserId::parse("agent-1").unwrap(), role },
+            ip: None,
+            request_id: "req-1".into(),
+            client_request_id: None,
+            token: None,
+        }
+    }
+
+    fn stored(status: RunStatus) -> AgentRun {
+        let mut run = AgentRun::new(
+            RUN,
+            NewRun {
+                tenant_id: TENANT,
+                user_id: UserId::parse("u").unwrap(),
+                agent: AgentName::parse("bot").unwrap(),
+                input: json!(null),
+                session_id: None,
+                metadata: Metadata::default(),
+            },
+            chrono::Utc::now(),
+        );
+        if status != RunStatus::Queued {
+            run.transition_to(status, chrono::Utc::now()).unwrap();
+        }
+        run
+    }
+
+    fn raw(id: &str, kind: &str, data: Value) -> RawEvent {
+        RawEvent { id: id.into(), kind: kind.into(), data }
+    }
+
+    fn started(id: &str) -> RawEvent {
+        raw(id, "run.started", json!({}))
+    }
+
+    fn delta(id: &str) -> RawEvent {
+        raw(id, "step.delta", json!({"step_id": "s1", "text": "hi"}))
+    }
+
+    fn appended(ids: &[(&str, u64, bool)], run_status: RunStatus) -> AppendOutcome {
+        AppendOutcome::Appended {
+            events: ids
+                .iter()
+                .map(|&(id, seq, duplicate)| AppendedEvent {
+                    producer_id: sba_domain::events::ProducerId::parse(id).unwrap(),
+                    seq,
+                    duplicate,
+                })
+                .collect(),
+            run_status,
+        }
+    }
+
+    /// The mocks of one test; `build` makes the service.
+    struct Ports {
+        sequencer: MockEventSequencer,
+        bus: MockEventBus,
+        log: MockEventLog,
+        runs: MockRunRepository,
+        audit: MockAuditLog,
+    }
+
+    impl Ports {
+        /// The run is stored in `status`; nothing else is expected.
+        fn with_run(status: RunStatus) -> Self {
+            let mut runs = MockRunRepository::new();
+            runs.expect_get().returning(move |tenant, _| Ok((tenant == TENANT).then(|| stored(status))));
+            Self {
+                sequencer: MockEventSequencer::new(),
+                bus: MockEventBus::new(),
+                log: MockEventLog::new(),
+                runs,
+                audit: MockAuditLog::new(),
+            }
+        }
+
+        /// Records the seqs published live.
+        fn publishing(mut self) -> (Self, Arc<Mutex<Vec<u64>>>) {
+            let published = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&published);
+            self.bus.expect_publish().returning(move |event, _| {
+                seen.lock().unwrap().push(event.seq);
+                Ok(())
+            });
+            (self, published)
+        }
+
+        fn build(self) -> IngestService {
+            let mut ids = MockIdGenerator::new();
+            ids.expect_new_id().returning(Uuid::now_v7);
+            let clock: Arc<dyn Clock> = Arc::new(TestClock::at(0));
+            let auditor = Auditor::new(Arc::new(self.audit), Arc::clone(&clock), Arc::new(ids));
+            let pipeline =
+                EventPipeline::new(Arc::new(self.sequencer), Arc::new(self.bus), Arc::new(self.log));
+            IngestService::new(pipeline, Arc::new(self.runs), auditor, clock)
+        }
+    }
+
+    #[tokio::test]
+    async fn only_agents_and_services_may_report_events() {
+        for role in [Role::Authenticated, Role::Admin] {
+            let service = Ports::with_run(RunStatus::Queued).build();
+            assert!(matches!(service.admit(&ctx(role)), Err(IngestError::Forbidden(_))));
+            let refused = service.ingest(&ctx(role), RUN, vec![started("a")]).await;
+            assert!(matches!(refused, Err(IngestError::Forbidden(_))), "{role:?}");
+        }
+        for role in [Role::Agent, Role::Service] {
+            assert!(Ports::with_run(RunStatus::Queued).build().admit(&ctx(role)).is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_oversized_batch_is_refused_before_anything_is_asked() {
+        let service = Ports::with_run(RunStatus::Queued).build();
+        assert!(matches!(
+            service.ingest(&ctx(Role::Agent), RUN, vec![]).await,
+            Err(IngestError::BatchSize(0))
+        ));
+        let too_many = (0..=MAX_BATCH_EVENTS).map(|i| delta(&format!("e{i}"))).collect();
+        assert!(matches!(
+            service.ingest(&ctx(Role::Agent), RUN, too_many).await,
+            Err(IngestError::BatchSize(501))
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_invalid_event_refuses_the_batch_naming_its_index_and_nothing_is_appended() {
+        let mut ports = Ports::with_run(RunStatus::InProgress);
+        ports.sequencer.expect_append().never();
+        let batch = vec![delta("a"), delta("b"), raw("c", "step.delta", json!({"text": 3})), delta("d")];
+        match ports.build().ingest(&ctx(Role::Agent), RUN, batch).await {
+            Err(IngestError::Invalid(rejection)) => assert_eq!(rejection.index, 2),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn another_tenants_run_is_not_found() {
+        let mut ports = Ports::with_run(RunStatus::Queued);
+        ports.sequencer.expect_append().never();
+        let mut other = ctx(Role::Agent);
+        other.principal.tenant_id = TenantId::from_uuid(Uuid::from_u128(2));
+        let service = ports.build();
+        assert!(matches!(service.ingest(&other, RUN, vec![started("a")]).await, Err(IngestError::NotFound)));
+        // Also when the run's facts are remembered from its own tenant's batch.
+        assert!(matches!(service.ingest(&other, RUN, vec![started("a")]).await, Err(IngestError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn an_accepted_batch_is_answered_with_its_seqs_published_in_order_and_its_status_change_audited() {
+        let (mut ports, published) = Ports::with_run(RunStatus::Queued).publishing();
+        ports
+            .sequencer
+            .expect_append()
+            .withf(|request| {
+                request.status_change
+                    == Some(StatusChange { expected: RunStatus::Queued, new: RunStatus::InProgress })
+                    && request.events.len() == 3
+                    && request.tenant == TENANT
+            })
+            .times(1)
+            .returning(|_| {
+                Ok(appended(&[("a", 2, false), ("b", 3, false), ("c", 4, false)], RunStatus::InProgress))
+            });
+        ports
+            .audit
+            .expect_record()
+            .withf(|entry| entry.action == "run.start" && entry.resource_id == Some(RUN.to_string()))
+            .times(1)
+            .returning(|_| Ok(()));
+        let batch = vec![
+            started("a"),
+            raw("b", "step.created", json!({"step_id": "s1", "type": "message_creation"})),
+            delta("c"),
+        ];
+        let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, batch).await.unwrap();
+        assert_eq!(receipt.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!((receipt.duplicates, receipt.run_status), (0, RunStatus::InProgress));
+        assert_eq!(*published.lock().unwrap(), [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn duplicates_keep_their_seqs_are_not_published_again_and_audit_nothing() {
+        let (mut ports, published) = Ports::with_run(RunStatus::InProgress).publishing();
+        ports
+            .sequencer
+            .expect_append()
+            .returning(|_| Ok(appended(&[("a", 2, true), ("b", 7, false)], RunStatus::InProgress)));
+        ports.audit.expect_record().never();
+        let receipt =
+            ports.build().ingest(&ctx(Role::Service), RUN, vec![delta("a"), delta("b")]).await.unwrap();
+        assert_eq!(receipt.duplicates, 1);
+        assert_eq!(*published.lock().unwrap(), [7]);
+    }
+
+    #[tokio::test]
+    async fn a_status_that_moved_on_another_node_is_retried_from_the_sequencers_answer() {
+        let (mut ports, _) = Ports::with_run(RunStatus::Queued).publishing();
+        let mut calls = mockall::Sequence::new();
+        ports
+            .sequencer
+            .expect_append()
+            .withf(|r| r.status_change.map(|c| c.expected) == Some(RunStatus::Queued))
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_| Ok(AppendOutcome::Conflict(RunStatus::RequiresAction)));
+        ports
+            .sequencer
+            .expect_append()
+            .withf(|r| {
+                r.status_change
+                    == Some(StatusChange { expected: RunStatus::RequiresAction, new: RunStatus::InProgress })
+            })
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_| Ok(appended(&[("a", 9, false)], RunStatus::InProgress)));
+        ports.audit.expect_record().times(1).returning(|_| Ok(()));
+        let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, vec![started("a")]).await.unwrap();
+        assert_eq!(receipt.run_status, RunStatus::InProgress);
+    }
+
+    #[tokio::test]
+    async fn an_ended_run_answers_terminal_with_its_status_and_publishes_nothing() {
+        let mut ports = Ports::with_run(RunStatus::InProgress);
+        ports.sequencer.expect_append().returning(|_| Ok(AppendOutcome::Terminal(RunStatus::Cancelled)));
+        ports.bus.expect_publish().never();
+        let refused = ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a")]).await;
+        assert!(matches!(refused, Err(IngestError::RunTerminal(RunStatus::Cancelled))));
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_on_a_stale_status_asks_the_sequencer_before_answering() {
+        // The database still says queued; the sequencer knows the run is in progress, where
+        // `run.completed` is allowed.
+        let (mut ports, _) = Ports::with_run(RunStatus::Queued).publishing();
+        ports.sequencer.expect_run_status().times(1).returning(|_| Ok(Some(RunStatus::InProgress)));
+        ports
+            .sequencer
+            .expect_append()
+            .withf(|r| {
+                r.status_change
+                    == Some(StatusChange { expected: RunStatus::InProgress, new: RunStatus::Completed })
+            })
+            .returning(|_| Ok(appended(&[("z", 5, false)], RunStatus::Completed)));
+        ports.audit.expect_record().withf(|e| e.action == "run.complete").returning(|_| Ok(()));
+        let done = raw("z", "run.completed", json!({"output": "ok"}));
+        let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, vec![done]).await.unwrap();
+        assert_eq!(receipt.run_status, RunStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_confirmed_status_refuses_is_invalid() {
+        let mut ports = Ports::with_run(RunStatus::Queued);
+        ports.sequencer.expect_run_status().returning(|_| Ok(Some(RunStatus::Queued)));
+        ports.sequencer.expect_append().never();
+        let done = raw("z", "run.completed", json!({"output": "ok"}));
+        match ports
+            .build()
+            .ingest(
+                &ctx(Role::Agent),
+                RUN,
+                vec![delta("a"), raw("w", "run.requires_action", json!({})), done],
+            )
+            .await
+        {
+            Err(IngestError::Invalid(rejection)) => assert_eq!(rejection.index, 2),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_counter_is_seeded_from_the_database_then_the_batch_appended() {
+        let (mut ports, _) = Ports::with_run(RunStatus::InProgress).publishing();
+        let mut calls = mockall::Sequence::new();
+        ports
+            .sequencer
+            .expect_append()
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_| Ok(AppendOutcome::NeedsSeed));
+        ports.log.expect_last_seq().returning(|_, _| Ok(Some(17)));
+        ports
+            .sequencer
+            .expect_seed()
+            .withf(|run, seq, status| *run == RUN && *seq == 17 && *status == RunStatus::InProgress)
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_, _, _| Ok(SeedOutcome::Seeded { seq: 17 }));
+        ports.sequencer.expect_run_status().returning(|_| Ok(Some(RunStatus::InProgress)));
+        ports
+            .sequencer
+            .expect_append()
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_| Ok(appended(&[("a", 18, false)], RunStatus::InProgress)));
+        let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a")]).await.unwrap();
+        assert_eq!(receipt.events[0].seq, 18);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_event_store_is_unavailable() {
+        let mut ports = Ports::with_run(RunStatus::InProgress);
+        ports
+            .sequencer
+            .expect_append()
+            .returning(|_| Err(SequencerError::Unavailable(anyhow::anyhow!("connection refused"))));
+        let refused = ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a")]).await;
+        assert!(matches!(refused, Err(IngestError::Unavailable(_))));
+    }
 }

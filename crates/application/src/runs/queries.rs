@@ -11,8 +11,9 @@ use sba_domain::steps::{Step, ToolCall};
 use super::{RunAccess, RunServiceError};
 use crate::RequestContext;
 use crate::authorization::{Action, authorize};
+use crate::pagination::Cursor;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{EventLog, RunFilter, RunRepository, StepRepository, ToolCallRepository};
+use crate::ports::{EventLog, EventSequencer, RunFilter, RunRepository, StepRepository, ToolCallRepository};
 
 /// Read-side use cases of runs.
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct RunQueries {
     steps: Arc<dyn StepRepository>,
     tool_calls: Arc<dyn ToolCallRepository>,
     events: Arc<dyn EventLog>,
+    /// The run history of events accepted but maybe not persisted yet.
+    history: Arc<dyn EventSequencer>,
     access: RunAccess,
 }
 
@@ -30,9 +33,10 @@ impl RunQueries {
         steps: Arc<dyn StepRepository>,
         tool_calls: Arc<dyn ToolCallRepository>,
         events: Arc<dyn EventLog>,
+        history: Arc<dyn EventSequencer>,
         access: RunAccess,
     ) -> Self {
-        Self { runs, steps, tool_calls, events, access }
+        Self { runs, steps, tool_calls, events, history, access }
     }
 
     /// The caller's tenant's runs matching `filter`, newest first.
@@ -77,7 +81,11 @@ impl RunQueries {
         Ok(self.tool_calls.list(ctx.principal.tenant_id, id, page).await?)
     }
 
-    /// The events of run `id` after `after_seq`, in `seq` order.
+    /// The events of run `id` after `after_seq`, in `seq` order: those persisted, then,
+    /// when the page is not full, those accepted but not persisted yet, from the run's
+    /// history (ADR 0017, "Reads without a gap"). History events are only added when they
+    /// continue the persisted ones without a gap; when the history cannot be read, the page
+    /// holds the persisted events only (the reader asks again from its last seq).
     ///
     /// # Errors
     /// `NotFound` when the run does not exist or belongs to another tenant.
@@ -89,7 +97,34 @@ impl RunQueries {
         limit: u64,
     ) -> Result<Page<RunEvent>, RunServiceError> {
         self.ensure_visible(ctx, id).await?;
-        Ok(self.events.list_after(ctx.principal.tenant_id, id, after_seq, limit).await?)
+        let tenant = ctx.principal.tenant_id;
+        let mut page = self.events.list_after(tenant, id, after_seq, limit).await?;
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        if page.next.is_some() || page.items.len() >= wanted {
+            return Ok(page);
+        }
+        let last = page.items.last().map_or(after_seq, |event| event.seq);
+        let room = wanted - page.items.len();
+        let pending = match self.history.history_after(tenant, id, last, room.saturating_add(1)).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(run_id = %id, error = format!("{error:#}"), "reading the run history failed; answering persisted events only");
+                return Ok(page);
+            }
+        };
+        let mut expected = last + 1;
+        for event in pending {
+            if event.seq != expected {
+                break;
+            }
+            if page.items.len() == wanted {
+                page.next = Some(Cursor::Seq(expected - 1));
+                break;
+            }
+            expected += 1;
+            page.items.push(event);
+        }
+        Ok(page)
     }
 
     /// Whether the caller may read run `id`; a run of another tenant is reported exactly
@@ -142,7 +177,16 @@ mod tests {
             Arc::new(crate::testing::MapCache::default()),
             Arc::new(crate::testing::TestClock::at(0)),
         );
-        let queries = RunQueries::new(runs, Arc::new(steps), Arc::new(calls), Arc::new(events), access);
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().never();
+        let queries = RunQueries::new(
+            runs,
+            Arc::new(steps),
+            Arc::new(calls),
+            Arc::new(events),
+            Arc::new(history),
+            access,
+        );
         let id = RunId::from_uuid(Uuid::from_u128(9));
         assert!(matches!(
             queries.steps(&ctx(), id, PageRequest::first(5)).await,
@@ -153,5 +197,84 @@ mod tests {
             Err(RunServiceError::NotFound)
         ));
         assert!(matches!(queries.events(&ctx(), id, 0, 5).await, Err(RunServiceError::NotFound)));
+    }
+
+    fn event(seq: u64) -> RunEvent {
+        RunEvent {
+            run_id: RunId::from_uuid(Uuid::from_u128(9)),
+            tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+            seq,
+            producer_id: Some(format!("p{seq}")),
+            data: sba_domain::events::EventData::RunStarted,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    /// Queries over a visible run whose database holds `stored` and whose history holds
+    /// `pending`.
+    fn queries_over(stored: Vec<u64>, pending: Vec<u64>) -> RunQueries {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|_, _| {
+            Ok(Some(sba_domain::AgentRun::new(
+                RunId::from_uuid(Uuid::from_u128(9)),
+                sba_domain::runs::NewRun {
+                    tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+                    user_id: UserId::parse("u").unwrap(),
+                    agent: sba_domain::AgentName::parse("bot").unwrap(),
+                    input: serde_json::Value::Null,
+                    session_id: None,
+                    metadata: sba_domain::Metadata::default(),
+                },
+                chrono::Utc::now(),
+            )))
+        });
+        let mut events = MockEventLog::new();
+        events.expect_list_after().returning(move |_, _, after, limit| {
+            let rows = stored.iter().filter(|s| **s > after).map(|s| event(*s)).collect();
+            Ok(Page::from_rows(rows, limit, |e| Cursor::Seq(e.seq)))
+        });
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().returning(move |_, _, after, limit| {
+            Ok(pending.iter().filter(|s| **s > after).take(limit).map(|s| event(*s)).collect())
+        });
+        let runs: Arc<dyn RunRepository> = Arc::new(runs);
+        let access = RunAccess::new(
+            Arc::clone(&runs),
+            Arc::new(crate::testing::MapCache::default()),
+            Arc::new(crate::testing::TestClock::at(0)),
+        );
+        RunQueries::new(
+            runs,
+            Arc::new(MockStepRepository::new()),
+            Arc::new(MockToolCallRepository::new()),
+            Arc::new(events),
+            Arc::new(history),
+            access,
+        )
+    }
+
+    fn seqs(page: &Page<RunEvent>) -> Vec<u64> {
+        page.items.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn events_not_persisted_yet_follow_the_persisted_ones_from_the_history_without_a_gap() {
+        let id = RunId::from_uuid(Uuid::from_u128(9));
+        // The history overlaps what is persisted (the worker lags by three events).
+        let queries = queries_over(vec![1, 2, 3], vec![2, 3, 4, 5, 6]);
+        let all = queries.events(&ctx(), id, 0, 10).await.unwrap();
+        assert_eq!((seqs(&all), all.next), (vec![1, 2, 3, 4, 5, 6], None));
+        let page = queries.events(&ctx(), id, 0, 4).await.unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![1, 2, 3, 4], Some(Cursor::Seq(4))));
+        let rest = queries.events(&ctx(), id, 4, 4).await.unwrap();
+        assert_eq!((seqs(&rest), rest.next), (vec![5, 6], None));
+    }
+
+    #[tokio::test]
+    async fn history_that_does_not_continue_the_persisted_events_is_left_out() {
+        // Seqs 4 and 5 were trimmed from the history before the worker stored them.
+        let queries = queries_over(vec![1, 2, 3], vec![6, 7]);
+        let page = queries.events(&ctx(), RunId::from_uuid(Uuid::from_u128(9)), 0, 10).await.unwrap();
+        assert_eq!(seqs(&page), [1, 2, 3], "never a gap: the reader asks again from seq 3");
     }
 }

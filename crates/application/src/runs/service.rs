@@ -3,17 +3,20 @@
 
 use std::sync::Arc;
 
+use sba_domain::events::{EventData, RunEvent};
 use sba_domain::runs::NewRun;
 use sba_domain::{
-    AgentName, AgentRun, AuditEntry, AuditOutcome, InvalidTransition, Metadata, RunId, SessionId,
+    AgentName, AgentRun, AuditEntry, AuditOutcome, InvalidTransition, Metadata, RunId, RunStatus, SessionId,
 };
 use serde_json::Value;
 
 use crate::RequestContext;
 use crate::audit::Auditor;
 use crate::authorization::{Action, Denied, authorize};
+use crate::events::{EventPipeline, SeedError};
 use crate::ports::{
     AuditLog, Clock, IdGenerator, LedgerError, RepositoryError, RunEnding, RunLedger, RunRepository,
+    SequencerError, ServerAppendOutcome, ServerEvent,
 };
 
 /// The audit actor of changes made by the platform itself rather than by a caller.
@@ -44,8 +47,30 @@ pub enum RunServiceError {
     /// The run's state machine refuses the change (for example cancelling a completed run).
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
+    /// The event store (Redis) cannot be reached; the change may have been recorded
+    /// (retrying it is safe).
+    #[error("the event store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<SequencerError> for RunServiceError {
+    fn from(error: SequencerError) -> Self {
+        match error {
+            SequencerError::Unavailable(source) => Self::Unavailable(source),
+            SequencerError::Unexpected(source) => Self::Unexpected(source),
+        }
+    }
+}
+
+impl From<SeedError> for RunServiceError {
+    fn from(error: SeedError) -> Self {
+        match error {
+            SeedError::Sequencer(error) => error.into(),
+            SeedError::Store(error) => error.into(),
+        }
+    }
 }
 
 impl From<RepositoryError> for RunServiceError {
@@ -78,6 +103,7 @@ impl From<LedgerError> for RunServiceError {
 pub struct RunService {
     runs: Arc<dyn RunRepository>,
     ledger: Arc<dyn RunLedger>,
+    pipeline: EventPipeline,
     auditor: Auditor,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
@@ -87,16 +113,20 @@ impl RunService {
     pub fn new(
         runs: Arc<dyn RunRepository>,
         ledger: Arc<dyn RunLedger>,
+        pipeline: EventPipeline,
         audit: Arc<dyn AuditLog>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
         let auditor = Auditor::new(audit, Arc::clone(&clock), Arc::clone(&ids));
-        Self { runs, ledger, auditor, clock, ids }
+        Self { runs, ledger, pipeline, auditor, clock, ids }
     }
 
     /// Creates a `queued` run owned by the caller and its tenant, with its `run.created`
-    /// event and audit entry, atomically.
+    /// event (seq 1) and audit entry, atomically; then starts the run's counter in the
+    /// sequencer at 1 and publishes `run.created` live. Neither of those may fail the
+    /// creation: a counter that could not be set is seeded from the database by the first
+    /// ingest, and a lost publication is recovered by subscribers from the database.
     ///
     /// # Errors
     /// `Forbidden` when the caller's role may not start runs (not audited here: like every
@@ -123,6 +153,18 @@ impl RunService {
         );
         let entry = self.caller_entry(ctx, "run.create", Some(run.id), AuditOutcome::Success);
         self.ledger.create_run(&run, &entry).await?;
+        if let Err(error) = self.pipeline.sequencer.seed(run.id, 1, RunStatus::Queued).await {
+            tracing::warn!(run_id = %run.id, error = format!("{error:#}"), "starting the run's event counter failed; the first ingest seeds it");
+        }
+        let created = RunEvent {
+            run_id: run.id,
+            tenant_id: run.tenant_id,
+            seq: 1,
+            producer_id: None,
+            data: EventData::RunCreated,
+            created_at: run.created_at,
+        };
+        self.pipeline.publish(std::slice::from_ref(&created), run.session_id).await;
         Ok(run)
     }
 
@@ -136,30 +178,67 @@ impl RunService {
     }
 
     /// Cancels the run `id`, when the permission matrix lets the caller cancel a run of its
-    /// creator. A successful cancel writes the status, the `run.cancelled` event, the end of
-    /// open steps and the audit entry atomically; a refused one is audited as denied and
-    /// leaves the run unchanged.
+    /// creator. A successful cancel writes `run.cancelled` into the run's sequence (from then
+    /// on every ingest, on any node, answers that the run has ended), publishes it live and
+    /// audits the cancel; the worker persists it in seq order, ending the run's open steps.
+    /// The answer is the run as it will be once persisted. A refused cancel is audited as
+    /// denied and leaves the run unchanged.
     ///
     /// # Errors
     /// `NotFound` as for [`Self::get`]; `Forbidden` when the caller may not cancel this run;
-    /// `InvalidTransition` when the run has already ended.
+    /// `InvalidTransition` when the run has already ended; `Unavailable` when the event store
+    /// cannot be reached.
     pub async fn cancel(&self, ctx: &RequestContext, id: RunId) -> Result<AgentRun, RunServiceError> {
-        // The creator never changes, so reading it before the ledger's atomic cancel leaves
+        // The creator never changes, so reading it before the sequencer's atomic cancel leaves
         // no window in which the decision could become wrong.
-        let Some(run) = self.runs.get(ctx.principal.tenant_id, id).await? else {
+        let Some(mut run) = self.runs.get(ctx.principal.tenant_id, id).await? else {
             return self.cancel_refused(ctx, id, RunServiceError::NotFound).await;
         };
         if let Err(refusal) = authorize(&ctx.principal, Action::CancelRun { creator: &run.user_id }) {
             return self.cancel_refused(ctx, id, refusal.into()).await;
         }
-        let entry = self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Success);
-        match self.ledger.end_run(ctx.principal.tenant_id, id, RunEnding::Cancel, entry).await {
-            Ok(run) => Ok(run),
-            Err(error @ (LedgerError::NotFound | LedgerError::InvalidTransition(_))) => {
-                self.cancel_refused(ctx, id, error.into()).await
+        let now = self.clock.now();
+        let tenant = ctx.principal.tenant_id;
+        let mut seeded = false;
+        let seq = loop {
+            match self.pipeline.sequencer.append_server_event(tenant, id, ServerEvent::Cancelled, now).await?
+            {
+                ServerAppendOutcome::Appended { seq, .. } => break seq,
+                ServerAppendOutcome::Terminal(status) => {
+                    let refused = InvalidTransition { from: status, to: RunStatus::Cancelled };
+                    return self.cancel_refused(ctx, id, refused.into()).await;
+                }
+                ServerAppendOutcome::NeedsSeed if !seeded => {
+                    self.pipeline.seed(tenant, id, run.status()).await?;
+                    seeded = true;
+                }
+                other => {
+                    return Err(RunServiceError::Unexpected(anyhow::anyhow!(
+                        "the sequencer answered {other:?} to a cancel"
+                    )));
+                }
             }
-            Err(other) => Err(other.into()),
+        };
+        let cancelled = RunEvent {
+            run_id: id,
+            tenant_id: tenant,
+            seq,
+            producer_id: None,
+            data: EventData::RunCancelled,
+            created_at: now,
+        };
+        self.pipeline.publish(std::slice::from_ref(&cancelled), run.session_id).await;
+        if let Err(error) =
+            self.record(self.caller_entry(ctx, "run.cancel", Some(id), AuditOutcome::Success)).await
+        {
+            tracing::error!(run_id = %id, error = format!("{error:#}"), "the audit entry of an accepted cancel was not stored");
         }
+        // The stored row may lag behind the sequence (the worker persists in order); the
+        // sequencer accepted the cancel, so the run is cancelled from a status that allows it.
+        if run.cancel(now).is_err() {
+            tracing::debug!(run_id = %id, "the stored run is behind its sequence; answering it as stored");
+        }
+        Ok(run)
     }
 
     /// Audits a refused cancel as denied, then answers `error`.
@@ -246,7 +325,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{MockAuditLog, MockClock, MockIdGenerator, MockRunLedger, MockRunRepository};
+    use crate::ports::{
+        MockAuditLog, MockClock, MockEventBus, MockEventLog, MockEventSequencer, MockIdGenerator,
+        MockRunLedger, MockRunRepository, SeedOutcome,
+    };
 
     fn now() -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000, 0).unwrap()
@@ -267,11 +349,42 @@ mod tests {
     }
 
     fn service(runs: MockRunRepository, ledger: MockRunLedger, audit: MockAuditLog) -> RunService {
+        service_with(runs, ledger, audit, sequencer_accepting())
+    }
+
+    /// A sequencer that starts counters and accepts a cancel of any run at seq 5.
+    fn sequencer_accepting() -> MockEventSequencer {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_seed().returning(|_, seq, _| Ok(SeedOutcome::Seeded { seq }));
+        sequencer.expect_append_server_event().returning(|_, _, _, _| {
+            Ok(ServerAppendOutcome::Appended { seq: 5, run_status: RunStatus::Cancelled })
+        });
+        sequencer
+    }
+
+    fn service_with(
+        runs: MockRunRepository,
+        ledger: MockRunLedger,
+        audit: MockAuditLog,
+        sequencer: MockEventSequencer,
+    ) -> RunService {
+        let mut bus = MockEventBus::new();
+        bus.expect_publish().returning(|_, _| Ok(()));
+        let mut log = MockEventLog::new();
+        log.expect_last_seq().returning(|_, _| Ok(Some(4)));
+        let pipeline = EventPipeline::new(Arc::new(sequencer), Arc::new(bus), Arc::new(log));
         let mut clock = MockClock::new();
         clock.expect_now().returning(now);
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(Uuid::now_v7);
-        RunService::new(Arc::new(runs), Arc::new(ledger), Arc::new(audit), Arc::new(clock), Arc::new(ids))
+        RunService::new(
+            Arc::new(runs),
+            Arc::new(ledger),
+            pipeline,
+            Arc::new(audit),
+            Arc::new(clock),
+            Arc::new(ids),
+        )
     }
 
     fn stored_run(status: RunStatus) -> AgentRun {
@@ -365,116 +478,185 @@ mod tests {
         runs
     }
 
-    /// A ledger that cancels run 42 once, with a successful audit entry of `actor`.
-    fn ledger_cancelling_once(actor: &'static str) -> MockRunLedger {
-        let mut ledger = MockRunLedger::new();
-        ledger
-            .expect_end_run()
-            .withf(move |tenant, _, ending, audit| {
+    /// An audit log expecting one successful cancel of run 42 by `actor`.
+    fn audit_of_a_cancel_by(actor: &'static str) -> MockAuditLog {
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(move |e| {
+                e.action == "run.cancel"
+                    && e.actor == actor
+                    && e.outcome == AuditOutcome::Success
+                    && e.resource_id.as_deref() == Some(&*RunId::from_uuid(Uuid::from_u128(42)).to_string())
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        audit
+    }
+
+    /// A sequencer that expects exactly one cancel of run 42 in the caller's tenant.
+    fn sequencer_cancelling_once() -> MockEventSequencer {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer
+            .expect_append_server_event()
+            .withf(|tenant, run, event, _| {
                 *tenant == ctx().principal.tenant_id
-                    && *ending == RunEnding::Cancel
-                    && audit.action == "run.cancel"
-                    && audit.actor == actor
-                    && audit.outcome == AuditOutcome::Success
+                    && *run == RunId::from_uuid(Uuid::from_u128(42))
+                    && *event == ServerEvent::Cancelled
             })
             .times(1)
             .returning(|_, _, _, _| {
-                let mut run = stored_run(RunStatus::Queued);
-                run.cancel(now()).unwrap();
-                Ok(run)
+                Ok(ServerAppendOutcome::Appended { seq: 5, run_status: RunStatus::Cancelled })
             });
-        ledger
+        sequencer
     }
 
     #[tokio::test]
-    async fn cancel_ends_the_run_through_the_ledger_in_the_callers_tenant() {
-        let run = service(runs_holding_run_42(), ledger_cancelling_once("user-1"), MockAuditLog::new())
-            .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
-            .await
-            .unwrap();
+    async fn cancel_writes_run_cancelled_into_the_sequence_and_answers_the_cancelled_run() {
+        let mut ledger = MockRunLedger::new();
+        ledger.expect_end_run().never();
+        let run = service_with(
+            runs_holding_run_42(),
+            ledger,
+            audit_of_a_cancel_by("user-1"),
+            sequencer_cancelling_once(),
+        )
+        .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+        .await
+        .unwrap();
         assert_eq!(run.status(), RunStatus::Cancelled);
+        assert_eq!(run.cancelled_at, Some(now()));
     }
 
     #[tokio::test]
     async fn tenant_admins_and_services_cancel_another_users_run() {
         for (actor, role) in [("boss", Role::Admin), ("billing-service", Role::Service)] {
-            let run = service(runs_holding_run_42(), ledger_cancelling_once(actor), MockAuditLog::new())
-                .cancel(&ctx_as(actor, role), RunId::from_uuid(Uuid::from_u128(42)))
-                .await
-                .unwrap();
+            let run = service_with(
+                runs_holding_run_42(),
+                MockRunLedger::new(),
+                audit_of_a_cancel_by(actor),
+                sequencer_cancelling_once(),
+            )
+            .cancel(&ctx_as(actor, role), RunId::from_uuid(Uuid::from_u128(42)))
+            .await
+            .unwrap();
             assert_eq!(run.status(), RunStatus::Cancelled, "{role}");
         }
+    }
+
+    /// An audit log expecting one denied cancel by `user`.
+    fn audit_of_a_denied_cancel_by(user: &'static str) -> MockAuditLog {
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(move |e| e.action == "run.cancel" && e.actor == user && e.outcome == AuditOutcome::Denied)
+            .times(1)
+            .returning(|_| Ok(()));
+        audit
+    }
+
+    fn sequencer_never_cancelling() -> MockEventSequencer {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_append_server_event().never();
+        sequencer
     }
 
     #[tokio::test]
     async fn cancelling_another_users_run_is_forbidden_audited_as_denied_and_changes_nothing() {
         for (user, role) in [("user-2", Role::Authenticated), ("user-1", Role::Agent)] {
-            let mut ledger = MockRunLedger::new();
-            ledger.expect_end_run().never();
-            let mut audit = MockAuditLog::new();
-            audit
-                .expect_record()
-                .withf(move |e| {
-                    e.action == "run.cancel"
-                        && e.actor == user
-                        && e.outcome == AuditOutcome::Denied
-                        && e.resource_id.as_deref()
-                            == Some(&*RunId::from_uuid(Uuid::from_u128(42)).to_string())
-                })
-                .times(1)
-                .returning(|_| Ok(()));
-            let err = service(runs_holding_run_42(), ledger, audit)
-                .cancel(&ctx_as(user, role), RunId::from_uuid(Uuid::from_u128(42)))
-                .await
-                .unwrap_err();
+            let err = service_with(
+                runs_holding_run_42(),
+                MockRunLedger::new(),
+                audit_of_a_denied_cancel_by(user),
+                sequencer_never_cancelling(),
+            )
+            .cancel(&ctx_as(user, role), RunId::from_uuid(Uuid::from_u128(42)))
+            .await
+            .unwrap_err();
             assert!(matches!(err, RunServiceError::Forbidden(_)), "{role}: {err:?}");
         }
     }
 
     #[tokio::test]
     async fn refused_cancels_are_audited_as_denied() {
-        // An unknown run (or one of another tenant) is refused before the ledger.
+        // An unknown run (or one of another tenant) is refused before the sequencer.
         let mut runs = MockRunRepository::new();
         runs.expect_get().returning(|_, _| Ok(None));
-        let mut ledger = MockRunLedger::new();
-        ledger.expect_end_run().never();
-        let mut audit = MockAuditLog::new();
-        audit
-            .expect_record()
-            .withf(|e| e.action == "run.cancel" && e.outcome == AuditOutcome::Denied)
-            .times(1)
-            .returning(|_| Ok(()));
-        let err = service(runs, ledger, audit).cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42))).await;
+        let err = service_with(
+            runs,
+            MockRunLedger::new(),
+            audit_of_a_denied_cancel_by("user-1"),
+            sequencer_never_cancelling(),
+        )
+        .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+        .await;
         assert!(matches!(err, Err(RunServiceError::NotFound)), "{err:?}");
 
-        // A run that ended (or vanished) meanwhile is refused by the ledger.
-        let refusals: [fn() -> LedgerError; 2] = [
-            || {
-                LedgerError::InvalidTransition(InvalidTransition {
-                    from: RunStatus::Completed,
-                    to: RunStatus::Cancelled,
-                })
-            },
-            || LedgerError::NotFound,
-        ];
-        for refusal in refusals {
-            let mut ledger = MockRunLedger::new();
-            ledger.expect_end_run().returning(move |_, _, _, _| Err(refusal()));
-            let mut audit = MockAuditLog::new();
-            audit
-                .expect_record()
-                .withf(|e| e.action == "run.cancel" && e.outcome == AuditOutcome::Denied)
-                .times(1)
-                .returning(|_| Ok(()));
-            let err = service(runs_holding_run_42(), ledger, audit)
-                .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, RunServiceError::InvalidTransition(_) | RunServiceError::NotFound),
-                "{err:?}"
-            );
-        }
+        // A run that ended meanwhile (on any node) is refused by the sequencer.
+        let mut sequencer = MockEventSequencer::new();
+        sequencer
+            .expect_append_server_event()
+            .returning(|_, _, _, _| Ok(ServerAppendOutcome::Terminal(RunStatus::Completed)));
+        let err = service_with(
+            runs_holding_run_42(),
+            MockRunLedger::new(),
+            audit_of_a_denied_cancel_by("user-1"),
+            sequencer,
+        )
+        .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RunServiceError::InvalidTransition(InvalidTransition { from: RunStatus::Completed, .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_without_a_counter_seeds_it_from_the_database_then_cancels() {
+        let mut sequencer = MockEventSequencer::new();
+        let mut calls = mockall::Sequence::new();
+        sequencer
+            .expect_append_server_event()
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_, _, _, _| Ok(ServerAppendOutcome::NeedsSeed));
+        sequencer
+            .expect_seed()
+            .withf(|_, seq, status| *seq == 4 && *status == RunStatus::Queued)
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_, _, _| Ok(SeedOutcome::Seeded { seq: 4 }));
+        sequencer.expect_append_server_event().times(1).in_sequence(&mut calls).returning(|_, _, _, _| {
+            Ok(ServerAppendOutcome::Appended { seq: 5, run_status: RunStatus::Cancelled })
+        });
+        let run = service_with(
+            runs_holding_run_42(),
+            MockRunLedger::new(),
+            audit_of_a_cancel_by("user-1"),
+            sequencer,
+        )
+        .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+        .await
+        .unwrap();
+        assert_eq!(run.status(), RunStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_the_event_store_cannot_take_is_unavailable_and_not_audited_as_done() {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer
+            .expect_append_server_event()
+            .returning(|_, _, _, _| Err(SequencerError::Unavailable(anyhow::anyhow!("timeout"))));
+        let mut audit = MockAuditLog::new();
+        audit.expect_record().never();
+        let err = service_with(runs_holding_run_42(), MockRunLedger::new(), audit, sequencer)
+            .cancel(&ctx(), RunId::from_uuid(Uuid::from_u128(42)))
+            .await;
+        assert!(matches!(err, Err(RunServiceError::Unavailable(_))), "{err:?}");
     }
 
     #[tokio::test]

@@ -67,7 +67,9 @@ impl IncomingEvent {
         if matches!(kind, EventKind::RunCreated | EventKind::RunCancelled) {
             return Err(ValidationError::new(
                 "kind",
-                format!("`{kind}` is written by the server only (cancel a run with POST /v1/runs/{{id}}/cancel)"),
+                format!(
+                    "`{kind}` is written by the server only (cancel a run with POST /v1/runs/{{id}}/cancel)"
+                ),
             ));
         }
         Ok(Self { producer_id, data: EventData::parse(kind, data)? })
@@ -113,8 +115,11 @@ pub fn status_after(current: RunStatus, batch: &[IncomingEvent]) -> Result<RunSt
         let kind = event.kind();
         let target = match kind {
             EventKind::RunStarted | EventKind::RunRequiresAction => {
-                let target =
-                    if kind == EventKind::RunStarted { RunStatus::InProgress } else { RunStatus::RequiresAction };
+                let target = if kind == EventKind::RunStarted {
+                    RunStatus::InProgress
+                } else {
+                    RunStatus::RequiresAction
+                };
                 if status == target {
                     continue;
                 }
@@ -132,7 +137,10 @@ pub fn status_after(current: RunStatus, batch: &[IncomingEvent]) -> Result<RunSt
                 index,
                 ValidationError::new(
                     "kind",
-                    format!("`{kind}` is not allowed now: the run would go from {} to {}", refused.from, refused.to),
+                    format!(
+                        "`{kind}` is not allowed now: the run would go from {} to {}",
+                        refused.from, refused.to
+                    ),
                 ),
             )
         })?;
@@ -173,14 +181,21 @@ mod tests {
             assert_eq!(refused.field, "kind");
             assert!(refused.message.contains("server"), "{}", refused.message);
         }
-        assert_eq!(IncomingEvent::parse("a", "run.started", json!({})).unwrap().kind(), EventKind::RunStarted);
+        assert_eq!(
+            IncomingEvent::parse("a", "run.started", json!({})).unwrap().kind(),
+            EventKind::RunStarted
+        );
     }
 
     #[test]
     fn a_batch_moves_the_run_through_its_state_machine() {
         assert_eq!(status_after(RunStatus::Queued, &[]), Ok(RunStatus::Queued));
         assert_eq!(status_after(RunStatus::Queued, &[started(), delta()]), Ok(RunStatus::InProgress));
-        assert_eq!(status_after(RunStatus::Queued, &[delta()]), Ok(RunStatus::InProgress), "work starts a run");
+        assert_eq!(
+            status_after(RunStatus::Queued, &[delta()]),
+            Ok(RunStatus::InProgress),
+            "work starts a run"
+        );
         assert_eq!(status_after(RunStatus::Queued, &[delta(), completed()]), Ok(RunStatus::Completed));
         assert_eq!(
             status_after(RunStatus::InProgress, &[started(), delta()]),
@@ -201,7 +216,8 @@ mod tests {
         let refused = status_after(RunStatus::Queued, &[completed()]).unwrap_err();
         assert_eq!((refused.index, refused.field), (0, "kind"));
         assert!(refused.message.contains("queued to completed"), "{}", refused.message);
-        let after_the_end = status_after(RunStatus::InProgress, &[delta(), completed(), delta()]).unwrap_err();
+        let after_the_end =
+            status_after(RunStatus::InProgress, &[delta(), completed(), delta()]).unwrap_err();
         assert_eq!(after_the_end.index, 2, "nothing may follow the event that ends the run");
         assert_eq!(status_after(RunStatus::Completed, &[delta()]).unwrap_err().index, 0);
         assert_eq!(status_after(RunStatus::Cancelled, &[started()]).unwrap_err().index, 0);

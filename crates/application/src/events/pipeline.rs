@@ -1,0 +1,71 @@
+//! [`EventPipeline`]: the ports through which the use cases write a run's events (ADR 0017):
+//! the sequencer that orders and records them, the bus that carries them live, and the
+//! event log that a lost counter is rebuilt from.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use sba_domain::events::RunEvent;
+use sba_domain::{RunId, RunStatus, SessionId, TenantId};
+
+use crate::ports::{EventBus, EventLog, EventSequencer, RepositoryError, SequencerError};
+
+/// Why the pipeline could not rebuild a run's counter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    #[error(transparent)]
+    Store(#[from] RepositoryError),
+}
+
+/// The event pipeline's ports, shared by the use cases that write run events.
+#[derive(Debug, Clone)]
+pub struct EventPipeline {
+    pub sequencer: Arc<dyn EventSequencer>,
+    pub bus: Arc<dyn EventBus>,
+    pub log: Arc<dyn EventLog>,
+}
+
+impl EventPipeline {
+    pub fn new(sequencer: Arc<dyn EventSequencer>, bus: Arc<dyn EventBus>, log: Arc<dyn EventLog>) -> Self {
+        Self { sequencer, bus, log }
+    }
+
+    /// Publishes accepted events live, in order (one pipelined round trip on Redis). A
+    /// failure is logged and counted, never returned: the events are accepted already, and
+    /// subscribers that miss one resume from the run's history.
+    pub async fn publish(&self, events: &[RunEvent], session: Option<SessionId>) {
+        let published = join_all(events.iter().map(|event| self.bus.publish(event, session))).await;
+        let failed = published.iter().filter(|result| result.is_err()).count();
+        if failed > 0 {
+            metrics::counter!("sba_events_publish_failures_total").increment(failed as u64);
+            if let Some(Err(error)) = published.iter().find(|result| result.is_err()) {
+                tracing::warn!(
+                    run_id = %events[0].run_id,
+                    failed,
+                    error = format!("{error:#}"),
+                    "publishing accepted events live failed; subscribers resume from the history"
+                );
+            }
+        }
+    }
+
+    /// Rebuilds a lost counter from what the database holds (ADR 0017, "Seeding a lost
+    /// counter": never below a seq the history or the database has), with the run's stored
+    /// status; a counter another node seeded meanwhile is kept.
+    ///
+    /// # Errors
+    /// When the sequencer or the event log fails.
+    pub async fn seed(
+        &self,
+        tenant: TenantId,
+        run: RunId,
+        stored_status: RunStatus,
+    ) -> Result<(), SeedError> {
+        let last_seq = self.log.last_seq(tenant, run).await?.unwrap_or(0);
+        let outcome = self.sequencer.seed(run, last_seq, stored_status).await?;
+        tracing::info!(run_id = %run, stored_seq = last_seq, ?outcome, "seeded the run's event counter");
+        Ok(())
+    }
+}
