@@ -11,6 +11,7 @@ mod cors;
 mod health;
 mod helpers;
 mod idempotency;
+mod ingest;
 mod lists;
 mod openapi;
 mod permissions;
