@@ -86,7 +86,8 @@ async fn queued_events_are_stored_once_even_when_delivered_again() {
     let (store, _) = fresh_postgres_store().await;
     let admin = admin_client().await;
     let sequencer = sequencer().await;
-    let (first_group, second_group) = (new_queue_group(&admin, PARTITIONS).await, new_queue_group(&admin, PARTITIONS).await);
+    let (first_group, second_group) =
+        (new_queue_group(&admin, PARTITIONS).await, new_queue_group(&admin, PARTITIONS).await);
     let ledger: Arc<dyn RunLedger> = store.run_ledger();
     let first =
         EventPersister::new(Arc::new(consumer(&first_group).await), ledger.clone(), DEFAULT_MAX_ATTEMPTS);

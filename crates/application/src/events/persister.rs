@@ -439,7 +439,9 @@ mod tests {
     #[test]
     fn the_lag_runs_from_queueing_to_now_and_is_never_negative() {
         let queued_at = Utc::now();
-        assert!((lag_seconds(queued_at, queued_at + chrono::Duration::milliseconds(1500)) - 1.5).abs() < 1e-9);
+        assert!(
+            (lag_seconds(queued_at, queued_at + chrono::Duration::milliseconds(1500)) - 1.5).abs() < 1e-9
+        );
         assert!(lag_seconds(queued_at, queued_at - chrono::Duration::seconds(2)).abs() < f64::EPSILON);
     }
 

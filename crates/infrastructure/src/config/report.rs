@@ -135,6 +135,18 @@ impl fmt::Display for Settings {
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
+        self.worker_lines(&mut line);
+        line(
+            "telemetry.otlp_endpoint",
+            &OrNone(self.otlp_endpoint.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
+        );
+        f.write_str(&out)
+    }
+}
+
+impl Settings {
+    /// The worker's and the event pipeline's lines of the rendering.
+    fn worker_lines(&self, line: &mut dyn FnMut(&str, &dyn fmt::Display)) {
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
         let worker = &self.worker;
@@ -153,11 +165,6 @@ impl fmt::Display for Settings {
         line("events.history_max_len", &events.history_max_len);
         line("events.history_ttl", &duration_text(events.history_ttl));
         line("events.timeout", &duration_text(events.timeout));
-        line(
-            "telemetry.otlp_endpoint",
-            &OrNone(self.otlp_endpoint.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
-        );
-        f.write_str(&out)
     }
 }
 
