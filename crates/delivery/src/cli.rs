@@ -1,17 +1,21 @@
-//! The `sba` command line: `serve` (the default), `worker`, `migrate`, `config check` and
-//! `dev-token`.
+//! The `sba` command line: `serve` (the default), `worker` (and `worker dead-letters`),
+//! `migrate`, `config check` and `dev-token`.
 
 #![allow(clippy::print_stdout, reason = "a command line prints its results on stdout")]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use sba_domain::{Role, TenantId, UserId};
+use std::fmt::Write as _;
+
+use clap::{Args, Parser, Subcommand};
+use sba_application::ports::EventQueue;
+use sba_domain::{Role, RunId, TenantId, UserId};
 use sba_infrastructure::auth::DevTokenRequest;
 use sba_infrastructure::config::{EnvSnapshot, Environment, LoadOptions, Settings, load};
+use sba_infrastructure::redis::events::keys::PERSISTERS;
 
-use crate::startup::{Application, Worker, open_store, shutdown_signal, token_signer};
+use crate::startup::{Application, Worker, event_queue, open_store, shutdown_signal, token_signer};
 use crate::telemetry;
 
 /// The longest lifetime `sba dev-token` signs (24 h): a development token is a convenience
@@ -30,8 +34,12 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (the default when no command is given).
     Serve,
-    /// Run background work (the run-expiry sweep) until SIGTERM or Ctrl-C.
-    Worker,
+    /// Run background work (the run-expiry sweep; with Redis, the event persister) until
+    /// SIGTERM or Ctrl-C.
+    Worker {
+        #[command(subcommand)]
+        action: Option<WorkerAction>,
+    },
     /// Apply, revert or list migrations of the internal store.
     Migrate {
         #[command(subcommand)]
@@ -57,6 +65,28 @@ pub enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=DEV_TOKEN_MAX_TTL_SECS))]
         ttl_secs: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerAction {
+    /// List the event queue's dead letters (never their events), or replay them.
+    DeadLetters(DeadLetterArgs),
+}
+
+/// `sba worker dead-letters`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterArgs {
+    /// The most dead letters listed.
+    #[arg(long, default_value_t = 100, conflicts_with = "replay",
+        value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub limit: u64,
+    /// Put them back on their partition queues, in the order they were dead-lettered,
+    /// instead of listing them (once the cause is fixed).
+    #[arg(long)]
+    pub replay: bool,
+    /// With --replay: only this run's dead letters.
+    #[arg(long, requires = "replay")]
+    pub run: Option<RunId>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +118,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate { action } => with_settings(&env, |settings| block_on(migrate(settings, action))),
         Command::Serve => with_settings(&env, |settings| block_on(serve(settings))),
-        Command::Worker => with_settings(&env, |settings| block_on(worker(settings))),
+        Command::Worker { action: None } => with_settings(&env, |settings| block_on(worker(settings))),
+        Command::Worker { action: Some(WorkerAction::DeadLetters(args)) } => {
+            with_settings(&env, |settings| block_on(dead_letters_command(&settings, &args)))
+        }
     }
 }
 
@@ -126,6 +159,65 @@ async fn worker(settings: Settings) -> anyhow::Result<ExitCode> {
     let worker = Worker::build(&settings).await?;
     worker.run_until_stopped(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn dead_letters_command(settings: &Settings, args: &DeadLetterArgs) -> anyhow::Result<ExitCode> {
+    let Some(queue) = event_queue(settings, PERSISTERS).await? else {
+        anyhow::bail!(
+            "dead letters exist only with REDIS_URL: without it events are stored at ingest and there is no queue"
+        );
+    };
+    print!("{}", dead_letters(queue.as_ref(), args).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `sba worker dead-letters` prints: the dead letters of `queue` as a table
+/// (partition, queue id, tenant, run, seq range, attempts, reason; never event data), or,
+/// with `--replay`, how many it put back.
+///
+/// # Errors
+/// When the queue fails.
+pub async fn dead_letters(queue: &dyn EventQueue, args: &DeadLetterArgs) -> anyhow::Result<String> {
+    let mut out = String::new();
+    if args.replay {
+        let replayed = queue.replay_dead_letters(args.run).await?;
+        let _ = match args.run {
+            Some(run) => writeln!(out, "replayed {replayed} dead letter(s) of run {run}"),
+            None => writeln!(out, "replayed {replayed} dead letter(s)"),
+        };
+        return Ok(out);
+    }
+    let limit = usize::try_from(args.limit).unwrap_or(usize::MAX);
+    let letters = queue.dead_letters(limit).await?;
+    if letters.is_empty() {
+        out.push_str("no dead letters\n");
+        return Ok(out);
+    }
+    let _ = writeln!(
+        out,
+        "{:<9} {:<20} {:<36} {:<36} {:<13} {:<8} reason",
+        "partition", "queue id", "tenant", "run", "seqs", "attempts"
+    );
+    for letter in &letters {
+        let seqs = format!("{}-{}", letter.first_seq, letter.last_seq);
+        // One line per letter, whatever the reason holds.
+        let reason: String = letter.reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let _ = writeln!(
+            out,
+            "{:<9} {:<20} {:<36} {:<36} {:<13} {:<8} {reason}",
+            letter.partition,
+            letter.entry_id,
+            letter.tenant.to_string(),
+            letter.run.to_string(),
+            seqs,
+            letter.attempts
+        );
+    }
+    let _ = writeln!(out, "{} dead letter(s)", letters.len());
+    if letters.len() >= limit {
+        let _ = writeln!(out, "(the limit: there may be more; see --limit)");
+    }
+    Ok(out)
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
@@ -258,6 +350,46 @@ mod tests {
         assert!(refusal.contains("refuses to run in production"), "{refusal}");
         assert!(refuse_production(Some(Environment::Development)).is_ok());
         assert!(refuse_production(None).is_ok());
+    }
+
+    #[test]
+    fn worker_without_a_subcommand_runs_the_worker_and_dead_letters_take_their_options() {
+        let cli = Cli::try_parse_from(["sba", "worker"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Worker { action: None })));
+
+        let cli = Cli::try_parse_from(["sba", "worker", "dead-letters"]).unwrap();
+        let Some(Command::Worker { action: Some(WorkerAction::DeadLetters(args)) }) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!((args.limit, args.replay, args.run), (100, false, None));
+
+        let run = "0192f1d2-8a3b-7c4d-9e5f-60718293a4b5";
+        let cli = Cli::try_parse_from(["sba", "worker", "dead-letters", "--replay", "--run", run]).unwrap();
+        let Some(Command::Worker { action: Some(WorkerAction::DeadLetters(args)) }) = cli.command else {
+            unreachable!()
+        };
+        assert!(args.replay);
+        assert_eq!(args.run, Some(run.parse().unwrap()));
+
+        for refused in [
+            &["sba", "worker", "dead-letters", "--run", run][..],
+            &["sba", "worker", "dead-letters", "--replay", "--run", "not-a-uuid"],
+            &["sba", "worker", "dead-letters", "--replay", "--limit", "5"],
+            &["sba", "worker", "dead-letters", "--limit", "0"],
+        ] {
+            assert!(Cli::try_parse_from(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_letters_without_redis_say_they_need_it() {
+        let dir = std::env::temp_dir().join(format!("sba-cli-unit-{}", uuid::Uuid::new_v4().simple()));
+        let env = EnvSnapshot::from_pairs([("SBA_DATA_DIR", dir.display().to_string())]);
+        let settings =
+            load(&env, &LoadOptions { config_dir: dir.join("config"), create_dev_secret: false }).unwrap();
+        let args = DeadLetterArgs { limit: 10, replay: false, run: None };
+        let error = dead_letters_command(&settings, &args).await.unwrap_err().to_string();
+        assert!(error.starts_with("dead letters exist only with REDIS_URL"), "{error}");
     }
 
     #[test]

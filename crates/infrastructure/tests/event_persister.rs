@@ -10,57 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use fred::clients::Client;
-use fred::interfaces::{ClientLike as _, LuaInterface as _};
-use fred::types::Builder;
-use fred::types::config::Config;
 use sba_application::events::{DEFAULT_MAX_ATTEMPTS, EventPersister};
 use sba_application::ports::{AppendOutcome, AppendRequest, EventSequencer, RunLedger, SeedOutcome};
 use sba_domain::events::{EventData, EventKind, IncomingEvent, ProducerId};
 use sba_domain::{AgentRun, RunStatus};
 use sba_infrastructure::internal_store::InternalStore;
 use sba_infrastructure::internal_store::test_support::{creation_audit, fresh_postgres_store, new_run};
-use sba_infrastructure::redis::events::keys::queue_key;
-use sba_infrastructure::redis::test_support::redis_url;
+use sba_infrastructure::redis::test_support::{admin_client, drop_queue_group, new_queue_group, redis_url};
 use sba_infrastructure::redis::{
     FredEventQueue, FredEventQueueSettings, FredEventSequencer, FredEventSequencerSettings,
 };
 use secrecy::SecretString;
 use serde_json::json;
-use uuid::Uuid;
 
 const PARTITIONS: u16 = 16;
-
-async fn admin() -> Client {
-    let admin = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
-    admin.init().await.unwrap();
-    admin
-}
-
-/// A consumer group of the test's own, created at the end of every partition queue.
-async fn new_group(admin: &Client) -> String {
-    let group = format!("test-{}", Uuid::now_v7());
-    for p in 0..PARTITIONS {
-        let _: String = admin
-            .eval(
-                "return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')['ok']",
-                vec![queue_key(p)],
-                vec![group.clone()],
-            )
-            .await
-            .unwrap();
-    }
-    group
-}
-
-async fn drop_group(admin: &Client, group: &str) {
-    for p in 0..PARTITIONS {
-        let _: i64 = admin
-            .eval("return redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])", vec![queue_key(p)], vec![group])
-            .await
-            .unwrap();
-    }
-}
 
 async fn consumer(group: &str) -> FredEventQueue {
     let settings = FredEventQueueSettings {
@@ -121,9 +84,10 @@ async fn stored(store: &InternalStore, run: &AgentRun) -> Vec<(u64, Option<Strin
 #[tokio::test]
 async fn queued_events_are_stored_once_even_when_delivered_again() {
     let (store, _) = fresh_postgres_store().await;
-    let admin = admin().await;
+    let admin = admin_client().await;
     let sequencer = sequencer().await;
-    let (first_group, second_group) = (new_group(&admin).await, new_group(&admin).await);
+    let (first_group, second_group) =
+        (new_queue_group(&admin, PARTITIONS).await, new_queue_group(&admin, PARTITIONS).await);
     let ledger: Arc<dyn RunLedger> = store.run_ledger();
     let first =
         EventPersister::new(Arc::new(consumer(&first_group).await), ledger.clone(), DEFAULT_MAX_ATTEMPTS);
@@ -166,16 +130,16 @@ async fn queued_events_are_stored_once_even_when_delivered_again() {
     );
     assert_eq!(stored(&store, &run).await, expected);
 
-    drop_group(&admin, &first_group).await;
-    drop_group(&admin, &second_group).await;
+    drop_queue_group(&admin, &first_group, PARTITIONS).await;
+    drop_queue_group(&admin, &second_group, PARTITIONS).await;
 }
 
 #[tokio::test]
 async fn accepted_events_that_contradict_the_run_are_stored_skipped_and_acknowledged() {
     let (store, _) = fresh_postgres_store().await;
-    let admin = admin().await;
+    let admin = admin_client().await;
     let sequencer = sequencer().await;
-    let group = new_group(&admin).await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let persister =
         EventPersister::new(Arc::new(consumer(&group).await), store.run_ledger(), DEFAULT_MAX_ATTEMPTS);
 
@@ -218,5 +182,5 @@ async fn accepted_events_that_contradict_the_run_are_stored_skipped_and_acknowle
         "the entry was acknowledged, not left to be retried: {report:?}"
     );
 
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }

@@ -9,10 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use fred::clients::Client;
-use fred::interfaces::{ClientLike as _, LuaInterface as _};
-use fred::types::Builder;
-use fred::types::config::Config;
+use fred::interfaces::LuaInterface as _;
 use sba_application::ports::{
     AppendOutcome, AppendRequest, EventQueue, EventSequencer, QueuedEntry, SeedOutcome,
 };
@@ -20,7 +17,7 @@ use sba_domain::events::{EventData, EventKind, IncomingEvent, ProducerId};
 use sba_domain::{RunId, RunStatus, TenantId};
 use sba_infrastructure::redis::events::UNDECODABLE;
 use sba_infrastructure::redis::events::keys::queue_key;
-use sba_infrastructure::redis::test_support::redis_url;
+use sba_infrastructure::redis::test_support::{admin_client, drop_queue_group, new_queue_group, redis_url};
 use sba_infrastructure::redis::{
     FredEventQueue, FredEventQueueSettings, FredEventSequencer, FredEventSequencerSettings,
 };
@@ -33,39 +30,6 @@ const PARTITIONS: u16 = 16;
 const LEASE_TTL: Duration = Duration::from_millis(600);
 const CLAIM_IDLE: Duration = Duration::from_millis(600);
 const PAST_BOTH: Duration = Duration::from_millis(900);
-
-async fn admin() -> Client {
-    let admin = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
-    admin.init().await.unwrap();
-    admin
-}
-
-/// A consumer group of the test's own, created at the end of every partition queue.
-async fn new_group(admin: &Client) -> String {
-    let group = format!("test-{}", Uuid::now_v7());
-    for p in 0..PARTITIONS {
-        let _: String = admin
-            .eval(
-                "return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')['ok']",
-                vec![queue_key(p)],
-                vec![group.clone()],
-            )
-            .await
-            .unwrap();
-    }
-    group
-}
-
-/// Removes the test's group from the queues (its leases and dead letters expire or are
-/// replayed by the test).
-async fn drop_group(admin: &Client, group: &str) {
-    for p in 0..PARTITIONS {
-        let _: i64 = admin
-            .eval("return redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])", vec![queue_key(p)], vec![group])
-            .await
-            .unwrap();
-    }
-}
 
 async fn consumer(group: &str, name: &str, max_partitions: u16) -> FredEventQueue {
     let settings = FredEventQueueSettings {
@@ -141,8 +105,8 @@ fn pairs(expected: &[&[(u64, &str)]]) -> Vec<Vec<(u64, String)>> {
 
 #[tokio::test]
 async fn appended_batches_come_back_decoded_in_seq_order_and_acked_ones_do_not() {
-    let admin = admin().await;
-    let group = new_group(&admin).await;
+    let admin = admin_client().await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let (sequencer, queue) = (sequencer().await, consumer(&group, "a", PARTITIONS).await);
     let (tenant, run) = ids();
     seeded(&sequencer, run).await;
@@ -162,13 +126,13 @@ async fn appended_batches_come_back_decoded_in_seq_order_and_acked_ones_do_not()
     tokio::time::sleep(PAST_BOTH).await;
     assert!(next_of(&queue, run).await.is_empty(), "acked entries are neither read nor claimed again");
     queue.release().await.unwrap();
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }
 
 #[tokio::test]
 async fn an_entry_not_acked_is_claimed_by_the_next_owner_with_its_delivery_count() {
-    let admin = admin().await;
-    let group = new_group(&admin).await;
+    let admin = admin_client().await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let sequencer = sequencer().await;
     let (a, b) = (consumer(&group, "a", PARTITIONS).await, consumer(&group, "b", PARTITIONS).await);
     let (tenant, run) = ids();
@@ -189,13 +153,13 @@ async fn an_entry_not_acked_is_claimed_by_the_next_owner_with_its_delivery_count
     assert_eq!((claimed[0].entry_id.as_str(), claimed[0].deliveries), (first[0].entry_id.as_str(), 2));
     b.ack(&claimed).await.unwrap();
     b.release().await.unwrap();
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }
 
 #[tokio::test]
 async fn two_consumers_never_lease_a_partition_at_once_and_a_lapsed_lease_is_taken_over() {
-    let admin = admin().await;
-    let group = new_group(&admin).await;
+    let admin = admin_client().await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let (a, b) = (consumer(&group, "a", 8).await, consumer(&group, "b", PARTITIONS).await);
     a.next_batch(0).await.unwrap();
     b.next_batch(0).await.unwrap();
@@ -223,13 +187,13 @@ async fn two_consumers_never_lease_a_partition_at_once_and_a_lapsed_lease_is_tak
     a.next_batch(0).await.unwrap();
     assert_eq!(a.leased_partitions().len(), 8);
     a.release().await.unwrap();
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }
 
 #[tokio::test]
 async fn dead_letters_leave_the_queue_are_listed_and_replay_in_order() {
-    let admin = admin().await;
-    let group = new_group(&admin).await;
+    let admin = admin_client().await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let (sequencer, queue) = (sequencer().await, consumer(&group, "a", PARTITIONS).await);
     let (tenant, run) = ids();
     seeded(&sequencer, run).await;
@@ -266,13 +230,13 @@ async fn dead_letters_leave_the_queue_are_listed_and_replay_in_order() {
     assert!(replayed[0].entry_id != entries[0].entry_id, "a replay is a new entry");
     queue.ack(&replayed).await.unwrap();
     queue.release().await.unwrap();
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }
 
 #[tokio::test]
 async fn an_entry_that_cannot_be_decoded_goes_to_the_dead_letters_and_blocks_nothing() {
-    let admin = admin().await;
-    let group = new_group(&admin).await;
+    let admin = admin_client().await;
+    let group = new_queue_group(&admin, PARTITIONS).await;
     let (sequencer, queue) = (sequencer().await, consumer(&group, "a", PARTITIONS).await);
     let ((tenant, run), (bad_tenant, bad_run)) = (ids(), ids());
     let bad_queue = queue_key(sba_domain::events::partition(bad_run, PARTITIONS));
@@ -304,5 +268,5 @@ async fn an_entry_that_cannot_be_decoded_goes_to_the_dead_letters_and_blocks_not
     tokio::time::sleep(PAST_BOTH).await;
     assert!(queue.next_batch(10_000).await.unwrap().iter().all(|e| e.run != bad_run), "acknowledged");
     queue.release().await.unwrap();
-    drop_group(&admin, &group).await;
+    drop_queue_group(&admin, &group, PARTITIONS).await;
 }

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 
@@ -48,6 +50,7 @@ pub struct EventPersister {
     persisted: metrics::Counter,
     dead_lettered: metrics::Counter,
     batch_seconds: metrics::Histogram,
+    lag_seconds: metrics::Histogram,
 }
 
 /// One run's share of a batch, its entries in queue order.
@@ -68,6 +71,7 @@ impl EventPersister {
             persisted: metrics::counter!("sba_worker_events_persisted_total"),
             dead_lettered: metrics::counter!("sba_worker_dead_letters_total"),
             batch_seconds: metrics::histogram!("sba_worker_batch_seconds"),
+            lag_seconds: metrics::histogram!("sba_worker_lag_seconds"),
         }
     }
 
@@ -112,6 +116,11 @@ impl EventPersister {
                 report.duplicates_skipped += outcome.duplicates;
                 report.skipped += outcome.skipped.len();
                 self.queue.ack(&group.entries).await?;
+                // The queue's clock against this host's: a lag metric, not a decision.
+                let now = Utc::now();
+                for entry in &group.entries {
+                    self.lag_seconds.record(lag_seconds(entry.queued_at, now));
+                }
             }
             Err(LedgerError::Unexpected(error)) => {
                 report.runs_failed += 1;
@@ -167,6 +176,11 @@ fn group_by_run(entries: Vec<QueuedEntry>) -> Vec<RunGroup> {
     groups
 }
 
+/// Seconds from `queued_at` to `now`; 0 when clocks disagree the other way.
+fn lag_seconds(queued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - queued_at).to_std().unwrap_or_default().as_secs_f64()
+}
+
 fn seq_range(events: &[RunEvent]) -> (u64, u64) {
     let first = events.iter().map(|e| e.seq).min().unwrap_or(0);
     let last = events.iter().map(|e| e.seq).max().unwrap_or(0);
@@ -209,6 +223,7 @@ mod tests {
         QueuedEntry {
             partition: 0,
             entry_id: id.into(),
+            queued_at: Utc::now(),
             tenant: tenant(),
             run,
             events: seqs.map(|s| event(run, s)).collect(),
@@ -507,6 +522,15 @@ mod tests {
         let result = persister(queue, ledger).persist_once(10).await;
 
         assert!(matches!(result, Err(PersistError::Queue(_))));
+    }
+
+    #[test]
+    fn the_lag_runs_from_queueing_to_now_and_is_never_negative() {
+        let queued_at = Utc::now();
+        assert!(
+            (lag_seconds(queued_at, queued_at + chrono::Duration::milliseconds(1500)) - 1.5).abs() < 1e-9
+        );
+        assert!(lag_seconds(queued_at, queued_at - chrono::Duration::seconds(2)).abs() < f64::EPSILON);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! failing goes to the partition's dead letters, from where it can be replayed.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 
@@ -15,6 +16,9 @@ pub struct QueuedEntry {
     pub partition: u16,
     /// The entry's id in its partition queue (what [`EventQueue::ack`] acknowledges).
     pub entry_id: String,
+    /// When the entry was added to its queue, by the queue's clock (a replayed dead letter
+    /// is a new entry, added at its replay): the start of the worker's lag.
+    pub queued_at: DateTime<Utc>,
     pub tenant: TenantId,
     pub run: RunId,
     /// The batch's events, in seq order.

@@ -8,8 +8,11 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::internal_store::InternalStore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::wiring::Wiring;
+use super::worker::Worker;
 use crate::http;
 
 /// A built, bound, not yet running server.
@@ -19,6 +22,35 @@ pub struct Application {
     /// The admin listener's server and port, when `SBA_SERVER__ADMIN_PORT` is set.
     admin: Option<(Server, u16)>,
     store: InternalStore,
+    /// The worker `SBA_WORKER__IN_PROCESS` runs beside the server, stopped with it.
+    worker: Option<InProcessWorker>,
+}
+
+/// A [`Worker`] running as a task of the server's process.
+struct InProcessWorker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl InProcessWorker {
+    /// Builds the same worker `sba worker` runs (its own store pool) and starts it; it
+    /// stops when `stop` is sent or dropped.
+    async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let worker = Worker::build(settings).await.context("building the in-process worker")?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { stop, task })
+    }
+
+    /// Asks it to stop and waits until its current work is done.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the in-process worker failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -26,6 +58,7 @@ impl std::fmt::Debug for Application {
         f.debug_struct("Application")
             .field("port", &self.port)
             .field("admin_port", &self.admin_port())
+            .field("in_process_worker", &self.worker.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -57,6 +90,7 @@ impl Application {
 
     /// Like [`Self::build_with_listener`], with the admin listener: when there is one it
     /// serves `/metrics`, `/openapi.json` and `/docs`, and the public listener does not.
+    /// With `SBA_WORKER__IN_PROCESS` the worker starts here too, and stops with the server.
     ///
     /// # Errors
     /// When a dependency is unreachable or a server cannot start.
@@ -71,6 +105,8 @@ impl Application {
         let wiring = Wiring::connect(&settings, settings.store.max_connections).await?;
         let state = wiring.app_state().await?;
         let store = wiring.into_store();
+        let worker =
+            if settings.worker.in_process { Some(InProcessWorker::start(&settings).await?) } else { None };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
         let data = web::Data::new(state);
@@ -111,6 +147,7 @@ impl Application {
             environment = settings.environment.as_str(),
             address = %format_args!("http://{}:{port}", settings.server.host),
             admin_port = admin.as_ref().map(|(_, port)| *port),
+            in_process_worker = worker.is_some(),
             internal_store = store.description(),
             adapters = %settings.adapter_summary(),
             "sba is serving"
@@ -118,7 +155,7 @@ impl Application {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
-        Ok(Self { server, port, admin, store })
+        Ok(Self { server, port, admin, store, worker })
     }
 
     pub fn port(&self) -> u16 {
@@ -136,7 +173,8 @@ impl Application {
     }
 
     /// Serves until stopped (SIGTERM, Ctrl-C or the shutdown future), letting in-flight
-    /// requests finish, then closes the store.
+    /// requests finish, then stops the in-process worker (its current work finishes) and
+    /// closes the store.
     ///
     /// # Errors
     /// When the server fails while running.
@@ -149,6 +187,9 @@ impl Application {
             if let Ok(Err(error)) = task.await {
                 tracing::warn!(error = %error, "the admin HTTP server failed");
             }
+        }
+        if let Some(worker) = self.worker {
+            worker.stop().await;
         }
         self.store.close().await;
         tracing::info!("sba stopped");

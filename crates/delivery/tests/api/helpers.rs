@@ -150,6 +150,9 @@ async fn spawn(store: Store, extra_env: &[(&str, &str)], admin_port: bool) -> Te
         ("SBA_AUTH__LEEWAY_SECS", "0".to_owned()),
         ("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "1".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        // A test runs a worker itself when it needs one: an in-process worker would sweep and
+        // record health behind its back, and with Redis consume the shared `persisters` group.
+        ("SBA_WORKER__IN_PROCESS", "false".to_owned()),
     ];
     env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env = EnvSnapshot::from_pairs(env);

@@ -3,6 +3,7 @@
 //! (user info and credential query values replaced).
 
 use std::fmt::{self, Write as _};
+use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 
@@ -134,13 +135,49 @@ impl fmt::Display for Settings {
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
-        line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
-        line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
+        self.worker_lines(&mut line);
         line(
             "telemetry.otlp_endpoint",
             &OrNone(self.otlp_endpoint.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
         );
         f.write_str(&out)
+    }
+}
+
+impl Settings {
+    /// The worker's and the event pipeline's lines of the rendering.
+    fn worker_lines(&self, line: &mut dyn FnMut(&str, &dyn fmt::Display)) {
+        line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
+        line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));
+        let worker = &self.worker;
+        line(
+            "worker.in_process",
+            &if worker.in_process { "true (sba serve runs the worker too)" } else { "false" },
+        );
+        line("worker.batch", &worker.batch);
+        line("worker.poll_interval", &duration_text(worker.poll_interval));
+        line("worker.claim_idle", &duration_text(worker.claim_idle));
+        line("worker.lease_ttl", &duration_text(worker.lease_ttl));
+        line("worker.max_partitions", &worker.max_partitions);
+        line("worker.max_attempts", &worker.max_attempts);
+        let events = &self.events;
+        line("events.partitions", &format_args!("{} (fixed per deployment)", events.partitions));
+        line("events.history_max_len", &events.history_max_len);
+        line("events.history_ttl", &duration_text(events.history_ttl));
+        line("events.timeout", &duration_text(events.timeout));
+    }
+}
+
+/// A duration in the largest unit that shows it exactly: `250ms`, `30s`, `10m`, `24h` (the
+/// way duration settings are written).
+pub(super) fn duration_text(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    match millis {
+        0 => "0s".to_owned(),
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1_000 == 0 => format!("{}s", m / 1_000),
+        m => format!("{m}ms"),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub log: LogSettings,
     pub worker: WorkerSettings,
+    /// The event pipeline's partitions and Redis bounds (used with `REDIS_URL`).
+    pub events: EventsSettings,
     pub rate_limit: RateLimitSettings,
     pub tenants: TenantSettings,
     pub cache: CacheConfig,
@@ -186,7 +188,7 @@ pub struct KnowledgeSettings {
     pub max_concurrent_uploads: usize,
 }
 
-/// Background work of `sba worker`.
+/// Background work of `sba worker` (or of `sba serve` with `in_process`).
 #[derive(Debug, Clone, Validate)]
 pub struct WorkerSettings {
     /// How often the run-expiry sweep runs.
@@ -195,6 +197,39 @@ pub struct WorkerSettings {
     /// A run that has not ended this long after its creation is expired.
     #[validate(custom(function = "at_least_one_second"))]
     pub max_run_age: Duration,
+    /// `sba serve` runs the worker in its own process too (`SBA_WORKER__IN_PROCESS`;
+    /// default: in development only).
+    pub in_process: bool,
+    /// The most queue entries one persist pass takes.
+    pub batch: usize,
+    /// How long the persister sleeps after a pass that found the queues empty.
+    pub poll_interval: Duration,
+    /// An entry delivered and not acknowledged for this long is claimed again (a dead
+    /// worker's).
+    pub claim_idle: Duration,
+    /// A partition lease not renewed for this long lapses and another worker takes it.
+    pub lease_ttl: Duration,
+    /// The most partitions one worker leases at once (at most
+    /// [`EventsSettings::partitions`]; with W workers, ⌈P / W⌉ spreads them).
+    pub max_partitions: u16,
+    /// The delivery count at which an entry the ledger refuses goes to the dead letters.
+    pub max_attempts: u64,
+}
+
+/// The event pipeline on Redis (ADR 0017): how runs are partitioned, how long their
+/// history is kept, and the bound on one Redis call. Without `REDIS_URL` the embedded
+/// sequencer persists synchronously and none of this applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsSettings {
+    /// P: runs are spread over this many partitions. Fixed for a deployment: changing it
+    /// moves every run's keys.
+    pub partitions: u16,
+    /// The events a run's history keeps at least (`MAXLEN ~`).
+    pub history_max_len: u64,
+    /// How long an ended run's keys are kept.
+    pub history_ttl: Duration,
+    /// The bound on one sequencer or queue call.
+    pub timeout: Duration,
 }
 
 fn at_least_one_second(value: &Duration) -> Result<(), ValidationError> {

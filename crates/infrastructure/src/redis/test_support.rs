@@ -7,6 +7,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fred::clients::Client;
+use fred::interfaces::{ClientLike as _, LuaInterface as _};
+use fred::types::Builder;
+use fred::types::config::Config;
+use uuid::Uuid;
+
+use super::events::keys::queue_key;
+
 /// The environment variable naming the test Redis URL.
 pub const REDIS_URL_VAR: &str = "SBA_TEST_REDIS_URL";
 
@@ -22,6 +30,51 @@ pub fn redis_url() -> String {
              (scripts/services-up.sh starts a private Redis and exports it)"
         )
     })
+}
+
+/// A client of the test Redis for what tests do by hand (groups, raw entries).
+///
+/// # Panics
+/// When the test Redis is missing or unreachable.
+pub async fn admin_client() -> Client {
+    let admin = Builder::from_config(Config::from_url(&redis_url()).unwrap()).build().unwrap();
+    admin.init().await.expect("connecting to the test Redis");
+    admin
+}
+
+/// A consumer group of its own on the event queues of partitions `0..partitions`, created
+/// at the queues' ends: a consumer in it sees only entries appended after this, and keeps
+/// leases and dead letters of its own, so a test may run a worker beside other tests.
+///
+/// # Panics
+/// When Redis refuses.
+pub async fn new_queue_group(admin: &Client, partitions: u16) -> String {
+    let group = format!("test-{}", Uuid::now_v7());
+    for p in 0..partitions {
+        let _: String = admin
+            .eval(
+                "return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')['ok']",
+                vec![queue_key(p)],
+                vec![group.clone()],
+            )
+            .await
+            .unwrap();
+    }
+    group
+}
+
+/// Removes a group of [`new_queue_group`] from the queues (its leases expire; its dead
+/// letters are the test's to replay).
+///
+/// # Panics
+/// When Redis refuses.
+pub async fn drop_queue_group(admin: &Client, group: &str, partitions: u16) {
+    for p in 0..partitions {
+        let _: i64 = admin
+            .eval("return redis.call('XGROUP', 'DESTROY', KEYS[1], ARGV[1])", vec![queue_key(p)], vec![group])
+            .await
+            .unwrap();
+    }
 }
 
 /// A private `redis-server` on a free port that keeps nothing on disk, killed when dropped:

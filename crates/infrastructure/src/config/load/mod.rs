@@ -36,6 +36,7 @@ mod auth;
 mod cache;
 mod cors;
 mod database;
+mod events;
 mod knowledge;
 mod log;
 mod parse;
@@ -75,7 +76,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 13] = [
+const SECTIONS: [(&str, &[&str]); 14] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -85,6 +86,7 @@ const SECTIONS: [(&str, &[&str]); 13] = [
     ("log", log::RawLog::KEYS),
     ("telemetry", telemetry::RawTelemetry::KEYS),
     ("worker", worker::RawWorker::KEYS),
+    ("events", events::RawEvents::KEYS),
     ("rate_limit", rate_limit::RawRateLimit::KEYS),
     ("tenants", tenants::RawTenants::KEYS),
     ("cache", cache::RawCache::KEYS),
@@ -156,6 +158,7 @@ raw_section! {
         log: log::RawLog,
         telemetry: telemetry::RawTelemetry,
         worker: worker::RawWorker,
+        events: events::RawEvents,
         rate_limit: rate_limit::RawRateLimit,
         tenants: tenants::RawTenants,
         cache: cache::RawCache,
@@ -188,7 +191,8 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let auth = auth::auth_settings(&mut ctx, raw.auth, &data_dir, options);
     let cors = cors::cors_settings(&mut ctx, &raw.cors);
     let log = log::log_settings(&mut ctx, raw.log);
-    let worker = worker::worker_settings(&mut ctx, &raw.worker);
+    let events = events::events_settings(&mut ctx.problems, &raw.events);
+    let worker = worker::worker_settings(&mut ctx, &raw.worker, &events);
     let rate_limit = rate_limit::rate_limit_settings(&mut ctx.problems, &raw.rate_limit);
     let tenants = tenants::tenant_settings(&mut ctx.problems, &raw.tenants);
     let cache = cache::cache_settings(&mut ctx.problems, &raw.cache);
@@ -211,6 +215,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         cors,
         log,
         worker,
+        events,
         rate_limit,
         tenants,
         cache,
@@ -475,6 +480,17 @@ mod tests {
             "SBA_RATE_LIMIT__REDIS_TIMEOUT_MS",
             "SBA_WORKER__SWEEP_INTERVAL_SECS",
             "SBA_WORKER__MAX_RUN_AGE_SECS",
+            "SBA_WORKER__IN_PROCESS",
+            "SBA_WORKER__BATCH",
+            "SBA_WORKER__POLL_INTERVAL",
+            "SBA_WORKER__CLAIM_IDLE",
+            "SBA_WORKER__LEASE_TTL",
+            "SBA_WORKER__MAX_PARTITIONS",
+            "SBA_WORKER__MAX_ATTEMPTS",
+            "SBA_EVENTS__PARTITIONS",
+            "SBA_EVENTS__HISTORY_MAX_LEN",
+            "SBA_EVENTS__HISTORY_TTL",
+            "SBA_EVENTS__TIMEOUT",
             "SBA_CACHE__L1_MAX_MB",
             "SBA_CACHE__L1_MAX_TTL_SECS",
             "SBA_CACHE__REDIS_TIMEOUT_MS",

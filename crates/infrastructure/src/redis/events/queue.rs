@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use fred::clients::Client;
 use fred::types::{Key, Value};
 use sba_application::ports::{DeadLetter, EventQueue, QueueError, QueuedEntry};
@@ -332,7 +333,17 @@ fn decode(partition: u16, entry_id: &str, deliveries: u64, fields: &Fields) -> a
     if events.iter().any(|e| e.run_id != run || e.tenant_id != tenant) {
         return Err(anyhow!("{}: an event of another run or tenant", context()));
     }
-    Ok(QueuedEntry { partition, entry_id: entry_id.to_owned(), tenant, run, events, deliveries })
+    let queued_at = entry_time(entry_id).with_context(context)?;
+    Ok(QueuedEntry { partition, entry_id: entry_id.to_owned(), queued_at, tenant, run, events, deliveries })
+}
+
+/// The time a stream entry was added: its id is `<unix milliseconds>-<sequence>`.
+fn entry_time(entry_id: &str) -> anyhow::Result<DateTime<Utc>> {
+    entry_id
+        .split_once('-')
+        .and_then(|(millis, _)| millis.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+        .ok_or_else(|| anyhow!("the entry id `{entry_id}` is not `<unix ms>-<n>`"))
 }
 
 /// `{id, {field, value, …}}` of `list`.
@@ -417,6 +428,20 @@ impl From<ScriptError> for QueueError {
         match error {
             ScriptError::Unavailable(e) => Self::Unavailable(e),
             ScriptError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_dated_by_the_milliseconds_of_its_stream_id() {
+        let at = entry_time("1767225600123-4").unwrap();
+        assert_eq!(at, DateTime::parse_from_rfc3339("2026-01-01T00:00:00.123Z").unwrap());
+        for bad in ["", "abc-1", "1767225600123", "-1"] {
+            assert!(entry_time(bad).is_err(), "{bad}");
         }
     }
 }
