@@ -133,6 +133,9 @@ impl fmt::Display for Settings {
         }
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("demo.echo_agent", &self.demo.echo_agent);
+        line("demo.words_per_second", &self.demo.words_per_second);
+        line("demo.max_runs", &self.demo.max_runs);
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
         line("worker.sweep_interval", &format_args!("{}s", self.worker.sweep_interval.as_secs()));
         line("worker.max_run_age", &format_args!("{}s", self.worker.max_run_age.as_secs()));

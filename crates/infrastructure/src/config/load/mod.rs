@@ -36,6 +36,7 @@ mod auth;
 mod cache;
 mod cors;
 mod database;
+mod demo;
 mod knowledge;
 mod log;
 mod parse;
@@ -75,7 +76,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 13] = [
+const SECTIONS: [(&str, &[&str]); 14] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -89,6 +90,7 @@ const SECTIONS: [(&str, &[&str]); 13] = [
     ("tenants", tenants::RawTenants::KEYS),
     ("cache", cache::RawCache::KEYS),
     ("knowledge", knowledge::RawKnowledge::KEYS),
+    ("demo", demo::RawDemo::KEYS),
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
@@ -160,6 +162,7 @@ raw_section! {
         tenants: tenants::RawTenants,
         cache: cache::RawCache,
         knowledge: knowledge::RawKnowledge,
+        demo: demo::RawDemo,
     }
 }
 
@@ -193,6 +196,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let tenants = tenants::tenant_settings(&mut ctx.problems, &raw.tenants);
     let cache = cache::cache_settings(&mut ctx.problems, &raw.cache);
     let knowledge = knowledge::knowledge_settings(&mut ctx.problems, &raw.knowledge);
+    let demo = demo::demo_settings(&mut ctx, &raw.demo);
     let otlp_endpoint = telemetry::otlp_endpoint(&mut ctx.problems, &raw.telemetry);
 
     if !ctx.problems.0.is_empty() {
@@ -215,6 +219,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         tenants,
         cache,
         knowledge,
+        demo,
         otlp_endpoint,
         warnings,
     })
