@@ -298,6 +298,50 @@ async fn a_cancel_ends_the_run_at_the_next_seq() {
 }
 
 #[tokio::test]
+async fn an_expiry_ends_the_run_without_an_event_or_a_seq() {
+    let (sequencer, admin, (tenant, run)) = (sequencer().await, admin().await, ids());
+    seeded(&sequencer, run).await;
+    append(&sequencer, tenant, run, &["a"]).await;
+    let queue_before = queued(&admin, run).await;
+    assert_eq!(
+        sequencer.append_server_event(tenant, run, ServerEvent::Expired, Utc::now()).await.unwrap(),
+        ServerAppendOutcome::Appended { seq: 2, run_status: RunStatus::Expired }
+    );
+    let later = sequencer.append(request(tenant, run, &["b"], None)).await.unwrap();
+    assert_eq!(later, AppendOutcome::Terminal(RunStatus::Expired));
+    assert_eq!(sequencer.run_status(run).await.unwrap(), Some(RunStatus::Expired));
+    assert_eq!(history(&admin, run).await, [(2, Some("a".to_owned()))], "no event in the history");
+    assert_eq!(queued(&admin, run).await, queue_before, "nothing queued");
+    let keys = keys(run);
+    for key in [&keys.run, &keys.ids, &keys.history] {
+        let ttl = admin.ttl::<i64, _>(key).await.unwrap();
+        assert!(ttl > 0 && ttl <= 3_600, "TTL of {key}: {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_of_an_ended_run_is_terminal_and_changes_nothing() {
+    let (sequencer, (tenant, run)) = (sequencer().await, ids());
+    seeded(&sequencer, run).await;
+    sequencer.append_server_event(tenant, run, ServerEvent::Cancelled, Utc::now()).await.unwrap();
+    assert_eq!(
+        sequencer.append_server_event(tenant, run, ServerEvent::Expired, Utc::now()).await.unwrap(),
+        ServerAppendOutcome::Terminal(RunStatus::Cancelled)
+    );
+    assert_eq!(sequencer.run_status(run).await.unwrap(), Some(RunStatus::Cancelled));
+}
+
+#[tokio::test]
+async fn an_expiry_without_a_counter_needs_a_seed() {
+    let (sequencer, (tenant, run)) = (sequencer().await, ids());
+    assert_eq!(
+        sequencer.append_server_event(tenant, run, ServerEvent::Expired, Utc::now()).await.unwrap(),
+        ServerAppendOutcome::NeedsSeed
+    );
+    assert_eq!(sequencer.run_status(run).await.unwrap(), None, "no counter was made");
+}
+
+#[tokio::test]
 async fn run_created_starts_a_new_run_at_seq_one_and_only_once() {
     let (sequencer, admin, (tenant, run)) = (sequencer().await, admin().await, ids());
     assert_eq!(

@@ -62,6 +62,10 @@ pub enum ServerEvent {
     Created,
     /// `run.cancelled`: the run is `cancelled` and ended.
     Cancelled,
+    /// The run expired (the worker's sweep): it ends as `expired` for every later append.
+    /// There is no event of this kind, so no seq is taken: the answer's `seq` is the run's
+    /// last one. The database row is ended by `RunLedger::end_run(Expire)` after this.
+    Expired,
 }
 
 /// What [`EventSequencer::append_server_event`] did.
@@ -76,7 +80,7 @@ pub enum ServerAppendOutcome {
     /// `run.created` for a run that has a sequence already (its status given); nothing
     /// was stored.
     Conflict(RunStatus),
-    /// `run.cancelled` for a run without a counter: seed it, then append again.
+    /// `run.cancelled` or an expiry for a run without a counter: seed it, then append again.
     NeedsSeed,
 }
 
@@ -113,7 +117,8 @@ pub trait EventSequencer: std::fmt::Debug + Send + Sync + 'static {
     /// [`SequencerError::Unexpected`] for anything else.
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError>;
 
-    /// Appends a server event (`run.created` or `run.cancelled`) at the next seq.
+    /// Appends a server event (`run.created` or `run.cancelled`) at the next seq, or ends the
+    /// run as expired without an event ([`ServerEvent::Expired`]).
     ///
     /// # Errors
     /// As [`Self::append`].

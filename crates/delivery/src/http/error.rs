@@ -43,12 +43,18 @@ pub enum ProblemCode {
     RateLimiterUnavailable,
     /// Too many requests of a bounded kind (document uploads) are being served at once.
     ServerBusy,
+    /// The run has ended: no event may be added to it (the problem's `run_status` says how
+    /// it ended). An agent stops on this answer.
+    RunTerminal,
+    /// The event store (Redis) cannot be reached; the batch may have been recorded, so retry
+    /// it as it was: accepted ids are then answered as duplicates.
+    EventStoreUnavailable,
     InternalError,
 }
 
 impl ProblemCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 25] = [
         Self::TokenMissing,
         Self::TokenExpired,
         Self::TokenInvalid,
@@ -71,6 +77,8 @@ impl ProblemCode {
         Self::RateLimited,
         Self::RateLimiterUnavailable,
         Self::ServerBusy,
+        Self::RunTerminal,
+        Self::EventStoreUnavailable,
         Self::InternalError,
     ];
 
@@ -99,6 +107,8 @@ impl ProblemCode {
             Self::RateLimited => "rate_limited",
             Self::RateLimiterUnavailable => "rate_limiter_unavailable",
             Self::ServerBusy => "server_busy",
+            Self::RunTerminal => "run_terminal",
+            Self::EventStoreUnavailable => "event_store_unavailable",
             Self::InternalError => "internal_error",
         }
     }
@@ -118,13 +128,15 @@ impl ProblemCode {
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::IdempotencyConflict | Self::IdempotencyInProgress | Self::InvalidTransition => {
-                StatusCode::CONFLICT
-            }
+            Self::IdempotencyConflict
+            | Self::IdempotencyInProgress
+            | Self::InvalidTransition
+            | Self::RunTerminal => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::TenantDirectoryUnavailable | Self::RateLimiterUnavailable | Self::ServerBusy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::TenantDirectoryUnavailable
+            | Self::RateLimiterUnavailable
+            | Self::ServerBusy
+            | Self::EventStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -174,6 +186,14 @@ pub struct Problem {
     /// `tenant_directory_unavailable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
+    /// The position (from 0) of the event that rejected an ingest batch
+    /// (`validation_failed` on `POST /v1/runs/{run_id}/events`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    /// How the run ended (`run_terminal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "cancelled")]
+    run_status: Option<&'static str>,
 }
 
 /// An error answered to the client. Its problem body gets the request id of the request
@@ -185,12 +205,22 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     retry_after_ms: Option<u64>,
+    index: Option<usize>,
+    run_status: Option<&'static str>,
     source: Option<anyhow::Error>,
 }
 
 impl ApiError {
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), retry_after_ms: None, source: None }
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after_ms: None,
+            index: None,
+            run_status: None,
+            source: None,
+        }
     }
 
     pub fn not_found() -> Self {
@@ -229,6 +259,40 @@ impl ApiError {
         self
     }
 
+    /// 422 for an ingest batch refused because of its event at `index`.
+    pub fn invalid_event(index: usize, field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut error = Self::new(
+            ProblemCode::ValidationFailed,
+            format!(
+                "Event {index} of the batch is invalid ({field}: {message}); nothing of the batch was stored."
+            ),
+        );
+        error.errors = vec![FieldError { field: format!("events[{index}].{field}"), message }];
+        error.index = Some(index);
+        error
+    }
+
+    /// 503 `event_store_unavailable`: the change may have been recorded; retrying it is safe.
+    pub fn event_store_unavailable(source: anyhow::Error) -> Self {
+        tracing::warn!(error = format!("{source:#}"), "the event store is unavailable");
+        Self::new(
+            ProblemCode::EventStoreUnavailable,
+            "The event store is unavailable; retry the same request (what was accepted is answered as before).",
+        )
+        .with_retry_after_ms(1000)
+    }
+
+    /// 409 `run_terminal`: the run ended as `status`.
+    pub fn run_terminal(status: sba_domain::RunStatus) -> Self {
+        let mut error = Self::new(
+            ProblemCode::RunTerminal,
+            format!("The run has ended ({status}); no event can be added to it."),
+        );
+        error.run_status = Some(status.as_str());
+        error
+    }
+
     pub fn code(&self) -> ProblemCode {
         self.code
     }
@@ -248,6 +312,8 @@ impl ApiError {
             request_id,
             errors: (!self.errors.is_empty()).then(|| self.errors.clone()),
             retry_after_ms: self.retry_after_ms,
+            index: self.index,
+            run_status: self.run_status,
         }
     }
 }
@@ -300,6 +366,7 @@ impl From<RunServiceError> for ApiError {
             RunServiceError::InvalidTransition(refused) => {
                 Self::new(ProblemCode::InvalidTransition, refused.to_string())
             }
+            RunServiceError::Unavailable(source) => Self::event_store_unavailable(source),
             RunServiceError::Unexpected(source) => Self::internal(source),
         }
     }

@@ -7,6 +7,7 @@ pub mod client_addr;
 mod cors;
 mod error;
 mod health;
+mod ingest;
 mod knowledge;
 mod lists;
 mod me;
@@ -83,7 +84,10 @@ api_routes! {
     "/v1/runs/{run_id}/cancel" => { post: runs::cancel_run },
     "/v1/runs/{run_id}/steps" => { get: run_details::list_steps },
     "/v1/runs/{run_id}/tool-calls" => { get: run_details::list_tool_calls },
-    "/v1/runs/{run_id}/events" => { get: run_details::list_events },
+    "/v1/runs/{run_id}/events" (body_limit = ingest::BATCH_BODY_LIMIT) => {
+        get: run_details::list_events,
+        post: ingest::ingest_events,
+    },
     "/v1/sessions" => { post: sessions::create_session, get: sessions::list_sessions },
     "/v1/sessions/{session_id}" => { get: sessions::get_session, patch: sessions::update_session },
     "/v1/knowledge/documents" (body_limit = knowledge::DOCUMENT_BODY_LIMIT) => {

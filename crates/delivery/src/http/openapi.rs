@@ -63,6 +63,7 @@ pub(super) fn metadata_schema() -> Object {
         run_details::list_steps,
         run_details::list_tool_calls,
         run_details::list_events,
+        super::ingest::ingest_events,
         sessions::create_session,
         sessions::list_sessions,
         sessions::get_session,
@@ -79,7 +80,8 @@ pub(super) fn metadata_schema() -> Object {
         super::error::Problem,
         super::error::ProblemCode,
         ErrorDetail,
-        super::error::FieldError
+        super::error::FieldError,
+        super::ingest::IngestEvent
     )),
     modifiers(&StandardResponses),
     tags(

@@ -12,6 +12,7 @@ use sba_application::knowledge::KnowledgeService;
 use sba_application::ports::TokenVerifier;
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
+use sba_application::events::IngestService;
 use sba_application::runs::{RunQueries, RunService};
 use sba_application::sessions::SessionService;
 use sba_application::usage::UsageQueries;
@@ -22,6 +23,8 @@ use super::client_addr::TrustedProxies;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub runs: RunService,
+    /// Agents' event batches (ADR 0017).
+    pub ingest: IngestService,
     pub queries: RunQueries,
     pub audit: AuditQueries,
     pub idempotency: Idempotency,

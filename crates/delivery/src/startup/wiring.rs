@@ -8,12 +8,13 @@ use sba_application::admission::TenantAdmission;
 use sba_application::audit::{AuditQueries, Auditor};
 use sba_application::cache::NamespacePolicy;
 use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
+use sba_application::events::{EventPipeline, IngestService};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
 use sba_application::knowledge::KnowledgeService;
 use sba_application::ports::{
-    Cache, Clock, DependencyCheck, IdGenerator, KnowledgeStore, RateLimiter, SessionStore, TenantDirectory,
-    TokenVerifier,
+    Cache, Clock, DependencyCheck, EventBus, EventSequencer, IdGenerator, KnowledgeStore, RateLimiter,
+    SessionStore, TenantDirectory, TokenVerifier,
 };
 use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
@@ -28,8 +29,13 @@ use sba_infrastructure::cache::{FredCache, InMemoryCache};
 use sba_infrastructure::config::Settings;
 use sba_infrastructure::embedded::EmbeddedStore;
 use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
-use sba_infrastructure::memory::{InMemoryRateLimiter, StaticTenantDirectory};
-use sba_infrastructure::redis::{FredRateLimiter, FredRateLimiterSettings};
+use sba_infrastructure::memory::{
+    DEFAULT_SUBSCRIBER_BUFFER, InMemoryEventBus, InMemoryRateLimiter, StaticTenantDirectory,
+};
+use sba_infrastructure::redis::{
+    FredEventBus, FredEventBusSettings, FredEventSequencer, FredEventSequencerSettings, FredRateLimiter,
+    FredRateLimiterSettings,
+};
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
@@ -44,6 +50,8 @@ pub(super) struct Wiring<'a> {
     store: InternalStore,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    /// The sequencer and bus of run events (Redis with `REDIS_URL`, else in process).
+    pipeline: EventPipeline,
 }
 
 impl<'a> Wiring<'a> {
@@ -54,7 +62,8 @@ impl<'a> Wiring<'a> {
     pub(super) async fn connect(settings: &'a Settings, max_connections: u32) -> anyhow::Result<Self> {
         let store = open_store(settings, max_connections).await?;
         store.migrate_up().await?;
-        Ok(Self { settings, store, clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Generator) })
+        let pipeline = event_pipeline(settings, &store).await?;
+        Ok(Self { settings, store, clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Generator), pipeline })
     }
 
     pub(super) fn store(&self) -> &InternalStore {
@@ -81,11 +90,18 @@ impl<'a> Wiring<'a> {
         let auditor = self.auditor();
         Ok(AppState {
             runs: self.run_service(),
+            ingest: IngestService::new(
+                self.pipeline.clone(),
+                self.store.run_repository(),
+                auditor.clone(),
+                Arc::clone(&self.clock),
+            ),
             queries: RunQueries::new(
                 self.store.run_repository(),
                 self.store.step_repository(),
                 self.store.tool_call_repository(),
                 self.store.event_log(),
+                Arc::clone(&self.pipeline.sequencer),
                 self.run_access(&cache),
             ),
             audit: AuditQueries::new(self.store.audit_log()),
@@ -129,6 +145,7 @@ impl<'a> Wiring<'a> {
         RunService::new(
             self.store.run_repository(),
             self.store.run_ledger(),
+            self.pipeline.clone(),
             self.store.audit_log(),
             Arc::clone(&self.clock),
             Arc::clone(&self.ids),
@@ -179,6 +196,24 @@ impl<'a> Wiring<'a> {
             namespace(self.settings, RUN_ACCESS_NAMESPACE),
         )
     }
+}
+
+/// The event pipeline (ADR 0017): with `REDIS_URL` the Redis sequencer (shared by every
+/// node, the worker persists) and Redis pub/sub; without it the internal store's own
+/// sequencer (persisting synchronously, one node) and an in-process bus.
+///
+/// # Errors
+/// When the Redis URL is not usable (an unreachable Redis is not an error: calls answer
+/// `event_store_unavailable` until it is back).
+async fn event_pipeline(settings: &Settings, store: &InternalStore) -> anyhow::Result<EventPipeline> {
+    let (sequencer, bus): (Arc<dyn EventSequencer>, Arc<dyn EventBus>) = match &settings.redis {
+        None => (store.event_sequencer(), Arc::new(InMemoryEventBus::new(DEFAULT_SUBSCRIBER_BUFFER))),
+        Some(redis) => (
+            Arc::new(FredEventSequencer::connect(&redis.url, FredEventSequencerSettings::default()).await?),
+            Arc::new(FredEventBus::connect(&redis.url, FredEventBusSettings::default()).await?),
+        ),
+    };
+    Ok(EventPipeline::new(sequencer, bus, store.event_log()))
 }
 
 /// The internal store the settings name, with a pool of `max_connections`.

@@ -12,6 +12,7 @@ mod echo;
 mod health;
 mod helpers;
 mod idempotency;
+mod ingest;
 mod lists;
 mod openapi;
 mod permissions;

@@ -40,7 +40,7 @@ impl SeaOrmRunLedger {
 
 /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
 /// so two writers wait for each other instead of failing when a read lock cannot be upgraded.
-async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, LedgerError> {
+pub(super) async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, LedgerError> {
     let options = TransactionOptions {
         isolation_level: None,
         access_mode: None,
@@ -102,21 +102,9 @@ impl RunLedger for SeaOrmRunLedger {
         let txn = begin_write(&self.db).await?;
         let run = lock_run(&txn, tenant, run_id).await?;
         let last_seq = last_seq(&txn, run_id).await?;
-        let steps = load_steps(&txn, tenant, run_id).await?;
-        let tool_calls = load_tool_calls(&txn, tenant, run_id).await?;
-        let plan = RunProgress::new(run, last_seq, steps, tool_calls).apply(batch)?;
-
-        insert_events(&txn, &plan.events).await?;
-        write_changes(&txn, &plan.run, &plan.changes).await?;
-        if plan.run_changed {
-            update_run(&txn, &plan.run).await?;
-        }
+        let outcome = apply_locked(&txn, run, last_seq, batch).await?;
         txn.commit().await.map_err(unexpected("committing events"))?;
-        Ok(ApplyOutcome {
-            applied: plan.events.len(),
-            duplicates: plan.duplicates,
-            run_status: plan.run.status(),
-        })
+        Ok(outcome)
     }
 
     async fn end_run(
@@ -165,7 +153,32 @@ impl RunLedger for SeaOrmRunLedger {
     }
 }
 
-async fn lock_run(
+/// The body of [`RunLedger::apply_events`] inside its transaction, once the run's row is
+/// locked and its last seq read (the store's event sequencer applies its batches with it).
+pub(super) async fn apply_locked(
+    txn: &DatabaseTransaction,
+    run: AgentRun,
+    last_seq: u64,
+    batch: Vec<RunEvent>,
+) -> Result<ApplyOutcome, LedgerError> {
+    let (tenant, run_id) = (run.tenant_id, run.id);
+    let steps = load_steps(txn, tenant, run_id).await?;
+    let tool_calls = load_tool_calls(txn, tenant, run_id).await?;
+    let plan = RunProgress::new(run, last_seq, steps, tool_calls).apply(batch)?;
+
+    insert_events(txn, &plan.events).await?;
+    write_changes(txn, &plan.run, &plan.changes).await?;
+    if plan.run_changed {
+        update_run(txn, &plan.run).await?;
+    }
+    Ok(ApplyOutcome {
+        applied: plan.events.len(),
+        duplicates: plan.duplicates,
+        run_status: plan.run.status(),
+    })
+}
+
+pub(super) async fn lock_run(
     txn: &DatabaseTransaction,
     tenant: TenantId,
     run_id: RunId,
@@ -185,13 +198,13 @@ struct MaxSeq {
     max_seq: Option<i64>,
 }
 
-async fn last_seq(txn: &DatabaseTransaction, run_id: RunId) -> Result<u64, LedgerError> {
+pub(super) async fn last_seq(db: &impl sea_orm::ConnectionTrait, run_id: RunId) -> Result<u64, LedgerError> {
     let row = agent_events::Entity::find()
         .select_only()
         .column_as(agent_events::Column::Seq.max(), "max_seq")
         .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
         .into_model::<MaxSeq>()
-        .one(txn)
+        .one(db)
         .await
         .map_err(unexpected("reading the last seq"))?;
     let max = row.and_then(|r| r.max_seq).unwrap_or(0);

@@ -9,6 +9,7 @@ mod idempotency;
 mod keyset;
 mod ledger;
 mod runs;
+mod sequencer;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod usage;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sba_application::ports::{
-    AuditLog, DependencyCheck, EventLog, HealthLog, IdempotencyStore, RunLedger, RunRepository,
-    StepRepository, ToolCallRepository, UsageLedger,
+    AuditLog, DependencyCheck, EventLog, EventSequencer, HealthLog, IdempotencyStore, RunLedger,
+    RunRepository, StepRepository, ToolCallRepository, UsageLedger,
 };
 use sba_migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -31,6 +32,7 @@ pub use health::SeaOrmHealthLog;
 pub use idempotency::SeaOrmIdempotencyStore;
 pub use ledger::SeaOrmRunLedger;
 pub use runs::SeaOrmRunRepository;
+pub use sequencer::StoreEventSequencer;
 pub use usage::SeaOrmUsageLedger;
 
 pub use crate::sql::PoolOptions;
@@ -150,6 +152,11 @@ impl InternalStore {
 
     pub fn run_ledger(&self) -> Arc<dyn RunLedger> {
         Arc::new(SeaOrmRunLedger::new(self.db.clone()))
+    }
+
+    /// The event sequencer when no Redis is configured: it stores each batch before answering.
+    pub fn event_sequencer(&self) -> Arc<dyn EventSequencer> {
+        Arc::new(StoreEventSequencer::new(self.db.clone()))
     }
 
     pub fn audit_log(&self) -> Arc<dyn AuditLog> {

@@ -101,6 +101,8 @@ end
 
 -- server tenant run_id kind body maxlen ttl
 -- -> {'NEEDS_SEED'} | {'TERMINAL', status} | {'CONFLICT', status} | {'OK', status, seq}
+-- kind is run.created, run.cancelled, or `expired`: the run ends without an event (no seq
+-- is taken, the answer's seq is the last one; body is empty).
 if op == 'server' then
   local tenant, run_id, kind, body, maxlen, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
   local state = redis.call('HMGET', run, 'seq', 'status', 'terminal')
@@ -120,6 +122,11 @@ if op == 'server' then
     end
     if state[3] == '1' then
       return {'TERMINAL', state[2]}
+    end
+    if kind == 'expired' then
+      redis.call('HSET', run, 'status', 'expired', 'terminal', '1')
+      expire_run(ttl)
+      return {'OK', 'expired', tonumber(state[1])}
     end
     seq, status, terminal = tonumber(state[1]) + 1, 'cancelled', '1'
   end

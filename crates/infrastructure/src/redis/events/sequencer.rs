@@ -26,6 +26,9 @@ use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
 
+/// The `kind` of the script's `server` operation that ends a run as expired: no event.
+const EXPIRED: &str = "expired";
+
 /// How the sequencer keys and keeps run events, and how long it waits for Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FredEventSequencerSettings {
@@ -196,15 +199,20 @@ impl EventSequencer for FredEventSequencer {
         created_at: DateTime<Utc>,
     ) -> Result<ServerAppendOutcome, SequencerError> {
         let data = match event {
-            ServerEvent::Created => EventData::RunCreated,
-            ServerEvent::Cancelled => EventData::RunCancelled,
+            ServerEvent::Created => Some(EventData::RunCreated),
+            ServerEvent::Cancelled => Some(EventData::RunCancelled),
+            ServerEvent::Expired => None,
+        };
+        let (kind, body) = match &data {
+            Some(data) => (data.kind().as_str(), body(tenant, run, None, data, created_at)?),
+            None => (EXPIRED, String::new()),
         };
         let args = vec![
             Value::from("server"),
             Value::from(tenant.to_string()),
             Value::from(run.to_string()),
-            Value::from(data.kind().as_str()),
-            Value::from(body(tenant, run, None, &data, created_at)?),
+            Value::from(kind),
+            Value::from(body),
             integer(self.settings.history_max_len),
             self.ttl_seconds(),
         ];
