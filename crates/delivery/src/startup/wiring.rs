@@ -8,6 +8,7 @@ use sba_application::admission::TenantAdmission;
 use sba_application::audit::{AuditQueries, Auditor};
 use sba_application::cache::NamespacePolicy;
 use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
+use sba_application::demo::EchoAgent;
 use sba_application::events::{EventPipeline, IngestService};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
@@ -88,14 +89,15 @@ impl<'a> Wiring<'a> {
         checks.extend(redis_check);
         let tenants = self.tenant_cache(&cache, Arc::clone(&data.directory));
         let auditor = self.auditor();
+        let ingest = IngestService::new(
+            self.pipeline.clone(),
+            self.store.run_repository(),
+            auditor.clone(),
+            Arc::clone(&self.clock),
+        );
         Ok(AppState {
             runs: self.run_service(),
-            ingest: IngestService::new(
-                self.pipeline.clone(),
-                self.store.run_repository(),
-                auditor.clone(),
-                Arc::clone(&self.clock),
-            ),
+            ingest: ingest.clone(),
             queries: RunQueries::new(
                 self.store.run_repository(),
                 self.store.step_repository(),
@@ -137,6 +139,10 @@ impl<'a> Wiring<'a> {
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
             trusted_proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
+            echo: settings
+                .demo
+                .echo_agent
+                .then(|| EchoAgent::new(ingest, settings.demo.words_per_second, settings.demo.max_runs)),
         })
     }
 

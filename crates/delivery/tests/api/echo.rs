@@ -31,7 +31,11 @@ async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> 
         if run["status"] == status {
             return run;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the run is still {} after {PATIENCE:?}", run["status"]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run is still {} after {PATIENCE:?}",
+            run["status"]
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -88,7 +92,10 @@ async fn an_echo_run_streams_its_input_back_word_by_word_and_completes(store: St
     let calls = json_of(app.get(&format!("/v1/runs/{id}/tool-calls"), &token).await, 200).await;
     let call = &calls["data"][0];
     assert_eq!(calls["data"].as_array().unwrap().len(), 1);
-    assert_eq!((&call["id"], &call["step_id"], &call["name"]), (&json!("call-1"), &json!("tools-1"), &json!("word_count")));
+    assert_eq!(
+        (&call["id"], &call["step_id"], &call["name"]),
+        (&json!("call-1"), &json!("tools-1"), &json!("word_count"))
+    );
     assert_eq!(call["arguments"], json!({"text": text}));
     assert_eq!((&call["output"], &call["status"]), (&json!({"words": 6}), &json!("completed")));
 
@@ -102,7 +109,8 @@ async fn an_echo_run_streams_its_input_back_word_by_word_and_completes(store: St
 async fn a_cancelled_echo_run_gets_no_event_after_its_cancellation(store: Store) {
     let app = spawn_app_with(store, &[("SBA_DEMO__WORDS_PER_SECOND", "2")]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
-    let id = create_run(&app, &token, &json!({"agent": "echo", "input": "one two three four five six"})).await;
+    let id =
+        create_run(&app, &token, &json!({"agent": "echo", "input": "one two three four five six"})).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !kinds(&events(&app, &token, &id).await).contains(&"step.delta") {
         assert!(tokio::time::Instant::now() < deadline, "no delta after {PATIENCE:?}");
@@ -119,7 +127,8 @@ async fn a_cancelled_echo_run_gets_no_event_after_its_cancellation(store: Store)
 }
 
 async fn echo_runs_over_the_bound_fail_as_busy(store: Store) {
-    let app = spawn_app_with(store, &[("SBA_DEMO__WORDS_PER_SECOND", "1"), ("SBA_DEMO__MAX_RUNS", "1")]).await;
+    let app =
+        spawn_app_with(store, &[("SBA_DEMO__WORDS_PER_SECOND", "1"), ("SBA_DEMO__MAX_RUNS", "1")]).await;
     let token = app.token(new_tenant(), "alice", Role::Authenticated);
     let slow = create_run(&app, &token, &json!({"agent": "echo", "input": "a long enough text"})).await;
     let refused = create_run(&app, &token, &json!({"agent": "echo", "input": "too many"})).await;
