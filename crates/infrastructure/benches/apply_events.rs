@@ -168,6 +168,7 @@ async fn ledger_sample(fixture: &Fixture, n: u64, iters: u64) -> Duration {
             fixture.ledger.apply_events(run.tenant_id, run.id, batch).await.expect("applying events");
         timed += start.elapsed();
         assert_eq!(outcome.applied, usize::try_from(n).unwrap(), "every event of the batch is new");
+        assert!(outcome.skipped.is_empty(), "every delta has its effect: {:?}", outcome.skipped);
         next_seq += n;
     }
     timed

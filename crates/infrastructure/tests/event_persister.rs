@@ -169,3 +169,54 @@ async fn queued_events_are_stored_once_even_when_delivered_again() {
     drop_group(&admin, &first_group).await;
     drop_group(&admin, &second_group).await;
 }
+
+#[tokio::test]
+async fn accepted_events_that_contradict_the_run_are_stored_skipped_and_acknowledged() {
+    let (store, _) = fresh_postgres_store().await;
+    let admin = admin().await;
+    let sequencer = sequencer().await;
+    let group = new_group(&admin).await;
+    let persister =
+        EventPersister::new(Arc::new(consumer(&group).await), store.run_ledger(), DEFAULT_MAX_ATTEMPTS);
+
+    let run = new_run();
+    store.run_ledger().create_run(&run, &creation_audit(&run)).await.unwrap();
+    assert_eq!(sequencer.seed(run.id, 1, RunStatus::Queued).await.unwrap(), SeedOutcome::Seeded { seq: 1 });
+    append(
+        &sequencer,
+        &run,
+        &[
+            ("e1", EventKind::StepDelta, json!({"step_id": "nope", "text": "early"})),
+            ("e2", EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
+            ("e3", EventKind::StepCompleted, json!({"step_id": "s1"})),
+            ("e4", EventKind::StepCompleted, json!({"step_id": "s1"})),
+        ],
+    )
+    .await;
+
+    let report = persister.persist_once(10_000).await.unwrap();
+    // Other tests' entries in the shared queues name runs this database does not have: they
+    // may count in `runs_failed`, never in what is asserted here.
+    assert_eq!((report.events_applied, report.skipped, report.dead_letters), (4, 2, 0), "{report:?}");
+    assert_eq!(
+        stored(&store, &run).await,
+        [
+            (1, None),
+            (2, Some("e1".into())),
+            (3, Some("e2".into())),
+            (4, Some("e3".into())),
+            (5, Some("e4".into()))
+        ]
+    );
+    let stored_run = store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap();
+    assert_eq!(stored_run.status(), RunStatus::InProgress, "the good events applied");
+
+    let report = persister.persist_once(10_000).await.unwrap();
+    assert_eq!(
+        (report.events_applied, report.skipped),
+        (0, 0),
+        "the entry was acknowledged, not left to be retried: {report:?}"
+    );
+
+    drop_group(&admin, &group).await;
+}

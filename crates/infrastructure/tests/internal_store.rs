@@ -6,7 +6,8 @@
 use chrono::{SubsecRound as _, Utc};
 use sba_application::pagination::{Cursor, PageRequest};
 use sba_application::ports::{
-    HealthRecord, LedgerError, RepositoryError, Reservation, RunEnding, RunFilter, StoredResponse,
+    HealthRecord, LedgerError, RepositoryError, Reservation, RunEnding, RunFilter, SkippedEvent,
+    StoredResponse, UsageGrouping, UsageRange,
 };
 use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::runs::NewRun;
@@ -51,7 +52,10 @@ on_both_stores!(
     creating_a_duplicate_run_fails_and_writes_nothing,
     a_full_batch_creates_steps_tool_calls_usage_and_completes_the_run,
     reapplied_events_are_skipped_as_duplicates,
-    an_illegal_transition_rejects_the_whole_batch,
+    an_illegal_transition_is_stored_and_skipped_and_the_rest_applied,
+    a_delta_for_an_unknown_step_is_stored_once_and_skipped,
+    work_reported_after_the_run_ended_is_stored_and_skipped,
+    a_batch_mixing_good_and_contradicting_events_applies_the_good_ones,
     a_gap_in_seq_rejects_the_whole_batch,
     cancel_ends_open_steps_and_appends_run_cancelled_at_the_next_seq,
     ending_an_ended_run_is_an_invalid_transition_and_writes_nothing,
@@ -157,6 +161,27 @@ async fn step_count(store: &InternalStore, run: &AgentRun) -> usize {
     store.step_repository().list(run.tenant_id, run.id, PageRequest::first(100)).await.unwrap().items.len()
 }
 
+/// `(model, input tokens)` recorded for the run's tenant around now.
+async fn usage_by_model(store: &InternalStore, run: &AgentRun) -> Vec<(String, u64)> {
+    let now = Utc::now();
+    let range = UsageRange::new(now - chrono::Duration::hours(1), now + chrono::Duration::hours(1)).unwrap();
+    let buckets = store.usage_ledger().summary(run.tenant_id, range, UsageGrouping::Model).await.unwrap();
+    buckets.into_iter().map(|b| (b.key, b.input_tokens)).collect()
+}
+
+fn skipped(seq: u64, kind: EventKind, reason: &str) -> SkippedEvent {
+    SkippedEvent { seq, kind, reason: reason.into() }
+}
+
+fn usage(run: &AgentRun, seq: u64, model: &str, input_tokens: u64) -> RunEvent {
+    ev(
+        run,
+        seq,
+        EventKind::UsageReported,
+        json!({"model": model, "input_tokens": input_tokens, "output_tokens": 1, "cost_micros": 1}),
+    )
+}
+
 async fn created_run_reads_back_identically_with_its_created_event(store: InternalStore) {
     let run = new_run(tenant());
     create(&store, &run).await;
@@ -217,6 +242,7 @@ async fn a_full_batch_creates_steps_tool_calls_usage_and_completes_the_run(store
     create(&store, &run).await;
     let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, full_batch(&run)).await.unwrap();
     assert_eq!((outcome.applied, outcome.duplicates, outcome.run_status), (10, 0, RunStatus::Completed));
+    assert_eq!(outcome.skipped, []);
 
     let stored = store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap();
     assert_eq!(stored.status(), RunStatus::Completed);
@@ -257,38 +283,163 @@ async fn reapplied_events_are_skipped_as_duplicates(store: InternalStore) {
     assert_eq!(step_count(&store, &run).await, 2);
 }
 
-async fn an_illegal_transition_rejects_the_whole_batch(store: InternalStore) {
+async fn an_illegal_transition_is_stored_and_skipped_and_the_rest_applied(store: InternalStore) {
     let run = new_run(tenant());
     create(&store, &run).await;
     let batch = vec![
         ev(&run, 2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
-        ev(
-            &run,
-            3,
-            EventKind::UsageReported,
-            json!({"model": "m", "input_tokens": 1, "output_tokens": 1, "cost_micros": 1}),
-        ),
+        usage(&run, 3, "m", 1),
         ev(&run, 4, EventKind::RunCompleted, json!({"output": 1})),
         ev(&run, 5, EventKind::RunStarted, json!({})),
     ];
-    let err = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap_err();
-    assert!(matches!(err, LedgerError::Rejected(ApplyError::InvalidTransition { index: 3, .. })), "{err:?}");
-    assert_eq!(event_seqs(&store, &run).await, [1], "no event of the batch was stored");
-    assert_eq!(step_count(&store, &run).await, 0, "no step of the batch was stored");
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    assert_eq!((outcome.applied, outcome.run_status), (4, RunStatus::Completed));
     assert_eq!(
-        store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap().status(),
-        RunStatus::Queued
+        outcome.skipped,
+        [skipped(5, EventKind::RunStarted, "a run cannot go from completed to in_progress")]
     );
+    assert_eq!(event_seqs(&store, &run).await, [1, 2, 3, 4, 5], "the refused event is stored too");
+    assert_eq!(step_count(&store, &run).await, 1);
+    let stored = store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status(), stored.output), (RunStatus::Completed, Some(json!(1))));
+}
+
+async fn a_delta_for_an_unknown_step_is_stored_once_and_skipped(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let batch = vec![ev(&run, 2, EventKind::StepDelta, json!({"step_id": "nope", "text": "lost?"}))];
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, batch.clone()).await.unwrap();
+    assert_eq!((outcome.applied, outcome.duplicates, outcome.run_status), (1, 0, RunStatus::Queued));
+    assert_eq!(outcome.skipped, [skipped(2, EventKind::StepDelta, "step `nope` does not exist")]);
+
+    let events = store.event_log().list_after(run.tenant_id, run.id, 1, 10).await.unwrap().items;
+    assert_eq!(events, batch, "agent_events holds the event as sent");
+    assert_eq!(step_count(&store, &run).await, 0, "no step row was made up");
+    assert_eq!(
+        store.run_repository().get(run.tenant_id, run.id).await.unwrap(),
+        Some(run.clone()),
+        "the skipped event did not start the run"
+    );
+
+    let again = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    assert_eq!(
+        (again.applied, again.duplicates, again.skipped),
+        (0, 1, vec![]),
+        "a redelivery is a duplicate"
+    );
+    assert_eq!(event_seqs(&store, &run).await, [1, 2]);
+}
+
+async fn work_reported_after_the_run_ended_is_stored_and_skipped(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let ended = store
+        .run_ledger()
+        .end_run(run.tenant_id, run.id, RunEnding::Cancel, audit_for(&run, "run.cancel"))
+        .await
+        .unwrap();
+    let batch = vec![
+        ev(&run, 3, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
+        usage(&run, 4, "m", 10),
+        ev(&run, 5, EventKind::RunCompleted, json!({"output": "late"})),
+    ];
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    assert_eq!((outcome.applied, outcome.run_status), (3, RunStatus::Cancelled));
+    assert_eq!(
+        outcome.skipped,
+        [
+            skipped(3, EventKind::StepCreated, "a run cannot go from cancelled to in_progress"),
+            skipped(4, EventKind::UsageReported, "a run cannot go from cancelled to in_progress"),
+            skipped(5, EventKind::RunCompleted, "a run cannot go from cancelled to completed"),
+        ]
+    );
+    assert_eq!(event_seqs(&store, &run).await, [1, 2, 3, 4, 5]);
+    assert_eq!(step_count(&store, &run).await, 0);
+    assert_eq!(usage_by_model(&store, &run).await, [], "no usage was recorded on the ended run");
+    assert_eq!(
+        store.run_repository().get(run.tenant_id, run.id).await.unwrap(),
+        Some(ended),
+        "the run is as it ended"
+    );
+}
+
+async fn a_batch_mixing_good_and_contradicting_events_applies_the_good_ones(store: InternalStore) {
+    let run = new_run(tenant());
+    create(&store, &run).await;
+    let completed = |seq, call: &str, status: &str| {
+        ev(
+            &run,
+            seq,
+            EventKind::ToolCallCompleted,
+            json!({"tool_call_id": call, "output": seq, "status": status}),
+        )
+    };
+    let batch = vec![
+        ev(&run, 2, EventKind::StepCreated, json!({"step_id": "s1", "type": "tool_calls"})),
+        completed(3, "t9", "completed"),
+        ev(
+            &run,
+            4,
+            EventKind::ToolCallStarted,
+            json!({"tool_call_id": "t1", "step_id": "s1", "name": "search"}),
+        ),
+        ev(&run, 5, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
+        completed(6, "t1", "completed"),
+        completed(7, "t1", "failed"),
+        ev(&run, 8, EventKind::StepCompleted, json!({"step_id": "s1"})),
+        ev(&run, 9, EventKind::StepDelta, json!({"step_id": "s1", "text": "late"})),
+        usage(&run, 10, "gpt-x", 42),
+        ev(&run, 11, EventKind::RunStarted, json!({})),
+        ev(&run, 12, EventKind::RunCompleted, json!({"output": "ok"})),
+    ];
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap();
+    assert_eq!((outcome.applied, outcome.run_status), (11, RunStatus::Completed));
+    assert_eq!(
+        outcome.skipped,
+        [
+            skipped(3, EventKind::ToolCallCompleted, "tool call `t9` was never started"),
+            skipped(5, EventKind::StepCreated, "step `s1` already exists"),
+            skipped(7, EventKind::ToolCallCompleted, "tool call `t1` has already completed"),
+            skipped(9, EventKind::StepDelta, "step `s1` is already completed"),
+            skipped(11, EventKind::RunStarted, "a run cannot go from in_progress to in_progress"),
+        ]
+    );
+    assert_eq!(event_seqs(&store, &run).await, (1..=12).collect::<Vec<_>>());
+
+    let steps =
+        store.step_repository().list(run.tenant_id, run.id, PageRequest::first(10)).await.unwrap().items;
+    let steps: Vec<_> =
+        steps.iter().map(|s| (s.step_id.as_str().to_owned(), s.step_type.as_str(), s.status)).collect();
+    assert_eq!(steps, [("s1".to_owned(), "tool_calls", StepStatus::Completed)]);
+    let calls =
+        store.tool_call_repository().list(run.tenant_id, run.id, PageRequest::first(10)).await.unwrap().items;
+    let calls: Vec<_> =
+        calls.iter().map(|c| (c.tool_call_id.as_str().to_owned(), c.status, c.output.clone())).collect();
+    assert_eq!(
+        calls,
+        [("t1".to_owned(), ToolCallStatus::Completed, Some(json!(6)))],
+        "the second completion changed nothing"
+    );
+    assert_eq!(usage_by_model(&store, &run).await, [("gpt-x".to_owned(), 42)]);
+    let stored = store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status(), stored.output), (RunStatus::Completed, Some(json!("ok"))));
 }
 
 async fn a_gap_in_seq_rejects_the_whole_batch(store: InternalStore) {
     let run = new_run(tenant());
     create(&store, &run).await;
-    let batch =
-        vec![ev(&run, 2, EventKind::RunStarted, json!({})), ev(&run, 4, EventKind::RunCompleted, json!({}))];
+    let batch = vec![
+        ev(&run, 2, EventKind::RunStarted, json!({})),
+        ev(&run, 3, EventKind::StepDelta, json!({"step_id": "nope", "text": "x"})),
+        ev(&run, 5, EventKind::RunCompleted, json!({})),
+    ];
     let err = store.run_ledger().apply_events(run.tenant_id, run.id, batch).await.unwrap_err();
-    assert!(matches!(err, LedgerError::Rejected(ApplyError::Gap { expected: 3, got: 4, .. })), "{err:?}");
-    assert_eq!(event_seqs(&store, &run).await, [1]);
+    assert!(matches!(err, LedgerError::Rejected(ApplyError::Gap { expected: 4, got: 5, .. })), "{err:?}");
+    assert_eq!(event_seqs(&store, &run).await, [1], "nothing of the batch was stored");
+    assert_eq!(
+        store.run_repository().get(run.tenant_id, run.id).await.unwrap().unwrap().status(),
+        RunStatus::Queued
+    );
 }
 
 async fn cancel_ends_open_steps_and_appends_run_cancelled_at_the_next_seq(store: InternalStore) {

@@ -121,7 +121,8 @@ async fn report(store: &InternalStore, run: &AgentRun, usage: &[(&str, u64, u64,
             created_at: at(when),
         })
         .collect();
-    store.run_ledger().apply_events(run.tenant_id, run.id, events).await.unwrap();
+    let outcome = store.run_ledger().apply_events(run.tenant_id, run.id, events).await.unwrap();
+    assert_eq!(outcome.skipped, [], "every usage event is recorded");
 }
 
 /// The tenants of [`record_usage`]: `ours` has the usage the expectations describe, `theirs`

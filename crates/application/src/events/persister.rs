@@ -1,6 +1,7 @@
 //! Moves queued event batches into the run ledger (ADR 0017, "Worker: partitions leased,
 //! entries acknowledged after commit"): one ledger transaction per run per batch, the
-//! run's entries acknowledged only after it commits.
+//! run's entries acknowledged only after it commits. Events the ledger stored without effect
+//! (they contradict the run's state) are logged and counted, never retried.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 
-use crate::ports::{EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger};
+use crate::ports::{EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger, SkippedEvent};
 
 /// How many deliveries an entry the ledger refuses gets before it goes to the dead letters.
 pub const DEFAULT_MAX_ATTEMPTS: u64 = 5;
@@ -18,10 +19,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u64 = 5;
 pub struct PersistReport {
     /// Queue entries taken.
     pub entries_read: usize,
-    /// Events stored.
+    /// Events stored, skipped ones included.
     pub events_applied: usize,
     /// Events already stored (a redelivery), skipped.
     pub duplicates_skipped: usize,
+    /// Events stored whose effect the ledger skipped because they contradict the run's state.
+    pub skipped: usize,
     /// Runs whose transaction failed; their entries not dead-lettered stay pending.
     pub runs_failed: usize,
     /// Entries moved to the dead letters.
@@ -70,7 +73,9 @@ impl EventPersister {
 
     /// Takes up to `max_entries` entries and stores their events: per run, one
     /// [`RunLedger::apply_events`] transaction with all that run's events of the batch, then
-    /// the acknowledgement of its entries. A run the ledger refuses (`Rejected`, `NotFound`,
+    /// the acknowledgement of its entries. Each event stored without effect is logged at
+    /// `warn` (run, seq, kind, reason; never its data) and counted in
+    /// `sba_worker_events_skipped_total` by kind. A run the ledger refuses (`Rejected`, `NotFound`,
     /// `InvalidTransition`) keeps its entries pending, except those delivered
     /// `max_attempts` times, which go to the dead letters; a run whose transaction fails
     /// otherwise (the database is down) keeps its entries pending. Either way the other
@@ -99,10 +104,14 @@ impl EventPersister {
         let (first_seq, last_seq) = seq_range(&events);
         match self.ledger.apply_events(group.tenant, group.run, events).await {
             Ok(outcome) => {
-                self.queue.ack(&group.entries).await?;
+                // Recorded before the ack: the events are committed, and a redelivery after a
+                // failed ack would only find them as duplicates.
+                self.persisted.increment(outcome.applied as u64);
+                record_skipped(group.run, &outcome.skipped);
                 report.events_applied += outcome.applied;
                 report.duplicates_skipped += outcome.duplicates;
-                self.persisted.increment(outcome.applied as u64);
+                report.skipped += outcome.skipped.len();
+                self.queue.ack(&group.entries).await?;
             }
             Err(LedgerError::Unexpected(error)) => {
                 report.runs_failed += 1;
@@ -134,6 +143,17 @@ impl EventPersister {
     }
 }
 
+/// Logs and counts the events a run's transaction stored without effect.
+fn record_skipped(run: RunId, skipped: &[SkippedEvent]) {
+    for event in skipped {
+        metrics::counter!("sba_worker_events_skipped_total", "kind" => event.kind.as_str()).increment(1);
+        tracing::warn!(
+            %run, seq = event.seq, kind = event.kind.as_str(), reason = %event.reason,
+            "event stored without effect: it contradicts the run's state"
+        );
+    }
+}
+
 /// The batch's entries grouped by run, runs in the order they first appear, each run's
 /// entries in queue order.
 fn group_by_run(entries: Vec<QueuedEntry>) -> Vec<RunGroup> {
@@ -158,10 +178,11 @@ mod tests {
     use super::*;
     use crate::ports::{ApplyOutcome, MockEventQueue, MockRunLedger};
     use chrono::Utc;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
     use mockall::Sequence;
     use mockall::predicate::{always, eq};
     use sba_domain::RunStatus;
-    use sba_domain::events::EventData;
+    use sba_domain::events::{EventData, EventKind};
     use sba_domain::runs::progress::ApplyError;
     use uuid::Uuid;
 
@@ -204,7 +225,7 @@ mod tests {
     }
 
     fn outcome(applied: usize, duplicates: usize) -> ApplyOutcome {
-        ApplyOutcome { applied, duplicates, run_status: RunStatus::InProgress }
+        ApplyOutcome { applied, duplicates, skipped: Vec::new(), run_status: RunStatus::InProgress }
     }
 
     fn rejected() -> LedgerError {
@@ -255,6 +276,73 @@ mod tests {
         let report = persister(queue, ledger).persist_once(10).await.unwrap();
 
         assert_eq!((report.events_applied, report.duplicates_skipped), (1, 2));
+    }
+
+    /// Three events stored, two of them (seqs 2 and 4, `step.delta`) without effect.
+    fn outcome_with_two_skipped() -> ApplyOutcome {
+        let skip =
+            |seq| SkippedEvent { seq, kind: EventKind::StepDelta, reason: "step `s9` does not exist".into() };
+        ApplyOutcome { skipped: vec![skip(2), skip(4)], ..outcome(3, 0) }
+    }
+
+    /// `(labels, value)` of each `sba_worker_events_skipped_total` series recorded.
+    fn skipped_counters(snapshotter: &Snapshotter) -> Vec<(Vec<(String, String)>, DebugValue)> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "sba_worker_events_skipped_total")
+            .map(|(key, _, _, value)| {
+                let labels = key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+                (labels, value)
+            })
+            .collect()
+    }
+
+    fn step_delta_counted(n: u64) -> Vec<(Vec<(String, String)>, DebugValue)> {
+        vec![(vec![("kind".to_owned(), "step.delta".to_owned())], DebugValue::Counter(n))]
+    }
+
+    #[tokio::test]
+    async fn events_stored_without_effect_are_counted_by_kind_and_acked_not_retried() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=4, 1)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Ok(outcome_with_two_skipped()));
+        queue.expect_ack().withf(|e| ids(e) == ["1-0"]).times(1).returning(|_| Ok(()));
+        queue.expect_dead_letter().never();
+
+        let report = persister(queue, ledger).persist_once(10).await.unwrap();
+
+        assert_eq!(
+            report,
+            PersistReport { entries_read: 1, events_applied: 3, skipped: 2, ..PersistReport::default() }
+        );
+        assert_eq!(skipped_counters(&snapshotter), step_delta_counted(2));
+    }
+
+    #[tokio::test]
+    async fn events_stored_without_effect_are_counted_even_when_the_ack_fails() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=4, 1)]);
+        ledger.expect_apply_events().times(1).returning(|_, _, _| Ok(outcome_with_two_skipped()));
+        queue.expect_ack().times(1).returning(|_| Err(QueueError::Unavailable(anyhow::anyhow!("timeout"))));
+
+        let result = persister(queue, ledger).persist_once(10).await;
+
+        assert!(matches!(result, Err(PersistError::Queue(_))), "{result:?}");
+        assert_eq!(
+            skipped_counters(&snapshotter),
+            step_delta_counted(2),
+            "a redelivery would only find duplicates, so the skips are counted at commit"
+        );
     }
 
     #[tokio::test]

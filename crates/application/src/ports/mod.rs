@@ -40,7 +40,7 @@ pub use idempotency::{IdempotencyStore, Reservation, StoredResponse};
 pub use knowledge_store::KnowledgeStore;
 pub use rate_limiter::{RateLimitError, RateLimiter};
 pub use run_details::{EventLog, StepRepository, ToolCallRepository};
-pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger};
+pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger, SkippedEvent};
 pub use run_repository::{RunFilter, RunRepository};
 pub use session_store::SessionStore;
 pub use tenant_directory::TenantDirectory;

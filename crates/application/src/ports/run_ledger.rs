@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use sba_domain::events::RunEvent;
 use sba_domain::runs::progress::ApplyError;
+pub use sba_domain::runs::progress::SkippedEvent;
 use sba_domain::usage::Usage;
 use sba_domain::{AgentRun, AuditEntry, InvalidTransition, RunError, RunId, RunStatus, TenantId};
 use serde_json::Value;
@@ -11,10 +12,13 @@ use serde_json::Value;
 /// What [`RunLedger::apply_events`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOutcome {
-    /// Events stored by this call.
+    /// Events stored by this call, skipped ones included.
     pub applied: usize,
-    /// Events that were already stored (same `(run_id, seq)`), skipped.
+    /// Events that were already stored (same `(run_id, seq)`), left out.
     pub duplicates: usize,
+    /// Events stored by this call whose effect was skipped because they contradict the run's
+    /// state, in `seq` order.
+    pub skipped: Vec<SkippedEvent>,
     /// The run's status after the batch.
     pub run_status: RunStatus,
 }
@@ -37,7 +41,8 @@ pub enum LedgerError {
     /// The run's state machine refuses the change.
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
-    /// The batch is invalid; the error names the offending event.
+    /// The batch skips a `seq` or holds another run's event; the error names the offending
+    /// event.
     #[error(transparent)]
     Rejected(#[from] ApplyError),
     #[error(transparent)]
@@ -56,14 +61,17 @@ pub trait RunLedger: std::fmt::Debug + Send + Sync + 'static {
     async fn create_run(&self, run: &AgentRun, audit: &AuditEntry) -> Result<(), LedgerError>;
 
     /// In one transaction: stores the events of `batch` not stored yet (a `(run_id, seq)`
-    /// already present is skipped, not an error), creates and updates the steps and tool
+    /// already present is left out, not an error), creates and updates the steps and tool
     /// calls they describe, records reported usage, and moves the run through its state
-    /// machine. Concurrent calls for one run are serialised on the run's row.
+    /// machine. Events that contradict the run's state (an illegal transition, work on an
+    /// ended run, an unknown step or tool call, a tool call completed twice) are stored and
+    /// their effect skipped; they are listed in [`ApplyOutcome::skipped`]. Concurrent calls
+    /// for one run are serialised on the run's row.
     ///
     /// # Errors
-    /// `NotFound` for an unknown run of this tenant; `Rejected` when an event is invalid, skips
-    /// a `seq` or moves the run illegally (nothing of the batch is written); `Unexpected` on
-    /// storage failure.
+    /// `NotFound` for an unknown run of this tenant; `Rejected` when an event skips a `seq` or
+    /// belongs to another run (nothing of the batch is written); `Unexpected` on storage
+    /// failure.
     async fn apply_events(
         &self,
         tenant: TenantId,

@@ -253,11 +253,14 @@ impl RunService {
     }
 
     /// Expires every run that has not ended within `max_age` of its creation, up to `batch`
-    /// runs per call, and returns how many it expired. A run that ends concurrently is left
-    /// as it ended.
+    /// runs per call, and returns how many it expired. Each run is first ended in its
+    /// sequence (`ServerEvent::Expired`: from then on every ingest answers that it has
+    /// ended), then its row through the ledger with the system's audit entry. A run that
+    /// ends concurrently is left as it ended.
     ///
     /// # Errors
-    /// `Unexpected` when the store fails; runs expired before the failure stay expired.
+    /// `Unexpected` when the store fails, `Unavailable` when the event store cannot be
+    /// reached; runs expired before the failure stay expired.
     pub async fn expire_overdue(
         &self,
         max_age: chrono::Duration,
@@ -266,6 +269,10 @@ impl RunService {
         let now = self.clock.now();
         let mut expired = 0;
         for run in self.runs.list_overdue(now - max_age, batch).await? {
+            if !self.end_sequence(&run, now).await? {
+                tracing::debug!(run_id = %run.id, "run ended before its expiry, skipped");
+                continue;
+            }
             let entry = self.auditor.system_entry(
                 run.tenant_id,
                 SYSTEM_ACTOR,
@@ -283,6 +290,35 @@ impl RunService {
             }
         }
         Ok(expired)
+    }
+
+    /// Ends the run's sequence as expired; `false` when it had ended already.
+    async fn end_sequence(
+        &self,
+        run: &AgentRun,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, RunServiceError> {
+        let mut seeded = false;
+        loop {
+            match self
+                .pipeline
+                .sequencer
+                .append_server_event(run.tenant_id, run.id, ServerEvent::Expired, now)
+                .await?
+            {
+                ServerAppendOutcome::Appended { .. } => return Ok(true),
+                ServerAppendOutcome::Terminal(_) => return Ok(false),
+                ServerAppendOutcome::NeedsSeed if !seeded => {
+                    self.pipeline.seed(run.tenant_id, run.id, run.status()).await?;
+                    seeded = true;
+                }
+                other => {
+                    return Err(RunServiceError::Unexpected(anyhow::anyhow!(
+                        "the sequencer answered {other:?} to an expiry"
+                    )));
+                }
+            }
+        }
     }
 
     /// Audits a mutation that was refused before it reached a use case (an invalid body, a
@@ -699,6 +735,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(expired, 1);
+    }
+
+    #[tokio::test]
+    async fn expiry_ends_the_sequence_first_and_skips_runs_whose_sequence_ended_already() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_list_overdue().returning(|_, _| Ok(vec![stored_run(RunStatus::InProgress)]));
+        let mut sequencer = MockEventSequencer::new();
+        sequencer
+            .expect_append_server_event()
+            .withf(|_, _, event, _| *event == ServerEvent::Expired)
+            .times(1)
+            .returning(|_, _, _, _| Ok(ServerAppendOutcome::Terminal(RunStatus::Completed)));
+        let mut ledger = MockRunLedger::new();
+        ledger.expect_end_run().never();
+        let expired = service_with(runs, ledger, MockAuditLog::new(), sequencer)
+            .expire_overdue(chrono::Duration::hours(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(expired, 0, "a run completed on another node (not persisted yet) is not expired");
     }
 
     #[tokio::test]

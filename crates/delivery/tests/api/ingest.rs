@@ -86,7 +86,8 @@ async fn seqs_follow_run_created_gapless_in_batch_order_and_events_are_listed_at
         [(1, "run.created"), (2, "run.started"), (3, "step.created"), (4, "step.delta"), (5, "step.delta")]
             .map(|(seq, kind)| (seq, kind.to_owned()))
     );
-    let stored = json_of(app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()), &agent).await, 200).await;
+    let stored =
+        json_of(app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()), &agent).await, 200).await;
     assert_eq!(stored["status"], "in_progress");
 }
 
@@ -113,13 +114,22 @@ async fn one_invalid_event_refuses_the_batch_with_its_index_and_stores_nothing(s
     assert_eq!(refused["index"], 2);
     assert_eq!(refused["errors"][0]["field"], "events[2].data");
     let unknown_kind = [delta("x1", "a"), json!({"id": "x2", "kind": "run.teleported"})];
-    assert_eq!(problem(ingest(&app, &run, &agent, &unknown_kind).await, 422, "validation_failed").await["index"], 1);
+    assert_eq!(
+        problem(ingest(&app, &run, &agent, &unknown_kind).await, 422, "validation_failed").await["index"],
+        1
+    );
     let not_an_event = [json!("step.delta")];
-    assert_eq!(problem(ingest(&app, &run, &agent, &not_an_event).await, 422, "validation_failed").await["index"], 0);
+    assert_eq!(
+        problem(ingest(&app, &run, &agent, &not_an_event).await, 422, "validation_failed").await["index"],
+        0
+    );
     let server_only = [json!({"id": "c", "kind": "run.cancelled"})];
     problem(ingest(&app, &run, &agent, &server_only).await, 422, "validation_failed").await;
     let too_early = [json!({"id": "done", "kind": "run.completed", "data": {"output": 1}})];
-    assert_eq!(problem(ingest(&app, &run, &agent, &too_early).await, 422, "validation_failed").await["index"], 0);
+    assert_eq!(
+        problem(ingest(&app, &run, &agent, &too_early).await, 422, "validation_failed").await["index"],
+        0
+    );
     assert_eq!(listed(&app, &run, &agent).await.len(), 1, "only run.created");
     // None of the refused ids is remembered: they are new in the next batch.
     let body = json_of(ingest(&app, &run, &agent, &batch[..2]).await, 200).await;
@@ -153,8 +163,12 @@ async fn an_ended_run_answers_409_run_terminal_with_its_status(store: Store) {
     assert_eq!(refused["run_status"], "completed");
     // The batch that ended the run, retried, is answered with its seqs.
     let retried = json_of(ingest(&app, &run, &agent, &batch).await, 200).await;
-    assert_eq!((retried["duplicates"].as_u64(), retried["run_status"].as_str()), (Some(3), Some("completed")));
-    let stored = json_of(app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()), &agent).await, 200).await;
+    assert_eq!(
+        (retried["duplicates"].as_u64(), retried["run_status"].as_str()),
+        (Some(3), Some("completed"))
+    );
+    let stored =
+        json_of(app.get(&format!("/v1/runs/{}", run["id"].as_str().unwrap()), &agent).await, 200).await;
     assert_eq!((stored["status"].as_str(), &stored["output"]), (Some("completed"), &json!("hi")));
 }
 
@@ -164,23 +178,30 @@ async fn cancel_writes_run_cancelled_as_the_next_seq_and_later_batches_are_refus
     json_of(ingest(&app, &run, &agent, &opening()).await, 200).await;
     let user = app.token(tenant, "alice", Role::Authenticated);
     let cancelled =
-        json_of(app.post(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &user).await, 200).await;
+        json_of(app.post(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &user).await, 200)
+            .await;
     assert_eq!(cancelled["status"], "cancelled");
     let refused = problem(ingest(&app, &run, &agent, &[delta("late", "x")]).await, 409, "run_terminal").await;
     assert_eq!(refused["run_status"], "cancelled");
     let kinds = listed(&app, &run, &agent).await;
     assert_eq!(kinds.last(), Some(&(4, "run.cancelled".to_owned())));
-    let steps = json_of(app.get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap()), &user).await, 200).await;
+    let steps =
+        json_of(app.get(&format!("/v1/runs/{}/steps", run["id"].as_str().unwrap()), &user).await, 200).await;
     assert_eq!(steps["data"][0]["status"], "cancelled", "open steps end with the run");
-    problem(app.post(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &user).await, 409, "invalid_transition")
-        .await;
+    problem(
+        app.post(&format!("/v1/runs/{}/cancel", run["id"].as_str().unwrap()), &user).await,
+        409,
+        "invalid_transition",
+    )
+    .await;
 }
 
 async fn only_the_runs_tenants_agents_and_services_may_report_events(store: Store) {
     let app = spawn_app(store).await;
     let (run, tenant, _) = new_run(&app).await;
     for role in [Role::Authenticated, Role::Admin] {
-        problem(ingest(&app, &run, &app.token(tenant, "someone", role), &opening()).await, 403, "forbidden").await;
+        problem(ingest(&app, &run, &app.token(tenant, "someone", role), &opening()).await, 403, "forbidden")
+            .await;
     }
     let service = app.token(tenant, "pipeline", Role::Service);
     json_of(ingest(&app, &run, &service, &opening()).await, 200).await;
@@ -189,8 +210,12 @@ async fn only_the_runs_tenants_agents_and_services_may_report_events(store: Stor
     let agent = app.token(tenant, "agent-1", Role::Agent);
     let body = json!({"events": [delta("x", "y")]});
     problem(app.post_json("/v1/runs/not-a-uuid/events", &agent, &body).await, 404, "not_found").await;
-    problem(app.post_json(&format!("/v1/runs/{}/events", uuid::Uuid::now_v7()), &agent, &body).await, 404, "not_found")
-        .await;
+    problem(
+        app.post_json(&format!("/v1/runs/{}/events", uuid::Uuid::now_v7()), &agent, &body).await,
+        404,
+        "not_found",
+    )
+    .await;
     let unknown_field = json!({"events": [delta("x", "y")], "extra": 1});
     problem(app.post_json(&events_path(&run), &agent, &unknown_field).await, 400, "invalid_json").await;
 }
@@ -204,10 +229,16 @@ async fn usage_reported_through_ingest_is_summed_and_status_changes_are_audited(
     json_of(ingest(&app, &run, &agent, &[opening()[0].clone(), usage, done]).await, 200).await;
     let admin = app.token(tenant, "boss", Role::Admin);
     let today = chrono::Utc::now().date_naive();
-    let sums = json_of(app.get(&format!("/v1/usage?from={today}&to={today}&group_by=model"), &admin).await, 200).await;
+    let sums =
+        json_of(app.get(&format!("/v1/usage?from={today}&to={today}&group_by=model"), &admin).await, 200)
+            .await;
     assert_eq!(sums["data"][0]["key"], "gpt-x");
-    assert_eq!((sums["data"][0]["input_tokens"].as_u64(), sums["data"][0]["cost_micros"].as_u64()), (Some(120), Some(4500)));
+    assert_eq!(
+        (sums["data"][0]["input_tokens"].as_u64(), sums["data"][0]["cost_micros"].as_u64()),
+        (Some(120), Some(4500))
+    );
     let audit = json_of(app.get("/v1/audit-logs?limit=100", &admin).await, 200).await;
-    let actions: Vec<&str> = audit["data"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    let actions: Vec<&str> =
+        audit["data"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"run.complete"), "{actions:?}");
 }

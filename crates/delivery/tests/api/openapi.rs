@@ -104,7 +104,7 @@ async fn every_operation_with_a_body_documents_413_and_415_and_runs_take_any_jso
             }
         }
     }
-    assert_eq!(with_body, 5, "POST runs, sessions, documents, search and PATCH sessions");
+    assert_eq!(with_body, 6, "POST runs, events, sessions, documents, search and PATCH sessions");
     let schemas = &doc["components"]["schemas"];
     for (schema, field) in
         [("CreateRunRequest", "input"), ("RunResponse", "input"), ("RunResponse", "output")]

@@ -37,7 +37,8 @@ async fn report(app: &TestApp, run: &Value, model: &str, tokens: u64, day: u32) 
         .unwrap(),
         created_at: Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap(),
     };
-    store.run_ledger().apply_events(tenant, run_id, vec![event]).await.unwrap();
+    let outcome = store.run_ledger().apply_events(tenant, run_id, vec![event]).await.unwrap();
+    assert_eq!(outcome.skipped, [], "the usage is recorded");
     store.close().await;
 }
 

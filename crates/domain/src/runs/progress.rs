@@ -1,15 +1,24 @@
 //! [`RunProgress`]: what a batch of events does to a run, decided in memory before anything
 //! is written, so an adapter can apply a whole batch in one transaction or none of it.
 //!
+//! Every event the server accepted must be stored (ADR 0017, "As built: accepted events are
+//! always stored"), so only a batch that is malformed as a whole is rejected; an event that
+//! contradicts the run's state is stored and its effect skipped.
+//!
 //! Rules:
 //! - `seq` is gapless per run. An event whose `seq` is at or below the run's last `seq` is a
-//!   duplicate and is skipped; one beyond `last + 1` is a gap and rejects the batch.
-//! - Run events move the run through its state machine; an illegal transition rejects the
-//!   batch. Step, tool-call and usage events on a `queued` run start it implicitly
-//!   (`queued → in_progress`), and on an ended run they are refused.
+//!   duplicate and is left out; one beyond `last + 1` is a gap and rejects the batch, as does
+//!   an event of another run.
+//! - Run events move the run through its state machine. Step, tool-call and usage events on a
+//!   `queued` run start it implicitly (`queued → in_progress`).
 //! - A step is created once, receives deltas and completes once while `in_progress`; a tool
 //!   call belongs to an existing `tool_calls` step, starts once and completes once.
 //! - When a run fails, is cancelled or expires, its unfinished steps end with it.
+//! - An event that breaks one of these rules for the run's state (an illegal transition, work
+//!   reported on an ended run, a delta for a step that does not exist, a tool call completed
+//!   twice, a `run.created` after creation) is stored and listed in [`Plan::skipped`] with the
+//!   reason, and changes nothing: it is checked before any of its effects, so it does not
+//!   even start a `queued` run implicitly. The events after it apply as if it were absent.
 
 use std::collections::HashMap;
 
@@ -20,21 +29,25 @@ use crate::events::{EventData, EventKind, RunEvent, StepRef, ToolCallRef};
 use crate::steps::{Step, StepStatus, StepType, ToolCall, ToolCallStatus};
 use crate::usage::Usage;
 
-/// Why a batch cannot be applied.
+/// Why a batch cannot be applied at all: it does not fit the run's sequence. Nothing of it
+/// may then be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
-    /// The event at `index` would move the run illegally (for example, anything after it ended).
-    #[error("event {index}: {source}")]
-    InvalidTransition { index: usize, source: InvalidTransition },
-    /// The event at `index` contradicts the run's steps or tool calls.
-    #[error("event {index}: {reason}")]
-    InvalidEvent { index: usize, reason: String },
     /// The event at `index` skips sequence numbers.
     #[error("event {index}: expected seq {expected}, got {got}")]
     Gap { index: usize, expected: u64, got: u64 },
     /// The event at `index` belongs to another run.
     #[error("event {index} belongs to another run")]
     WrongRun { index: usize },
+}
+
+/// An event stored without effect because it contradicts the run's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEvent {
+    pub seq: u64,
+    pub kind: EventKind,
+    /// What it contradicts, for example "step `s1` does not exist".
+    pub reason: String,
 }
 
 /// A row-level change the adapter must write, in order.
@@ -72,10 +85,12 @@ pub struct RunProgress {
 /// What applying a batch decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The events to store (duplicates removed), in `seq` order.
+    /// The events to store (duplicates removed, skipped ones included), in `seq` order.
     pub events: Vec<RunEvent>,
     /// How many events were duplicates.
     pub duplicates: usize,
+    /// Events of `events` whose effect was skipped, in `seq` order.
+    pub skipped: Vec<SkippedEvent>,
     /// Row changes to steps, tool calls and usage, in order.
     pub changes: Vec<Change>,
     /// The run after the batch, and whether its lifecycle changed.
@@ -98,16 +113,18 @@ impl RunProgress {
         }
     }
 
-    /// Decides what `batch` (sorted by `seq` or not) does to the run.
+    /// Decides what `batch` (sorted by `seq` or not) does to the run. Events that contradict
+    /// the run's state are kept for storage and listed in [`Plan::skipped`].
     ///
     /// # Errors
-    /// An [`ApplyError`] naming the first offending event (its index in `batch`); nothing of
-    /// the batch may then be written.
+    /// An [`ApplyError`] naming the first event (its index in `batch`) that skips a `seq` or
+    /// belongs to another run; nothing of the batch may then be written.
     pub fn apply(mut self, batch: Vec<RunEvent>) -> Result<Plan, ApplyError> {
         let initial_status = self.run.status();
         let mut indexed: Vec<(usize, RunEvent)> = batch.into_iter().enumerate().collect();
         indexed.sort_by_key(|(_, e)| e.seq);
         let mut events = Vec::with_capacity(indexed.len());
+        let mut skipped = Vec::new();
         let mut changes = Vec::new();
         let mut duplicates = 0;
         for (index, event) in indexed {
@@ -121,29 +138,28 @@ impl RunProgress {
             if event.seq != self.last_seq + 1 {
                 return Err(ApplyError::Gap { index, expected: self.last_seq + 1, got: event.seq });
             }
-            self.apply_one(index, &event, &mut changes)?;
+            if let Err(reason) = self.apply_one(&event, &mut changes) {
+                skipped.push(SkippedEvent { seq: event.seq, kind: event.kind(), reason });
+            }
             self.last_seq = event.seq;
             events.push(event);
         }
         let run_changed = self.run.status() != initial_status;
-        Ok(Plan { events, duplicates, changes, run: self.run, run_changed })
+        Ok(Plan { events, duplicates, skipped, changes, run: self.run, run_changed })
     }
 
-    fn apply_one(
-        &mut self,
-        index: usize,
-        event: &RunEvent,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), ApplyError> {
+    /// Applies one event's effect, or refuses it with the reason and without changing
+    /// anything: every check comes before the first change.
+    fn apply_one(&mut self, event: &RunEvent, changes: &mut Vec<Change>) -> Result<(), String> {
         let at = event.created_at;
-        let invalid = |reason: String| ApplyError::InvalidEvent { index, reason };
-        let transition = |source| ApplyError::InvalidTransition { index, source };
+        let transition = |refused: InvalidTransition| refused.to_string();
         if is_run_work(event.kind()) {
+            self.check_work(&event.data)?;
             self.start_implicitly(at).map_err(transition)?;
         }
         match &event.data {
             EventData::RunCreated => {
-                return Err(invalid("`run.created` is written only when a run is created".into()));
+                return Err("`run.created` is written only when a run is created".into());
             }
             EventData::RunStarted => {
                 self.run.transition_to(RunStatus::InProgress, at).map_err(transition)?;
@@ -163,9 +179,6 @@ impl RunProgress {
                 self.end_open_steps(StepStatus::Cancelled, at, changes);
             }
             EventData::StepCreated { step_id, step_type } => {
-                if self.steps.contains_key(step_id) {
-                    return Err(invalid(format!("step `{step_id}` already exists")));
-                }
                 self.steps.insert(step_id.clone(), (*step_type, StepStatus::InProgress));
                 changes.push(Change::InsertStep(Step {
                     tenant_id: self.run.tenant_id,
@@ -180,22 +193,12 @@ impl RunProgress {
                     completed_at: None,
                 }));
             }
-            EventData::StepDelta { step_id, .. } => {
-                self.open_step(step_id).map_err(invalid)?;
-            }
+            EventData::StepDelta { .. } => {}
             EventData::StepCompleted { step_id } => {
-                self.open_step(step_id).map_err(invalid)?;
                 self.steps.entry(step_id.clone()).and_modify(|(_, status)| *status = StepStatus::Completed);
                 changes.push(Change::EndStep { step_id: step_id.clone(), status: StepStatus::Completed, at });
             }
             EventData::ToolCallStarted { tool_call_id, step_id, name, arguments } => {
-                let step_type = self.open_step(step_id).map_err(invalid)?;
-                if step_type != StepType::ToolCalls {
-                    return Err(invalid(format!("step `{step_id}` is not a `tool_calls` step")));
-                }
-                if self.tool_calls.contains_key(tool_call_id) {
-                    return Err(invalid(format!("tool call `{tool_call_id}` already exists")));
-                }
                 self.tool_calls.insert(tool_call_id.clone(), ToolCallStatus::InProgress);
                 changes.push(Change::InsertToolCall(ToolCall {
                     tenant_id: self.run.tenant_id,
@@ -212,13 +215,7 @@ impl RunProgress {
                 }));
             }
             EventData::ToolCallCompleted { tool_call_id, output, status } => {
-                match self.tool_calls.get_mut(tool_call_id) {
-                    Some(current @ ToolCallStatus::InProgress) => *current = *status,
-                    Some(_) => {
-                        return Err(invalid(format!("tool call `{tool_call_id}` has already completed")));
-                    }
-                    None => return Err(invalid(format!("tool call `{tool_call_id}` was never started"))),
-                }
+                self.tool_calls.insert(tool_call_id.clone(), *status);
                 changes.push(Change::CompleteToolCall {
                     tool_call_id: tool_call_id.clone(),
                     status: *status,
@@ -233,14 +230,44 @@ impl RunProgress {
         Ok(())
     }
 
-    /// Work reported on a queued run starts it; on an ended run it is refused.
-    fn start_implicitly(&mut self, at: DateTime<Utc>) -> Result<(), InvalidTransition> {
-        match self.run.status() {
-            RunStatus::Queued => self.run.transition_to(RunStatus::InProgress, at),
-            status if status.is_terminal() => {
-                Err(InvalidTransition { from: status, to: RunStatus::InProgress })
+    /// Whether work (a step, tool-call or usage event) fits the run's state, without changing
+    /// it. Work on an ended run is refused as the transition it would need.
+    fn check_work(&self, data: &EventData) -> Result<(), String> {
+        let status = self.run.status();
+        if status.is_terminal() {
+            return Err(InvalidTransition { from: status, to: RunStatus::InProgress }.to_string());
+        }
+        match data {
+            EventData::StepCreated { step_id, .. } if self.steps.contains_key(step_id) => {
+                Err(format!("step `{step_id}` already exists"))
             }
+            EventData::StepDelta { step_id, .. } | EventData::StepCompleted { step_id } => {
+                self.open_step(step_id).map(drop)
+            }
+            EventData::ToolCallStarted { tool_call_id, step_id, .. } => {
+                if self.open_step(step_id)? != StepType::ToolCalls {
+                    return Err(format!("step `{step_id}` is not a `tool_calls` step"));
+                }
+                if self.tool_calls.contains_key(tool_call_id) {
+                    return Err(format!("tool call `{tool_call_id}` already exists"));
+                }
+                Ok(())
+            }
+            EventData::ToolCallCompleted { tool_call_id, .. } => match self.tool_calls.get(tool_call_id) {
+                Some(ToolCallStatus::InProgress) => Ok(()),
+                Some(_) => Err(format!("tool call `{tool_call_id}` has already completed")),
+                None => Err(format!("tool call `{tool_call_id}` was never started")),
+            },
             _ => Ok(()),
+        }
+    }
+
+    /// Work reported on a queued run starts it ([`Self::check_work`] has refused an ended run).
+    fn start_implicitly(&mut self, at: DateTime<Utc>) -> Result<(), InvalidTransition> {
+        if self.run.status() == RunStatus::Queued {
+            self.run.transition_to(RunStatus::InProgress, at)
+        } else {
+            Ok(())
         }
     }
 
@@ -357,6 +384,7 @@ mod tests {
             .unwrap();
         assert_eq!(plan.events.len(), 6);
         assert_eq!(plan.duplicates, 0);
+        assert_eq!(plan.skipped, []);
         assert!(plan.run_changed);
         assert_eq!(plan.run.status(), RunStatus::Completed);
         assert_eq!(plan.run.started_at, Some(at(2)), "the first step started the run");
@@ -411,68 +439,215 @@ mod tests {
         assert_eq!(err, ApplyError::Gap { index: 1, expected: 3, got: 4 });
     }
 
-    #[test]
-    fn an_illegal_transition_rejects_the_batch() {
-        let err = fresh()
-            .apply(vec![
-                event(2, EventKind::RunCompleted, json!({})),
-                event(3, EventKind::RunStarted, json!({})),
-            ])
-            .unwrap_err();
-        assert!(matches!(err, ApplyError::InvalidTransition { index: 0, .. }), "{err:?}");
+    fn skipped(seq: u64, kind: EventKind, reason: &str) -> SkippedEvent {
+        SkippedEvent { seq, kind, reason: reason.into() }
+    }
+
+    fn seqs(plan: &Plan) -> Vec<u64> {
+        plan.events.iter().map(|e| e.seq).collect()
     }
 
     #[test]
-    fn work_reported_after_the_run_ended_is_refused() {
+    fn a_gap_rejects_the_batch_even_after_a_skipped_event() {
         let err = fresh()
+            .apply(vec![
+                event(2, EventKind::StepDelta, json!({"step_id": "nope", "text": "x"})),
+                event(4, EventKind::RunStarted, json!({})),
+            ])
+            .unwrap_err();
+        assert_eq!(err, ApplyError::Gap { index: 1, expected: 3, got: 4 });
+    }
+
+    #[test]
+    fn an_illegal_transition_is_stored_and_skipped_and_the_rest_applies() {
+        let plan = fresh()
+            .apply(vec![
+                event(2, EventKind::RunCompleted, json!({"output": "early"})),
+                event(3, EventKind::RunStarted, json!({})),
+            ])
+            .unwrap();
+        assert_eq!(seqs(&plan), [2, 3]);
+        assert_eq!(
+            plan.skipped,
+            [skipped(2, EventKind::RunCompleted, "a run cannot go from queued to completed")]
+        );
+        assert_eq!(plan.run.status(), RunStatus::InProgress);
+        assert_eq!(plan.run.output, None, "the skipped completion left no output");
+    }
+
+    #[test]
+    fn work_reported_after_the_run_ended_is_stored_and_skipped() {
+        let plan = fresh()
             .apply(vec![
                 event(2, EventKind::RunFailed, json!({"error": {"code": "x", "message": "y"}})),
                 event(3, EventKind::StepCreated, json!({"step_id": "s1", "type": "tool_calls"})),
+                event(4, EventKind::RunStarted, json!({})),
             ])
-            .unwrap_err();
+            .unwrap();
+        assert_eq!(seqs(&plan), [2, 3, 4]);
         assert_eq!(
-            err,
-            ApplyError::InvalidTransition {
-                index: 1,
-                source: InvalidTransition { from: RunStatus::Failed, to: RunStatus::InProgress }
-            }
+            plan.skipped,
+            [
+                skipped(3, EventKind::StepCreated, "a run cannot go from failed to in_progress"),
+                skipped(4, EventKind::RunStarted, "a run cannot go from failed to in_progress"),
+            ]
         );
+        assert_eq!(plan.changes, [], "no step was created on the ended run");
+        assert_eq!(plan.run.status(), RunStatus::Failed);
     }
 
     #[test]
-    fn step_and_tool_call_rules_are_enforced() {
+    fn events_contradicting_steps_or_tool_calls_are_stored_and_skipped_with_their_reason() {
+        let created = |seq, id: &str, kind: &str| {
+            event(seq, EventKind::StepCreated, json!({"step_id": id, "type": kind}))
+        };
         let cases = [
-            vec![event(2, EventKind::StepDelta, json!({"step_id": "nope", "text": "x"}))],
-            vec![
-                event(2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
-                event(3, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
-            ],
-            vec![
-                event(2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
-                event(
-                    3,
-                    EventKind::ToolCallStarted,
-                    json!({"tool_call_id": "t1", "step_id": "s1", "name": "n"}),
-                ),
-            ],
-            vec![event(2, EventKind::ToolCallCompleted, json!({"tool_call_id": "t9", "status": "failed"}))],
-            vec![
-                event(2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
-                event(3, EventKind::StepCompleted, json!({"step_id": "s1"})),
-                event(4, EventKind::StepDelta, json!({"step_id": "s1", "text": "late"})),
-            ],
+            (
+                vec![event(2, EventKind::StepDelta, json!({"step_id": "nope", "text": "x"}))],
+                "step `nope` does not exist",
+            ),
+            (
+                vec![created(2, "s1", "message_creation"), created(3, "s1", "message_creation")],
+                "step `s1` already exists",
+            ),
+            (
+                vec![
+                    created(2, "s1", "message_creation"),
+                    event(
+                        3,
+                        EventKind::ToolCallStarted,
+                        json!({"tool_call_id": "t1", "step_id": "s1", "name": "n"}),
+                    ),
+                ],
+                "step `s1` is not a `tool_calls` step",
+            ),
+            (
+                vec![
+                    created(2, "s1", "tool_calls"),
+                    event(
+                        3,
+                        EventKind::ToolCallStarted,
+                        json!({"tool_call_id": "t1", "step_id": "s1", "name": "n"}),
+                    ),
+                    event(
+                        4,
+                        EventKind::ToolCallStarted,
+                        json!({"tool_call_id": "t1", "step_id": "s1", "name": "n"}),
+                    ),
+                ],
+                "tool call `t1` already exists",
+            ),
+            (
+                vec![event(
+                    2,
+                    EventKind::ToolCallCompleted,
+                    json!({"tool_call_id": "t9", "status": "failed"}),
+                )],
+                "tool call `t9` was never started",
+            ),
+            (
+                vec![
+                    created(2, "s1", "tool_calls"),
+                    event(
+                        3,
+                        EventKind::ToolCallStarted,
+                        json!({"tool_call_id": "t1", "step_id": "s1", "name": "n"}),
+                    ),
+                    event(
+                        4,
+                        EventKind::ToolCallCompleted,
+                        json!({"tool_call_id": "t1", "status": "completed"}),
+                    ),
+                    event(5, EventKind::ToolCallCompleted, json!({"tool_call_id": "t1", "status": "failed"})),
+                ],
+                "tool call `t1` has already completed",
+            ),
+            (
+                vec![
+                    created(2, "s1", "message_creation"),
+                    event(3, EventKind::StepCompleted, json!({"step_id": "s1"})),
+                    event(4, EventKind::StepDelta, json!({"step_id": "s1", "text": "late"})),
+                ],
+                "step `s1` is already completed",
+            ),
         ];
-        for batch in cases {
-            let last = batch.len() - 1;
-            let err = fresh().apply(batch).unwrap_err();
-            assert!(matches!(err, ApplyError::InvalidEvent { index, .. } if index == last), "{err:?}");
+        for (batch, reason) in cases {
+            let last = batch.last().unwrap();
+            let expected = skipped(last.seq, last.kind(), reason);
+            let changes_before_last = fresh().apply(batch[..batch.len() - 1].to_vec()).unwrap().changes;
+            let plan = fresh().apply(batch.clone()).unwrap();
+            assert_eq!(plan.events, batch, "every event is stored");
+            assert_eq!(plan.skipped, [expected]);
+            assert_eq!(plan.changes, changes_before_last, "the skipped event changed no row: {reason}");
         }
     }
 
     #[test]
-    fn run_created_cannot_be_reported() {
-        let err = fresh().apply(vec![event(2, EventKind::RunCreated, json!({}))]).unwrap_err();
-        assert!(matches!(err, ApplyError::InvalidEvent { index: 0, .. }));
+    fn a_skipped_work_event_does_not_start_a_queued_run() {
+        let plan = fresh()
+            .apply(vec![event(2, EventKind::StepDelta, json!({"step_id": "nope", "text": "x"}))])
+            .unwrap();
+        assert_eq!(plan.skipped.len(), 1);
+        assert_eq!(plan.run.status(), RunStatus::Queued);
+        assert_eq!(plan.run.started_at, None);
+        assert!(!plan.run_changed);
+    }
+
+    #[test]
+    fn run_created_after_creation_is_stored_and_skipped() {
+        let plan = fresh().apply(vec![event(2, EventKind::RunCreated, json!({}))]).unwrap();
+        assert_eq!(seqs(&plan), [2]);
+        assert_eq!(
+            plan.skipped,
+            [skipped(2, EventKind::RunCreated, "`run.created` is written only when a run is created")]
+        );
+        assert!(!plan.run_changed);
+    }
+
+    #[test]
+    fn a_batch_mixing_good_and_contradicting_events_applies_the_good_ones() {
+        let plan = fresh()
+            .apply(vec![
+                event(2, EventKind::StepCreated, json!({"step_id": "s1", "type": "message_creation"})),
+                event(3, EventKind::StepDelta, json!({"step_id": "s9", "text": "lost"})),
+                event(4, EventKind::StepDelta, json!({"step_id": "s1", "text": "hi"})),
+                event(5, EventKind::RunStarted, json!({})),
+                event(6, EventKind::StepCompleted, json!({"step_id": "s1"})),
+                event(7, EventKind::ToolCallCompleted, json!({"tool_call_id": "t9", "status": "failed"})),
+                event(
+                    8,
+                    EventKind::UsageReported,
+                    json!({"model": "m", "input_tokens": 1, "output_tokens": 2, "cost_micros": 3}),
+                ),
+                event(9, EventKind::RunCompleted, json!({"output": "done"})),
+                event(10, EventKind::RunFailed, json!({"error": {"code": "x", "message": "y"}})),
+            ])
+            .unwrap();
+        assert_eq!(seqs(&plan), (2..=10).collect::<Vec<_>>());
+        assert_eq!(
+            plan.skipped.iter().map(|s| (s.seq, s.kind)).collect::<Vec<_>>(),
+            [
+                (3, EventKind::StepDelta),
+                (5, EventKind::RunStarted),
+                (7, EventKind::ToolCallCompleted),
+                (10, EventKind::RunFailed),
+            ]
+        );
+        assert!(
+            matches!(
+                plan.changes.as_slice(),
+                [
+                    Change::InsertStep(_),
+                    Change::EndStep { status: StepStatus::Completed, .. },
+                    Change::RecordUsage { .. }
+                ]
+            ),
+            "{:?}",
+            plan.changes
+        );
+        assert_eq!(plan.run.status(), RunStatus::Completed);
+        assert_eq!(plan.run.output, Some(json!("done")));
+        assert_eq!(plan.run.last_error, None, "the late failure did not touch the run");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! SQLite has a single writer), so concurrent batches of one run are applied one after the
 //! other and each sees what the previous one wrote: no duplicate events, no lost updates.
 //! What a batch does is decided in memory by the domain's `RunProgress`; this adapter only
-//! loads the state it needs and writes the plan.
+//! loads the state it needs and writes the plan. An event whose effect the plan skips (it
+//! contradicts the run's state) is stored like the others and has no row change.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -174,6 +175,7 @@ pub(super) async fn apply_locked(
     Ok(ApplyOutcome {
         applied: plan.events.len(),
         duplicates: plan.duplicates,
+        skipped: plan.skipped,
         run_status: plan.run.status(),
     })
 }
