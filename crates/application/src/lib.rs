@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod cache;
 pub mod context;
 pub mod cors;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod health;

@@ -112,8 +112,7 @@ impl RunQueries {
                 return Ok(page);
             }
         };
-        let mut expected = last + 1;
-        for event in pending {
+        for (expected, event) in (last + 1..).zip(pending) {
             if event.seq != expected {
                 break;
             }
@@ -121,7 +120,6 @@ impl RunQueries {
                 page.next = Some(Cursor::Seq(expected - 1));
                 break;
             }
-            expected += 1;
             page.items.push(event);
         }
         Ok(page)

@@ -274,7 +274,7 @@ impl ApiError {
     }
 
     /// 503 `event_store_unavailable`: the change may have been recorded; retrying it is safe.
-    pub fn event_store_unavailable(source: anyhow::Error) -> Self {
+    pub fn event_store_unavailable(source: &anyhow::Error) -> Self {
         tracing::warn!(error = format!("{source:#}"), "the event store is unavailable");
         Self::new(
             ProblemCode::EventStoreUnavailable,
@@ -366,7 +366,7 @@ impl From<RunServiceError> for ApiError {
             RunServiceError::InvalidTransition(refused) => {
                 Self::new(ProblemCode::InvalidTransition, refused.to_string())
             }
-            RunServiceError::Unavailable(source) => Self::event_store_unavailable(source),
+            RunServiceError::Unavailable(source) => Self::event_store_unavailable(&source),
             RunServiceError::Unexpected(source) => Self::internal(source),
         }
     }

@@ -89,7 +89,7 @@ impl From<IngestError> for ApiError {
                 Self::invalid_event(rejection.index, rejection.field, rejection.message)
             }
             IngestError::RunTerminal(status) => Self::run_terminal(status),
-            IngestError::Unavailable(source) => Self::event_store_unavailable(source),
+            IngestError::Unavailable(source) => Self::event_store_unavailable(&source),
             IngestError::Unexpected(source) => Self::internal(source),
         }
     }

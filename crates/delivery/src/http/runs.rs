@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use sba_application::demo::ECHO_AGENT;
 use sba_application::idempotency::{Begin, IdempotencyKey, InvalidKey, request_hash};
 use sba_application::ports::RunFilter;
 use sba_application::ports::StoredResponse;
@@ -177,6 +178,7 @@ async fn create(
     };
     let Some(key) = key else {
         let run = state.runs.create(ctx, request).await?;
+        start_agent(state, &run);
         return Ok(created(RunResponse::from(run)));
     };
 
@@ -201,6 +203,7 @@ async fn create(
                     return Err(error.into());
                 }
             };
+            start_agent(state, &run);
             let dto = RunResponse::from(run);
             let stored = serde_json::to_value(&dto)
                 .map(|body| StoredResponse { status: StatusCode::CREATED.as_u16(), body })
@@ -212,6 +215,15 @@ async fn create(
             }
             Ok(created(dto))
         }
+    }
+}
+
+/// Hands a run of agent `echo` just created (not a replay) to the demo agent, when it is on.
+fn start_agent(state: &AppState, run: &AgentRun) {
+    if let Some(echo) = &state.echo
+        && run.agent.as_str() == ECHO_AGENT
+    {
+        echo.start(run);
     }
 }
 

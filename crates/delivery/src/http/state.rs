@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sba_application::admission::TenantAdmission;
 use sba_application::audit::AuditQueries;
 use sba_application::cors::OriginPolicy;
+use sba_application::demo::EchoAgent;
 use sba_application::events::IngestService;
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
@@ -45,4 +46,6 @@ pub struct AppState {
     pub ws_policies: Arc<WsPolicies>,
     /// Whose `X-Forwarded-For` names the client ([`super::client_addr`]).
     pub trusted_proxies: TrustedProxies,
+    /// The demo agent answering runs of agent `echo` (`SBA_DEMO__ECHO_AGENT`); `None` when off.
+    pub echo: Option<EchoAgent>,
 }

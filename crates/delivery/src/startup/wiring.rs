@@ -8,6 +8,7 @@ use sba_application::admission::TenantAdmission;
 use sba_application::audit::{AuditQueries, Auditor};
 use sba_application::cache::NamespacePolicy;
 use sba_application::cors::{OriginPolicy, REGISTERED_ORIGIN_NAMESPACE};
+use sba_application::demo::EchoAgent;
 use sba_application::events::{EventPipeline, IngestService};
 use sba_application::health::{HealthMonitor, SystemHealthQueries};
 use sba_application::idempotency::Idempotency;
@@ -33,8 +34,7 @@ use sba_infrastructure::memory::{
     DEFAULT_SUBSCRIBER_BUFFER, InMemoryEventBus, InMemoryRateLimiter, StaticTenantDirectory,
 };
 use sba_infrastructure::redis::{
-    FredEventBus, FredEventBusSettings, FredEventSequencer, FredEventSequencerSettings, FredRateLimiter,
-    FredRateLimiterSettings,
+    FredEventBus, FredEventBusSettings, FredEventSequencer, FredRateLimiter, FredRateLimiterSettings,
 };
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
@@ -88,14 +88,15 @@ impl<'a> Wiring<'a> {
         checks.extend(redis_check);
         let tenants = self.tenant_cache(&cache, Arc::clone(&data.directory));
         let auditor = self.auditor();
+        let ingest = IngestService::new(
+            self.pipeline.clone(),
+            self.store.run_repository(),
+            auditor.clone(),
+            Arc::clone(&self.clock),
+        );
         Ok(AppState {
             runs: self.run_service(),
-            ingest: IngestService::new(
-                self.pipeline.clone(),
-                self.store.run_repository(),
-                auditor.clone(),
-                Arc::clone(&self.clock),
-            ),
+            ingest: ingest.clone(),
             queries: RunQueries::new(
                 self.store.run_repository(),
                 self.store.step_repository(),
@@ -137,6 +138,10 @@ impl<'a> Wiring<'a> {
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
             trusted_proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
+            echo: settings
+                .demo
+                .echo_agent
+                .then(|| EchoAgent::new(ingest, settings.demo.words_per_second, settings.demo.max_runs)),
         })
     }
 
@@ -209,7 +214,10 @@ async fn event_pipeline(settings: &Settings, store: &InternalStore) -> anyhow::R
     let (sequencer, bus): (Arc<dyn EventSequencer>, Arc<dyn EventBus>) = match &settings.redis {
         None => (store.event_sequencer(), Arc::new(InMemoryEventBus::new(DEFAULT_SUBSCRIBER_BUFFER))),
         Some(redis) => (
-            Arc::new(FredEventSequencer::connect(&redis.url, FredEventSequencerSettings::default()).await?),
+            Arc::new(
+                FredEventSequencer::connect(&redis.url, super::pipeline::sequencer_settings(settings))
+                    .await?,
+            ),
             Arc::new(FredEventBus::connect(&redis.url, FredEventBusSettings::default()).await?),
         ),
     };

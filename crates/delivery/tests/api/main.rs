@@ -8,6 +8,7 @@ mod auth;
 mod client_addr;
 mod config;
 mod cors;
+mod echo;
 mod health;
 mod helpers;
 mod idempotency;

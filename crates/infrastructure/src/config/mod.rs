@@ -15,7 +15,7 @@ mod settings;
 pub use env::EnvSnapshot;
 pub use load::{CACHE_NAMESPACES, LoadOptions, Problem, Problems, load};
 pub use settings::{
-    AuthSettings, CacheConfig, CorsSettings, Environment, EventsSettings, KnowledgeSettings, LogFormat,
-    LogSettings, RateLimitSettings, RedisSettings, SecretSource, ServerSettings, Settings, StoreSettings,
-    SupabaseRest, SupabaseSettings, TenantSettings, WorkerSettings,
+    AuthSettings, CacheConfig, CorsSettings, DemoSettings, Environment, EventsSettings, KnowledgeSettings,
+    LogFormat, LogSettings, RateLimitSettings, RedisSettings, SecretSource, ServerSettings, Settings,
+    StoreSettings, SupabaseRest, SupabaseSettings, TenantSettings, WorkerSettings,
 };

@@ -134,6 +134,9 @@ impl fmt::Display for Settings {
         }
         line("log.filter", &self.log.filter);
         line("log.format", &if self.log.format == LogFormat::Json { "json" } else { "pretty" });
+        line("demo.echo_agent", &self.demo.echo_agent);
+        line("demo.words_per_second", &self.demo.words_per_second);
+        line("demo.max_runs", &self.demo.max_runs);
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
         self.worker_lines(&mut line);
         line(

@@ -66,6 +66,7 @@ pub struct Settings {
     pub tenants: TenantSettings,
     pub cache: CacheConfig,
     pub knowledge: KnowledgeSettings,
+    pub demo: DemoSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -178,6 +179,17 @@ pub(super) fn origins_are_exact(origins: &[String]) -> Result<(), ValidationErro
         }
     }
     Ok(())
+}
+
+/// The built-in demo agent `echo` (`SBA_DEMO__*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoSettings {
+    /// Whether runs of agent `echo` are answered by the demo agent.
+    pub echo_agent: bool,
+    /// Words streamed per second (1–1000).
+    pub words_per_second: u32,
+    /// Demo runs answered at once; more fail at once as `demo_agent_busy`.
+    pub max_runs: usize,
 }
 
 /// The knowledge API's own bounds.

@@ -36,6 +36,7 @@ mod auth;
 mod cache;
 mod cors;
 mod database;
+mod demo;
 mod events;
 mod knowledge;
 mod log;
@@ -76,7 +77,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 14] = [
+const SECTIONS: [(&str, &[&str]); 15] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -91,6 +92,7 @@ const SECTIONS: [(&str, &[&str]); 14] = [
     ("tenants", tenants::RawTenants::KEYS),
     ("cache", cache::RawCache::KEYS),
     ("knowledge", knowledge::RawKnowledge::KEYS),
+    ("demo", demo::RawDemo::KEYS),
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
@@ -163,6 +165,7 @@ raw_section! {
         tenants: tenants::RawTenants,
         cache: cache::RawCache,
         knowledge: knowledge::RawKnowledge,
+        demo: demo::RawDemo,
     }
 }
 
@@ -197,6 +200,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let tenants = tenants::tenant_settings(&mut ctx.problems, &raw.tenants);
     let cache = cache::cache_settings(&mut ctx.problems, &raw.cache);
     let knowledge = knowledge::knowledge_settings(&mut ctx.problems, &raw.knowledge);
+    let demo = demo::demo_settings(&mut ctx, &raw.demo);
     let otlp_endpoint = telemetry::otlp_endpoint(&mut ctx.problems, &raw.telemetry);
 
     if !ctx.problems.0.is_empty() {
@@ -220,6 +224,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         tenants,
         cache,
         knowledge,
+        demo,
         otlp_endpoint,
         warnings,
     })
