@@ -1,4 +1,4 @@
-//! `POST /v1/runs/{run_id}/events` in the embedded mode (no Redis: the internal store is the
+//! `POST /v1/runs/{run_id}/events`, mostly in the embedded mode (no Redis: the internal store is the
 //! sequencer and persists each batch before the answer), on SQLite and PostgreSQL.
 
 use sba_domain::{Role, TenantId};
@@ -241,4 +241,47 @@ async fn usage_reported_through_ingest_is_summed_and_status_changes_are_audited(
     let actions: Vec<&str> =
         audit["data"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"run.complete"), "{actions:?}");
+}
+
+/// With Redis: every accepted event (the server's own included) is published on the run's
+/// and the tenant's channels, in seq order, exactly as REST lists it; duplicates are not
+/// published again. The list reads the events from the run history, as no worker runs here.
+#[tokio::test]
+async fn accepted_events_are_published_live_in_order_exactly_as_rest_lists_them() {
+    use sba_application::ports::{BusMessage, EventBus as _, EventChannel};
+    use sba_infrastructure::redis::{FredEventBus, FredEventBusSettings};
+    use secrecy::SecretString;
+
+    let redis = sba_infrastructure::redis::test_support::PrivateRedis::start();
+    let app = crate::helpers::spawn_app_with(Store::Postgres, &[("REDIS_URL", &redis.url())]).await;
+    let (run, tenant, agent) = new_run(&app).await;
+    let run_id = run["id"].as_str().unwrap().parse().unwrap();
+    let bus = FredEventBus::connect(&SecretString::from(redis.url()), FredEventBusSettings::default())
+        .await
+        .unwrap();
+    let mut on_run = bus.subscribe(EventChannel::Run(run_id)).await;
+    let mut on_tenant = bus.subscribe(EventChannel::Tenant(tenant)).await;
+
+    let mut batch = opening();
+    batch.push(delta("e3", "Hello"));
+    json_of(ingest(&app, &run, &agent, &batch).await, 200).await;
+    json_of(ingest(&app, &run, &agent, &batch).await, 200).await; // duplicates only
+    let user = app.token(tenant, "alice", Role::Authenticated);
+    json_of(app.post(&format!("/v1/runs/{run_id}/cancel"), &user).await, 200).await;
+
+    let listed = json_of(app.get(&format!("{}?limit=100", events_path(&run)), &user).await, 200).await;
+    let listed: Vec<Value> = listed["data"].as_array().unwrap()[1..].to_vec(); // after run.created
+    assert_eq!(listed.len(), 4, "three events and run.cancelled, from the history: {listed:?}");
+    for subscription in [&mut on_run, &mut on_tenant] {
+        for expected in &listed {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(5), subscription.recv())
+                .await
+                .expect("an event within 5 s")
+                .expect("the bus is open");
+            let BusMessage::Event(event) = message else { panic!("expected an event, got {message:?}") };
+            assert_eq!(event.seq, expected["seq"].as_u64().unwrap());
+            assert_eq!(&serde_json::from_str::<Value>(&event.json).unwrap(), expected);
+        }
+        assert!(subscription.try_recv().is_none(), "duplicates are not published again");
+    }
 }
