@@ -18,35 +18,11 @@ use sba_domain::{
     TenantId, UserId,
 };
 use sba_infrastructure::internal_store::InternalStore;
-use sba_infrastructure::internal_store::test_support::{fresh_postgres_store, fresh_sqlite_store};
+
 use serde_json::json;
 use uuid::Uuid;
 
-/// Runs one async test body against PostgreSQL and against SQLite.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_postgres_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_sqlite_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+sba_infrastructure::on_both_internal_stores!(
     created_run_reads_back_identically_with_its_created_event,
     run_of_another_tenant_is_invisible_everywhere,
     creating_a_duplicate_run_fails_and_writes_nothing,

@@ -16,37 +16,11 @@ use sba_domain::events::{EventData, EventKind, IncomingEvent, ProducerId, RunEve
 use sba_domain::steps::StepStatus;
 use sba_domain::{AgentRun, RunId, RunStatus, TenantId};
 use sba_infrastructure::internal_store::InternalStore;
-use sba_infrastructure::internal_store::test_support::{
-    creation_audit, fresh_postgres_store, fresh_sqlite_store, new_run,
-};
+use sba_infrastructure::internal_store::test_support::{creation_audit, new_run};
 use serde_json::json;
 use uuid::Uuid;
 
-/// Runs one async test body against PostgreSQL and against SQLite.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_postgres_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_sqlite_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+sba_infrastructure::on_both_internal_stores!(
     seqs_follow_run_created_gapless_in_batch_order_and_are_stored_before_the_answer,
     duplicates_get_their_original_seq_and_are_stored_once,
     the_retry_of_the_batch_that_ended_the_run_is_answered_with_its_seqs_not_terminal,

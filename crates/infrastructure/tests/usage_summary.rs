@@ -12,35 +12,11 @@ use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, TenantId, UserId,
 };
 use sba_infrastructure::internal_store::InternalStore;
-use sba_infrastructure::internal_store::test_support::{fresh_postgres_store, fresh_sqlite_store};
+
 use serde_json::json;
 use uuid::Uuid;
 
-/// Runs one async test body against PostgreSQL and against SQLite.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_postgres_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _) = super::fresh_sqlite_store().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+sba_infrastructure::on_both_internal_stores!(
     usage_is_summed_per_utc_day_within_the_half_open_range,
     usage_is_summed_per_model_with_keys_in_byte_order,
     usage_is_summed_per_agent_counting_distinct_runs,

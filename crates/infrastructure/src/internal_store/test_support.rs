@@ -140,3 +140,29 @@ pub fn creation_audit(run: &sba_domain::AgentRun) -> sba_domain::AuditEntry {
         created_at: chrono::Utc::now(),
     }
 }
+
+/// Generates one `#[tokio::test]` per internal store (a fresh PostgreSQL database and a fresh
+/// SQLite file) for each listed async test body taking the `InternalStore`.
+#[macro_export]
+macro_rules! on_both_internal_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _) = $crate::internal_store::test_support::fresh_postgres_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _) = $crate::internal_store::test_support::fresh_sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
