@@ -156,15 +156,7 @@ impl RunService {
         if let Err(error) = self.pipeline.sequencer.seed(run.id, 1, RunStatus::Queued).await {
             tracing::warn!(run_id = %run.id, error = format!("{error:#}"), "starting the run's event counter failed; the first ingest seeds it");
         }
-        let created = RunEvent {
-            run_id: run.id,
-            tenant_id: run.tenant_id,
-            seq: 1,
-            producer_id: None,
-            data: EventData::RunCreated,
-            created_at: run.created_at,
-        };
-        self.pipeline.publish(std::slice::from_ref(&created), run.session_id).await;
+        self.pipeline.publish(&[RunEvent::created(&run)], run.session_id).await;
         Ok(run)
     }
 

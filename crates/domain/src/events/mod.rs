@@ -136,6 +136,22 @@ pub struct RunEvent {
 }
 
 impl RunEvent {
+    /// An event the server writes itself (no producer id).
+    pub const fn server(
+        run_id: RunId,
+        tenant_id: TenantId,
+        seq: u64,
+        data: EventData,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self { run_id, tenant_id, seq, producer_id: None, data, created_at }
+    }
+
+    /// `run.created`, seq 1 of `run`.
+    pub const fn created(run: &crate::runs::AgentRun) -> Self {
+        Self::server(run.id, run.tenant_id, 1, EventData::RunCreated, run.created_at)
+    }
+
     pub fn kind(&self) -> EventKind {
         self.data.kind()
     }

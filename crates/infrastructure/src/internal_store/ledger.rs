@@ -81,15 +81,7 @@ impl RunLedger for SeaOrmRunLedger {
             .exec_without_returning(&txn)
             .await
             .map_err(unexpected("inserting a run"))?;
-        let created = RunEvent {
-            run_id: run.id,
-            tenant_id: run.tenant_id,
-            seq: 1,
-            producer_id: None,
-            data: EventData::RunCreated,
-            created_at: run.created_at,
-        };
-        insert_events(&txn, &[created]).await?;
+        insert_events(&txn, &[RunEvent::created(run)]).await?;
         insert_audit(&txn, audit).await?;
         txn.commit().await.map_err(unexpected("committing a new run"))
     }
