@@ -53,6 +53,21 @@ wait_until_not() {
     done
 }
 
+# Whether something accepts connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Waits for a port that another process still holds (typically a server of a previous run
+# that is shutting down) before a server is started on it; fails naming the port otherwise.
+wait_for_free_port() {
+    local port=$1 what=$2
+    port_open "$port" || return 0
+    log "port $port is still in use (a $what of a previous run shutting down?); waiting up to ${READY_TIMEOUT_SECS}s"
+    wait_until_not port_open "$port" ||
+        die "port $port stays in use by something that is not a ready $what; free it or set the port variable"
+}
+
 fail_with_log() {
     local what=$1 logfile=$2
     log "error: $what"
@@ -152,6 +167,7 @@ start_postgres() {
     fi
 
     write_pg_settings "$data"
+    wait_for_free_port "$SBA_TEST_PG_PORT" PostgreSQL
     log "starting PostgreSQL on 127.0.0.1:$SBA_TEST_PG_PORT"
     as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logfile" -w -t "$READY_TIMEOUT_SECS" start >/dev/null ||
         fail_with_log "PostgreSQL did not start" "$logfile"
@@ -172,6 +188,7 @@ start_redis() {
         wait_until_not is_redis_process "$(<"$REDIS_DIR/redis.pid")" ||
             die "Redis pid $(<"$REDIS_DIR/redis.pid") did not stop"
     fi
+    wait_for_free_port "$SBA_TEST_REDIS_PORT" Redis
     log "starting Redis on 127.0.0.1:$SBA_TEST_REDIS_PORT, files in $REDIS_DIR"
     redis-server --port "$SBA_TEST_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
         --save '' --appendonly no --dir "$REDIS_DIR" \
