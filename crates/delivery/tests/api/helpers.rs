@@ -135,12 +135,28 @@ pub async fn spawn_app_with_admin_port(store: Store, extra_env: &[(&str, &str)])
     spawn(store, extra_env, true).await
 }
 
+/// Like [`spawn_app_with`] on the PostgreSQL database at `database_url` (one
+/// [`fresh_postgres_url`] made): two apps on one database are two nodes of one deployment.
+pub async fn spawn_app_on(database_url: &str, extra_env: &[(&str, &str)]) -> TestApp {
+    let dir = std::env::temp_dir().join(format!("sba-api-test-{}", Uuid::new_v4().simple()));
+    spawn_in(dir, database_url.to_owned(), extra_env, false).await
+}
+
 async fn spawn(store: Store, extra_env: &[(&str, &str)], admin_port: bool) -> TestApp {
     let dir = std::env::temp_dir().join(format!("sba-api-test-{}", Uuid::new_v4().simple()));
     let database_url = match store {
         Store::Sqlite => format!("sqlite://{}", dir.join("sba.db").display()),
         Store::Postgres => fresh_postgres_url().await,
     };
+    spawn_in(dir, database_url, extra_env, admin_port).await
+}
+
+async fn spawn_in(
+    dir: std::path::PathBuf,
+    database_url: String,
+    extra_env: &[(&str, &str)],
+    admin_port: bool,
+) -> TestApp {
     let mut env = vec![
         ("SBA_DATA_DIR", dir.display().to_string()),
         ("DATABASE_URL", database_url),

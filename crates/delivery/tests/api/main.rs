@@ -13,6 +13,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod ingest;
+mod ingest_redis;
 mod lists;
 mod openapi;
 mod permissions;

@@ -4,6 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,22 +78,42 @@ pub async fn drop_queue_group(admin: &Client, group: &str, partitions: u16) {
     }
 }
 
-/// A private `redis-server` on a free port that keeps nothing on disk, killed when dropped:
-/// for tests that stop and restart Redis without disturbing the others.
+/// A private `redis-server` on a free port, killed when dropped: for tests that stop and
+/// restart Redis without disturbing the others. It keeps nothing on disk unless started
+/// with [`Self::start_durable`].
 #[derive(Debug)]
 pub struct PrivateRedis {
     port: u16,
     child: Option<Child>,
+    /// The directory of its append-only file, when it has one.
+    dir: Option<PathBuf>,
 }
 
 impl PrivateRedis {
-    /// Starts one on a free port.
+    /// Starts one on a free port that keeps nothing on disk: a restart starts it empty.
     ///
     /// # Panics
     /// When `redis-server` is missing or does not start within 10 s.
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// Starts one on a free port with the append-only file on and `appendfsync always`, in
+    /// a directory of its own (removed when dropped), as docs/operations.md requires of a
+    /// production Redis: what it acknowledged survives [`Self::stop`] (a kill) and
+    /// [`Self::restart`].
+    ///
+    /// # Panics
+    /// When `redis-server` is missing or does not start within 10 s.
+    pub fn start_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("sba-redis-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("creating the private Redis' directory");
+        Self::start_in(Some(dir))
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self { port, child: None, dir };
         redis.restart();
         redis
     }
@@ -101,22 +122,20 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) on its port.
+    /// Starts it (again) on its port, with what its append-only file holds, if it has one.
     ///
     /// # Panics
     /// When `redis-server` is missing or does not start within 10 s.
     pub fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self.dir.as_ref().map(|dir| dir.display().to_string());
+        match &dir {
+            Some(dir) => args.extend(["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -129,6 +148,21 @@ impl PrivateRedis {
         }
     }
 
+    /// Kills it, deletes whatever it kept on disk and starts it again on its port, empty: a
+    /// Redis that lost its data.
+    ///
+    /// # Panics
+    /// As [`Self::restart`], or when its files cannot be removed.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        if let Some(dir) = &self.dir {
+            std::fs::remove_dir_all(dir).expect("removing the private Redis' files");
+            std::fs::create_dir_all(dir).expect("creating the private Redis' directory");
+        }
+        self.restart();
+    }
+
+    /// Kills it (SIGKILL: no chance to write anything more to disk).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -148,5 +182,8 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
