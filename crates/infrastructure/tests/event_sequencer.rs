@@ -178,6 +178,24 @@ async fn a_new_run_needs_a_seed_then_seqs_follow_it_gapless_in_batch_order() {
 }
 
 #[tokio::test]
+async fn after_a_loss_restored_producer_ids_are_answered_with_their_stored_seqs() {
+    // What the service does for a run whose Redis state is gone: the stored ids, then the
+    // counter at the stored maximum.
+    let (sequencer, (tenant, run)) = (sequencer().await, ids());
+    let stored = |pairs: &[(&str, u64)]| {
+        pairs.iter().map(|&(id, seq)| (ProducerId::parse(id).unwrap(), seq)).collect()
+    };
+    sequencer.restore_ids(run, stored(&[("x", 2), ("y", 3)])).await.unwrap();
+    sequencer.restore_ids(run, stored(&[("y", 9)])).await.unwrap();
+    sequencer.seed(run, 3, RunStatus::InProgress).await.unwrap();
+    assert_eq!(
+        append(&sequencer, tenant, run, &["y", "z", "x"]).await,
+        triples(&[("y", 3, true), ("z", 4, false), ("x", 2, true)]),
+        "restored ids are duplicates with their first restored seq; new ids follow the counter"
+    );
+}
+
+#[tokio::test]
 async fn run_status_is_none_without_a_counter_then_follows_the_runs_changes() {
     let (sequencer, (tenant, run)) = (sequencer().await, ids());
     assert_eq!(sequencer.run_status(run).await.unwrap(), None);

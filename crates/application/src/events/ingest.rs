@@ -636,6 +636,17 @@ mod tests {
             .returning(|_| Ok(AppendOutcome::NeedsSeed));
         ports.log.expect_last_seq().returning(|_, _| Ok(Some(17)));
         ports
+            .log
+            .expect_producer_ids()
+            .returning(|_, _| Ok(vec![(sba_domain::events::ProducerId::parse("old").unwrap(), 17)]));
+        ports
+            .sequencer
+            .expect_restore_ids()
+            .withf(|run, ids| *run == RUN && ids.len() == 1 && ids[0].1 == 17)
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_, _| Ok(()));
+        ports
             .sequencer
             .expect_seed()
             .withf(|run, seq, status| *run == RUN && *seq == 17 && *status == RunStatus::InProgress)

@@ -53,7 +53,8 @@ impl EventPipeline {
 
     /// Rebuilds a lost counter from what the database holds (ADR 0017, "Seeding a lost
     /// counter": never below a seq the history or the database has), with the run's stored
-    /// status; a counter another node seeded meanwhile is kept.
+    /// status and its stored producer ids (so a retried batch keeps its seqs); a counter
+    /// another node seeded meanwhile is kept.
     ///
     /// # Errors
     /// When the sequencer or the event log fails.
@@ -64,8 +65,12 @@ impl EventPipeline {
         stored_status: RunStatus,
     ) -> Result<(), SeedError> {
         let last_seq = self.log.last_seq(tenant, run).await?.unwrap_or(0);
+        // The ids first: once the counter exists, other nodes append, and must find them.
+        let ids = self.log.producer_ids(tenant, run).await?;
+        let restored = ids.len();
+        self.sequencer.restore_ids(run, ids).await?;
         let outcome = self.sequencer.seed(run, last_seq, stored_status).await?;
-        tracing::info!(run_id = %run, stored_seq = last_seq, ?outcome, "seeded the run's event counter");
+        tracing::info!(run_id = %run, stored_seq = last_seq, restored_ids = restored, ?outcome, "seeded the run's event counter");
         Ok(())
     }
 }

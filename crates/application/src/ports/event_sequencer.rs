@@ -143,6 +143,15 @@ pub trait EventSequencer: std::fmt::Debug + Send + Sync + 'static {
         stored_status: RunStatus,
     ) -> Result<SeedOutcome, SequencerError>;
 
+    /// Makes the sequencer know producer ids already stored for the run (with their seqs),
+    /// so that a batch retried after the sequencer lost its state is answered with its
+    /// original seqs instead of new ones. Called before [`Self::seed`]; an id the sequencer
+    /// knows already keeps its seq. A no-op where the database itself is the sequencer.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    async fn restore_ids(&self, run: RunId, ids: Vec<(ProducerId, u64)>) -> Result<(), SequencerError>;
+
     /// The run's status as the sequencer holds it (ahead of the database while the worker
     /// lags); `None` when it holds no counter for the run (seed it first).
     ///

@@ -1,7 +1,7 @@
 //! Reads of what happened inside a run: its steps, tool calls and events.
 
 use async_trait::async_trait;
-use sba_domain::events::RunEvent;
+use sba_domain::events::{ProducerId, RunEvent};
 use sba_domain::steps::{Step, ToolCall};
 use sba_domain::{RunId, TenantId};
 
@@ -63,4 +63,15 @@ pub trait EventLog: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// `Unexpected` on storage failure.
     async fn last_seq(&self, tenant: TenantId, run_id: RunId) -> Result<Option<u64>, RepositoryError>;
+
+    /// Every producer id stored for run `run_id` of `tenant`, with its seq (the server's own
+    /// events have none), in seq order.
+    ///
+    /// # Errors
+    /// `Unexpected` on storage failure or an unreadable stored id.
+    async fn producer_ids(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+    ) -> Result<Vec<(ProducerId, u64)>, RepositoryError>;
 }

@@ -384,6 +384,7 @@ mod tests {
     fn sequencer_accepting() -> MockEventSequencer {
         let mut sequencer = MockEventSequencer::new();
         sequencer.expect_seed().returning(|_, seq, _| Ok(SeedOutcome::Seeded { seq }));
+        sequencer.expect_restore_ids().returning(|_, _| Ok(()));
         sequencer.expect_append_server_event().returning(|_, _, _, _| {
             Ok(ServerAppendOutcome::Appended { seq: 5, run_status: RunStatus::Cancelled })
         });
@@ -400,6 +401,7 @@ mod tests {
         bus.expect_publish().returning(|_, _| Ok(()));
         let mut log = MockEventLog::new();
         log.expect_last_seq().returning(|_, _| Ok(Some(4)));
+        log.expect_producer_ids().returning(|_, _| Ok(Vec::new()));
         let pipeline = EventPipeline::new(Arc::new(sequencer), Arc::new(bus), Arc::new(log));
         let mut clock = MockClock::new();
         clock.expect_now().returning(now);
@@ -652,6 +654,7 @@ mod tests {
             .times(1)
             .in_sequence(&mut calls)
             .returning(|_, _, _, _| Ok(ServerAppendOutcome::NeedsSeed));
+        sequencer.expect_restore_ids().times(1).in_sequence(&mut calls).returning(|_, _| Ok(()));
         sequencer
             .expect_seed()
             .withf(|_, seq, status| *seq == 4 && *status == RunStatus::Queued)

@@ -481,14 +481,12 @@ async fn a_redis_that_lost_its_data_is_reseeded_from_postgres_and_never_reuses_a
     worker.stop().await;
 }
 
-/// Known gap, left for a decision (see ADR 0017, "Seeding a lost counter"): seeding restores
-/// the counter but not the run's producer ids, so a batch stored before Redis lost its data
-/// and retried after it is answered with new seqs; the worker then cannot store it (the
-/// `(run_id, producer_id)` unique index) and keeps retrying that run's entries, so nothing
-/// accepted for the run afterwards is ever stored. Un-ignore once seeding restores the ids
-/// (or the ledger stores such events with their effect skipped).
+/// Seeding after Redis lost its data restores the run's stored producer ids with the counter
+/// (ADR 0017, "Seeding a lost counter"), so a batch stored before the loss and retried after
+/// it is answered with its original seqs, and later batches are stored. (Without the ids it
+/// got new seqs, which the `(run_id, producer_id)` unique index then kept out of the
+/// database, blocking the run's persistence.)
 #[tokio::test]
-#[ignore = "known gap: a seed does not restore the run's producer ids (ADR 0017)"]
 async fn a_batch_retried_after_redis_lost_its_data_keeps_its_seqs_and_later_batches_are_stored() {
     let mut redis = PrivateRedis::start_durable();
     let database = fresh_postgres_url().await;

@@ -116,6 +116,34 @@ impl EventLog for SeaOrmRunDetails {
             .map_err(|e| map_db_err(e, "reading the last event"))?;
         last.map(|row| u64::try_from(row.seq).map_err(|e| corrupt_row("agent_events", e))).transpose()
     }
+
+    async fn producer_ids(
+        &self,
+        tenant: TenantId,
+        run_id: RunId,
+    ) -> Result<Vec<(sba_domain::events::ProducerId, u64)>, RepositoryError> {
+        let rows: Vec<(Option<String>, i64)> = agent_events::Entity::find()
+            .select_only()
+            .column(agent_events::Column::ProducerId)
+            .column(agent_events::Column::Seq)
+            .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
+            .filter(agent_events::Column::ProducerId.is_not_null())
+            .order_by_asc(agent_events::Column::Seq)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| map_db_err(e, "reading the producer ids"))?;
+        rows.into_iter()
+            .filter_map(|(id, seq)| id.map(|id| (id, seq)))
+            .map(|(id, seq)| {
+                let id = sba_domain::events::ProducerId::parse(&id)
+                    .map_err(|e| corrupt_row("agent_events", e.message))?;
+                let seq = u64::try_from(seq).map_err(|e| corrupt_row("agent_events", e))?;
+                Ok((id, seq))
+            })
+            .collect()
+    }
 }
 
 fn step_to_domain(row: agent_steps::Model) -> Result<Step, RepositoryError> {

@@ -69,6 +69,15 @@ impl EventSequencer for StoreEventSequencer {
         Ok(SeedOutcome::Kept { seq })
     }
 
+    /// The database is the sequencer here: its producer ids are the ones it holds.
+    async fn restore_ids(
+        &self,
+        _run: RunId,
+        _ids: Vec<(sba_domain::events::ProducerId, u64)>,
+    ) -> Result<(), SequencerError> {
+        Ok(())
+    }
+
     async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError> {
         let status: Option<String> = agent_runs::Entity::find_by_id(run.as_uuid())
             .select_only()

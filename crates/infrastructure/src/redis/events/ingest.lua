@@ -2,7 +2,7 @@
 --
 -- KEYS: 1 the run hash (seq, status, terminal), 2 its producer ids (id -> seq), 3 its
 -- history stream (entry id <seq>-1, field `event`), 4 its partition's queue.
--- ARGV[1] names the operation: append | server | seed | read | status (below).
+-- ARGV[1] names the operation: append | server | seed | ids | read | status (below).
 --
 -- Event bodies come from the adapter as JSON objects without `seq`; the script splices the
 -- seq in as text. (cjson would re-encode them: `[]` becomes `{}` and numbers are rounded.)
@@ -137,6 +137,16 @@ if op == 'server' then
   end
   enqueue(tenant, run_id, seq, seq, {json})
   return {'OK', status, seq}
+end
+
+-- ids id1 seq1 id2 seq2 ... -> {number of ids that were not known}
+-- Producer ids stored before the run's state was lost; a known id keeps its seq.
+if op == 'ids' then
+  local added = 0
+  for i = 2, #ARGV, 2 do
+    added = added + redis.call('HSETNX', ids, ARGV[i], ARGV[i + 1])
+  end
+  return {added}
 end
 
 -- status -> {} (no counter) | {status}

@@ -26,6 +26,9 @@ use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
 
+/// Producer ids restored per script call.
+const RESTORE_CHUNK: usize = 1_000;
+
 /// The `kind` of the script's `server` operation that ends a run as expired: no event.
 const EXPIRED: &str = "expired";
 
@@ -249,6 +252,24 @@ impl EventSequencer for FredEventSequencer {
             "KEPT" => Ok(SeedOutcome::Kept { seq }),
             _ => Err(unexpected_reply(&reply)),
         }
+    }
+
+    async fn restore_ids(
+        &self,
+        run: RunId,
+        ids: Vec<(sba_domain::events::ProducerId, u64)>,
+    ) -> Result<(), SequencerError> {
+        let keys = self.keys(run);
+        // Bounded calls: one script call holds Redis for its whole run.
+        for chunk in ids.chunks(RESTORE_CHUNK) {
+            let mut args = Vec::with_capacity(1 + 2 * chunk.len());
+            args.push(Value::from("ids"));
+            for (id, seq) in chunk {
+                args.extend([Value::from(id.as_str()), integer(*seq)]);
+            }
+            self.evaluate(&keys, args).await?;
+        }
+        Ok(())
     }
 
     async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError> {
