@@ -84,8 +84,11 @@ PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 BASE="http://127.0.0.1:$PORT"
 
 # Only what this run sets: embedded defaults, whatever the caller's environment holds.
+# Called only in subshells (`$(...)`, `&`): it execs, so that `$!` of `run_sba serve &` is
+# the server itself and the cleanup's kill reaches it (a plain call left the server running
+# after the script, its subshell killed instead).
 run_sba() {
-    env -i PATH="$PATH" HOME="$DATA_DIR" \
+    exec env -i PATH="$PATH" HOME="$DATA_DIR" \
         SBA_ENV=development \
         SBA_DATA_DIR="$DATA_DIR" \
         PORT="$PORT" \
