@@ -1,6 +1,7 @@
 //! Part 1: events accepted per second through `POST /v1/runs/{id}/events` against raw
-//! `XADD` of the same payloads, same concurrency, same run; with the sequencer script alone,
-//! a bare `PUBLISH` and the HTTP floor beside them to show where the time goes.
+//! `XADD` of the same payloads, same concurrency, same run; with the sequencer script alone
+//! (and with the live bus, as the server publishes or batched), a bare `PUBLISH` and the
+//! HTTP floor beside them to show where the time goes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -5,9 +5,10 @@
 //!    release `sba serve` (Redis sequencer, no worker in the process, rate limit off), with
 //!    batches of 1, 10 and 100 from 64 concurrent clients, each on its own run, against raw
 //!    `XADD` of the same payloads through fred at the same concurrency. Beside them, to see
-//!    where the time goes: the sequencer script called directly, the same HTTP requests
-//!    refused after auth and JSON decoding (the HTTP floor), and a bare `PUBLISH` per event
-//!    (the design this replaces).
+//!    where the time goes: the sequencer script called directly (alone, then with the live
+//!    bus as the server publishes, then with one `SPUBLISH` pipeline per batch), the same
+//!    HTTP requests refused after auth and JSON decoding (the HTTP floor), and a bare
+//!    `PUBLISH` per event (the design this replaces).
 //! 2. **Persistence**: events per second `sba worker`'s loop moves from a pre-filled queue
 //!    into `agent_events`, against the raw multi-row `INSERT` of the `apply_events`
 //!    benchmark at the same batch size, with `apply_events` called directly as the floor;
