@@ -504,7 +504,7 @@ mod tests {
         let mut runs = MockRunRepository::new();
         runs.expect_get().returning(|_, _| Ok(Some(run(json!(null)))));
         let mut bus = MockEventBus::new();
-        bus.expect_publish().returning(|_, _| Ok(()));
+        bus.expect_publish_all().returning(|_, _| Ok(()));
         let mut audit = MockAuditLog::new();
         audit.expect_record().returning(|_| Ok(()));
         let mut ids = MockIdGenerator::new();

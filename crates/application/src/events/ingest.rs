@@ -434,8 +434,8 @@ mod tests {
         fn publishing(mut self) -> (Self, Arc<Mutex<Vec<u64>>>) {
             let published = Arc::new(Mutex::new(Vec::new()));
             let seen = Arc::clone(&published);
-            self.bus.expect_publish().returning(move |event, _| {
-                seen.lock().unwrap().push(event.seq);
+            self.bus.expect_publish_all().returning(move |events, _| {
+                seen.lock().unwrap().extend(events.iter().map(|e| e.seq));
                 Ok(())
             });
             (self, published)
@@ -579,7 +579,7 @@ mod tests {
     async fn an_ended_run_answers_terminal_with_its_status_and_publishes_nothing() {
         let mut ports = Ports::with_run(RunStatus::InProgress);
         ports.sequencer.expect_append().returning(|_| Ok(AppendOutcome::Terminal(RunStatus::Cancelled)));
-        ports.bus.expect_publish().never();
+        ports.bus.expect_publish_all().never();
         let refused = ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a")]).await;
         assert!(matches!(refused, Err(IngestError::RunTerminal(RunStatus::Cancelled))));
     }

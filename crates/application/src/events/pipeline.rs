@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, RunStatus, SessionId, TenantId};
 
@@ -33,21 +32,19 @@ impl EventPipeline {
     }
 
     /// Publishes accepted events live, in order (one pipelined round trip on Redis). A
-    /// failure is logged and counted, never returned: the events are accepted already, and
-    /// subscribers that miss one resume from the run's history.
+    /// failure is logged and counted (every event of the call, as it may have reached no
+    /// channel), never returned: the events are accepted already, and subscribers that miss
+    /// one resume from the run's history.
     pub async fn publish(&self, events: &[RunEvent], session: Option<SessionId>) {
-        let published = join_all(events.iter().map(|event| self.bus.publish(event, session))).await;
-        let failed = published.iter().filter(|result| result.is_err()).count();
-        if failed > 0 {
-            metrics::counter!("sba_events_publish_failures_total").increment(failed as u64);
-            if let Some(Err(error)) = published.iter().find(|result| result.is_err()) {
-                tracing::warn!(
-                    run_id = %events[0].run_id,
-                    failed,
-                    error = format!("{error:#}"),
-                    "publishing accepted events live failed; subscribers resume from the history"
-                );
-            }
+        let Some(first) = events.first() else { return };
+        if let Err(error) = self.bus.publish_all(events, session).await {
+            metrics::counter!("sba_events_publish_failures_total").increment(events.len() as u64);
+            tracing::warn!(
+                run_id = %first.run_id,
+                events = events.len(),
+                error = format!("{error:#}"),
+                "publishing accepted events live failed; subscribers resume from the history"
+            );
         }
     }
 

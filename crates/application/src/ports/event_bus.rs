@@ -134,6 +134,22 @@ pub trait EventBus: fmt::Debug + Send + Sync + 'static {
     /// nodes; it may have reached some channels.
     async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError>;
 
+    /// Publishes `events` (of one run, in `seq` order) as [`Self::publish`] publishes each,
+    /// in order; a bus between nodes hands them over in one round trip.
+    ///
+    /// # Errors
+    /// As [`Self::publish`]; some of the events may have reached some channels.
+    async fn publish_all(
+        &self,
+        events: &[RunEvent],
+        session: Option<SessionId>,
+    ) -> Result<(), EventBusError> {
+        for event in events {
+            self.publish(event, session).await?;
+        }
+        Ok(())
+    }
+
     /// Subscribes to `channel`: once this returns, every event published on it reaches the
     /// subscription (or the subscription is told to resume). Never fails: when the bus
     /// between nodes is down, the subscription is told to resume when it is back.

@@ -398,7 +398,7 @@ mod tests {
         sequencer: MockEventSequencer,
     ) -> RunService {
         let mut bus = MockEventBus::new();
-        bus.expect_publish().returning(|_, _| Ok(()));
+        bus.expect_publish_all().returning(|_, _| Ok(()));
         let mut log = MockEventLog::new();
         log.expect_last_seq().returning(|_, _| Ok(Some(4)));
         log.expect_producer_ids().returning(|_, _| Ok(Vec::new()));

@@ -154,6 +154,29 @@ impl EventBus for FredEventBus {
         publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
     }
 
+    async fn publish_all(
+        &self,
+        events: &[RunEvent],
+        session: Option<SessionId>,
+    ) -> Result<(), EventBusError> {
+        let mut messages = Vec::with_capacity(events.len());
+        for event in events {
+            messages.push((event, encode(&live_event(event)?)));
+        }
+        // One pipeline for the whole batch: one round trip, and on each channel the events
+        // keep the order they are given in.
+        let pipeline = self.client.pipeline();
+        let publish = async {
+            for (event, payload) in &messages {
+                for channel in EventChannel::of(event, session) {
+                    pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
+                }
+            }
+            pipeline.all::<()>().await
+        };
+        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
+    }
+
     async fn subscribe(&self, channel: EventChannel) -> Subscription {
         let (subscription, ready) = self.fanout.join(channel.name());
         if let Some(ready) = ready {
