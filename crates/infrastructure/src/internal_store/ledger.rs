@@ -9,7 +9,9 @@
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use sba_application::ports::{ApplyOutcome, LedgerError, RepositoryError, RunEnding, RunLedger};
 use sba_domain::events::{EventData, RunEvent, StepRef, ToolCallRef};
 use sba_domain::runs::progress::{Change, RunProgress, step_status_for};
@@ -18,9 +20,11 @@ use sba_domain::usage::Usage;
 use sba_domain::{AgentRun, AuditEntry, RunId, RunStatus, TenantId};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::audit_model;
@@ -94,8 +98,8 @@ impl RunLedger for SeaOrmRunLedger {
     ) -> Result<ApplyOutcome, LedgerError> {
         let txn = begin_write(&self.db).await?;
         let run = lock_run(&txn, tenant, run_id).await?;
-        let last_seq = last_seq(&txn, run_id).await?;
-        let outcome = apply_locked(&txn, run, last_seq, batch).await?;
+        let state = load_state(&txn, &run).await?;
+        let outcome = apply_locked(&txn, run, state, batch).await?;
         txn.commit().await.map_err(unexpected("committing events"))?;
         Ok(outcome)
     }
@@ -147,17 +151,14 @@ impl RunLedger for SeaOrmRunLedger {
 }
 
 /// The body of [`RunLedger::apply_events`] inside its transaction, once the run's row is
-/// locked and its last seq read (the store's event sequencer applies its batches with it).
+/// locked and its state loaded (the store's event sequencer applies its batches with it).
 pub(super) async fn apply_locked(
     txn: &DatabaseTransaction,
     run: AgentRun,
-    last_seq: u64,
+    state: RunState,
     batch: Vec<RunEvent>,
 ) -> Result<ApplyOutcome, LedgerError> {
-    let (tenant, run_id) = (run.tenant_id, run.id);
-    let steps = load_steps(txn, tenant, run_id).await?;
-    let tool_calls = load_tool_calls(txn, tenant, run_id).await?;
-    let plan = RunProgress::new(run, last_seq, steps, tool_calls).apply(batch)?;
+    let plan = RunProgress::new(run, state.last_seq, state.steps, state.tool_calls).apply(batch)?;
 
     insert_events(txn, &plan.events).await?;
     write_changes(txn, &plan.run, &plan.changes).await?;
@@ -206,55 +207,105 @@ pub(super) async fn last_seq(db: &impl sea_orm::ConnectionTrait, run_id: RunId) 
         .map_err(|_| LedgerError::Unexpected(anyhow::anyhow!("negative seq {max} in agent_events")))
 }
 
-async fn load_steps(
-    txn: &DatabaseTransaction,
-    tenant: TenantId,
-    run_id: RunId,
-) -> Result<Vec<(StepRef, StepType, StepStatus)>, LedgerError> {
-    let rows = agent_steps::Entity::find()
-        .filter(agent_steps::Column::TenantId.eq(tenant.as_uuid()))
-        .filter(agent_steps::Column::RunId.eq(run_id.as_uuid()))
-        .all(txn)
-        .await
-        .map_err(unexpected("loading steps"))?;
-    rows.into_iter()
-        .map(|row| {
-            let step_id =
-                StepRef::parse(&row.step_id).map_err(|e| anyhow::anyhow!("corrupt agent_steps row: {e}"))?;
-            let step_type = StepType::from_stored(&row.r#type).context("corrupt agent_steps type")?;
-            let status = StepStatus::from_stored(&row.status).context("corrupt agent_steps status")?;
-            Ok((step_id, step_type, status))
-        })
-        .collect::<anyhow::Result<_>>()
-        .map_err(LedgerError::Unexpected)
+/// What applying a batch needs to know of a locked run besides its row: its last stored
+/// seq, its steps and its tool calls.
+#[derive(Debug, Default)]
+pub(super) struct RunState {
+    pub(super) last_seq: u64,
+    steps: Vec<(StepRef, StepType, StepStatus)>,
+    tool_calls: Vec<(ToolCallRef, ToolCallStatus)>,
 }
 
-async fn load_tool_calls(
-    txn: &DatabaseTransaction,
-    tenant: TenantId,
-    run_id: RunId,
-) -> Result<Vec<(ToolCallRef, ToolCallStatus)>, LedgerError> {
-    let rows = tool_calls::Entity::find()
-        .filter(tool_calls::Column::TenantId.eq(tenant.as_uuid()))
-        .filter(tool_calls::Column::RunId.eq(run_id.as_uuid()))
-        .all(txn)
-        .await
-        .map_err(unexpected("loading tool calls"))?;
-    rows.into_iter()
-        .map(|row| {
-            let id = ToolCallRef::parse(&row.tool_call_id)
+/// A row of [`STATE_QUERY`]: `part` 0 carries the last seq, 1 a step, 2 a tool call.
+#[derive(Debug, FromQueryResult)]
+struct StateRow {
+    part: i32,
+    ref_id: Option<String>,
+    step_type: Option<String>,
+    status: Option<String>,
+    max_seq: Option<i64>,
+}
+
+/// The run's last seq, steps and tool calls in one round trip (it runs after the row lock,
+/// so it sees every batch committed before). Placeholders in binding order: run, tenant,
+/// run, tenant, run.
+const STATE_QUERY: &str = "\
+    SELECT 0 AS part, NULL AS ref_id, NULL AS step_type, NULL AS status, \
+           (SELECT MAX(seq) FROM agent_events WHERE run_id = ?) AS max_seq \
+    UNION ALL \
+    SELECT 1, step_id, type, status, NULL FROM agent_steps WHERE tenant_id = ? AND run_id = ? \
+    UNION ALL \
+    SELECT 2, tool_call_id, NULL, status, NULL FROM tool_calls WHERE tenant_id = ? AND run_id = ?";
+
+/// Loads what [`apply_locked`] needs of a run whose row the transaction has locked.
+pub(super) async fn load_state(txn: &DatabaseTransaction, run: &AgentRun) -> Result<RunState, LedgerError> {
+    let (tenant, id) =
+        (sea_orm::Value::from(run.tenant_id.as_uuid()), sea_orm::Value::from(run.id.as_uuid()));
+    let backend = txn.get_database_backend();
+    let statement = Statement::from_sql_and_values(
+        backend,
+        numbered_placeholders(backend, STATE_QUERY),
+        [id.clone(), tenant.clone(), id.clone(), tenant, id],
+    );
+    let rows =
+        StateRow::find_by_statement(statement).all(txn).await.map_err(unexpected("loading a run's state"))?;
+    let mut state = RunState::default();
+    for row in rows {
+        state_row(&mut state, row).map_err(LedgerError::Unexpected)?;
+    }
+    Ok(state)
+}
+
+fn state_row(state: &mut RunState, row: StateRow) -> anyhow::Result<()> {
+    let status = row.status.as_deref().unwrap_or_default();
+    match row.part {
+        0 => {
+            let max = row.max_seq.unwrap_or(0);
+            state.last_seq =
+                u64::try_from(max).map_err(|_| anyhow::anyhow!("negative seq {max} in agent_events"))?;
+        }
+        1 => {
+            let step_id = StepRef::parse(row.ref_id.as_deref().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("corrupt agent_steps row: {e}"))?;
+            let step_type = StepType::from_stored(row.step_type.as_deref().unwrap_or_default())
+                .context("corrupt agent_steps type")?;
+            let status = StepStatus::from_stored(status).context("corrupt agent_steps status")?;
+            state.steps.push((step_id, step_type, status));
+        }
+        _ => {
+            let id = ToolCallRef::parse(row.ref_id.as_deref().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("corrupt tool_calls row: {e}"))?;
-            let status = ToolCallStatus::from_stored(&row.status).context("corrupt tool_calls status")?;
-            Ok((id, status))
-        })
-        .collect::<anyhow::Result<_>>()
-        .map_err(LedgerError::Unexpected)
+            let status = ToolCallStatus::from_stored(status).context("corrupt tool_calls status")?;
+            state.tool_calls.push((id, status));
+        }
+    }
+    Ok(())
+}
+
+/// `sql` with its `?` placeholders as the backend numbers them (`$1`, `$2`, … on PostgreSQL).
+fn numbered_placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut numbered = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for piece in sql.split('?') {
+        if n > 0 {
+            let _ = write!(numbered, "${n}");
+        }
+        numbered.push_str(piece);
+        n += 1;
+    }
+    numbered
 }
 
 /// Stores events; a `(run_id, seq)` already present is left as it is.
 async fn insert_events(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result<(), LedgerError> {
     if events.is_empty() {
         return Ok(());
+    }
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return insert_events_as_json(txn, events).await;
     }
     let models = events.iter().map(|event| {
         Ok(agent_events::ActiveModel {
@@ -277,6 +328,53 @@ async fn insert_events(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result
         .exec_without_returning(txn)
         .await
         .map_err(unexpected("inserting events"))?;
+    Ok(())
+}
+
+/// An `agent_events` row as one element of the JSON array [`INSERT_EVENTS_FROM_JSON`] reads.
+#[derive(Serialize)]
+struct EventRow<'a> {
+    tenant_id: Uuid,
+    run_id: Uuid,
+    seq: u64,
+    producer_id: Option<&'a str>,
+    kind: &'static str,
+    data: serde_json::Value,
+    /// Microseconds, truncated, as PostgreSQL keeps them and the driver binds them.
+    created_at: String,
+}
+
+/// The batch's rows as one JSON parameter: one bound value and one short statement whatever
+/// the batch size, where a multi-row `VALUES` binds seven per row (ADR 0017, "Persistence
+/// cost"; docs/benchmarks.md measures both).
+const INSERT_EVENTS_FROM_JSON: &str = "\
+    INSERT INTO agent_events (tenant_id, run_id, seq, producer_id, kind, data, created_at) \
+    SELECT e.tenant_id, e.run_id, e.seq, e.producer_id, e.kind, e.data, e.created_at \
+    FROM json_to_recordset($1::json) AS e(tenant_id uuid, run_id uuid, seq bigint, \
+         producer_id text, kind text, data jsonb, created_at timestamptz) \
+    ON CONFLICT (run_id, seq) DO NOTHING";
+
+async fn insert_events_as_json(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result<(), LedgerError> {
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|event| EventRow {
+            tenant_id: event.tenant_id.as_uuid(),
+            run_id: event.run_id.as_uuid(),
+            seq: event.seq,
+            producer_id: event.producer_id.as_deref(),
+            kind: event.kind().as_str(),
+            data: event.data_json(),
+            created_at: event.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).context("encoding events").map_err(LedgerError::Unexpected)?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        INSERT_EVENTS_FROM_JSON,
+        [json.into()],
+    ))
+    .await
+    .map_err(unexpected("inserting events"))?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use sba_domain::{AgentRun, RunId, RunStatus, TenantId};
 use sea_orm::{ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{agent_events, agent_runs};
-use super::ledger::{apply_locked, begin_write, last_seq, lock_run};
+use super::ledger::{apply_locked, begin_write, last_seq, load_state, lock_run};
 
 /// The [`EventSequencer`] on the internal store (PostgreSQL or SQLite), persisting each
 /// batch synchronously.
@@ -114,7 +114,8 @@ async fn append_locked(
     request: AppendRequest,
 ) -> Result<AppendOutcome, LedgerError> {
     let run = lock_run(txn, request.tenant, request.run).await?;
-    let last = last_seq(txn, run.id).await?;
+    let state = load_state(txn, &run).await?;
+    let last = state.last_seq;
     let mut seen = stored_producer_ids(txn, &run, &request).await?;
     let status = run.status();
     if request.events.iter().all(|event| seen.contains_key(event.producer_id.as_str())) {
@@ -157,7 +158,7 @@ async fn append_locked(
         });
         answers.push(AppendedEvent { producer_id: event.producer_id, seq: next, duplicate: false });
     }
-    let applied = apply_locked(txn, run, last, batch).await?;
+    let applied = apply_locked(txn, run, state, batch).await?;
     Ok(AppendOutcome::Appended { events: answers, run_status: applied.run_status })
 }
 
@@ -181,7 +182,8 @@ async fn server_locked(
     if status.is_terminal() {
         return Ok(ServerAppendOutcome::Terminal(status));
     }
-    let last = last_seq(txn, run_id).await?;
+    let state = load_state(txn, &run).await?;
+    let last = state.last_seq;
     match event {
         ServerEvent::Cancelled => {
             let seq = last + 1;
@@ -193,7 +195,7 @@ async fn server_locked(
                 data: EventData::RunCancelled,
                 created_at,
             };
-            let applied = apply_locked(txn, run, last, vec![cancelled]).await?;
+            let applied = apply_locked(txn, run, state, vec![cancelled]).await?;
             Ok(ServerAppendOutcome::Appended { seq, run_status: applied.run_status })
         }
         ServerEvent::Expired => {

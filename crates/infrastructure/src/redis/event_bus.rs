@@ -13,6 +13,7 @@
 //! every local subscriber is told to resume from the run history.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,20 +139,7 @@ impl FredEventBus {
 #[async_trait]
 impl EventBus for FredEventBus {
     async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError> {
-        let live = live_event(event)?;
-        let payload = encode(&live);
-        // One pipeline on one connection (per shard, on a cluster): events of a run published
-        // one after the other keep their order on each channel. On a standalone Redis the
-        // channels also get the event in the port's order; on a cluster, channels on
-        // different shards are independent.
-        let pipeline = self.client.pipeline();
-        let publish = async {
-            for channel in EventChannel::of(event, session) {
-                pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
-            }
-            pipeline.all::<()>().await
-        };
-        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
+        self.publish_all(std::slice::from_ref(event), session).await
     }
 
     async fn publish_all(
@@ -159,18 +147,16 @@ impl EventBus for FredEventBus {
         events: &[RunEvent],
         session: Option<SessionId>,
     ) -> Result<(), EventBusError> {
-        let mut messages = Vec::with_capacity(events.len());
-        for event in events {
-            messages.push((event, encode(&live_event(event)?)));
-        }
-        // One pipeline for the whole batch: one round trip, and on each channel the events
-        // keep the order they are given in.
+        let Some(first) = events.first() else { return Ok(()) };
+        let payload = encode_batch(events)?;
+        // One message per channel for the whole batch, all in one pipeline on one connection
+        // (per shard, on a cluster): one round trip, a batch's events keep their order inside
+        // the message, and batches of a run published one after the other keep theirs on
+        // each channel. Every event of a batch is of one run, so they share its channels.
         let pipeline = self.client.pipeline();
         let publish = async {
-            for (event, payload) in &messages {
-                for channel in EventChannel::of(event, session) {
-                    pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
-                }
+            for channel in EventChannel::of(first, session) {
+                pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
             }
             pipeline.all::<()>().await
         };
@@ -188,13 +174,29 @@ impl EventBus for FredEventBus {
     }
 }
 
-/// A published message: `<run_id> <seq> <json>`, so that receivers need not parse the JSON.
-fn encode(event: &LiveEvent) -> String {
-    format!("{} {} {}", event.run_id, event.seq, event.json)
+/// A published message: one line `<run_id> <seq> <json>` per event, in `seq` order, so that
+/// receivers need not parse the JSON (serialized JSON never holds a raw line break).
+fn encode_batch(events: &[RunEvent]) -> Result<String, EventBusError> {
+    let mut payload = String::new();
+    for event in events {
+        if !payload.is_empty() {
+            payload.push('\n');
+        }
+        let live = live_event(event)?;
+        // Writing to a String cannot fail.
+        let _ = write!(payload, "{} {} {}", live.run_id, live.seq, live.json);
+    }
+    Ok(payload)
 }
 
-fn decode(payload: &str) -> Option<LiveEvent> {
-    let mut parts = payload.splitn(3, ' ');
+/// The events of a published message, in order; `None` when any line is malformed (the
+/// message is then ignored as a whole, never delivered in part).
+fn decode(payload: &str) -> Option<Vec<LiveEvent>> {
+    payload.split('\n').map(decode_line).collect()
+}
+
+fn decode_line(line: &str) -> Option<LiveEvent> {
+    let mut parts = line.splitn(3, ' ');
     let run_id = parts.next()?.parse::<RunId>().ok()?;
     let seq = parts.next()?.parse().ok()?;
     Some(LiveEvent { run_id, seq, json: parts.next()?.into() })
@@ -269,8 +271,10 @@ async fn command(
 }
 
 fn deliver(fanout: &Fanout, message: &Message) {
-    if let Some(event) = message.value.as_str().as_deref().and_then(decode) {
-        fanout.send(&message.channel, BusMessage::Event(event));
+    if let Some(events) = message.value.as_str().as_deref().and_then(decode) {
+        for event in events {
+            fanout.send(&message.channel, BusMessage::Event(event));
+        }
     } else {
         tracing::debug!(channel = %message.channel, "event bus: ignoring a malformed message");
     }
@@ -278,17 +282,47 @@ fn deliver(fanout: &Fanout, message: &Message) {
 
 #[cfg(test)]
 mod tests {
+    use sba_domain::TenantId;
+    use sba_domain::events::{EventData, StepRef};
     use uuid::Uuid;
 
     use super::*;
 
+    fn delta(run_id: RunId, seq: u64, text: &str) -> RunEvent {
+        RunEvent {
+            run_id,
+            tenant_id: TenantId::from_uuid(Uuid::now_v7()),
+            seq,
+            producer_id: Some(format!("e{seq}")),
+            data: EventData::StepDelta { step_id: StepRef::parse("s1").unwrap(), text: text.to_owned() },
+            created_at: chrono::Utc::now(),
+        }
+    }
+
     #[test]
-    fn messages_carry_run_and_seq_ahead_of_the_json() {
-        let event =
-            LiveEvent { run_id: RunId::from_uuid(Uuid::now_v7()), seq: 42, json: r#"{"a": "b c"}"#.into() };
-        assert_eq!(decode(&encode(&event)), Some(event));
-        for bad in ["", "x 1 {}", &format!("{} x {{}}", Uuid::now_v7()), &format!("{} 1", Uuid::now_v7())] {
-            assert_eq!(decode(bad), None, "{bad}");
+    fn a_batch_is_one_message_whose_lines_carry_run_seq_and_json_in_order() {
+        let run = RunId::from_uuid(Uuid::now_v7());
+        // Line breaks and spaces in the text stay inside the JSON string.
+        let events = [delta(run, 7, "a b\nc"), delta(run, 8, "\n\n"), delta(run, 9, "")];
+        let decoded = decode(&encode_batch(&events).unwrap()).unwrap();
+        let expected: Vec<_> = events.iter().map(|e| live_event(e).unwrap()).collect();
+        assert_eq!(decoded, expected);
+        assert_eq!(decoded.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9]);
+    }
+
+    #[test]
+    fn a_message_with_any_malformed_line_is_ignored_as_a_whole() {
+        let run = RunId::from_uuid(Uuid::now_v7());
+        let good = encode_batch(&[delta(run, 1, "x")]).unwrap();
+        for bad in [
+            String::new(),
+            "x 1 {}".to_owned(),
+            format!("{run} x {{}}"),
+            format!("{run} 1"),
+            format!("{good}\n{run} 2"),
+            format!("{good}\n"),
+        ] {
+            assert_eq!(decode(&bad), None, "{bad}");
         }
     }
 }
