@@ -1,6 +1,6 @@
 //! Part 1: events accepted per second through `POST /v1/runs/{id}/events` against raw
 //! `XADD` of the same payloads, same concurrency, same run; with the sequencer script alone
-//! (and with the live bus, as the server publishes or batched), a bare `PUBLISH` and the
+//! (and with the live bus, as the server publishes), a bare `PUBLISH` and the
 //! HTTP floor beside them to show where the time goes.
 
 use std::fmt::Write as _;
@@ -12,7 +12,6 @@ use fred::interfaces::StreamsInterface as _;
 use fred::interfaces::{ClientLike as _, HashesInterface as _, KeysInterface as _, PubsubInterface as _};
 use fred::prelude::Client;
 use fred::types::Value;
-use futures_util::future::join_all;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use sba_application::ports::{
@@ -46,13 +45,10 @@ pub enum Side {
     /// (history, producer ids, queue), without HTTP, validation or the live bus.
     Sequencer,
     /// The same, then the new events published on `FredEventBus` as `IngestService` does
-    /// (`EventPipeline::publish`: one pipeline per event, `SPUBLISH` to its run's and
-    /// tenant's channels): all the Redis work of an ingest, without HTTP.
+    /// (`EventPipeline::publish` → `publish_all`: one message holding the batch on each of
+    /// the run's and tenant's channels, one pipeline): all the Redis work of an ingest,
+    /// without HTTP.
     SequencerBus,
-    /// The sequencer, then the same `SPUBLISH`es (run and tenant channels, the bus's
-    /// payload) for the whole batch in one pipeline: what publishing a batch at once would
-    /// cost (not what the server does).
-    SequencerBatchedBus,
     /// The same HTTP requests answered 403 by the route once the token is verified and the
     /// body decoded (a token of role `authenticated`): HTTP, auth and JSON with no Redis.
     HttpFloor,
@@ -61,15 +57,8 @@ pub enum Side {
 }
 
 impl Side {
-    const ALL: [Self; 7] = [
-        Self::Publish,
-        Self::Xadd,
-        Self::Sequencer,
-        Self::SequencerBus,
-        Self::SequencerBatchedBus,
-        Self::HttpFloor,
-        Self::Http,
-    ];
+    const ALL: [Self; 6] =
+        [Self::Publish, Self::Xadd, Self::Sequencer, Self::SequencerBus, Self::HttpFloor, Self::Http];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -77,7 +66,6 @@ impl Side {
             Self::Xadd => "raw XADD (baseline)",
             Self::Sequencer => "sequencer script alone",
             Self::SequencerBus => "sequencer + live bus (ingest's Redis work)",
-            Self::SequencerBatchedBus => "sequencer + one SPUBLISH pipeline per batch (not built)",
             Self::HttpFloor => "HTTP floor (403 after auth + JSON)",
             Self::Http => "**HTTP ingest**",
         }
@@ -232,7 +220,7 @@ async fn prepare(ctx: &Ctx, side: Side) -> Vec<RunId> {
     for _ in 0..ctx.config.clients {
         let run = match side {
             Side::Http => create_started_run(ctx).await,
-            Side::Sequencer | Side::SequencerBus | Side::SequencerBatchedBus => {
+            Side::Sequencer | Side::SequencerBus => {
                 let run = RunId::from_uuid(Uuid::now_v7());
                 ctx.sequencer.seed(run, 1, RunStatus::InProgress).await.unwrap();
                 run
@@ -310,7 +298,7 @@ async fn load(
                 let answer = response.bytes().await.unwrap();
                 assert_eq!(status, expected, "{}", String::from_utf8_lossy(&answer));
             }
-            Side::Sequencer | Side::SequencerBus | Side::SequencerBatchedBus => {
+            Side::Sequencer | Side::SequencerBus => {
                 append_batch(ctx, side, batch, run, &mut next).await;
             }
             Side::Xadd | Side::Publish => {
@@ -334,7 +322,7 @@ async fn load(
         latencies.push(op.elapsed());
     }
     let sent = match side {
-        Side::Sequencer | Side::SequencerBus | Side::SequencerBatchedBus | Side::Xadd | Side::Publish => next,
+        Side::Sequencer | Side::SequencerBus | Side::Xadd | Side::Publish => next,
         Side::Http | Side::HttpFloor => latencies.len() as u64 * batch as u64,
     };
     (latencies, sent)
@@ -374,19 +362,7 @@ async fn append_batch(ctx: &Ctx, side: Side, batch: usize, run: RunId, next: &mu
                 created_at,
             })
             .collect();
-        let published = join_all(new.iter().map(|event| ctx.bus.publish(event, None))).await;
-        assert!(published.iter().all(Result::is_ok), "publishing failed");
-    } else if side == Side::SequencerBatchedBus {
-        let pipeline = ctx.redis.pipeline();
-        for outcome in &appended {
-            let payload = format!("{run} {} {}", outcome.seq, stored_json(ctx.tenant, run, outcome.seq));
-            // The bus's channels (`EventChannel`): the run's and the tenant's.
-            for channel in [format!("sba:ev:run:{run}"), format!("sba:ev:tenant:{}", ctx.tenant)] {
-                let _: () = pipeline.spublish(channel.as_str(), payload.as_str()).await.unwrap();
-            }
-        }
-        let replies: Vec<Value> = pipeline.all().await.unwrap();
-        assert_eq!(replies.len(), 2 * batch);
+        ctx.bus.publish_all(&new, None).await.expect("publishing failed");
     }
 }
 
@@ -427,7 +403,7 @@ async fn verify(ctx: &Ctx, side: Side, runs: &[RunId], sent: &[u64]) {
                 let seq: u64 = ctx.redis.hget(RunKeys::new(run, ctx.partitions).run, "seq").await.unwrap();
                 seq - 3
             }
-            Side::Sequencer | Side::SequencerBus | Side::SequencerBatchedBus => {
+            Side::Sequencer | Side::SequencerBus => {
                 let seq: u64 = ctx.redis.hget(RunKeys::new(run, ctx.partitions).run, "seq").await.unwrap();
                 seq - 1
             }
