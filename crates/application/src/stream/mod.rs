@@ -2,4 +2,5 @@
 //! connection's bounded outbound queue, replay-then-live delivery per subscription, and who
 //! may subscribe to which channel. The actix-ws gateway in `sba-delivery` drives these.
 
+pub mod outbound;
 pub mod protocol;
