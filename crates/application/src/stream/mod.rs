@@ -4,3 +4,5 @@
 
 pub mod outbound;
 pub mod protocol;
+pub mod replay;
+pub mod subscription;

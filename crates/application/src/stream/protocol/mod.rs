@@ -27,10 +27,12 @@
 //! | `rate_limited` | the op was refused by its rate limit; try again after `retry_after_ms` |
 //! | `token_expired` | the token of an `auth` op has expired |
 //! | `unavailable` | a store the op needs did not answer; try again after `retry_after_ms` |
-//! | `resume_required` | the server could not deliver a subscription's events in order (the run's history no longer holds those it missed); the subscription has ended, and the frame adds its `channel` and the `after_seq` to subscribe again with |
+//! | `resume_required` | the server could not deliver a run's events in order (the run's history no longer holds those it missed, or could not be read): the frame adds `channel` (`run:<id>`) and `after_seq` (the last seq delivered) to subscribe with |
 //!
 //! A `resume_required` frame answers no op, so it has no `id`:
-//! `{"type":"error","code":"resume_required","channel":"run:<uuid>","after_seq":41}`.
+//! `{"type":"error","code":"resume_required","channel":"run:<uuid>","after_seq":41}`. On a
+//! `run:` subscription it ends the subscription; on a `session:` or `tenant` one, that run's
+//! events stop there while the other runs' go on.
 //! (`unavailable` and `resume_required` are additions to the codes of ARCHITECTURE.md §7.)
 
 use std::borrow::Cow;
@@ -351,9 +353,9 @@ pub struct ErrorFrame {
     pub code: ErrorCode,
     pub message: Option<Cow<'static, str>>,
     pub retry_after_ms: Option<u64>,
-    /// The channel to subscribe to again, and the `after_seq` to do it with
-    /// (`resume_required` only).
-    pub resume: Option<(StreamChannel, u64)>,
+    /// The run to subscribe to again, and the `after_seq` to do it with (`resume_required`
+    /// only).
+    pub resume: Option<(RunId, u64)>,
 }
 
 impl ErrorFrame {
@@ -386,10 +388,10 @@ impl ErrorFrame {
         Self { retry_after_ms: Some(retry_after_ms), ..Self::new(Some(id), ErrorCode::Unavailable) }
     }
 
-    /// The subscription to `channel` has ended with its last delivered event at
-    /// `after_seq`: subscribe again with it.
-    pub fn resume_required(channel: StreamChannel, after_seq: u64) -> Self {
-        Self { resume: Some((channel, after_seq)), ..Self::new(None, ErrorCode::ResumeRequired) }
+    /// The delivery of `run`'s events has ended with its last delivered event at
+    /// `after_seq`: subscribe to `run:<run>` with it.
+    pub fn resume_required(run: RunId, after_seq: u64) -> Self {
+        Self { resume: Some((run, after_seq)), ..Self::new(None, ErrorCode::ResumeRequired) }
     }
 
     /// The frame's JSON text.
@@ -410,8 +412,8 @@ impl ErrorFrame {
         if let Some(ms) = self.retry_after_ms {
             let _ = write!(frame, r#","retry_after_ms":{ms}"#);
         }
-        if let Some((channel, after_seq)) = self.resume {
-            let _ = write!(frame, r#","channel":"{channel}","after_seq":{after_seq}"#);
+        if let Some((run, after_seq)) = self.resume {
+            let _ = write!(frame, r#","channel":"{}","after_seq":{after_seq}"#, StreamChannel::Run(run));
         }
         frame.push('}');
         frame

@@ -217,7 +217,7 @@ fn error_frames_carry_what_their_code_needs() {
             json!({"type": "error", "id": "4", "code": "unavailable", "retry_after_ms": 1000}),
         ),
         (
-            ErrorFrame::resume_required(StreamChannel::Run(run()), 41),
+            ErrorFrame::resume_required(run(), 41),
             json!({"type": "error", "code": "resume_required", "channel": format!("run:{RUN}"), "after_seq": 41}),
         ),
     ];
