@@ -15,8 +15,10 @@
 //!   read from the history. [`BusMessage::ResumeNeeded`] (the bus lost events) reads the
 //!   history after the last seq delivered. A live-only feed that delivered nothing yet has
 //!   no place to resume from and starts at its next live event.
-//! - **Lost events.** When the history cannot give back what is missing (it was trimmed
-//!   before the events were persisted, or the read failed), the run's delivery ends with
+//! - **Lost events.** Events are in the history before they are published, so a read asked
+//!   for after a live event arrived returns every seq before it that the history holds.
+//!   When such a read does not (the history was trimmed before the events were persisted,
+//!   or a store could not be read), or a read fails, the run's delivery ends with
 //!   [`Next::ResumeRequired`]: the gateway sends `resume_required` naming `run:<id>` and the
 //!   last seq delivered (on a `run:` subscription this ends the subscription).
 //! - **Session and tenant channels** carry many runs, each with its own seqs: every run

@@ -25,8 +25,14 @@ pub(super) struct RunFeed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Live,
-    /// Waiting for the caller's answer to this read.
-    Reading(HistoryRead),
+    /// Waiting for the caller's answer to `read`. Events are in the history before they are
+    /// published, so a read made after a live event arrived finds every seq before it that
+    /// the history still holds: `known_through` is the newest held event when the read was
+    /// asked for, below which a seq the read did not return is lost for good.
+    Reading {
+        read: HistoryRead,
+        known_through: Option<u64>,
+    },
     /// Events were lost that the history could not give back; nothing more is delivered.
     Ended,
 }
@@ -46,14 +52,14 @@ impl RunFeed {
     }
 
     pub(super) const fn is_reading(&self) -> bool {
-        matches!(self.state, State::Reading(_))
+        matches!(self.state, State::Reading { .. })
     }
 
     /// A live event of the run.
     pub(super) fn on_event(&mut self, event: LiveEvent, limits: &FeedLimits) -> OnLive {
         match (self.state, self.last) {
             (State::Ended, _) => OnLive::Nothing,
-            (State::Reading(_), _) => {
+            (State::Reading { .. }, _) => {
                 self.hold(event, limits);
                 OnLive::Nothing
             }
@@ -80,7 +86,7 @@ impl RunFeed {
     pub(super) fn on_resume_needed(&mut self, limits: &FeedLimits) -> Option<HistoryRead> {
         match (self.state, self.last) {
             (State::Live, Some(last)) => Some(self.read(last, limits.page)),
-            (State::Reading(_), _) => {
+            (State::Reading { .. }, _) => {
                 self.reread = true;
                 None
             }
@@ -96,7 +102,7 @@ impl RunFeed {
         events: Vec<LiveEvent>,
         limits: &FeedLimits,
     ) -> (Vec<LiveEvent>, Next) {
-        let State::Reading(read) = self.state else {
+        let State::Reading { read, known_through } = self.state else {
             return (Vec::new(), self.next());
         };
         let full = events.len() as u64 >= read.limit;
@@ -130,8 +136,12 @@ impl RunFeed {
         let caught_up_live = deliver.len() > from_history;
         self.state = State::Live;
         let next = match self.held.front() {
-            // The history ended before the next held event: those between are lost.
-            Some(_) if hole || !full => self.end(),
+            // The history ended before the next held event, which was published before the
+            // read: the seqs between are lost.
+            Some(front) if hole || (!full && known_through.is_some_and(|known| front.seq <= known)) => {
+                self.end()
+            }
+            // A full page, or a held event that arrived during the read: read up to it.
             Some(front) => {
                 let limit = limits.page.min(front.seq - 1 - last);
                 Next::Read(self.read(last, limit))
@@ -155,7 +165,7 @@ impl RunFeed {
 
     const fn next(&self) -> Next {
         match (self.state, self.last) {
-            (State::Reading(read), _) => Next::Read(read),
+            (State::Reading { read, .. }, _) => Next::Read(read),
             (State::Ended, last) => Next::ResumeRequired { run: self.run, after_seq: unwrap_or_zero(last) },
             (State::Live, _) => Next::Live,
         }
@@ -163,7 +173,7 @@ impl RunFeed {
 
     fn read(&mut self, after_seq: u64, limit: u64) -> HistoryRead {
         let read = HistoryRead { run: self.run, after_seq, limit: limit.max(1) };
-        self.state = State::Reading(read);
+        self.state = State::Reading { read, known_through: self.held.back().map(|held| held.seq) };
         read
     }
 

@@ -149,6 +149,27 @@ fn a_gap_the_history_cannot_fill_ends_delivery_with_the_seq_to_resume_after() {
 }
 
 #[test]
+fn a_gap_before_events_that_arrived_during_the_read_is_read_again_before_giving_up() {
+    // 3 arrives after the replay's read was asked for: that read may have missed 2.
+    let (mut feed, _) = SubscriptionFeed::run(RUN, Some(0), limits(100, 16));
+    feed.on_event(event(3));
+    let (deliver, next) = feed.on_history(RUN, events([1]));
+    assert_eq!((seqs(&deliver), next), (vec![1], Next::Read(read(1, 1))));
+    let (deliver, next) = feed.on_history(RUN, events([2]));
+    assert_eq!((seqs(&deliver), next), (vec![2, 3], Next::Live));
+
+    let (mut feed, _) = SubscriptionFeed::run(RUN, Some(0), limits(100, 16));
+    feed.on_event(event(3));
+    feed.on_history(RUN, events([1]));
+    let (deliver, next) = feed.on_history(RUN, vec![]);
+    assert_eq!(
+        (seqs(&deliver), next),
+        (vec![], Next::ResumeRequired { run: RUN, after_seq: 1 }),
+        "asked after 3 came"
+    );
+}
+
+#[test]
 fn a_history_with_a_hole_ends_delivery_before_the_hole() {
     let (mut feed, _) = SubscriptionFeed::run(RUN, Some(0), limits(100, 16));
     let (deliver, next) = feed.on_history(RUN, events([1, 2, 5, 6]));
