@@ -163,11 +163,11 @@ impl RunFeed {
         if self.is_reading() { self.end() } else { self.next() }
     }
 
-    const fn next(&self) -> Next {
-        match (self.state, self.last) {
-            (State::Reading { read, .. }, _) => Next::Read(read),
-            (State::Ended, last) => Next::ResumeRequired { run: self.run, after_seq: unwrap_or_zero(last) },
-            (State::Live, _) => Next::Live,
+    fn next(&self) -> Next {
+        match self.state {
+            State::Reading { read, .. } => Next::Read(read),
+            State::Ended => Next::ResumeRequired { run: self.run, after_seq: self.last.unwrap_or(0) },
+            State::Live => Next::Live,
         }
     }
 
@@ -194,12 +194,5 @@ impl RunFeed {
         self.state = State::Ended;
         self.held.clear();
         self.next()
-    }
-}
-
-const fn unwrap_or_zero(last: Option<u64>) -> u64 {
-    match last {
-        Some(last) => last,
-        None => 0,
     }
 }
