@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod ratelimit_ws;
 pub mod runs;
 pub mod sessions;
+pub mod stream;
 pub mod tenants;
 #[cfg(test)]
 pub(crate) mod testing;

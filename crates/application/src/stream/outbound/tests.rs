@@ -1,0 +1,301 @@
+use chrono::{DateTime, Utc};
+use sba_domain::events::{EventData, RunEvent, StepRef};
+use sba_domain::steps::StepType;
+use sba_domain::{RunId, TenantId};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+
+const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(1));
+const RUN_A: RunId = RunId::from_uuid(Uuid::from_u128(0xa));
+const RUN_B: RunId = RunId::from_uuid(Uuid::from_u128(0xb));
+
+fn at(seq: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + i64::try_from(seq).unwrap(), 0).unwrap()
+}
+
+/// An event as the bus carries it: the domain's own client JSON.
+fn live(run: RunId, seq: u64, data: EventData) -> LiveEvent {
+    let event = RunEvent::server(run, TENANT, seq, data, at(seq));
+    LiveEvent { run_id: run, seq, json: event.to_client_json().unwrap().into() }
+}
+
+fn delta(run: RunId, seq: u64, step: &str, text: &str) -> LiveEvent {
+    live(run, seq, EventData::StepDelta { step_id: StepRef::parse(step).unwrap(), text: text.into() })
+}
+
+fn step_created(run: RunId, seq: u64, step: &str) -> LiveEvent {
+    live(
+        run,
+        seq,
+        EventData::StepCreated {
+            step_id: StepRef::parse(step).unwrap(),
+            step_type: StepType::MessageCreation,
+        },
+    )
+}
+
+fn limits(max_messages: usize, high_water_messages: usize) -> OutboundLimits {
+    OutboundLimits::new(max_messages, 1 << 20, high_water_messages, 1 << 20).unwrap()
+}
+
+/// Every queued frame, parsed, in the order they leave.
+fn drain(queue: &mut OutboundQueue) -> Vec<Value> {
+    std::iter::from_fn(|| queue.pop()).map(|frame| serde_json::from_str(&frame).unwrap()).collect()
+}
+
+/// The (seq, kind, text) of each event frame.
+fn summary(frames: &[Value]) -> Vec<(u64, String, String)> {
+    frames
+        .iter()
+        .map(|frame| {
+            let event = &frame["event"];
+            (
+                frame["seq"].as_u64().unwrap(),
+                event["kind"].as_str().unwrap().to_owned(),
+                event["data"]["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const CHANNEL: StreamChannel = StreamChannel::Run(RUN_A);
+
+#[test]
+fn limits_need_positive_bounds_with_high_water_marks_within_them() {
+    assert!(OutboundLimits::new(10, 100, 10, 100).is_ok());
+    assert_eq!(OutboundLimits::new(10, 100, 11, 50), Err(InvalidOutboundLimits));
+    assert_eq!(OutboundLimits::new(10, 100, 5, 101), Err(InvalidOutboundLimits));
+    assert_eq!(OutboundLimits::new(10, 100, 0, 50), Err(InvalidOutboundLimits));
+    assert_eq!(OutboundLimits::new(10, 100, 5, 0), Err(InvalidOutboundLimits));
+    assert!(OutboundLimits::new(1, 1, 1, 1).is_ok());
+}
+
+#[test]
+fn below_the_high_water_mark_frames_leave_one_by_one_in_order() {
+    let mut queue = OutboundQueue::new(limits(100, 10));
+    queue.push_control(r#"{"type":"ack","id":"1"}"#.into()).unwrap();
+    for seq in 1..=5 {
+        assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", &seq.to_string())), Ok(Pushed::Queued));
+    }
+    assert_eq!(queue.len(), 6);
+    assert_eq!(queue.pop().unwrap(), r#"{"type":"ack","id":"1"}"#);
+    let texts: Vec<_> = summary(&drain(&mut queue)).into_iter().map(|(seq, _, text)| (seq, text)).collect();
+    assert_eq!(texts, (1..=5).map(|seq| (seq, seq.to_string())).collect::<Vec<_>>());
+    assert_eq!(queue.coalesced_deltas(), 0);
+    assert_eq!((queue.len(), queue.bytes()), (0, 0));
+}
+
+#[test]
+fn an_unmerged_event_leaves_as_the_bus_published_it() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    let event = delta(RUN_A, 3, "s1", "hi");
+    queue.push_event(CHANNEL, event.clone()).unwrap();
+    assert_eq!(queue.bytes(), event_frame_len(CHANNEL, &event));
+    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &event));
+}
+
+#[test]
+fn above_the_high_water_mark_deltas_of_one_step_merge_into_one_coalesced_delta() {
+    let mut queue = OutboundQueue::new(limits(100, 2));
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "Hel")).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "lo, ")), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 4, "s1", "\"world\"\n")), Ok(Pushed::Coalesced));
+    assert_eq!((queue.len(), queue.coalesced_deltas()), (2, 2));
+
+    let frames = drain(&mut queue);
+    assert_eq!(frames[0]["event"]["kind"], "step.created");
+    let run = RUN_A.to_string();
+    assert_eq!(
+        frames[1],
+        json!({
+            "type": "event",
+            "channel": format!("run:{run}"),
+            "seq": 4,
+            "event": {
+                "seq": 4,
+                "run_id": run,
+                "kind": "step.delta",
+                "data": {"step_id": "s1", "text": "Hello, \"world\"\n", "coalesced": {"from_seq": 2, "to_seq": 4}},
+                "created_at": serde_json::to_value(at(4)).unwrap(),
+            }
+        })
+    );
+}
+
+#[test]
+fn a_coalesced_delta_keeps_the_field_order_of_every_other_event() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")).unwrap();
+    let frame = queue.pop().unwrap();
+    let event = frame.split_once(r#","event":"#).unwrap().1;
+    let keys: Vec<&str> = ["\"seq\"", "\"run_id\"", "\"kind\"", "\"data\"", "\"created_at\""]
+        .into_iter()
+        .filter(|key| event.contains(key))
+        .collect();
+    assert_eq!(keys.len(), 5, "{event}");
+    let positions: Vec<usize> = keys.iter().map(|key| event.find(key).unwrap()).collect();
+    assert!(positions.is_sorted(), "{event}");
+    assert!(event.starts_with(r#"{"seq":2,"#), "{event}");
+}
+
+#[test]
+fn a_delta_never_merges_across_another_event_of_its_run() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    let tool = live(
+        RUN_A,
+        2,
+        EventData::ToolCallStarted {
+            tool_call_id: sba_domain::events::ToolCallRef::parse("t1").unwrap(),
+            step_id: StepRef::parse("s1").unwrap(),
+            name: "search".into(),
+            arguments: json!({}),
+        },
+    );
+    queue.push_event(CHANNEL, tool).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "b")), Ok(Pushed::Queued));
+    let seqs: Vec<u64> = summary(&drain(&mut queue)).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+#[test]
+fn deltas_of_another_step_or_not_next_in_seq_are_not_merged() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s2", "b")), Ok(Pushed::Queued));
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 4, "s2", "c")),
+        Ok(Pushed::Queued),
+        "seq 3 is not here"
+    );
+    assert_eq!(queue.coalesced_deltas(), 0);
+    assert_eq!(summary(&drain(&mut queue)).len(), 3);
+}
+
+#[test]
+fn a_delta_carrying_more_than_a_delta_holds_is_never_merged() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    let mut odd = delta(RUN_A, 1, "s1", "a");
+    odd.json = odd.json.replace(r#""text":"a""#, r#""text":"a","extra":1"#).into();
+    queue.push_event(CHANNEL, odd.clone()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
+    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &odd));
+}
+
+#[test]
+fn a_delta_already_sent_is_not_merged_into() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, step_created(RUN_B, 1, "x")).unwrap();
+    queue.pop().unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
+    let frames = summary(&drain(&mut queue));
+    assert_eq!(frames[1], (2, "step.delta".into(), "b".into()));
+}
+
+#[test]
+fn merging_is_per_run_and_channel_and_passes_other_runs_events() {
+    let tenant = StreamChannel::Tenant;
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(tenant, delta(RUN_A, 5, "s1", "a")).unwrap();
+    queue.push_event(tenant, delta(RUN_B, 7, "s1", "x")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 5, "s1", "a")).unwrap();
+    assert_eq!(queue.push_event(tenant, delta(RUN_A, 6, "s1", "b")), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(tenant, delta(RUN_B, 8, "s1", "y")), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 6, "s1", "b")), Ok(Pushed::Coalesced));
+    let frames = drain(&mut queue);
+    let seen: Vec<(&str, &str, &str)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f["channel"].as_str().unwrap(),
+                f["event"]["run_id"].as_str().unwrap(),
+                f["event"]["data"]["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (a, b, run_channel) = (RUN_A.to_string(), RUN_B.to_string(), CHANNEL.to_string());
+    assert_eq!(
+        seen,
+        [
+            ("tenant", a.as_str(), "ab"),
+            ("tenant", b.as_str(), "xy"),
+            (run_channel.as_str(), a.as_str(), "ab")
+        ]
+    );
+}
+
+#[test]
+fn events_that_are_not_deltas_are_never_dropped_and_overflow_the_bounds() {
+    let mut queue = OutboundQueue::new(limits(3, 1));
+    for seq in 1..=3 {
+        queue.push_event(CHANNEL, step_created(RUN_A, seq, &format!("s{seq}"))).unwrap();
+    }
+    assert_eq!(queue.push_event(CHANNEL, step_created(RUN_A, 4, "s4")), Err(Overflow));
+    assert_eq!(queue.push_control("{}".into()), Err(Overflow));
+    let seqs: Vec<u64> = summary(&drain(&mut queue)).into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(seqs, [1, 2, 3], "the refused push changed nothing");
+}
+
+#[test]
+fn a_full_queue_still_takes_deltas_it_can_merge() {
+    let mut queue = OutboundQueue::new(limits(2, 1));
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "a")).unwrap();
+    for seq in 3..50 {
+        assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", "a")), Ok(Pushed::Coalesced));
+    }
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 50, "s2", "b")),
+        Err(Overflow),
+        "a new step needs a place"
+    );
+    let frames = summary(&drain(&mut queue));
+    assert_eq!(frames[1], (49, "step.delta".into(), "a".repeat(48)));
+}
+
+#[test]
+fn the_byte_bound_refuses_a_frame_or_a_merge_that_would_exceed_it() {
+    let first = delta(RUN_A, 1, "s1", "a");
+    let size = event_frame_len(CHANNEL, &first);
+    let mut queue = OutboundQueue::new(OutboundLimits::new(100, size + 100, 100, size).unwrap());
+    queue.push_event(CHANNEL, first).unwrap();
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")),
+        Ok(Pushed::Coalesced),
+        "bytes at high water"
+    );
+    let big = "x".repeat(100);
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", &big)), Err(Overflow));
+    assert_eq!(queue.push_control(big), Err(Overflow));
+    assert_eq!(summary(&drain(&mut queue)), [(2, "step.delta".into(), "ab".into())]);
+}
+
+#[test]
+fn an_empty_queue_takes_one_frame_larger_than_its_byte_bound() {
+    let mut queue = OutboundQueue::new(OutboundLimits::new(10, 64, 10, 64).unwrap());
+    let large = delta(RUN_A, 1, "s1", &"x".repeat(500));
+    assert_eq!(queue.push_event(CHANNEL, large.clone()), Ok(Pushed::Queued));
+    assert_eq!(queue.push_control("{}".into()), Err(Overflow));
+    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &large));
+}
+
+#[test]
+fn the_byte_count_follows_what_is_queued_and_returns_to_zero() {
+    let mut queue = OutboundQueue::new(limits(100, 2));
+    queue.push_control("{}".into()).unwrap();
+    let first = delta(RUN_A, 1, "s1", "abc");
+    queue.push_event(CHANNEL, first.clone()).unwrap();
+    assert_eq!(queue.bytes(), 2 + event_frame_len(CHANNEL, &first));
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "defg")).unwrap();
+    let merged = queue.bytes() - 2;
+    queue.pop().unwrap();
+    let frame = queue.pop().unwrap();
+    assert!(merged >= frame.len() && merged - frame.len() < 64, "counted {merged}, written {}", frame.len());
+    assert_eq!(queue.bytes(), 0);
+    assert!(queue.is_empty());
+}
