@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fred::clients::Client;
-use fred::interfaces::{ClientLike as _, KeysInterface as _, LuaInterface as _};
+use fred::interfaces::{ClientLike as _, KeysInterface as _, LuaInterface as _, StreamsInterface as _};
 use fred::types::Builder;
 use fred::types::config::Config;
 use sba_application::ports::{
@@ -109,27 +109,34 @@ async fn seeded(sequencer: &FredEventSequencer, run: RunId) {
     assert_eq!(sequencer.seed(run, 1, RunStatus::Queued).await.unwrap(), SeedOutcome::Seeded { seq: 1 });
 }
 
-/// `(seq, producer id)` of every entry of the run's history stream, read directly.
+/// `(seq, producer id)` of every event in the run's history stream, read directly; each
+/// entry holds one call's events and is keyed `<last seq>-1`.
 async fn history(admin: &Client, run: RunId) -> Vec<(u64, Option<String>)> {
-    let entries: Vec<String> = admin
+    let entries: Vec<Vec<String>> = admin
         .eval(
             "local out = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
-             out[#out + 1] = e[1] .. ' ' .. e[2][2] end return out",
+             local entry = {e[1]} for i = 1, #e[2], 2 do \
+             assert(e[2][i] == 'event') entry[#entry + 1] = e[2][i + 1] end \
+             out[#out + 1] = entry end return out",
             vec![keys(run).history],
             Vec::<String>::new(),
         )
         .await
         .unwrap();
-    entries
-        .iter()
-        .map(|entry| {
-            let (id, json) = entry.split_once(' ').unwrap();
+    let mut events = Vec::new();
+    for entry in entries {
+        let (id, jsons) = entry.split_first().unwrap();
+        let mut last = None;
+        for json in jsons {
             let json: Json = serde_json::from_str(json).unwrap();
             let seq = json["seq"].as_u64().unwrap();
-            assert_eq!(id, format!("{seq}-1"), "entry id <seq>-1");
-            (seq, json["id"].as_str().map(str::to_owned))
-        })
-        .collect()
+            assert!(last.is_none_or(|last| seq == last + 1), "an entry's events are consecutive");
+            last = Some(seq);
+            events.push((seq, json["id"].as_str().map(str::to_owned)));
+        }
+        assert_eq!(*id, format!("{}-1", last.unwrap()), "entry id <last seq>-1");
+    }
+    events
 }
 
 /// `(first_seq, last_seq, [(seq, producer id)])` of the run's entries in its partition queue.
@@ -423,6 +430,28 @@ async fn two_nodes_appending_concurrently_hand_out_unique_gapless_seqs() {
     seqs.sort_unstable();
     assert_eq!(seqs, (2..=601).collect::<Vec<u64>>());
     assert_eq!(history(&admin, run).await.len(), 600);
+}
+
+#[tokio::test]
+async fn a_batch_is_one_history_entry_and_the_history_keeps_at_least_its_newest_events() {
+    let settings = FredEventSequencerSettings { history_max_len: 5, ..settings() };
+    let sequencer = FredEventSequencer::connect(&SecretString::from(redis_url()), settings).await.unwrap();
+    let (admin, (tenant, run)) = (admin().await, ids());
+    seeded(&sequencer, run).await;
+    append(&sequencer, tenant, run, &["a", "b", "c"]).await;
+    let entries: i64 = admin.xlen(&keys(run).history).await.unwrap();
+    assert_eq!(entries, 1, "one entry for the batch");
+    assert_eq!(history(&admin, run).await.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4]);
+    // Trimming is approximate (whole stream nodes of 100 entries go): 250 more single-event
+    // calls let it evict at least one node, never one of the 5 newest events.
+    for i in 0..250 {
+        append(&sequencer, tenant, run, &[&format!("e{i}")]).await;
+    }
+    let kept: Vec<u64> = history(&admin, run).await.iter().map(|e| e.0).collect();
+    assert!(kept.len() < 253, "old entries were trimmed: {} kept", kept.len());
+    assert!(kept.ends_with(&[250, 251, 252, 253, 254]), "the newest are kept: {:?}", &kept[kept.len() - 5..]);
+    let read = sequencer.history_after(tenant, run, 249, 100).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [250, 251, 252, 253, 254]);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Typed, validated event data, one shape per [`EventKind`].
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use super::EventKind;
@@ -154,43 +154,51 @@ impl EventData {
     /// A [`ValidationError`] on field `data` saying what is wrong.
     pub fn parse(kind: EventKind, data: Value) -> Result<Self, ValidationError> {
         let data = if data.is_null() { json!({}) } else { data };
-        let invalid =
-            |e: serde_json::Error| ValidationError::new("data", format!("invalid `{kind}` data: {e}"));
+        Self::parse_from(kind, data)
+    }
+
+    /// Validates the data `deserializer` reads for `kind`, as [`Self::parse`] does but
+    /// without building a [`Value`] first: how stored events are read back in bulk. Here
+    /// `null` is refused like any other data that is not an object.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on field `data` saying what is wrong.
+    pub fn parse_from<'de, D>(kind: EventKind, data: D) -> Result<Self, ValidationError>
+    where
+        D: Deserializer<'de>,
+    {
+        let invalid = |e: D::Error| ValidationError::new("data", format!("invalid `{kind}` data: {e}"));
         Ok(match kind {
-            EventKind::RunCreated => {
-                serde_json::from_value::<Empty>(data).map(|_| Self::RunCreated).map_err(invalid)?
-            }
-            EventKind::RunStarted => {
-                serde_json::from_value::<Empty>(data).map(|_| Self::RunStarted).map_err(invalid)?
-            }
+            EventKind::RunCreated => Empty::deserialize(data).map(|_| Self::RunCreated).map_err(invalid)?,
+            EventKind::RunStarted => Empty::deserialize(data).map(|_| Self::RunStarted).map_err(invalid)?,
             EventKind::RunRequiresAction => {
-                serde_json::from_value::<Empty>(data).map(|_| Self::RunRequiresAction).map_err(invalid)?
+                Empty::deserialize(data).map(|_| Self::RunRequiresAction).map_err(invalid)?
             }
             EventKind::RunCancelled => {
-                serde_json::from_value::<Empty>(data).map(|_| Self::RunCancelled).map_err(invalid)?
+                Empty::deserialize(data).map(|_| Self::RunCancelled).map_err(invalid)?
             }
             EventKind::RunCompleted => {
-                let d: Completed = serde_json::from_value(data).map_err(invalid)?;
+                let d = Completed::deserialize(data).map_err(invalid)?;
                 Self::RunCompleted { output: d.output }
             }
             EventKind::RunFailed => {
-                let d: Failed = serde_json::from_value(data).map_err(invalid)?;
+                let d = Failed::deserialize(data).map_err(invalid)?;
                 Self::RunFailed { error: d.error }
             }
             EventKind::StepCreated => {
-                let d: StepCreated = serde_json::from_value(data).map_err(invalid)?;
+                let d = StepCreated::deserialize(data).map_err(invalid)?;
                 Self::StepCreated { step_id: d.step_id, step_type: d.r#type }
             }
             EventKind::StepDelta => {
-                let d: StepDelta = serde_json::from_value(data).map_err(invalid)?;
+                let d = StepDelta::deserialize(data).map_err(invalid)?;
                 Self::StepDelta { step_id: d.step_id, text: d.text }
             }
             EventKind::StepCompleted => {
-                let d: StepOnly = serde_json::from_value(data).map_err(invalid)?;
+                let d = StepOnly::deserialize(data).map_err(invalid)?;
                 Self::StepCompleted { step_id: d.step_id }
             }
             EventKind::ToolCallStarted => {
-                let d: ToolStarted = serde_json::from_value(data).map_err(invalid)?;
+                let d = ToolStarted::deserialize(data).map_err(invalid)?;
                 if d.name.is_empty() || d.name.len() > MAX_TOOL_NAME {
                     return Err(ValidationError::new("data", "tool `name` must be 1 to 128 bytes"));
                 }
@@ -202,7 +210,7 @@ impl EventData {
                 }
             }
             EventKind::ToolCallCompleted => {
-                let d: ToolCompleted = serde_json::from_value(data).map_err(invalid)?;
+                let d = ToolCompleted::deserialize(data).map_err(invalid)?;
                 if d.status == ToolCallStatus::InProgress {
                     return Err(ValidationError::new(
                         "data",
@@ -211,7 +219,9 @@ impl EventData {
                 }
                 Self::ToolCallCompleted { tool_call_id: d.tool_call_id, output: d.output, status: d.status }
             }
-            EventKind::UsageReported => Self::UsageReported(Usage::parse(data)?),
+            EventKind::UsageReported => {
+                Self::UsageReported(Usage::parse(Value::deserialize(data).map_err(invalid)?)?)
+            }
         })
     }
 

@@ -1,7 +1,9 @@
 -- The event sequencer of ADR 0017: every call is one atomic step on the keys of one run.
 --
 -- KEYS: 1 the run hash (seq, status, terminal), 2 its producer ids (id -> seq), 3 its
--- history stream (entry id <seq>-1, field `event`), 4 its partition's queue.
+-- history stream, 4 its partition's queue. A history entry holds one call's events: its id
+-- is `<last seq>-1` and it has one field `event` per event, in seq order (one XADD per
+-- batch, not per event: the per-call cost of XADD was most of the script's).
 -- ARGV[1] names the operation: append | server | seed | ids | read | status (below).
 --
 -- Event bodies come from the adapter as JSON objects without `seq`; the script splices the
@@ -13,10 +15,15 @@ local function with_seq(seq, body)
   return '{"seq":' .. seq .. ',' .. string.sub(body, 2)
 end
 
-local function record(seq, body, maxlen)
-  local json = with_seq(seq, body)
-  redis.call('XADD', hist, 'MAXLEN', '~', maxlen, seq .. '-1', 'event', json)
-  return json
+-- Appends events (already spliced, `fields` = {'event', json, 'event', json, ...}) whose last
+-- seq is `last`, keeping at least the `maxlen` newest events: an entry is evicted only once
+-- its last event is more than `maxlen` behind (MINID, approximate, so whole nodes go).
+local function record(last, fields, maxlen)
+  local min = last - tonumber(maxlen) + 1
+  if min < 1 then
+    min = 1
+  end
+  redis.call('XADD', hist, 'MINID', '~', min .. '-0', last .. '-1', unpack(fields))
 end
 
 local function enqueue(tenant, run_id, first, last, events)
@@ -69,7 +76,7 @@ if op == 'append' then
   end
   local reply = {'OK', ''}
   local first = seq + 1
-  local assigned, id_fields, queued = {}, {}, {}
+  local assigned, id_fields, queued, fields = {}, {}, {}, {}
   for i = 1, n do
     local pid = pids[i]
     local old = stored[i] or assigned[pid]
@@ -81,12 +88,16 @@ if op == 'append' then
       assigned[pid] = seq
       id_fields[#id_fields + 1] = pid
       id_fields[#id_fields + 1] = seq
-      queued[#queued + 1] = record(seq, ARGV[9 + 2 * i], maxlen)
+      local json = with_seq(seq, ARGV[9 + 2 * i])
+      queued[#queued + 1] = json
+      fields[#fields + 1] = 'event'
+      fields[#fields + 1] = json
       reply[#reply + 1] = seq
       reply[#reply + 1] = 0
     end
   end
   redis.call('HSET', ids, unpack(id_fields))
+  record(seq, fields, maxlen)
   if new_status ~= '' then
     status = new_status
   end
@@ -130,7 +141,8 @@ if op == 'server' then
     end
     seq, status, terminal = tonumber(state[1]) + 1, 'cancelled', '1'
   end
-  local json = record(seq, body, maxlen)
+  local json = with_seq(seq, body)
+  record(seq, {'event', json}, maxlen)
   redis.call('HSET', run, 'seq', seq, 'status', status, 'terminal', terminal)
   if terminal == '1' then
     expire_run(ttl)
@@ -184,12 +196,24 @@ if op == 'seed' then
   return {'SEEDED', seq}
 end
 
--- read start count -> {event_json, ...} from entry id `start` on, at most `count`
+-- read after count -> {event_json, ...}: at most `count` events with a seq above `after`, in
+-- order. Entries are keyed by their last seq, so the first one read may start at or before
+-- `after`; those events are skipped.
 if op == 'read' then
-  local entries = redis.call('XRANGE', hist, ARGV[2], '+', 'COUNT', ARGV[3])
+  local after, count = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local entries = redis.call('XRANGE', hist, (after + 1) .. '-0', '+', 'COUNT', count)
   local out = {}
   for _, entry in ipairs(entries) do
-    out[#out + 1] = entry[2][2]
+    local fields = entry[2]
+    for i = 2, #fields, 2 do
+      local json = fields[i]
+      if tonumber(string.match(json, '^{"seq":(%d+),')) > after then
+        out[#out + 1] = json
+        if #out == count then
+          return out
+        end
+      end
+    end
   end
   return out
 end

@@ -5,6 +5,7 @@ pub mod keys;
 mod queue;
 mod script;
 mod sequencer;
+mod stored;
 
 pub use queue::{FredEventQueue, FredEventQueueSettings, UNDECODABLE};
 pub use sequencer::{FredEventSequencer, FredEventSequencerSettings};

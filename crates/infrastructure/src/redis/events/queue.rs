@@ -14,14 +14,13 @@ use chrono::{DateTime, Utc};
 use fred::clients::Client;
 use fred::types::{Key, Value};
 use sba_application::ports::{DeadLetter, EventQueue, QueueError, QueuedEntry};
-use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::keys::{PERSISTERS, dead_letter_key, lease_key, queue_key};
 use super::script::{self, EventScript, ScriptError};
-use super::sequencer::StoredEvent;
+use super::stored::decode_events;
 use crate::redis::connection::{self, ConnectionOptions};
 
 const QUEUE_LUA: &str = include_str!("queue.lua");
@@ -322,13 +321,7 @@ fn decode(partition: u16, entry_id: &str, deliveries: u64, fields: &Fields) -> a
     let context = || format!("queue entry {entry_id} of partition {partition}");
     let tenant: TenantId = fields.parse("tenant").with_context(context)?;
     let run: RunId = fields.parse("run").with_context(context)?;
-    let stored: Vec<StoredEvent> =
-        serde_json::from_str(fields.get("events").with_context(context)?).with_context(context)?;
-    let mut events = stored
-        .into_iter()
-        .map(StoredEvent::into_event)
-        .collect::<anyhow::Result<Vec<RunEvent>>>()
-        .with_context(context)?;
+    let mut events = decode_events(fields.get("events").with_context(context)?).with_context(context)?;
     events.sort_by_key(|e| e.seq);
     if events.iter().any(|e| e.run_id != run || e.tenant_id != tenant) {
         return Err(anyhow!("{}: an event of another run or tenant", context()));

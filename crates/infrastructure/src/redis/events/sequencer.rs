@@ -14,14 +14,13 @@ use sba_application::ports::{
     AppendOutcome, AppendRequest, AppendedEvent, EventSequencer, SeedOutcome, SequencerError,
     ServerAppendOutcome, ServerEvent, StatusChange,
 };
-use sba_domain::events::{EventData, EventKind, RunEvent};
+use sba_domain::events::{EventData, RunEvent};
 use sba_domain::{RunId, RunStatus, TenantId};
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 
 use super::keys::RunKeys;
 use super::script::{self, EventScript, ScriptError};
+use super::stored::{self, body};
 use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
@@ -38,7 +37,8 @@ pub struct FredEventSequencerSettings {
     /// P, the number of partitions runs are spread over; fixed for a deployment (changing
     /// it moves every run's keys). Default: 16.
     pub partitions: u16,
-    /// N, the events a run's history keeps at least (`MAXLEN ~ N`). Default: 10 000.
+    /// N, the events a run's history keeps at least (an entry goes, `MINID ~`, once its last
+    /// event is more than N behind the run's last). Default: 10 000.
     pub history_max_len: u64,
     /// How long an ended run's keys are kept. Default: 24 h.
     pub history_ttl: Duration,
@@ -72,21 +72,6 @@ impl fmt::Debug for FredEventSequencer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FredEventSequencer").field("settings", &self.settings).finish_non_exhaustive()
     }
-}
-
-/// An event as the history and the queue hold it: the public shape of an event
-/// (`seq`, `run_id`, `kind`, `data`, `created_at`) with the tenant and the producer's id.
-/// The script writes `seq` in front of the rest.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct StoredEvent {
-    #[serde(default, skip_serializing)]
-    seq: u64,
-    run_id: RunId,
-    tenant_id: TenantId,
-    id: Option<String>,
-    kind: EventKind,
-    data: Json,
-    created_at: DateTime<Utc>,
 }
 
 impl FredEventSequencer {
@@ -287,61 +272,19 @@ impl EventSequencer for FredEventSequencer {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let args = vec![
-            Value::from("read"),
-            Value::from(format!("{}-0", after_seq.saturating_add(1))),
-            integer(limit as u64),
-        ];
+        let args = vec![Value::from("read"), integer(after_seq), integer(limit as u64)];
         let reply = self.evaluate(&self.keys(run), args).await?;
         let mut events = Vec::with_capacity(reply.len());
         for entry in &reply {
             let text = entry.as_str().ok_or_else(|| unexpected_reply(&reply))?;
-            let stored: StoredEvent = serde_json::from_str(&text).context("an unreadable history entry")?;
-            if stored.tenant_id != tenant || stored.run_id != run {
+            let event = stored::decode_event(&text).context("an unreadable history entry")?;
+            if event.tenant_id != tenant || event.run_id != run {
                 continue;
             }
-            events.push(stored.into_event().context("a history entry with invalid data")?);
+            events.push(event);
         }
         Ok(events)
     }
-}
-
-impl StoredEvent {
-    /// The event, its data checked against its kind.
-    pub(super) fn into_event(self) -> anyhow::Result<RunEvent> {
-        let data =
-            EventData::parse(self.kind, self.data).map_err(|e| anyhow!("{}: {}", e.field, e.message))?;
-        Ok(RunEvent {
-            run_id: self.run_id,
-            tenant_id: self.tenant_id,
-            seq: self.seq,
-            producer_id: self.id,
-            data,
-            created_at: self.created_at,
-        })
-    }
-}
-
-/// The JSON of one event without its seq, which the script puts in front.
-fn body(
-    tenant: TenantId,
-    run: RunId,
-    producer_id: Option<&str>,
-    data: &EventData,
-    created_at: DateTime<Utc>,
-) -> Result<String, SequencerError> {
-    let stored = StoredEvent {
-        seq: 0,
-        run_id: run,
-        tenant_id: tenant,
-        id: producer_id.map(str::to_owned),
-        kind: data.kind(),
-        data: data.to_json(),
-        created_at,
-    };
-    let text = serde_json::to_string(&stored).context("cannot encode an event")?;
-    debug_assert!(text.starts_with("{\"run_id\""), "the script splices `seq` in after `{{`");
-    Ok(text)
 }
 
 const fn flag(on: bool) -> &'static str {
@@ -392,7 +335,6 @@ impl From<ScriptError> for SequencerError {
 mod tests {
     use fred::types::Builder;
     use fred::types::config::Config;
-    use uuid::Uuid;
 
     use super::*;
 
@@ -404,15 +346,5 @@ mod tests {
         let shown =
             format!("{:?}", FredEventSequencer::from_client(client, FredEventSequencerSettings::default()));
         assert!(!shown.contains("hunter2"), "{shown}");
-    }
-
-    #[test]
-    fn event_bodies_leave_the_seq_to_the_script() {
-        let (tenant, run) = (TenantId::from_uuid(Uuid::now_v7()), RunId::from_uuid(Uuid::now_v7()));
-        let text = body(tenant, run, Some("p-1"), &EventData::RunStarted, Utc::now()).unwrap();
-        assert!(text.starts_with("{\"run_id\""), "{text}");
-        let spliced = format!("{{\"seq\":7,{}", &text[1..]);
-        let stored: StoredEvent = serde_json::from_str(&spliced).unwrap();
-        assert_eq!((stored.seq, stored.id.as_deref(), stored.kind), (7, Some("p-1"), EventKind::RunStarted));
     }
 }
