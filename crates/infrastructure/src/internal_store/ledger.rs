@@ -250,13 +250,13 @@ pub(super) async fn load_state(txn: &DatabaseTransaction, run: &AgentRun) -> Res
     let rows =
         StateRow::find_by_statement(statement).all(txn).await.map_err(unexpected("loading a run's state"))?;
     let mut state = RunState::default();
-    for row in rows {
+    for row in &rows {
         state_row(&mut state, row).map_err(LedgerError::Unexpected)?;
     }
     Ok(state)
 }
 
-fn state_row(state: &mut RunState, row: StateRow) -> anyhow::Result<()> {
+fn state_row(state: &mut RunState, row: &StateRow) -> anyhow::Result<()> {
     let status = row.status.as_deref().unwrap_or_default();
     match row.part {
         0 => {
@@ -288,13 +288,11 @@ fn numbered_placeholders(backend: DbBackend, sql: &str) -> String {
         return sql.to_owned();
     }
     let mut numbered = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for piece in sql.split('?') {
+    for (n, piece) in sql.split('?').enumerate() {
         if n > 0 {
             let _ = write!(numbered, "${n}");
         }
         numbered.push_str(piece);
-        n += 1;
     }
     numbered
 }
