@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 //! `FredEventBus` against the test Redis (`SBA_TEST_REDIS_URL`): two buses on one Redis play
 //! two nodes. Every test uses runs and tenants of its own (new ids), so tests run in
-//! parallel; the restart test runs its own `redis-server` on a free port.
+//! parallel; the tests that restart Redis or cut its connections run their own
+//! `redis-server` on a free port.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike as _, PubsubInterface as _};
 use fred::types::config::Config;
 use fred::types::{Builder, Value};
-use sba_application::ports::{BusMessage, EventBus, EventChannel, Subscription};
+use sba_application::ports::{BusMessage, DependencyCheck, EventBus, EventChannel, Subscription};
 use sba_domain::events::{EventData, EventKind, RunEvent};
 use sba_domain::{RunId, SessionId, TenantId};
 use sba_infrastructure::redis::test_support::{PrivateRedis, redis_url};
@@ -167,4 +168,149 @@ async fn after_a_redis_restart_subscribers_are_told_to_resume_and_delivery_works
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_batch_published_on_one_node_reaches_a_subscriber_on_another_in_order() {
+    let url = redis_url();
+    let (a, b) = (node_on(&url).await, node_on(&url).await);
+    let (run, tenant, session) = ids();
+    let mut on_session = b.subscribe(EventChannel::Session(session)).await;
+    let batches: Vec<Vec<RunEvent>> = [1..=50, 51..=120]
+        .into_iter()
+        .map(|seqs| seqs.map(|seq| event(run, tenant, seq)).collect())
+        .collect();
+    for batch in &batches {
+        a.publish_all(batch, Some(session)).await.unwrap();
+    }
+    for expected in batches.iter().flatten() {
+        match next(&mut on_session).await {
+            BusMessage::Event(live) => {
+                assert_eq!((live.run_id, live.seq), (run, expected.seq));
+                assert_eq!(*live.json, expected.to_client_json().unwrap());
+            }
+            BusMessage::ResumeNeeded => panic!("told to resume at seq {}", expected.seq),
+        }
+    }
+}
+
+/// The canary's verdict, `Ok` or the cause.
+async fn canary(check: &dyn DependencyCheck) -> Result<(), String> {
+    check.check().await.map_err(|e| format!("{e:#}"))
+}
+
+#[tokio::test]
+async fn concurrent_canary_checks_make_the_round_trip_and_leave_nothing_behind() {
+    let url = redis_url();
+    let (node, raw) = (node_on(&url).await, raw_client(&url).await);
+    let check = node.dependency_check();
+    assert_eq!(check.component(), "event_bus");
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let check = std::sync::Arc::clone(&check);
+        checks.spawn(async move { canary(check.as_ref()).await });
+    }
+    for verdict in checks.join_all().await {
+        assert_eq!(verdict, Ok(()));
+    }
+    assert_eq!(node.canary_checks_waiting(), 0, "no nonce left waiting");
+    assert_eq!(node.channels_in_use(), 0, "the canary is no local channel");
+    let subscribers: Vec<Value> = raw.pubsub_shardnumsub(node.canary_channel()).await.unwrap();
+    assert_eq!(subscribers[1].as_i64(), Some(1), "the node's own subscriber connection only");
+}
+
+#[tokio::test]
+async fn foreign_and_late_messages_on_the_canary_channel_reach_no_subscriber_and_break_nothing() {
+    let url = redis_url();
+    let (node, raw) = (node_on(&url).await, raw_client(&url).await);
+    let check = node.dependency_check();
+    canary(check.as_ref()).await.unwrap();
+    let (run, _, _) = ids();
+    let mut on_run = node.subscribe(EventChannel::Run(run)).await;
+    // Nonces of checks already answered, and payloads that are no nonce at all (one shaped
+    // like an event message).
+    for payload in ["1".to_owned(), "0".to_owned(), "x".to_owned(), format!("{run} 1 {{}}")] {
+        let _: i64 = raw.spublish(node.canary_channel(), payload).await.unwrap();
+    }
+    canary(check.as_ref()).await.unwrap();
+    assert_eq!(on_run.try_recv(), None, "canary messages reach no local subscriber");
+    assert_eq!(node.canary_checks_waiting(), 0);
+}
+
+/// Kills the connections of `client_type` (`pubsub`: the bus's subscriber connection;
+/// `normal`: its command connection, the caller's own excepted) and keeps them from coming
+/// back (Redis refuses new clients) until [`end_outage`].
+async fn cut(admin: &Client, client_type: &str) {
+    let _: Value = admin.custom(fred::cmd!("CONFIG"), vec!["SET", "maxclients", "1"]).await.unwrap();
+    let _: Value = admin.custom(fred::cmd!("CLIENT"), vec!["KILL", "TYPE", client_type]).await.unwrap();
+}
+
+async fn end_outage(admin: &Client) {
+    let _: Value = admin.custom(fred::cmd!("CONFIG"), vec!["SET", "maxclients", "10000"]).await.unwrap();
+}
+
+/// Waits until the check gives `up`'s verdict, and returns the last cause of failure.
+async fn until(check: &dyn DependencyCheck, up: bool) -> Option<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let verdict = canary(check).await;
+        if verdict.is_ok() == up {
+            return verdict.err();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the check never became {}: {verdict:?}",
+            if up { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_canary_fails_while_the_subscriber_connection_is_cut_and_passes_once_it_is_back() {
+    let redis = PrivateRedis::start();
+    let (node, admin) = (node_on(&redis.url()).await, raw_client(&redis.url()).await);
+    let check = node.dependency_check();
+    canary(check.as_ref()).await.unwrap();
+
+    cut(&admin, "pubsub").await;
+    let cause = until(check.as_ref(), false).await.unwrap();
+    assert!(cause.contains("subscri"), "{cause}");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(canary(check.as_ref()).await.is_err(), "down until the subscriber connection is back");
+    }
+
+    end_outage(&admin).await;
+    until(check.as_ref(), true).await;
+    assert_eq!(node.canary_checks_waiting(), 0);
+}
+
+#[tokio::test]
+async fn the_canary_fails_while_the_command_connection_is_cut_and_passes_once_it_is_back() {
+    let redis = PrivateRedis::start();
+    let (node, admin) = (node_on(&redis.url()).await, raw_client(&redis.url()).await);
+    let check = node.dependency_check();
+    canary(check.as_ref()).await.unwrap();
+
+    cut(&admin, "normal").await;
+    let cause = until(check.as_ref(), false).await.unwrap();
+    assert!(cause.contains("SPUBLISH"), "{cause}");
+
+    end_outage(&admin).await;
+    until(check.as_ref(), true).await;
+    assert_eq!(node.canary_checks_waiting(), 0);
+}
+
+#[tokio::test]
+async fn the_canary_fails_while_redis_is_down_and_passes_once_it_is_back() {
+    let mut redis = PrivateRedis::start();
+    let node = node_on(&redis.url()).await;
+    let check = node.dependency_check();
+    canary(check.as_ref()).await.unwrap();
+    redis.stop();
+    until(check.as_ref(), false).await;
+    redis.restart();
+    until(check.as_ref(), true).await;
+    assert_eq!(node.canary_checks_waiting(), 0);
 }

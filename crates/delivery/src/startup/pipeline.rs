@@ -32,7 +32,7 @@ pub async fn redis_pipeline(settings: &Settings) -> anyhow::Result<Option<RedisP
     Ok(Some(RedisPipeline {
         sequencer: Arc::new(FredEventSequencer::connect(&redis.url, sequencer_settings(settings)).await?),
         queue: Arc::new(FredEventQueue::connect(&redis.url, queue_settings(settings, PERSISTERS)).await?),
-        bus: Arc::new(FredEventBus::connect(&redis.url, FredEventBusSettings::default()).await?),
+        bus: Arc::new(FredEventBus::connect(&redis.url, bus_settings(settings)).await?),
     }))
 }
 
@@ -69,6 +69,11 @@ pub(super) fn sequencer_settings(settings: &Settings) -> FredEventSequencerSetti
         timeout: events.timeout,
         ..FredEventSequencerSettings::default()
     }
+}
+
+/// The live bus's settings: its defaults, with the canary timeout from `SBA_EVENTS__*`.
+pub(super) fn bus_settings(settings: &Settings) -> FredEventBusSettings {
+    FredEventBusSettings { canary_timeout: settings.events.canary_timeout, ..FredEventBusSettings::default() }
 }
 
 /// A consumer's settings from `SBA_EVENTS__*` and `SBA_WORKER__*`.
@@ -122,6 +127,7 @@ mod tests {
             ("SBA_EVENTS__HISTORY_MAX_LEN", "500"),
             ("SBA_EVENTS__HISTORY_TTL", "2h"),
             ("SBA_EVENTS__TIMEOUT", "300ms"),
+            ("SBA_EVENTS__CANARY_TIMEOUT", "400ms"),
             ("SBA_WORKER__MAX_PARTITIONS", "8"),
             ("SBA_WORKER__LEASE_TTL", "4s"),
             ("SBA_WORKER__CLAIM_IDLE", "1m"),
@@ -131,6 +137,7 @@ mod tests {
             (sequencer.partitions, sequencer.history_max_len, sequencer.history_ttl, sequencer.timeout),
             (32, 500, Duration::from_hours(2), Duration::from_millis(300))
         );
+        assert_eq!(bus_settings(&settings).canary_timeout, Duration::from_millis(400));
         let queue = queue_settings(&settings, "shadow");
         assert_eq!((queue.partitions, queue.max_partitions, queue.group.as_str()), (32, 8, "shadow"));
         assert_eq!(

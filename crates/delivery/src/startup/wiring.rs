@@ -33,9 +33,7 @@ use sba_infrastructure::internal_store::{InternalStore, PoolOptions};
 use sba_infrastructure::memory::{
     DEFAULT_SUBSCRIBER_BUFFER, InMemoryEventBus, InMemoryRateLimiter, StaticTenantDirectory,
 };
-use sba_infrastructure::redis::{
-    FredEventBus, FredEventBusSettings, FredEventSequencer, FredRateLimiter, FredRateLimiterSettings,
-};
+use sba_infrastructure::redis::{FredEventBus, FredEventSequencer, FredRateLimiter, FredRateLimiterSettings};
 use sba_infrastructure::supabase::{PostgrestClient, PostgrestSettings, connect_sql};
 use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
@@ -52,6 +50,9 @@ pub(super) struct Wiring<'a> {
     ids: Arc<dyn IdGenerator>,
     /// The sequencer and bus of run events (Redis with `REDIS_URL`, else in process).
     pipeline: EventPipeline,
+    /// Readiness of live delivery between nodes (`event_bus`); `None` with the in-process
+    /// bus, which has no other node to hear.
+    bus_check: Option<Arc<dyn DependencyCheck>>,
 }
 
 impl<'a> Wiring<'a> {
@@ -62,8 +63,15 @@ impl<'a> Wiring<'a> {
     pub(super) async fn connect(settings: &'a Settings, max_connections: u32) -> anyhow::Result<Self> {
         let store = open_store(settings, max_connections).await?;
         store.migrate_up().await?;
-        let pipeline = event_pipeline(settings, &store).await?;
-        Ok(Self { settings, store, clock: Arc::new(SystemClock), ids: Arc::new(UuidV7Generator), pipeline })
+        let (pipeline, bus_check) = event_pipeline(settings, &store).await?;
+        Ok(Self {
+            settings,
+            store,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Generator),
+            pipeline,
+            bus_check,
+        })
     }
 
     pub(super) fn store(&self) -> &InternalStore {
@@ -86,6 +94,7 @@ impl<'a> Wiring<'a> {
         let data = TenantData::connect(settings).await?;
         let mut checks = vec![self.store.dependency_check(), Arc::clone(&data.check)];
         checks.extend(redis_check);
+        checks.extend(self.bus_check.clone());
         let tenants = self.tenant_cache(&cache, Arc::clone(&data.directory));
         let auditor = self.auditor();
         let ingest = IngestService::new(
@@ -204,24 +213,32 @@ impl<'a> Wiring<'a> {
 }
 
 /// The event pipeline (ADR 0017): with `REDIS_URL` the Redis sequencer (shared by every
-/// node, the worker persists) and Redis pub/sub; without it the internal store's own
-/// sequencer (persisting synchronously, one node) and an in-process bus.
+/// node, the worker persists) and Redis pub/sub, with the bus's readiness check (its
+/// canary); without it the internal store's own sequencer (persisting synchronously, one
+/// node) and an in-process bus, with no check.
 ///
 /// # Errors
 /// When the Redis URL is not usable (an unreachable Redis is not an error: calls answer
 /// `event_store_unavailable` until it is back).
-async fn event_pipeline(settings: &Settings, store: &InternalStore) -> anyhow::Result<EventPipeline> {
-    let (sequencer, bus): (Arc<dyn EventSequencer>, Arc<dyn EventBus>) = match &settings.redis {
-        None => (store.event_sequencer(), Arc::new(InMemoryEventBus::new(DEFAULT_SUBSCRIBER_BUFFER))),
-        Some(redis) => (
-            Arc::new(
+async fn event_pipeline(
+    settings: &Settings,
+    store: &InternalStore,
+) -> anyhow::Result<(EventPipeline, Option<Arc<dyn DependencyCheck>>)> {
+    let (sequencer, bus, check): (Arc<dyn EventSequencer>, Arc<dyn EventBus>, _) = match &settings.redis {
+        None => (store.event_sequencer(), Arc::new(InMemoryEventBus::new(DEFAULT_SUBSCRIBER_BUFFER)), None),
+        Some(redis) => {
+            // Behind an `Arc` at once: held across the bus's connection, the future keeps a
+            // pointer rather than the adapter (clippy's `large_futures` watches startup).
+            let sequencer = Arc::new(
                 FredEventSequencer::connect(&redis.url, super::pipeline::sequencer_settings(settings))
                     .await?,
-            ),
-            Arc::new(FredEventBus::connect(&redis.url, FredEventBusSettings::default()).await?),
-        ),
+            );
+            let bus = FredEventBus::connect(&redis.url, super::pipeline::bus_settings(settings)).await?;
+            let check = bus.dependency_check();
+            (sequencer, Arc::new(bus), Some(check))
+        }
     };
-    Ok(EventPipeline::new(sequencer, bus, store.event_log()))
+    Ok((EventPipeline::new(sequencer, bus, store.event_log()), check))
 }
 
 /// The internal store the settings name, with a pool of `max_connections`.

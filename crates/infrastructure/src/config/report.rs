@@ -168,6 +168,7 @@ impl Settings {
         line("events.history_max_len", &events.history_max_len);
         line("events.history_ttl", &duration_text(events.history_ttl));
         line("events.timeout", &duration_text(events.timeout));
+        line("events.canary_timeout", &duration_text(events.canary_timeout));
     }
 }
 

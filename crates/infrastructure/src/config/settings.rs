@@ -229,8 +229,9 @@ pub struct WorkerSettings {
 }
 
 /// The event pipeline on Redis (ADR 0017): how runs are partitioned, how long their
-/// history is kept, and the bound on one Redis call. Without `REDIS_URL` the embedded
-/// sequencer persists synchronously and none of this applies.
+/// history is kept, the bound on one Redis call, and the live bus's readiness canary.
+/// Without `REDIS_URL` the embedded sequencer persists synchronously and none of this
+/// applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventsSettings {
     /// P: runs are spread over this many partitions. Fixed for a deployment: changing it
@@ -242,6 +243,9 @@ pub struct EventsSettings {
     pub history_ttl: Duration,
     /// The bound on one sequencer or queue call.
     pub timeout: Duration,
+    /// How long the `event_bus` readiness check waits for its canary to come back through
+    /// Redis pub/sub.
+    pub canary_timeout: Duration,
 }
 
 fn at_least_one_second(value: &Duration) -> Result<(), ValidationError> {

@@ -1,6 +1,9 @@
-//! `[events]`: the event pipeline on Redis (ADR 0017): partitions, run history, call bound.
+//! `[events]`: the event pipeline on Redis (ADR 0017): partitions, run history, call bound,
+//! and how long the readiness canary of the live bus may take.
 
 use std::time::Duration;
+
+use sba_application::health::CHECK_TIMEOUT;
 
 use super::Problems;
 use super::parse::{bounded, duration};
@@ -12,6 +15,7 @@ raw_section! {
         history_max_len: Option<String>,
         history_ttl: Option<String>,
         timeout: Option<String>,
+        canary_timeout: Option<String>,
     }
 }
 
@@ -48,6 +52,15 @@ pub(super) fn events_settings(problems: &mut Problems, raw: &RawEvents) -> Event
             Duration::from_secs(1),
             Duration::from_millis(1)..=Duration::from_secs(30),
         ),
+        // Past the readiness check's own bound the check is cut off before the canary's
+        // verdict: a longer canary timeout would never apply.
+        canary_timeout: duration(
+            problems,
+            "SBA_EVENTS__CANARY_TIMEOUT",
+            raw.canary_timeout.as_deref(),
+            Duration::from_secs(1),
+            Duration::from_millis(10)..=CHECK_TIMEOUT,
+        ),
     }
 }
 
@@ -67,6 +80,7 @@ mod tests {
                 history_max_len: 10_000,
                 history_ttl: Duration::from_hours(24),
                 timeout: Duration::from_secs(1),
+                canary_timeout: Duration::from_secs(1),
             }
         );
         let events = settings_of(&[
@@ -74,6 +88,7 @@ mod tests {
             ("SBA_EVENTS__HISTORY_MAX_LEN", "500"),
             ("SBA_EVENTS__HISTORY_TTL", "90m"),
             ("SBA_EVENTS__TIMEOUT", "250ms"),
+            ("SBA_EVENTS__CANARY_TIMEOUT", "300ms"),
         ])
         .unwrap()
         .events;
@@ -84,6 +99,7 @@ mod tests {
                 history_max_len: 500,
                 history_ttl: Duration::from_mins(90),
                 timeout: Duration::from_millis(250),
+                canary_timeout: Duration::from_millis(300),
             }
         );
     }
@@ -97,6 +113,8 @@ mod tests {
             ("SBA_EVENTS__HISTORY_TTL", "0s"),
             ("SBA_EVENTS__HISTORY_TTL", "3600"),
             ("SBA_EVENTS__TIMEOUT", "1m"),
+            ("SBA_EVENTS__CANARY_TIMEOUT", "5ms"),
+            ("SBA_EVENTS__CANARY_TIMEOUT", "3s"),
         ] {
             let problems = settings_of(&[(var, bad)]).unwrap_err();
             assert_eq!(problem_settings(&problems), [var], "{var}={bad}");

@@ -496,6 +496,7 @@ mod tests {
             "SBA_EVENTS__HISTORY_MAX_LEN",
             "SBA_EVENTS__HISTORY_TTL",
             "SBA_EVENTS__TIMEOUT",
+            "SBA_EVENTS__CANARY_TIMEOUT",
             "SBA_CACHE__L1_MAX_MB",
             "SBA_CACHE__L1_MAX_TTL_SECS",
             "SBA_CACHE__REDIS_TIMEOUT_MS",

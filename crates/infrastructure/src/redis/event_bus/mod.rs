@@ -11,6 +11,11 @@
 //! Pub/sub keeps nothing: a message published while the subscriber connection is down is
 //! lost. So after the connection comes back, the Redis subscriptions are made again and
 //! every local subscriber is told to resume from the run history.
+//!
+//! Whether this node still hears other nodes is what [`FredEventBus::dependency_check`]
+//! tells readiness, through a canary message on a channel of the node's own ([`canary`]).
+
+mod canary;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -23,7 +28,9 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as _};
 use fred::types::Message;
 use fred::types::config::Server;
-use sba_application::ports::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
+use sba_application::ports::{
+    BusMessage, DependencyCheck, EventBus, EventBusError, EventChannel, LiveEvent, Subscription,
+};
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, SessionId};
 use secrecy::SecretString;
@@ -32,6 +39,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use self::canary::{Canary, CanaryCheck};
 use super::connection::{self, ConnectionOptions};
 use crate::memory::DEFAULT_SUBSCRIBER_BUFFER;
 use crate::memory::event_bus::{Change, Fanout, live_event};
@@ -51,6 +59,9 @@ pub struct FredEventBusSettings {
     /// The bound on connecting at startup; a Redis that is not there yet is not an error
     /// (the connections keep retrying). Default: 1 s.
     pub connect_timeout: Duration,
+    /// How long a readiness check waits for its canary to come back through Redis before
+    /// the bus counts as down. Default: 1 s.
+    pub canary_timeout: Duration,
 }
 
 impl Default for FredEventBusSettings {
@@ -60,6 +71,7 @@ impl Default for FredEventBusSettings {
             connection_buffer: 4_096,
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            canary_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -68,7 +80,11 @@ impl Default for FredEventBusSettings {
 #[derive(Debug)]
 pub struct FredEventBus {
     client: Client,
+    /// Kept for readiness: whether it is connected.
+    subscriber: SubscriberClient,
     fanout: Arc<Fanout>,
+    canary: Arc<Canary>,
+    canary_timeout: Duration,
     follower: JoinHandle<()>,
     connections: [JoinHandle<Result<(), fred::error::Error>>; 2],
 }
@@ -109,9 +125,14 @@ impl FredEventBus {
             }
         })
         .await;
+        let canary = Canary::new();
         if connected.is_ok() {
-            // Nothing is subscribed yet: the first connection needs no resume.
+            // Nothing is subscribed yet: the first connection needs no resume, only the
+            // canary (made here, so that the bus is ready when `connect` returns).
             reconnections = reconnections.resubscribe();
+            // Boxed: fred's command future would make `connect`'s own future, and every
+            // caller's up to the server's startup, much larger.
+            Box::pin(subscribe_canary(&canary, &subscriber, settings.command_timeout)).await;
         } else {
             tracing::warn!(
                 timeout_ms = settings.connect_timeout.as_millis(),
@@ -121,18 +142,48 @@ impl FredEventBus {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let fanout = Fanout::new(settings.subscriber_buffer, Some(changes));
         let follower = tokio::spawn(follow(
-            Arc::clone(&fanout),
-            subscriber,
+            Following { fanout: Arc::clone(&fanout), canary: Arc::clone(&canary) },
+            subscriber.clone(),
             settings.command_timeout,
             Streams { changes: changes_rx, messages, reconnections },
         ));
-        Ok(Self { client, fanout, follower, connections })
+        Ok(Self {
+            client,
+            subscriber,
+            fanout,
+            canary,
+            canary_timeout: settings.canary_timeout,
+            follower,
+            connections,
+        })
+    }
+
+    /// Readiness of live delivery between nodes (`event_bus`): up while a canary this node
+    /// publishes comes back to its own subscriber connection within the canary timeout.
+    pub fn dependency_check(&self) -> Arc<dyn DependencyCheck> {
+        Arc::new(CanaryCheck::new(
+            self.client.clone(),
+            self.subscriber.clone(),
+            Arc::clone(&self.canary),
+            self.canary_timeout,
+        ))
     }
 
     /// The channels with local subscribers (tests check that dropped subscriptions leave
     /// nothing behind).
     pub fn channels_in_use(&self) -> usize {
         self.fanout.channels()
+    }
+
+    /// This node's canary channel, `sba:ev:canary:<node id>`.
+    pub fn canary_channel(&self) -> &str {
+        self.canary.channel()
+    }
+
+    /// Readiness checks waiting for their canary (tests check that checks leave nothing
+    /// behind).
+    pub fn canary_checks_waiting(&self) -> usize {
+        self.canary.checks_waiting()
     }
 }
 
@@ -202,6 +253,12 @@ fn decode_line(line: &str) -> Option<LiveEvent> {
     Some(LiveEvent { run_id, seq, json: parts.next()?.into() })
 }
 
+/// Where the follower sends what comes in: the local subscribers, or the canary.
+struct Following {
+    fanout: Arc<Fanout>,
+    canary: Arc<Canary>,
+}
+
 struct Streams {
     changes: mpsc::UnboundedReceiver<Change>,
     messages: Receiver<Message>,
@@ -210,8 +267,10 @@ struct Streams {
 
 /// Follows the local subscribers (subscribing and unsubscribing in Redis, in the order they
 /// came and went), delivers messages to them, and after every reconnection subscribes again
-/// and tells them all to resume.
-async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Duration, mut streams: Streams) {
+/// and tells them all to resume. The canary channel is subscribed for the whole life of the
+/// bus, and its messages go to the canary only.
+async fn follow(following: Following, subscriber: SubscriberClient, timeout: Duration, mut streams: Streams) {
+    let Following { fanout, canary } = following;
     let mut wanted = HashSet::new();
     loop {
         tokio::select! {
@@ -236,6 +295,9 @@ async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Dura
                 None => return,
             },
             message = streams.messages.recv() => match message {
+                Ok(message) if message.channel == canary.channel() => {
+                    canary.returned(message.value.as_str().as_deref().unwrap_or_default());
+                }
                 Ok(message) => deliver(&fanout, &message),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "event bus: the local fan-out fell behind; subscribers resume");
@@ -247,14 +309,30 @@ async fn follow(fanout: Arc<Fanout>, subscriber: SubscriberClient, timeout: Dura
                 if matches!(up, Err(RecvError::Closed)) {
                     return;
                 }
+                // A new connection has no subscription until it is made again.
+                canary.set_subscribed(false);
                 // Subscribed again first, so that the resume cannot miss what follows.
                 for channel in &wanted {
                     if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
                         tracing::warn!(error, "event bus: cannot subscribe again after reconnecting");
                     }
                 }
+                // Last: the node is ready again once it has subscribed everything again.
+                subscribe_canary(&canary, &subscriber, timeout).await;
                 fanout.send_all(&BusMessage::ResumeNeeded);
             },
+        }
+    }
+}
+
+/// Subscribes the canary channel on the subscriber connection; readiness fails until it is
+/// (a failure is retried with the next connection: a connection that stops answering is
+/// made again).
+async fn subscribe_canary(canary: &Canary, subscriber: &SubscriberClient, timeout: Duration) {
+    match command(timeout, subscriber.ssubscribe(canary.channel())).await {
+        Ok(()) => canary.set_subscribed(true),
+        Err(error) => {
+            tracing::warn!(error, "event bus: cannot subscribe the canary; retried on reconnection");
         }
     }
 }
