@@ -109,15 +109,15 @@ async fn seeded(sequencer: &FredEventSequencer, run: RunId) {
     assert_eq!(sequencer.seed(run, 1, RunStatus::Queued).await.unwrap(), SeedOutcome::Seeded { seq: 1 });
 }
 
-/// `(seq, producer id)` of every event in the run's history stream, read directly; each
-/// entry holds one call's events and is keyed `<last seq>-1`.
+/// `(seq, producer id)` of every event in the run's history stream, read directly: each
+/// entry holds one call's events, is keyed `<last seq>-1` and has fields `first` and
+/// `events` (a JSON array, its events in seq order from `first`).
 async fn history(admin: &Client, run: RunId) -> Vec<(u64, Option<String>)> {
     let entries: Vec<Vec<String>> = admin
         .eval(
             "local out = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do \
-             local entry = {e[1]} for i = 1, #e[2], 2 do \
-             assert(e[2][i] == 'event') entry[#entry + 1] = e[2][i + 1] end \
-             out[#out + 1] = entry end return out",
+             assert(e[2][1] == 'first' and e[2][3] == 'events' and #e[2] == 4) \
+             out[#out + 1] = {e[1], e[2][2], e[2][4]} end return out",
             vec![keys(run).history],
             Vec::<String>::new(),
         )
@@ -125,16 +125,14 @@ async fn history(admin: &Client, run: RunId) -> Vec<(u64, Option<String>)> {
         .unwrap();
     let mut events = Vec::new();
     for entry in entries {
-        let (id, jsons) = entry.split_first().unwrap();
-        let mut last = None;
-        for json in jsons {
-            let json: Json = serde_json::from_str(json).unwrap();
-            let seq = json["seq"].as_u64().unwrap();
-            assert!(last.is_none_or(|last| seq == last + 1), "an entry's events are consecutive");
-            last = Some(seq);
-            events.push((seq, json["id"].as_str().map(str::to_owned)));
+        let first: u64 = entry[1].parse().unwrap();
+        let array: Vec<Json> = serde_json::from_str(&entry[2]).unwrap();
+        assert!(!array.is_empty(), "an entry holds events");
+        assert_eq!(entry[0], format!("{}-1", first + array.len() as u64 - 1), "entry id <last seq>-1");
+        for (event, seq) in array.iter().zip(first..) {
+            assert!(event.get("seq").is_none(), "a seq is the event's place, not a member");
+            events.push((seq, event["id"].as_str().map(str::to_owned)));
         }
-        assert_eq!(*id, format!("{}-1", last.unwrap()), "entry id <last seq>-1");
     }
     events
 }
@@ -156,12 +154,14 @@ async fn queued(admin: &Client, run: RunId) -> Vec<(u64, u64, Vec<(u64, String)>
         .into_iter()
         .map(|entry| {
             let events: Vec<Json> = serde_json::from_str(&entry[3]).unwrap();
+            let first: u64 = entry[1].parse().unwrap();
             (
-                entry[1].parse().unwrap(),
+                first,
                 entry[2].parse().unwrap(),
                 events
                     .iter()
-                    .map(|e| (e["seq"].as_u64().unwrap(), e["id"].as_str().unwrap_or("").to_owned()))
+                    .zip(first..)
+                    .map(|(e, seq)| (seq, e["id"].as_str().unwrap_or("").to_owned()))
                     .collect(),
             )
         })

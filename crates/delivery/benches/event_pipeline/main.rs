@@ -184,6 +184,13 @@ fn print_persist(result: &PersistResult) {
         ratios(&result.ledger)
     );
     println!("| raw multi-row INSERT (baseline) | {} | 100 % | |", thousands(raw));
+    let raw_json = median_of(result.raw_json.clone());
+    println!(
+        "| raw INSERT from one JSON parameter (the ledger's statement alone) | {} | {} | {} |",
+        thousands(raw_json),
+        percent(raw_json / raw),
+        ratios(&result.raw_json)
+    );
     println!();
     println!("worker / apply_events directly: {}", percent(worker / ledger));
     if let Some(lag) = &result.lag {

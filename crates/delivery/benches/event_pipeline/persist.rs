@@ -43,6 +43,9 @@ enum Side {
     Ledger,
     /// The same rows by one multi-row `INSERT` per run in a transaction of its own.
     Raw,
+    /// The same rows by one `INSERT … SELECT … FROM json_to_recordset($1)` per run (the
+    /// ledger's statement on PostgreSQL), without the ledger's row lock and state query.
+    RawJson,
 }
 
 /// Events per second of each side in each round, and the lag measurement.
@@ -52,6 +55,7 @@ pub struct PersistResult {
     pub worker: Vec<f64>,
     pub ledger: Vec<f64>,
     pub raw: Vec<f64>,
+    pub raw_json: Vec<f64>,
     pub lag: Option<LagResult>,
 }
 
@@ -86,21 +90,29 @@ pub async fn run(config: &BenchConfig, env: &Environment, metrics: &MetricsTap) 
     };
     let (n, batch) = (config.persist_runs, config.persist_batch);
 
-    eprintln!("persist: creating {} runs", 3 * n);
+    eprintln!("persist: creating {} runs", 4 * n);
     let worker_runs = create_runs(&fixture.ledger, n).await;
     let ledger_runs = create_runs(&fixture.ledger, n).await;
     let raw_runs = create_runs(&fixture.ledger, n).await;
+    let raw_json_runs = create_runs(&fixture.ledger, n).await;
     // Started, with step s1 open, before any round: the worker's runs through the
     // sequencer and one untimed drain, the ledger's directly.
     start_through_sequencer(&fixture, &worker_runs).await;
     drain(settings, metrics, 2 * n as u64).await;
     start_through_ledger(&fixture, &ledger_runs).await;
 
-    let mut result =
-        PersistResult { runs: n, batch, worker: Vec::new(), ledger: Vec::new(), raw: Vec::new(), lag: None };
+    let mut result = PersistResult {
+        runs: n,
+        batch,
+        worker: Vec::new(),
+        ledger: Vec::new(),
+        raw: Vec::new(),
+        raw_json: Vec::new(),
+        lag: None,
+    };
     for round in 0..config.rounds {
         prefill(&fixture, &worker_runs, round, batch).await;
-        let mut order = [Side::Worker, Side::Ledger, Side::Raw];
+        let mut order = [Side::Worker, Side::Ledger, Side::Raw, Side::RawJson];
         if round % 2 == 1 {
             order.reverse();
         }
@@ -111,6 +123,9 @@ pub async fn run(config: &BenchConfig, env: &Environment, metrics: &MetricsTap) 
                 Side::Ledger => apply_directly(&fixture, &ledger_runs, 4 + round as u64 * batch, batch).await,
                 // Seqs after run.created.
                 Side::Raw => insert_raw(&fixture, &raw_runs, 2 + round as u64 * batch, batch).await,
+                Side::RawJson => {
+                    insert_raw_json(&fixture, &raw_json_runs, 2 + round as u64 * batch, batch).await
+                }
             };
             let rate = (n as u64 * batch) as f64 / elapsed.as_secs_f64();
             eprintln!("persist round {} {side:<6?} {:>9} events/s", round + 1, thousands(rate));
@@ -118,10 +133,11 @@ pub async fn run(config: &BenchConfig, env: &Environment, metrics: &MetricsTap) 
                 Side::Worker => result.worker.push(rate),
                 Side::Ledger => result.ledger.push(rate),
                 Side::Raw => result.raw.push(rate),
+                Side::RawJson => result.raw_json.push(rate),
             }
         }
     }
-    let mut expected = 3 * (n as u64) * batch * config.rounds as u64;
+    let mut expected = 4 * (n as u64) * batch * config.rounds as u64;
 
     if !config.lag_seconds.is_zero() {
         let target = median_of(result.worker.clone()) * config.lag_share;
@@ -316,6 +332,38 @@ async fn insert_raw(fixture: &Fixture, runs: &[AgentRun], first: u64, batch: u64
     for events in batches {
         let txn = fixture.raw.begin().await.unwrap();
         let result = txn.execute(&multi_row_insert(&events)).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(result.rows_affected(), batch, "every row is new");
+    }
+    started.elapsed()
+}
+
+/// Per run, `BEGIN`, the ledger's `INSERT … FROM json_to_recordset($1)` of the same rows,
+/// `COMMIT`; the JSON is built inside the timed region, as the ledger does.
+async fn insert_raw_json(fixture: &Fixture, runs: &[AgentRun], first: u64, batch: u64) -> Duration {
+    const INSERT: &str = "INSERT INTO agent_events (tenant_id, run_id, seq, producer_id, kind, data, created_at) \
+        SELECT e.tenant_id, e.run_id, e.seq, e.producer_id, e.kind, e.data, e.created_at \
+        FROM json_to_recordset($1::json) AS e(tenant_id uuid, run_id uuid, seq bigint, \
+        producer_id text, kind text, data jsonb, created_at timestamptz)";
+    let batches: Vec<_> = runs.iter().map(|run| delta_events(run, first, batch)).collect();
+    let started = Instant::now();
+    for events in batches {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "tenant_id": e.tenant_id, "run_id": e.run_id, "seq": e.seq, "producer_id": e.producer_id,
+                    "kind": e.kind().as_str(), "data": e.data_json(),
+                    "created_at": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                })
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).unwrap();
+        let txn = fixture.raw.begin().await.unwrap();
+        let result = txn
+            .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, INSERT, [json.into()]))
+            .await
+            .unwrap();
         txn.commit().await.unwrap();
         assert_eq!(result.rows_affected(), batch, "every row is new");
     }

@@ -529,9 +529,9 @@ async fn a_poison_entry_goes_to_the_dead_letters_after_max_attempts_without_bloc
     ];
     let app = node(&redis, &database, &env).await;
     let (poisoned, good) = (new_run(&app).await, new_run(&app).await);
-    // Seq 5 of a run that stored only seq 1: the ledger refuses the gap every time.
+    // Seq 5 (`first_seq`) of a run that stored only seq 1: the ledger refuses the gap every time.
     let event = json!([{
-        "seq": 5, "run_id": poisoned.id, "tenant_id": poisoned.tenant.to_string(), "id": "p5",
+        "run_id": poisoned.id, "tenant_id": poisoned.tenant.to_string(), "id": "p5",
         "kind": "step.delta", "data": {"step_id": "s1", "text": "x"}, "created_at": "2026-12-06T12:00:00Z"
     }]);
     let tenant = poisoned.tenant.to_string();

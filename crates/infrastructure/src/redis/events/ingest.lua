@@ -1,34 +1,32 @@
 -- The event sequencer of ADR 0017: every call is one atomic step on the keys of one run.
 --
 -- KEYS: 1 the run hash (seq, status, terminal), 2 its producer ids (id -> seq), 3 its
--- history stream, 4 its partition's queue. A history entry holds one call's events: its id
--- is `<last seq>-1` and it has one field `event` per event, in seq order (one XADD per
--- batch, not per event: the per-call cost of XADD was most of the script's).
+-- history stream, 4 its partition's queue.
 -- ARGV[1] names the operation: append | server | seed | ids | read | status (below).
 --
--- Event bodies come from the adapter as JSON objects without `seq`; the script splices the
--- seq in as text. (cjson would re-encode them: `[]` becomes `{}` and numbers are rounded.)
+-- Events travel as one JSON array per call (`events`), its elements the events without
+-- their seq: the i-th has seq `first + i - 1`. The script never splits, joins or re-encodes
+-- it: Redis hashes every byte of every string a script creates, and per-event strings made
+-- that most of the script's cost. A history entry and a queue entry each hold one call's
+-- array: history entry id `<last seq>-1`, fields `first` and `events`; queue entry fields
+-- `tenant`, `run`, `first_seq`, `last_seq`, `events`.
 local run, ids, hist, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
 
-local function with_seq(seq, body)
-  return '{"seq":' .. seq .. ',' .. string.sub(body, 2)
-end
-
--- Appends events (already spliced, `fields` = {'event', json, 'event', json, ...}) whose last
--- seq is `last`, keeping at least the `maxlen` newest events: an entry is evicted only once
--- its last event is more than `maxlen` behind (MINID, approximate, so whole nodes go).
-local function record(last, fields, maxlen)
+-- Appends the events `first`..`last`, keeping at least the `maxlen` newest events: an entry
+-- is evicted only once its last event is more than `maxlen` behind (MINID, approximate, so
+-- whole stream nodes go).
+local function record(first, last, events, maxlen)
   local min = last - tonumber(maxlen) + 1
   if min < 1 then
     min = 1
   end
-  redis.call('XADD', hist, 'MINID', '~', min .. '-0', last .. '-1', unpack(fields))
+  redis.call('XADD', hist, 'MINID', '~', min .. '-0', last .. '-1', 'first', first, 'events', events)
 end
 
 local function enqueue(tenant, run_id, first, last, events)
   redis.call('XADD', queue, '*', 'tenant', tenant, 'run', run_id, 'first_seq', first, 'last_seq', last,
-    'events', '[' .. table.concat(events, ',') .. ']')
+    'events', events)
 end
 
 local function expire_run(ttl)
@@ -37,9 +35,14 @@ local function expire_run(ttl)
   redis.call('EXPIRE', hist, ttl)
 end
 
--- append tenant run_id expected new_status new_terminal maxlen ttl n {producer_id body}*n
+-- append tenant run_id expected new_status new_terminal maxlen ttl n {producer_id}*n events
+-- (the n producer ids are distinct; `events` is the JSON array of their n events)
 -- -> {'NEEDS_SEED'} | {'TERMINAL', status} | {'CONFLICT', status}
---    | {'OK', status, seq_1, duplicate_1, ..., seq_n, duplicate_n}
+--    | {'KNOWN', status, seq_1, ..., seq_n}: every id was recorded before (a retry), nothing
+--      written, whatever the run's state
+--    | {'PARTIAL', seq_1 or 0, ..., seq_n or 0}: some ids were recorded before, nothing
+--      written; the caller sends the others again
+--    | {'OK', status, first}: the n events took seqs first .. first + n - 1
 if op == 'append' then
   local tenant, run_id, expected, new_status, new_terminal = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local maxlen, ttl, n = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -50,21 +53,21 @@ if op == 'append' then
   local seq, status = tonumber(state[1]), state[2]
   local pids = {}
   for i = 1, n do
-    pids[i] = ARGV[8 + 2 * i]
+    pids[i] = ARGV[9 + i]
   end
+  local events = ARGV[10 + n]
   local stored = redis.call('HMGET', ids, unpack(pids))
-  local all_seen = true
+  local known = 0
   for i = 1, n do
-    if not stored[i] then
-      all_seen = false
+    if stored[i] then
+      known = known + 1
     end
   end
   -- A retry of a batch that was recorded: its seqs, whatever happened to the run since.
-  if all_seen then
-    local reply = {'OK', status}
+  if known == n then
+    local reply = {'KNOWN', status}
     for i = 1, n do
       reply[#reply + 1] = tonumber(stored[i])
-      reply[#reply + 1] = 1
     end
     return reply
   end
@@ -74,48 +77,39 @@ if op == 'append' then
   if expected ~= '' and status ~= expected then
     return {'CONFLICT', status}
   end
-  local reply = {'OK', ''}
-  local first = seq + 1
-  local assigned, id_fields, queued, fields = {}, {}, {}, {}
-  for i = 1, n do
-    local pid = pids[i]
-    local old = stored[i] or assigned[pid]
-    if old then
-      reply[#reply + 1] = tonumber(old)
-      reply[#reply + 1] = 1
-    else
-      seq = seq + 1
-      assigned[pid] = seq
-      id_fields[#id_fields + 1] = pid
-      id_fields[#id_fields + 1] = seq
-      local json = with_seq(seq, ARGV[9 + 2 * i])
-      queued[#queued + 1] = json
-      fields[#fields + 1] = 'event'
-      fields[#fields + 1] = json
-      reply[#reply + 1] = seq
-      reply[#reply + 1] = 0
+  if known > 0 then
+    local reply = {'PARTIAL'}
+    for i = 1, n do
+      reply[#reply + 1] = tonumber(stored[i] or 0)
     end
+    return reply
+  end
+  local first, last = seq + 1, seq + n
+  local id_fields = {}
+  for i = 1, n do
+    id_fields[#id_fields + 1] = pids[i]
+    id_fields[#id_fields + 1] = seq + i
   end
   redis.call('HSET', ids, unpack(id_fields))
-  record(seq, fields, maxlen)
+  record(first, last, events, maxlen)
   if new_status ~= '' then
     status = new_status
   end
-  redis.call('HSET', run, 'seq', seq, 'status', status, 'terminal', new_terminal)
+  redis.call('HSET', run, 'seq', last, 'status', status, 'terminal', new_terminal)
   if new_terminal == '1' then
     expire_run(ttl)
   end
-  enqueue(tenant, run_id, first, seq, queued)
-  reply[2] = status
-  return reply
+  enqueue(tenant, run_id, first, last, events)
+  return {'OK', status, first}
 end
 
--- server tenant run_id kind body maxlen ttl
+-- server tenant run_id kind events maxlen ttl
 -- -> {'NEEDS_SEED'} | {'TERMINAL', status} | {'CONFLICT', status} | {'OK', status, seq}
 -- kind is run.created, run.cancelled, or `expired`: the run ends without an event (no seq
--- is taken, the answer's seq is the last one; body is empty).
+-- is taken, the answer's seq is the last one; events is empty). Otherwise `events` is the
+-- JSON array of the one event.
 if op == 'server' then
-  local tenant, run_id, kind, body, maxlen, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+  local tenant, run_id, kind, events, maxlen, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
   local state = redis.call('HMGET', run, 'seq', 'status', 'terminal')
   local seq, status, terminal
   if kind == 'run.created' then
@@ -141,13 +135,12 @@ if op == 'server' then
     end
     seq, status, terminal = tonumber(state[1]) + 1, 'cancelled', '1'
   end
-  local json = with_seq(seq, body)
-  record(seq, {'event', json}, maxlen)
+  record(seq, seq, events, maxlen)
   redis.call('HSET', run, 'seq', seq, 'status', status, 'terminal', terminal)
   if terminal == '1' then
     expire_run(ttl)
   end
-  enqueue(tenant, run_id, seq, seq, {json})
+  enqueue(tenant, run_id, seq, seq, events)
   return {'OK', status, seq}
 end
 
@@ -196,22 +189,34 @@ if op == 'seed' then
   return {'SEEDED', seq}
 end
 
--- read after count -> {event_json, ...}: at most `count` events with a seq above `after`, in
--- order. Entries are keyed by their last seq, so the first one read may start at or before
--- `after`; those events are skipped.
+-- read after count -> {first_1, events_1, first_2, events_2, ...}: the history entries that
+-- hold the events after `after`, oldest first, until they hold `count` of them (the first
+-- entry may start at or before `after`: the caller skips those events).
 if op == 'read' then
   local after, count = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local entries = redis.call('XRANGE', hist, (after + 1) .. '-0', '+', 'COUNT', count)
-  local out = {}
-  for _, entry in ipairs(entries) do
-    local fields = entry[2]
-    for i = 2, #fields, 2 do
-      local json = fields[i]
-      if tonumber(string.match(json, '^{"seq":(%d+),')) > after then
-        out[#out + 1] = json
-        if #out == count then
-          return out
+  local out, held, start = {}, 0, (after + 1) .. '-0'
+  while held < count do
+    local entries = redis.call('XRANGE', hist, start, '+', 'COUNT', 16)
+    if #entries == 0 then
+      return out
+    end
+    for _, entry in ipairs(entries) do
+      local last = tonumber(string.match(entry[1], '^(%d+)-'))
+      local fields = entry[2]
+      local first
+      for i = 1, #fields, 2 do
+        if fields[i] == 'first' then
+          first = fields[i + 1]
+        elseif fields[i] == 'events' then
+          out[#out + 1] = tonumber(first)
+          out[#out + 1] = fields[i + 1]
         end
+      end
+      local from = math.max(tonumber(first), after + 1)
+      held = held + last - from + 1
+      start = '(' .. entry[1]
+      if held >= count then
+        return out
       end
     end
   end

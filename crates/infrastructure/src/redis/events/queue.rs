@@ -321,8 +321,12 @@ fn decode(partition: u16, entry_id: &str, deliveries: u64, fields: &Fields) -> a
     let context = || format!("queue entry {entry_id} of partition {partition}");
     let tenant: TenantId = fields.parse("tenant").with_context(context)?;
     let run: RunId = fields.parse("run").with_context(context)?;
-    let mut events = decode_events(fields.get("events").with_context(context)?).with_context(context)?;
-    events.sort_by_key(|e| e.seq);
+    let (first, last): (u64, u64) =
+        (fields.parse("first_seq").with_context(context)?, fields.parse("last_seq").with_context(context)?);
+    let events = decode_events(fields.get("events").with_context(context)?, first).with_context(context)?;
+    if events.last().map(|e| e.seq) != Some(last) {
+        return Err(anyhow!("{}: seqs {first}..={last} do not match its {} events", context(), events.len()));
+    }
     if events.iter().any(|e| e.run_id != run || e.tenant_id != tenant) {
         return Err(anyhow!("{}: an event of another run or tenant", context()));
     }

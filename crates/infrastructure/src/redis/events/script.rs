@@ -76,11 +76,40 @@ pub(super) fn unexpected_reply(script: &str, reply: &[Value]) -> anyhow::Error {
 }
 
 /// A lost or slow connection is `Unavailable`; anything else (a script error) `Unexpected`.
+/// fred reports a command it had no connection to send on (the connection dropped between
+/// the connected check and the write, as when Redis restarts) as an `Unknown` error "Failed
+/// to route command.": that is a lost connection too (found by the Redis restart tests).
 fn classify(error: FredError) -> ScriptError {
-    let unavailable = matches!(
-        error.kind(),
-        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-    );
+    let unrouted =
+        error.kind() == &ErrorKind::Unknown && error.details().starts_with("Failed to route command");
+    let unavailable = unrouted
+        || matches!(
+            error.kind(),
+            ErrorKind::IO
+                | ErrorKind::Timeout
+                | ErrorKind::Canceled
+                | ErrorKind::Backpressure
+                | ErrorKind::Routing
+        );
     let error = anyhow::Error::new(error);
     if unavailable { ScriptError::Unavailable(error) } else { ScriptError::Unexpected(error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(error: FredError) -> bool {
+        matches!(classify(error), ScriptError::Unavailable(_))
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable_and_script_errors_unexpected() {
+        assert!(unavailable(FredError::new(ErrorKind::IO, "Connection closed.")));
+        assert!(unavailable(FredError::new(ErrorKind::Timeout, "Request timed out.")));
+        assert!(unavailable(FredError::new(ErrorKind::Unknown, "Failed to route command.")));
+        assert!(unavailable(FredError::new(ErrorKind::Routing, "Failed to route command.")));
+        assert!(!unavailable(FredError::new(ErrorKind::Unknown, "something else")));
+        assert!(!unavailable(FredError::new(ErrorKind::Unknown, "ERR Error running script")));
+    }
 }

@@ -2,6 +2,7 @@
 //! `ingest.lua` per call, so a batch is recorded in the run's history, its producer ids and
 //! its partition's queue all at once or not at all, whatever node sends it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ use super::stored::{self, body};
 use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
+
+/// How many times a batch is sent again after the script found some of its ids recorded
+/// (each time only the ids it did not know): one is enough unless other nodes keep retrying
+/// the same ids at the same moment.
+const PARTIAL_ROUNDS: usize = 4;
 
 /// Producer ids restored per script call.
 const RESTORE_CHUNK: usize = 1_000;
@@ -115,20 +121,17 @@ impl FredEventSequencer {
         }
     }
 
-    fn ttl_seconds(&self) -> Value {
-        integer(self.settings.history_ttl.as_secs().max(1))
-    }
-}
-
-#[async_trait]
-impl EventSequencer for FredEventSequencer {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError> {
-        let keys = self.keys(request.run);
+    /// One `append` call for the events of `request` at `indices` (distinct ids, in order).
+    async fn append_call(
+        &self,
+        request: &AppendRequest,
+        indices: &[usize],
+    ) -> Result<Vec<Value>, SequencerError> {
         let (expected, new, terminal) = match request.status_change {
             Some(StatusChange { expected, new }) => (expected.as_str(), new.as_str(), new.is_terminal()),
             None => ("", "", false),
         };
-        let mut args = Vec::with_capacity(9 + 2 * request.events.len());
+        let mut args = Vec::with_capacity(10 + indices.len());
         args.extend([
             Value::from("append"),
             Value::from(request.tenant.to_string()),
@@ -138,45 +141,93 @@ impl EventSequencer for FredEventSequencer {
             Value::from(flag(terminal)),
             integer(self.settings.history_max_len),
             self.ttl_seconds(),
-            integer(request.events.len() as u64),
+            integer(indices.len() as u64),
         ]);
-        for event in &request.events {
-            let body = body(
+        let mut events = String::with_capacity(2 + indices.len() * 320);
+        events.push('[');
+        for &i in indices {
+            let event = &request.events[i];
+            if events.len() > 1 {
+                events.push(',');
+            }
+            events.push_str(&body(
                 request.tenant,
                 request.run,
                 Some(event.producer_id.as_str()),
                 &event.data,
                 request.created_at,
-            )?;
-            args.extend([Value::from(event.producer_id.as_str()), Value::from(body)]);
+            )?);
+            args.push(Value::from(event.producer_id.as_str()));
         }
-        let reply = self.evaluate(&keys, args).await?;
-        match tag(&reply)? {
-            "NEEDS_SEED" => Ok(AppendOutcome::NeedsSeed),
-            "TERMINAL" => Ok(AppendOutcome::Terminal(status_at(&reply, 1)?)),
-            "CONFLICT" => Ok(AppendOutcome::Conflict(status_at(&reply, 1)?)),
-            "OK" => {
-                let run_status = status_at(&reply, 1)?;
-                let pairs = reply.get(2..).unwrap_or_default();
-                if pairs.len() != 2 * request.events.len() {
-                    return Err(unexpected_reply(&reply));
+        events.push(']');
+        args.push(Value::from(events));
+        self.evaluate(&self.keys(request.run), args).await
+    }
+
+    fn ttl_seconds(&self) -> Value {
+        integer(self.settings.history_ttl.as_secs().max(1))
+    }
+}
+
+#[async_trait]
+impl EventSequencer for FredEventSequencer {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError> {
+        let (first_of, mut pending) = first_occurrences(&request);
+        // Per event of the request: its seq and whether it is a duplicate, once known.
+        let mut answers: Vec<Option<(u64, bool)>> = vec![None; request.events.len()];
+        let mut run_status = None;
+        for _ in 0..PARTIAL_ROUNDS {
+            let reply = self.append_call(&request, &pending).await?;
+            match tag(&reply)? {
+                "NEEDS_SEED" => return Ok(AppendOutcome::NeedsSeed),
+                "TERMINAL" => return Ok(AppendOutcome::Terminal(status_at(&reply, 1)?)),
+                "CONFLICT" => return Ok(AppendOutcome::Conflict(status_at(&reply, 1)?)),
+                "KNOWN" => {
+                    let seqs = seqs_at(&reply, 2, pending.len())?;
+                    for (&i, seq) in pending.iter().zip(seqs) {
+                        answers[i] = Some((seq, true));
+                    }
+                    run_status = Some(status_at(&reply, 1)?);
+                    break;
                 }
-                let events = request
-                    .events
-                    .into_iter()
-                    .zip(pairs.chunks_exact(2))
-                    .map(|(event, pair)| {
-                        Ok(AppendedEvent {
-                            producer_id: event.producer_id,
-                            seq: seq_of(&pair[0]).ok_or_else(|| unexpected_reply(&reply))?,
-                            duplicate: seq_of(&pair[1]) == Some(1),
-                        })
-                    })
-                    .collect::<Result<_, SequencerError>>()?;
-                Ok(AppendOutcome::Appended { events, run_status })
+                // Some ids were recorded before (a retry mixed with new events): those are
+                // duplicates, and the others are sent again on their own.
+                "PARTIAL" => {
+                    let seqs = seqs_at(&reply, 1, pending.len())?;
+                    let mut unknown = Vec::with_capacity(pending.len());
+                    for (&i, seq) in pending.iter().zip(seqs) {
+                        if seq == 0 { unknown.push(i) } else { answers[i] = Some((seq, true)) }
+                    }
+                    pending = unknown;
+                }
+                "OK" => {
+                    let first = reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
+                    for (&i, seq) in pending.iter().zip(first..) {
+                        answers[i] = Some((seq, false));
+                    }
+                    run_status = Some(status_at(&reply, 1)?);
+                    break;
+                }
+                _ => return Err(unexpected_reply(&reply)),
             }
-            _ => Err(unexpected_reply(&reply)),
         }
+        let run_status = run_status.ok_or_else(|| {
+            SequencerError::Unexpected(anyhow!("a batch kept meeting concurrent retries of its ids"))
+        })?;
+        let events = request
+            .events
+            .into_iter()
+            .zip(first_of)
+            .enumerate()
+            .map(|(i, (event, first))| {
+                let (seq, duplicate) = answers[first].ok_or_else(|| {
+                    SequencerError::Unexpected(anyhow!("the sequencer left an event without a seq"))
+                })?;
+                // A later occurrence of an id in the same batch is a duplicate of the first.
+                Ok(AppendedEvent { producer_id: event.producer_id, seq, duplicate: duplicate || first != i })
+            })
+            .collect::<Result<_, SequencerError>>()?;
+        Ok(AppendOutcome::Appended { events, run_status })
     }
 
     async fn append_server_event(
@@ -192,7 +243,7 @@ impl EventSequencer for FredEventSequencer {
             ServerEvent::Expired => None,
         };
         let (kind, body) = match &data {
-            Some(data) => (data.kind().as_str(), body(tenant, run, None, data, created_at)?),
+            Some(data) => (data.kind().as_str(), format!("[{}]", body(tenant, run, None, data, created_at)?)),
             None => (EXPIRED, String::new()),
         };
         let args = vec![
@@ -274,17 +325,45 @@ impl EventSequencer for FredEventSequencer {
         }
         let args = vec![Value::from("read"), integer(after_seq), integer(limit as u64)];
         let reply = self.evaluate(&self.keys(run), args).await?;
-        let mut events = Vec::with_capacity(reply.len());
-        for entry in &reply {
-            let text = entry.as_str().ok_or_else(|| unexpected_reply(&reply))?;
-            let event = stored::decode_event(&text).context("an unreadable history entry")?;
-            if event.tenant_id != tenant || event.run_id != run {
-                continue;
+        let mut events = Vec::with_capacity(limit.min(1_024));
+        for entry in reply.chunks(2) {
+            let [first, text] = entry else { return Err(unexpected_reply(&reply)) };
+            let first = seq_of(first).ok_or_else(|| unexpected_reply(&reply))?;
+            let text = text.as_str().ok_or_else(|| unexpected_reply(&reply))?;
+            let entry_events = stored::decode_events(&text, first).context("an unreadable history entry")?;
+            let wanted = entry_events
+                .into_iter()
+                .filter(|e| e.seq > after_seq && e.tenant_id == tenant && e.run_id == run);
+            events.extend(wanted.take(limit - events.len()));
+            if events.len() == limit {
+                break;
             }
-            events.push(event);
         }
         Ok(events)
     }
+}
+
+/// Per event of `request`, the index of the first event with its producer id; and the
+/// indices of those first occurrences, in order (the events the script is sent).
+fn first_occurrences(request: &AppendRequest) -> (Vec<usize>, Vec<usize>) {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(request.events.len());
+    let mut first_of = Vec::with_capacity(request.events.len());
+    let mut unique = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.iter().enumerate() {
+        let first = *seen.entry(event.producer_id.as_str()).or_insert(i);
+        if first == i {
+            unique.push(i);
+        }
+        first_of.push(first);
+    }
+    (first_of, unique)
+}
+
+/// `n` seqs from `reply[from..]`.
+fn seqs_at(reply: &[Value], from: usize, n: usize) -> Result<Vec<u64>, SequencerError> {
+    let values =
+        reply.get(from..).filter(|values| values.len() == n).ok_or_else(|| unexpected_reply(reply))?;
+    values.iter().map(|value| seq_of(value).ok_or_else(|| unexpected_reply(reply))).collect()
 }
 
 const fn flag(on: bool) -> &'static str {

@@ -1,10 +1,12 @@
-//! Events as the run history and the queue hold them: the public shape of an event (`seq`,
-//! `run_id`, `kind`, `data`, `created_at`) with the tenant and the producer's id, as JSON.
-//! The sequencer script writes `seq` in front of the rest.
+//! Events as the run history and the queue hold them: one JSON array per sequencer call, each
+//! element the public shape of an event (`run_id`, `kind`, `data`, `created_at`) with the
+//! tenant and the producer's id, and without its `seq`, which is its place after the array's
+//! first seq (the script never rewrites the array: ADR 0017, "As built: the cost of the hot
+//! paths").
 //!
 //! Reading them back is on the worker's hot path (every queued event is decoded once), so
-//! [`decode_event`] and [`decode_events`] read each event in one pass: its `data` is checked
-//! against its `kind` as it is read, without building a `serde_json::Value` first.
+//! [`decode_events`] reads each event in one pass: its `data` is checked against its `kind`
+//! as it is read, without building a `serde_json::Value` first.
 
 use std::fmt;
 
@@ -17,7 +19,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
 
-/// An event as written, without its `seq` (the script puts it in front).
+/// An event as written, without its `seq`.
 #[derive(Debug, Serialize)]
 struct StoredEvent<'a> {
     run_id: RunId,
@@ -28,7 +30,7 @@ struct StoredEvent<'a> {
     created_at: DateTime<Utc>,
 }
 
-/// The JSON of one event without its seq, which the script puts in front.
+/// The JSON of one event without its seq: an element of the array the script records.
 pub(super) fn body(
     tenant: TenantId,
     run: RunId,
@@ -44,25 +46,20 @@ pub(super) fn body(
         data: data.to_json(),
         created_at,
     };
-    let text = serde_json::to_string(&stored).context("cannot encode an event")?;
-    debug_assert!(text.starts_with("{\"run_id\""), "the script splices `seq` in after `{{`");
-    Ok(text)
+    Ok(serde_json::to_string(&stored).context("cannot encode an event")?)
 }
 
-/// One stored event (a history entry), its data checked against its kind.
+/// A JSON array of stored events whose first has seq `first`, each with its data checked
+/// against its kind.
 ///
 /// # Errors
-/// When the text is not a stored event or its data does not fit its kind.
-pub(super) fn decode_event(text: &str) -> anyhow::Result<RunEvent> {
-    Ok(serde_json::from_str::<Decoded>(text)?.0)
-}
-
-/// A JSON array of stored events (a queue entry's `events`).
-///
-/// # Errors
-/// As [`decode_event`], for any of them.
-pub(super) fn decode_events(text: &str) -> anyhow::Result<Vec<RunEvent>> {
-    Ok(serde_json::from_str::<DecodedList>(text)?.0)
+/// When the text is not such an array, or an event's data does not fit its kind.
+pub(super) fn decode_events(text: &str, first: u64) -> anyhow::Result<Vec<RunEvent>> {
+    let mut events = serde_json::from_str::<DecodedList>(text)?.0;
+    for (event, seq) in events.iter_mut().zip(first..) {
+        event.seq = seq;
+    }
+    Ok(events)
 }
 
 struct Decoded(RunEvent);
@@ -94,7 +91,6 @@ impl<'de> Deserialize<'de> for DecodedList {
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "snake_case")]
 enum Field {
-    Seq,
     RunId,
     TenantId,
     Id,
@@ -132,14 +128,12 @@ impl<'de> Visitor<'de> for EventVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded, A::Error> {
-        let (mut seq, mut run_id, mut tenant_id, mut id, mut kind, mut created_at) =
-            (None, None, None, None, None, None);
+        let (mut run_id, mut tenant_id, mut id, mut kind, mut created_at) = (None, None, None, None, None);
         let mut data = None;
         // `data` before `kind` (never written so, but valid JSON) waits for the kind.
         let mut early_data: Option<Json> = None;
         while let Some(field) = map.next_key::<Field>()? {
             match field {
-                Field::Seq => seq = Some(map.next_value::<u64>()?),
                 Field::RunId => run_id = Some(map.next_value::<RunId>()?),
                 Field::TenantId => tenant_id = Some(map.next_value::<TenantId>()?),
                 Field::Id => id = map.next_value::<Option<String>>()?,
@@ -163,8 +157,8 @@ impl<'de> Visitor<'de> for EventVisitor {
         Ok(Decoded(RunEvent {
             run_id: run_id.ok_or_else(|| de::Error::missing_field("run_id"))?,
             tenant_id: tenant_id.ok_or_else(|| de::Error::missing_field("tenant_id"))?,
-            // A body the script has not spliced a seq into yet reads as seq 0.
-            seq: seq.unwrap_or(0),
+            // Set from the event's place in its array.
+            seq: 0,
             producer_id: id,
             data,
             created_at: created_at.ok_or_else(|| de::Error::missing_field("created_at"))?,
@@ -185,14 +179,13 @@ mod tests {
     }
 
     #[test]
-    fn event_bodies_leave_the_seq_to_the_script_and_read_back_whole() {
+    fn events_read_back_whole_with_seqs_from_their_place_after_the_first() {
         let (tenant, run) = ids();
         let at = Utc::now();
         let data = EventData::StepDelta { step_id: StepRef::parse("s1").unwrap(), text: "a \"b\"\n".into() };
         let text = body(tenant, run, Some("p-1"), &data, at).unwrap();
-        assert!(text.starts_with("{\"run_id\""), "{text}");
-        let spliced = format!("{{\"seq\":7,{}", &text[1..]);
-        let event = decode_event(&spliced).unwrap();
+        assert!(!text.contains("\"seq\""), "{text}");
+        let events = decode_events(&format!("[{text},{text}]"), 7).unwrap();
         let expected = RunEvent {
             run_id: run,
             tenant_id: tenant,
@@ -201,11 +194,12 @@ mod tests {
             data,
             created_at: at,
         };
-        assert_eq!(event, expected);
+        assert_eq!(events, [expected.clone(), RunEvent { seq: 8, ..expected }]);
+        assert!(decode_events("[]", 1).unwrap().is_empty());
     }
 
     #[test]
-    fn every_kind_reads_back_as_written_in_a_list() {
+    fn every_kind_reads_back_as_written() {
         let (tenant, run) = ids();
         let samples = [
             (EventKind::RunStarted, json!({})),
@@ -230,51 +224,47 @@ mod tests {
         let at = Utc::now();
         let written: Vec<RunEvent> = samples
             .into_iter()
-            .enumerate()
-            .map(|(i, (kind, data))| RunEvent {
+            .zip(1..)
+            .map(|((kind, data), seq)| RunEvent {
                 run_id: run,
                 tenant_id: tenant,
-                seq: i as u64 + 1,
+                seq,
                 producer_id: None,
                 data: EventData::parse(kind, data).unwrap(),
                 created_at: at,
             })
             .collect();
-        let texts: Vec<String> = written
-            .iter()
-            .map(|e| {
-                let text = body(tenant, run, None, &e.data, at).unwrap();
-                format!("{{\"seq\":{},{}", e.seq, &text[1..])
-            })
-            .collect();
-        assert_eq!(decode_events(&format!("[{}]", texts.join(","))).unwrap(), written);
+        let texts: Vec<String> =
+            written.iter().map(|e| body(tenant, run, None, &e.data, at).unwrap()).collect();
+        assert_eq!(decode_events(&format!("[{}]", texts.join(",")), 1).unwrap(), written);
     }
 
     #[test]
     fn data_before_its_kind_and_unknown_fields_are_read_too() {
         let (tenant, run) = ids();
         let text = format!(
-            r#"{{"data":{{"step_id":"s2"}},"extra":[1],"seq":3,"run_id":"{run}","tenant_id":"{tenant}","id":null,"kind":"step.completed","created_at":"2026-12-06T07:00:00Z"}}"#
+            r#"[{{"data":{{"step_id":"s2"}},"extra":[1],"seq":99,"run_id":"{run}","tenant_id":"{tenant}","id":null,"kind":"step.completed","created_at":"2026-12-06T07:00:00Z"}}]"#
         );
-        let event = decode_event(&text).unwrap();
-        assert_eq!((event.seq, event.kind()), (3, EventKind::StepCompleted));
+        let events = decode_events(&text, 3).unwrap();
+        assert_eq!((events[0].seq, events[0].kind()), (3, EventKind::StepCompleted));
     }
 
     #[test]
     fn data_that_does_not_fit_its_kind_or_a_missing_field_is_an_error() {
         let (tenant, run) = ids();
         let base = format!(
-            r#""seq":1,"run_id":"{run}","tenant_id":"{tenant}","id":null,"created_at":"2026-12-06T07:00:00Z""#
+            r#""run_id":"{run}","tenant_id":"{tenant}","id":null,"created_at":"2026-12-06T07:00:00Z""#
         );
         for bad in [
-            format!(r#"{{{base},"kind":"step.delta","data":{{"step_id":"s1"}}}}"#),
-            format!(r#"{{{base},"kind":"step.delta","data":{{"step_id":"s1","text":"x","more":1}}}}"#),
-            format!(r#"{{{base},"kind":"step.delta"}}"#),
-            format!(r#"{{{base},"data":{{}}}}"#),
-            format!(r#"{{{base},"kind":"run.exploded","data":{{}}}}"#),
+            format!(r#"[{{{base},"kind":"step.delta","data":{{"step_id":"s1"}}}}]"#),
+            format!(r#"[{{{base},"kind":"step.delta","data":{{"step_id":"s1","text":"x","more":1}}}}]"#),
+            format!(r#"[{{{base},"kind":"step.delta"}}]"#),
+            format!(r#"[{{{base},"data":{{}}}}]"#),
+            format!(r#"[{{{base},"kind":"run.exploded","data":{{}}}}]"#),
+            format!(r#"[{{{base},"kind":"run.started","data":null}}]"#),
+            format!(r#"{{{base},"kind":"run.started","data":{{}}}}"#),
         ] {
-            assert!(decode_event(&bad).is_err(), "{bad}");
+            assert!(decode_events(&bad, 1).is_err(), "{bad}");
         }
-        assert!(decode_events(&format!(r#"[{{{base},"kind":"run.started","data":null}}]"#)).is_err());
     }
 }
