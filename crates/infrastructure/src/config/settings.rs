@@ -237,7 +237,7 @@ pub struct EventsSettings {
     /// P: runs are spread over this many partitions. Fixed for a deployment: changing it
     /// moves every run's keys.
     pub partitions: u16,
-    /// The events a run's history keeps at least (`MAXLEN ~`).
+    /// The events a run's history keeps at least (entries go, `MINID ~`, once their last event is this far behind).
     pub history_max_len: u64,
     /// How long an ended run's keys are kept.
     pub history_ttl: Duration,
