@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::{Algorithm, Validation};
-use sba_application::ports::TokenError;
+use sba_application::ports::{TokenError, VerifiedToken};
 use sba_domain::{Principal, Role, TenantId, UserId};
 use serde::Deserialize;
 
@@ -50,6 +50,9 @@ impl JwtRules {
 #[derive(Debug, Deserialize)]
 pub(super) struct Claims {
     sub: String,
+    /// Required by every validation ([`JwtRules::validation`]).
+    #[serde(default)]
+    exp: u64,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -62,6 +65,13 @@ pub(super) struct Claims {
 struct AppMetadata {
     #[serde(default)]
     tenant_id: Option<String>,
+}
+
+/// What a token `validation` accepted proves, and until when: its `exp` plus the leeway
+/// the validation allows.
+pub(super) fn verified_from(claims: Claims, validation: &Validation) -> Result<VerifiedToken, TokenError> {
+    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(validation.leeway));
+    Ok(VerifiedToken { principal: principal_from(claims)?, expires_at })
 }
 
 /// The principal a verified token proves. A role SBA does not grant (Supabase's `anon`, and
