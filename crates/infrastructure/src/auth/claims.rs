@@ -70,7 +70,8 @@ struct AppMetadata {
 /// What a token `validation` accepted proves, and until when: its `exp` plus the leeway
 /// the validation allows.
 pub(super) fn verified_from(claims: Claims, validation: &Validation) -> Result<VerifiedToken, TokenError> {
-    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(validation.leeway));
+    let expires_at =
+        std::time::UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(validation.leeway));
     Ok(VerifiedToken { principal: principal_from(claims)?, expires_at })
 }
 
