@@ -5,10 +5,13 @@
 //! connections ([`BroadcastThrottle::connection`]), refilled at its rate and holding at
 //! most one second of it. A connection's writer takes one token from both buckets per event
 //! frame ([`ConnectionThrottle::try_send`]); when either is empty it waits the time the
-//! answer names, and meanwhile marks its outbound queue as throttled, so that the
-//! `step.delta` events piling up merge instead of queueing one by one (nothing is dropped;
-//! a client that still falls too far behind is closed with 1013 as any slow consumer).
-//! Acks, pongs and errors are never throttled.
+//! answer names. An event is queued throttled (its `step.delta` merges into the delta it
+//! continues, whatever the queue's length) when the queue already holds as many frames as
+//! the buckets can send now ([`ConnectionThrottle::available`]): so a burst beyond the rate
+//! becomes a few merged deltas rather than a backlog of small ones in front of the run's
+//! lifecycle events, which are therefore held back about one window of the rate at most.
+//! Nothing is dropped; a client that still falls too far behind is closed with 1013 as any
+//! slow consumer. Acks, pongs and errors are never throttled.
 //!
 //! Rates come from [`ThrottlePolicy`]: a default, and per tenant plan an override. A
 //! bucket takes the rates of the connection that made it: a tenant whose plan changes gets
@@ -94,6 +97,17 @@ impl ConnectionThrottle {
         let wait = |tokens: f64, rate: f64| if tokens >= 1.0 { 0.0 } else { (1.0 - tokens) / rate };
         let seconds = wait(tenant.tokens, self.tenant.rate).max(wait(user.tokens, self.user.rate));
         Err(Duration::from_secs_f64(seconds).max(Duration::from_millis(1)))
+    }
+}
+
+impl ConnectionThrottle {
+    /// The event frames both buckets could send at `now` (taking nothing).
+    pub fn available(&self, now: Instant) -> f64 {
+        let mut tenant = self.tenant.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut user = self.user.state.lock().unwrap_or_else(PoisonError::into_inner);
+        tenant.refill(now, self.tenant.rate);
+        user.refill(now, self.user.rate);
+        tenant.tokens.min(user.tokens)
     }
 }
 
@@ -224,6 +238,17 @@ mod tests {
         assert_eq!(burst(&carol, now), 0, "the tenant's 4 a second are spent");
         let other = throttle.connection(tenant(2), &user("alice"), None);
         assert_eq!(burst(&other, now), 2, "another tenant's alice is another user");
+    }
+
+    #[test]
+    fn what_is_available_is_the_smaller_bucket_and_asking_takes_nothing() {
+        let throttle = throttle();
+        let alice = throttle.connection(tenant(1), &user("alice"), None);
+        let now = Instant::now() + Duration::from_secs(5);
+        assert!((alice.available(now) - 2.0).abs() < f64::EPSILON, "the user's 2 of the tenant's 4");
+        assert!((alice.available(now) - 2.0).abs() < f64::EPSILON);
+        alice.try_send(now).unwrap();
+        assert!((alice.available(now) - 1.0).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -33,7 +33,6 @@ use sba_application::stream::protocol::{
 };
 use sba_application::stream::replay::QueriesReplay;
 use sba_application::stream::subscription::SubscriptionFeed;
-use sba_application::stream::throttle::ConnectionThrottle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -56,7 +55,6 @@ pub struct Connection {
     limiter: WsConnectionLimiter,
     outbound: Arc<Outbound>,
     session: Session,
-    throttle: ConnectionThrottle,
     subscriptions: HashMap<StreamChannel, SubscriptionHandle>,
     signals: mpsc::UnboundedSender<Signal>,
     signalled: mpsc::UnboundedReceiver<Signal>,
@@ -118,7 +116,7 @@ impl Connection {
             ip,
         );
         let throttle = gateway.0.throttle.connection(principal.tenant_id, &principal.user_id, plan);
-        let outbound = Arc::new(Outbound::new(gateway.0.config.outbound));
+        let outbound = Arc::new(Outbound::new(gateway.0.config.outbound, throttle));
         let (signals, signalled) = mpsc::unbounded_channel();
         Self {
             gateway,
@@ -128,7 +126,6 @@ impl Connection {
             limiter,
             outbound,
             session,
-            throttle,
             subscriptions: HashMap::new(),
             signals,
             signalled,
@@ -141,11 +138,8 @@ impl Connection {
         metrics::connections(1.0);
         let (finish, finishing) = watch::channel(false);
         let writer = {
-            let (outbound, session, throttle) =
-                (Arc::clone(&self.outbound), self.session.clone(), self.throttle.clone());
-            actix_web::rt::spawn(
-                async move { outbound::write(&outbound, session, throttle, finishing).await },
-            )
+            let (outbound, session) = (Arc::clone(&self.outbound), self.session.clone());
+            actix_web::rt::spawn(async move { outbound::write(&outbound, session, finishing).await })
         };
         let mut writer = Some(writer);
         let ending = self.serve(&mut messages, &mut writer).await;
@@ -266,7 +260,8 @@ impl Connection {
                 self.control(refusal.to_text())?;
                 Ok(false)
             }
-            WsVerdict::Close => Err(Ending::now(CloseCause::Flooding)),
+            // The refusals queued before are still sent (within the flush timeout).
+            WsVerdict::Close => Err(Ending { flush: true, ..Ending::now(CloseCause::Flooding) }),
         }
     }
 

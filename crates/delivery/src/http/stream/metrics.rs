@@ -6,7 +6,7 @@
 //! | `sba_ws_subscriptions` | gauge | |
 //! | `sba_ws_outbound_queue_depth` | histogram (frames queued after each send) | |
 //! | `sba_ws_coalesced_deltas_total` | counter | |
-//! | `sba_ws_throttled_total` | counter (sends held back by a broadcast rate) | |
+//! | `sba_ws_throttled_total` | counter (events queued over a broadcast rate, to merge) | |
 //! | `sba_ws_frames_total` | counter | `direction` = `in`, `out` |
 //! | `sba_ws_closes_total` | counter | `code` (1000, 1001, 1002, 1008, 1009, 1013), `reason` |
 

@@ -17,10 +17,11 @@ use tokio::sync::{Notify, watch};
 
 use super::metrics;
 
-/// The queue and the wake-ups around it.
+/// The queue, the broadcast rates it is sent at, and the wake-ups around it.
 #[derive(Debug)]
 pub struct Outbound {
     queue: Mutex<OutboundQueue>,
+    throttle: ConnectionThrottle,
     /// A frame was queued (the writer may be waiting for one).
     queued: Notify,
     /// The queue went below its high-water mark (history reads wait for it).
@@ -28,9 +29,10 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(limits: OutboundLimits) -> Self {
+    pub fn new(limits: OutboundLimits, throttle: ConnectionThrottle) -> Self {
         Self {
             queue: Mutex::new(OutboundQueue::new(limits)),
+            throttle,
             queued: Notify::new(),
             below_high_water: Notify::new(),
         }
@@ -50,13 +52,23 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queues an event of the subscription to `channel` (merged into the delta it continues
-    /// above the high-water mark or while throttled).
+    /// Queues an event of the subscription to `channel`, merged into the delta it continues
+    /// above the high-water mark, or when the queue holds as many frames as the broadcast
+    /// rates let through now (see `sba_application::stream::throttle`).
     ///
     /// # Errors
     /// [`Overflow`]: close the connection with 1013.
     pub fn push_event(&self, channel: StreamChannel, event: LiveEvent) -> Result<(), Overflow> {
-        match self.queue().push_event(channel, event)? {
+        let mut queue = self.queue();
+        #[allow(clippy::cast_precision_loss, reason = "a queue length is far below 2^52")]
+        let over_rate = queue.len() as f64 >= self.throttle.available(Instant::now());
+        queue.set_throttled(over_rate);
+        let pushed = queue.push_event(channel, event)?;
+        drop(queue);
+        if over_rate {
+            metrics::throttled();
+        }
+        match pushed {
             Pushed::Queued => self.queued.notify_one(),
             Pushed::Coalesced => metrics::coalesced_delta(),
         }
@@ -88,10 +100,6 @@ impl Outbound {
         Some((frame, left))
     }
 
-    fn set_throttled(&self, throttled: bool) {
-        self.queue().set_throttled(throttled);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.queue().is_empty()
     }
@@ -107,15 +115,12 @@ pub enum WriterEnd {
 }
 
 /// Sends the queue's frames to `session` until the socket closes, or until `finish` turns
-/// `true` and the queue is empty. Event frames wait for the connection's broadcast rates;
-/// while they wait, the queue merges deltas.
+/// `true` and the queue is empty. Event frames wait for the connection's broadcast rates.
 pub async fn write(
     outbound: &Outbound,
     mut session: Session,
-    throttle: ConnectionThrottle,
     mut finish: watch::Receiver<bool>,
 ) -> WriterEnd {
-    let mut throttled = false;
     loop {
         let Some((frame, left)) = outbound.pop() else {
             if *finish.borrow() {
@@ -128,17 +133,8 @@ pub async fn write(
             continue;
         };
         if is_event(&frame) {
-            while let Err(wait) = throttle.try_send(Instant::now()) {
-                if !throttled {
-                    throttled = true;
-                    outbound.set_throttled(true);
-                }
-                metrics::throttled();
+            while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
                 tokio::time::sleep(wait).await;
-            }
-            if throttled {
-                throttled = false;
-                outbound.set_throttled(false);
             }
         }
         if session.text(frame).await.is_err() {
@@ -155,8 +151,11 @@ fn is_event(frame: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use sba_application::stream::protocol::{OpId, ack_frame, event_frame};
-    use sba_domain::RunId;
+    use sba_application::stream::throttle::{BroadcastThrottle, ThrottlePolicy, ThrottleRates};
+    use sba_domain::{RunId, TenantId, UserId};
     use uuid::Uuid;
 
     use super::*;
@@ -170,7 +169,16 @@ mod tests {
 
     #[tokio::test]
     async fn history_reads_wait_until_the_writer_takes_the_queue_below_high_water() {
-        let outbound = Outbound::new(OutboundLimits::new(8, 1 << 20, 2, 1 << 20).unwrap());
+        let policy = ThrottlePolicy {
+            default: ThrottleRates { tenant_per_second: NonZeroU32::MIN, user_per_second: NonZeroU32::MIN },
+            plans: std::collections::HashMap::new(),
+        };
+        let throttle = BroadcastThrottle::new(policy).connection(
+            TenantId::from_uuid(Uuid::nil()),
+            &UserId::parse("u").unwrap(),
+            None,
+        );
+        let outbound = Outbound::new(OutboundLimits::new(8, 1 << 20, 2, 1 << 20).unwrap(), throttle);
         outbound.push_control("a".into()).unwrap();
         outbound.push_control("b".into()).unwrap();
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water());
