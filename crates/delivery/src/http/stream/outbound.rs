@@ -183,7 +183,7 @@ mod tests {
         outbound.push_control("b".into()).unwrap();
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water());
         assert!(waiting.await.is_err(), "at high water");
-        assert_eq!(outbound.pop().map(|(frame, left)| (frame, left)), Some(("a".to_owned(), 1)));
+        assert_eq!(outbound.pop(), Some(("a".to_owned(), 1)));
         tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water())
             .await
             .unwrap();
