@@ -3,7 +3,7 @@
 //! connection when the client goes, its token expires, the node stops, the client floods
 //! or sends an oversized frame, or its outbound queue overflows.
 //!
-//! Decisions beyond ARCHITECTURE.md §7 (ADR 0020):
+//! Decisions beyond ARCHITECTURE.md §7 (ADR 0018):
 //! - a binary frame is answered `bad_request` (no `id`) and the connection lives, like any
 //!   other frame that is not a valid op;
 //! - a frame whose op cannot be read is charged to the `ping` quota, so garbage cannot

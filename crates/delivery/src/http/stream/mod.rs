@@ -1,4 +1,4 @@
-//! The WebSocket gateway, `GET /v1/stream` (ARCHITECTURE.md §7, ADR 0020): the handshake
+//! The WebSocket gateway, `GET /v1/stream` (ARCHITECTURE.md §7, ADR 0018): the handshake
 //! ([`handshake`]), one task per connection reading the client's ops ([`connection`]), one
 //! per subscription feeding its events into the connection's outbound queue
 //! ([`subscription`]), and one writing that queue to the socket at the broadcast rates
