@@ -42,6 +42,9 @@ use super::outbound::{self, Outbound, WriterEnd};
 use super::subscription::{Signal, SubscriptionTask};
 use crate::http::AppState;
 
+/// How long a ping or pong may wait for room in the socket's buffer.
+const CONTROL_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a store may be retried after, in an `unavailable` answer.
 const UNAVAILABLE_RETRY_MS: u64 = 1000;
 
@@ -217,7 +220,8 @@ impl Connection {
                 ))
             }
             AggregatedMessage::Ping(bytes) => {
-                let _ = self.session.pong(&bytes).await;
+                // Skipped when the socket's buffer is full: the client is not reading.
+                let _ = tokio::time::timeout(CONTROL_SEND_TIMEOUT, self.session.pong(&bytes)).await;
                 Ok(())
             }
             AggregatedMessage::Pong(_) => Ok(()),
@@ -340,10 +344,12 @@ impl Connection {
         if self.last_heard.elapsed() >= timeout {
             return Err(Ending::now(CloseCause::HeartbeatTimeout));
         }
-        if self.session.ping(b"").await.is_err() {
-            return Err(Ending::now(CloseCause::Client));
+        // A full socket buffer (a client not reading) must not hold up this task, which
+        // handles the queue's overflow: the ping is skipped then.
+        match tokio::time::timeout(CONTROL_SEND_TIMEOUT, self.session.ping(b"")).await {
+            Ok(Err(_)) => Err(Ending::now(CloseCause::Client)),
+            Ok(Ok(())) | Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Queues a frame that is not an event.
@@ -384,7 +390,10 @@ impl Connection {
             code: CloseCode::from(ending.cause.code()),
             description: Some(ending.cause.reason().to_owned()),
         };
-        let _ = self.session.close(Some(reason)).await;
+        // A client that reads nothing may never make room for the close frame: after the
+        // heartbeat timeout it counts as gone, and dropping the session ends the response.
+        let patience = self.gateway.0.config.heartbeat_timeout;
+        let _ = tokio::time::timeout(patience, self.session.close(Some(reason))).await;
     }
 }
 

@@ -115,9 +115,12 @@ async fn without_after_seq_a_subscription_is_live_only() {
 }
 
 /// A node whose connections coalesce from 300 queued frames or 1 MiB (more than an ingest
-/// batch, which the bus hands over at once) and hold at most `max` frames or 64 MiB.
+/// batch, which the bus hands over at once) and hold at most `max` frames or 64 MiB. It
+/// pings often, so that a ping stuck behind a stalled client's full socket would show.
 async fn small_queue_app(max: &str) -> TestApp {
     let mut env = vec![
+        ("SBA_STREAM__HEARTBEAT_INTERVAL", "100ms"),
+        ("SBA_STREAM__HEARTBEAT_TIMEOUT", "10m"),
         ("SBA_STREAM__QUEUE_HIGH_WATER_MESSAGES", "300"),
         ("SBA_STREAM__QUEUE_MAX_MESSAGES", max),
         ("SBA_STREAM__QUEUE_MAX_BYTES", "67108864"),
