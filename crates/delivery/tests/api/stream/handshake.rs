@@ -5,7 +5,9 @@ use sba_domain::Role;
 use serde_json::json;
 
 use super::{Transport, try_connect};
-use crate::helpers::{AUDIENCE, ISSUER, SECRET, Store, TestApp, new_tenant, problem, spawn_app};
+use crate::helpers::{
+    AUDIENCE, ISSUER, SECRET, Store, TestApp, new_tenant, problem, spawn_app, spawn_app_with,
+};
 
 fn sign(claims: &serde_json::Value) -> String {
     encode(&Header::default(), claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
@@ -78,4 +80,22 @@ async fn the_access_token_never_reaches_a_metric() {
     assert!(metrics.contains(r#"route="/v1/stream""#), "the handshake is labelled by its route template");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!metrics.contains(signature), "the token leaked into /metrics");
+}
+
+#[tokio::test]
+async fn handshakes_are_rate_limited_like_every_v1_route() {
+    let app = spawn_app_with(Store::Sqlite, &[("SBA_RATE_LIMIT__DEFAULT", "2/60")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for transport in [Transport::Header, Transport::Query] {
+        assert!(try_connect(&app, &token, transport).await.is_ok(), "{transport:?}");
+    }
+    let Err(refusal) = try_connect(&app, &token, Transport::Subprotocol).await else {
+        panic!("a third handshake within the quota's window was upgraded");
+    };
+    assert_eq!(
+        (refusal.status, refusal.body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{}",
+        refusal.body
+    );
 }

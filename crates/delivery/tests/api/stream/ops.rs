@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{connect, new_run};
-use crate::helpers::{Store, new_tenant, spawn_app, spawn_app_with};
+use crate::helpers::{Store, json_of, new_tenant, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn subscribe_unsubscribe_and_ping_are_answered_with_their_ids() {
@@ -106,11 +106,30 @@ async fn a_client_that_keeps_flooding_after_refusals_is_closed_with_1008() {
 }
 
 #[tokio::test]
-async fn a_frame_over_the_configured_size_closes_with_1009() {
+async fn a_frame_over_the_configured_size_closes_with_1009_and_the_close_is_counted() {
     let app = spawn_app_with(Store::Sqlite, &[("SBA_STREAM__MAX_FRAME_BYTES", "1024")]).await;
     let mut client = connect(&app, &app.token(new_tenant(), "alice", Role::Authenticated)).await;
     client.assert_alive().await;
     let oversized = json!({"op": "ping", "id": "x".repeat(2000)});
     client.send(&oversized).await;
     assert_eq!(client.closed().await.1, Some(1009));
+    let closes = r#"sba_ws_closes_total{code="1009",reason="frame_too_big"}"#;
+    let metrics = app.get_anonymous("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(closes), "{closes} missing from /metrics");
+}
+
+#[tokio::test]
+async fn a_session_channel_is_for_its_user_and_the_tenants_admins() {
+    let app = spawn_app(Store::Sqlite).await;
+    let tenant = new_tenant();
+    let alice = app.token(tenant, "alice", Role::Authenticated);
+    let created = json_of(app.post_json("/v1/sessions", &alice, &json!({"title": "chat"})).await, 201).await;
+    let channel = format!("session:{}", created["id"].as_str().unwrap());
+    connect(&app, &alice).await.subscribe(&channel, None).await;
+    connect(&app, &app.token(tenant, "root", Role::Admin)).await.subscribe(&channel, None).await;
+    let mut bob = connect(&app, &app.token(tenant, "bob", Role::Authenticated)).await;
+    let refused = bob.ask(json!({"op": "subscribe", "id": "1", "channel": channel})).await;
+    assert_eq!(refused["code"], "forbidden", "another user's session: {refused}");
+    let refused = bob.ask(json!({"op": "subscribe", "id": "2", "channel": channel, "after_seq": 0})).await;
+    assert_eq!(refused["code"], "bad_request", "after_seq is for run channels: {refused}");
 }
