@@ -11,6 +11,7 @@
 //! - a second `subscribe` to a channel already subscribed is `bad_request` (unsubscribe
 //!   first, or resume on `resume_required`, which ends a run subscription); `unsubscribe`
 //!   of a channel not subscribed is acknowledged;
+//! - with rate limiting off (`SBA_RATE_LIMIT__ENABLED=false`) ops are not limited either;
 //! - `op: auth` must prove the same principal (tenant, user and role); another one is
 //!   `forbidden`, as is a forged token or a tenant no longer admitted; an expired one is
 //!   `token_expired`;
@@ -55,7 +56,8 @@ pub struct Connection {
     ctx: RequestContext,
     /// When the connection's token stops being accepted (an `auth` op moves it).
     expires_at: SystemTime,
-    limiter: WsConnectionLimiter,
+    /// `None` when rate limiting is off (`SBA_RATE_LIMIT__ENABLED=false`).
+    limiter: Option<WsConnectionLimiter>,
     outbound: Arc<Outbound>,
     session: Session,
     subscriptions: HashMap<StreamChannel, SubscriptionHandle>,
@@ -111,13 +113,15 @@ impl Connection {
     ) -> Self {
         let principal = &ctx.principal;
         let ip = ctx.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
-        let limiter = WsConnectionLimiter::new(
-            state.rate_limits.clone(),
-            Arc::clone(&state.ws_policies),
-            principal.tenant_id,
-            principal.user_id.clone(),
-            ip,
-        );
+        let limiter = state.rate_policies.is_some().then(|| {
+            WsConnectionLimiter::new(
+                state.rate_limits.clone(),
+                Arc::clone(&state.ws_policies),
+                principal.tenant_id,
+                principal.user_id.clone(),
+                ip,
+            )
+        });
         let throttle = gateway.0.throttle.connection(principal.tenant_id, &principal.user_id, plan);
         let outbound = Arc::new(Outbound::new(gateway.0.config.outbound, throttle));
         let (signals, signalled) = mpsc::unbounded_channel();
@@ -254,7 +258,8 @@ impl Connection {
 
     /// Charges one op to its rate limit: `false` when it is refused (and answered so).
     async fn charge(&mut self, op: WsOp, id: Option<OpId>) -> Result<bool, Ending> {
-        match self.limiter.check(op).await {
+        let Some(limiter) = &mut self.limiter else { return Ok(true) };
+        match limiter.check(op).await {
             WsVerdict::Allowed => Ok(true),
             WsVerdict::Refused { retry_after_ms } => {
                 let refusal = ErrorFrame {

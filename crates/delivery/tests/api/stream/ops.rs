@@ -133,3 +133,17 @@ async fn a_session_channel_is_for_its_user_and_the_tenants_admins() {
     let refused = bob.ask(json!({"op": "subscribe", "id": "2", "channel": channel, "after_seq": 0})).await;
     assert_eq!(refused["code"], "bad_request", "after_seq is for run channels: {refused}");
 }
+
+#[tokio::test]
+async fn with_rate_limiting_off_ops_are_not_limited() {
+    let app = spawn_app_with(
+        Store::Sqlite,
+        &[("SBA_RATE_LIMIT__ENABLED", "false"), ("SBA_RATE_LIMIT__WS", "ping=1/60")],
+    )
+    .await;
+    let mut client = connect(&app, &app.token(new_tenant(), "alice", Role::Authenticated)).await;
+    for id in 0..5 {
+        let answer = client.ask(json!({"op": "ping", "id": id.to_string()})).await;
+        assert_eq!(answer["type"], "pong", "{answer}");
+    }
+}
