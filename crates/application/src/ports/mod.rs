@@ -44,7 +44,7 @@ pub use run_ledger::{ApplyOutcome, LedgerError, RunEnding, RunLedger, SkippedEve
 pub use run_repository::{RunFilter, RunRepository};
 pub use session_store::SessionStore;
 pub use tenant_directory::TenantDirectory;
-pub use token_verifier::{TokenError, TokenVerifier};
+pub use token_verifier::{TokenError, TokenVerifier, VerifiedToken};
 pub use usage_ledger::{UsageBucket, UsageGrouping, UsageLedger, UsageRange};
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Verification of bearer tokens.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 use sba_domain::Principal;
 
@@ -18,11 +20,30 @@ pub enum TokenError {
     Invalid,
 }
 
+/// A verified token: who it proves, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub principal: Principal,
+    /// The instant from which the verifier refuses the token as expired (its `exp` plus the
+    /// configured leeway): a WebSocket connection opened with it is closed then.
+    pub expires_at: SystemTime,
+}
+
 /// Turns a bearer token into the [`Principal`] it proves.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait TokenVerifier: std::fmt::Debug + Send + Sync + 'static {
+    /// The principal `token` proves and when it stops proving it.
+    ///
     /// # Errors
     /// A [`TokenError`] saying why the token does not prove a principal.
-    async fn verify(&self, token: &str) -> Result<Principal, TokenError>;
+    async fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError>;
+
+    /// The principal `token` proves.
+    ///
+    /// # Errors
+    /// As [`Self::verify_token`].
+    async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        self.verify_token(token).await.map(|verified| verified.principal)
+    }
 }

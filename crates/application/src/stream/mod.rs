@@ -12,10 +12,13 @@
 //! [`outbound::OutboundQueue`], which the socket writer drains; an
 //! [`outbound::Overflow`] closes the connection with 1013. History pages are best read
 //! while the queue is below its high-water mark, so that a long replay paces itself to the
-//! client instead of overflowing the queue.
+//! client instead of overflowing the queue. The socket writer sends event frames at the
+//! rates [`throttle::BroadcastThrottle`] allows per tenant and per user, marking the queue
+//! throttled meanwhile so that deltas merge.
 
 pub mod authorize;
 pub mod outbound;
 pub mod protocol;
 pub mod replay;
 pub mod subscription;
+pub mod throttle;

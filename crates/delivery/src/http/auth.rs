@@ -21,6 +21,8 @@ use sba_domain::{Principal, Tenant};
 use super::client_addr::client_addr;
 use super::error::{ApiError, ProblemCode};
 use super::request_id::RequestId;
+use super::stream::handshake::Presented;
+use super::stream::{self, TokenExpiry};
 use crate::http::AppState;
 
 /// A request whose bearer token verified; handlers that take it are authenticated.
@@ -82,13 +84,23 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let outcome = match bearer_token(req.request()) {
+    // The WebSocket handshake may carry its token elsewhere (browsers cannot set headers).
+    let presented = if super::route_template(req.request()).as_deref() == Some(stream::ROUTE) {
+        match stream::handshake::token(req.request()) {
+            Presented::Token(token) => Ok(token),
+            Presented::Unreadable => Err(Credentials::Refused(TokenError::Invalid)),
+            Presented::Missing => Err(Credentials::Missing),
+        }
+    } else {
+        bearer_token(req.request())
+    };
+    let outcome = match presented {
         Err(credentials) => Err(credentials),
         Ok(token) => match req.app_data::<web::Data<AppState>>() {
-            Some(state) => match state.verifier.verify(&token).await {
-                Ok(principal) => {
-                    let standing = TenantStanding(state.admission.admit(&principal).await);
-                    Ok((principal, AccessToken::new(&token), standing))
+            Some(state) => match state.verifier.verify_token(&token).await {
+                Ok(verified) => {
+                    let standing = TenantStanding(state.admission.admit(&verified.principal).await);
+                    Ok((verified, AccessToken::new(&token), standing))
                 }
                 Err(error) => Err(Credentials::Refused(error)),
             },
@@ -96,9 +108,10 @@ pub async fn middleware(
         },
     };
     match outcome {
-        Ok((principal, token, standing)) => {
+        Ok((verified, token, standing)) => {
             let mut extensions = req.extensions_mut();
-            extensions.insert(principal);
+            extensions.insert(verified.principal);
+            extensions.insert(TokenExpiry(verified.expires_at));
             extensions.insert(token);
             extensions.insert(standing);
         }

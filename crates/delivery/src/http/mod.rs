@@ -19,6 +19,7 @@ mod run_details;
 mod runs;
 mod sessions;
 mod state;
+pub mod stream;
 mod system;
 mod usage;
 
@@ -99,6 +100,7 @@ api_routes! {
     "/v1/usage" => { get: usage::usage },
     "/v1/audit-logs" => { get: audit::list_audit_logs },
     "/v1/system/health" => { get: system::system_health },
+    "/v1/stream" => { get: stream::stream },
 }
 
 /// Where the operator routes (`/metrics`, `/openapi.json`, `/docs`) are served.

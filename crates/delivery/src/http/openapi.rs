@@ -75,6 +75,7 @@ pub(super) fn metadata_schema() -> Object {
         usage::usage,
         audit::list_audit_logs,
         system::system_health,
+        super::stream::stream,
     ),
     components(schemas(
         super::error::Problem,
@@ -92,6 +93,7 @@ pub(super) fn metadata_schema() -> Object {
         (name = "usage", description = "Token and cost aggregates of the caller's tenant"),
         (name = "audit", description = "The tenant's audit trail (tenant admins)"),
         (name = "system", description = "Liveness, readiness and recorded health"),
+        (name = "stream", description = "The WebSocket stream of run events"),
     ),
 )]
 pub struct ApiDoc;

@@ -18,6 +18,7 @@ use sba_application::sessions::SessionService;
 use sba_application::usage::UsageQueries;
 
 use super::client_addr::TrustedProxies;
+use super::stream::StreamGateway;
 
 /// Everything request handlers share.
 #[derive(Clone, Debug)]
@@ -46,6 +47,8 @@ pub struct AppState {
     pub ws_policies: Arc<WsPolicies>,
     /// Whose `X-Forwarded-For` names the client ([`super::client_addr`]).
     pub trusted_proxies: TrustedProxies,
+    /// The WebSocket gateway's shared parts (`GET /v1/stream`).
+    pub stream: StreamGateway,
     /// The demo agent answering runs of agent `echo` (`SBA_DEMO__ECHO_AGENT`); `None` when off.
     pub echo: Option<EchoAgent>,
 }

@@ -64,19 +64,20 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Connects every adapter, migrates the internal store and binds `host:port`.
+    /// Connects every adapter, migrates the internal store and binds `host:port`; the server
+    /// stops gracefully on SIGTERM or Ctrl-C.
     ///
     /// # Errors
     /// When a dependency is unreachable or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = bind(settings.server.host, settings.server.port)?;
         let admin = settings.server.admin_port.map(|port| bind(settings.server.host, port)).transpose()?;
-        Self::build_with_listeners(settings, listener, admin, std::future::pending()).await
+        Self::build_with_listeners(settings, listener, admin, super::signal::shutdown_signal()).await
     }
 
     /// Like [`Self::build`] on an already bound listener (tests bind port 0), without an
-    /// admin listener; the server stops gracefully when `shutdown` completes, as it does on
-    /// SIGTERM or Ctrl-C.
+    /// admin listener; the server stops gracefully when `shutdown` completes: WebSocket
+    /// connections flush what is queued and close with 1001, then in-flight requests finish.
     ///
     /// # Errors
     /// When a dependency is unreachable or the server cannot start.
@@ -109,6 +110,7 @@ impl Application {
             if settings.worker.in_process { Some(InProcessWorker::start(&settings).await?) } else { None };
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
+        let gateway = state.stream.clone();
         let data = web::Data::new(state);
         let admin_routes =
             if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
@@ -117,6 +119,9 @@ impl Application {
             App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes))
         })
         .shutdown_timeout(shutdown_timeout)
+        // The shutdown future below is the one stop: it closes the WebSocket connections
+        // (1001) before the graceful stop waits for them.
+        .disable_signals()
         .listen(listener)
         .context("starting the HTTP server")?
         .run();
@@ -127,6 +132,7 @@ impl Application {
                     // Scrapes and the docs page: one worker is plenty.
                     .workers(1)
                     .shutdown_timeout(shutdown_timeout)
+                    .disable_signals()
                     .listen(admin_listener)
                     .context("starting the admin HTTP server")?
                     .run();
@@ -138,6 +144,7 @@ impl Application {
             std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();
         tokio::spawn(async move {
             shutdown.await;
+            gateway.shut_down();
             for handle in handles {
                 handle.stop(true).await;
             }

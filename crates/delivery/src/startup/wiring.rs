@@ -21,6 +21,8 @@ use sba_application::ratelimit::{LimitPolicies, RateLimits};
 use sba_application::ratelimit_ws::WsPolicies;
 use sba_application::runs::{RUN_ACCESS_NAMESPACE, RunAccess, RunQueries, RunService};
 use sba_application::sessions::{SESSION_NAMESPACE, SessionService};
+use sba_application::stream::authorize::StreamAuthorizer;
+use sba_application::stream::subscription::FeedLimits;
 use sba_application::tenants::{TENANT_NAMESPACE, TenantCache};
 use sba_application::usage::UsageQueries;
 use sba_infrastructure::auth::{
@@ -39,6 +41,7 @@ use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http::AppState;
 use crate::http::client_addr::TrustedProxies;
+use crate::http::stream::{StreamConfig, StreamGateway};
 
 /// What every service of a process is built on: its settings, the migrated internal store,
 /// one clock and one id generator (shared by every service, so a test double or a change of
@@ -97,6 +100,20 @@ impl<'a> Wiring<'a> {
         checks.extend(self.bus_check.clone());
         let tenants = self.tenant_cache(&cache, Arc::clone(&data.directory));
         let auditor = self.auditor();
+        let sessions = SessionService::new(
+            data.sessions,
+            auditor.clone(),
+            Arc::clone(&cache),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.ids),
+            namespace(settings, SESSION_NAMESPACE),
+        );
+        let stream = StreamGateway::new(
+            stream_config(settings),
+            StreamAuthorizer::new(self.run_access(&cache), sessions.clone()),
+            Arc::clone(&self.pipeline.bus),
+            settings.stream.throttle.clone(),
+        );
         let ingest = IngestService::new(
             self.pipeline.clone(),
             self.store.run_repository(),
@@ -125,14 +142,7 @@ impl<'a> Wiring<'a> {
             ),
             origins: self.origin_policy(Arc::clone(&data.directory)),
             admission: TenantAdmission::new(tenants),
-            sessions: SessionService::new(
-                data.sessions,
-                auditor.clone(),
-                Arc::clone(&cache),
-                Arc::clone(&self.clock),
-                Arc::clone(&self.ids),
-                namespace(settings, SESSION_NAMESPACE),
-            ),
+            sessions,
             knowledge: KnowledgeService::new(
                 data.knowledge,
                 auditor,
@@ -147,6 +157,7 @@ impl<'a> Wiring<'a> {
                 close_after_refusals: settings.rate_limit.ws_close_after,
             }),
             trusted_proxies: TrustedProxies::new(settings.server.trusted_proxies.clone()),
+            stream,
             echo: settings
                 .demo
                 .echo_agent
@@ -239,6 +250,21 @@ async fn event_pipeline(
         }
     };
     Ok((EventPipeline::new(sequencer, bus, store.event_log()), check))
+}
+
+/// The gateway's settings (`SBA_STREAM__*`); a closing connection flushes for at most the
+/// server's shutdown timeout.
+fn stream_config(settings: &Settings) -> StreamConfig {
+    let stream = &settings.stream;
+    StreamConfig {
+        max_frame_bytes: stream.max_frame_bytes,
+        heartbeat_interval: stream.heartbeat_interval,
+        heartbeat_timeout: stream.heartbeat_timeout,
+        max_subscriptions: stream.max_subscriptions,
+        outbound: stream.outbound,
+        feed: FeedLimits::default(),
+        flush_timeout: settings.server.shutdown_timeout,
+    }
 }
 
 /// The internal store the settings name, with a pool of `max_connections`.

@@ -35,7 +35,7 @@ pub struct TestApp {
     pub settings: Settings,
     client: reqwest::Client,
     signer: HsJwtSigner,
-    _shutdown: oneshot::Sender<()>,
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl TestApp {
@@ -80,14 +80,21 @@ impl TestApp {
 
     /// A valid token for `user` of `tenant` with `role`.
     pub fn token(&self, tenant: TenantId, user: &str, role: Role) -> String {
+        self.token_for(tenant, user, role, Duration::from_mins(5))
+    }
+
+    /// A token for `user` of `tenant` with `role`, valid for `ttl`.
+    pub fn token_for(&self, tenant: TenantId, user: &str, role: Role, ttl: Duration) -> String {
         self.signer
-            .sign(&DevTokenRequest {
-                tenant_id: tenant,
-                user_id: UserId::parse(user).unwrap(),
-                role,
-                ttl: Duration::from_mins(5),
-            })
+            .sign(&DevTokenRequest { tenant_id: tenant, user_id: UserId::parse(user).unwrap(), role, ttl })
             .unwrap()
+    }
+
+    /// Stops the server gracefully, as SIGTERM does.
+    pub fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
 }
 
@@ -189,7 +196,14 @@ async fn spawn_in(
         &SecretString::from(SECRET.to_owned()),
         JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
     );
-    TestApp { address, admin_address, settings, client: reqwest::Client::new(), signer, _shutdown: shutdown }
+    TestApp {
+        address,
+        admin_address,
+        settings,
+        client: reqwest::Client::new(),
+        signer,
+        shutdown: Some(shutdown),
+    }
 }
 
 /// Generates one `#[tokio::test]` per store for each listed async test body taking `Store`.

@@ -20,6 +20,7 @@ mod permissions;
 mod ratelimit;
 mod ratelimit_redis;
 mod runs;
+mod stream;
 mod system;
 mod tenant_data;
 mod unauthenticated_load;

@@ -28,7 +28,9 @@ async fn every_route_is_in_the_openapi_document_and_nothing_else() {
         assert!(operation.is_object(), "{method} {path} is served but missing from /openapi.json");
         assert!(operation["operationId"].is_string(), "{method} {path} has no operationId");
         let responses = operation["responses"].as_object().unwrap();
-        assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success response");
+        // An upgrade's success is 101 Switching Protocols (`GET /v1/stream`).
+        let success = |status: &String| status.starts_with('2') || status == "101";
+        assert!(responses.keys().any(success), "{method} {path}: no success response");
         assert!(responses.contains_key("500"), "{method} {path}: no 500");
         if path.starts_with("/v1/") {
             assert_eq!(operation["security"][0]["bearer"], serde_json::json!([]), "{method} {path}");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::{Algorithm, Validation};
-use sba_application::ports::TokenError;
+use sba_application::ports::{TokenError, VerifiedToken};
 use sba_domain::{Principal, Role, TenantId, UserId};
 use serde::Deserialize;
 
@@ -50,6 +50,9 @@ impl JwtRules {
 #[derive(Debug, Deserialize)]
 pub(super) struct Claims {
     sub: String,
+    /// Required by every validation ([`JwtRules::validation`]).
+    #[serde(default)]
+    exp: u64,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -62,6 +65,18 @@ pub(super) struct Claims {
 struct AppMetadata {
     #[serde(default)]
     tenant_id: Option<String>,
+}
+
+/// 9999-12-31T23:59:59Z: later expiries are taken as this one.
+const LATEST_EXP: u64 = 253_402_300_799;
+
+/// What a token `validation` accepted proves, and until when: its `exp` plus the leeway
+/// the validation allows.
+pub(super) fn verified_from(claims: Claims, validation: &Validation) -> Result<VerifiedToken, TokenError> {
+    // Capped, so that an absurd `exp` from a trusted issuer cannot overflow `SystemTime`.
+    let exp = claims.exp.saturating_add(validation.leeway).min(LATEST_EXP);
+    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+    Ok(VerifiedToken { principal: principal_from(claims)?, expires_at })
 }
 
 /// The principal a verified token proves. A role SBA does not grant (Supabase's `anon`, and
@@ -97,6 +112,14 @@ mod tests {
 
     fn principal(claims: serde_json::Value) -> Result<Principal, TokenError> {
         principal_from(serde_json::from_value(claims).unwrap())
+    }
+
+    #[test]
+    fn an_absurd_expiry_is_capped_rather_than_overflowing() {
+        let claims =
+            serde_json::from_value(json!({"sub": "u", "tenant_id": TENANT, "exp": u64::MAX})).unwrap();
+        let verified = verified_from(claims, &JwtRules::default().validation(Algorithm::HS256)).unwrap();
+        assert_eq!(verified.expires_at, std::time::UNIX_EPOCH + Duration::from_secs(LATEST_EXP));
     }
 
     #[test]

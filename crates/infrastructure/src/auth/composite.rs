@@ -7,8 +7,7 @@
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, decode_header};
-use sba_application::ports::{TokenError, TokenVerifier};
-use sba_domain::Principal;
+use sba_application::ports::{TokenError, TokenVerifier, VerifiedToken};
 
 use super::{HsJwtVerifier, JwksVerifier};
 
@@ -29,11 +28,11 @@ impl JwtVerifier {
 
 #[async_trait]
 impl TokenVerifier for JwtVerifier {
-    async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    async fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         match (header.alg, &self.hs256, &self.jwks) {
-            (Algorithm::HS256, Some(hs256), _) => hs256.verify(token).await,
-            (Algorithm::RS256 | Algorithm::ES256, _, Some(jwks)) => jwks.verify(token).await,
+            (Algorithm::HS256, Some(hs256), _) => hs256.verify_token(token).await,
+            (Algorithm::RS256 | Algorithm::ES256, _, Some(jwks)) => jwks.verify_token(token).await,
             _ => Err(TokenError::Invalid),
         }
     }

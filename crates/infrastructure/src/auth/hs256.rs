@@ -5,12 +5,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
-use sba_application::ports::{TokenError, TokenVerifier};
-use sba_domain::{Principal, Role, TenantId, UserId};
+use sba_application::ports::{TokenError, TokenVerifier, VerifiedToken};
+use sba_domain::{Role, TenantId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::claims::{Claims, JwtRules, principal_from, refusal};
+use super::claims::{Claims, JwtRules, refusal, verified_from};
 
 /// Verifies HS256 tokens against every configured secret.
 pub struct HsJwtVerifier {
@@ -34,7 +34,7 @@ impl HsJwtVerifier {
 
 #[async_trait]
 impl TokenVerifier for HsJwtVerifier {
-    async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    async fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Invalid);
@@ -52,7 +52,7 @@ impl TokenVerifier for HsJwtVerifier {
                 Err(e) => return Err(refusal(&e)),
             }
         }
-        principal_from(outcome?)
+        verified_from(outcome?, &self.validation)
     }
 }
 
@@ -157,6 +157,17 @@ mod tests {
             assert_eq!(principal.role, Role::Admin);
             assert_eq!(principal.user_id.as_str(), "user-1");
         }
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_expires_at_its_exp_plus_the_leeway() {
+        let claims = valid_claims();
+        let exp = claims["exp"].as_u64().unwrap();
+        let token = sign_raw(&claims, "k", Algorithm::HS256);
+        let leeway = JwtRules { leeway: Duration::from_secs(30), ..rules() };
+        let verified = HsJwtVerifier::new(&[secret("k")], &leeway).verify_token(&token).await.unwrap();
+        assert_eq!(verified.expires_at, std::time::UNIX_EPOCH + Duration::from_secs(exp + 30));
+        assert_eq!(verified.principal.user_id.as_str(), "user-1");
     }
 
     #[tokio::test]

@@ -22,13 +22,12 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use sba_application::ports::{TokenError, TokenVerifier};
-use sba_domain::Principal;
+use sba_application::ports::{TokenError, TokenVerifier, VerifiedToken};
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
-use super::claims::{Claims, JwtRules, principal_from, refusal};
+use super::claims::{Claims, JwtRules, refusal, verified_from};
 
 /// A key set is a few KiB; anything much larger is not one.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -168,7 +167,7 @@ impl JwksVerifier {
 
 #[async_trait]
 impl TokenVerifier for JwksVerifier {
-    async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    async fn verify_token(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         let validation = match header.alg {
             Algorithm::RS256 => &self.inner.rs256,
@@ -183,7 +182,7 @@ impl TokenVerifier for JwksVerifier {
             return Err(TokenError::Invalid);
         }
         let data = decode::<Claims>(token, &key.key, validation).map_err(|e| refusal(&e))?;
-        principal_from(data.claims)
+        verified_from(data.claims, validation)
     }
 }
 

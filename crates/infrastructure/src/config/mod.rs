@@ -17,5 +17,5 @@ pub use load::{CACHE_NAMESPACES, LoadOptions, Problem, Problems, load};
 pub use settings::{
     AuthSettings, CacheConfig, CorsSettings, DemoSettings, Environment, EventsSettings, KnowledgeSettings,
     LogFormat, LogSettings, RateLimitSettings, RedisSettings, SecretSource, ServerSettings, Settings,
-    StoreSettings, SupabaseRest, SupabaseSettings, TenantSettings, WorkerSettings,
+    StoreSettings, StreamSettings, SupabaseRest, SupabaseSettings, TenantSettings, WorkerSettings,
 };

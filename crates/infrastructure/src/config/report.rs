@@ -139,6 +139,7 @@ impl fmt::Display for Settings {
         line("demo.max_runs", &self.demo.max_runs);
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
         self.worker_lines(&mut line);
+        self.stream_lines(&mut line);
         line(
             "telemetry.otlp_endpoint",
             &OrNone(self.otlp_endpoint.as_ref().map(|url| redact_url(url.as_str())).as_ref()),
@@ -169,6 +170,31 @@ impl Settings {
         line("events.history_ttl", &duration_text(events.history_ttl));
         line("events.timeout", &duration_text(events.timeout));
         line("events.canary_timeout", &duration_text(events.canary_timeout));
+    }
+}
+
+impl Settings {
+    /// The WebSocket gateway's lines of the rendering.
+    fn stream_lines(&self, line: &mut dyn FnMut(&str, &dyn fmt::Display)) {
+        let stream = &self.stream;
+        line("stream.max_frame_bytes", &stream.max_frame_bytes);
+        line("stream.heartbeat_interval", &duration_text(stream.heartbeat_interval));
+        line("stream.heartbeat_timeout", &duration_text(stream.heartbeat_timeout));
+        line("stream.max_subscriptions", &stream.max_subscriptions);
+        line("stream.outbound_queue", &format_args!("{:?}", stream.outbound));
+        let rates = stream.throttle.default;
+        line(
+            "stream.events_per_second",
+            &format_args!("tenant {} / user {}", rates.tenant_per_second, rates.user_per_second),
+        );
+        let mut plans: Vec<String> = stream
+            .throttle
+            .plans
+            .iter()
+            .map(|(plan, rates)| format!("{plan}={}/{}", rates.tenant_per_second, rates.user_per_second))
+            .collect();
+        plans.sort();
+        line("stream.plans", &if plans.is_empty() { "(none)".to_owned() } else { plans.join("; ") });
     }
 }
 

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use sba_application::ratelimit::{FailMode, Rule};
 use sba_application::ratelimit_ws::WsOp;
+use sba_application::stream::outbound::OutboundLimits;
+use sba_application::stream::throttle::ThrottlePolicy;
 use sba_domain::ratelimit::Quota;
 use sba_domain::{TenantId, WebOrigin};
 use secrecy::SecretString;
@@ -67,6 +69,8 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub knowledge: KnowledgeSettings,
     pub demo: DemoSettings,
+    /// The WebSocket gateway (`GET /v1/stream`).
+    pub stream: StreamSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -190,6 +194,23 @@ pub struct DemoSettings {
     pub words_per_second: u32,
     /// Demo runs answered at once; more fail at once as `demo_agent_busy`.
     pub max_runs: usize,
+}
+
+/// The WebSocket gateway (`SBA_STREAM__*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The largest client frame (or message of continuation frames); larger closes 1009.
+    pub max_frame_bytes: usize,
+    /// How often the server pings each connection.
+    pub heartbeat_interval: Duration,
+    /// A connection from which nothing (pong or any frame) arrived for this long is closed.
+    pub heartbeat_timeout: Duration,
+    /// Subscriptions one connection may hold at once.
+    pub max_subscriptions: usize,
+    /// Each connection's outbound queue bounds and high-water marks.
+    pub outbound: OutboundLimits,
+    /// Event frames per second per tenant and per user, on each node.
+    pub throttle: ThrottlePolicy,
 }
 
 /// The knowledge API's own bounds.

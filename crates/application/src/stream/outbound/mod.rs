@@ -23,6 +23,11 @@
 //!   client resumes with `after_seq`. An empty queue takes any one frame, so an event larger
 //!   than the byte bound is delivered rather than wedging the connection.
 //!
+//! - While the connection is throttled ([`OutboundQueue::set_throttled`]: its tenant or
+//!   user is over its broadcast rate), deltas merge as they do above the high-water mark,
+//!   so that what the rate holds back is a few merged deltas, not a backlog of small ones
+//!   in front of the run's lifecycle events.
+//!
 //! Bytes are counted as the frames' lengths; a merged delta is counted from its parts, close
 //! to the length it is written with. Merged deltas are counted
 //! ([`OutboundQueue::coalesced_deltas`]) for metrics.
@@ -105,6 +110,8 @@ pub struct OutboundQueue {
     /// `step.delta` may be merged into.
     last_event: HashMap<(StreamChannel, RunId), u64>,
     coalesced_deltas: u64,
+    /// Deltas merge below the high-water mark too (broadcast throttling).
+    throttled: bool,
 }
 
 #[derive(Debug)]
@@ -155,6 +162,7 @@ impl OutboundQueue {
             bytes: 0,
             last_event: HashMap::new(),
             coalesced_deltas: 0,
+            throttled: false,
         }
     }
 
@@ -178,7 +186,7 @@ impl OutboundQueue {
     /// [`Overflow`] when the queue can neither take nor merge it (nothing changes).
     pub fn push_event(&mut self, channel: StreamChannel, event: LiveEvent) -> Result<Pushed, Overflow> {
         let mut delta = DeltaSlot::Unread;
-        if self.at_high_water() {
+        if self.throttled || self.at_high_water() {
             delta = DeltaSlot::read(&event);
             if let DeltaSlot::Delta(incoming) = delta {
                 match self.merge(channel, event.run_id, *incoming)? {
@@ -239,7 +247,14 @@ impl OutboundQueue {
         self.coalesced_deltas
     }
 
-    fn at_high_water(&self) -> bool {
+    /// Whether the connection is held back by its broadcast rate: deltas then merge
+    /// whatever the queue's length.
+    pub const fn set_throttled(&mut self, throttled: bool) {
+        self.throttled = throttled;
+    }
+
+    /// Whether the queue is at or above its high-water mark (history reads wait below it).
+    pub fn at_high_water(&self) -> bool {
         self.entries.len() >= self.limits.high_water_messages || self.bytes >= self.limits.high_water_bytes
     }
 

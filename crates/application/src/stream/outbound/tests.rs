@@ -299,3 +299,25 @@ fn the_byte_count_follows_what_is_queued_and_returns_to_zero() {
     assert_eq!(queue.bytes(), 0);
     assert!(queue.is_empty());
 }
+
+#[test]
+fn a_throttled_queue_merges_deltas_below_the_high_water_mark() {
+    let mut queue = OutboundQueue::new(limits(16, 8));
+    let channel = StreamChannel::Run(RUN_A);
+    queue.push_event(channel, step_created(RUN_A, 1, "s1")).unwrap();
+    queue.push_event(channel, delta(RUN_A, 2, "s1", "a")).unwrap();
+    queue.set_throttled(true);
+    assert!(!queue.at_high_water());
+    assert_eq!(queue.push_event(channel, delta(RUN_A, 3, "s1", "b")).unwrap(), Pushed::Coalesced);
+    queue.set_throttled(false);
+    assert_eq!(queue.push_event(channel, delta(RUN_A, 4, "s1", "c")).unwrap(), Pushed::Queued);
+    let frames = drain(&mut queue);
+    assert_eq!(
+        summary(&frames),
+        [
+            (1, "step.created".to_owned(), String::new()),
+            (3, "step.delta".to_owned(), "ab".to_owned()),
+            (4, "step.delta".to_owned(), "c".to_owned()),
+        ]
+    );
+}

@@ -44,6 +44,7 @@ mod parse;
 mod rate_limit;
 mod redis;
 mod server;
+mod stream;
 mod supabase;
 mod telemetry;
 mod tenants;
@@ -77,7 +78,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 15] = [
+const SECTIONS: [(&str, &[&str]); 16] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -93,6 +94,7 @@ const SECTIONS: [(&str, &[&str]); 15] = [
     ("cache", cache::RawCache::KEYS),
     ("knowledge", knowledge::RawKnowledge::KEYS),
     ("demo", demo::RawDemo::KEYS),
+    ("stream", stream::RawStream::KEYS),
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
@@ -166,6 +168,7 @@ raw_section! {
         cache: cache::RawCache,
         knowledge: knowledge::RawKnowledge,
         demo: demo::RawDemo,
+        stream: stream::RawStream,
     }
 }
 
@@ -201,6 +204,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let cache = cache::cache_settings(&mut ctx.problems, &raw.cache);
     let knowledge = knowledge::knowledge_settings(&mut ctx.problems, &raw.knowledge);
     let demo = demo::demo_settings(&mut ctx, &raw.demo);
+    let stream = stream::stream_settings(&mut ctx.problems, &raw.stream);
     let otlp_endpoint = telemetry::otlp_endpoint(&mut ctx.problems, &raw.telemetry);
 
     if !ctx.problems.0.is_empty() {
@@ -225,6 +229,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         cache,
         knowledge,
         demo,
+        stream,
         otlp_endpoint,
         warnings,
     })
@@ -503,6 +508,9 @@ mod tests {
             "SBA_CACHE__VERSION_TTL_SECS",
             "SBA_CACHE__TTLS",
             "SBA_KNOWLEDGE__MAX_CONCURRENT_UPLOADS",
+            "SBA_STREAM__MAX_FRAME_BYTES",
+            "SBA_STREAM__HEARTBEAT_INTERVAL",
+            "SBA_STREAM__PLANS",
         ] {
             assert!(known.iter().any(|k| k == name), "{name} is no longer known");
         }

@@ -1,0 +1,143 @@
+//! The WebSocket gateway, `GET /v1/stream` (ARCHITECTURE.md §7, ADR 0018): the handshake
+//! ([`handshake`]), one task per connection reading the client's ops ([`connection`]), one
+//! per subscription feeding its events into the connection's outbound queue
+//! ([`subscription`]), and one writing that queue to the socket at the broadcast rates
+//! ([`outbound`]). The protocol itself (frames, queue policy, replay-then-live, who may
+//! subscribe) is `sba_application::stream`.
+//!
+//! The authentication middleware verifies the token of this route from any of its three
+//! transports and the tenant is admitted before the handler runs, so a bad token is a 401
+//! problem and never an upgrade; the rate limit middleware counts handshakes like any
+//! `/v1/*` request.
+
+mod connection;
+pub(super) mod handshake;
+mod metrics;
+mod outbound;
+mod subscription;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
+use sba_application::ports::EventBus;
+use sba_application::stream::authorize::StreamAuthorizer;
+use sba_application::stream::outbound::OutboundLimits;
+use sba_application::stream::subscription::FeedLimits;
+use sba_application::stream::throttle::{BroadcastThrottle, ThrottlePolicy};
+use tokio::sync::watch;
+
+use self::connection::Connection;
+use super::auth::{Authenticated, TenantStanding};
+use super::error::{ApiError, ProblemCode};
+use crate::http::AppState;
+
+/// The route template of the gateway.
+pub const ROUTE: &str = "/v1/stream";
+
+/// The subprotocol the server selects whenever the client offers it.
+pub const SUBPROTOCOL: &str = "sba.v1";
+
+/// How the gateway treats connections (`SBA_STREAM__*`).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamConfig {
+    pub max_frame_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub max_subscriptions: usize,
+    pub outbound: OutboundLimits,
+    pub feed: FeedLimits,
+    /// How long a closing connection may take to flush what is queued (shutdown, token
+    /// expiry) before it is closed anyway.
+    pub flush_timeout: Duration,
+}
+
+/// What every connection of the node shares: the configuration, who may subscribe, the
+/// bus, the broadcast rates, and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct StreamGateway(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: StreamConfig,
+    authorizer: StreamAuthorizer,
+    bus: Arc<dyn EventBus>,
+    throttle: BroadcastThrottle,
+    /// `true` once the node stops: no new upgrade, and every connection flushes and closes
+    /// with 1001.
+    stopping: watch::Sender<bool>,
+}
+
+impl StreamGateway {
+    pub fn new(
+        config: StreamConfig,
+        authorizer: StreamAuthorizer,
+        bus: Arc<dyn EventBus>,
+        throttle: ThrottlePolicy,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            authorizer,
+            bus,
+            throttle: BroadcastThrottle::new(throttle),
+            stopping: watch::Sender::new(false),
+        }))
+    }
+
+    /// Refuses new upgrades and tells every connection to flush its queue and close with
+    /// 1001 (the HTTP server's graceful stop then waits for them, up to its timeout).
+    pub fn shut_down(&self) {
+        self.0.stopping.send_replace(true);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+}
+
+/// When the connection's token stops being accepted, recorded by the authentication
+/// middleware for this route.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokenExpiry(pub SystemTime);
+
+/// `GET /v1/stream`: upgrades an authenticated request to the WebSocket stream.
+#[utoipa::path(get, path = "/v1/stream", tag = "stream", operation_id = "stream",
+    description = include_str!("protocol.md"),
+    params(
+        ("access_token" = Option<String>, Query, description = "The JWT, for clients that cannot set headers (never logged); the subprotocol list `sba.v1, bearer.<jwt>` is the other alternative to `Authorization`."),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the WebSocket stream (frames described above)."),
+        (status = 400, description = "`invalid_request`: not a WebSocket upgrade request.", body = super::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn stream(
+    req: HttpRequest,
+    body: web::Payload,
+    Authenticated(ctx): Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gateway = state.stream.clone();
+    if gateway.stopping() {
+        return Err(ApiError::new(ProblemCode::ServerBusy, "This node is shutting down; connect again.")
+            .with_retry_after_ms(1000));
+    }
+    let (expires_at, plan) = {
+        let extensions = req.extensions();
+        let expiry = extensions.get::<TokenExpiry>().map_or(SystemTime::UNIX_EPOCH, |expiry| expiry.0);
+        let plan =
+            extensions.get::<TenantStanding>().and_then(TenantStanding::tenant).and_then(|t| t.plan.clone());
+        (expiry, plan)
+    };
+    let (response, session, messages) =
+        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]).map_err(|_| {
+            ApiError::new(ProblemCode::InvalidRequest, "`GET /v1/stream` is a WebSocket upgrade.")
+        })?;
+    let messages = messages
+        .max_frame_size(gateway.0.config.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(gateway.0.config.max_frame_bytes);
+    let connection = Connection::open(gateway, state.into_inner(), ctx, expires_at, plan.as_deref(), session);
+    actix_web::rt::spawn(connection.run(messages));
+    Ok(response)
+}

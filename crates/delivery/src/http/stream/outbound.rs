@@ -1,0 +1,191 @@
+//! A connection's outbound side: its [`OutboundQueue`], shared by the connection task and
+//! its subscriptions, which push without waiting, and the writer task that drains it to the
+//! socket one frame at a time, at the broadcast rates of the connection's tenant and user.
+//! The socket's own buffer is small (actix-ws holds 32 frames), so a client that reads
+//! slowly backs frames up here, where the queue's policy (coalescing, then 1013) applies,
+//! and never in the bus or in another connection.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use actix_ws::Session;
+use sba_application::ports::LiveEvent;
+use sba_application::stream::outbound::{OutboundLimits, OutboundQueue, Overflow, Pushed};
+use sba_application::stream::protocol::StreamChannel;
+use sba_application::stream::throttle::ConnectionThrottle;
+use tokio::sync::{Notify, watch};
+
+use super::metrics;
+
+/// The queue, the broadcast rates it is sent at, and the wake-ups around it.
+#[derive(Debug)]
+pub struct Outbound {
+    queue: Mutex<OutboundQueue>,
+    throttle: ConnectionThrottle,
+    /// A frame was queued (the writer may be waiting for one).
+    queued: Notify,
+    /// The queue went below its high-water mark (history reads wait for it).
+    below_high_water: Notify,
+}
+
+impl Outbound {
+    pub fn new(limits: OutboundLimits, throttle: ConnectionThrottle) -> Self {
+        Self {
+            queue: Mutex::new(OutboundQueue::new(limits)),
+            throttle,
+            queued: Notify::new(),
+            below_high_water: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, OutboundQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an ack, pong or error frame.
+    ///
+    /// # Errors
+    /// [`Overflow`]: close the connection with 1013.
+    pub fn push_control(&self, frame: String) -> Result<(), Overflow> {
+        self.queue().push_control(frame)?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Queues an event of the subscription to `channel`, merged into the delta it continues
+    /// above the high-water mark, or when the queue holds as many frames as the broadcast
+    /// rates let through now (see `sba_application::stream::throttle`).
+    ///
+    /// # Errors
+    /// [`Overflow`]: close the connection with 1013.
+    pub fn push_event(&self, channel: StreamChannel, event: LiveEvent) -> Result<(), Overflow> {
+        let mut queue = self.queue();
+        #[allow(clippy::cast_precision_loss, reason = "a queue length is far below 2^52")]
+        let over_rate = queue.len() as f64 >= self.throttle.available(Instant::now());
+        queue.set_throttled(over_rate);
+        let pushed = queue.push_event(channel, event)?;
+        drop(queue);
+        if over_rate {
+            metrics::throttled();
+        }
+        match pushed {
+            Pushed::Queued => self.queued.notify_one(),
+            Pushed::Coalesced => metrics::coalesced_delta(),
+        }
+        Ok(())
+    }
+
+    /// Completes once the queue is below its high-water mark.
+    pub async fn below_high_water(&self) {
+        loop {
+            let notified = self.below_high_water.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a pop in between is not missed.
+            notified.as_mut().enable();
+            if !self.queue().at_high_water() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next frame to send, and how many are left behind it.
+    fn pop(&self) -> Option<(String, usize)> {
+        let mut queue = self.queue();
+        let frame = queue.pop()?;
+        let left = queue.len();
+        if !queue.at_high_water() {
+            self.below_high_water.notify_waiters();
+        }
+        Some((frame, left))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue().is_empty()
+    }
+}
+
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterEnd {
+    /// Asked to finish, and everything queued was sent.
+    Flushed,
+    /// The socket is closed.
+    Closed,
+}
+
+/// Sends the queue's frames to `session` until the socket closes, or until `finish` turns
+/// `true` and the queue is empty. Event frames wait for the connection's broadcast rates.
+pub async fn write(
+    outbound: &Outbound,
+    mut session: Session,
+    mut finish: watch::Receiver<bool>,
+) -> WriterEnd {
+    loop {
+        let Some((frame, left)) = outbound.pop() else {
+            if *finish.borrow() {
+                return WriterEnd::Flushed;
+            }
+            tokio::select! {
+                () = outbound.queued.notified() => {}
+                changed = finish.changed() => if changed.is_err() { return WriterEnd::Flushed },
+            }
+            continue;
+        };
+        if is_event(&frame) {
+            while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if session.text(frame).await.is_err() {
+            return WriterEnd::Closed;
+        }
+        metrics::frame_out(left);
+    }
+}
+
+/// Whether a server frame is an event (only those count against the broadcast rates).
+fn is_event(frame: &str) -> bool {
+    frame.starts_with(r#"{"type":"event""#)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use sba_application::stream::protocol::{OpId, ack_frame, event_frame};
+    use sba_application::stream::throttle::{BroadcastThrottle, ThrottlePolicy, ThrottleRates};
+    use sba_domain::{RunId, TenantId, UserId};
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn only_event_frames_are_throttled() {
+        let event = LiveEvent { run_id: RunId::from_uuid(Uuid::nil()), seq: 1, json: "{}".into() };
+        assert!(is_event(&event_frame(StreamChannel::Tenant, &event)));
+        assert!(!is_event(&ack_frame(&OpId::parse("1").unwrap())));
+    }
+
+    #[tokio::test]
+    async fn history_reads_wait_until_the_writer_takes_the_queue_below_high_water() {
+        let policy = ThrottlePolicy {
+            default: ThrottleRates { tenant_per_second: NonZeroU32::MIN, user_per_second: NonZeroU32::MIN },
+            plans: std::collections::HashMap::new(),
+        };
+        let throttle = BroadcastThrottle::new(policy).connection(
+            TenantId::from_uuid(Uuid::nil()),
+            &UserId::parse("u").unwrap(),
+            None,
+        );
+        let outbound = Outbound::new(OutboundLimits::new(8, 1 << 20, 2, 1 << 20).unwrap(), throttle);
+        outbound.push_control("a".into()).unwrap();
+        outbound.push_control("b".into()).unwrap();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water());
+        assert!(waiting.await.is_err(), "at high water");
+        assert_eq!(outbound.pop(), Some(("a".to_owned(), 1)));
+        tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water())
+            .await
+            .unwrap();
+    }
+}
