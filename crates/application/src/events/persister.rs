@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 
-use crate::ports::{EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger, SkippedEvent};
+use futures_util::future::BoxFuture;
+
+use crate::ports::{ApplyOutcome, EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger, SkippedEvent};
 
 /// How many deliveries an entry the ledger refuses gets before it goes to the dead letters.
 pub const DEFAULT_MAX_ATTEMPTS: u64 = 5;
@@ -95,18 +97,46 @@ impl EventPersister {
             return Ok(report);
         }
         let started = Instant::now();
+        // A run's acknowledgement (sent once its transaction committed) travels while the
+        // next run's transaction runs: the queue's round trip costs the pass nothing. A
+        // failed acknowledgement still ends the pass; what the next run committed meanwhile
+        // comes again and is found as duplicates.
+        let mut in_flight: Option<BoxFuture<'static, Result<(), QueueError>>> = None;
         for group in group_by_run(entries) {
-            self.persist_run(group, &mut report).await?;
+            let applied = match in_flight.take() {
+                Some(ack) => {
+                    let (acked, applied) = futures_util::join!(ack, self.apply_run(&group));
+                    acked?;
+                    applied
+                }
+                None => self.apply_run(&group).await,
+            };
+            in_flight = self.settle_run(group, applied, &mut report).await?;
+        }
+        if let Some(ack) = in_flight {
+            ack.await?;
         }
         self.batch_seconds.record(started.elapsed().as_secs_f64());
         Ok(report)
     }
 
-    async fn persist_run(&self, group: RunGroup, report: &mut PersistReport) -> Result<(), PersistError> {
+    /// The run's transaction: all its events of the batch, sorted by seq.
+    async fn apply_run(&self, group: &RunGroup) -> Result<ApplyOutcome, LedgerError> {
         let mut events: Vec<RunEvent> = group.entries.iter().flat_map(|e| e.events.iter().cloned()).collect();
         events.sort_by_key(|e| e.seq);
-        let (first_seq, last_seq) = seq_range(&events);
-        match self.ledger.apply_events(group.tenant, group.run, events).await {
+        self.ledger.apply_events(group.tenant, group.run, events).await
+    }
+
+    /// Counts and logs what the run's transaction did; answers the acknowledgement of its
+    /// entries to send when it committed, and dead-letters them as the refusal requires.
+    async fn settle_run(
+        &self,
+        group: RunGroup,
+        applied: Result<ApplyOutcome, LedgerError>,
+        report: &mut PersistReport,
+    ) -> Result<Option<BoxFuture<'static, Result<(), QueueError>>>, PersistError> {
+        let (first_seq, last_seq) = group_seq_range(&group);
+        match applied {
             Ok(outcome) => {
                 // Recorded before the ack: the events are committed, and a redelivery after a
                 // failed ack would only find them as duplicates.
@@ -115,12 +145,17 @@ impl EventPersister {
                 report.events_applied += outcome.applied;
                 report.duplicates_skipped += outcome.duplicates;
                 report.skipped += outcome.skipped.len();
-                self.queue.ack(&group.entries).await?;
-                // The queue's clock against this host's: a lag metric, not a decision.
-                let now = Utc::now();
-                for entry in &group.entries {
-                    self.lag_seconds.record(lag_seconds(entry.queued_at, now));
-                }
+                let (queue, lag_seconds) = (Arc::clone(&self.queue), self.lag_seconds.clone());
+                let entries = group.entries;
+                return Ok(Some(Box::pin(async move {
+                    queue.ack(&entries).await?;
+                    // The queue's clock against this host's: a lag metric, not a decision.
+                    let now = Utc::now();
+                    for entry in &entries {
+                        lag_seconds.record(lag_seconds_between(entry.queued_at, now));
+                    }
+                    Ok(())
+                })));
             }
             Err(LedgerError::Unexpected(error)) => {
                 report.runs_failed += 1;
@@ -148,7 +183,7 @@ impl EventPersister {
                 );
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -177,8 +212,14 @@ fn group_by_run(entries: Vec<QueuedEntry>) -> Vec<RunGroup> {
 }
 
 /// Seconds from `queued_at` to `now`; 0 when clocks disagree the other way.
-fn lag_seconds(queued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+fn lag_seconds_between(queued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
     (now - queued_at).to_std().unwrap_or_default().as_secs_f64()
+}
+
+/// The lowest and highest seq of a run's entries.
+fn group_seq_range(group: &RunGroup) -> (u64, u64) {
+    let seqs = || group.entries.iter().flat_map(|e| e.events.iter().map(|e| e.seq));
+    (seqs().min().unwrap_or(0), seqs().max().unwrap_or(0))
 }
 
 fn seq_range(events: &[RunEvent]) -> (u64, u64) {
@@ -364,6 +405,8 @@ mod tests {
     async fn two_runs_in_one_batch_are_two_transactions_in_queue_order() {
         let mut queue = MockEventQueue::new();
         let mut ledger = MockRunLedger::new();
+        // Run 2's acknowledgement travels while run 1's transaction runs; each is sent only
+        // after its own run committed (the acknowledgement is made by the commit's answer).
         let mut order = Sequence::new();
         batch(
             &mut queue,
@@ -401,6 +444,25 @@ mod tests {
         let report = persister(queue, ledger).persist_once(10).await.unwrap();
 
         assert_eq!(report.events_applied, 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_acknowledgement_ends_the_pass_after_the_next_run_committed() {
+        let mut queue = MockEventQueue::new();
+        let mut ledger = MockRunLedger::new();
+        batch(&mut queue, vec![entry("1-0", run(1), 2..=2, 1), entry("2-0", run(2), 2..=2, 1)]);
+        ledger.expect_apply_events().times(2).returning(|_, _, _| Ok(outcome(1, 0)));
+        queue
+            .expect_ack()
+            .withf(|e| ids(e) == ["1-0"])
+            .times(1)
+            .returning(|_| Err(QueueError::Unavailable(anyhow::anyhow!("timeout"))));
+        // Run 2 committed while run 1's ack failed: its entry stays pending and comes again.
+        queue.expect_ack().withf(|e| ids(e) == ["2-0"]).never();
+
+        let failed = persister(queue, ledger).persist_once(10).await;
+
+        assert!(matches!(failed, Err(PersistError::Queue(QueueError::Unavailable(_)))), "{failed:?}");
     }
 
     #[tokio::test]
@@ -528,9 +590,12 @@ mod tests {
     fn the_lag_runs_from_queueing_to_now_and_is_never_negative() {
         let queued_at = Utc::now();
         assert!(
-            (lag_seconds(queued_at, queued_at + chrono::Duration::milliseconds(1500)) - 1.5).abs() < 1e-9
+            (lag_seconds_between(queued_at, queued_at + chrono::Duration::milliseconds(1500)) - 1.5).abs()
+                < 1e-9
         );
-        assert!(lag_seconds(queued_at, queued_at - chrono::Duration::seconds(2)).abs() < f64::EPSILON);
+        assert!(
+            lag_seconds_between(queued_at, queued_at - chrono::Duration::seconds(2)).abs() < f64::EPSILON
+        );
     }
 
     #[tokio::test]

@@ -186,7 +186,7 @@ fn print_persist(result: &PersistResult) {
     println!("| raw multi-row INSERT (baseline) | {} | 100 % | |", thousands(raw));
     let raw_json = median_of(result.raw_json.clone());
     println!(
-        "| raw INSERT from one JSON parameter (the ledger's statement alone) | {} | {} | {} |",
+        "| raw INSERT from one JSON parameter (tried for the ledger, not kept) | {} | {} | {} |",
         thousands(raw_json),
         percent(raw_json / raw),
         ratios(&result.raw_json)

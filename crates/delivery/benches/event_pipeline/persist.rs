@@ -43,8 +43,8 @@ enum Side {
     Ledger,
     /// The same rows by one multi-row `INSERT` per run in a transaction of its own.
     Raw,
-    /// The same rows by one `INSERT … SELECT … FROM json_to_recordset($1)` per run (the
-    /// ledger's statement on PostgreSQL), without the ledger's row lock and state query.
+    /// The same rows by one `INSERT … SELECT … FROM json_to_recordset($1)` per run: one
+    /// bound value instead of seven per row, tried for the ledger and not kept (slower).
     RawJson,
 }
 
@@ -338,8 +338,8 @@ async fn insert_raw(fixture: &Fixture, runs: &[AgentRun], first: u64, batch: u64
     started.elapsed()
 }
 
-/// Per run, `BEGIN`, the ledger's `INSERT … FROM json_to_recordset($1)` of the same rows,
-/// `COMMIT`; the JSON is built inside the timed region, as the ledger does.
+/// Per run, `BEGIN`, one `INSERT … FROM json_to_recordset($1)` of the same rows, `COMMIT`;
+/// the JSON is built inside the timed region.
 async fn insert_raw_json(fixture: &Fixture, runs: &[AgentRun], first: u64, batch: u64) -> Duration {
     const INSERT: &str = "INSERT INTO agent_events (tenant_id, run_id, seq, producer_id, kind, data, created_at) \
         SELECT e.tenant_id, e.run_id, e.seq, e.producer_id, e.kind, e.data, e.created_at \

@@ -11,20 +11,19 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sba_application::ports::{ApplyOutcome, LedgerError, RepositoryError, RunEnding, RunLedger};
 use sba_domain::events::{EventData, RunEvent, StepRef, ToolCallRef};
 use sba_domain::runs::progress::{Change, RunProgress, step_status_for};
 use sba_domain::steps::{StepStatus, StepType, ToolCallStatus};
 use sba_domain::usage::Usage;
 use sba_domain::{AgentRun, AuditEntry, RunId, RunStatus, TenantId};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait as _, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect, SqliteTransactionMode, Statement,
     TransactionOptions, TransactionTrait,
 };
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::audit_model;
@@ -297,14 +296,13 @@ fn numbered_placeholders(backend: DbBackend, sql: &str) -> String {
     numbered
 }
 
-/// Stores events. The caller holds the run's row lock and passes seqs above the last stored
-/// one (on SQLite a `(run_id, seq)` already present is left as it is).
+/// Stores events. Every caller holds the run's row lock and passes only seqs above the last
+/// stored one, so no `ON CONFLICT` clause: a conflict cannot happen (it would be a bug, and
+/// fails the transaction), and on PostgreSQL the clause costs every row a speculative
+/// insertion (ADR 0017, "As built: the cost of the hot paths").
 async fn insert_events(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result<(), LedgerError> {
     if events.is_empty() {
         return Ok(());
-    }
-    if txn.get_database_backend() == DbBackend::Postgres {
-        return insert_events_as_json(txn, events).await;
     }
     let models = events.iter().map(|event| {
         Ok(agent_events::ActiveModel {
@@ -319,63 +317,9 @@ async fn insert_events(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result
     });
     let models = models.collect::<anyhow::Result<Vec<_>>>().map_err(LedgerError::Unexpected)?;
     agent_events::Entity::insert_many(models)
-        .on_conflict(
-            OnConflict::columns([agent_events::Column::RunId, agent_events::Column::Seq])
-                .do_nothing()
-                .to_owned(),
-        )
         .exec_without_returning(txn)
         .await
         .map_err(unexpected("inserting events"))?;
-    Ok(())
-}
-
-/// An `agent_events` row as one element of the JSON array [`INSERT_EVENTS_FROM_JSON`] reads.
-#[derive(Serialize)]
-struct EventRow<'a> {
-    tenant_id: Uuid,
-    run_id: Uuid,
-    seq: u64,
-    producer_id: Option<&'a str>,
-    kind: &'static str,
-    data: serde_json::Value,
-    /// Microseconds, truncated, as PostgreSQL keeps them and the driver binds them.
-    created_at: String,
-}
-
-/// The batch's rows as one JSON parameter: one bound value and one short statement whatever
-/// the batch size, where a multi-row `VALUES` binds seven per row (ADR 0017, "As built: the
-/// cost of the hot paths"). No `ON CONFLICT`: every caller holds the run's row lock and
-/// writes only seqs above the last stored one, so a conflict cannot happen, and PostgreSQL's
-/// speculative insertion would cost every row an extra index probe. A conflict would be a
-/// bug, and fails the transaction.
-const INSERT_EVENTS_FROM_JSON: &str = "\
-    INSERT INTO agent_events (tenant_id, run_id, seq, producer_id, kind, data, created_at) \
-    SELECT e.tenant_id, e.run_id, e.seq, e.producer_id, e.kind, e.data, e.created_at \
-    FROM json_to_recordset($1::json) AS e(tenant_id uuid, run_id uuid, seq bigint, \
-         producer_id text, kind text, data jsonb, created_at timestamptz)";
-
-async fn insert_events_as_json(txn: &DatabaseTransaction, events: &[RunEvent]) -> Result<(), LedgerError> {
-    let rows: Vec<EventRow<'_>> = events
-        .iter()
-        .map(|event| EventRow {
-            tenant_id: event.tenant_id.as_uuid(),
-            run_id: event.run_id.as_uuid(),
-            seq: event.seq,
-            producer_id: event.producer_id.as_deref(),
-            kind: event.kind().as_str(),
-            data: event.data_json(),
-            created_at: event.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        })
-        .collect();
-    let json = serde_json::to_string(&rows).context("encoding events").map_err(LedgerError::Unexpected)?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        INSERT_EVENTS_FROM_JSON,
-        [json.into()],
-    ))
-    .await
-    .map_err(unexpected("inserting events"))?;
     Ok(())
 }
 
