@@ -216,7 +216,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     }
     let mut warnings = ignored_variables(env);
     warnings.extend(unknown_variables(env));
-    warnings.extend(playground::exposure_warning(&playground, &server));
+    warnings.extend(playground::exposure_warning(playground, &server));
     Ok(Settings {
         environment,
         data_dir,

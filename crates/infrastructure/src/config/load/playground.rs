@@ -22,7 +22,7 @@ pub(super) fn playground_settings(ctx: &mut Ctx<'_>, raw: &RawPlayground) -> Pla
 
 /// A warning when the token endpoint listens beyond the loopback interface: anyone who
 /// reaches the port can then mint an admin token of any tenant.
-pub(super) fn exposure_warning(playground: &PlaygroundSettings, server: &ServerSettings) -> Option<String> {
+pub(super) fn exposure_warning(playground: PlaygroundSettings, server: &ServerSettings) -> Option<String> {
     (playground.dev_tokens && !server.host.is_loopback()).then(|| {
         format!(
             "POST /dev/token (the playground's development tokens) is served on {}: anyone who reaches \
