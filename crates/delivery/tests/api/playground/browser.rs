@@ -60,6 +60,57 @@ fn assert_each_seq_once_in_order(rows: &[(u64, u64, String)]) {
     }
 }
 
+/// Waits for the page's subscription; a refused WebSocket fails at once, with what the page
+/// says.
+async fn wait_for_subscription(browser: &Browser) {
+    browser
+        .wait_until(
+            "a subscribed or refused WebSocket",
+            "const status = document.getElementById('connection-status');
+             return status.textContent.includes('subscribed') || status.dataset.state === 'error';",
+        )
+        .await;
+    let connection = text_of(browser, "connection-status").await;
+    assert!(
+        connection.starts_with("open (sba.v1), subscribed"),
+        "GET /v1/stream did not take the page's subscription (the server selects sba.v1): {connection}"
+    );
+}
+
+/// The page's assembled text, after checking it is what the echo agent streamed for
+/// `prompt`, word for word, up to the deltas shown (and short of the whole prompt).
+async fn assert_text_is_the_echoed_prefix(
+    browser: &Browser,
+    shown: &[(u64, u64, String)],
+    prompt: &str,
+) -> String {
+    let delta_seqs: u64 =
+        shown.iter().filter(|(_, _, kind)| kind == "step.delta").map(|(from, seq, _)| seq - from + 1).sum();
+    let deltas: Vec<String> = script(prompt)
+        .into_iter()
+        .filter(|(kind, _)| *kind == EventKind::StepDelta)
+        .map(|(_, data)| data["text"].as_str().unwrap().to_owned())
+        .collect();
+    let count = usize::try_from(delta_seqs).unwrap();
+    assert!(count < deltas.len(), "the run was cancelled before its end");
+    let text = text_of(browser, "text").await;
+    assert_eq!(text, deltas[..count].concat());
+    text
+}
+
+/// The rows shown are exactly the run's stored events, no more, no less (a coalesced delta
+/// stands for its range).
+async fn assert_shown_as_stored(app: &TestApp, run: &str, shown: &[(u64, u64, String)]) {
+    let token = app.token(DEFAULT_TENANT.parse().unwrap(), DEFAULT_USER, Role::Authenticated);
+    let stored = stored_events(app, &token, run).await;
+    if shown.iter().all(|(from, seq, _)| from == seq) {
+        let listed: Vec<(u64, String)> = shown.iter().map(|(_, seq, kind)| (*seq, kind.clone())).collect();
+        assert_eq!(listed, stored);
+    } else {
+        assert_eq!(shown.last().map(|(_, seq, _)| *seq), stored.last().map(|(seq, _)| *seq));
+    }
+}
+
 /// Loads the page and waits for the token it mints by itself.
 async fn open_playground(browser: &mut Browser, app: &TestApp) {
     browser.goto(&app.url(PAGE)).await;
@@ -164,21 +215,14 @@ async fn browser_the_page_loads_from_the_server_alone_mints_a_token_and_starts_a
 
 #[tokio::test]
 async fn browser_deltas_stream_in_order_resume_replays_without_duplicates_and_cancel_ends_the_run() {
-    // 20 words a second and 200 words: the run lasts 10 s, so cancel lands mid-run.
+    // 20 words a second and 400 words: the run lasts 20 s, so cancel lands mid-run.
     let app = spawn_app_with(Store::Sqlite, &[("SBA_DEMO__WORDS_PER_SECOND", "20")]).await;
     let mut browser = Browser::start().await;
     open_playground(&mut browser, &app).await;
-    let prompt = words(200);
+    let prompt = words(400);
     let run = start_run(&browser, &prompt).await;
 
-    browser
-        .wait_until(
-            "a subscribed WebSocket",
-            "return document.getElementById('connection-status').textContent.includes('subscribed');",
-        )
-        .await;
-    let connection = text_of(&browser, "connection-status").await;
-    assert!(connection.starts_with("open (sba.v1), subscribed"), "the server selects sba.v1: {connection}");
+    wait_for_subscription(&browser).await;
     browser
         .wait_until(
             "five deltas",
@@ -226,27 +270,8 @@ async fn browser_deltas_stream_in_order_resume_replays_without_duplicates_and_ca
         kinds[3..kinds.len() - 1].iter().all(|kind| *kind == "step.delta"),
         "cancelled mid-stream: {kinds:?}"
     );
-    // The assembled text is what the echo agent streamed, word for word, up to the cancel.
-    let delta_seqs: u64 =
-        shown.iter().filter(|(_, _, kind)| kind == "step.delta").map(|(from, seq, _)| seq - from + 1).sum();
-    let streamed: String = script(&prompt)
-        .into_iter()
-        .filter(|(kind, _)| *kind == EventKind::StepDelta)
-        .take(usize::try_from(delta_seqs).unwrap())
-        .map(|(_, data)| data["text"].as_str().unwrap().to_owned())
-        .collect();
-    let text = text_of(&browser, "text").await;
-    assert_eq!(text, streamed);
-    assert!(delta_seqs < 200, "the run was cancelled before its end");
-    // Exactly what the server stored, no more, no less.
-    let token = app.token(DEFAULT_TENANT.parse().unwrap(), DEFAULT_USER, Role::Authenticated);
-    let stored = stored_events(&app, &token, &run).await;
-    if shown.iter().all(|(from, seq, _)| from == seq) {
-        let listed: Vec<(u64, String)> = shown.iter().map(|(_, seq, kind)| (*seq, kind.clone())).collect();
-        assert_eq!(listed, stored);
-    } else {
-        assert_eq!(shown.last().map(|(_, seq, _)| *seq), stored.last().map(|(seq, _)| *seq));
-    }
+    let text = assert_text_is_the_echoed_prefix(&browser, &shown, &prompt).await;
+    assert_shown_as_stored(&app, &run, &shown).await;
 
     // Resume from an earlier seq: the page drops what follows it and the replay restores it,
     // each event once.

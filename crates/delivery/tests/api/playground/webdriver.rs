@@ -92,6 +92,8 @@ impl Browser {
                     "--disable-dev-shm-usage",
                     "--no-first-run",
                     "--no-default-browser-check",
+                    "--disable-crash-reporter",
+                    "--disable-breakpad",
                     "--window-size=1200,1400",
                     format!("--user-data-dir={}", browser.profile.display()),
                 ],
