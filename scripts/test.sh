@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command. Starts the private PostgreSQL and Redis
-# (scripts/services-up.sh), runs every test with cargo-nextest, then the doc tests
+# (scripts/services-up.sh), installs chromium and chromedriver when missing
+# (scripts/install-chromium.sh), runs every test with cargo-nextest, then the doc tests
 # (nextest does not run those), then scripts/schemathesis.sh (the service against its
 # OpenAPI document). Exits non-zero when any of them fails.
 #
@@ -28,6 +29,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 start_test_services tests
+# The playground's browser test drives Debian's chromium through chromedriver; it fails
+# (never skips) without them.
+scripts/install-chromium.sh
 log "SBA_TEST_DATABASE_URL=$SBA_TEST_DATABASE_URL SBA_TEST_REDIS_URL=$SBA_TEST_REDIS_URL"
 
 status=0

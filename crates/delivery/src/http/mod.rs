@@ -13,6 +13,7 @@ mod lists;
 mod me;
 pub mod metrics;
 pub mod openapi;
+pub mod playground;
 mod ratelimit;
 mod request_id;
 mod run_details;
@@ -119,6 +120,7 @@ pub fn configure(
     limits: Limits,
     admin: AdminRoutes,
 ) {
+    let pages = state.clone();
     cfg.app_data(state)
         .app_data(error::json_config(limits.max_body_bytes))
         .app_data(error::path_config())
@@ -139,6 +141,7 @@ pub fn configure(
                     AdminRoutes::Public => admin_routes(cfg),
                 })
                 .configure(register_routes)
+                .configure(|cfg| playground::configure(cfg, &pages))
                 .default_service(web::to(error::not_found)),
         );
 }

@@ -1,4 +1,5 @@
-//! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request is keyed
+//! HTTP rate limiting (ADR 0006), before the handler runs: every `/v1/*` request (and the
+//! playground's `POST /dev/token`) is keyed
 //! `tenant|ip|METHOD|route template` ([`HttpLimitKey`]; unauthenticated requests per IP; the
 //! IP is the client behind trusted proxies, [`super::client_addr`]),
 //! decided by [`sba_application::ratelimit::RateLimits`], and answered with the IETF draft
@@ -31,7 +32,9 @@ pub async fn middleware(
     };
     let (Some(policies), Some(route)) = (
         state.rate_policies.clone(),
-        super::route_template(req.request()).filter(|route| route.starts_with("/v1/")),
+        super::route_template(req.request()).filter(|route| {
+            route.starts_with("/v1/") || route.as_ref() == super::playground::dev_token::ROUTE
+        }),
     ) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };

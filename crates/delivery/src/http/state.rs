@@ -18,6 +18,7 @@ use sba_application::sessions::SessionService;
 use sba_application::usage::UsageQueries;
 
 use super::client_addr::TrustedProxies;
+use super::playground::dev_token::DevTokenIssuer;
 use super::stream::StreamGateway;
 
 /// Everything request handlers share.
@@ -51,4 +52,9 @@ pub struct AppState {
     pub stream: StreamGateway,
     /// The demo agent answering runs of agent `echo` (`SBA_DEMO__ECHO_AGENT`); `None` when off.
     pub echo: Option<EchoAgent>,
+    /// Whether `GET /playground` serves the browser playground (`SBA_PLAYGROUND__ENABLED`).
+    pub playground: bool,
+    /// The signer of `POST /dev/token`; `None` (and the route absent) outside development or
+    /// with the playground off.
+    pub dev_tokens: Option<DevTokenIssuer>,
 }

@@ -41,6 +41,7 @@ use sba_infrastructure::system::{SystemClock, UuidV7Generator};
 
 use crate::http::AppState;
 use crate::http::client_addr::TrustedProxies;
+use crate::http::playground::dev_token::DevTokenIssuer;
 use crate::http::stream::{StreamConfig, StreamGateway};
 
 /// What every service of a process is built on: its settings, the migrated internal store,
@@ -162,6 +163,8 @@ impl<'a> Wiring<'a> {
                 .demo
                 .echo_agent
                 .then(|| EchoAgent::new(ingest, settings.demo.words_per_second, settings.demo.max_runs)),
+            playground: settings.playground.enabled,
+            dev_tokens: dev_token_issuer(settings),
         })
     }
 
@@ -288,6 +291,22 @@ pub fn token_signer(settings: &Settings) -> anyhow::Result<HsJwtSigner> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no HS256 secret is configured, so no token can be signed"))?;
     Ok(HsJwtSigner::new(secret, jwt_rules(settings)))
+}
+
+/// The playground's token signer when the settings serve `POST /dev/token`: the first HS256
+/// secret signs, as for `sba dev-token`. Without one (a JWKS-only development setup) the
+/// route stays off, and the page says so.
+fn dev_token_issuer(settings: &Settings) -> Option<DevTokenIssuer> {
+    if !settings.playground.dev_tokens {
+        return None;
+    }
+    match token_signer(settings) {
+        Ok(signer) => Some(DevTokenIssuer::new(signer)),
+        Err(error) => {
+            tracing::warn!(error = format!("{error:#}"), "POST /dev/token is off: no token can be signed");
+            None
+        }
+    }
 }
 
 /// The bearer-token verifier the settings describe.

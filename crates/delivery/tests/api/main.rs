@@ -17,6 +17,7 @@ mod ingest_redis;
 mod lists;
 mod openapi;
 mod permissions;
+mod playground;
 mod ratelimit;
 mod ratelimit_redis;
 mod runs;

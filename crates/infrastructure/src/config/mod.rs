@@ -16,6 +16,7 @@ pub use env::EnvSnapshot;
 pub use load::{CACHE_NAMESPACES, LoadOptions, Problem, Problems, load};
 pub use settings::{
     AuthSettings, CacheConfig, CorsSettings, DemoSettings, Environment, EventsSettings, KnowledgeSettings,
-    LogFormat, LogSettings, RateLimitSettings, RedisSettings, SecretSource, ServerSettings, Settings,
-    StoreSettings, StreamSettings, SupabaseRest, SupabaseSettings, TenantSettings, WorkerSettings,
+    LogFormat, LogSettings, PlaygroundSettings, RateLimitSettings, RedisSettings, SecretSource,
+    ServerSettings, Settings, StoreSettings, StreamSettings, SupabaseRest, SupabaseSettings, TenantSettings,
+    WorkerSettings,
 };

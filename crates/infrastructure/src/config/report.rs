@@ -137,6 +137,14 @@ impl fmt::Display for Settings {
         line("demo.echo_agent", &self.demo.echo_agent);
         line("demo.words_per_second", &self.demo.words_per_second);
         line("demo.max_runs", &self.demo.max_runs);
+        line(
+            "playground.enabled",
+            &match (self.playground.enabled, self.playground.dev_tokens) {
+                (true, true) => "true (GET /playground, and POST /dev/token mints development tokens)",
+                (true, false) => "true (GET /playground; no POST /dev/token outside development)",
+                (false, _) => "false",
+            },
+        );
         line("knowledge.max_concurrent_uploads", &self.knowledge.max_concurrent_uploads);
         self.worker_lines(&mut line);
         self.stream_lines(&mut line);

@@ -71,6 +71,7 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// The WebSocket gateway (`GET /v1/stream`).
     pub stream: StreamSettings,
+    pub playground: PlaygroundSettings,
     pub otlp_endpoint: Option<Url>,
     /// Things worth telling the operator that do not stop startup.
     pub warnings: Vec<String>,
@@ -211,6 +212,16 @@ pub struct StreamSettings {
     pub outbound: OutboundLimits,
     /// Event frames per second per tenant and per user, on each node.
     pub throttle: ThrottlePolicy,
+}
+
+/// The browser playground (`SBA_PLAYGROUND__*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaygroundSettings {
+    /// Whether `GET /playground` serves the page.
+    pub enabled: bool,
+    /// Whether `POST /dev/token` mints development tokens for it: the playground is enabled
+    /// and the environment is development (never in production).
+    pub dev_tokens: bool,
 }
 
 /// The knowledge API's own bounds.

@@ -41,6 +41,7 @@ mod events;
 mod knowledge;
 mod log;
 mod parse;
+mod playground;
 mod rate_limit;
 mod redis;
 mod server;
@@ -78,7 +79,7 @@ const WELL_KNOWN: [(&str, &str); 11] = [
 const TOP_LEVEL_VARS: [&str; 3] = ["SBA_ENV", "SBA_DATA_DIR", "SBA_CONFIG_FILE"];
 
 /// Every section and its keys: `SBA_<SECTION>__<KEY>` names a setting.
-const SECTIONS: [(&str, &[&str]); 16] = [
+const SECTIONS: [(&str, &[&str]); 17] = [
     ("server", server::RawServer::KEYS),
     ("database", database::RawDatabase::KEYS),
     ("redis", redis::RawRedis::KEYS),
@@ -95,6 +96,7 @@ const SECTIONS: [(&str, &[&str]); 16] = [
     ("knowledge", knowledge::RawKnowledge::KEYS),
     ("demo", demo::RawDemo::KEYS),
     ("stream", stream::RawStream::KEYS),
+    ("playground", playground::RawPlayground::KEYS),
 ];
 
 /// Every `SBA_*` variable this build understands (others are reported as unknown).
@@ -169,6 +171,7 @@ raw_section! {
         knowledge: knowledge::RawKnowledge,
         demo: demo::RawDemo,
         stream: stream::RawStream,
+        playground: playground::RawPlayground,
     }
 }
 
@@ -205,6 +208,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     let knowledge = knowledge::knowledge_settings(&mut ctx.problems, &raw.knowledge);
     let demo = demo::demo_settings(&mut ctx, &raw.demo);
     let stream = stream::stream_settings(&mut ctx.problems, &raw.stream);
+    let playground = playground::playground_settings(&mut ctx, &raw.playground);
     let otlp_endpoint = telemetry::otlp_endpoint(&mut ctx.problems, &raw.telemetry);
 
     if !ctx.problems.0.is_empty() {
@@ -212,6 +216,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
     }
     let mut warnings = ignored_variables(env);
     warnings.extend(unknown_variables(env));
+    warnings.extend(playground::exposure_warning(playground, &server));
     Ok(Settings {
         environment,
         data_dir,
@@ -230,6 +235,7 @@ pub fn load(env: &EnvSnapshot, options: &LoadOptions) -> Result<Settings, Proble
         knowledge,
         demo,
         stream,
+        playground,
         otlp_endpoint,
         warnings,
     })
@@ -511,6 +517,7 @@ mod tests {
             "SBA_STREAM__MAX_FRAME_BYTES",
             "SBA_STREAM__HEARTBEAT_INTERVAL",
             "SBA_STREAM__PLANS",
+            "SBA_PLAYGROUND__ENABLED",
         ] {
             assert!(known.iter().any(|k| k == name), "{name} is no longer known");
         }
