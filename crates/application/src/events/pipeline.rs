@@ -3,11 +3,24 @@
 //! event log that a lost counter is rebuilt from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, RunStatus, SessionId, TenantId};
 
+use tokio::sync::Semaphore;
+
 use crate::ports::{EventBus, EventLog, EventSequencer, RepositoryError, SequencerError};
+
+/// When a publish fails, the same events are published again after these delays (until one
+/// succeeds). They are in the run's history already, so a late copy costs subscribers
+/// nothing (they drop seqs they have) and gives them the run's last events even when no
+/// later event would have shown them the gap (ADR 0018, "A failed publish").
+const REPUBLISH_DELAYS: [Duration; 3] =
+    [Duration::from_millis(100), Duration::from_secs(1), Duration::from_secs(5)];
+
+/// Batches being published again at most; beyond, a failure is only logged and counted.
+const MAX_REPUBLISHING: usize = 1_024;
 
 /// Why the pipeline could not rebuild a run's counter.
 #[derive(Debug, thiserror::Error)]
@@ -24,28 +37,44 @@ pub struct EventPipeline {
     pub sequencer: Arc<dyn EventSequencer>,
     pub bus: Arc<dyn EventBus>,
     pub log: Arc<dyn EventLog>,
+    republishing: Arc<Semaphore>,
 }
 
 impl EventPipeline {
     pub fn new(sequencer: Arc<dyn EventSequencer>, bus: Arc<dyn EventBus>, log: Arc<dyn EventLog>) -> Self {
-        Self { sequencer, bus, log }
+        Self { sequencer, bus, log, republishing: Arc::new(Semaphore::new(MAX_REPUBLISHING)) }
     }
 
     /// Publishes accepted events live, in order (one pipelined round trip on Redis). A
     /// failure is logged and counted (every event of the call, as it may have reached no
-    /// channel), never returned: the events are accepted already, and subscribers that miss
-    /// one resume from the run's history.
+    /// channel), never returned: the events are accepted already. The same events are then
+    /// published again in the background (`REPUBLISH_DELAYS`, at most `MAX_REPUBLISHING`
+    /// batches at once); subscribers that saw a gap meanwhile read it from the history.
     pub async fn publish(&self, events: &[RunEvent], session: Option<SessionId>) {
         let Some(first) = events.first() else { return };
-        if let Err(error) = self.bus.publish_all(events, session).await {
-            metrics::counter!("sba_events_publish_failures_total").increment(events.len() as u64);
-            tracing::warn!(
-                run_id = %first.run_id,
-                events = events.len(),
-                error = format!("{error:#}"),
-                "publishing accepted events live failed; subscribers resume from the history"
-            );
-        }
+        let Err(error) = self.bus.publish_all(events, session).await else { return };
+        metrics::counter!("sba_events_publish_failures_total").increment(events.len() as u64);
+        tracing::warn!(
+            run_id = %first.run_id,
+            events = events.len(),
+            error = format!("{error:#}"),
+            "publishing accepted events live failed; published again shortly, subscribers fill gaps from the history"
+        );
+        let Ok(permit) = Arc::clone(&self.republishing).try_acquire_owned() else { return };
+        let (bus, events) = (Arc::clone(&self.bus), events.to_vec());
+        tokio::spawn(async move {
+            let _permit = permit;
+            for delay in REPUBLISH_DELAYS {
+                tokio::time::sleep(delay).await;
+                if bus.publish_all(&events, session).await.is_ok() {
+                    metrics::counter!("sba_events_republished_total").increment(events.len() as u64);
+                    return;
+                }
+            }
+            if let Some(first) = events.first() {
+                tracing::warn!(run_id = %first.run_id, events = events.len(), "gave up publishing accepted events live");
+            }
+        });
     }
 
     /// Rebuilds a lost counter from what the database holds (ADR 0017, "Seeding a lost
@@ -69,5 +98,72 @@ impl EventPipeline {
         let outcome = self.sequencer.seed(run, last_seq, stored_status).await?;
         tracing::info!(run_id = %run, stored_seq = last_seq, restored_ids = restored, ?outcome, "seeded the run's event counter");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::Utc;
+    use sba_domain::events::EventData;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ports::{EventBusError, MockEventBus, MockEventLog, MockEventSequencer};
+
+    fn event(seq: u64) -> RunEvent {
+        RunEvent {
+            run_id: RunId::from_uuid(Uuid::now_v7()),
+            tenant_id: TenantId::from_uuid(Uuid::now_v7()),
+            seq,
+            producer_id: None,
+            data: EventData::RunStarted,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn pipeline(bus: MockEventBus) -> EventPipeline {
+        EventPipeline::new(Arc::new(MockEventSequencer::new()), Arc::new(bus), Arc::new(MockEventLog::new()))
+    }
+
+    /// A bus whose first `failures` publishes fail; counts every call.
+    fn flaky_bus(failures: usize, calls: &Arc<AtomicUsize>) -> MockEventBus {
+        let mut bus = MockEventBus::new();
+        let calls = Arc::clone(calls);
+        bus.expect_publish_all().returning(move |events, _| {
+            assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8], "the same events, in order");
+            if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                Err(EventBusError::Unavailable(anyhow::anyhow!("timeout")))
+            } else {
+                Ok(())
+            }
+        });
+        bus
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_publish_is_published_again_until_it_succeeds() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        pipeline(flaky_bus(2, &calls)).publish(&[event(7), event(8)], None).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the first attempt is part of the call");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "again after 100 ms, and after 1 s more, then done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publishing_again_gives_up_after_its_last_delay() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        pipeline(flaky_bus(usize::MAX, &calls)).publish(&[event(7), event(8)], None).await;
+        tokio::time::sleep(Duration::from_mins(1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + REPUBLISH_DELAYS.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successful_publish_is_not_repeated() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        pipeline(flaky_bus(0, &calls)).publish(&[event(7), event(8)], None).await;
+        tokio::time::sleep(Duration::from_mins(1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
