@@ -190,11 +190,11 @@ fn index(micros: u64) -> usize {
     let value = if micros < SUB_BUCKETS {
         micros
     } else {
-        let exponent = u64::from(63 - micros.leading_zeros());
+        let exponent = u64::from(micros.ilog2());
         let shift = exponent - u64::from(SUB_BITS);
         (exponent - u64::from(SUB_BITS) + 1) * SUB_BUCKETS + ((micros >> shift) & (SUB_BUCKETS - 1))
     };
-    usize::try_from(value).unwrap_or(usize::MAX).min(64 * SUB_BUCKETS as usize - 1)
+    usize::try_from(value.min(64 * SUB_BUCKETS - 1)).unwrap_or(0)
 }
 
 fn upper_bound(index: u64) -> u64 {

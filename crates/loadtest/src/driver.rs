@@ -60,50 +60,9 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
     });
     let before_kib = rss_kib(&target.server_pids);
 
-    let (ready_tx, mut ready_rx) = mpsc::channel(load.subscribers.max(1));
     let (drain_tx, drain_rx) = watch::channel(None);
-    let connecting = Arc::new(Semaphore::new(CONNECTING));
-    let mut tasks = Vec::with_capacity(load.subscribers);
-    for i in 0..load.subscribers {
-        let run = i % run_count;
-        let plan = Plan {
-            url: target.stream_urls[i % target.stream_urls.len()].clone(),
-            authorization: target.authorization.clone(),
-            run,
-            channel: target.runs[run].0.clone(),
-            after_seq: target.runs[run].1,
-            // The last ones, so every node and run has normal subscribers too.
-            slow: i >= load.subscribers - load.slow.min(load.subscribers),
-        };
-        let (shared, drain_rx, connecting) = (Arc::clone(&shared), drain_rx.clone(), Arc::clone(&connecting));
-        let (ready, gate) = mpsc::channel(1);
-        let outer = ready_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let permit = connecting.acquire_owned().await;
-            let forward = tokio::spawn(relay(gate, outer, permit.ok()));
-            let outcome = subscriber::run(plan, shared, ready, drain_rx).await;
-            let _ = forward.await;
-            outcome
-        }));
-    }
-    drop(ready_tx);
     let waited = Instant::now();
-    let mut ready = 0;
-    let mut failed = 0;
-    while ready + failed < load.subscribers {
-        match tokio::time::timeout_at(waited + load.connect_timeout, ready_rx.recv()).await {
-            Ok(Some(true)) => ready += 1,
-            Ok(Some(false)) => failed += 1,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    if ready + failed < load.subscribers {
-        return Err(DriveError::NotSubscribed {
-            ready,
-            wanted: load.subscribers,
-            waited: load.connect_timeout,
-        });
-    }
+    let (tasks, ready, failed) = connect_all(load, &target, &shared, &drain_rx).await?;
     eprintln!(
         "sba-load: {ready} subscribers subscribed ({failed} failed) in {:.1} s",
         waited.elapsed().as_secs_f64()
@@ -161,6 +120,62 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
         slow,
         memory: Memory { pids: target.server_pids, before_kib, idle_kib, end_kib, per_idle_connection_kib },
     })
+}
+
+type Tasks = Vec<tokio::task::JoinHandle<subscriber::Outcome>>;
+
+/// Starts every subscriber and waits until each is subscribed or has failed; the tasks and
+/// the counts of both.
+async fn connect_all(
+    load: &Load,
+    target: &Target,
+    shared: &Arc<Shared>,
+    drain_rx: &watch::Receiver<Option<Instant>>,
+) -> Result<(Tasks, usize, usize), DriveError> {
+    let (ready_tx, mut ready_rx) = mpsc::channel(load.subscribers.max(1));
+    let connecting = Arc::new(Semaphore::new(CONNECTING));
+    let mut tasks = Vec::with_capacity(load.subscribers);
+    for i in 0..load.subscribers {
+        let run = i % target.runs.len();
+        let plan = Plan {
+            url: target.stream_urls[i % target.stream_urls.len()].clone(),
+            authorization: target.authorization.clone(),
+            run,
+            channel: target.runs[run].0.clone(),
+            after_seq: target.runs[run].1,
+            // The last ones, so every node and run has normal subscribers too.
+            slow: i >= load.subscribers - load.slow.min(load.subscribers),
+        };
+        let (shared, drain_rx, connecting) = (Arc::clone(shared), drain_rx.clone(), Arc::clone(&connecting));
+        let (ready, gate) = mpsc::channel(1);
+        let outer = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = connecting.acquire_owned().await;
+            let forward = tokio::spawn(relay(gate, outer, permit.ok()));
+            let outcome = subscriber::run(plan, shared, ready, drain_rx).await;
+            let _ = forward.await;
+            outcome
+        }));
+    }
+    drop(ready_tx);
+    let deadline = Instant::now() + load.connect_timeout;
+    let mut ready = 0;
+    let mut failed = 0;
+    while ready + failed < load.subscribers {
+        match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+            Ok(Some(true)) => ready += 1,
+            Ok(Some(false)) => failed += 1,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if ready + failed < load.subscribers {
+        return Err(DriveError::NotSubscribed {
+            ready,
+            wanted: load.subscribers,
+            waited: load.connect_timeout,
+        });
+    }
+    Ok((tasks, ready, failed))
 }
 
 /// Passes a subscriber's readiness on and releases its handshake slot with it.

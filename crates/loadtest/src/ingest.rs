@@ -121,7 +121,9 @@ pub async fn load(
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate.max(0.001)));
+    #[allow(clippy::cast_precision_loss)]
+    let period = Duration::from_secs_f64(batch as f64 / rate.max(0.001));
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let started = Instant::now();
     let end = started + duration;

@@ -64,7 +64,7 @@ struct RunArgs {
     /// Tenant of the load (a fresh one by default).
     #[arg(long)]
     tenant: Option<String>,
-    /// Pids of the server processes whose resident memory is read (VmRSS).
+    /// Pids of the server processes whose resident memory is read (`VmRSS`).
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
     #[command(flatten)]

@@ -39,13 +39,13 @@ impl Delivery {
         for outcome in outcomes.iter().filter(|o| pick(o)) {
             let t = &outcome.tracker;
             let last = last_seq[outcome.run];
-            let lost = t.lost(last);
+            let missing = t.lost(last);
             sum.subscribers += 1;
             sum.connect_failures += u64::from(outcome.connect_failed);
             sum.frames += t.frames;
             sum.events += t.events;
-            sum.lost += lost;
-            sum.incomplete += u64::from(lost > 0);
+            sum.lost += missing;
+            sum.incomplete += u64::from(missing > 0);
             sum.duplicated += t.duplicates;
             sum.unexpected += t.unexpected;
             sum.coalesced_frames += t.coalesced_frames;

@@ -188,7 +188,7 @@ async fn read(
     op_id: &mut u64,
     drain: &mut watch::Receiver<Option<Instant>>,
 ) -> Ended {
-    let far = Instant::now() + Duration::from_secs(86_400);
+    let far = Instant::now() + Duration::from_hours(24);
     let deadline = tokio::time::sleep_until(drain.borrow().unwrap_or(far));
     tokio::pin!(deadline);
     loop {
@@ -212,7 +212,7 @@ async fn read(
                     }
                 }
                 Some(Ok(Message::Close(Some(close)))) if close.code == CloseCode::Again => return Ended::Closed1013,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Ended::Broken,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Ended::Broken,
                 Some(Ok(_)) => {}
             },
             changed = drain.changed(), if !draining => {
