@@ -15,7 +15,9 @@
 #     minimal tokio-tungstenite broadcast server, fed in-process: what the machine allows
 #     for WebSocket fan-out with this client, no HTTP ingest, no Redis, no gateway);
 #   - 1,000 × 100 again without and then with 10 slow subscribers (they stop reading), to
-#     compare the other subscribers' p99.
+#     compare the other subscribers' p99 (SBA_BENCH_SLOW_SUBSCRIBERS, SBA_BENCH_SLOW_PAD: bytes
+#     of filler per delta, and SBA_BENCH_SLOW_SECONDS make the slow readers' backlog outgrow
+#     the kernel's socket buffers, so that the gateway's own queue fills).
 #
 # Starts the private PostgreSQL and Redis (scripts/lib/with-services.sh), builds the release
 # `sba` and `sba-load` unless SBA_BIN / SBA_LOAD_BIN name binaries, stops both nodes, drops
@@ -24,7 +26,8 @@
 # Environment (defaults in brackets): SBA_BENCH_SECONDS (ingest time per load [10]),
 # SBA_BENCH_DRAIN (seconds a load may take to deliver after its ingest [20]),
 # SBA_BENCH_LOADS (which loads, among `1000x100 1000x1000 5000x100 5000x1000 slow`
-# [all]), SBA_BENCH_REDIS_DB [12], SBA_BENCH_OUT (a directory for the JSON reports),
+# [all]), SBA_BENCH_SLOW_SUBSCRIBERS [1000], SBA_BENCH_SLOW_PAD [0], SBA_BENCH_SLOW_SECONDS
+# [SBA_BENCH_SECONDS], SBA_BENCH_REDIS_DB [12], SBA_BENCH_OUT (a directory for the JSON reports),
 # SBA_BIN, SBA_LOAD_BIN.
 set -euo pipefail
 
@@ -43,6 +46,9 @@ SECONDS_PER_LOAD=${SBA_BENCH_SECONDS:-10}
 DRAIN=${SBA_BENCH_DRAIN:-20}
 LOADS=${SBA_BENCH_LOADS:-1000x100 1000x1000 5000x100 5000x1000 slow}
 REDIS_DB=${SBA_BENCH_REDIS_DB:-12}
+SLOW_SUBSCRIBERS=${SBA_BENCH_SLOW_SUBSCRIBERS:-1000}
+SLOW_PAD=${SBA_BENCH_SLOW_PAD:-0}
+SLOW_SECONDS=${SBA_BENCH_SLOW_SECONDS:-$SECONDS_PER_LOAD}
 SECRET=bench-secret-bench-secret-bench-secret-0002
 
 start_test_services benchmark
@@ -129,11 +135,12 @@ start_node b "$PORT_B" false
 NODE_PIDS="${PIDS[0]},${PIDS[1]}"
 log "nodes: a on $PORT_A (pid ${PIDS[0]}, in-process worker), b on $PORT_B (pid ${PIDS[1]}); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# load <label> <target: run|floor> <subscribers> <events/s> [more sba-load arguments]
+# load <label> <target: run|floor> <subscribers> <events/s> [more sba-load arguments]; LOAD_SECONDS
+# overrides the ingest time.
 load() {
     local label=$1 target=$2 subscribers=$3 rate=$4
     shift 4
-    local args=(--subscribers "$subscribers" --rate "$rate" --batch 10 --duration "$SECONDS_PER_LOAD"
+    local args=(--subscribers "$subscribers" --rate "$rate" --batch 10 --duration "${LOAD_SECONDS:-$SECONDS_PER_LOAD}"
         --drain "$DRAIN" --label "$label" --json "$WORK/$label.json" "$@")
     if [[ $target == run ]]; then
         args+=(--nodes "http://127.0.0.1:$PORT_A,http://127.0.0.1:$PORT_B" --token-file "$WORK/secret"
@@ -150,8 +157,8 @@ load() {
 for shape in $LOADS; do
     case $shape in
         slow)
-            load "1000x100-no-slow" run 1000 100
-            load "1000x100-slow10" run 1000 100 --slow 10
+            LOAD_SECONDS=$SLOW_SECONDS load "slow-none-${SLOW_SUBSCRIBERS}x100" run "$SLOW_SUBSCRIBERS" 100 --pad "$SLOW_PAD"
+            LOAD_SECONDS=$SLOW_SECONDS load "slow-10-${SLOW_SUBSCRIBERS}x100" run "$SLOW_SUBSCRIBERS" 100 --pad "$SLOW_PAD" --slow 10
             ;;
         *x*)
             load "floor-$shape" floor "${shape%x*}" "${shape#*x}"

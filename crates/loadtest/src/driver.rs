@@ -25,6 +25,8 @@ pub struct Load {
     pub slow: usize,
     pub rate: f64,
     pub batch: usize,
+    /// Bytes of filler in each delta's text.
+    pub pad: usize,
     pub duration: Duration,
     /// How long the subscribers may take after the ingest to receive everything.
     pub drain: Duration,
@@ -73,9 +75,16 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
 
     let last_seq = Arc::new((0..run_count).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
     let started_micros = now_micros();
-    let ingested =
-        ingest::load(target.producer, run_count, load.rate, load.batch, load.duration, Arc::clone(&last_seq))
-            .await;
+    let ingested = ingest::load(
+        target.producer,
+        run_count,
+        load.rate,
+        load.batch,
+        load.duration,
+        crate::frame::padding(load.pad).into(),
+        Arc::clone(&last_seq),
+    )
+    .await;
     let end_kib = rss_kib(&target.server_pids);
     for (run, seq) in last_seq.iter().enumerate() {
         let seq = seq.load(Ordering::Acquire).max(target.runs[run].1);

@@ -58,8 +58,8 @@ impl Hub {
         self.runs.iter().map(|r| format!("run:{}", r.id)).collect()
     }
 
-    /// Appends `count` deltas stamped `sent` to run `run` and broadcasts them; the last seq.
-    pub fn publish(&self, run: usize, count: usize, sent: u64) -> u64 {
+    /// Appends `count` deltas stamped `sent` (then `pad`) to run `run` and broadcasts them; the last seq.
+    pub fn publish(&self, run: usize, count: usize, sent: u64, pad: &str) -> u64 {
         let channel = &self.runs[run];
         let mut history = channel.history.lock().unwrap_or_else(PoisonError::into_inner);
         for _ in 0..count {
@@ -67,7 +67,7 @@ impl Hub {
             let frame: Utf8Bytes = serde_json::json!({
                 "type": "event", "channel": format!("run:{}", channel.id), "seq": seq,
                 "event": {"seq": seq, "run_id": channel.id, "kind": "step.delta",
-                          "data": {"step_id": "s1", "text": stamp(sent)},
+                          "data": {"step_id": "s1", "text": stamp(sent, pad)},
                           "created_at": "2026-01-01T00:00:00.000000Z"},
             })
             .to_string()

@@ -45,10 +45,16 @@ pub fn now_micros() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// A delta text carrying its send time: `<micros>;`. A coalesced delta's text is the
-/// concatenation of the merged ones, so each merged event keeps its own send time.
-pub fn stamp(micros: u64) -> String {
-    format!("{micros};")
+/// A delta text carrying its send time: `<micros>;`, then `pad` (filler ending in `;` that
+/// makes events bigger, or nothing). A coalesced delta's text is the concatenation of the
+/// merged ones, so each merged event keeps its own send time.
+pub fn stamp(micros: u64, pad: &str) -> String {
+    format!("{micros};{pad}")
+}
+
+/// The filler of `bytes` bytes added to each delta (`--pad`); empty for 0.
+pub fn padding(bytes: usize) -> String {
+    if bytes == 0 { String::new() } else { format!("{};", "x".repeat(bytes.saturating_sub(1))) }
 }
 
 /// The send times in a (possibly coalesced) delta text.
@@ -69,6 +75,13 @@ mod tests {
         let range = data.coalesced.unwrap();
         assert_eq!((frame.seq, range.from_seq, range.to_seq), (Some(7), 5, 7));
         assert_eq!(stamps(&data.text.unwrap()).collect::<Vec<_>>(), vec![100, 200, 300]);
+    }
+
+    #[test]
+    fn padding_is_not_read_as_a_send_time() {
+        let text = format!("{}{}", stamp(100, &padding(50)), stamp(200, &padding(50)));
+        assert_eq!(text.len(), 2 * (4 + 50));
+        assert_eq!(stamps(&text).collect::<Vec<_>>(), vec![100, 200]);
     }
 
     #[test]

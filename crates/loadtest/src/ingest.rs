@@ -108,7 +108,7 @@ pub struct Ingested {
 }
 
 /// Sends `rate` events per second in batches of `batch` for `duration`, the runs and nodes
-/// in turn; each batch's events carry the call's start time. Raises `last_seq[run]` to the
+/// in turn; each batch's events carry the call's start time, then `pad`. Raises `last_seq[run]` to the
 /// highest seq assigned.
 pub async fn load(
     producer: Producer,
@@ -116,6 +116,7 @@ pub async fn load(
     rate: f64,
     batch: usize,
     duration: Duration,
+    pad: Arc<str>,
     last_seq: Arc<Vec<AtomicU64>>,
 ) -> Ingested {
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -131,8 +132,13 @@ pub async fn load(
     while Instant::now() < end {
         ticker.tick().await;
         let Ok(permit) = Arc::clone(&gate).acquire_owned().await else { break };
-        let (producer, events, errors, last_seq) =
-            (producer.clone(), Arc::clone(&events), Arc::clone(&errors), Arc::clone(&last_seq));
+        let (producer, events, errors, last_seq, pad) = (
+            producer.clone(),
+            Arc::clone(&events),
+            Arc::clone(&errors),
+            Arc::clone(&last_seq),
+            Arc::clone(&pad),
+        );
         let run = n % run_count;
         let index = n;
         tokio::spawn(async move {
@@ -141,11 +147,11 @@ pub async fn load(
                 Producer::Api { api, runs } => {
                     let body = json!({"events": (0..batch).map(|i| json!({
                         "id": format!("e{index}-{i}"), "kind": "step.delta",
-                        "data": {"step_id": "s1", "text": stamp(sent)},
+                        "data": {"step_id": "s1", "text": stamp(sent, &pad)},
                     })).collect::<Vec<_>>()});
                     api.ingest(index, &runs[run], &body).await.map_err(|e| e.to_string())
                 }
-                Producer::Floor(hub) => Ok(hub.publish(run, batch, sent)),
+                Producer::Floor(hub) => Ok(hub.publish(run, batch, sent, &pad)),
             };
             match result {
                 Ok(seq) => {

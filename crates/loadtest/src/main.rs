@@ -85,6 +85,10 @@ struct LoadArgs {
     /// Events per ingest call.
     #[arg(long, default_value_t = 10)]
     batch: usize,
+    /// Bytes of filler added to each delta's text (bigger events fill slow readers' socket
+    /// buffers sooner).
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
     /// Seconds of ingest.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -118,12 +122,16 @@ impl LoadArgs {
         if self.batch > 500 {
             bail!("--batch is at most 500 (the ingest limit)");
         }
+        if self.pad.saturating_mul(self.batch) > 768 * 1024 {
+            bail!("--pad × --batch must stay under the ingest's 1 MiB body limit");
+        }
         Ok(Load {
             label: self.label.clone(),
             subscribers: self.subscribers,
             slow: self.slow,
             rate: self.rate,
             batch: self.batch,
+            pad: self.pad,
             duration: Duration::from_secs_f64(self.duration),
             drain: Duration::from_secs_f64(self.drain.max(0.0)),
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(1.0)),
