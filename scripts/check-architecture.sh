@@ -26,6 +26,9 @@ readonly APPLICATION_FORBIDDEN=('actix-*' 'sea-orm*' 'sea-query*' 'sqlx*' fred r
     jsonwebtoken sba-infrastructure sba-delivery sba-migration)
 readonly INFRASTRUCTURE_FORBIDDEN=('actix-*' sba-delivery)
 readonly MIGRATION_FORBIDDEN=(sba-application sba-delivery sba-infrastructure)
+# The load tool (sba-load) is an outside client of the public API: no server code or adapter.
+readonly LOADTEST_FORBIDDEN=(sba-application sba-infrastructure sba-delivery sba-migration
+    'actix-*' 'sea-orm*' 'sqlx*' fred)
 
 violations=0
 
@@ -120,6 +123,7 @@ check_domain
 check_layer sba-application "${APPLICATION_FORBIDDEN[@]}"
 check_layer sba-infrastructure "${INFRASTRUCTURE_FORBIDDEN[@]}"
 check_layer sba-migration "${MIGRATION_FORBIDDEN[@]}"
+check_layer sba-loadtest "${LOADTEST_FORBIDDEN[@]}"
 
 if ((violations > 0)); then
     log "error: $violations architecture violation(s); see the rules in docs/architecture.md"
