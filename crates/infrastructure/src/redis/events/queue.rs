@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::keys::{PERSISTERS, dead_letter_key, lease_key, queue_key};
-use super::script::{self, EventScript, ScriptError};
+use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::decode_events;
 use crate::redis::connection::{self, ConnectionOptions};
 
@@ -409,11 +409,6 @@ fn array(value: Value) -> Result<Vec<Value>, QueueError> {
             other.kind()
         ))),
     }
-}
-
-/// A count as a script argument; none comes near `i64::MAX`.
-fn integer(value: u64) -> Value {
-    Value::from(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 fn unexpected_reply(reply: &[Value]) -> QueueError {

@@ -68,6 +68,11 @@ impl EventScript {
     }
 }
 
+/// A count or seq as a script argument; none comes near `i64::MAX`.
+pub(super) fn integer(value: u64) -> Value {
+    Value::from(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
 /// A reply of an unexpected shape from the `script` script, named by its length and the
 /// start of its first value only: replies hold event data, which does not belong in logs.
 pub(super) fn unexpected_reply(script: &str, reply: &[Value]) -> anyhow::Error {

@@ -20,7 +20,7 @@ use sba_domain::{RunId, RunStatus, TenantId};
 use secrecy::SecretString;
 
 use super::keys::RunKeys;
-use super::script::{self, EventScript, ScriptError};
+use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::{self, body};
 use crate::redis::connection::{self, ConnectionOptions};
 
@@ -368,11 +368,6 @@ fn seqs_at(reply: &[Value], from: usize, n: usize) -> Result<Vec<u64>, Sequencer
 
 const fn flag(on: bool) -> &'static str {
     if on { "1" } else { "0" }
-}
-
-/// A count or seq as a script argument; none comes near `i64::MAX`.
-fn integer(value: u64) -> Value {
-    Value::from(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 fn tag(reply: &[Value]) -> Result<&str, SequencerError> {
