@@ -239,3 +239,13 @@ pub async fn register_tenant(database_url: &str, tenant: TenantId, status: &str)
     )
     .await;
 }
+
+/// `(id, seq)` of every entry of an accepted ingest batch's answer, in batch order.
+pub fn accepted_seqs(body: &serde_json::Value) -> Vec<(String, u64)> {
+    body["accepted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap()))
+        .collect()
+}

@@ -4,7 +4,7 @@
 use sba_domain::{Role, TenantId};
 use serde_json::{Value, json};
 
-use crate::helpers::{Store, TestApp, json_of, new_tenant, problem, spawn_app};
+use crate::helpers::{Store, TestApp, accepted_seqs, json_of, new_tenant, problem, spawn_app};
 
 crate::on_both_stores!(
     seqs_follow_run_created_gapless_in_batch_order_and_events_are_listed_at_once,
@@ -45,16 +45,6 @@ async fn ingest(app: &TestApp, run: &Value, token: &str, events: &[Value]) -> re
     app.post_json(&events_path(run), token, &json!({"events": events})).await
 }
 
-/// `(id, seq)` of every entry of an accepted batch's answer.
-fn accepted(body: &Value) -> Vec<(String, u64)> {
-    body["accepted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap()))
-        .collect()
-}
-
 fn pairs(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
     expected.iter().map(|(id, seq)| ((*id).to_owned(), *seq)).collect()
 }
@@ -76,10 +66,10 @@ async fn seqs_follow_run_created_gapless_in_batch_order_and_events_are_listed_at
     let mut batch = opening();
     batch.push(delta("e3", "Hello"));
     let body = json_of(ingest(&app, &run, &agent, &batch).await, 200).await;
-    assert_eq!(accepted(&body), pairs(&[("e1", 2), ("e2", 3), ("e3", 4)]));
+    assert_eq!(accepted_seqs(&body), pairs(&[("e1", 2), ("e2", 3), ("e3", 4)]));
     assert_eq!((body["duplicates"].as_u64(), body["run_status"].as_str()), (Some(0), Some("in_progress")));
     let body = json_of(ingest(&app, &run, &agent, &[delta("e4", " world")]).await, 200).await;
-    assert_eq!(accepted(&body), pairs(&[("e4", 5)]));
+    assert_eq!(accepted_seqs(&body), pairs(&[("e4", 5)]));
     let kinds = listed(&app, &run, &agent).await;
     assert_eq!(
         kinds,
@@ -96,11 +86,11 @@ async fn a_seen_id_is_a_duplicate_answered_with_its_original_seq_alone_or_mixed_
     let (run, _, agent) = new_run(&app).await;
     json_of(ingest(&app, &run, &agent, &opening()).await, 200).await;
     let again = json_of(ingest(&app, &run, &agent, &opening()).await, 200).await;
-    assert_eq!(accepted(&again), pairs(&[("e1", 2), ("e2", 3)]));
+    assert_eq!(accepted_seqs(&again), pairs(&[("e1", 2), ("e2", 3)]));
     assert_eq!(again["duplicates"], 2);
     let mixed = [delta("e3", "a"), opening()[1].clone(), delta("e4", "b"), delta("e3", "a")];
     let body = json_of(ingest(&app, &run, &agent, &mixed).await, 200).await;
-    assert_eq!(accepted(&body), pairs(&[("e3", 4), ("e2", 3), ("e4", 5), ("e3", 4)]));
+    assert_eq!(accepted_seqs(&body), pairs(&[("e3", 4), ("e2", 3), ("e4", 5), ("e3", 4)]));
     assert_eq!(body["duplicates"], 2, "an id seen earlier and one repeated within the batch");
     assert_eq!(listed(&app, &run, &agent).await.len(), 5, "nothing stored twice");
 }
@@ -133,7 +123,7 @@ async fn one_invalid_event_refuses_the_batch_with_its_index_and_stores_nothing(s
     assert_eq!(listed(&app, &run, &agent).await.len(), 1, "only run.created");
     // None of the refused ids is remembered: they are new in the next batch.
     let body = json_of(ingest(&app, &run, &agent, &batch[..2]).await, 200).await;
-    assert_eq!(accepted(&body), pairs(&[("e1", 2), ("e2", 3)]));
+    assert_eq!(accepted_seqs(&body), pairs(&[("e1", 2), ("e2", 3)]));
 }
 
 async fn a_batch_holds_at_most_500_events_and_1_mib(store: Store) {
@@ -142,7 +132,7 @@ async fn a_batch_holds_at_most_500_events_and_1_mib(store: Store) {
     let mut batch = opening();
     batch.extend((3..=500).map(|i| delta(&format!("e{i}"), "w")));
     let body = json_of(ingest(&app, &run, &agent, &batch).await, 200).await;
-    assert_eq!(accepted(&body).last(), Some(&("e500".to_owned(), 501)));
+    assert_eq!(accepted_seqs(&body).last(), Some(&("e500".to_owned(), 501)));
     let too_many: Vec<Value> = (0..501).map(|i| delta(&format!("f{i}"), "w")).collect();
     let refused = problem(ingest(&app, &run, &agent, &too_many).await, 422, "validation_failed").await;
     assert_eq!(refused["errors"][0]["field"], "events");

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{TestApp, json_of, new_tenant, problem, spawn_app_on};
+use crate::helpers::{TestApp, accepted_seqs, json_of, new_tenant, problem, spawn_app_on};
 
 /// How long a test waits for an asynchronous outcome before it fails.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -97,21 +97,11 @@ async fn ingest(app: &TestApp, run: &Run, events: &[Value]) -> reqwest::Response
     app.post_json(&run.path("/events"), &run.agent, &json!({"events": events})).await
 }
 
-/// `(id, seq)` of every event of an accepted batch's answer.
-fn seqs_of(body: &Value) -> Vec<(String, u64)> {
-    body["accepted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap()))
-        .collect()
-}
-
 /// Ingests `events`, which must be accepted as new events; answers their `(id, seq)`.
 async fn accept(app: &TestApp, run: &Run, events: &[Value]) -> Vec<(String, u64)> {
     let body = json_of(ingest(app, run, events).await, 200).await;
     assert_eq!(body["duplicates"], 0, "{body}");
-    seqs_of(&body)
+    accepted_seqs(&body)
 }
 
 /// Ingests `events` until it is accepted (200), as an agent retries while the event store
@@ -120,7 +110,7 @@ async fn accept_once_available(app: &TestApp, run: &Run, events: &[Value]) -> Ve
     eventually("the event store to accept the batch again", || async {
         let response = ingest(app, run, events).await;
         match response.status().as_u16() {
-            200 => Some(seqs_of(&response.json().await.unwrap())),
+            200 => Some(accepted_seqs(&response.json().await.unwrap())),
             503 => None,
             other => panic!("{other}: {}", response.text().await.unwrap()),
         }
@@ -340,7 +330,10 @@ async fn a_run_completed_on_one_node_refuses_the_next_batch_on_another_before_an
 
     let done = json!({"id": "done", "kind": "run.completed", "data": {"output": "hi"}});
     let body = json_of(ingest(&a, &run, &[done]).await, 200).await;
-    assert_eq!((seqs_of(&body), &body["run_status"]), (vec![("done".to_owned(), 4)], &json!("completed")));
+    assert_eq!(
+        (accepted_seqs(&body), &body["run_status"]),
+        (vec![("done".to_owned(), 4)], &json!("completed"))
+    );
     let refused = problem(ingest(&b, &run, &[delta("late")]).await, 409, "run_terminal").await;
     assert_eq!(refused["run_status"], "completed");
     let store = store_of(&a).await;
@@ -510,7 +503,7 @@ async fn a_batch_retried_after_redis_lost_its_data_keeps_its_seqs_and_later_batc
         }
     })
     .await;
-    assert_eq!((seqs_of(&retried), &retried["duplicates"]), (first, &json!(4)), "the stored seqs");
+    assert_eq!((accepted_seqs(&retried), &retried["duplicates"]), (first, &json!(4)), "the stored seqs");
     accepted.extend(accept(&app, &run, &deltas("after", 2)).await);
     let expected = expected_events(&accepted);
     assert_eq!(stored_when(&store, &run, expected.len()).await, expected, "each stored exactly once");
