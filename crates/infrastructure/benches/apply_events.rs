@@ -30,9 +30,10 @@ use sba_domain::steps::StepType;
 use sba_domain::{
     AgentName, AgentRun, AuditEntry, AuditEntryId, AuditOutcome, Metadata, RunId, TenantId, UserId,
 };
-use sba_infrastructure::internal_store::test_support::{ADMIN_URL_VAR, admin_url, fresh_postgres_store};
+use sba_infrastructure::internal_store::test_support::{
+    ADMIN_URL_VAR, admin_url, fresh_postgres_store, multi_row_insert,
+};
 use sba_infrastructure::internal_store::{InternalStore, StoreLocation};
-use sea_orm::sea_query::{InsertStatement, Query};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, TransactionTrait};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
@@ -191,35 +192,6 @@ async fn baseline_sample(fixture: &Fixture, n: u64, iters: u64) -> Duration {
         next_seq += n;
     }
     timed
-}
-
-/// The rows the ledger writes for `batch`, bound as parameters of one plain `INSERT` (the
-/// ledger's adds `ON CONFLICT (run_id, seq) DO NOTHING`, part of what is measured).
-fn multi_row_insert(batch: &[RunEvent]) -> InsertStatement {
-    let mut insert = Query::insert();
-    insert.into_table("agent_events").columns([
-        "tenant_id",
-        "run_id",
-        "seq",
-        "producer_id",
-        "kind",
-        "data",
-        "created_at",
-    ]);
-    for event in batch {
-        insert
-            .values([
-                event.tenant_id.as_uuid().into(),
-                event.run_id.as_uuid().into(),
-                i64::try_from(event.seq).unwrap().into(),
-                event.producer_id.clone().into(),
-                event.kind().as_str().into(),
-                event.data_json().into(),
-                event.created_at.into(),
-            ])
-            .expect("one value per column");
-    }
-    insert
 }
 
 fn apply_events(criterion: &mut Criterion, runtime: &Runtime, fixture: &OnceLock<Fixture>) {

@@ -15,9 +15,8 @@ use sba_delivery::startup::{Worker, event_sequencer, open_store};
 use sba_domain::events::{EventData, IncomingEvent, RunEvent, StepRef};
 use sba_domain::steps::StepType;
 use sba_domain::{AgentRun, RunStatus};
-use sba_infrastructure::internal_store::test_support::{creation_audit, new_run};
+use sba_infrastructure::internal_store::test_support::{creation_audit, multi_row_insert, new_run};
 use sba_infrastructure::redis::FredEventSequencer;
-use sea_orm::sea_query::{InsertStatement, Query};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
@@ -368,36 +367,6 @@ async fn insert_raw_json(fixture: &Fixture, runs: &[AgentRun], first: u64, batch
         assert_eq!(result.rows_affected(), batch, "every row is new");
     }
     started.elapsed()
-}
-
-/// The rows the ledger writes for `batch`, bound as parameters of one plain `INSERT`: the
-/// baseline of `crates/infrastructure/benches/apply_events.rs`, repeated here so both are
-/// measured in the same run.
-fn multi_row_insert(batch: &[RunEvent]) -> InsertStatement {
-    let mut insert = Query::insert();
-    insert.into_table("agent_events").columns([
-        "tenant_id",
-        "run_id",
-        "seq",
-        "producer_id",
-        "kind",
-        "data",
-        "created_at",
-    ]);
-    for event in batch {
-        insert
-            .values([
-                event.tenant_id.as_uuid().into(),
-                event.run_id.as_uuid().into(),
-                i64::try_from(event.seq).unwrap().into(),
-                event.producer_id.clone().into(),
-                event.kind().as_str().into(),
-                event.data_json().into(),
-                event.created_at.into(),
-            ])
-            .expect("one value per column");
-    }
-    insert
 }
 
 /// The worker's lag under a steady load of `target` events/s: `LAG_PRODUCERS` runs, each

@@ -166,3 +166,36 @@ macro_rules! on_both_internal_stores {
         }
     };
 }
+
+/// The raw baseline of the persistence benchmarks (`benches/apply_events.rs` and the event
+/// pipeline's): the `agent_events` rows `RunLedger::apply_events` writes for `batch`, bound
+/// as parameters of one plain multi-row `INSERT`.
+///
+/// # Panics
+/// On a seq beyond `i64::MAX` (benchmark data never has one).
+pub fn multi_row_insert(batch: &[sba_domain::events::RunEvent]) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = sea_orm::sea_query::Query::insert();
+    insert.into_table("agent_events").columns([
+        "tenant_id",
+        "run_id",
+        "seq",
+        "producer_id",
+        "kind",
+        "data",
+        "created_at",
+    ]);
+    for event in batch {
+        insert
+            .values([
+                event.tenant_id.as_uuid().into(),
+                event.run_id.as_uuid().into(),
+                i64::try_from(event.seq).expect("a seq within i64").into(),
+                event.producer_id.clone().into(),
+                event.kind().as_str().into(),
+                event.data_json().into(),
+                event.created_at.into(),
+            ])
+            .expect("one value per column");
+    }
+    insert
+}
