@@ -52,12 +52,57 @@ impl fmt::Display for EventChannel {
 
 /// One event as published: the JSON text clients see (`RunEvent::to_client_json`), with
 /// its run and `seq` alongside so that a consumer can dedupe without parsing it.
+///
+/// A value and its clones belong to one channel: the bus makes one per channel it delivers
+/// an event on, so that the frame built for the channel's subscribers is built once
+/// ([`Self::shared_frame`]) and shared by all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEvent {
     pub run_id: RunId,
     pub seq: u64,
+    /// The first seq the event stands for: `seq`, except for `step.delta` events merged
+    /// into one (`data.coalesced`), which stand for `first_seq..=seq`.
+    pub first_seq: u64,
     pub json: Arc<str>,
+    frame: SharedFrame,
 }
+
+impl LiveEvent {
+    /// The event `seq` of `run_id`, whose client JSON is `json`.
+    pub fn new(run_id: RunId, seq: u64, json: impl Into<Arc<str>>) -> Self {
+        Self { run_id, seq, first_seq: seq, json: json.into(), frame: SharedFrame::default() }
+    }
+
+    /// `step.delta` events `first_seq..=seq` merged into one, whose client JSON is `json`.
+    pub fn merged(run_id: RunId, first_seq: u64, seq: u64, json: impl Into<Arc<str>>) -> Self {
+        Self { first_seq: first_seq.min(seq), ..Self::new(run_id, seq, json) }
+    }
+
+    /// The frame this event is sent in, built by `build` the first time any clone of this
+    /// value asks for it, and shared after that.
+    pub fn shared_frame(&self, build: impl FnOnce(&Self) -> String) -> Arc<str> {
+        Arc::clone(self.frame.0.get_or_init(|| build(self).into()))
+    }
+
+    /// A copy of this value for another channel (with a frame of its own).
+    #[must_use]
+    pub fn for_another_channel(&self) -> Self {
+        Self { frame: SharedFrame::default(), ..self.clone() }
+    }
+}
+
+/// The frame of a [`LiveEvent`], once built. Never part of equality: two events are the
+/// same whether or not a frame was built for either.
+#[derive(Debug, Clone, Default)]
+struct SharedFrame(Arc<std::sync::OnceLock<Arc<str>>>);
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SharedFrame {}
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -97,6 +97,48 @@ impl RunQueries {
         limit: u64,
     ) -> Result<Page<RunEvent>, RunServiceError> {
         self.ensure_visible(ctx, id).await?;
+        self.read_events(ctx, id, after_seq, limit).await
+    }
+
+    /// As [`Self::events`] (without a cursor), reading the run's history first: what a
+    /// stream subscription asks for to fill a gap or resume is recent, so the history holds
+    /// it (and PostgreSQL maybe not yet). The persisted events are read only when the
+    /// history does not continue `after_seq` (trimmed, expired, a replay from far back, or
+    /// nothing newer yet) or cannot be read.
+    ///
+    /// # Errors
+    /// `NotFound` when the run does not exist or belongs to another tenant.
+    pub async fn recent_events(
+        &self,
+        ctx: &RequestContext,
+        id: RunId,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<RunEvent>, RunServiceError> {
+        self.ensure_visible(ctx, id).await?;
+        let tenant = ctx.principal.tenant_id;
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        if let Ok(recent) = self.history.history_after(tenant, id, after_seq, wanted).await
+            && recent.first().is_some_and(|first| first.seq == after_seq + 1)
+        {
+            return Ok((after_seq + 1..)
+                .zip(recent)
+                .take_while(|(expected, event)| event.seq == *expected)
+                .map(|(_, event)| event)
+                .take(wanted)
+                .collect());
+        }
+        Ok(self.read_events(ctx, id, after_seq, limit).await?.items)
+    }
+
+    /// [`Self::events`] once the run is known to be visible.
+    async fn read_events(
+        &self,
+        ctx: &RequestContext,
+        id: RunId,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Page<RunEvent>, RunServiceError> {
         let tenant = ctx.principal.tenant_id;
         let mut page = self.events.list_after(tenant, id, after_seq, limit).await?;
         let wanted = usize::try_from(limit).unwrap_or(usize::MAX);

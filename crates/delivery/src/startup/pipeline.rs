@@ -71,9 +71,14 @@ pub(super) fn sequencer_settings(settings: &Settings) -> FredEventSequencerSetti
     }
 }
 
-/// The live bus's settings: its defaults, with the canary timeout from `SBA_EVENTS__*`.
+/// The live bus's settings: its defaults, with the canary timeout and the reorder window
+/// from `SBA_EVENTS__*`.
 pub(super) fn bus_settings(settings: &Settings) -> FredEventBusSettings {
-    FredEventBusSettings { canary_timeout: settings.events.canary_timeout, ..FredEventBusSettings::default() }
+    FredEventBusSettings {
+        canary_timeout: settings.events.canary_timeout,
+        reorder_window: settings.events.reorder_window,
+        ..FredEventBusSettings::default()
+    }
 }
 
 /// A consumer's settings from `SBA_EVENTS__*` and `SBA_WORKER__*`.

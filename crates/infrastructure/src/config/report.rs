@@ -178,6 +178,7 @@ impl Settings {
         line("events.history_ttl", &duration_text(events.history_ttl));
         line("events.timeout", &duration_text(events.timeout));
         line("events.canary_timeout", &duration_text(events.canary_timeout));
+        line("events.reorder_window", &duration_text(events.reorder_window));
     }
 }
 

@@ -278,6 +278,10 @@ pub struct EventsSettings {
     /// How long the `event_bus` readiness check waits for its canary to come back through
     /// Redis pub/sub.
     pub canary_timeout: Duration,
+    /// How long a node holds a run's batch that reached a live channel before the batch
+    /// preceding it (published by another node), so that subscribers get them in order;
+    /// zero delivers every batch as it comes.
+    pub reorder_window: Duration,
 }
 
 fn at_least_one_second(value: &Duration) -> Result<(), ValidationError> {

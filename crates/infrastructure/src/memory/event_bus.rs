@@ -70,6 +70,17 @@ impl Fanout {
         }
     }
 
+    /// Sends `events` to the subscribers of `channel`, in order, if it has any.
+    pub(crate) fn send_events(&self, channel: &str, events: Vec<LiveEvent>) {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = channels.get(channel) {
+            for event in events {
+                // No receiver left means the entry is being released: nobody to tell.
+                let _ = sender.send(BusMessage::Event(event));
+            }
+        }
+    }
+
     /// Sends `message` to every subscriber of every channel.
     pub(crate) fn send_all(&self, message: &BusMessage) {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
@@ -111,7 +122,7 @@ impl Drop for Release {
 /// The message an event is on every channel.
 pub(crate) fn live_event(event: &RunEvent) -> Result<LiveEvent, EventBusError> {
     let json = event.to_client_json().map_err(|e| EventBusError::Unavailable(e.into()))?;
-    Ok(LiveEvent { run_id: event.run_id, seq: event.seq, json: json.into() })
+    Ok(LiveEvent::new(event.run_id, event.seq, json))
 }
 
 /// The event bus of one process: publishing sends to the local subscribers only.
@@ -143,9 +154,10 @@ impl Default for InMemoryEventBus {
 #[async_trait]
 impl EventBus for InMemoryEventBus {
     async fn publish(&self, event: &RunEvent, session: Option<SessionId>) -> Result<(), EventBusError> {
-        let message = BusMessage::Event(live_event(event)?);
+        let live = live_event(event)?;
         for channel in EventChannel::of(event, session) {
-            self.fanout.send(&channel.name(), message.clone());
+            // One value per channel: each builds its own channel's frame.
+            self.fanout.send(&channel.name(), BusMessage::Event(live.for_another_channel()));
         }
         Ok(())
     }
@@ -223,11 +235,7 @@ mod tests {
         let mut on_other_session = bus.subscribe(EventChannel::Session(ids().2)).await;
         let published = event(run, tenant, 1);
         bus.publish(&published, Some(session)).await.unwrap();
-        let expected = BusMessage::Event(LiveEvent {
-            run_id: run,
-            seq: 1,
-            json: published.to_client_json().unwrap().into(),
-        });
+        let expected = BusMessage::Event(LiveEvent::new(run, 1, published.to_client_json().unwrap()));
         for subscription in [&mut on_run, &mut on_session, &mut on_tenant] {
             assert_eq!(subscription.try_recv(), Some(expected.clone()));
         }

@@ -40,6 +40,15 @@ struct DeltaView {
 struct DeltaData {
     step_id: String,
     text: String,
+    /// Deltas merged already (by the bus of a node that fell behind).
+    coalesced: Option<Coalesced>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Coalesced {
+    from_seq: u64,
+    to_seq: u64,
 }
 
 impl Delta {
@@ -51,13 +60,23 @@ impl Delta {
             return None;
         }
         let view: DeltaView = serde_json::from_str(&event.json).ok()?;
-        (view.kind == EventKind::StepDelta && view.seq == event.seq).then_some(Self {
-            step_id: view.data.step_id,
-            text: view.data.text,
-            created_at: view.created_at,
-            from_seq: event.seq,
-            to_seq: event.seq,
-        })
+        let range = view.data.coalesced.map_or((event.seq, event.seq), |c| (c.from_seq, c.to_seq));
+        (view.kind == EventKind::StepDelta
+            && view.seq == event.seq
+            && range == (event.first_seq, event.seq))
+            .then_some(Self {
+                step_id: view.data.step_id,
+                text: view.data.text,
+                created_at: view.created_at,
+                from_seq: event.first_seq,
+                to_seq: event.seq,
+            })
+    }
+
+    /// Whether deltas were merged into `event` in the queue (its frame is then written
+    /// anew; an event merged before it was queued is sent as it came).
+    pub(super) const fn merged_here(&self, event: &LiveEvent) -> bool {
+        self.to_seq != event.seq || self.from_seq != event.first_seq
     }
 
     /// Whether `next` continues this delta: the same step, the very next seq.
@@ -76,6 +95,7 @@ impl Delta {
         self.text.len()
     }
 
+    /// Whether the delta stands for several events (its frame carries `coalesced`).
     pub(super) const fn is_merged(&self) -> bool {
         self.to_seq != self.from_seq
     }
@@ -101,6 +121,45 @@ impl Delta {
         );
         push_json_string(&mut json, &self.created_at);
         json.push('}');
-        LiveEvent { run_id: first.run_id, seq: self.to_seq, json: json.into() }
+        LiveEvent::merged(first.run_id, self.from_seq, self.to_seq, json)
     }
+}
+
+/// The most text a merge makes one delta carry; the next delta starts a new one.
+const MAX_MERGED_TEXT: usize = 64 * 1024;
+
+/// `events` (of one channel, each run's in seq order) with every `step.delta` merged into
+/// the event before it of its run when that is the delta it continues, as the outbound
+/// queue merges them above its high-water mark: the order of each run's events is kept,
+/// nothing but consecutive deltas of one step is merged, and a merged delta carries
+/// `data.coalesced` ([`LiveEvent::first_seq`] is its first seq). For a node whose bus fell
+/// behind: it sends fewer, larger frames to every subscriber instead of falling further
+/// behind. Returns the events and how many were merged into another.
+pub fn coalesce_deltas(events: Vec<LiveEvent>) -> (Vec<LiveEvent>, usize) {
+    let mut out: Vec<(LiveEvent, Option<Delta>)> = Vec::with_capacity(events.len());
+    let mut last_of_run: std::collections::HashMap<sba_domain::RunId, usize> = std::collections::HashMap::new();
+    let mut merged = 0;
+    for event in events {
+        let incoming = Delta::read(&event);
+        if let Some(incoming) = &incoming
+            && let Some(&index) = last_of_run.get(&event.run_id)
+            && let Some((_, Some(queued))) = out.get_mut(index)
+            && queued.continued_by(incoming)
+            && queued.text_len() + incoming.text_len() <= MAX_MERGED_TEXT
+        {
+            queued.merge(incoming.clone());
+            merged += 1;
+            continue;
+        }
+        last_of_run.insert(event.run_id, out.len());
+        out.push((event, incoming));
+    }
+    let events = out
+        .into_iter()
+        .map(|(event, delta)| match delta {
+            Some(delta) if delta.merged_here(&event) => delta.to_event(&event),
+            _ => event,
+        })
+        .collect();
+    (events, merged)
 }

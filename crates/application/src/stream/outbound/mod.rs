@@ -34,7 +34,10 @@
 
 mod delta;
 
+pub use self::delta::coalesce_deltas;
+
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use sba_domain::RunId;
 
@@ -86,6 +89,25 @@ impl Default for OutboundLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the client's outbound queue is full")]
 pub struct Overflow;
+
+/// A frame leaving the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// An ack, pong or error.
+    Control(String),
+    /// An event frame (counted against the broadcast rates); shared by every subscriber of
+    /// the channel on this node unless merged ([`LiveEvent::shared_frame`]).
+    Event(Arc<str>),
+}
+
+impl OutFrame {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Control(text) => text,
+            Self::Event(text) => text,
+        }
+    }
+}
 
 /// How an event was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,24 +228,24 @@ impl OutboundQueue {
     }
 
     /// The next frame to send, oldest first.
-    pub fn pop(&mut self) -> Option<String> {
+    pub fn pop(&mut self) -> Option<OutFrame> {
         let entry = self.entries.pop_front()?;
         let position = self.head;
         self.head += 1;
         self.bytes -= entry.bytes();
         Some(match entry {
-            Entry::Control(frame) => frame,
+            Entry::Control(frame) => OutFrame::Control(frame),
             Entry::Event(EventEntry { channel, event, delta, .. }) => {
                 let key = (channel, event.run_id);
                 if self.last_event.get(&key) == Some(&position) {
                     self.last_event.remove(&key);
                 }
-                match delta {
-                    DeltaSlot::Delta(delta) if delta.is_merged() => {
-                        event_frame(channel, &delta.to_event(&event))
+                OutFrame::Event(match delta {
+                    DeltaSlot::Delta(delta) if delta.merged_here(&event) => {
+                        event_frame(channel, &delta.to_event(&event)).into()
                     }
-                    _ => event_frame(channel, &event),
-                }
+                    _ => event.shared_frame(|event| event_frame(channel, event)),
+                })
             }
         })
     }

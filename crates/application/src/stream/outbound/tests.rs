@@ -18,7 +18,7 @@ fn at(seq: u64) -> DateTime<Utc> {
 /// An event as the bus carries it: the domain's own client JSON.
 fn live(run: RunId, seq: u64, data: EventData) -> LiveEvent {
     let event = RunEvent::server(run, TENANT, seq, data, at(seq));
-    LiveEvent { run_id: run, seq, json: event.to_client_json().unwrap().into() }
+    LiveEvent::new(run, seq, event.to_client_json().unwrap())
 }
 
 fn delta(run: RunId, seq: u64, step: &str, text: &str) -> LiveEvent {
@@ -42,7 +42,11 @@ fn limits(max_messages: usize, high_water_messages: usize) -> OutboundLimits {
 
 /// Every queued frame, parsed, in the order they leave.
 fn drain(queue: &mut OutboundQueue) -> Vec<Value> {
-    std::iter::from_fn(|| queue.pop()).map(|frame| serde_json::from_str(&frame).unwrap()).collect()
+    std::iter::from_fn(|| queue.pop()).map(|frame| serde_json::from_str(frame.as_str()).unwrap()).collect()
+}
+
+fn text(frame: Option<OutFrame>) -> String {
+    frame.unwrap().as_str().to_owned()
 }
 
 /// The (seq, kind, text) of each event frame.
@@ -80,7 +84,7 @@ fn below_the_high_water_mark_frames_leave_one_by_one_in_order() {
         assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", &seq.to_string())), Ok(Pushed::Queued));
     }
     assert_eq!(queue.len(), 6);
-    assert_eq!(queue.pop().unwrap(), r#"{"type":"ack","id":"1"}"#);
+    assert_eq!(text(queue.pop()), r#"{"type":"ack","id":"1"}"#);
     let texts: Vec<_> = summary(&drain(&mut queue)).into_iter().map(|(seq, _, text)| (seq, text)).collect();
     assert_eq!(texts, (1..=5).map(|seq| (seq, seq.to_string())).collect::<Vec<_>>());
     assert_eq!(queue.coalesced_deltas(), 0);
@@ -93,7 +97,7 @@ fn an_unmerged_event_leaves_as_the_bus_published_it() {
     let event = delta(RUN_A, 3, "s1", "hi");
     queue.push_event(CHANNEL, event.clone()).unwrap();
     assert_eq!(queue.bytes(), event_frame_len(CHANNEL, &event));
-    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &event));
+    assert_eq!(text(queue.pop()), event_frame(CHANNEL, &event));
 }
 
 #[test]
@@ -130,7 +134,7 @@ fn a_coalesced_delta_keeps_the_field_order_of_every_other_event() {
     let mut queue = OutboundQueue::new(limits(100, 1));
     queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
     queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")).unwrap();
-    let frame = queue.pop().unwrap();
+    let frame = text(queue.pop());
     let event = frame.split_once(r#","event":"#).unwrap().1;
     let keys: Vec<&str> = ["\"seq\"", "\"run_id\"", "\"kind\"", "\"data\"", "\"created_at\""]
         .into_iter()
@@ -183,7 +187,7 @@ fn a_delta_carrying_more_than_a_delta_holds_is_never_merged() {
     odd.json = odd.json.replace(r#""text":"a""#, r#""text":"a","extra":1"#).into();
     queue.push_event(CHANNEL, odd.clone()).unwrap();
     assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
-    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &odd));
+    assert_eq!(text(queue.pop()), event_frame(CHANNEL, &odd));
 }
 
 #[test]
@@ -191,7 +195,7 @@ fn a_delta_already_sent_is_not_merged_into() {
     let mut queue = OutboundQueue::new(limits(100, 1));
     queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
     queue.push_event(CHANNEL, step_created(RUN_B, 1, "x")).unwrap();
-    queue.pop().unwrap();
+    text(queue.pop());
     assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
     let frames = summary(&drain(&mut queue));
     assert_eq!(frames[1], (2, "step.delta".into(), "b".into()));
@@ -281,7 +285,7 @@ fn an_empty_queue_takes_one_frame_larger_than_its_byte_bound() {
     let large = delta(RUN_A, 1, "s1", &"x".repeat(500));
     assert_eq!(queue.push_event(CHANNEL, large.clone()), Ok(Pushed::Queued));
     assert_eq!(queue.push_control("{}".into()), Err(Overflow));
-    assert_eq!(queue.pop().unwrap(), event_frame(CHANNEL, &large));
+    assert_eq!(text(queue.pop()), event_frame(CHANNEL, &large));
 }
 
 #[test]
@@ -293,8 +297,8 @@ fn the_byte_count_follows_what_is_queued_and_returns_to_zero() {
     assert_eq!(queue.bytes(), 2 + event_frame_len(CHANNEL, &first));
     queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "defg")).unwrap();
     let merged = queue.bytes() - 2;
-    queue.pop().unwrap();
-    let frame = queue.pop().unwrap();
+    text(queue.pop());
+    let frame = text(queue.pop());
     assert!(merged >= frame.len() && merged - frame.len() < 64, "counted {merged}, written {}", frame.len());
     assert_eq!(queue.bytes(), 0);
     assert!(queue.is_empty());
@@ -320,4 +324,56 @@ fn a_throttled_queue_merges_deltas_below_the_high_water_mark() {
             (4, "step.delta".to_owned(), "c".to_owned()),
         ]
     );
+}
+
+#[test]
+fn the_bus_merges_each_steps_consecutive_deltas_and_keeps_every_other_event_in_its_place() {
+    let (events, merged) = coalesce_deltas(vec![
+        delta(RUN_A, 1, "s1", "a"),
+        delta(RUN_A, 2, "s1", "b"),
+        delta(RUN_B, 1, "s1", "x"),
+        step_created(RUN_A, 3, "s2"),
+        delta(RUN_A, 4, "s1", "c"),
+        delta(RUN_A, 5, "s2", "d"),
+        delta(RUN_A, 6, "s2", "e"),
+        delta(RUN_B, 2, "s1", "y"),
+    ]);
+    assert_eq!(merged, 3);
+    let ranges: Vec<_> = events.iter().map(|e| (e.run_id, e.first_seq, e.seq)).collect();
+    assert_eq!(ranges, [(RUN_A, 1, 2), (RUN_B, 1, 2), (RUN_A, 3, 3), (RUN_A, 4, 4), (RUN_A, 5, 6)]);
+    let first: Value = serde_json::from_str(&events[0].json).unwrap();
+    assert_eq!(first["data"]["text"], "ab");
+    assert_eq!(first["data"]["coalesced"], json!({"from_seq": 1, "to_seq": 2}));
+    assert_eq!(first["seq"], 2);
+    let single: Value = serde_json::from_str(&events[3].json).unwrap();
+    assert_eq!(single["data"].get("coalesced"), None, "a delta merged with nothing is unchanged");
+}
+
+#[test]
+fn deltas_merged_by_the_bus_are_sent_as_they_came_and_merge_further_in_a_full_queue() {
+    let (bus_merged, _) = coalesce_deltas(vec![delta(RUN_A, 1, "s1", "a"), delta(RUN_A, 2, "s1", "b")]);
+    let mut queue = OutboundQueue::new(limits(100, 50));
+    queue.push_event(CHANNEL, bus_merged[0].clone()).unwrap();
+    assert_eq!(text(queue.pop()), event_frame(CHANNEL, &bus_merged[0]));
+
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, bus_merged[0].clone()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Ok(Pushed::Coalesced));
+    let frames = drain(&mut queue);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["event"]["data"]["text"], "abc");
+    assert_eq!(frames[0]["event"]["data"]["coalesced"], json!({"from_seq": 1, "to_seq": 3}));
+}
+
+#[test]
+fn subscribers_of_one_channel_share_one_event_frame() {
+    let event = delta(RUN_A, 1, "s1", "a");
+    let (mut first, mut second) = (OutboundQueue::new(limits(10, 5)), OutboundQueue::new(limits(10, 5)));
+    first.push_event(CHANNEL, event.clone()).unwrap();
+    second.push_event(CHANNEL, event.clone()).unwrap();
+    let (Some(OutFrame::Event(a)), Some(OutFrame::Event(b))) = (first.pop(), second.pop()) else {
+        panic!("event frames expected");
+    };
+    assert!(Arc::ptr_eq(&a, &b), "built once");
+    assert_eq!(&*a, event_frame(CHANNEL, &event));
 }

@@ -184,7 +184,7 @@ fn ack_and_pong_frames_carry_the_ops_id() {
 fn an_event_frame_wraps_the_events_json_byte_for_byte() {
     let json =
         r#"{"seq":12,"run_id":"x","kind":"step.delta","data":{"step_id":"s","text":"hi"},"created_at":"t"}"#;
-    let event = LiveEvent { run_id: run(), seq: 12, json: Arc::from(json) };
+    let event = LiveEvent::new(run(), 12, Arc::<str>::from(json));
     let frame = event_frame(StreamChannel::Run(run()), &event);
     assert_eq!(frame, format!(r#"{{"type":"event","channel":"run:{RUN}","seq":12,"event":{json}}}"#));
     for (channel, seq) in [
@@ -192,7 +192,7 @@ fn an_event_frame_wraps_the_events_json_byte_for_byte() {
         (StreamChannel::Session(SessionId::from_uuid(Uuid::max())), u64::MAX),
         (StreamChannel::Run(run()), 9),
     ] {
-        let event = LiveEvent { seq, ..event.clone() };
+        let event = LiveEvent::new(event.run_id, seq, Arc::clone(&event.json));
         assert_eq!(event_frame(channel, &event).len(), event_frame_len(channel, &event), "{channel} {seq}");
     }
 }

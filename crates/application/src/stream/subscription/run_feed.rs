@@ -68,12 +68,15 @@ impl RunFeed {
                 OnLive::Deliver(event)
             }
             (State::Live, Some(last)) if event.seq <= last => OnLive::Nothing,
-            (State::Live, Some(last)) if event.seq == last + 1 => {
+            (State::Live, Some(last)) if event.first_seq == last + 1 => {
                 self.last = Some(event.seq);
                 OnLive::Deliver(event)
             }
             (State::Live, Some(last)) => {
-                let limit = limits.page.min(event.seq - 1 - last);
+                // A gap before the event: read it. Or merged deltas of which some were
+                // delivered already (they cannot be split): read them one by one instead.
+                let through = if event.first_seq > last + 1 { event.first_seq - 1 } else { event.seq };
+                let limit = limits.page.min(through - last);
                 self.held.push_back(event);
                 OnLive::Read(self.read(last, limit))
             }
@@ -120,33 +123,43 @@ impl RunFeed {
             last = event.seq;
             deliver.push(event);
         }
-        let from_history = deliver.len();
+        let held_before = self.held.len();
+        // A held event of merged deltas some of which were delivered: the rest is read.
+        let mut overlapped = false;
         while let Some(front) = self.held.front() {
-            if front.seq > last + 1 {
+            if front.first_seq > last + 1 {
                 break;
             }
-            if let Some(event) = self.held.pop_front()
-                && event.seq == last + 1
-            {
-                last = event.seq;
-                deliver.push(event);
+            let Some(event) = self.held.pop_front() else { break };
+            if event.seq <= last {
+                continue;
             }
+            if event.first_seq <= last {
+                overlapped = true;
+                break;
+            }
+            last = event.seq;
+            deliver.push(event);
         }
         self.last = Some(last);
-        let caught_up_live = deliver.len() > from_history;
+        let caught_up_live = self.held.len() < held_before;
         self.state = State::Live;
         let next = match self.held.front() {
             // The history ended before the next held event, which was published before the
             // read: the seqs between are lost.
-            Some(front) if hole || (!full && known_through.is_some_and(|known| front.seq <= known)) => {
+            Some(front)
+                if !overlapped
+                    && (hole || (!full && known_through.is_some_and(|known| front.seq <= known))) =>
+            {
                 self.end()
             }
             // A full page, or a held event that arrived during the read: read up to it.
             Some(front) => {
-                let limit = limits.page.min(front.seq - 1 - last);
+                let limit = limits.page.min(front.first_seq.saturating_sub(last + 1).max(1));
                 Next::Read(self.read(last, limit))
             }
             None if hole => self.end(),
+            None if overlapped => Next::Read(self.read(last, limits.page)),
             None if self.reread => {
                 self.reread = false;
                 Next::Read(self.read(last, limits.page))

@@ -10,7 +10,7 @@ fn limits(page: u64, held: usize) -> FeedLimits {
 }
 
 fn event_of(run: RunId, seq: u64) -> LiveEvent {
-    LiveEvent { run_id: run, seq, json: format!(r#"{{"seq":{seq}}}"#).into() }
+    LiveEvent::new(run, seq, format!(r#"{{"seq":{seq}}}"#))
 }
 
 fn event(seq: u64) -> LiveEvent {
@@ -254,4 +254,53 @@ fn a_channel_of_many_runs_keeps_a_run_whose_history_is_being_read() {
     assert_eq!(feed.on_event(event_of(RUN, 5)), OnLive::Deliver(event_of(RUN, 5)), "RUN was forgotten");
     let (deliver, next) = feed.on_history(third, vec![event_of(third, 2)]);
     assert_eq!((seqs(&deliver), next), (vec![2, 3], Next::Live), "third kept its place and its held event");
+}
+
+fn merged(first: u64, last: u64) -> LiveEvent {
+    LiveEvent::merged(RUN, first, last, format!(r#"{{"seq":{last}}}"#))
+}
+
+#[test]
+fn merged_deltas_that_continue_the_last_seq_are_delivered_and_stand_for_their_whole_range() {
+    let (mut feed, _) = SubscriptionFeed::run(RUN, None, limits(100, 16));
+    assert_eq!(feed.on_event(event(1)), OnLive::Deliver(event(1)));
+    assert_eq!(feed.on_event(merged(2, 5)), OnLive::Deliver(merged(2, 5)));
+    assert_eq!(feed.on_event(event(4)), OnLive::Nothing, "covered by the merged deltas");
+    assert_eq!(feed.on_event(event(6)), OnLive::Deliver(event(6)));
+}
+
+#[test]
+fn merged_deltas_after_a_gap_read_the_gap_then_follow_it() {
+    let (mut feed, _) = SubscriptionFeed::run(RUN, None, limits(100, 16));
+    feed.on_event(event(1));
+    assert_eq!(feed.on_event(merged(4, 6)), OnLive::Read(read(1, 2)), "2 and 3 are missing");
+    let (deliver, next) = feed.on_history(RUN, events([2, 3]));
+    assert_eq!(seqs(&deliver), [2, 3, 6], "the history up to the merged deltas, then them");
+    assert_eq!(deliver[2].first_seq, 4);
+    assert_eq!(next, Next::Live);
+}
+
+#[test]
+fn merged_deltas_partly_delivered_already_are_read_one_by_one_instead() {
+    let (mut feed, _) = SubscriptionFeed::run(RUN, None, limits(100, 16));
+    feed.on_event(event(1));
+    feed.on_event(event(2));
+    // 1..=4 merged, 1 and 2 delivered: the rest cannot be cut out of the text.
+    assert_eq!(feed.on_event(merged(1, 4)), OnLive::Read(read(2, 2)));
+    let (deliver, next) = feed.on_history(RUN, events([3, 4]));
+    assert_eq!((seqs(&deliver), next), (vec![3, 4], Next::Live));
+    assert_eq!(feed.on_event(event(5)), OnLive::Deliver(event(5)));
+}
+
+#[test]
+fn held_merged_deltas_overlapping_the_history_read_are_replaced_by_a_second_read() {
+    let (mut feed, first) = SubscriptionFeed::run(RUN, Some(0), limits(100, 16));
+    assert_eq!(first, Some(read(0, 100)));
+    feed.on_event(merged(2, 5));
+    feed.on_event(event(6));
+    // The history had 1..=3 when read: 2..=5 cannot follow 3.
+    let (deliver, next) = feed.on_history(RUN, events([1, 2, 3]));
+    assert_eq!((seqs(&deliver), next), (vec![1, 2, 3], Next::Read(read(3, 2))));
+    let (deliver, next) = feed.on_history(RUN, events([4, 5]));
+    assert_eq!((seqs(&deliver), next), (vec![4, 5, 6], Next::Live));
 }

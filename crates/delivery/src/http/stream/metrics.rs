@@ -8,7 +8,11 @@
 //! | `sba_ws_coalesced_deltas_total` | counter | |
 //! | `sba_ws_throttled_total` | counter (events queued over a broadcast rate, to merge) | |
 //! | `sba_ws_frames_total` | counter | `direction` = `in`, `out` |
+//! | `sba_ws_history_reads_total` | counter (a subscription read the run history: replay, gap, resume) | |
+//! | `sba_ws_bus_resumes_total` | counter (the bus told a subscription it may have missed events) | |
 //! | `sba_ws_closes_total` | counter | `code` (1000, 1001, 1002, 1008, 1009, 1013), `reason` |
+
+use std::sync::LazyLock;
 
 /// Why the server closed a connection (the `reason` label), and with which code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,28 +70,65 @@ pub fn closed(cause: CloseCause) {
     .increment(1);
 }
 
+/// The handles of the series recorded per frame or per event, looked up once: a lookup by
+/// name and labels on every frame costs more than the rest of the frame's bookkeeping. Made
+/// at the first frame, after the process's recorder is installed (`http::metrics`).
+struct Handles {
+    connections: metrics::Gauge,
+    subscriptions: metrics::Gauge,
+    frames_in: metrics::Counter,
+    frames_out: metrics::Counter,
+    queue_depth: metrics::Histogram,
+    coalesced: metrics::Counter,
+    throttled: metrics::Counter,
+    history_reads: metrics::Counter,
+    resumes: metrics::Counter,
+}
+
+static HANDLES: LazyLock<Handles> = LazyLock::new(|| Handles {
+    connections: metrics::gauge!("sba_ws_connections"),
+    subscriptions: metrics::gauge!("sba_ws_subscriptions"),
+    frames_in: metrics::counter!("sba_ws_frames_total", "direction" => "in"),
+    frames_out: metrics::counter!("sba_ws_frames_total", "direction" => "out"),
+    queue_depth: metrics::histogram!("sba_ws_outbound_queue_depth"),
+    coalesced: metrics::counter!("sba_ws_coalesced_deltas_total"),
+    throttled: metrics::counter!("sba_ws_throttled_total"),
+    history_reads: metrics::counter!("sba_ws_history_reads_total"),
+    resumes: metrics::counter!("sba_ws_bus_resumes_total"),
+});
+
 pub fn connections(delta: f64) {
-    metrics::gauge!("sba_ws_connections").increment(delta);
+    HANDLES.connections.increment(delta);
 }
 
 pub fn subscriptions(delta: f64) {
-    metrics::gauge!("sba_ws_subscriptions").increment(delta);
+    HANDLES.subscriptions.increment(delta);
 }
 
 pub fn frame_in() {
-    metrics::counter!("sba_ws_frames_total", "direction" => "in").increment(1);
+    HANDLES.frames_in.increment(1);
 }
 
 pub fn frame_out(queue_depth: usize) {
-    metrics::counter!("sba_ws_frames_total", "direction" => "out").increment(1);
+    HANDLES.frames_out.increment(1);
     #[allow(clippy::cast_precision_loss, reason = "a queue depth is far below 2^52")]
-    metrics::histogram!("sba_ws_outbound_queue_depth").record(queue_depth as f64);
+    HANDLES.queue_depth.record(queue_depth as f64);
 }
 
 pub fn coalesced_delta() {
-    metrics::counter!("sba_ws_coalesced_deltas_total").increment(1);
+    HANDLES.coalesced.increment(1);
 }
 
 pub fn throttled() {
-    metrics::counter!("sba_ws_throttled_total").increment(1);
+    HANDLES.throttled.increment(1);
+}
+
+/// A subscription read the run history (replay, gap, resume).
+pub fn history_read() {
+    HANDLES.history_reads.increment(1);
+}
+
+/// A subscription was told by the bus that it may have missed events.
+pub fn bus_resume() {
+    HANDLES.resumes.increment(1);
 }

@@ -8,9 +8,13 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use actix_web::web::Bytes;
 use actix_ws::Session;
+use bytestring::ByteString;
 use sba_application::ports::LiveEvent;
-use sba_application::stream::outbound::{OutboundLimits, OutboundQueue, Overflow, Pushed};
+use sba_application::stream::outbound::{OutFrame, OutboundLimits, OutboundQueue, Overflow, Pushed};
 use sba_application::stream::protocol::StreamChannel;
 use sba_application::stream::throttle::ConnectionThrottle;
 use tokio::sync::{Notify, watch};
@@ -90,7 +94,7 @@ impl Outbound {
     }
 
     /// The next frame to send, and how many are left behind it.
-    fn pop(&self) -> Option<(String, usize)> {
+    fn pop(&self) -> Option<(OutFrame, usize)> {
         let mut queue = self.queue();
         let frame = queue.pop()?;
         let left = queue.len();
@@ -132,28 +136,43 @@ pub async fn write(
             }
             continue;
         };
-        if is_event(&frame) {
-            while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
-                tokio::time::sleep(wait).await;
+        let text = match frame {
+            OutFrame::Control(text) => ByteString::from(text),
+            // Only event frames count against the broadcast rates.
+            OutFrame::Event(shared) => {
+                while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+                shared_text(shared)
             }
-        }
-        if session.text(frame).await.is_err() {
+        };
+        if session.text(text).await.is_err() {
             return WriterEnd::Closed;
         }
         metrics::frame_out(left);
     }
 }
 
-/// Whether a server frame is an event (only those count against the broadcast rates).
-fn is_event(frame: &str) -> bool {
-    frame.starts_with(r#"{"type":"event""#)
+/// A frame shared by the subscribers of a channel, as the text of a WebSocket message
+/// without copying it.
+fn shared_text(shared: Arc<str>) -> ByteString {
+    /// The frame as bytes, kept alive by the message that sends it.
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let bytes = Bytes::from_owner(Shared(Arc::clone(&shared)));
+    // The bytes are those of a `str`, so this always succeeds; the copy is the fallback.
+    ByteString::try_from(bytes).unwrap_or_else(|_| ByteString::from(&*shared))
 }
 
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
 
-    use sba_application::stream::protocol::{OpId, ack_frame, event_frame};
+    use sba_application::stream::protocol::event_frame;
     use sba_application::stream::throttle::{BroadcastThrottle, ThrottlePolicy, ThrottleRates};
     use sba_domain::{RunId, TenantId, UserId};
     use uuid::Uuid;
@@ -161,10 +180,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_event_frames_are_throttled() {
-        let event = LiveEvent { run_id: RunId::from_uuid(Uuid::nil()), seq: 1, json: "{}".into() };
-        assert!(is_event(&event_frame(StreamChannel::Tenant, &event)));
-        assert!(!is_event(&ack_frame(&OpId::parse("1").unwrap())));
+    fn a_shared_frame_is_sent_as_it_is_without_a_copy() {
+        let event = LiveEvent::new(RunId::from_uuid(Uuid::nil()), 1, "{}");
+        let frame: Arc<str> = event_frame(StreamChannel::Tenant, &event).into();
+        let text = shared_text(Arc::clone(&frame));
+        assert_eq!(&*text, &*frame);
+        assert_eq!(text.as_bytes().as_ptr(), frame.as_ptr(), "the same bytes");
     }
 
     #[tokio::test]
@@ -183,7 +204,7 @@ mod tests {
         outbound.push_control("b".into()).unwrap();
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water());
         assert!(waiting.await.is_err(), "at high water");
-        assert_eq!(outbound.pop(), Some(("a".to_owned(), 1)));
+        assert_eq!(outbound.pop(), Some((OutFrame::Control("a".to_owned()), 1)));
         tokio::time::timeout(std::time::Duration::from_millis(20), outbound.below_high_water())
             .await
             .unwrap();

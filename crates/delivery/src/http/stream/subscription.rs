@@ -15,6 +15,7 @@ use sba_application::stream::replay::ReplaySource;
 use sba_application::stream::subscription::{HistoryRead, Next, OnLive, SubscriptionFeed};
 use tokio::sync::mpsc;
 
+use super::metrics;
 use super::outbound::Outbound;
 
 /// What a subscription tells its connection.
@@ -45,11 +46,36 @@ enum Flow {
     Stop,
 }
 
+/// What the task does next.
+enum Step {
+    Message(Option<BusMessage>),
+    /// The queue has room for the oldest read's events.
+    Read,
+}
+
+/// Completes when a read is waiting and the queue is below its high-water mark; never
+/// without a read.
+async fn read_ready(reads: &VecDeque<HistoryRead>, outbound: &Outbound) {
+    if reads.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    outbound.below_high_water().await;
+}
+
 impl SubscriptionTask {
+    /// Reads the bus all the time, also while a history read waits for room in the queue:
+    /// live events that arrive meanwhile are held by the feed (within its bound), never left
+    /// to overflow the bus subscription's buffer.
     pub async fn run(mut self) {
         loop {
-            while let Some(read) = self.reads.pop_front() {
-                self.outbound.below_high_water().await;
+            let step = tokio::select! {
+                message = self.messages.recv() => Step::Message(message),
+                () = read_ready(&self.reads, &self.outbound) => Step::Read,
+            };
+            if let Step::Read = step
+                && let Some(read) = self.reads.pop_front()
+            {
+                metrics::history_read();
                 let next = match self.replay.read(read).await {
                     Ok(events) => {
                         let (deliver, next) = self.feed.on_history(read.run, events);
@@ -70,8 +96,10 @@ impl SubscriptionTask {
                 if let Flow::Stop = self.follow(next) {
                     return;
                 }
+                continue;
             }
-            match self.messages.recv().await {
+            let Step::Message(message) = step else { continue };
+            match message {
                 Some(BusMessage::Event(event)) => match self.feed.on_event(event) {
                     OnLive::Deliver(event) => {
                         if self.outbound.push_event(self.channel, event).is_err() {
@@ -81,7 +109,10 @@ impl SubscriptionTask {
                     OnLive::Nothing => {}
                     OnLive::Read(read) => self.reads.push_back(read),
                 },
-                Some(BusMessage::ResumeNeeded) => self.reads.extend(self.feed.on_resume_needed()),
+                Some(BusMessage::ResumeNeeded) => {
+                    metrics::bus_resume();
+                    self.reads.extend(self.feed.on_resume_needed());
+                }
                 None => {
                     // The bus keeps a channel open while it has subscribers: only a bus
                     // shutting down ends it. The client resumes on another connection.

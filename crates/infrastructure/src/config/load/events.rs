@@ -16,6 +16,7 @@ raw_section! {
         history_ttl: Option<String>,
         timeout: Option<String>,
         canary_timeout: Option<String>,
+        reorder_window: Option<String>,
     }
 }
 
@@ -61,6 +62,13 @@ pub(super) fn events_settings(problems: &mut Problems, raw: &RawEvents) -> Event
             Duration::from_secs(1),
             Duration::from_millis(10)..=CHECK_TIMEOUT,
         ),
+        reorder_window: duration(
+            problems,
+            "SBA_EVENTS__REORDER_WINDOW",
+            raw.reorder_window.as_deref(),
+            Duration::from_millis(500),
+            Duration::ZERO..=Duration::from_secs(5),
+        ),
     }
 }
 
@@ -81,6 +89,7 @@ mod tests {
                 history_ttl: Duration::from_hours(24),
                 timeout: Duration::from_secs(1),
                 canary_timeout: Duration::from_secs(1),
+                reorder_window: Duration::from_millis(500),
             }
         );
         let events = settings_of(&[
@@ -89,6 +98,7 @@ mod tests {
             ("SBA_EVENTS__HISTORY_TTL", "90m"),
             ("SBA_EVENTS__TIMEOUT", "250ms"),
             ("SBA_EVENTS__CANARY_TIMEOUT", "300ms"),
+            ("SBA_EVENTS__REORDER_WINDOW", "0s"),
         ])
         .unwrap()
         .events;
@@ -100,6 +110,7 @@ mod tests {
                 history_ttl: Duration::from_mins(90),
                 timeout: Duration::from_millis(250),
                 canary_timeout: Duration::from_millis(300),
+                reorder_window: Duration::ZERO,
             }
         );
     }
@@ -115,6 +126,7 @@ mod tests {
             ("SBA_EVENTS__TIMEOUT", "1m"),
             ("SBA_EVENTS__CANARY_TIMEOUT", "5ms"),
             ("SBA_EVENTS__CANARY_TIMEOUT", "3s"),
+            ("SBA_EVENTS__REORDER_WINDOW", "6s"),
         ] {
             let problems = settings_of(&[(var, bad)]).unwrap_err();
             assert_eq!(problem_settings(&problems), [var], "{var}={bad}");

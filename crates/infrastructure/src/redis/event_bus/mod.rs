@@ -16,11 +16,14 @@
 //! tells readiness, through a canary message on a channel of the node's own ([`canary`]).
 
 mod canary;
+mod inbound;
+mod lag;
+mod reorder;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -29,7 +32,7 @@ use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as 
 use fred::types::Message;
 use fred::types::config::Server;
 use sba_application::ports::{
-    BusMessage, DependencyCheck, EventBus, EventBusError, EventChannel, LiveEvent, Subscription,
+    DependencyCheck, EventBus, EventBusError, EventChannel, LiveEvent, Subscription,
 };
 use sba_domain::events::RunEvent;
 use sba_domain::{RunId, SessionId};
@@ -40,6 +43,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::canary::{Canary, CanaryCheck};
+use self::inbound::Inbound;
+use self::lag::LagProbe;
+use self::reorder::Reorder;
 use super::connection::{self, ConnectionOptions};
 use crate::memory::DEFAULT_SUBSCRIBER_BUFFER;
 use crate::memory::event_bus::{Change, Fanout, live_event};
@@ -62,6 +68,12 @@ pub struct FredEventBusSettings {
     /// How long a readiness check waits for its canary to come back through Redis before
     /// the bus counts as down. Default: 1 s.
     pub canary_timeout: Duration,
+    /// How long a run's batch that reached a channel before the batch preceding it waits
+    /// for that one ([`reorder`]); zero delivers every batch as it comes. Default: 500 ms.
+    pub reorder_window: Duration,
+    /// Past this lag ([`lag`]) the node merges deltas before the fan-out ([`inbound`]).
+    /// Default: 250 ms.
+    pub lag_limit: Duration,
 }
 
 impl Default for FredEventBusSettings {
@@ -72,6 +84,8 @@ impl Default for FredEventBusSettings {
             command_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             canary_timeout: Duration::from_secs(1),
+            reorder_window: Duration::from_millis(500),
+            lag_limit: Duration::from_millis(250),
         }
     }
 }
@@ -86,12 +100,14 @@ pub struct FredEventBus {
     canary: Arc<Canary>,
     canary_timeout: Duration,
     follower: JoinHandle<()>,
+    prober: JoinHandle<()>,
     connections: [JoinHandle<Result<(), fred::error::Error>>; 2],
 }
 
 impl Drop for FredEventBus {
     fn drop(&mut self) {
         self.follower.abort();
+        self.prober.abort();
         for connection in &self.connections {
             connection.abort();
         }
@@ -139,10 +155,24 @@ impl FredEventBus {
                 "event bus: no Redis connection yet; live events resume when it connects"
             );
         }
+        let lag = LagProbe::new();
+        let prober = tokio::spawn(lag::publish_probes(
+            client.clone(),
+            canary.channel().to_owned(),
+            Arc::clone(&lag),
+            settings.command_timeout,
+        ));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let fanout = Fanout::new(settings.subscriber_buffer, Some(changes));
         let follower = tokio::spawn(follow(
-            Following { fanout: Arc::clone(&fanout), canary: Arc::clone(&canary) },
+            Inbound::new(
+                Arc::clone(&fanout),
+                Arc::clone(&canary),
+                lag,
+                Reorder::new(settings.reorder_window),
+                settings.lag_limit,
+            ),
+            Arc::clone(&canary),
             subscriber.clone(),
             settings.command_timeout,
             Streams { changes: changes_rx, messages, reconnections },
@@ -154,6 +184,7 @@ impl FredEventBus {
             canary,
             canary_timeout: settings.canary_timeout,
             follower,
+            prober,
             connections,
         })
     }
@@ -250,13 +281,7 @@ fn decode_line(line: &str) -> Option<LiveEvent> {
     let mut parts = line.splitn(3, ' ');
     let run_id = parts.next()?.parse::<RunId>().ok()?;
     let seq = parts.next()?.parse().ok()?;
-    Some(LiveEvent { run_id, seq, json: parts.next()?.into() })
-}
-
-/// Where the follower sends what comes in: the local subscribers, or the canary.
-struct Following {
-    fanout: Arc<Fanout>,
-    canary: Arc<Canary>,
+    Some(LiveEvent::new(run_id, seq, parts.next()?))
 }
 
 struct Streams {
@@ -269,24 +294,32 @@ struct Streams {
 /// came and went), delivers messages to them, and after every reconnection subscribes again
 /// and tells them all to resume. The canary channel is subscribed for the whole life of the
 /// bus, and its messages go to the canary only.
-async fn follow(following: Following, subscriber: SubscriberClient, timeout: Duration, mut streams: Streams) {
-    let Following { fanout, canary } = following;
+async fn follow(
+    mut inbound: Inbound,
+    canary: Arc<Canary>,
+    subscriber: SubscriberClient,
+    timeout: Duration,
+    mut streams: Streams,
+) {
     let mut wanted = HashSet::new();
     loop {
+        let due = inbound.next_due();
         tokio::select! {
+            () = sleep_until(due), if due.is_some() => inbound.expire(),
             change = streams.changes.recv() => match change {
                 Some(Change::Joined { channel, first, ready }) => {
                     if first {
                         wanted.insert(channel.clone());
                         if let Err(error) = command(timeout, subscriber.ssubscribe(channel.as_str())).await {
                             tracing::warn!(error, "event bus: cannot subscribe yet; retried on reconnection");
-                            fanout.send(&channel, BusMessage::ResumeNeeded);
+                            inbound.resume(&channel);
                         }
                     }
                     let _ = ready.send(());
                 }
                 Some(Change::Left { channel }) => {
                     wanted.remove(&channel);
+                    inbound.forget(&channel);
                     if let Err(error) = command(timeout, subscriber.sunsubscribe(channel.as_str())).await {
                         // A reconnection drops it anyway: it is not in `wanted` any more.
                         tracing::debug!(error, "event bus: cannot unsubscribe");
@@ -295,14 +328,8 @@ async fn follow(following: Following, subscriber: SubscriberClient, timeout: Dur
                 None => return,
             },
             message = streams.messages.recv() => match message {
-                Ok(message) if message.channel == canary.channel() => {
-                    canary.returned(message.value.as_str().as_deref().unwrap_or_default());
-                }
-                Ok(message) => deliver(&fanout, &message),
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "event bus: the local fan-out fell behind; subscribers resume");
-                    fanout.send_all(&BusMessage::ResumeNeeded);
-                }
+                Ok(message) => inbound.on_message(&message, &mut streams.messages),
+                Err(RecvError::Lagged(missed)) => inbound.on_lagged(missed),
                 Err(RecvError::Closed) => return,
             },
             up = streams.reconnections.recv() => {
@@ -319,7 +346,7 @@ async fn follow(following: Following, subscriber: SubscriberClient, timeout: Dur
                 }
                 // Last: the node is ready again once it has subscribed everything again.
                 subscribe_canary(&canary, &subscriber, timeout).await;
-                fanout.send_all(&BusMessage::ResumeNeeded);
+                inbound.resume_all();
             },
         }
     }
@@ -348,15 +375,16 @@ async fn command(
     }
 }
 
-fn deliver(fanout: &Fanout, message: &Message) {
-    if let Some(events) = message.value.as_str().as_deref().and_then(decode) {
-        for event in events {
-            fanout.send(&message.channel, BusMessage::Event(event));
-        }
-    } else {
-        tracing::debug!(channel = %message.channel, "event bus: ignoring a malformed message");
+/// Completes at `due`; never without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
     }
 }
+
+
+
 
 #[cfg(test)]
 mod tests {
