@@ -27,8 +27,9 @@
 # SBA_BENCH_DRAIN (seconds a load may take to deliver after its ingest [20]),
 # SBA_BENCH_LOADS (which loads, among `1000x100 1000x1000 5000x100 5000x1000 slow`
 # [all]), SBA_BENCH_SLOW_SUBSCRIBERS [1000], SBA_BENCH_SLOW_PAD [0], SBA_BENCH_SLOW_SECONDS
-# [SBA_BENCH_SECONDS], SBA_BENCH_REDIS_DB [12], SBA_BENCH_OUT (a directory for the JSON reports),
-# SBA_BIN, SBA_LOAD_BIN.
+# [SBA_BENCH_SECONDS], SBA_BENCH_REDIS_DB [12], SBA_BENCH_OUT (a directory for the JSON reports,
+# and each node's log and metrics at the end), SBA_BENCH_NODE_ENV (more NAME=value settings
+# for both nodes, space-separated), SBA_BIN, SBA_LOAD_BIN.
 set -euo pipefail
 
 SCRIPT_NAME="${0##*/}"
@@ -53,8 +54,8 @@ SECRET=bench-secret-bench-secret-bench-secret-0002
 
 start_test_services benchmark
 if [[ -z ${SBA_BIN:-} || -z ${SBA_LOAD_BIN:-} ]]; then
-    log "building (release): cargo build --release -p sba-delivery --bin sba -p sba-loadtest"
-    cargo build -q --release -p sba-delivery --bin sba -p sba-loadtest
+    log "building (release): cargo build --release -p sba-delivery --bin sba -p sba-loadtest --bin sba-load"
+    cargo build -q --release -p sba-delivery --bin sba -p sba-loadtest --bin sba-load
 fi
 SBA_BIN=${SBA_BIN:-target/release/sba}
 SBA_LOAD_BIN=${SBA_LOAD_BIN:-target/release/sba-load}
@@ -69,7 +70,15 @@ clear_redis() {
 }
 
 cleanup() {
-    local pid
+    local pid port
+    # With SBA_BENCH_OUT: each node's log and its metrics at the end, beside the reports.
+    if [[ -n ${SBA_BENCH_OUT:-} ]]; then
+        mkdir -p "$SBA_BENCH_OUT"
+        for port in ${PORT_A:-} ${PORT_B:-}; do
+            curl -fs "http://127.0.0.1:$port/metrics" >"$SBA_BENCH_OUT/metrics-$port.txt" || true
+        done
+        cp "$WORK"/*.log "$SBA_BENCH_OUT/" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -114,6 +123,7 @@ start_node() {
         SBA_STREAM__USER_EVENTS_PER_SECOND=1000000 \
         SBA_DEMO__ECHO_AGENT=false \
         RUST_LOG=warn \
+        ${SBA_BENCH_NODE_ENV:-} \
         "$SBA_BIN" serve >"$WORK/$name.log" 2>&1 &
     PIDS+=("$!")
     for ((i = 0; i < 300; i++)); do
