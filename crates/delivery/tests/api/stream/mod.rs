@@ -18,6 +18,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
@@ -137,6 +139,18 @@ impl Client {
 
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.unwrap();
+    }
+
+    /// Sends `text` as one message of `parts` WebSocket frames: a text frame without FIN,
+    /// then continuation frames, the last with FIN (split on bytes: keep `text` ASCII).
+    pub async fn send_fragmented(&mut self, text: &str, parts: usize) {
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(text.len().div_ceil(parts)).collect();
+        assert_eq!(chunks.len(), parts, "{} bytes do not split into {parts} frames", text.len());
+        for (index, chunk) in chunks.iter().enumerate() {
+            let opcode = OpCode::Data(if index == 0 { Data::Text } else { Data::Continue });
+            let frame = Frame::message(chunk.to_vec(), opcode, index + 1 == parts);
+            self.ws.send(Message::Frame(frame)).await.unwrap();
+        }
     }
 
     /// The next text frame or the close, skipping pings (answered by the client library).
