@@ -16,7 +16,7 @@ use sba_domain::{Role, TenantId};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Request};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -82,10 +82,11 @@ async fn tcp(app: &TestApp, receive_buffer: Option<u32>) -> TcpStream {
     socket.connect(address).await.unwrap()
 }
 
-/// A refused handshake: its status and problem body.
+/// A refused handshake: its status, headers and problem body.
 #[derive(Debug)]
 pub struct Refusal {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Value,
 }
 
@@ -95,7 +96,13 @@ pub async fn try_connect(
     token: &str,
     transport: Transport,
 ) -> Result<(Client, Option<String>), Refusal> {
-    match client_async(handshake(app, token, transport), tcp(app, None).await).await {
+    upgrade(handshake(app, token, transport), tcp(app, None).await).await
+}
+
+/// The outcome of the handshake `request` on `tcp`; owns what it needs, so it can be
+/// spawned while the test goes on (and stops the app).
+async fn upgrade(request: Request<()>, tcp: TcpStream) -> Result<(Client, Option<String>), Refusal> {
+    match client_async(request, tcp).await {
         Ok((ws, response)) => {
             let protocol = response
                 .headers()
@@ -105,6 +112,7 @@ pub async fn try_connect(
         }
         Err(tungstenite::Error::Http(response)) => Err(Refusal {
             status: response.status().as_u16(),
+            headers: response.headers().clone(),
             body: serde_json::from_slice(response.body().as_deref().unwrap_or_default())
                 .unwrap_or(Value::Null),
         }),
