@@ -1,15 +1,18 @@
 //! A connection's lifetime: `op: auth` moves its expiry, its token's expiry closes it with
 //! `token_expired` and 1008, a client that stops answering pings is closed, and a graceful
-//! stop flushes and closes with 1001.
+//! stop flushes and closes with 1001 while upgrade requests already in the server get 503.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sba_domain::Role;
+use sba_domain::{Role, TenantId};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::client_async;
 
-use super::{connect, delta, ingest, new_run, opening};
+use super::{PATIENCE, Transport, connect, delta, handshake, ingest, new_run, opening, tcp, upgrade};
 use crate::helpers::{Store, new_tenant, spawn_app, spawn_app_with};
 
 #[tokio::test]
@@ -135,4 +138,122 @@ async fn a_graceful_stop_flushes_what_is_queued_and_closes_with_1001() {
     assert_eq!(code, Some(1001));
     let delivered: Vec<u64> = frames.iter().filter_map(|frame| frame["seq"].as_u64()).collect();
     assert_eq!(delivered, (1..=more).collect::<Vec<_>>(), "everything queued was sent first");
+}
+
+#[tokio::test]
+async fn during_a_graceful_stop_an_upgrade_request_gets_503_server_busy_and_open_streams_close_with_1001() {
+    let late = new_tenant();
+    let directory = HeldDirectory::start(late).await;
+    let mut app = spawn_app_with(
+        Store::Sqlite,
+        &[
+            ("SUPABASE_URL", &directory.url),
+            ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key"),
+            // The held lookup must not time out, nor the stop give up on its request.
+            ("SBA_SUPABASE__TIMEOUT_MS", "60000"),
+            ("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    let mut open = connect(&app, &app.token(new_tenant(), "alice", Role::Authenticated)).await;
+    open.assert_alive().await;
+
+    // The stop closes the listening socket at once, so only a request already inside the
+    // server can meet the gateway's refusal: this one waits in its tenant's lookup.
+    let request = handshake(&app, &app.token(late, "bob", Role::Authenticated), Transport::Header);
+    let attempt = tokio::spawn(upgrade(request, tcp(&app, None).await));
+    tokio::time::timeout(PATIENCE, directory.arrived).await.expect("the lookup in time").unwrap();
+    app.stop();
+    assert_eq!(open.closed().await, (Vec::new(), Some(1001)), "an open stream is closed");
+
+    // Meanwhile a new connection gets no upgrade either (it is not even accepted).
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let fresh = tokio::time::timeout(PATIENCE, async {
+        match TcpStream::connect(&address).await {
+            Ok(tcp) => client_async(
+                handshake(&app, &app.token(late, "bob", Role::Authenticated), Transport::Header),
+                tcp,
+            )
+            .await
+            .is_ok(),
+            Err(_) => false,
+        }
+    });
+    assert!(!fresh.await.expect("the new connection ends in time"), "a new connection was upgraded");
+
+    directory.release.send(()).unwrap();
+    let Err(refusal) = attempt.await.unwrap() else { panic!("upgraded during the stop") };
+    assert_eq!((refusal.status, refusal.body["code"].as_str()), (503, Some("server_busy")), "{refusal:?}");
+    assert_eq!(refusal.headers["content-type"], "application/problem+json");
+    assert_eq!(refusal.headers["retry-after"], "1");
+    assert_eq!(refusal.body["retry_after_ms"], 1000);
+}
+
+/// A stand-in for Supabase's PostgREST that knows every tenant as active and answers at
+/// once, except the lookup of one tenant: that one is reported (`arrived`) and answered
+/// once `release` is sent, so that a request of that tenant is known to be inside the
+/// server (its authentication middleware) for as long as the test needs.
+struct HeldDirectory {
+    /// For `SUPABASE_URL`.
+    url: String,
+    arrived: oneshot::Receiver<()>,
+    release: oneshot::Sender<()>,
+}
+
+/// What the held lookup reports to and waits for (taken by the first one).
+type Hold = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
+
+impl HeldDirectory {
+    async fn start(late: TenantId) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (reported, arrived) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        let hold: Hold = Arc::new(Mutex::new(Some((reported, released))));
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(answer(tcp, late, Arc::clone(&hold)));
+            }
+        });
+        Self { url, arrived, release }
+    }
+}
+
+/// Answers one PostgREST read: `[<active tenant>]` for `tenants?id=eq.<id>`, `[]` for
+/// anything else.
+async fn answer(mut tcp: TcpStream, late: TenantId, hold: Hold) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0_u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let target = head.split_whitespace().nth(1).unwrap();
+    let url = reqwest::Url::parse(&format!("http://directory{target}")).unwrap();
+    let tenant = url
+        .query_pairs()
+        .find(|(name, _)| name == "id")
+        .and_then(|(_, value)| value.strip_prefix("eq.").map(str::to_owned));
+    let body = match &tenant {
+        Some(id) if url.path().ends_with("/tenants") => json!([{
+            "id": id, "status": "active", "cors_origins": [], "plan": null,
+            "rate_limit_requests": null, "rate_limit_window_secs": null,
+        }]),
+        _ => json!([]),
+    };
+    if tenant == Some(late.to_string()) {
+        let taken = hold.lock().unwrap().take();
+        if let Some((reported, released)) = taken {
+            let _ = reported.send(());
+            let _ = released.await;
+        }
+    }
+    let body = body.to_string();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(response.as_bytes()).await.unwrap();
 }

@@ -16,8 +16,10 @@ use sba_domain::{Role, TenantId};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Request};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
@@ -80,10 +82,11 @@ async fn tcp(app: &TestApp, receive_buffer: Option<u32>) -> TcpStream {
     socket.connect(address).await.unwrap()
 }
 
-/// A refused handshake: its status and problem body.
+/// A refused handshake: its status, headers and problem body.
 #[derive(Debug)]
 pub struct Refusal {
     pub status: u16,
+    pub headers: HeaderMap,
     pub body: Value,
 }
 
@@ -93,7 +96,13 @@ pub async fn try_connect(
     token: &str,
     transport: Transport,
 ) -> Result<(Client, Option<String>), Refusal> {
-    match client_async(handshake(app, token, transport), tcp(app, None).await).await {
+    upgrade(handshake(app, token, transport), tcp(app, None).await).await
+}
+
+/// The outcome of the handshake `request` on `tcp`; owns what it needs, so it can be
+/// spawned while the test goes on (and stops the app).
+async fn upgrade(request: Request<()>, tcp: TcpStream) -> Result<(Client, Option<String>), Refusal> {
+    match client_async(request, tcp).await {
         Ok((ws, response)) => {
             let protocol = response
                 .headers()
@@ -103,6 +112,7 @@ pub async fn try_connect(
         }
         Err(tungstenite::Error::Http(response)) => Err(Refusal {
             status: response.status().as_u16(),
+            headers: response.headers().clone(),
             body: serde_json::from_slice(response.body().as_deref().unwrap_or_default())
                 .unwrap_or(Value::Null),
         }),
@@ -137,6 +147,18 @@ impl Client {
 
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.unwrap();
+    }
+
+    /// Sends `text` as one message of `parts` WebSocket frames: a text frame without FIN,
+    /// then continuation frames, the last with FIN (split on bytes: keep `text` ASCII).
+    pub async fn send_fragmented(&mut self, text: &str, parts: usize) {
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(text.len().div_ceil(parts)).collect();
+        assert_eq!(chunks.len(), parts, "{} bytes do not split into {parts} frames", text.len());
+        for (index, chunk) in chunks.iter().enumerate() {
+            let opcode = OpCode::Data(if index == 0 { Data::Text } else { Data::Continue });
+            let frame = Frame::message(chunk.to_vec(), opcode, index + 1 == parts);
+            self.ws.send(Message::Frame(frame)).await.unwrap();
+        }
     }
 
     /// The next text frame or the close, skipping pings (answered by the client library).

@@ -119,6 +119,24 @@ async fn a_frame_over_the_configured_size_closes_with_1009_and_the_close_is_coun
 }
 
 #[tokio::test]
+async fn a_message_of_continuation_frames_is_one_op_and_over_the_frame_size_closes_with_1009() {
+    let limit = 1024;
+    let app = spawn_app_with(Store::Sqlite, &[("SBA_STREAM__MAX_FRAME_BYTES", &limit.to_string())]).await;
+    let mut client = connect(&app, &app.token(new_tenant(), "alice", Role::Authenticated)).await;
+    client.send_fragmented(&json!({"op": "ping", "id": "split"}).to_string(), 3).await;
+    assert_eq!(client.frame().await, json!({"type": "pong", "id": "split"}), "three frames, one ping");
+
+    // A ping padded with JSON whitespace (answered, were the bound not applied). Each frame
+    // is under the bound and the first two together too: only the last frame overflows, so
+    // the server has read everything the client sent when it closes.
+    let over = format!(r#"{{"op":"ping","id":"over"{}}}"#, " ".repeat(limit));
+    let frame = over.len().div_ceil(3);
+    assert!(2 * frame <= limit && over.len() > limit, "{} bytes in frames of {frame}", over.len());
+    client.send_fragmented(&over, 3).await;
+    assert_eq!(client.closed().await, (Vec::new(), Some(1009)), "a message over the frame size");
+}
+
+#[tokio::test]
 async fn a_session_channel_is_for_its_user_and_the_tenants_admins() {
     let app = spawn_app(Store::Sqlite).await;
     let tenant = new_tenant();
