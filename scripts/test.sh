@@ -3,7 +3,8 @@
 # (scripts/services-up.sh), installs chromium and chromedriver when missing
 # (scripts/install-chromium.sh), runs every test with cargo-nextest, then the doc tests
 # (nextest does not run those), then scripts/schemathesis.sh (the service against its
-# OpenAPI document). Exits non-zero when any of them fails.
+# OpenAPI document), then scripts/check-deploy.sh (the alert rules and dashboard queries of
+# deploy/ with promtool, installed when missing). Exits non-zero when any of them fails.
 #
 # Arguments go to `cargo nextest run`: `scripts/test.sh -p sba-domain`,
 # `scripts/test.sh --profile ci`, `scripts/test.sh -E 'test(/cancel/)'`.
@@ -47,6 +48,11 @@ log "scripts/schemathesis.sh"
 contract_status=0
 scripts/schemathesis.sh || contract_status=$?
 
+# The monitoring files of deploy/: alert rules, their unit tests, the dashboard's PromQL.
+log "scripts/check-deploy.sh"
+deploy_status=0
+scripts/check-deploy.sh || deploy_status=$?
+
 if ((status != 0)); then
     log "error: tests failed (cargo nextest exited with $status)"
 elif ((doc_status != 0)); then
@@ -55,6 +61,9 @@ elif ((doc_status != 0)); then
 elif ((contract_status != 0)); then
     log "error: the service does not answer as its OpenAPI document says (scripts/schemathesis.sh exited with $contract_status)"
     status=$contract_status
+elif ((deploy_status != 0)); then
+    log "error: the monitoring files of deploy/ are invalid (scripts/check-deploy.sh exited with $deploy_status)"
+    status=$deploy_status
 else
     log "all tests passed"
 fi

@@ -1,5 +1,5 @@
 //! The `sba` command line: `serve` (the default), `worker` (and `worker dead-letters`),
-//! `migrate`, `config check` and `dev-token`.
+//! `migrate`, `config check`, `dev-token` and `healthcheck`.
 
 #![allow(clippy::print_stdout, reason = "a command line prints its results on stdout")]
 
@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 
 use clap::{Args, Parser, Subcommand};
 use sba_application::ports::EventQueue;
@@ -65,6 +67,14 @@ pub enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=DEV_TOKEN_MAX_TTL_SECS))]
         ttl_secs: u64,
     },
+    /// Exit 0 when the `sba serve` of this machine's configuration (`PORT`,
+    /// `SBA_SERVER__HOST`) answers 200 on `/healthz` within 2 s, 1 otherwise: the container
+    /// image's HEALTHCHECK, which has no curl.
+    Healthcheck {
+        /// Probe readiness (`/readyz`: the dependencies answer) instead of liveness.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker { action: Some(WorkerAction::DeadLetters(args)) } => {
             with_settings(&env, |settings| block_on(dead_letters_command(&settings, &args)))
         }
+        Command::Healthcheck { ready } => healthcheck(&env, ready),
     }
 }
 
@@ -265,6 +276,65 @@ fn config_check(env: &EnvSnapshot) -> ExitCode {
     }
 }
 
+/// The bound of a whole `sba healthcheck` probe step (connecting, sending, reading).
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `sba healthcheck`: one `GET` to the local server, exit 0 on 200. Logs nothing.
+fn healthcheck(env: &EnvSnapshot, ready: bool) -> ExitCode {
+    let settings = match load(env, &LoadOptions { create_dev_secret: false, ..LoadOptions::default() }) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            eprint!("sba: {problems}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let address = SocketAddr::new(probe_host(settings.server.host), settings.server.port);
+    match http_status(address, path, HEALTHCHECK_TIMEOUT) {
+        Ok(200) => {
+            println!("{path} on {address}: 200");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("sba: {path} on {address} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("sba: {path} on {address}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where a probe on this machine reaches a server bound to `host`: the loopback address of
+/// its family when it listens on every address.
+fn probe_host(host: IpAddr) -> IpAddr {
+    match host {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// The status code of `GET path` at `address` (HTTP/1.1, connection closed after).
+fn http_status(address: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // One write: `write!` would send the request piecemeal.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    // "HTTP/1.1 200": the status line's first 12 bytes are all a probe needs.
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head)?;
+    let status = head
+        .strip_prefix(b"HTTP/1.")
+        .and_then(|rest| rest.get(2..))
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok());
+    status.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1 status line"))
+}
+
 /// Refuses production before loading anything (its settings may not even load there), then
 /// signs.
 fn run_dev_token(env: &EnvSnapshot, tenant: &str, user: &str, role: &str, ttl_secs: u64) -> ExitCode {
@@ -390,6 +460,40 @@ mod tests {
         let args = DeadLetterArgs { limit: 10, replay: false, run: None };
         let error = dead_letters_command(&settings, &args).await.unwrap_err().to_string();
         assert!(error.starts_with("dead letters exist only with REDIS_URL"), "{error}");
+    }
+
+    /// A one-shot server on a free local port answering `reply` to the first request.
+    fn answering(reply: &'static [u8]) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // The whole request first: closing on unread bytes would reset the connection.
+            let mut request = Vec::new();
+            let mut buffer = [0_u8; 256];
+            while !request.ends_with(b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).unwrap();
+                assert!(read > 0, "the request ended early: {request:?}");
+                request.extend_from_slice(&buffer[..read]);
+            }
+            // The client may close after the status line, before the rest is written.
+            let _ = stream.write_all(reply);
+        });
+        address
+    }
+
+    #[test]
+    fn healthcheck_probe_reads_the_status_code_and_refuses_what_is_not_http() {
+        let timeout = Duration::from_secs(2);
+        let ok = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(http_status(ok, "/healthz", timeout).unwrap(), 200);
+        let down = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert_eq!(http_status(down, "/readyz", timeout).unwrap(), 503);
+        let other = answering(b"SSH-2.0-OpenSSH_9.2p1\r\n");
+        assert!(http_status(other, "/healthz", timeout).is_err());
+        assert_eq!(probe_host("0.0.0.0".parse().unwrap()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(probe_host("::".parse().unwrap()), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(probe_host("10.1.2.3".parse().unwrap()), "10.1.2.3".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod auth;
 mod client_addr;
 mod config;
 mod cors;
+mod deploy;
 mod echo;
 mod health;
 mod helpers;
