@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use sba_application::ports::{BusMessage, EventBus, EventBusError, EventChannel, LiveEvent, Subscription};
+use sba_application::stream::outbound::coalesce_deltas;
 use sba_domain::SessionId;
 use sba_domain::events::RunEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -33,11 +34,18 @@ pub(crate) struct Fanout {
     buffer: usize,
     channels: Mutex<HashMap<String, broadcast::Sender<BusMessage>>>,
     changes: Option<mpsc::UnboundedSender<Change>>,
+    /// Deltas merged because subscribers fell behind (`sba_event_bus_merged_deltas_total`).
+    merged: metrics::Counter,
 }
 
 impl Fanout {
     pub(crate) fn new(buffer: usize, changes: Option<mpsc::UnboundedSender<Change>>) -> Arc<Self> {
-        Arc::new(Self { buffer: buffer.max(1), channels: Mutex::default(), changes })
+        Arc::new(Self {
+            buffer: buffer.max(1),
+            channels: Mutex::default(),
+            changes,
+            merged: metrics::counter!("sba_event_bus_merged_deltas_total"),
+        })
     }
 
     /// A subscription to `channel`, and the receiver of its readiness when the fan-out is
@@ -70,14 +78,29 @@ impl Fanout {
         }
     }
 
-    /// Sends `events` to the subscribers of `channel`, in order, if it has any.
+    /// Sends `events` to the subscribers of `channel`, in order, if it has any (from one task
+    /// per fan-out: the Redis bus's follower).
+    ///
+    /// When the slowest subscriber of the channel is a quarter of its buffer behind, each
+    /// step's consecutive deltas among `events` are merged first ([`coalesce_deltas`]): the
+    /// subscribers get fewer messages and frames for the same text, and a node short of CPU
+    /// catches up instead of making them overflow their buffers and read the run history
+    /// (which costs far more than live delivery).
     pub(crate) fn send_events(&self, channel: &str, events: Vec<LiveEvent>) {
-        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = channels.get(channel) {
-            for event in events {
-                // No receiver left means the entry is being released: nobody to tell.
-                let _ = sender.send(BusMessage::Event(event));
-            }
+        let Some(sender) = self.channels.lock().unwrap_or_else(PoisonError::into_inner).get(channel).cloned()
+        else {
+            return;
+        };
+        let events = if events.len() > 1 && sender.len() >= self.buffer / 4 {
+            let (events, merged) = coalesce_deltas(events);
+            self.merged.increment(u64::try_from(merged).unwrap_or(u64::MAX));
+            events
+        } else {
+            events
+        };
+        for event in events {
+            // No receiver left means the entry is being released: nobody to tell.
+            let _ = sender.send(BusMessage::Event(event));
         }
     }
 
@@ -203,6 +226,34 @@ mod tests {
             Some(BusMessage::Event(event)) => event.seq,
             other => panic!("expected an event, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_slowest_subscriber_falls_behind_gets_each_batchs_deltas_merged_and_loses_no_text()
+     {
+        let fanout = Fanout::new(16, None);
+        let (run, tenant, _) = ids();
+        let (mut slow, _) = fanout.join("c".to_owned());
+        let batch = |first: u64| -> Vec<LiveEvent> {
+            (first..first + 4).map(|seq| live_event(&event(run, tenant, seq)).unwrap()).collect()
+        };
+        let queued = || fanout.channels.lock().unwrap().get("c").unwrap().len();
+        // Below a quarter of the buffer (4) behind: every event is a message of its own.
+        fanout.send_events("c", batch(1));
+        assert_eq!(queued(), 4);
+        // Behind now: the next batches arrive as one merged delta each.
+        fanout.send_events("c", batch(5));
+        fanout.send_events("c", batch(9));
+        assert_eq!(queued(), 6);
+        let mut text = String::new();
+        let mut covered = Vec::new();
+        while let Some(BusMessage::Event(event)) = slow.try_recv() {
+            let json: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+            text.push_str(json["data"]["text"].as_str().unwrap());
+            covered.push((event.first_seq, event.seq));
+        }
+        assert_eq!(covered, [(1, 1), (2, 2), (3, 3), (4, 4), (5, 8), (9, 12)]);
+        assert_eq!(text, (1..=12).map(|seq| format!("t{seq}")).collect::<String>());
     }
 
     #[tokio::test]
