@@ -52,12 +52,13 @@ impl QueriesReplay {
 #[async_trait]
 impl ReplaySource for QueriesReplay {
     async fn read(&self, read: HistoryRead) -> Result<Vec<LiveEvent>, ReplayError> {
-        let events = self.queries.recent_events(&self.ctx, read.run, read.after_seq, read.limit).await.map_err(
-            |error| match error {
-                RunServiceError::NotFound => ReplayError::NotFound,
-                other => ReplayError::Unexpected(anyhow::Error::new(other)),
-            },
-        )?;
+        let events =
+            self.queries.recent_events(&self.ctx, read.run, read.after_seq, read.limit).await.map_err(
+                |error| match error {
+                    RunServiceError::NotFound => ReplayError::NotFound,
+                    other => ReplayError::Unexpected(anyhow::Error::new(other)),
+                },
+            )?;
         events.iter().map(live_event).collect()
     }
 }

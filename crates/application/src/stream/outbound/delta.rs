@@ -61,9 +61,7 @@ impl Delta {
         }
         let view: DeltaView = serde_json::from_str(&event.json).ok()?;
         let range = view.data.coalesced.map_or((event.seq, event.seq), |c| (c.from_seq, c.to_seq));
-        (view.kind == EventKind::StepDelta
-            && view.seq == event.seq
-            && range == (event.first_seq, event.seq))
+        (view.kind == EventKind::StepDelta && view.seq == event.seq && range == (event.first_seq, event.seq))
             .then_some(Self {
                 step_id: view.data.step_id,
                 text: view.data.text,
@@ -137,7 +135,8 @@ const MAX_MERGED_TEXT: usize = 64 * 1024;
 /// behind. Returns the events and how many were merged into another.
 pub fn coalesce_deltas(events: Vec<LiveEvent>) -> (Vec<LiveEvent>, usize) {
     let mut out: Vec<(LiveEvent, Option<Delta>)> = Vec::with_capacity(events.len());
-    let mut last_of_run: std::collections::HashMap<sba_domain::RunId, usize> = std::collections::HashMap::new();
+    let mut last_of_run: std::collections::HashMap<sba_domain::RunId, usize> =
+        std::collections::HashMap::new();
     let mut merged = 0;
     for event in events {
         let incoming = Delta::read(&event);

@@ -68,11 +68,12 @@ impl Inbound {
             return;
         }
         let mut channels: Vec<(String, Vec<LiveEvent>)> = Vec::new();
-        let mut add = |channel: &str, events: Vec<LiveEvent>| {
-            match channels.iter_mut().find(|(known, _)| known == channel) {
-                Some((_, list)) => list.extend(events),
-                None => channels.push((channel.to_owned(), events)),
-            }
+        let mut add = |channel: &str, events: Vec<LiveEvent>| match channels
+            .iter_mut()
+            .find(|(known, _)| known == channel)
+        {
+            Some((_, list)) => list.extend(events),
+            None => channels.push((channel.to_owned(), events)),
         };
         if let Some(events) = self.events_of(message) {
             add(&message.channel, events);
@@ -151,7 +152,10 @@ impl Inbound {
                     "event bus: this node hears the bus late; merging deltas until it catches up"
                 );
             } else {
-                tracing::info!(lag_ms = lag.as_millis(), "event bus: caught up; deltas are sent one by one again");
+                tracing::info!(
+                    lag_ms = lag.as_millis(),
+                    "event bus: caught up; deltas are sent one by one again"
+                );
             }
         }
         behind

@@ -383,9 +383,6 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
-
-
-
 #[cfg(test)]
 mod tests {
     use sba_domain::TenantId;

@@ -281,10 +281,10 @@ mod tests {
             reorder.accept("c", batch(run(n), 1..=1), now);
         }
         let flushed = reorder.accept("c", batch(run(99_999), 1..=1), now);
-        assert_eq!(flushed.iter().map(|e| (e.run_id, e.seq)).collect::<Vec<_>>(), [
-            (run(0), 3),
-            (run(99_999), 1)
-        ]);
+        assert_eq!(
+            flushed.iter().map(|e| (e.run_id, e.seq)).collect::<Vec<_>>(),
+            [(run(0), 3), (run(99_999), 1)]
+        );
         assert!(reorder.expire(now + WINDOW).is_empty());
     }
 
