@@ -150,7 +150,7 @@ impl Connection {
         };
         let mut writer = Some(writer);
         let ending = self.serve(&mut messages, &mut writer).await;
-        self.close(ending, writer, &finish).await;
+        Box::pin(self.close(ending, writer, &finish)).await;
         metrics::connections(-1.0);
     }
 
@@ -170,7 +170,9 @@ impl Connection {
             let expiry =
                 tokio::time::sleep(self.expires_at.duration_since(SystemTime::now()).unwrap_or_default());
             let result = tokio::select! {
-                message = messages.recv() => self.on_message(message).await,
+                // Boxed: an op's future (subscribe, auth) is far larger than the idle loop's,
+                // and would otherwise be part of every idle connection's task.
+                message = messages.recv() => Box::pin(self.on_message(message)).await,
                 Some(signal) = self.signalled.recv() => match signal {
                     Signal::Overflow => Err(Ending::now(CloseCause::SlowConsumer)),
                     Signal::Ended(channel) => {
