@@ -163,9 +163,10 @@ fn shared_text(shared: Arc<str>) -> ByteString {
             self.0.as_bytes()
         }
     }
-    let bytes = Bytes::from_owner(Shared(Arc::clone(&shared)));
+    let bytes = Bytes::from_owner(Shared(shared));
     // The bytes are those of a `str`, so this always succeeds; the copy is the fallback.
-    ByteString::try_from(bytes).unwrap_or_else(|_| ByteString::from(&*shared))
+    ByteString::try_from(bytes.clone())
+        .unwrap_or_else(|_| ByteString::from(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]
