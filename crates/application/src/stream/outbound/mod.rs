@@ -38,6 +38,7 @@ pub use self::delta::coalesce_deltas;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sba_domain::RunId;
 
@@ -52,7 +53,14 @@ pub struct OutboundLimits {
     max_bytes: usize,
     high_water_messages: usize,
     high_water_bytes: usize,
+    /// The longest the oldest queued frame may wait: past it the client is not keeping up,
+    /// whatever the queue's size (the server may be the one short of CPU: the client is
+    /// told then rather than served later and later).
+    max_delay: Duration,
 }
+
+/// [`OutboundLimits::max_delay`] by default.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Limits that cannot work: a zero bound, or a high-water mark above its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -70,17 +78,39 @@ impl OutboundLimits {
     ) -> Result<Self, InvalidOutboundLimits> {
         let positive = high_water_messages > 0 && high_water_bytes > 0;
         if positive && high_water_messages <= max_messages && high_water_bytes <= max_bytes {
-            Ok(Self { max_messages, max_bytes, high_water_messages, high_water_bytes })
+            Ok(Self {
+                max_messages,
+                max_bytes,
+                high_water_messages,
+                high_water_bytes,
+                max_delay: DEFAULT_MAX_DELAY,
+            })
         } else {
             Err(InvalidOutboundLimits)
         }
+    }
+
+    /// The same limits with the oldest frame allowed to wait `max_delay` (10 s by default).
+    #[must_use]
+    pub const fn with_max_delay(self, max_delay: Duration) -> Self {
+        Self { max_delay, ..self }
+    }
+
+    pub const fn max_delay(&self) -> Duration {
+        self.max_delay
     }
 }
 
 impl Default for OutboundLimits {
     /// 1024 frames or 4 MiB, coalescing from 256 frames or 1 MiB.
     fn default() -> Self {
-        Self { max_messages: 1024, max_bytes: 4 << 20, high_water_messages: 256, high_water_bytes: 1 << 20 }
+        Self {
+            max_messages: 1024,
+            max_bytes: 4 << 20,
+            high_water_messages: 256,
+            high_water_bytes: 1 << 20,
+            max_delay: DEFAULT_MAX_DELAY,
+        }
     }
 }
 
@@ -122,6 +152,8 @@ pub enum Pushed {
 pub struct OutboundQueue {
     limits: OutboundLimits,
     entries: VecDeque<Entry>,
+    /// When each entry of `entries` was queued, in the same order.
+    queued_at: VecDeque<Instant>,
     /// The positions of `entries`' first entry and of the next one to be queued, among
     /// every entry ever queued (positions never repeat, so a position recorded below stays
     /// valid until its entry is popped).
@@ -179,6 +211,7 @@ impl OutboundQueue {
         Self {
             limits,
             entries: VecDeque::new(),
+            queued_at: VecDeque::new(),
             head: 0,
             tail: 0,
             bytes: 0,
@@ -196,6 +229,7 @@ impl OutboundQueue {
         let bytes = frame.len();
         self.admit(bytes)?;
         self.entries.push_back(Entry::Control(frame));
+        self.queued_at.push_back(Instant::now());
         self.tail += 1;
         self.bytes += bytes;
         Ok(())
@@ -221,6 +255,7 @@ impl OutboundQueue {
         self.admit(bytes)?;
         let run = event.run_id;
         self.entries.push_back(Entry::Event(EventEntry { channel, event, bytes, delta }));
+        self.queued_at.push_back(Instant::now());
         self.bytes += bytes;
         self.last_event.insert((channel, run), self.tail);
         self.tail += 1;
@@ -230,6 +265,7 @@ impl OutboundQueue {
     /// The next frame to send, oldest first.
     pub fn pop(&mut self) -> Option<OutFrame> {
         let entry = self.entries.pop_front()?;
+        self.queued_at.pop_front();
         let position = self.head;
         self.head += 1;
         self.bytes -= entry.bytes();
@@ -273,6 +309,14 @@ impl OutboundQueue {
     /// whatever the queue's length.
     pub const fn set_throttled(&mut self, throttled: bool) {
         self.throttled = throttled;
+    }
+
+    /// Whether the oldest queued frame has waited longer than the limits allow at `now`:
+    /// the client is not keeping up (close it with 1013).
+    pub fn too_late(&self, now: Instant) -> bool {
+        self.queued_at
+            .front()
+            .is_some_and(|queued| now.saturating_duration_since(*queued) > self.limits.max_delay)
     }
 
     /// Whether the queue is at or above its high-water mark (history reads wait below it).

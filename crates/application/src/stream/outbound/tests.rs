@@ -377,3 +377,20 @@ fn subscribers_of_one_channel_share_one_event_frame() {
     assert!(Arc::ptr_eq(&a, &b), "built once");
     assert_eq!(&*a, event_frame(CHANNEL, &event));
 }
+
+#[test]
+fn a_queue_whose_oldest_frame_waited_past_the_maximum_delay_is_too_late_until_it_is_sent() {
+    let limits = limits(100, 50).with_max_delay(std::time::Duration::from_secs(10));
+    let mut queue = OutboundQueue::new(limits);
+    let start = std::time::Instant::now();
+    assert!(!queue.too_late(start + std::time::Duration::from_secs(60)), "an empty queue is never late");
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_control("{}".into()).unwrap();
+    let now = std::time::Instant::now();
+    assert!(!queue.too_late(now + std::time::Duration::from_secs(9)));
+    assert!(queue.too_late(now + std::time::Duration::from_secs(11)));
+    // Sending the oldest frames clears it.
+    text(queue.pop());
+    text(queue.pop());
+    assert!(!queue.too_late(now + std::time::Duration::from_secs(11)));
+}

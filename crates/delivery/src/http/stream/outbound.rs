@@ -61,11 +61,16 @@ impl Outbound {
     /// rates let through now (see `sba_application::stream::throttle`).
     ///
     /// # Errors
-    /// [`Overflow`]: close the connection with 1013.
+    /// [`Overflow`]: close the connection with 1013 (also when the oldest queued frame has
+    /// waited longer than the queue's maximum delay).
     pub fn push_event(&self, channel: StreamChannel, event: LiveEvent) -> Result<(), Overflow> {
+        let now = Instant::now();
         let mut queue = self.queue();
+        if queue.too_late(now) {
+            return Err(Overflow);
+        }
         #[allow(clippy::cast_precision_loss, reason = "a queue length is far below 2^52")]
-        let over_rate = queue.len() as f64 >= self.throttle.available(Instant::now());
+        let over_rate = queue.len() as f64 >= self.throttle.available(now);
         queue.set_throttled(over_rate);
         let pushed = queue.push_event(channel, event)?;
         drop(queue);

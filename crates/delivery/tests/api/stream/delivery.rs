@@ -187,6 +187,40 @@ async fn a_reader_that_cannot_keep_up_is_closed_with_1013_and_resumes_with_after
 }
 
 #[tokio::test]
+async fn a_reader_whose_oldest_queued_frame_waits_past_the_maximum_delay_is_closed_with_1013_and_resumes() {
+    let mut env = vec![
+        ("SBA_STREAM__HEARTBEAT_TIMEOUT", "10m"),
+        ("SBA_STREAM__QUEUE_HIGH_WATER_MESSAGES", "300"),
+        ("SBA_STREAM__QUEUE_MAX_MESSAGES", "100000"),
+        ("SBA_STREAM__QUEUE_MAX_BYTES", "67108864"),
+        ("SBA_STREAM__QUEUE_MAX_DELAY", "2s"),
+    ];
+    env.extend(UNTHROTTLED);
+    let app = spawn_app_with(Store::Sqlite, &env).await;
+    let (run, mut stalled, reading) = two_subscribers(&app).await;
+    let reader = tokio::spawn(async move {
+        let mut reading = reading;
+        reading.events_through(4 + 3000 + 1).await
+    });
+    ingest(&app, &run, &opening()).await;
+    // 12 MB of deltas: far within the queue's size bounds once merged, but the stalled
+    // client's first queued frame then waits...
+    ingest_all(&app, &run, &deltas("c", 3000, 4000, Some("s1"))).await;
+    // ...longer than the maximum delay (this waits for the condition, it measures nothing),
+    // and the next event finds it too late.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let last = ingest(&app, &run, &[delta("late", "s1", "!")]).await;
+    assert_eq!(seqs(&reader.await.unwrap()), (1..=last).collect::<Vec<_>>(), "the reading client keeps up");
+
+    let (frames, code) = stalled.closed().await;
+    assert_eq!(code, Some(1013), "{} frames before the close", frames.len());
+    let received = frames.iter().filter_map(|frame| frame["seq"].as_u64()).max().unwrap_or(0);
+    let mut resumed = connect(&app, &app.token(run.tenant, "bob", Role::Authenticated)).await;
+    resumed.subscribe(&run.channel(), Some(received)).await;
+    assert_gapless(&resumed.events_through(last).await, received + 1, last);
+}
+
+#[tokio::test]
 async fn over_the_users_broadcast_rate_deltas_merge_and_lifecycle_events_are_not_held_long() {
     let app = spawn_app_with(
         Store::Sqlite,

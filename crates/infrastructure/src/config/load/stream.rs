@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use sba_application::stream::outbound::OutboundLimits;
+use sba_application::stream::outbound::{DEFAULT_MAX_DELAY, OutboundLimits};
 use sba_application::stream::throttle::{ThrottlePolicy, ThrottleRates};
 
 use super::Problems;
@@ -24,6 +24,7 @@ raw_section! {
         queue_max_bytes: Option<String>,
         queue_high_water_messages: Option<String>,
         queue_high_water_bytes: Option<String>,
+        queue_max_delay: Option<String>,
         tenant_events_per_second: Option<String>,
         user_events_per_second: Option<String>,
         plans: Option<String>,
@@ -90,7 +91,14 @@ pub(super) fn stream_settings(problems: &mut Problems, raw: &RawStream) -> Strea
                  SBA_STREAM__QUEUE_MAX_BYTES)",
             );
             OutboundLimits::default()
-        });
+        })
+        .with_max_delay(duration(
+            p,
+            "SBA_STREAM__QUEUE_MAX_DELAY",
+            raw.queue_max_delay.as_deref(),
+            DEFAULT_MAX_DELAY,
+            Duration::from_millis(100)..=Duration::from_mins(10),
+        ));
     let rate = |p: &mut Problems, setting: &str, value: Option<&str>, default: u32| {
         let rate = bounded(p, setting, value, u64::from(default), 1..=MAX_RATE);
         u32::try_from(rate).ok().and_then(NonZeroU32::new).unwrap_or(NonZeroU32::MIN)
@@ -186,6 +194,7 @@ mod tests {
             ("SBA_STREAM__QUEUE_MAX_BYTES", "100000"),
             ("SBA_STREAM__QUEUE_HIGH_WATER_MESSAGES", "4"),
             ("SBA_STREAM__QUEUE_HIGH_WATER_BYTES", "50000"),
+            ("SBA_STREAM__QUEUE_MAX_DELAY", "3s"),
             ("SBA_STREAM__TENANT_EVENTS_PER_SECOND", "300"),
             ("SBA_STREAM__USER_EVENTS_PER_SECOND", "30"),
             ("SBA_STREAM__PLANS", "pro=20000/5000; free=50/10"),
@@ -197,7 +206,10 @@ mod tests {
         assert_eq!(stream.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(stream.heartbeat_timeout, Duration::from_secs(2));
         assert_eq!(stream.max_subscriptions, 3);
-        assert_eq!(stream.outbound, OutboundLimits::new(10, 100_000, 4, 50_000).unwrap());
+        assert_eq!(
+            stream.outbound,
+            OutboundLimits::new(10, 100_000, 4, 50_000).unwrap().with_max_delay(Duration::from_secs(3))
+        );
         let rate = |plan| {
             let rates = stream.throttle.rates_for(plan);
             (rates.tenant_per_second, rates.user_per_second)
@@ -217,6 +229,7 @@ mod tests {
             ("SBA_STREAM__MAX_SUBSCRIPTIONS", "0"),
             ("SBA_STREAM__QUEUE_MAX_MESSAGES", "0"),
             ("SBA_STREAM__QUEUE_HIGH_WATER_MESSAGES", "2000"),
+            ("SBA_STREAM__QUEUE_MAX_DELAY", "50ms"),
             ("SBA_STREAM__USER_EVENTS_PER_SECOND", "0"),
             ("SBA_STREAM__PLANS", "pro=100"),
             ("SBA_STREAM__PLANS", "pro=0/5"),
