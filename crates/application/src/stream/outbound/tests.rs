@@ -383,7 +383,7 @@ fn a_queue_whose_oldest_frame_waited_past_the_maximum_delay_is_too_late_until_it
     let limits = limits(100, 50).with_max_delay(std::time::Duration::from_secs(10));
     let mut queue = OutboundQueue::new(limits);
     let start = std::time::Instant::now();
-    assert!(!queue.too_late(start + std::time::Duration::from_secs(60)), "an empty queue is never late");
+    assert!(!queue.too_late(start + std::time::Duration::from_mins(1)), "an empty queue is never late");
     queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
     queue.push_control("{}".into()).unwrap();
     let now = std::time::Instant::now();
