@@ -17,7 +17,9 @@ use sba_infrastructure::auth::DevTokenRequest;
 use sba_infrastructure::config::{EnvSnapshot, Environment, LoadOptions, Settings, load};
 use sba_infrastructure::redis::events::keys::PERSISTERS;
 
-use crate::startup::{Application, Worker, event_queue, open_store, shutdown_signal, token_signer};
+use crate::startup::{
+    Application, Worker, event_queue, open_store, shutdown_signal, standalone_admin_server, token_signer,
+};
 use crate::telemetry;
 
 /// The longest lifetime `sba dev-token` signs (24 h): a development token is a convenience
@@ -167,8 +169,13 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn worker(settings: Settings) -> anyhow::Result<ExitCode> {
+    // First: the recorder must be installed before the worker registers its metrics.
+    let admin = standalone_admin_server(&settings)?;
     let worker = Worker::build(&settings).await?;
     worker.run_until_stopped(shutdown_signal()).await;
+    if let Some((admin, _)) = admin {
+        admin.stop(true).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

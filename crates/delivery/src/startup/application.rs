@@ -125,21 +125,7 @@ impl Application {
         .listen(listener)
         .context("starting the HTTP server")?
         .run();
-        let admin = match admin_listener {
-            Some(admin_listener) => {
-                let admin_port = admin_listener.local_addr().context("reading the admin address")?.port();
-                let admin = HttpServer::new(|| App::new().configure(http::configure_admin))
-                    // Scrapes and the docs page: one worker is plenty.
-                    .workers(1)
-                    .shutdown_timeout(shutdown_timeout)
-                    .disable_signals()
-                    .listen(admin_listener)
-                    .context("starting the admin HTTP server")?
-                    .run();
-                Some((admin, admin_port))
-            }
-            None => None,
-        };
+        let admin = admin_listener.map(|listener| admin_server(listener, shutdown_timeout)).transpose()?;
         let handles: Vec<ServerHandle> =
             std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();
         tokio::spawn(async move {
@@ -202,6 +188,39 @@ impl Application {
         tracing::info!("sba stopped");
         result
     }
+}
+
+/// The admin listener's server (`/metrics`, `/openapi.json`, `/docs`) and its port.
+fn admin_server(listener: TcpListener, shutdown_timeout: u64) -> anyhow::Result<(Server, u16)> {
+    let port = listener.local_addr().context("reading the admin address")?.port();
+    let server = HttpServer::new(|| App::new().configure(http::configure_admin))
+        // Scrapes and the docs page: one worker is plenty.
+        .workers(1)
+        .shutdown_timeout(shutdown_timeout)
+        .disable_signals()
+        .listen(listener)
+        .context("starting the admin HTTP server")?
+        .run();
+    Ok((server, port))
+}
+
+/// For a process without the public API (`sba worker`): the admin listener on
+/// `SBA_SERVER__ADMIN_PORT`, when it is set, so that the process's metrics (the worker's
+/// lag, persisted events and dead letters) are scraped like a node's. Its port and a handle
+/// to stop it; the server runs on its own task.
+///
+/// # Errors
+/// When the port cannot be bound.
+pub fn standalone_admin_server(settings: &Settings) -> anyhow::Result<Option<(ServerHandle, u16)>> {
+    let Some(port) = settings.server.admin_port else { return Ok(None) };
+    http::metrics::recorder();
+    tokio::spawn(http::metrics::upkeep());
+    let (server, port) =
+        admin_server(bind(settings.server.host, port)?, settings.server.shutdown_timeout.as_secs())?;
+    let handle = server.handle();
+    tokio::spawn(server);
+    tracing::info!(admin_port = port, "serving /metrics on the admin port");
+    Ok(Some((handle, port)))
 }
 
 fn bind(host: std::net::IpAddr, port: u16) -> anyhow::Result<TcpListener> {

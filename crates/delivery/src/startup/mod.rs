@@ -11,7 +11,7 @@ mod signal;
 mod wiring;
 mod worker;
 
-pub use application::Application;
+pub use application::{Application, standalone_admin_server};
 pub use pipeline::{RedisPipeline, event_queue, event_sequencer, redis_pipeline};
 pub use signal::shutdown_signal;
 pub use wiring::{open_store, token_signer};

@@ -81,3 +81,47 @@ async fn serve_binds_the_admin_port_from_the_settings_and_stops_both_listeners_t
     running.await.unwrap().unwrap();
     assert!(client.get(&admin_metrics).send().await.is_err(), "the admin listener stopped too");
 }
+
+#[tokio::test]
+async fn sba_worker_serves_its_metrics_on_the_admin_port() {
+    let redis = sba_infrastructure::redis::test_support::PrivateRedis::start();
+    let dir = std::env::temp_dir().join(format!("sba-worker-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin_port = free_port();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_sba"))
+        .arg("worker")
+        .current_dir(&dir)
+        .env_clear()
+        .env("SBA_DATA_DIR", dir.join("data"))
+        .env("REDIS_URL", redis.url())
+        .env("SBA_SERVER__ADMIN_PORT", admin_port.to_string())
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let client = Client::new();
+    // The listener answers as soon as it is bound; the worker's series once it is built.
+    let mut scrape = None;
+    for _ in 0..300 {
+        if let Ok(response) = client.get(&url).send().await
+            && response.status() == 200
+        {
+            let body = response.text().await.unwrap();
+            let built = body.contains("sba_worker_");
+            scrape = Some(body);
+            if built {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = worker.try_wait().unwrap();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let scrape =
+        scrape.unwrap_or_else(|| panic!("no /metrics on the admin port in 30 s (worker: {status:?})"));
+    for series in ["sba_worker_events_persisted_total", "sba_worker_dead_letters_total"] {
+        assert!(scrape.contains(series), "{series} is missing:\n{scrape}");
+    }
+}
