@@ -282,7 +282,8 @@ fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
     let sba_vars: config::Map<String, String> = env
         .map()
         .iter()
-        .filter(|(k, _)| k.starts_with("SBA_"))
+        // An empty variable counts as unset (docs/configuration.md), here too.
+        .filter(|(k, v)| k.starts_with("SBA_") && !v.trim().is_empty())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     builder = builder.add_source(
@@ -325,6 +326,19 @@ mod tests {
     use super::*;
     use crate::config::settings::{LogFormat, SecretSource};
     use crate::internal_store::StoreLocation;
+
+    #[test]
+    fn empty_sba_variables_count_as_unset() {
+        let settings = settings_of(&[
+            ("SBA_SERVER__ADMIN_PORT", ""),
+            ("SBA_AUTH__JWKS_URL", " "),
+            ("SBA_EVENTS__REORDER_WINDOW", ""),
+        ])
+        .unwrap();
+        assert_eq!(settings.server.admin_port, None);
+        assert_eq!(settings.auth.jwks_url, None);
+        assert_eq!(settings.events.reorder_window, std::time::Duration::from_millis(500));
+    }
 
     #[test]
     fn development_with_an_empty_environment_uses_embedded_defaults() {
