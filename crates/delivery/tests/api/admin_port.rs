@@ -85,13 +85,9 @@ async fn serve_binds_the_admin_port_from_the_settings_and_stops_both_listeners_t
 #[tokio::test]
 async fn sba_worker_serves_its_metrics_on_the_admin_port() {
     let redis = sba_infrastructure::redis::test_support::PrivateRedis::start();
-    let dir = std::env::temp_dir().join(format!("sba-worker-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
     let admin_port = free_port();
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_sba"))
-        .arg("worker")
-        .current_dir(&dir)
-        .env_clear()
+    let (mut command, dir) = crate::helpers::sba_process(&["worker"]);
+    let mut worker = command
         .env("SBA_DATA_DIR", dir.join("data"))
         .env("REDIS_URL", redis.url())
         .env("SBA_SERVER__ADMIN_PORT", admin_port.to_string())

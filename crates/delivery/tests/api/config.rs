@@ -1,23 +1,13 @@
 //! The `sba` binary's configuration behaviour, run as a real process with a controlled
 //! environment.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::helpers::{process_text as text, sba_process};
 
 fn sba(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let dir = std::env::temp_dir().join(format!("sba-cli-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sba"))
-        .args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .env("SBA_DATA_DIR", dir.join("data"))
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    let (mut command, dir) = sba_process(args);
+    command.env("SBA_DATA_DIR", dir.join("data")).envs(env.iter().copied()).output().unwrap()
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use sba_delivery::startup::Worker;
@@ -17,7 +17,7 @@ use serde_norway::Value as Yaml;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Store, TestApp, json_of, spawn_app, spawn_app_with};
+use crate::helpers::{Store, TestApp, json_of, process_text, sba_process, spawn_app, spawn_app_with};
 use crate::stream;
 
 /// What an operator's `deploy/.env` holds for the variables compose requires, plus one JWT
@@ -111,19 +111,8 @@ fn interpolate(text: &str, env: &BTreeMap<&str, &str>) -> String {
 
 /// Runs the `sba` binary with exactly `env` (nothing inherited), from an empty directory.
 fn sba(args: &[&str], env: &[(String, String)]) -> Output {
-    let dir = std::env::temp_dir().join(format!("sba-deploy-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sba"))
-        .args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap()
-}
-
-fn output_text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    let (mut command, _) = sba_process(args);
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).output().unwrap()
 }
 
 /// The services of the compose file that run the `sba` image, with their command.
@@ -177,7 +166,7 @@ fn every_sba_service_of_the_compose_file_passes_config_check_with_its_own_enviro
     for (name, (_, service)) in &services {
         let environment = container_environment(name, service, &deploy_env);
         let output = sba(&["config", "check"], &environment);
-        let text = output_text(&output);
+        let text = process_text(&output);
         assert_eq!(output.status.code(), Some(0), "`sba config check` as {name}:\n{text}");
         assert!(
             text.lines().any(|l| l.starts_with("environment") && l.ends_with("= production")),
@@ -358,14 +347,14 @@ async fn sba_healthcheck_exits_0_while_the_server_answers_and_1_when_nothing_lis
     let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
     for args in [LIVENESS, READINESS] {
         let output = healthcheck(args, port).await;
-        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", output_text(&output));
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", process_text(&output));
     }
     app.stop();
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let output = healthcheck(LIVENESS, closed).await;
-    assert_eq!(output.status.code(), Some(1), "{}", output_text(&output));
-    assert!(output_text(&output).contains("/healthz"), "{}", output_text(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", process_text(&output));
+    assert!(process_text(&output).contains("/healthz"), "{}", process_text(&output));
 }
 
 fn dashboard() -> Json {

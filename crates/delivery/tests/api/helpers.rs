@@ -249,3 +249,18 @@ pub fn accepted_seqs(body: &serde_json::Value) -> Vec<(String, u64)> {
         .map(|e| (e["id"].as_str().unwrap().to_owned(), e["seq"].as_u64().unwrap()))
         .collect()
 }
+
+/// The `sba` binary as a child process, run from a fresh empty directory (returned: a
+/// data directory can go below it) with nothing of the test's environment.
+pub fn sba_process(args: &[&str]) -> (std::process::Command, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sba-cli-test-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sba"));
+    command.args(args).current_dir(&dir).env_clear();
+    (command, dir)
+}
+
+/// What a finished process wrote: its stdout, then its stderr.
+pub fn process_text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

@@ -576,12 +576,8 @@ async fn a_poison_entry_goes_to_the_dead_letters_after_max_attempts_without_bloc
 
 /// `sba worker dead-letters` run as a process against `redis`'s one partition; its stdout.
 fn sba_dead_letters(redis: &PrivateRedis) -> String {
-    let dir = std::env::temp_dir().join(format!("sba-cli-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sba"))
-        .args(["worker", "dead-letters"])
-        .current_dir(&dir)
-        .env_clear()
+    let (mut command, dir) = crate::helpers::sba_process(&["worker", "dead-letters"]);
+    let output = command
         .env("SBA_DATA_DIR", dir.join("data"))
         .env("REDIS_URL", redis.url())
         .env("SBA_EVENTS__PARTITIONS", "1")
