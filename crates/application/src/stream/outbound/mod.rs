@@ -151,9 +151,8 @@ pub enum Pushed {
 #[derive(Debug)]
 pub struct OutboundQueue {
     limits: OutboundLimits,
-    entries: VecDeque<Entry>,
-    /// When each entry of `entries` was queued, in the same order.
-    queued_at: VecDeque<Instant>,
+    /// The frames, each with when it was queued.
+    entries: VecDeque<(Instant, Entry)>,
     /// The positions of `entries`' first entry and of the next one to be queued, among
     /// every entry ever queued (positions never repeat, so a position recorded below stays
     /// valid until its entry is popped).
@@ -211,7 +210,6 @@ impl OutboundQueue {
         Self {
             limits,
             entries: VecDeque::new(),
-            queued_at: VecDeque::new(),
             head: 0,
             tail: 0,
             bytes: 0,
@@ -228,8 +226,7 @@ impl OutboundQueue {
     pub fn push_control(&mut self, frame: String) -> Result<(), Overflow> {
         let bytes = frame.len();
         self.admit(bytes)?;
-        self.entries.push_back(Entry::Control(frame));
-        self.queued_at.push_back(Instant::now());
+        self.entries.push_back((Instant::now(), Entry::Control(frame)));
         self.tail += 1;
         self.bytes += bytes;
         Ok(())
@@ -254,8 +251,7 @@ impl OutboundQueue {
         let bytes = event_frame_len(channel, &event);
         self.admit(bytes)?;
         let run = event.run_id;
-        self.entries.push_back(Entry::Event(EventEntry { channel, event, bytes, delta }));
-        self.queued_at.push_back(Instant::now());
+        self.entries.push_back((Instant::now(), Entry::Event(EventEntry { channel, event, bytes, delta })));
         self.bytes += bytes;
         self.last_event.insert((channel, run), self.tail);
         self.tail += 1;
@@ -264,8 +260,7 @@ impl OutboundQueue {
 
     /// The next frame to send, oldest first.
     pub fn pop(&mut self) -> Option<OutFrame> {
-        let entry = self.entries.pop_front()?;
-        self.queued_at.pop_front();
+        let (_, entry) = self.entries.pop_front()?;
         let position = self.head;
         self.head += 1;
         self.bytes -= entry.bytes();
@@ -314,9 +309,9 @@ impl OutboundQueue {
     /// Whether the oldest queued frame has waited longer than the limits allow at `now`:
     /// the client is not keeping up (close it with 1013).
     pub fn too_late(&self, now: Instant) -> bool {
-        self.queued_at
+        self.entries
             .front()
-            .is_some_and(|queued| now.saturating_duration_since(*queued) > self.limits.max_delay)
+            .is_some_and(|(queued, _)| now.saturating_duration_since(*queued) > self.limits.max_delay)
     }
 
     /// Whether the queue is at or above its high-water mark (history reads wait below it).
@@ -342,7 +337,7 @@ impl OutboundQueue {
             .get(&(channel, run))
             .and_then(|position| position.checked_sub(self.head))
             .and_then(|index| usize::try_from(index).ok());
-        let Some(Entry::Event(target)) = index.and_then(|index| self.entries.get_mut(index)) else {
+        let Some((_, Entry::Event(target))) = index.and_then(|index| self.entries.get_mut(index)) else {
             return Ok(Merge::Declined(incoming));
         };
         if matches!(target.delta, DeltaSlot::Unread) {

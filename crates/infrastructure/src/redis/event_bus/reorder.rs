@@ -76,8 +76,8 @@ impl Reorder {
         }
         let Some(runs) = self.channels.get_mut(channel) else { return batch };
         if !runs.contains_key(&run) && runs.len() >= MAX_RUNS {
-            // Too many runs to track on one channel: start over (what waits is delivered
-            // by the due entries, which find nothing and are skipped, so deliver it here).
+            // Too many runs to track on one channel: start over, delivering what waits now
+            // (the due entries of those runs then find nothing and are skipped).
             let mut flushed: Vec<LiveEvent> =
                 runs.drain().flat_map(|(_, order)| order.held.into_values().flatten()).collect();
             flushed.extend(batch);
