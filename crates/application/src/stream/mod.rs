@@ -1,6 +1,6 @@
 //! The transport-free core of the WebSocket stream (`GET /v1/stream`): its frames, each
 //! connection's bounded outbound queue, replay-then-live delivery per subscription, and who
-//! may subscribe to which channel. The actix-ws gateway in `sba-delivery` drives these.
+//! may subscribe to which channel. The WebSocket gateway in `sba-delivery` drives these.
 //!
 //! How a connection uses them: each text frame is parsed ([`protocol::ClientOp::parse`];
 //! a refusal is answered with [`protocol::ErrorFrame::bad_request`]) and charged to its

@@ -115,16 +115,14 @@ impl Application {
         let admin_routes =
             if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
         let shutdown_timeout = settings.server.shutdown_timeout.as_secs();
-        let server = HttpServer::new(move || {
-            App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes))
-        })
-        .shutdown_timeout(shutdown_timeout)
-        // The shutdown future below is the one stop: it closes the WebSocket connections
-        // (1001) before the graceful stop waits for them.
-        .disable_signals()
-        .listen(listener)
-        .context("starting the HTTP server")?
-        .run();
+        // Signals are not handled there: the shutdown future below is the one stop, and it
+        // closes the WebSocket connections (1001) before the graceful stop waits for them.
+        let server = http::stream::upgrade::public_server(
+            listener,
+            move || App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes)),
+            http::stream::upgrade::ServerOptions { shutdown_timeout: settings.server.shutdown_timeout, workers: None },
+        )
+        .context("starting the HTTP server")?;
         let admin = admin_listener.map(|listener| admin_server(listener, shutdown_timeout)).transpose()?;
         let handles: Vec<ServerHandle> =
             std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();

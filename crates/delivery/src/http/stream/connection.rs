@@ -23,7 +23,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 use sba_application::RequestContext;
 use sba_application::context::AccessToken;
 use sba_application::ports::TokenError;
@@ -39,7 +38,8 @@ use tokio::task::JoinHandle;
 
 use super::StreamGateway;
 use super::metrics::{self, CloseCause};
-use super::outbound::{self, Outbound, WriterEnd};
+use super::outbound::{self, Finish, Outbound, WriterEnd};
+use super::socket::{Incoming, ReadError, SocketReader, SocketWriter};
 use super::subscription::{Signal, SubscriptionTask};
 use crate::http::AppState;
 
@@ -59,7 +59,6 @@ pub struct Connection {
     /// `None` when rate limiting is off (`SBA_RATE_LIMIT__ENABLED=false`).
     limiter: Option<WsConnectionLimiter>,
     outbound: Arc<Outbound>,
-    session: Session,
     subscriptions: HashMap<StreamChannel, SubscriptionHandle>,
     signals: mpsc::UnboundedSender<Signal>,
     signalled: mpsc::UnboundedReceiver<Signal>,
@@ -109,7 +108,6 @@ impl Connection {
         ctx: RequestContext,
         expires_at: SystemTime,
         plan: Option<&str>,
-        session: Session,
     ) -> Self {
         let principal = &ctx.principal;
         let ip = ctx.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
@@ -132,7 +130,6 @@ impl Connection {
             expires_at,
             limiter,
             outbound,
-            session,
             subscriptions: HashMap::new(),
             signals,
             signalled,
@@ -141,22 +138,24 @@ impl Connection {
     }
 
     /// Serves the connection until it closes.
-    pub async fn run(mut self, mut messages: AggregatedMessageStream) {
+    pub async fn run(mut self, mut reader: SocketReader, socket: SocketWriter) {
         metrics::connections(1.0);
-        let (finish, finishing) = watch::channel(false);
+        let (finish, finishing) = watch::channel(Finish::No);
         let writer = {
-            let (outbound, session) = (Arc::clone(&self.outbound), self.session.clone());
-            actix_web::rt::spawn(async move { outbound::write(&outbound, session, finishing).await })
+            let (outbound, socket) = (Arc::clone(&self.outbound), socket.clone());
+            actix_web::rt::spawn(async move { outbound::write(&outbound, socket, finishing).await })
         };
         let mut writer = Some(writer);
-        let ending = self.serve(&mut messages, &mut writer).await;
-        Box::pin(self.close(ending, writer, &finish)).await;
+        let ending = self.serve(&mut reader, &socket, &mut writer).await;
+        Box::pin(self.close(ending, &socket, writer, &finish)).await;
         metrics::connections(-1.0);
+        linger(&mut reader).await;
     }
 
     async fn serve(
         &mut self,
-        messages: &mut AggregatedMessageStream,
+        reader: &mut SocketReader,
+        socket: &SocketWriter,
         writer: &mut Option<JoinHandle<WriterEnd>>,
     ) -> Ending {
         let config = self.gateway.0.config;
@@ -172,7 +171,7 @@ impl Connection {
             let result = tokio::select! {
                 // Boxed: an op's future (subscribe, auth) is far larger than the idle loop's,
                 // and would otherwise be part of every idle connection's task.
-                message = messages.recv() => Box::pin(self.on_message(message)).await,
+                message = reader.recv() => Box::pin(self.on_message(message, socket)).await,
                 Some(signal) = self.signalled.recv() => match signal {
                     Signal::Overflow => Err(Ending::now(CloseCause::SlowConsumer)),
                     Signal::Ended(channel) => {
@@ -180,7 +179,7 @@ impl Connection {
                         Ok(())
                     }
                 },
-                _ = heartbeat.tick() => self.heartbeat(config.heartbeat_timeout).await,
+                _ = heartbeat.tick() => self.heartbeat(config.heartbeat_timeout, socket).await,
                 () = expiry => Err(Ending {
                     cause: CloseCause::TokenExpired,
                     flush: true,
@@ -201,20 +200,21 @@ impl Connection {
 
     async fn on_message(
         &mut self,
-        message: Option<Result<AggregatedMessage, ProtocolError>>,
+        message: Option<Result<Incoming, ReadError>>,
+        socket: &SocketWriter,
     ) -> Result<(), Ending> {
         let message = match message {
             None => return Err(Ending::now(CloseCause::Client)),
             Some(Ok(message)) => message,
-            Some(Err(error)) => return Err(Ending::now(protocol_error_cause(&error))),
+            Some(Err(error)) => return Err(Ending::now(read_error_cause(error))),
         };
         self.last_heard = Instant::now();
         match message {
-            AggregatedMessage::Text(text) => {
+            Incoming::Text(text) => {
                 metrics::frame_in();
                 self.on_text(&text).await
             }
-            AggregatedMessage::Binary(_) => {
+            Incoming::Binary => {
                 metrics::frame_in();
                 if !self.charge(WsOp::Ping, None).await? {
                     return Ok(());
@@ -225,13 +225,13 @@ impl Connection {
                     "frames are JSON text; binary frames are not read",
                 ))
             }
-            AggregatedMessage::Ping(bytes) => {
+            Incoming::Ping(bytes) => {
                 // Skipped when the socket's buffer is full: the client is not reading.
-                let _ = tokio::time::timeout(CONTROL_SEND_TIMEOUT, self.session.pong(&bytes)).await;
+                let _ = tokio::time::timeout(CONTROL_SEND_TIMEOUT, socket.pong(&bytes)).await;
                 Ok(())
             }
-            AggregatedMessage::Pong(_) => Ok(()),
-            AggregatedMessage::Close(_) => Err(Ending::now(CloseCause::Client)),
+            Incoming::Pong => Ok(()),
+            Incoming::Close => Err(Ending::now(CloseCause::Client)),
         }
     }
 
@@ -347,13 +347,13 @@ impl Connection {
         self.control(ack_frame(&id))
     }
 
-    async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Ending> {
+    async fn heartbeat(&mut self, timeout: Duration, socket: &SocketWriter) -> Result<(), Ending> {
         if self.last_heard.elapsed() >= timeout {
             return Err(Ending::now(CloseCause::HeartbeatTimeout));
         }
         // A full socket buffer (a client not reading) must not hold up this task, which
         // handles the queue's overflow: the ping is skipped then.
-        match tokio::time::timeout(CONTROL_SEND_TIMEOUT, self.session.ping(b"")).await {
+        match tokio::time::timeout(CONTROL_SEND_TIMEOUT, socket.ping()).await {
             Ok(Err(_)) => Err(Ending::now(CloseCause::Client)),
             Ok(Ok(())) | Err(_) => Ok(()),
         }
@@ -369,22 +369,24 @@ impl Connection {
     async fn close(
         mut self,
         ending: Ending,
-        writer: Option<JoinHandle<WriterEnd>>,
-        finish: &watch::Sender<bool>,
+        socket: &SocketWriter,
+        mut writer: Option<JoinHandle<WriterEnd>>,
+        finish: &watch::Sender<Finish>,
     ) {
         self.subscriptions.clear();
         if let Some(frame) = ending.last_frame {
             let _ = self.outbound.push_control(frame);
         }
-        if let Some(mut writer) = writer {
-            let flushed = ending.flush && {
-                finish.send_replace(true);
-                tokio::time::timeout(self.gateway.0.config.flush_timeout, &mut writer).await.is_ok()
-            };
-            if !flushed {
-                writer.abort();
+        if ending.flush
+            && let Some(running) = writer.as_mut()
+        {
+            finish.send_replace(Finish::Flush);
+            if tokio::time::timeout(self.gateway.0.config.flush_timeout, running).await.is_ok() {
+                writer = None;
             }
         }
+        // The writer stops after the frames it is writing; the close frame follows them.
+        finish.send_replace(Finish::Now);
         metrics::closed(ending.cause);
         if ending.cause == CloseCause::SlowConsumer {
             tracing::info!(
@@ -393,27 +395,41 @@ impl Connection {
                 "closing a WebSocket client that reads too slowly (1013)"
             );
         }
-        let reason = CloseReason {
-            code: CloseCode::from(ending.cause.code()),
-            description: Some(ending.cause.reason().to_owned()),
-        };
         // A client that reads nothing may never make room for the close frame: after the
-        // heartbeat timeout it counts as gone, and dropping the session ends the response.
+        // heartbeat timeout it counts as gone, and the TCP connection is dropped.
         let patience = self.gateway.0.config.heartbeat_timeout;
-        let _ = tokio::time::timeout(patience, self.session.close(Some(reason))).await;
+        let closing = async {
+            if let Some(running) = writer.as_mut() {
+                let _ = running.await;
+            }
+            socket.close(ending.cause.code(), ending.cause.reason()).await
+        };
+        let _ = tokio::time::timeout(patience, closing).await;
+        if let Some(running) = writer {
+            running.abort();
+        }
     }
 }
 
-/// The close cause of a frame the server could not read.
-fn protocol_error_cause(error: &ProtocolError) -> CloseCause {
+/// How long a closed connection waits for the client's end of the TCP connection.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads (and drops) what the client still sends after the close frame, its own close
+/// frame among it, until it ends the TCP connection: closing a socket with unread bytes
+/// would reset the connection, and the client could lose the close frame.
+async fn linger(reader: &mut SocketReader) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(_)) = reader.recv().await {}
+    })
+    .await;
+}
+
+/// The close cause of frames the server could not read.
+const fn read_error_cause(error: ReadError) -> CloseCause {
     match error {
-        ProtocolError::Overflow => CloseCause::FrameTooBig,
-        // actix-ws reports a message of continuation frames over its bound as an I/O error
-        // with this text; it is the same oversized frame.
-        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
-            CloseCause::FrameTooBig
-        }
-        _ => CloseCause::ProtocolError,
+        ReadError::TooBig => CloseCause::FrameTooBig,
+        ReadError::InvalidText => CloseCause::InvalidText,
+        ReadError::Protocol | ReadError::Io => CloseCause::ProtocolError,
     }
 }
 

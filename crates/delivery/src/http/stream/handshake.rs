@@ -48,6 +48,15 @@ pub fn token(req: &HttpRequest) -> Presented {
     query_token(req.query_string()).map_or(Presented::Missing, Presented::Token)
 }
 
+/// Whether the client offers `protocol` in its `Sec-WebSocket-Protocol` list.
+pub fn offers_subprotocol(req: &HttpRequest, protocol: &str) -> bool {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .any(|entry| entry.trim() == protocol)
+}
+
 /// The `access_token` parameter of a query string (percent-decoded), when present and not
 /// empty.
 fn query_token(query: &str) -> Option<String> {
@@ -90,6 +99,18 @@ mod tests {
             .uri("/v1/stream?x=1&access_token=a%2Eb.c")
             .insert_header((header::SEC_WEBSOCKET_PROTOCOL, "sba.v1"));
         assert_eq!(presented(request), Presented::Token("a.b.c".into()));
+    }
+
+    #[test]
+    fn a_subprotocol_is_offered_only_as_a_whole_entry_of_any_list() {
+        let request = TestRequest::default()
+            .append_header((header::SEC_WEBSOCKET_PROTOCOL, "bearer.x"))
+            .append_header((header::SEC_WEBSOCKET_PROTOCOL, "chat, sba.v1 "))
+            .to_http_request();
+        assert!(offers_subprotocol(&request, "sba.v1"));
+        let request =
+            TestRequest::default().insert_header((header::SEC_WEBSOCKET_PROTOCOL, "sba.v1x, bearer.sba.v1")).to_http_request();
+        assert!(!offers_subprotocol(&request, "sba.v1"));
     }
 
     #[test]

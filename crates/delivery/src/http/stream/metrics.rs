@@ -10,7 +10,7 @@
 //! | `sba_ws_frames_total` | counter | `direction` = `in`, `out` |
 //! | `sba_ws_history_reads_total` | counter (a subscription read the run history: replay, gap, resume) | |
 //! | `sba_ws_bus_resumes_total` | counter (the bus told a subscription it may have missed events) | |
-//! | `sba_ws_closes_total` | counter | `code` (1000, 1001, 1002, 1008, 1009, 1013), `reason` |
+//! | `sba_ws_closes_total` | counter | `code` (1000, 1001, 1002, 1007, 1008, 1009, 1013), `reason` |
 
 use std::sync::LazyLock;
 
@@ -33,6 +33,8 @@ pub enum CloseCause {
     SlowConsumer,
     /// The client broke the WebSocket protocol.
     ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidText,
 }
 
 impl CloseCause {
@@ -43,6 +45,7 @@ impl CloseCause {
             Self::TokenExpired | Self::Flooding | Self::HeartbeatTimeout => 1008,
             Self::FrameTooBig => 1009,
             Self::ProtocolError => 1002,
+            Self::InvalidText => 1007,
             Self::SlowConsumer => 1013,
         }
     }
@@ -57,6 +60,7 @@ impl CloseCause {
             Self::FrameTooBig => "frame_too_big",
             Self::SlowConsumer => "slow_consumer",
             Self::ProtocolError => "protocol_error",
+            Self::InvalidText => "invalid_text",
         }
     }
 }

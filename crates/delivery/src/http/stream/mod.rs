@@ -2,7 +2,8 @@
 //! ([`handshake`]), one task per connection reading the client's ops ([`connection`]), one
 //! per subscription feeding its events into the connection's outbound queue
 //! ([`subscription`]), and one writing that queue to the socket at the broadcast rates
-//! ([`outbound`]). The protocol itself (frames, queue policy, replay-then-live, who may
+//! ([`outbound`]), all on the bare TCP stream the server's upgrade service hands over
+//! ([`upgrade`]) with the gateway's own framing ([`socket`]). The protocol itself (frames, queue policy, replay-then-live, who may
 //! subscribe) is `sba_application::stream`.
 //!
 //! The authentication middleware verifies the token of this route from any of its three
@@ -14,11 +15,14 @@ mod connection;
 pub(super) mod handshake;
 mod metrics;
 mod outbound;
+mod socket;
 mod subscription;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use actix_web::http::header;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use sba_application::ports::EventBus;
 use sba_application::stream::authorize::StreamAuthorizer;
@@ -113,7 +117,6 @@ pub(super) struct TokenExpiry(pub SystemTime);
     security(("bearer" = [])))]
 pub async fn stream(
     req: HttpRequest,
-    body: web::Payload,
     Authenticated(ctx): Authenticated,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -129,15 +132,17 @@ pub async fn stream(
             extensions.get::<TenantStanding>().and_then(TenantStanding::tenant).and_then(|t| t.plan.clone());
         (expiry, plan)
     };
-    let (response, session, messages) =
-        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL]).map_err(|_| {
-            ApiError::new(ProblemCode::InvalidRequest, "`GET /v1/stream` is a WebSocket upgrade.")
-        })?;
-    let messages = messages
-        .max_frame_size(gateway.0.config.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(gateway.0.config.max_frame_bytes);
-    let connection = Connection::open(gateway, state.into_inner(), ctx, expires_at, plan.as_deref(), session);
-    actix_web::rt::spawn(connection.run(messages));
+    let mut accept = actix_http::ws::handshake(req.head()).map_err(|_| {
+        ApiError::new(ProblemCode::InvalidRequest, "`GET /v1/stream` is a WebSocket upgrade.")
+    })?;
+    if handshake::offers_subprotocol(&req, SUBPROTOCOL) {
+        accept.insert_header((header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL));
+    }
+    let max_message_bytes = gateway.0.config.max_frame_bytes;
+    let connection = Connection::open(gateway, state.into_inner(), ctx, expires_at, plan.as_deref());
+    let mut response = HttpResponse::from(accept.finish().map_into_boxed_body());
+    // The server's upgrade service serves the connection once the 101 is written
+    // (`upgrade::serve`).
+    response.extensions_mut().insert(upgrade::Accepted { connection, max_message_bytes });
     Ok(response)
 }

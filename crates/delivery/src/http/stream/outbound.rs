@@ -1,18 +1,15 @@
 //! A connection's outbound side: its [`OutboundQueue`], shared by the connection task and
 //! its subscriptions, which push without waiting, and the writer task that drains it to the
 //! socket one frame at a time, at the broadcast rates of the connection's tenant and user.
-//! The socket's own buffer is small (actix-ws holds 32 frames), so a client that reads
+//! Nothing is buffered past the queue but the frames being written (at most
+//! [`socket::MAX_BATCH_FRAMES`]) and the kernel's socket buffer, so a client that reads
 //! slowly backs frames up here, where the queue's policy (coalescing, then 1013) applies,
 //! and never in the bus or in another connection.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use std::sync::Arc;
 
-use actix_web::web::Bytes;
-use actix_ws::Session;
-use bytestring::ByteString;
 use sba_application::ports::LiveEvent;
 use sba_application::stream::outbound::{OutFrame, OutboundLimits, OutboundQueue, Overflow, Pushed};
 use sba_application::stream::protocol::StreamChannel;
@@ -20,6 +17,7 @@ use sba_application::stream::throttle::ConnectionThrottle;
 use tokio::sync::{Notify, watch};
 
 use super::metrics;
+use super::socket::{self, SocketWriter};
 
 /// The queue, the broadcast rates it is sent at, and the wake-ups around it.
 #[derive(Debug)]
@@ -114,69 +112,99 @@ impl Outbound {
     }
 }
 
+/// What the connection asks of its writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Keep sending.
+    No,
+    /// Send what is queued, then stop.
+    Flush,
+    /// Stop after the frames being written (a frame is never cut).
+    Now,
+}
+
 /// Why the writer stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterEnd {
     /// Asked to finish, and everything queued was sent.
     Flushed,
+    /// Asked to stop now.
+    Stopped,
     /// The socket is closed.
     Closed,
 }
 
-/// Sends the queue's frames to `session` until the socket closes, or until `finish` turns
-/// `true` and the queue is empty. Event frames wait for the connection's broadcast rates.
-pub async fn write(
-    outbound: &Outbound,
-    mut session: Session,
-    mut finish: watch::Receiver<bool>,
-) -> WriterEnd {
+/// The most bytes of frames written at once.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Sends the queue's frames to `socket` until the socket closes or `finish` says so, the
+/// frames queued at a time in one write. Event frames wait for the connection's broadcast
+/// rates (what was gathered before is sent first).
+pub async fn write(outbound: &Outbound, socket: SocketWriter, mut finish: watch::Receiver<Finish>) -> WriterEnd {
+    let mut batch: Vec<OutFrame> = Vec::new();
     loop {
-        let Some((frame, left)) = outbound.pop() else {
-            if *finish.borrow() {
+        let asked = *finish.borrow_and_update();
+        if asked == Finish::Now {
+            return WriterEnd::Stopped;
+        }
+        let mut bytes = 0;
+        while batch.len() < socket::MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+            let Some((frame, left)) = outbound.pop() else { break };
+            if matches!(frame, OutFrame::Event(_)) {
+                // Only event frames count against the broadcast rates.
+                while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
+                    if !send(&socket, &mut batch).await {
+                        return WriterEnd::Closed;
+                    }
+                    bytes = 0;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            metrics::frame_out(left);
+            bytes += text(&frame).len();
+            batch.push(frame);
+        }
+        if batch.is_empty() {
+            if asked == Finish::Flush {
                 return WriterEnd::Flushed;
             }
             tokio::select! {
                 () = outbound.queued.notified() => {}
                 changed = finish.changed() => if changed.is_err() { return WriterEnd::Flushed },
             }
-            continue;
-        };
-        let text = match frame {
-            OutFrame::Control(text) => ByteString::from(text),
-            // Only event frames count against the broadcast rates.
-            OutFrame::Event(shared) => {
-                while let Err(wait) = outbound.throttle.try_send(Instant::now()) {
-                    tokio::time::sleep(wait).await;
-                }
-                shared_text(shared)
-            }
-        };
-        if session.text(text).await.is_err() {
+        } else if !send(&socket, &mut batch).await {
             return WriterEnd::Closed;
         }
-        metrics::frame_out(left);
     }
 }
 
-/// A frame shared by the subscribers of a channel, as the text of a WebSocket message
-/// without copying it.
-fn shared_text(shared: Arc<str>) -> ByteString {
-    /// The frame as bytes, kept alive by the message that sends it.
-    struct Shared(Arc<str>);
-    impl AsRef<[u8]> for Shared {
-        fn as_ref(&self) -> &[u8] {
-            self.0.as_bytes()
-        }
+/// Writes the gathered frames and empties the batch; `false` when the socket is closed.
+async fn send(socket: &SocketWriter, batch: &mut Vec<OutFrame>) -> bool {
+    if batch.is_empty() {
+        return true;
     }
-    let bytes = Bytes::from_owner(Shared(shared));
-    // The bytes are those of a `str`, so this always succeeds; the copy is the fallback.
-    ByteString::try_from(bytes.clone())
-        .unwrap_or_else(|_| ByteString::from(String::from_utf8_lossy(&bytes).into_owned()))
+    let texts: Vec<&[u8]> = batch.iter().map(text).collect();
+    let sent = socket.send_texts(&texts).await.is_ok();
+    drop(texts);
+    batch.clear();
+    if batch.capacity() > socket::MAX_BATCH_FRAMES {
+        batch.shrink_to(socket::MAX_BATCH_FRAMES);
+    }
+    sent
+}
+
+/// A frame's text: event frames are the one copy shared by the channel's subscribers.
+fn text(frame: &OutFrame) -> &[u8] {
+    match frame {
+        OutFrame::Control(text) => text.as_bytes(),
+        OutFrame::Event(shared) => shared.as_bytes(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
+    use std::sync::Arc;
 
     use sba_application::stream::protocol::event_frame;
     use sba_application::stream::throttle::{BroadcastThrottle, ThrottlePolicy, ThrottleRates};
@@ -189,9 +217,8 @@ mod tests {
     fn a_shared_frame_is_sent_as_it_is_without_a_copy() {
         let event = LiveEvent::new(RunId::from_uuid(Uuid::nil()), 1, "{}");
         let frame: Arc<str> = event_frame(StreamChannel::Tenant, &event).into();
-        let text = shared_text(Arc::clone(&frame));
-        assert_eq!(&*text, &*frame);
-        assert_eq!(text.as_bytes().as_ptr(), frame.as_ptr(), "the same bytes");
+        let queued = OutFrame::Event(Arc::clone(&frame));
+        assert_eq!(text(&queued).as_ptr(), frame.as_ptr(), "the same bytes");
     }
 
     #[tokio::test]
