@@ -120,7 +120,10 @@ impl Application {
         let server = http::stream::upgrade::public_server(
             listener,
             move || App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes)),
-            http::stream::upgrade::ServerOptions { shutdown_timeout: settings.server.shutdown_timeout, workers: None },
+            http::stream::upgrade::ServerOptions {
+                shutdown_timeout: settings.server.shutdown_timeout,
+                workers: None,
+            },
         )
         .context("starting the HTTP server")?;
         let admin = admin_listener.map(|listener| admin_server(listener, shutdown_timeout)).transpose()?;

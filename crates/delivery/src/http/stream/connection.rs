@@ -418,10 +418,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// frame among it, until it ends the TCP connection: closing a socket with unread bytes
 /// would reset the connection, and the client could lose the close frame.
 async fn linger(reader: &mut SocketReader) {
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Some(Ok(_)) = reader.recv().await {}
-    })
-    .await;
+    let _ = tokio::time::timeout(LINGER, async { while let Some(Ok(_)) = reader.recv().await {} }).await;
 }
 
 /// The close cause of frames the server could not read.

@@ -108,8 +108,9 @@ mod tests {
             .append_header((header::SEC_WEBSOCKET_PROTOCOL, "chat, sba.v1 "))
             .to_http_request();
         assert!(offers_subprotocol(&request, "sba.v1"));
-        let request =
-            TestRequest::default().insert_header((header::SEC_WEBSOCKET_PROTOCOL, "sba.v1x, bearer.sba.v1")).to_http_request();
+        let request = TestRequest::default()
+            .insert_header((header::SEC_WEBSOCKET_PROTOCOL, "sba.v1x, bearer.sba.v1"))
+            .to_http_request();
         assert!(!offers_subprotocol(&request, "sba.v1"));
     }
 

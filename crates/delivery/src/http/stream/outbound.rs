@@ -9,7 +9,6 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-
 use sba_application::ports::LiveEvent;
 use sba_application::stream::outbound::{OutFrame, OutboundLimits, OutboundQueue, Overflow, Pushed};
 use sba_application::stream::protocol::StreamChannel;
@@ -140,7 +139,11 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Sends the queue's frames to `socket` until the socket closes or `finish` says so, the
 /// frames queued at a time in one write. Event frames wait for the connection's broadcast
 /// rates (what was gathered before is sent first).
-pub async fn write(outbound: &Outbound, socket: SocketWriter, mut finish: watch::Receiver<Finish>) -> WriterEnd {
+pub async fn write(
+    outbound: &Outbound,
+    socket: SocketWriter,
+    mut finish: watch::Receiver<Finish>,
+) -> WriterEnd {
     let mut batch: Vec<OutFrame> = Vec::new();
     loop {
         let asked = *finish.borrow_and_update();

@@ -63,7 +63,8 @@ pub enum ReadError {
 pub fn split(io: TcpStream, read: &[u8], max_message: usize) -> (SocketReader, SocketWriter) {
     let (reader, writer) = io.into_split();
     let reader = SocketReader { io: reader, buf: read.to_vec(), message: None, max_message, wanted: 0 };
-    let writer = SocketWriter(Arc::new(Mutex::new(WriterState { io: writer, pending: Vec::new(), torn: false })));
+    let writer =
+        SocketWriter(Arc::new(Mutex::new(WriterState { io: writer, pending: Vec::new(), torn: false })));
     (reader, writer)
 }
 
@@ -419,13 +420,27 @@ mod tests {
     async fn frames_that_break_the_protocol_or_the_size_are_errors() {
         let cases: Vec<(Vec<u8>, ReadError)> = vec![
             (client_frame(true, OP_TEXT, &[b'a'; 101]), ReadError::TooBig),
-            ([client_frame(false, OP_TEXT, &[b'a'; 60]), client_frame(true, OP_CONTINUATION, &[b'a'; 60])].concat(), ReadError::TooBig),
+            (
+                [client_frame(false, OP_TEXT, &[b'a'; 60]), client_frame(true, OP_CONTINUATION, &[b'a'; 60])]
+                    .concat(),
+                ReadError::TooBig,
+            ),
             (client_frame(true, OP_CONTINUATION, b"x"), ReadError::Protocol),
-            ([client_frame(false, OP_TEXT, b"a"), client_frame(true, OP_TEXT, b"b")].concat(), ReadError::Protocol),
+            (
+                [client_frame(false, OP_TEXT, b"a"), client_frame(true, OP_TEXT, b"b")].concat(),
+                ReadError::Protocol,
+            ),
             (client_frame(false, OP_PING, b""), ReadError::Protocol),
             (client_frame(true, 0x3, b""), ReadError::Protocol),
             (vec![0x81, 0x01, b'a'], ReadError::Protocol),
-            ({ let mut frame = client_frame(true, OP_TEXT, b"a"); frame[0] |= 0x40; frame }, ReadError::Protocol),
+            (
+                {
+                    let mut frame = client_frame(true, OP_TEXT, b"a");
+                    frame[0] |= 0x40;
+                    frame
+                },
+                ReadError::Protocol,
+            ),
             (client_frame(true, OP_TEXT, &[0xff, 0xfe]), ReadError::InvalidText),
         ];
         for (bytes, expected) in cases {

@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use actix_codec::Framed;
 use actix_http::body::{BoxBody, MessageBody};
-use actix_web::web::Bytes;
 use actix_http::h1::{self, SendResponse};
 use actix_http::{ConnectionType, HttpService, Request, Response, StatusCode};
 use actix_server::Server;
-use actix_service::{IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt as _, fn_factory, fn_service, map_config};
+use actix_service::{
+    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt as _, fn_factory, fn_service, map_config,
+};
 use actix_web::dev::AppConfig;
+use actix_web::web::Bytes;
 use tokio::net::TcpStream;
 
 use super::connection::Connection;
@@ -49,7 +51,11 @@ pub struct ServerOptions {
 ///
 /// # Errors
 /// When the listener cannot be used.
-pub fn public_server<F, I, S, B>(listener: TcpListener, app: F, options: ServerOptions) -> std::io::Result<Server>
+pub fn public_server<F, I, S, B>(
+    listener: TcpListener,
+    app: F,
+    options: ServerOptions,
+) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request>,
@@ -108,7 +114,11 @@ fn app_config() -> AppConfig {
 
 /// Runs an upgrade request through the application and serves the WebSocket connection it
 /// accepted, or writes its answer and closes.
-async fn serve<S, B>(app: &S, req: Request, framed: Framed<TcpStream, h1::Codec>) -> Result<(), actix_http::Error>
+async fn serve<S, B>(
+    app: &S,
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_http::Error>
 where
     S: Service<Request>,
     S::Error: Into<actix_web::Error>,

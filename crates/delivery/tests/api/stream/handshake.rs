@@ -3,6 +3,8 @@
 use jsonwebtoken::{EncodingKey, Header, encode};
 use sba_domain::Role;
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use super::{Transport, try_connect};
 use crate::helpers::{
@@ -98,4 +100,68 @@ async fn handshakes_are_rate_limited_like_every_v1_route() {
         "{}",
         refusal.body
     );
+}
+
+/// Writes `bytes` on a new TCP connection to the app and reads the response head.
+async fn raw_exchange(app: &TestApp, bytes: &[u8]) -> (TcpStream, String) {
+    let address = app.address.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(address).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0_u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    (tcp, String::from_utf8(head).unwrap())
+}
+
+fn upgrade_request(path: &str, address: &str, token: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_frame_sent_in_the_same_write_as_the_upgrade_request_is_answered() {
+    let app = app().await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    let mut bytes =
+        upgrade_request("/v1/stream", app.address.trim_start_matches("http://"), &token).into_bytes();
+    let op = br#"{"op":"ping","id":"early"}"#;
+    let mask = [1_u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | u8::try_from(op.len()).unwrap()]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(op.iter().zip(mask.iter().cycle()).map(|(byte, key)| byte ^ key));
+    let (mut tcp, head) = raw_exchange(&app, &bytes).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut header = [0_u8; 2];
+    tcp.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 0x81, "a text frame");
+    let mut text = vec![0_u8; usize::from(header[1])];
+    tcp.read_exact(&mut text).await.unwrap();
+    let frame: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(frame, json!({"type": "pong", "id": "early"}));
+}
+
+#[tokio::test]
+async fn an_upgrade_request_to_another_route_or_refused_gets_its_answer_and_the_connection_closes() {
+    let app = app().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    for (path, token, status) in [
+        ("/healthz", "x", "HTTP/1.1 200"),
+        ("/v1/stream", "forged", "HTTP/1.1 401"),
+        ("/nowhere", "x", "HTTP/1.1 404"),
+    ] {
+        let (mut tcp, head) = raw_exchange(&app, upgrade_request(path, &address, token).as_bytes()).await;
+        assert!(head.starts_with(status), "{path}: {head}");
+        assert!(head.to_ascii_lowercase().contains("connection: close"), "{path}: {head}");
+        let mut rest = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection after its answer")
+            .unwrap();
+    }
 }
