@@ -24,6 +24,9 @@ pub struct Application {
     store: InternalStore,
     /// The worker `SBA_WORKER__IN_PROCESS` runs beside the server, stopped with it.
     worker: Option<InProcessWorker>,
+    /// The WebSocket gateway, whose connections outlive the HTTP server's workers.
+    stream: http::stream::StreamGateway,
+    shutdown_timeout: std::time::Duration,
 }
 
 /// A [`Worker`] running as a task of the server's process.
@@ -111,6 +114,7 @@ impl Application {
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
         let gateway = state.stream.clone();
+        let stream = gateway.clone();
         let data = web::Data::new(state);
         let admin_routes =
             if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
@@ -149,7 +153,15 @@ impl Application {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
-        Ok(Self { server, port, admin, store, worker })
+        Ok(Self {
+            server,
+            port,
+            admin,
+            store,
+            worker,
+            stream,
+            shutdown_timeout: settings.server.shutdown_timeout,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -175,6 +187,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let admin = self.admin.map(|(admin, _)| (admin.handle(), tokio::spawn(admin)));
         let result = self.server.await;
+        // The WebSocket connections flush and close with 1001 (they run beside the server).
+        self.stream.shut_down();
+        self.stream.drained(self.shutdown_timeout).await;
         // The admin listener lives as long as the public one, however that one stopped.
         if let Some((handle, task)) = admin {
             handle.stop(true).await;

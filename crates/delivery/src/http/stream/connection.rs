@@ -137,13 +137,21 @@ impl Connection {
         }
     }
 
+    /// Serves the connection in a task of the gateway's runtime (which outlives the HTTP
+    /// server's workers, so the connection can flush and close after they stopped).
+    pub fn spawn(self, reader: SocketReader, socket: SocketWriter) {
+        let runtime = self.gateway.0.runtime.clone();
+        runtime.spawn(self.run(reader, socket));
+    }
+
     /// Serves the connection until it closes.
     pub async fn run(mut self, mut reader: SocketReader, socket: SocketWriter) {
+        let _serving = self.gateway.serving();
         metrics::connections(1.0);
         let (finish, finishing) = watch::channel(Finish::No);
         let writer = {
             let (outbound, socket) = (Arc::clone(&self.outbound), socket.clone());
-            actix_web::rt::spawn(async move { outbound::write(&outbound, socket, finishing).await })
+            tokio::spawn(async move { outbound::write(&outbound, socket, finishing).await })
         };
         let mut writer = Some(writer);
         let ending = self.serve(&mut reader, &socket, &mut writer).await;
@@ -185,7 +193,7 @@ impl Connection {
                     flush: true,
                     last_frame: Some(connection_token_expired()),
                 }),
-                _ = stopping.wait_for(|stop| *stop) => Err(Ending { flush: true, ..Ending::now(CloseCause::Shutdown) }),
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => Err(Ending { flush: true, ..Ending::now(CloseCause::Shutdown) }),
                 ended = async { writer.as_mut()?.await.ok() }, if writer.is_some() => {
                     *writer = None;
                     tracing::debug!(?ended, "the WebSocket writer stopped");
@@ -322,7 +330,7 @@ impl Connection {
             signals: self.signals.clone(),
         };
         metrics::subscriptions(1.0);
-        self.subscriptions.insert(channel, SubscriptionHandle(actix_web::rt::spawn(task.run())));
+        self.subscriptions.insert(channel, SubscriptionHandle(tokio::spawn(task.run())));
         Ok(())
     }
 

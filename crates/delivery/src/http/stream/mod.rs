@@ -70,9 +70,15 @@ struct Inner {
     /// `true` once the node stops: no new upgrade, and every connection flushes and closes
     /// with 1001.
     stopping: watch::Sender<bool>,
+    /// How many connections are being served.
+    live: watch::Sender<usize>,
+    /// Where the connections run: the runtime the gateway was made in, not the HTTP
+    /// server's workers (see [`StreamGateway::shut_down`]).
+    runtime: tokio::runtime::Handle,
 }
 
 impl StreamGateway {
+    /// Must be called inside the Tokio runtime that is to run the connections.
     pub fn new(
         config: StreamConfig,
         authorizer: StreamAuthorizer,
@@ -85,17 +91,50 @@ impl StreamGateway {
             bus,
             throttle: BroadcastThrottle::new(throttle),
             stopping: watch::Sender::new(false),
+            live: watch::Sender::new(0),
+            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
     /// Refuses new upgrades and tells every connection to flush its queue and close with
-    /// 1001 (the HTTP server's graceful stop then waits for them, up to its timeout).
+    /// 1001 (see [`Self::drained`]).
     pub fn shut_down(&self) {
         self.0.stopping.send_replace(true);
     }
 
+    /// Waits until every connection has closed, at most `patience`. Connections run in
+    /// tasks of the gateway's runtime, not in the HTTP server's workers, so the server's
+    /// graceful stop (which closes the listener at once) does not wait for them: the
+    /// process waits here before it ends.
+    pub async fn drained(&self, patience: Duration) {
+        let mut live = self.0.live.subscribe();
+        let left = tokio::time::timeout(patience, live.wait_for(|live| *live == 0)).await;
+        if left.is_err() {
+            tracing::warn!(
+                connections = *self.0.live.borrow(),
+                "WebSocket connections still open after the shutdown timeout"
+            );
+        }
+    }
+
+    /// Counts a connection as served until the returned guard drops.
+    fn serving(&self) -> Serving {
+        self.0.live.send_modify(|live| *live += 1);
+        Serving(self.clone())
+    }
+
     fn stopping(&self) -> bool {
         *self.0.stopping.borrow()
+    }
+}
+
+/// A connection being served (see [`StreamGateway::drained`]).
+#[derive(Debug)]
+struct Serving(StreamGateway);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.0.live.send_modify(|live| *live = live.saturating_sub(1));
     }
 }
 

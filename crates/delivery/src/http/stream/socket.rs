@@ -362,11 +362,11 @@ mod tests {
         match payload.len() {
             short @ 0..126 => out.push(0x80 | u8::try_from(short).unwrap()),
             medium @ 126..65536 => {
-                out.push(0x80 | 126);
+                out.push(0x80 | 0x7E);
                 out.extend_from_slice(&u16::try_from(medium).unwrap().to_be_bytes());
             }
             long => {
-                out.push(0x80 | 127);
+                out.push(0x80 | 0x7F);
                 out.extend_from_slice(&(long as u64).to_be_bytes());
             }
         }
@@ -450,7 +450,7 @@ mod tests {
         }
         // An oversized control frame is refused from its header alone.
         let (mut reader, _writer, mut client) = pair(&[], 1 << 16).await;
-        client.write_all(&[0x89, 0x80 | 126, 0, 200]).await.unwrap();
+        client.write_all(&[0x89, 0x80 | 0x7E, 0, 200]).await.unwrap();
         assert_eq!(reader.recv().await, Some(Err(ReadError::Protocol)));
     }
 
