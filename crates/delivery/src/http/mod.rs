@@ -160,5 +160,6 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
 /// `/docs` (Swagger UI) and `/openapi.json`.
 fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::redirect("/docs", "/docs/"))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()));
+        .service(web::resource("/openapi.json").guard(actix_web::guard::Get()).to(openapi::serve_document))
+        .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
 }

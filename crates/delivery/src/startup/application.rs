@@ -24,9 +24,6 @@ pub struct Application {
     store: InternalStore,
     /// The worker `SBA_WORKER__IN_PROCESS` runs beside the server, stopped with it.
     worker: Option<InProcessWorker>,
-    /// The WebSocket gateway, whose connections outlive the HTTP server's workers.
-    stream: http::stream::StreamGateway,
-    shutdown_timeout: std::time::Duration,
 }
 
 /// A [`Worker`] running as a task of the server's process.
@@ -114,13 +111,12 @@ impl Application {
         let port = listener.local_addr().context("reading the bound address")?.port();
         let limits = http::Limits { max_body_bytes: settings.server.max_body_bytes };
         let gateway = state.stream.clone();
-        let stream = gateway.clone();
         let data = web::Data::new(state);
         let admin_routes =
             if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
         let shutdown_timeout = settings.server.shutdown_timeout.as_secs();
-        // Signals are not handled there: the shutdown future below is the one stop, and it
-        // closes the WebSocket connections (1001) before the graceful stop waits for them.
+        let shutdown_patience = settings.server.shutdown_timeout;
+        // Signals are not handled there: the shutdown future below is the one stop.
         let server = http::stream::upgrade::public_server(
             listener,
             move || App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes)),
@@ -133,9 +129,15 @@ impl Application {
         let admin = admin_listener.map(|listener| admin_server(listener, shutdown_timeout)).transpose()?;
         let handles: Vec<ServerHandle> =
             std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();
+        let public = server.handle();
         tokio::spawn(async move {
             shutdown.await;
+            // No new connection is accepted from here on; the WebSocket connections, which
+            // run beside the server's tracked requests, flush and close with 1001 before the
+            // graceful stop ends the workers they run on.
             gateway.shut_down();
+            public.pause().await;
+            gateway.drained(shutdown_patience).await;
             for handle in handles {
                 handle.stop(true).await;
             }
@@ -153,15 +155,7 @@ impl Application {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
-        Ok(Self {
-            server,
-            port,
-            admin,
-            store,
-            worker,
-            stream,
-            shutdown_timeout: settings.server.shutdown_timeout,
-        })
+        Ok(Self { server, port, admin, store, worker })
     }
 
     pub fn port(&self) -> u16 {
@@ -187,9 +181,6 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let admin = self.admin.map(|(admin, _)| (admin.handle(), tokio::spawn(admin)));
         let result = self.server.await;
-        // The WebSocket connections flush and close with 1001 (they run beside the server).
-        self.stream.shut_down();
-        self.stream.drained(self.shutdown_timeout).await;
         // The admin listener lives as long as the public one, however that one stopped.
         if let Some((handle, task)) = admin {
             handle.stop(true).await;

@@ -137,11 +137,10 @@ impl Connection {
         }
     }
 
-    /// Serves the connection in a task of the gateway's runtime (which outlives the HTTP
-    /// server's workers, so the connection can flush and close after they stopped).
+    /// Serves the connection in a task of its own on the current server worker; the
+    /// gateway, not the HTTP server, waits for it at shutdown ([`StreamGateway::drained`]).
     pub fn spawn(self, reader: SocketReader, socket: SocketWriter) {
-        let runtime = self.gateway.0.runtime.clone();
-        runtime.spawn(self.run(reader, socket));
+        actix_web::rt::spawn(self.run(reader, socket));
     }
 
     /// Serves the connection until it closes.

@@ -3,8 +3,8 @@
 //! per subscription feeding its events into the connection's outbound queue
 //! ([`subscription`]), and one writing that queue to the socket at the broadcast rates
 //! ([`outbound`]), all on the bare TCP stream the server's upgrade service hands over
-//! ([`upgrade`]) with the gateway's own framing ([`socket`]). The protocol itself (frames, queue policy, replay-then-live, who may
-//! subscribe) is `sba_application::stream`.
+//! ([`upgrade`]) with the gateway's own framing ([`socket`]). The protocol itself (frames,
+//! queue policy, replay-then-live, who may subscribe) is `sba_application::stream`.
 //!
 //! The authentication middleware verifies the token of this route from any of its three
 //! transports and the tenant is admitted before the handler runs, so a bad token is a 401
@@ -72,13 +72,9 @@ struct Inner {
     stopping: watch::Sender<bool>,
     /// How many connections are being served.
     live: watch::Sender<usize>,
-    /// Where the connections run: the runtime the gateway was made in, not the HTTP
-    /// server's workers (see [`StreamGateway::shut_down`]).
-    runtime: tokio::runtime::Handle,
 }
 
 impl StreamGateway {
-    /// Must be called inside the Tokio runtime that is to run the connections.
     pub fn new(
         config: StreamConfig,
         authorizer: StreamAuthorizer,
@@ -92,7 +88,6 @@ impl StreamGateway {
             throttle: BroadcastThrottle::new(throttle),
             stopping: watch::Sender::new(false),
             live: watch::Sender::new(0),
-            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -103,9 +98,9 @@ impl StreamGateway {
     }
 
     /// Waits until every connection has closed, at most `patience`. Connections run in
-    /// tasks of the gateway's runtime, not in the HTTP server's workers, so the server's
-    /// graceful stop (which closes the listener at once) does not wait for them: the
-    /// process waits here before it ends.
+    /// tasks of their own on the HTTP server's workers, which its graceful stop does not
+    /// wait for (it would end them with the workers): the server must be stopped after
+    /// this, and only paused before.
     pub async fn drained(&self, patience: Duration) {
         let mut live = self.0.live.subscribe();
         let left = tokio::time::timeout(patience, live.wait_for(|live| *live == 0)).await;
