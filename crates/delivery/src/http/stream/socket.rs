@@ -61,12 +61,9 @@ pub enum ReadError {
 /// Splits an upgraded connection into its reader and writer. `read` holds what the client
 /// sent after its upgrade request and was read with it.
 pub fn split(io: TcpStream, read: &[u8], max_message: usize) -> (SocketReader, SocketWriter) {
-    // The writer gathers what is queued into one write already: Nagle's algorithm would
-    // only hold the next write back until the client acknowledges the last (delayed ACKs:
-    // up to 40 ms on Linux).
-    if let Err(error) = io.set_nodelay(true) {
-        tracing::debug!(%error, "TCP_NODELAY could not be set on a WebSocket connection");
-    }
+    // Nagle's algorithm stays on (as for every actix connection): under load it gathers the
+    // frames of several writes into one packet; with TCP_NODELAY, a packet per frame cost
+    // a fifth of the throughput at 1,000 × 1,000 (docs/benchmarks.md, "Third run").
     let (reader, writer) = io.into_split();
     let reader = SocketReader { io: reader, buf: read.to_vec(), message: None, max_message, wanted: 0 };
     let writer =
