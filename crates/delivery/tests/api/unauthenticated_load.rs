@@ -179,3 +179,59 @@ async fn a_user_who_may_not_write_knowledge_is_refused_before_its_body_is_read_a
     assert_eq!(denied, [json!("alice")]);
     drop(slow);
 }
+
+/// The series of a Prometheus text page (every line that is not a comment).
+fn series_count(page: &str) -> usize {
+    page.lines().filter(|line| !line.is_empty() && !line.starts_with('#')).count()
+}
+
+/// A request a scanner might send: an invented or real method, on a path made of fresh ids.
+async fn random_request(app: &TestApp, token: &str, i: usize) -> String {
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let method = match i % 5 {
+        0 => Method::GET,
+        1 => Method::POST,
+        2 => Method::DELETE,
+        3 => Method::PATCH,
+        _ => invented_method(i),
+    };
+    let path = match i % 4 {
+        0 => format!("/{marker}"),
+        1 => format!("/v1/runs/{marker}/{marker}?{marker}=1"),
+        2 => format!("/v1/{marker}"),
+        _ => format!("/v1/runs/{}", uuid::Uuid::new_v4()),
+    };
+    let mut request = app.request(method, &path).header("x-request-id", &marker);
+    if i % 2 == 0 {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap();
+    marker
+}
+
+#[tokio::test]
+async fn random_paths_and_methods_leave_the_metric_series_count_flat() {
+    let app = spawn_app_with(Store::Sqlite, &[("SBA_RATE_LIMIT__ENABLED", "false")]).await;
+    let token = app.token(new_tenant(), "alice", Role::Authenticated);
+    for i in 0..40 {
+        random_request(&app, &token, i).await;
+    }
+    // The first scrape is itself a request with series of its own.
+    app.get_anonymous("/metrics").await;
+    let before = app.get_anonymous("/metrics").await.text().await.unwrap();
+    let mut markers = Vec::new();
+    for i in 40..440 {
+        markers.push(random_request(&app, &token, i).await);
+    }
+    let after = app.get_anonymous("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        series_count(&after),
+        series_count(&before),
+        "400 more requests on fresh paths added series:\n{after}"
+    );
+    assert!(
+        markers.iter().all(|marker| !after.contains(marker.as_str())),
+        "a path, id or query reached a label"
+    );
+    assert!(!after.contains("INVENTED"), "a raw method became a label");
+}
