@@ -47,6 +47,15 @@ pub(super) struct Readiness {
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let records = state.health.readiness().await;
     let ready = records.iter().all(|r| r.up);
+    // The last answer, for dashboards and alerts (components are a fixed set).
+    metrics::gauge!("sba_ready").set(if ready { 1.0 } else { 0.0 });
+    for record in records.iter() {
+        metrics::gauge!("sba_dependency_up", "component" => record.component.clone()).set(if record.up {
+            1.0
+        } else {
+            0.0
+        });
+    }
     let checks = records
         .iter()
         .map(|r| {

@@ -49,6 +49,14 @@ async fn readyz_shows_the_event_bus_down_while_its_canary_cannot_make_the_round_
     assert_eq!(status, 503, "{not_ready}");
     assert_eq!(not_ready["status"], "not_ready");
     assert_eq!(not_ready["checks"]["event_bus"]["status"], "down", "{not_ready}");
+    let scrape = app.get_anonymous("/metrics").await.text().await.unwrap();
+    for line in [
+        "sba_ready 0",
+        "sba_dependency_up{component=\"event_bus\"} 0",
+        "sba_dependency_up{component=\"database\"} 1",
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "{line} is not in the scrape:\n{scrape}");
+    }
 
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -56,6 +64,8 @@ async fn readyz_shows_the_event_bus_down_while_its_canary_cannot_make_the_round_
         let (status, body) = readiness(&app).await;
         if status == 200 {
             assert_eq!(body["checks"]["event_bus"]["status"], "up", "{body}");
+            let scrape = app.get_anonymous("/metrics").await.text().await.unwrap();
+            assert!(scrape.lines().any(|l| l == "sba_ready 1"), "{scrape}");
             break;
         }
         assert!(Instant::now() < deadline, "still not ready after Redis came back: {body}");

@@ -202,7 +202,7 @@ async fn random_request(app: &TestApp, token: &str, i: usize) -> String {
         _ => format!("/v1/runs/{}", uuid::Uuid::new_v4()),
     };
     let mut request = app.request(method, &path).header("x-request-id", &marker);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap();

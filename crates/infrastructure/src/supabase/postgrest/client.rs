@@ -161,7 +161,10 @@ impl PostgrestClient {
         };
         let mut attempt = 0;
         loop {
-            match self.attempt(&call, &url, &credentials).await {
+            let started = std::time::Instant::now();
+            let result = self.attempt(&call, &url, &credentials).await;
+            record(&call, &result, started.elapsed());
+            match result {
                 Ok(body) => return Ok(body),
                 Err(failure) if attempt < retries && failure.is_transient() => {
                     attempt += 1;
@@ -530,6 +533,22 @@ struct PostgrestError {
     code: Option<String>,
     message: Option<String>,
     hint: Option<String>,
+}
+
+/// `sba_supabase_requests_total{path,outcome}` and `sba_supabase_request_seconds{path}`:
+/// each attempt (retries count), labelled by the table or function called (a fixed set),
+/// never by ids, queries or tenants.
+fn record(call: &Call, result: &Result<Vec<u8>, Failure>, elapsed: Duration) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(Failure::Status { status, .. }) if status.is_client_error() => "status_4xx",
+        Err(Failure::Status { .. }) => "status_5xx",
+        Err(Failure::Transport(error)) if error.is_timeout() => "timeout",
+        Err(Failure::Transport(_)) => "unreachable",
+        Err(Failure::TooLarge(_)) => "too_large",
+    };
+    metrics::counter!("sba_supabase_requests_total", "path" => call.path, "outcome" => outcome).increment(1);
+    metrics::histogram!("sba_supabase_request_seconds", "path" => call.path).record(elapsed.as_secs_f64());
 }
 
 /// Why one attempt failed.
