@@ -132,11 +132,12 @@ impl Application {
         let public = server.handle();
         tokio::spawn(async move {
             shutdown.await;
-            // No new connection is accepted from here on; the WebSocket connections, which
-            // run beside the server's tracked requests, flush and close with 1001 before the
-            // graceful stop ends the workers they run on.
-            gateway.shut_down();
+            // No new connection is accepted from here on (before the WebSocket clients are
+            // told to reconnect, so that none reconnects here); the WebSocket connections,
+            // which run beside the server's tracked requests, flush and close with 1001
+            // before the graceful stop ends the workers they run on.
             public.pause().await;
+            gateway.shut_down();
             gateway.drained(shutdown_patience).await;
             for handle in handles {
                 handle.stop(true).await;
