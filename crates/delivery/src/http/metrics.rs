@@ -109,7 +109,11 @@ pub fn recorder() -> Option<&'static MetricsHandle> {
             let recorder = SplitRecorder::new(REQUEST_SERIES_IDLE_TIMEOUT);
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    // Which build answers, for dashboards comparing nodes during a rollout.
+                    metrics::gauge!("sba_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
                     None

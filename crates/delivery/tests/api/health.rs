@@ -27,6 +27,14 @@ async fn readyz_reports_the_database_up(store: Store) {
     assert_eq!(body["checks"].get("event_bus"), None, "the in-process bus has no other node to hear");
 }
 
+#[tokio::test]
+async fn the_metrics_page_names_the_running_version() {
+    let app = spawn_app(Store::Sqlite).await;
+    let scrape = app.get_anonymous("/metrics").await.text().await.unwrap();
+    let line = format!("sba_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(scrape.lines().any(|l| l == line), "{line} is not in the scrape:\n{scrape}");
+}
+
 /// `/readyz`'s status and body.
 async fn readiness(app: &TestApp) -> (u16, Value) {
     let response = app.get_anonymous("/readyz").await;
