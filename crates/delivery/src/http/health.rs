@@ -48,13 +48,10 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let records = state.health.readiness().await;
     let ready = records.iter().all(|r| r.up);
     // The last answer, for dashboards and alerts (components are a fixed set).
-    metrics::gauge!("sba_ready").set(if ready { 1.0 } else { 0.0 });
+    metrics::gauge!("sba_ready").set(f64::from(u8::from(ready)));
     for record in records.iter() {
-        metrics::gauge!("sba_dependency_up", "component" => record.component.clone()).set(if record.up {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!("sba_dependency_up", "component" => record.component.clone())
+            .set(f64::from(u8::from(record.up)));
     }
     let checks = records
         .iter()

@@ -114,19 +114,16 @@ impl Application {
         let data = web::Data::new(state);
         let admin_routes =
             if admin_listener.is_some() { http::AdminRoutes::Separate } else { http::AdminRoutes::Public };
-        let shutdown_timeout = settings.server.shutdown_timeout.as_secs();
-        let shutdown_patience = settings.server.shutdown_timeout;
+        let shutdown_timeout = settings.server.shutdown_timeout;
         // Signals are not handled there: the shutdown future below is the one stop.
         let server = http::stream::upgrade::public_server(
             listener,
             move || App::new().configure(|cfg| http::configure(cfg, data.clone(), limits, admin_routes)),
-            http::stream::upgrade::ServerOptions {
-                shutdown_timeout: settings.server.shutdown_timeout,
-                workers: None,
-            },
+            shutdown_timeout,
         )
         .context("starting the HTTP server")?;
-        let admin = admin_listener.map(|listener| admin_server(listener, shutdown_timeout)).transpose()?;
+        let admin =
+            admin_listener.map(|listener| admin_server(listener, shutdown_timeout.as_secs())).transpose()?;
         let handles: Vec<ServerHandle> =
             std::iter::once(server.handle()).chain(admin.as_ref().map(|(admin, _)| admin.handle())).collect();
         let public = server.handle();
@@ -138,7 +135,7 @@ impl Application {
             // before the graceful stop ends the workers they run on.
             public.pause().await;
             gateway.shut_down();
-            gateway.drained(shutdown_patience).await;
+            gateway.drained(shutdown_timeout).await;
             for handle in handles {
                 handle.stop(true).await;
             }

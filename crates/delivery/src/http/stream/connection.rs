@@ -146,7 +146,6 @@ impl Connection {
     /// Serves the connection until it closes.
     pub async fn run(mut self, mut reader: SocketReader, socket: SocketWriter) {
         let _serving = self.gateway.serving();
-        metrics::connections(1.0);
         let (finish, finishing) = watch::channel(Finish::No);
         let writer = {
             let (outbound, socket) = (Arc::clone(&self.outbound), socket.clone());
@@ -155,7 +154,6 @@ impl Connection {
         let mut writer = Some(writer);
         let ending = self.serve(&mut reader, &socket, &mut writer).await;
         Box::pin(self.close(ending, &socket, writer, &finish)).await;
-        metrics::connections(-1.0);
         linger(&mut reader).await;
     }
 

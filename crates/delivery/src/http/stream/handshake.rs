@@ -34,14 +34,8 @@ pub fn token(req: &HttpRequest) -> Presented {
             .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
             .map_or(Presented::Missing, |(_, token)| Presented::Token(token.trim().to_owned()));
     }
-    let from_protocols = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .find_map(|entry| {
-            entry.trim().strip_prefix(BEARER_PROTOCOL_PREFIX).filter(|token| !token.is_empty())
-        });
+    let from_protocols = subprotocols(req)
+        .find_map(|entry| entry.strip_prefix(BEARER_PROTOCOL_PREFIX).filter(|token| !token.is_empty()));
     if let Some(token) = from_protocols {
         return Presented::Token(token.to_owned());
     }
@@ -50,11 +44,16 @@ pub fn token(req: &HttpRequest) -> Presented {
 
 /// Whether the client offers `protocol` in its `Sec-WebSocket-Protocol` list.
 pub fn offers_subprotocol(req: &HttpRequest, protocol: &str) -> bool {
+    subprotocols(req).any(|entry| entry == protocol)
+}
+
+/// The entries of every `Sec-WebSocket-Protocol` header, trimmed.
+fn subprotocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
     req.headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .filter_map(|value| value.to_str().ok())
         .flat_map(|list| list.split(','))
-        .any(|entry| entry.trim() == protocol)
+        .map(str::trim)
 }
 
 /// The `access_token` parameter of a query string (percent-decoded), when present and not

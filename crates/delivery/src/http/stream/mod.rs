@@ -112,9 +112,11 @@ impl StreamGateway {
         }
     }
 
-    /// Counts a connection as served until the returned guard drops.
+    /// Counts a connection as served (and in `sba_ws_connections`) until the returned
+    /// guard drops.
     fn serving(&self) -> Serving {
         self.0.live.send_modify(|live| *live += 1);
+        self::metrics::connections(1.0);
         Serving(self.clone())
     }
 
@@ -130,6 +132,7 @@ struct Serving(StreamGateway);
 impl Drop for Serving {
     fn drop(&mut self) {
         self.0.0.live.send_modify(|live| *live = live.saturating_sub(1));
+        self::metrics::connections(-1.0);
     }
 }
 

@@ -1,8 +1,9 @@
 //! A connection's outbound side: its [`OutboundQueue`], shared by the connection task and
 //! its subscriptions, which push without waiting, and the writer task that drains it to the
-//! socket one frame at a time, at the broadcast rates of the connection's tenant and user.
+//! socket, what is queued at a time in one write, at the broadcast rates of the connection's
+//! tenant and user.
 //! Nothing is buffered past the queue but the frames being written (at most
-//! [`socket::MAX_BATCH_FRAMES`]) and the kernel's socket buffer, so a client that reads
+//! [`MAX_BATCH_FRAMES`]) and the kernel's socket buffer, so a client that reads
 //! slowly backs frames up here, where the queue's policy (coalescing, then 1013) applies,
 //! and never in the bus or in another connection.
 
@@ -16,7 +17,7 @@ use sba_application::stream::throttle::ConnectionThrottle;
 use tokio::sync::{Notify, watch};
 
 use super::metrics;
-use super::socket::{self, SocketWriter};
+use super::socket::SocketWriter;
 
 /// The queue, the broadcast rates it is sent at, and the wake-ups around it.
 #[derive(Debug)]
@@ -133,6 +134,8 @@ pub enum WriterEnd {
     Closed,
 }
 
+/// The most frames written at once (in one vectored write).
+const MAX_BATCH_FRAMES: usize = 64;
 /// The most bytes of frames written at once.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -151,7 +154,7 @@ pub async fn write(
             return WriterEnd::Stopped;
         }
         let mut bytes = 0;
-        while batch.len() < socket::MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+        while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
             let Some((frame, left)) = outbound.pop() else { break };
             if matches!(frame, OutFrame::Event(_)) {
                 // Only event frames count against the broadcast rates.
@@ -190,8 +193,8 @@ async fn send(socket: &SocketWriter, batch: &mut Vec<OutFrame>) -> bool {
     let sent = socket.send_texts(&texts).await.is_ok();
     drop(texts);
     batch.clear();
-    if batch.capacity() > socket::MAX_BATCH_FRAMES {
-        batch.shrink_to(socket::MAX_BATCH_FRAMES);
+    if batch.capacity() > MAX_BATCH_FRAMES {
+        batch.shrink_to(MAX_BATCH_FRAMES);
     }
     sent
 }

@@ -30,8 +30,6 @@ const OP_PONG: u8 = 0xA;
 const MAX_CONTROL_PAYLOAD: usize = 125;
 /// How much is read at a time when the size of what comes is not known yet.
 const READ_CHUNK: usize = 512;
-/// The most frames written in one vectored write.
-pub const MAX_BATCH_FRAMES: usize = 64;
 
 /// A message from the client.
 #[derive(Debug, PartialEq, Eq)]

@@ -39,23 +39,16 @@ pub struct Accepted {
     pub max_message_bytes: usize,
 }
 
-/// How the public server runs.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerOptions {
-    pub shutdown_timeout: Duration,
-    /// `None`: one per core.
-    pub workers: Option<usize>,
-}
-
-/// Serves `app` on `listener` until stopped through the server's handle (no signal
-/// handling: the caller's shutdown future stops it).
+/// Serves `app` on `listener`, one worker per core, until stopped through the server's
+/// handle (no signal handling: the caller's shutdown future stops it; a graceful stop
+/// waits up to `shutdown_timeout` for the requests in flight).
 ///
 /// # Errors
 /// When the listener cannot be used.
 pub fn public_server<F, I, S, B>(
     listener: TcpListener,
     app: F,
-    options: ServerOptions,
+    shutdown_timeout: Duration,
 ) -> std::io::Result<Server>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -69,10 +62,7 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
-    let mut builder = Server::build().shutdown_timeout(options.shutdown_timeout.as_secs()).disable_signals();
-    if let Some(workers) = options.workers {
-        builder = builder.workers(workers);
-    }
+    let builder = Server::build().shutdown_timeout(shutdown_timeout.as_secs()).disable_signals();
     let shutdown_signal = builder.graceful_shutdown_signal();
     builder
         .listen("sba-public", listener, move || {
