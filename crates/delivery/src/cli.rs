@@ -147,15 +147,17 @@ fn with_settings(env: &EnvSnapshot, then: impl FnOnce(Settings) -> anyhow::Resul
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
-    match then(settings) {
+    let telemetry = telemetry::init(&settings.log, settings.otlp_endpoint.as_ref());
+    let code = match then(settings) {
         Ok(code) => code,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "sba failed");
             eprintln!("sba: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(future: F) -> anyhow::Result<ExitCode> {

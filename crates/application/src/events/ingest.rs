@@ -159,6 +159,17 @@ impl IngestService {
     /// caller's tenant does not have; `BatchSize` and `Invalid` for a batch refused as a
     /// whole; `RunTerminal` when the run has ended; `Unavailable` when the event store cannot
     /// be reached.
+    #[tracing::instrument(
+        name = "ingest events",
+        skip_all,
+        fields(
+            run = %run,
+            events = batch.len(),
+            first_seq = tracing::field::Empty,
+            last_seq = tracing::field::Empty,
+            duplicates = tracing::field::Empty,
+        )
+    )]
     pub async fn ingest(
         &self,
         ctx: &RequestContext,
@@ -202,6 +213,13 @@ impl IngestService {
                     self.after_append(ctx, &facts, run, &events, &appended, status, run_status, created_at)
                         .await;
                     let duplicates = appended.iter().filter(|e| e.duplicate).count();
+                    let span = tracing::Span::current();
+                    span.record("duplicates", duplicates);
+                    if let (Some(first), Some(last)) =
+                        (appended.iter().map(|e| e.seq).min(), appended.iter().map(|e| e.seq).max())
+                    {
+                        span.record("first_seq", first).record("last_seq", last);
+                    }
                     return Ok(IngestReceipt { events: appended, duplicates, run_status });
                 }
                 AppendOutcome::Terminal(ended) => {

@@ -109,6 +109,8 @@ pub async fn middleware(
     };
     match outcome {
         Ok((verified, token, standing)) => {
+            // The request span (request_id.rs) names the tenant it served.
+            tracing::Span::current().record("tenant", tracing::field::display(verified.principal.tenant_id));
             let mut extensions = req.extensions_mut();
             extensions.insert(verified.principal);
             extensions.insert(TokenExpiry(verified.expires_at));

@@ -12,6 +12,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage as _};
 use sba_domain::HttpMethod;
+use tracing::Instrument as _;
+
+use crate::telemetry;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -77,14 +80,35 @@ pub async fn middleware(
     req.extensions_mut().insert(id.clone());
     // A fixed set: a client inventing methods must not grow the label set.
     let method = HttpMethod::classify(req.method().as_str());
+    let route =
+        super::route_template(req.request()).map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        http.route = route.as_str(),
+        http.response.status_code = tracing::field::Empty,
+        request_id = id.own(),
+        trace_id = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+    );
+    if telemetry::exporting() {
+        span.record("otel.name", format!("{method} {route}"));
+    }
+    telemetry::continue_trace(&span, req.headers());
     let started = Instant::now();
-    let mut response = CURRENT.scope(id.clone(), next.call(req)).await?;
+    let mut response = CURRENT.scope(id.clone(), next.call(req)).instrument(span.clone()).await?;
     if let Ok(value) = HeaderValue::from_str(id.shown()) {
         response.headers_mut().insert(HEADER, value);
     }
-    let route =
-        super::route_template(response.request()).map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
     let status = response.status().as_u16();
+    span.record("http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    let _entered = span.enter();
     metrics::counter!(
         "sba_http_requests_total",
         "method" => method.as_str(),

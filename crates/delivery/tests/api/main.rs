@@ -25,6 +25,7 @@ mod runs;
 mod stream;
 mod system;
 mod tenant_data;
+mod traces;
 mod unauthenticated_load;
 mod usage;
 mod worker;

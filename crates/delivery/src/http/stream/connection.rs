@@ -29,12 +29,13 @@ use sba_application::ports::TokenError;
 use sba_application::ratelimit_ws::{WsConnectionLimiter, WsOp, WsVerdict};
 use sba_application::stream::authorize::SubscribeError;
 use sba_application::stream::protocol::{
-    ClientOp, ErrorCode, ErrorFrame, OpId, StreamChannel, ack_frame, pong_frame,
+    ClientOp, ErrorCode, ErrorFrame, OpId, OpParseError, StreamChannel, ack_frame, pong_frame,
 };
 use sba_application::stream::replay::QueriesReplay;
 use sba_application::stream::subscription::SubscriptionFeed;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::StreamGateway;
 use super::metrics::{self, CloseCause};
@@ -63,6 +64,10 @@ pub struct Connection {
     signals: mpsc::UnboundedSender<Signal>,
     signalled: mpsc::UnboundedReceiver<Signal>,
     last_heard: Instant,
+    /// The connection's span (a child of the handshake's request span): its ops' spans are
+    /// its children. At `debug` under `sba::stream`, so it costs an idle connection nothing
+    /// unless traces are exported (`telemetry::trace_filter`).
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Connection {
@@ -123,6 +128,13 @@ impl Connection {
         let throttle = gateway.0.throttle.connection(principal.tenant_id, &principal.user_id, plan);
         let outbound = Arc::new(Outbound::new(gateway.0.config.outbound, throttle));
         let (signals, signalled) = mpsc::unbounded_channel();
+        let span = tracing::debug_span!(
+            target: "sba::stream",
+            "websocket connection",
+            otel.name = "websocket connection",
+            tenant = %principal.tenant_id,
+            close.reason = tracing::field::Empty,
+        );
         Self {
             gateway,
             state,
@@ -134,13 +146,15 @@ impl Connection {
             signals,
             signalled,
             last_heard: Instant::now(),
+            span,
         }
     }
 
     /// Serves the connection in a task of its own on the current server worker; the
     /// gateway, not the HTTP server, waits for it at shutdown ([`StreamGateway::drained`]).
     pub fn spawn(self, reader: SocketReader, socket: SocketWriter) {
-        actix_web::rt::spawn(self.run(reader, socket));
+        let span = self.span.clone();
+        actix_web::rt::spawn(self.run(reader, socket).instrument(span));
     }
 
     /// Serves the connection until it closes.
@@ -246,6 +260,25 @@ impl Connection {
             Ok(op) => (op.op(), Some(op.id().clone())),
             Err(refused) => (refused.op.unwrap_or(WsOp::Ping), refused.id.clone()),
         };
+        let span = tracing::debug_span!(
+            target: "sba::stream",
+            "websocket op",
+            otel.name = format!("websocket {}", op.as_str()),
+            ws.op = op.as_str(),
+            ws.channel = tracing::field::Empty,
+        );
+        if let Ok(ClientOp::Subscribe { channel, .. } | ClientOp::Unsubscribe { channel, .. }) = &parsed {
+            span.record("ws.channel", tracing::field::display(channel));
+        }
+        self.on_op(op, id, parsed).instrument(span).await
+    }
+
+    async fn on_op(
+        &mut self,
+        op: WsOp,
+        id: Option<OpId>,
+        parsed: Result<ClientOp, OpParseError>,
+    ) -> Result<(), Ending> {
         if !self.charge(op, id).await? {
             return Ok(());
         }
@@ -393,6 +426,7 @@ impl Connection {
         // The writer stops after the frames it is writing; the close frame follows them.
         finish.send_replace(Finish::Now);
         metrics::closed(ending.cause);
+        self.span.record("close.reason", ending.cause.reason());
         if ending.cause == CloseCause::SlowConsumer {
             tracing::info!(
                 tenant = %self.ctx.principal.tenant_id,

@@ -1,0 +1,198 @@
+//! Traces over OTLP: the `sba` binary, with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local
+//! receiver that answers OTLP/HTTP (`POST /v1/traces`, protobuf), exports its spans; what
+//! arrives is decoded and checked: the caller's trace continued, parent links, attributes.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message as _;
+use sba_domain::{Role, UserId};
+use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
+use sba_infrastructure::internal_store::test_support::fresh_postgres_url;
+use secrecy::SecretString;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{AUDIENCE, ISSUER, SECRET, new_tenant, process_text, sba_process};
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A running `sba serve` and its address.
+struct Served {
+    child: Child,
+    address: String,
+}
+
+impl Served {
+    /// SIGTERM, then everything it wrote (it must stop by itself within the timeout).
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "sba did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process_text(&self.child.wait_with_output().unwrap())
+    }
+}
+
+async fn serve(env: &[(&str, String)]) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut command, dir) = sba_process(&["serve"]);
+    command
+        .env("PORT", port.to_string())
+        .env("SBA_DATA_DIR", dir.display().to_string())
+        .env("SBA_AUTH__JWT_SECRETS", SECRET)
+        .env("SBA_AUTH__ISSUER", ISSUER)
+        .env("SBA_AUTH__AUDIENCE", AUDIENCE)
+        .env("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let served = Served { child, address: format!("http://127.0.0.1:{port}") };
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(response) = client.get(format!("{}/healthz", served.address)).send().await
+            && response.status().is_success()
+        {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sba serve did not answer /healthz within 30 s:\n{}", served.stop());
+}
+
+fn token(tenant: sba_domain::TenantId) -> String {
+    HsJwtSigner::new(
+        &SecretString::from(SECRET.to_owned()),
+        JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
+    )
+    .sign(&DevTokenRequest {
+        tenant_id: tenant,
+        user_id: UserId::parse("user-1").unwrap(),
+        role: Role::Admin,
+        ttl: Duration::from_mins(5),
+    })
+    .unwrap()
+}
+
+/// Every span the receiver got, and the `Authorization` headers it was sent with.
+async fn received(receiver: &MockServer) -> (Vec<Span>, Vec<String>) {
+    let mut spans = Vec::new();
+    let mut authorizations = Vec::new();
+    for request in receiver.received_requests().await.unwrap_or_default() {
+        assert_eq!(request.headers["content-type"], "application/x-protobuf");
+        authorizations.extend(request.headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
+        let export =
+            ExportTraceServiceRequest::decode(request.body.as_slice()).expect("an OTLP trace export");
+        for resource in export.resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| v.value.clone());
+            assert_eq!(service, Some(AnyValue::StringValue("sba".into())));
+            spans.extend(resource.scope_spans.into_iter().flat_map(|scope| scope.spans));
+        }
+    }
+    (spans, authorizations)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<AnyValue> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()).and_then(|v| v.value.clone())
+}
+
+fn string(span: &Span, key: &str) -> Option<String> {
+    match attribute(span, key) {
+        Some(AnyValue::StringValue(text)) => Some(text),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let endpoint = receiver.uri().replace("http://", "http://otel:p%40ss@");
+    let served = serve(&[
+        ("DATABASE_URL", fresh_postgres_url().await),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", "info".into()),
+    ])
+    .await;
+    let tenant = new_tenant();
+    let token = token(tenant);
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/v1/runs", served.address))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({"agent": "support-bot", "input": {"question": "hi"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let request_id = created.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // Without a traceparent: a trace of its own.
+    let listed = client.get(format!("{}/v1/runs", served.address)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let unknown = client.get(format!("{}/nowhere", served.address)).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let output = served.stop();
+
+    let (spans, authorizations) = received(&receiver).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode("otel:p@ss");
+    assert!(
+        !authorizations.is_empty() && authorizations.iter().all(|a| *a == format!("Basic {basic}")),
+        "{authorizations:?}"
+    );
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+
+    let create =
+        spans.iter().find(|s| s.name == "POST /v1/runs").unwrap_or_else(|| panic!("{names:?}\n{output}"));
+    assert_eq!(hex(&create.trace_id), CALLER_TRACE, "the caller's trace goes on");
+    assert_eq!(hex(&create.parent_span_id), CALLER_SPAN, "the caller's span is the parent");
+    assert_eq!(create.kind, SpanKind::Server as i32);
+    assert_eq!(string(create, "http.route").as_deref(), Some("/v1/runs"));
+    assert_eq!(string(create, "http.request.method").as_deref(), Some("POST"));
+    assert_eq!(attribute(create, "http.response.status_code"), Some(AnyValue::IntValue(201)));
+    assert_eq!(string(create, "tenant"), Some(tenant.to_string()));
+    assert_eq!(string(create, "request_id"), Some(request_id));
+
+    let list = spans.iter().find(|s| s.name == "GET /v1/runs").unwrap_or_else(|| panic!("{names:?}"));
+    assert_ne!(hex(&list.trace_id), CALLER_TRACE, "a request without traceparent starts a trace");
+    assert!(list.parent_span_id.is_empty(), "and is its root");
+    let unmatched = spans.iter().find(|s| s.name == "GET unmatched").unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(string(unmatched, "tenant"), None, "no token, no tenant");
+    assert_eq!(attribute(unmatched, "http.response.status_code"), Some(AnyValue::IntValue(404)));
+
+    // The store calls made for the create are its children, in the same trace.
+    let children: Vec<&Span> = spans.iter().filter(|s| s.parent_span_id == create.span_id).collect();
+    assert!(
+        children.iter().any(|s| s.name.starts_with("postgresql ") && s.kind == SpanKind::Client as i32),
+        "{:?}",
+        children.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert!(children.iter().all(|s| s.trace_id == create.trace_id));
+}
