@@ -16,6 +16,7 @@ mod idempotency;
 mod ingest;
 mod ingest_redis;
 mod lists;
+mod logs;
 mod openapi;
 mod permissions;
 mod playground;
