@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded;
 pub mod internal_store;
 pub mod memory;
+mod observe;
 pub mod redis;
 mod sql;
 pub mod supabase;

@@ -9,6 +9,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 pub(super) use super::entities::audit_logs::Entity;
 use super::entities::audit_logs::{ActiveModel, Column, Model};
 use super::keyset::newest_first;
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -27,21 +28,30 @@ impl SeaOrmAuditLog {
 #[async_trait]
 impl AuditLog for SeaOrmAuditLog {
     async fn record(&self, entry: &AuditEntry) -> Result<(), RepositoryError> {
-        Entity::insert(audit_model(entry))
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "recording an audit entry"))?;
-        Ok(())
+        observe::sql!(Internal, "audit.record", &self.db, async {
+            Entity::insert(audit_model(entry))
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "recording an audit entry"))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list(&self, tenant: TenantId, page: PageRequest) -> Result<Page<AuditEntry>, RepositoryError> {
-        let query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
-        let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing audit entries"))?;
-        let entries = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(entries, page.limit, |e| Cursor::Time { at: e.created_at, id: e.id.as_uuid() }))
+        observe::sql!(Internal, "audit.list", &self.db, async {
+            let query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+            let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing audit entries"))?;
+            let entries = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(entries, page.limit, |e| Cursor::Time {
+                at: e.created_at,
+                id: e.id.as_uuid(),
+            }))
+        })
+        .await
     }
 }
 

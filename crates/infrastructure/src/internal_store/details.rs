@@ -9,6 +9,7 @@ use sba_domain::{RunError, RunId, TenantId};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{agent_events, agent_steps, tool_calls};
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -47,17 +48,20 @@ impl StepRepository for SeaOrmRunDetails {
         run_id: RunId,
         page: PageRequest,
     ) -> Result<Page<Step>, RepositoryError> {
-        let rows = agent_steps::Entity::find()
-            .filter(agent_steps::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(agent_steps::Column::RunId.eq(run_id.as_uuid()))
-            .filter(agent_steps::Column::Seq.gt(after_seq(&page)?))
-            .order_by_asc(agent_steps::Column::Seq)
-            .limit(page.limit + 1)
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing steps"))?;
-        let steps = rows.into_iter().map(step_to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(steps, page.limit, |s| Cursor::Seq(s.seq)))
+        observe::sql!(Internal, "steps.list", &self.db, async {
+            let rows = agent_steps::Entity::find()
+                .filter(agent_steps::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(agent_steps::Column::RunId.eq(run_id.as_uuid()))
+                .filter(agent_steps::Column::Seq.gt(after_seq(&page)?))
+                .order_by_asc(agent_steps::Column::Seq)
+                .limit(page.limit + 1)
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing steps"))?;
+            let steps = rows.into_iter().map(step_to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(steps, page.limit, |s| Cursor::Seq(s.seq)))
+        })
+        .await
     }
 }
 
@@ -69,17 +73,20 @@ impl ToolCallRepository for SeaOrmRunDetails {
         run_id: RunId,
         page: PageRequest,
     ) -> Result<Page<ToolCall>, RepositoryError> {
-        let rows = tool_calls::Entity::find()
-            .filter(tool_calls::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(tool_calls::Column::RunId.eq(run_id.as_uuid()))
-            .filter(tool_calls::Column::Seq.gt(after_seq(&page)?))
-            .order_by_asc(tool_calls::Column::Seq)
-            .limit(page.limit + 1)
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing tool calls"))?;
-        let calls = rows.into_iter().map(tool_call_to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(calls, page.limit, |c| Cursor::Seq(c.seq)))
+        observe::sql!(Internal, "tool_calls.list", &self.db, async {
+            let rows = tool_calls::Entity::find()
+                .filter(tool_calls::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(tool_calls::Column::RunId.eq(run_id.as_uuid()))
+                .filter(tool_calls::Column::Seq.gt(after_seq(&page)?))
+                .order_by_asc(tool_calls::Column::Seq)
+                .limit(page.limit + 1)
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing tool calls"))?;
+            let calls = rows.into_iter().map(tool_call_to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(calls, page.limit, |c| Cursor::Seq(c.seq)))
+        })
+        .await
     }
 }
 
@@ -92,29 +99,35 @@ impl EventLog for SeaOrmRunDetails {
         after_seq: u64,
         limit: u64,
     ) -> Result<Page<RunEvent>, RepositoryError> {
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let rows = agent_events::Entity::find()
-            .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
-            .filter(agent_events::Column::Seq.gt(after))
-            .order_by_asc(agent_events::Column::Seq)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing events"))?;
-        let events = rows.into_iter().map(event_to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(events, limit, |e| Cursor::Seq(e.seq)))
+        observe::sql!(Internal, "events.list_after", &self.db, async {
+            let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+            let rows = agent_events::Entity::find()
+                .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
+                .filter(agent_events::Column::Seq.gt(after))
+                .order_by_asc(agent_events::Column::Seq)
+                .limit(limit + 1)
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing events"))?;
+            let events = rows.into_iter().map(event_to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(events, limit, |e| Cursor::Seq(e.seq)))
+        })
+        .await
     }
 
     async fn last_seq(&self, tenant: TenantId, run_id: RunId) -> Result<Option<u64>, RepositoryError> {
-        let last = agent_events::Entity::find()
-            .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
-            .order_by_desc(agent_events::Column::Seq)
-            .one(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "reading the last event"))?;
-        last.map(|row| u64::try_from(row.seq).map_err(|e| corrupt_row("agent_events", e))).transpose()
+        observe::sql!(Internal, "events.last_seq", &self.db, async {
+            let last = agent_events::Entity::find()
+                .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
+                .order_by_desc(agent_events::Column::Seq)
+                .one(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "reading the last event"))?;
+            last.map(|row| u64::try_from(row.seq).map_err(|e| corrupt_row("agent_events", e))).transpose()
+        })
+        .await
     }
 
     async fn producer_ids(
@@ -122,27 +135,30 @@ impl EventLog for SeaOrmRunDetails {
         tenant: TenantId,
         run_id: RunId,
     ) -> Result<Vec<(sba_domain::events::ProducerId, u64)>, RepositoryError> {
-        let rows: Vec<(Option<String>, i64)> = agent_events::Entity::find()
-            .select_only()
-            .column(agent_events::Column::ProducerId)
-            .column(agent_events::Column::Seq)
-            .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
-            .filter(agent_events::Column::ProducerId.is_not_null())
-            .order_by_asc(agent_events::Column::Seq)
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "reading the producer ids"))?;
-        rows.into_iter()
-            .filter_map(|(id, seq)| id.map(|id| (id, seq)))
-            .map(|(id, seq)| {
-                let id = sba_domain::events::ProducerId::parse(&id)
-                    .map_err(|e| corrupt_row("agent_events", e.message))?;
-                let seq = u64::try_from(seq).map_err(|e| corrupt_row("agent_events", e))?;
-                Ok((id, seq))
-            })
-            .collect()
+        observe::sql!(Internal, "events.producer_ids", &self.db, async {
+            let rows: Vec<(Option<String>, i64)> = agent_events::Entity::find()
+                .select_only()
+                .column(agent_events::Column::ProducerId)
+                .column(agent_events::Column::Seq)
+                .filter(agent_events::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(agent_events::Column::RunId.eq(run_id.as_uuid()))
+                .filter(agent_events::Column::ProducerId.is_not_null())
+                .order_by_asc(agent_events::Column::Seq)
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "reading the producer ids"))?;
+            rows.into_iter()
+                .filter_map(|(id, seq)| id.map(|id| (id, seq)))
+                .map(|(id, seq)| {
+                    let id = sba_domain::events::ProducerId::parse(&id)
+                        .map_err(|e| corrupt_row("agent_events", e.message))?;
+                    let seq = u64::try_from(seq).map_err(|e| corrupt_row("agent_events", e))?;
+                    Ok((id, seq))
+                })
+                .collect()
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 use super::entities::system_health::{ActiveModel, Column, Entity, Model};
 use super::keyset::newest_first;
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -31,28 +32,34 @@ impl HealthLog for SeaOrmHealthLog {
         if records.is_empty() {
             return Ok(());
         }
-        let models = records.iter().map(|r| ActiveModel {
-            id: Set(r.id),
-            component: Set(r.component.clone()),
-            status: Set(if r.up { "up" } else { "down" }.to_owned()),
-            latency_ms: Set(Some(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))),
-            detail: Set(r.detail.as_ref().map(|d| d.chars().take(MAX_DETAIL).collect())),
-            checked_at: Set(r.checked_at),
-        });
-        Entity::insert_many(models)
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "recording health"))?;
-        Ok(())
+        observe::sql!(Internal, "health.record", &self.db, async {
+            let models = records.iter().map(|r| ActiveModel {
+                id: Set(r.id),
+                component: Set(r.component.clone()),
+                status: Set(if r.up { "up" } else { "down" }.to_owned()),
+                latency_ms: Set(Some(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))),
+                detail: Set(r.detail.as_ref().map(|d| d.chars().take(MAX_DETAIL).collect())),
+                checked_at: Set(r.checked_at),
+            });
+            Entity::insert_many(models)
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "recording health"))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list(&self, page: PageRequest) -> Result<Page<HealthRecord>, RepositoryError> {
-        let rows = newest_first(Entity::find(), Column::CheckedAt, Column::Id, &page)?
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing health records"))?;
-        let records = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(records, page.limit, |r| Cursor::Time { at: r.checked_at, id: r.id }))
+        observe::sql!(Internal, "health.list", &self.db, async {
+            let rows = newest_first(Entity::find(), Column::CheckedAt, Column::Id, &page)?
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing health records"))?;
+            let records = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(records, page.limit, |r| Cursor::Time { at: r.checked_at, id: r.id }))
+        })
+        .await
     }
 }
 

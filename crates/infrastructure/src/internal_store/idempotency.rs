@@ -12,6 +12,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
 use super::entities::idempotency_keys::{ActiveModel, Column, Entity};
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -47,47 +48,52 @@ impl IdempotencyStore for SeaOrmIdempotencyStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Reservation, RepositoryError> {
-        // An expired key is free again.
-        key_filter(Entity::delete_many(), tenant, user, key)
-            .filter(Column::ExpiresAt.lte(now))
-            .exec(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "expiring an idempotency key"))?;
-        let row = ActiveModel {
-            tenant_id: Set(tenant.as_uuid()),
-            user_id: Set(user.as_str().to_owned()),
-            key: Set(key.to_owned()),
-            request_hash: Set(request_hash.to_owned()),
-            response_status: Set(PENDING),
-            response_body: Set(serde_json::Value::Null),
-            created_at: Set(now),
-            expires_at: Set(expires_at),
-        };
-        let inserted = Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([Column::TenantId, Column::UserId, Column::Key]).do_nothing().to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "reserving an idempotency key"))?;
-        if inserted == 1 {
-            return Ok(Reservation::Reserved);
-        }
-        let existing = key_filter(Entity::find(), tenant, user, key)
-            .one(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "reading an idempotency key"))?
-            // Released between our insert and this read: the caller may simply retry.
-            .ok_or_else(|| RepositoryError::Conflict(ConflictKind::ConcurrentChange))?;
-        if existing.response_status == PENDING {
-            return Ok(Reservation::InProgress { request_hash: existing.request_hash });
-        }
-        let status = u16::try_from(existing.response_status)
-            .map_err(|_| corrupt_row("idempotency_keys", existing.response_status))?;
-        Ok(Reservation::Completed {
-            request_hash: existing.request_hash,
-            response: StoredResponse { status, body: existing.response_body },
+        observe::sql!(Internal, "idempotency.reserve", &self.db, async {
+            // An expired key is free again.
+            key_filter(Entity::delete_many(), tenant, user, key)
+                .filter(Column::ExpiresAt.lte(now))
+                .exec(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "expiring an idempotency key"))?;
+            let row = ActiveModel {
+                tenant_id: Set(tenant.as_uuid()),
+                user_id: Set(user.as_str().to_owned()),
+                key: Set(key.to_owned()),
+                request_hash: Set(request_hash.to_owned()),
+                response_status: Set(PENDING),
+                response_body: Set(serde_json::Value::Null),
+                created_at: Set(now),
+                expires_at: Set(expires_at),
+            };
+            let inserted = Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([Column::TenantId, Column::UserId, Column::Key])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "reserving an idempotency key"))?;
+            if inserted == 1 {
+                return Ok(Reservation::Reserved);
+            }
+            let existing = key_filter(Entity::find(), tenant, user, key)
+                .one(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "reading an idempotency key"))?
+                // Released between our insert and this read: the caller may simply retry.
+                .ok_or_else(|| RepositoryError::Conflict(ConflictKind::ConcurrentChange))?;
+            if existing.response_status == PENDING {
+                return Ok(Reservation::InProgress { request_hash: existing.request_hash });
+            }
+            let status = u16::try_from(existing.response_status)
+                .map_err(|_| corrupt_row("idempotency_keys", existing.response_status))?;
+            Ok(Reservation::Completed {
+                request_hash: existing.request_hash,
+                response: StoredResponse { status, body: existing.response_body },
+            })
         })
+        .await
     }
 
     async fn complete(
@@ -97,33 +103,42 @@ impl IdempotencyStore for SeaOrmIdempotencyStore {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), RepositoryError> {
-        let status = i16::try_from(response.status)
-            .map_err(|_| anyhow::anyhow!("status {} out of range", response.status))?;
-        let result = key_filter(Entity::update_many(), tenant, user, key)
-            .col_expr(Column::ResponseStatus, Expr::value(status))
-            .col_expr(Column::ResponseBody, Expr::value(response.body.clone()))
-            .filter(Column::ResponseStatus.eq(PENDING))
-            .exec(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "completing an idempotency key"))?;
-        if result.rows_affected == 1 { Ok(()) } else { Err(RepositoryError::NotFound) }
+        observe::sql!(Internal, "idempotency.complete", &self.db, async {
+            let status = i16::try_from(response.status)
+                .map_err(|_| anyhow::anyhow!("status {} out of range", response.status))?;
+            let result = key_filter(Entity::update_many(), tenant, user, key)
+                .col_expr(Column::ResponseStatus, Expr::value(status))
+                .col_expr(Column::ResponseBody, Expr::value(response.body.clone()))
+                .filter(Column::ResponseStatus.eq(PENDING))
+                .exec(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "completing an idempotency key"))?;
+            if result.rows_affected == 1 { Ok(()) } else { Err(RepositoryError::NotFound) }
+        })
+        .await
     }
 
     async fn release(&self, tenant: TenantId, user: &UserId, key: &str) -> Result<(), RepositoryError> {
-        key_filter(Entity::delete_many(), tenant, user, key)
-            .filter(Column::ResponseStatus.eq(PENDING))
-            .exec(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "releasing an idempotency key"))?;
-        Ok(())
+        observe::sql!(Internal, "idempotency.release", &self.db, async {
+            key_filter(Entity::delete_many(), tenant, user, key)
+                .filter(Column::ResponseStatus.eq(PENDING))
+                .exec(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "releasing an idempotency key"))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, RepositoryError> {
-        let result = Entity::delete_many()
-            .filter(Column::ExpiresAt.lte(now))
-            .exec(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "purging idempotency keys"))?;
-        Ok(result.rows_affected)
+        observe::sql!(Internal, "idempotency.purge_expired", &self.db, async {
+            let result = Entity::delete_many()
+                .filter(Column::ExpiresAt.lte(now))
+                .exec(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "purging idempotency keys"))?;
+            Ok(result.rows_affected)
+        })
+        .await
     }
 }

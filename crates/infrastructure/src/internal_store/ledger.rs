@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::audit::audit_model;
 use super::entities::{agent_events, agent_runs, agent_steps, tool_calls, usage_metrics};
 use super::runs::{lifecycle, to_domain};
+use crate::observe;
 
 /// Multi-table run transactions on sea-orm.
 #[derive(Debug, Clone)]
@@ -68,25 +69,28 @@ fn from_repository(error: RepositoryError) -> LedgerError {
 #[async_trait]
 impl RunLedger for SeaOrmRunLedger {
     async fn create_run(&self, run: &AgentRun, audit: &AuditEntry) -> Result<(), LedgerError> {
-        let txn = begin_write(&self.db).await?;
-        let model = agent_runs::ActiveModel {
-            id: Set(run.id.as_uuid()),
-            tenant_id: Set(run.tenant_id.as_uuid()),
-            user_id: Set(run.user_id.as_str().to_owned()),
-            agent: Set(run.agent.as_str().to_owned()),
-            input: Set(run.input.clone()),
-            session_id: Set(run.session_id.map(|id| id.as_uuid())),
-            metadata: Set(serde_json::Value::Object(run.metadata.as_map().clone())),
-            created_at: Set(run.created_at),
-            ..lifecycle(run)
-        };
-        agent_runs::Entity::insert(model)
-            .exec_without_returning(&txn)
-            .await
-            .map_err(unexpected("inserting a run"))?;
-        insert_events(&txn, &[RunEvent::created(run)]).await?;
-        insert_audit(&txn, audit).await?;
-        txn.commit().await.map_err(unexpected("committing a new run"))
+        observe::sql!(Internal, "ledger.create_run", &self.db, async {
+            let txn = begin_write(&self.db).await?;
+            let model = agent_runs::ActiveModel {
+                id: Set(run.id.as_uuid()),
+                tenant_id: Set(run.tenant_id.as_uuid()),
+                user_id: Set(run.user_id.as_str().to_owned()),
+                agent: Set(run.agent.as_str().to_owned()),
+                input: Set(run.input.clone()),
+                session_id: Set(run.session_id.map(|id| id.as_uuid())),
+                metadata: Set(serde_json::Value::Object(run.metadata.as_map().clone())),
+                created_at: Set(run.created_at),
+                ..lifecycle(run)
+            };
+            agent_runs::Entity::insert(model)
+                .exec_without_returning(&txn)
+                .await
+                .map_err(unexpected("inserting a run"))?;
+            insert_events(&txn, &[RunEvent::created(run)]).await?;
+            insert_audit(&txn, audit).await?;
+            txn.commit().await.map_err(unexpected("committing a new run"))
+        })
+        .await
     }
 
     async fn apply_events(
@@ -95,12 +99,15 @@ impl RunLedger for SeaOrmRunLedger {
         run_id: RunId,
         batch: Vec<RunEvent>,
     ) -> Result<ApplyOutcome, LedgerError> {
-        let txn = begin_write(&self.db).await?;
-        let run = lock_run(&txn, tenant, run_id).await?;
-        let state = load_state(&txn, &run).await?;
-        let outcome = apply_locked(&txn, run, state, batch).await?;
-        txn.commit().await.map_err(unexpected("committing events"))?;
-        Ok(outcome)
+        observe::sql!(Internal, "ledger.apply_events", &self.db, async {
+            let txn = begin_write(&self.db).await?;
+            let run = lock_run(&txn, tenant, run_id).await?;
+            let state = load_state(&txn, &run).await?;
+            let outcome = apply_locked(&txn, run, state, batch).await?;
+            txn.commit().await.map_err(unexpected("committing events"))?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn end_run(
@@ -110,42 +117,46 @@ impl RunLedger for SeaOrmRunLedger {
         ending: RunEnding,
         audit: AuditEntry,
     ) -> Result<AgentRun, LedgerError> {
-        let txn = begin_write(&self.db).await?;
-        let mut run = lock_run(&txn, tenant, run_id).await?;
-        let at = audit.created_at;
-        let (data, usage) = match ending {
-            RunEnding::Complete { output, usage } => {
-                run.complete(output.clone(), at)?;
-                (Some(EventData::RunCompleted { output }), usage)
+        observe::sql!(Internal, "ledger.end_run", &self.db, async {
+            let txn = begin_write(&self.db).await?;
+            let mut run = lock_run(&txn, tenant, run_id).await?;
+            let at = audit.created_at;
+            let (data, usage) = match ending {
+                RunEnding::Complete { output, usage } => {
+                    run.complete(output.clone(), at)?;
+                    (Some(EventData::RunCompleted { output }), usage)
+                }
+                RunEnding::Fail { error, usage } => {
+                    run.fail(error.clone(), at)?;
+                    (Some(EventData::RunFailed { error }), usage)
+                }
+                RunEnding::Cancel => {
+                    run.cancel(at)?;
+                    (Some(EventData::RunCancelled), None)
+                }
+                RunEnding::Expire => {
+                    run.transition_to(RunStatus::Expired, at)?;
+                    (None, None)
+                }
+            };
+            if let Some(status) = step_status_for(run.status()) {
+                end_open_steps(&txn, &run, status, at).await?;
             }
-            RunEnding::Fail { error, usage } => {
-                run.fail(error.clone(), at)?;
-                (Some(EventData::RunFailed { error }), usage)
+            if let Some(data) = data {
+                let seq = last_seq(&txn, run_id).await? + 1;
+                let event =
+                    RunEvent { run_id, tenant_id: tenant, seq, producer_id: None, data, created_at: at };
+                insert_events(&txn, &[event]).await?;
             }
-            RunEnding::Cancel => {
-                run.cancel(at)?;
-                (Some(EventData::RunCancelled), None)
+            if let Some(usage) = usage {
+                insert_usage(&txn, &run, &[(usage, at)]).await?;
             }
-            RunEnding::Expire => {
-                run.transition_to(RunStatus::Expired, at)?;
-                (None, None)
-            }
-        };
-        if let Some(status) = step_status_for(run.status()) {
-            end_open_steps(&txn, &run, status, at).await?;
-        }
-        if let Some(data) = data {
-            let seq = last_seq(&txn, run_id).await? + 1;
-            let event = RunEvent { run_id, tenant_id: tenant, seq, producer_id: None, data, created_at: at };
-            insert_events(&txn, &[event]).await?;
-        }
-        if let Some(usage) = usage {
-            insert_usage(&txn, &run, &[(usage, at)]).await?;
-        }
-        update_run(&txn, &run).await?;
-        insert_audit(&txn, &audit).await?;
-        txn.commit().await.map_err(unexpected("committing the end of a run"))?;
-        Ok(run)
+            update_run(&txn, &run).await?;
+            insert_audit(&txn, &audit).await?;
+            txn.commit().await.map_err(unexpected("committing the end of a run"))?;
+            Ok(run)
+        })
+        .await
     }
 }
 

@@ -11,6 +11,7 @@ use sea_orm::{
 
 use super::entities::agent_runs::{self, ActiveModel, Column, Entity};
 use super::keyset::newest_first;
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -29,12 +30,15 @@ impl SeaOrmRunRepository {
 #[async_trait]
 impl RunRepository for SeaOrmRunRepository {
     async fn get(&self, tenant: TenantId, id: RunId) -> Result<Option<AgentRun>, RepositoryError> {
-        let row = Entity::find_by_id(id.as_uuid())
-            .filter(Column::TenantId.eq(tenant.as_uuid()))
-            .one(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "reading a run"))?;
-        row.map(to_domain).transpose()
+        observe::sql!(Internal, "runs.get", &self.db, async {
+            let row = Entity::find_by_id(id.as_uuid())
+                .filter(Column::TenantId.eq(tenant.as_uuid()))
+                .one(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "reading a run"))?;
+            row.map(to_domain).transpose()
+        })
+        .await
     }
 
     async fn list(
@@ -43,22 +47,25 @@ impl RunRepository for SeaOrmRunRepository {
         filter: RunFilter,
         page: PageRequest,
     ) -> Result<Page<AgentRun>, RepositoryError> {
-        let mut query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
-        if let Some(status) = filter.status {
-            query = query.filter(Column::Status.eq(status.as_str()));
-        }
-        if let Some(agent) = &filter.agent {
-            query = query.filter(Column::Agent.eq(agent.as_str()));
-        }
-        if let Some(session) = filter.session_id {
-            query = query.filter(Column::SessionId.eq(session.as_uuid()));
-        }
-        let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing runs"))?;
-        let runs = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(runs, page.limit, |r| Cursor::Time { at: r.created_at, id: r.id.as_uuid() }))
+        observe::sql!(Internal, "runs.list", &self.db, async {
+            let mut query = Entity::find().filter(Column::TenantId.eq(tenant.as_uuid()));
+            if let Some(status) = filter.status {
+                query = query.filter(Column::Status.eq(status.as_str()));
+            }
+            if let Some(agent) = &filter.agent {
+                query = query.filter(Column::Agent.eq(agent.as_str()));
+            }
+            if let Some(session) = filter.session_id {
+                query = query.filter(Column::SessionId.eq(session.as_uuid()));
+            }
+            let rows = newest_first(query, Column::CreatedAt, Column::Id, &page)?
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing runs"))?;
+            let runs = rows.into_iter().map(to_domain).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(runs, page.limit, |r| Cursor::Time { at: r.created_at, id: r.id.as_uuid() }))
+        })
+        .await
     }
 
     async fn list_overdue(
@@ -66,16 +73,19 @@ impl RunRepository for SeaOrmRunRepository {
         created_before: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<AgentRun>, RepositoryError> {
-        let rows = Entity::find()
-            .filter(Column::Status.is_in(ACTIVE.map(RunStatus::as_str)))
-            .filter(Column::CreatedAt.lt(created_before))
-            .order_by_asc(Column::CreatedAt)
-            .order_by_asc(Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "listing overdue runs"))?;
-        rows.into_iter().map(to_domain).collect()
+        observe::sql!(Internal, "runs.list_overdue", &self.db, async {
+            let rows = Entity::find()
+                .filter(Column::Status.is_in(ACTIVE.map(RunStatus::as_str)))
+                .filter(Column::CreatedAt.lt(created_before))
+                .order_by_asc(Column::CreatedAt)
+                .order_by_asc(Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "listing overdue runs"))?;
+            rows.into_iter().map(to_domain).collect()
+        })
+        .await
     }
 }
 

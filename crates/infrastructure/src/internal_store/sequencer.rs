@@ -19,6 +19,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
 
 use super::entities::{agent_events, agent_runs};
 use super::ledger::{apply_locked, begin_write, last_seq, load_state, lock_run};
+use crate::observe;
 
 /// The [`EventSequencer`] on the internal store (PostgreSQL or SQLite), persisting each
 /// batch synchronously.
@@ -36,12 +37,15 @@ impl StoreEventSequencer {
 #[async_trait]
 impl EventSequencer for StoreEventSequencer {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError> {
-        let (tenant, run) = (request.tenant, request.run);
-        let failed = |error| sequencer_error(tenant, run, error);
-        let txn = begin_write(&self.db).await.map_err(failed)?;
-        let outcome = append_locked(&txn, request).await.map_err(failed)?;
-        commit(txn).await?;
-        Ok(outcome)
+        observe::sql!(Internal, "sequencer.append", &self.db, async {
+            let (tenant, run) = (request.tenant, request.run);
+            let failed = |error| sequencer_error(tenant, run, error);
+            let txn = begin_write(&self.db).await.map_err(failed)?;
+            let outcome = append_locked(&txn, request).await.map_err(failed)?;
+            commit(txn).await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn append_server_event(
@@ -51,11 +55,14 @@ impl EventSequencer for StoreEventSequencer {
         event: ServerEvent,
         created_at: DateTime<Utc>,
     ) -> Result<ServerAppendOutcome, SequencerError> {
-        let failed = |error| sequencer_error(tenant, run, error);
-        let txn = begin_write(&self.db).await.map_err(failed)?;
-        let outcome = server_locked(&txn, tenant, run, event, created_at).await.map_err(failed)?;
-        commit(txn).await?;
-        Ok(outcome)
+        observe::sql!(Internal, "sequencer.append_server_event", &self.db, async {
+            let failed = |error| sequencer_error(tenant, run, error);
+            let txn = begin_write(&self.db).await.map_err(failed)?;
+            let outcome = server_locked(&txn, tenant, run, event, created_at).await.map_err(failed)?;
+            commit(txn).await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// The database is the counter: nothing to seed, the stored maximum is the counter's value.
@@ -65,8 +72,11 @@ impl EventSequencer for StoreEventSequencer {
         _stored_max_seq: u64,
         _stored_status: RunStatus,
     ) -> Result<SeedOutcome, SequencerError> {
-        let seq = last_seq(&self.db, run).await.map_err(|e| SequencerError::Unexpected(e.into()))?;
-        Ok(SeedOutcome::Kept { seq })
+        observe::sql!(Internal, "sequencer.seed", &self.db, async {
+            let seq = last_seq(&self.db, run).await.map_err(|e| SequencerError::Unexpected(e.into()))?;
+            Ok(SeedOutcome::Kept { seq })
+        })
+        .await
     }
 
     /// The database is the sequencer here: its producer ids are the ones it holds.
@@ -79,17 +89,22 @@ impl EventSequencer for StoreEventSequencer {
     }
 
     async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError> {
-        let status: Option<String> = agent_runs::Entity::find_by_id(run.as_uuid())
-            .select_only()
-            .column(agent_runs::Column::Status)
-            .into_tuple()
-            .one(&self.db)
-            .await
-            .map_err(|e| anyhow::Error::new(e).context("reading a run's status"))?;
-        status
-            .map(|status| status.parse().map_err(|e| anyhow!("corrupt agent_runs status {status:?}: {e}")))
-            .transpose()
-            .map_err(SequencerError::Unexpected)
+        observe::sql!(Internal, "sequencer.run_status", &self.db, async {
+            let status: Option<String> = agent_runs::Entity::find_by_id(run.as_uuid())
+                .select_only()
+                .column(agent_runs::Column::Status)
+                .into_tuple()
+                .one(&self.db)
+                .await
+                .map_err(|e| anyhow::Error::new(e).context("reading a run's status"))?;
+            status
+                .map(|status| {
+                    status.parse().map_err(|e| anyhow!("corrupt agent_runs status {status:?}: {e}"))
+                })
+                .transpose()
+                .map_err(SequencerError::Unexpected)
+        })
+        .await
     }
 
     /// The database is the history, and readers read it first: there is nothing beyond it.

@@ -20,6 +20,7 @@ use sba_application::ports::{RepositoryError, UsageBucket, UsageGrouping, UsageL
 use sba_domain::TenantId;
 use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement};
 
+use crate::observe;
 use crate::sql::map_db_err;
 use crate::tenant_data::corrupt_row;
 
@@ -109,21 +110,24 @@ impl UsageLedger for SeaOrmUsageLedger {
         range: UsageRange,
         group_by: UsageGrouping,
     ) -> Result<Vec<UsageBucket>, RepositoryError> {
-        let backend = self.db.get_database_backend();
-        // PostgreSQL keeps microseconds and its driver drops finer digits of a bound; SQLite
-        // would compare them as text. Truncating first makes both compare the same instants.
-        let (from, to) = (range.from.trunc_subsecs(6), range.to.trunc_subsecs(6));
-        let statement = Statement::from_sql_and_values(
-            backend,
-            summary_sql(backend, group_by)?,
-            [tenant.as_uuid().into(), from.into(), to.into()],
-        );
-        BucketRow::find_by_statement(statement)
-            .all(&self.db)
-            .await
-            .map_err(|e| map_db_err(e, "summarising usage"))?
-            .into_iter()
-            .map(UsageBucket::try_from)
-            .collect()
+        observe::sql!(Internal, "usage.summary", &self.db, async {
+            let backend = self.db.get_database_backend();
+            // PostgreSQL keeps microseconds and its driver drops finer digits of a bound; SQLite
+            // would compare them as text. Truncating first makes both compare the same instants.
+            let (from, to) = (range.from.trunc_subsecs(6), range.to.trunc_subsecs(6));
+            let statement = Statement::from_sql_and_values(
+                backend,
+                summary_sql(backend, group_by)?,
+                [tenant.as_uuid().into(), from.into(), to.into()],
+            );
+            BucketRow::find_by_statement(statement)
+                .all(&self.db)
+                .await
+                .map_err(|e| map_db_err(e, "summarising usage"))?
+                .into_iter()
+                .map(UsageBucket::try_from)
+                .collect()
+        })
+        .await
     }
 }

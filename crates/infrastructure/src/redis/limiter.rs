@@ -22,6 +22,7 @@ use secrecy::SecretString;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::connection::{self, ConnectionOptions};
+use crate::observe;
 
 const GCRA_LUA: &str = include_str!("gcra.lua");
 
@@ -344,39 +345,44 @@ impl Inner {
 #[async_trait]
 impl RateLimiter for FredRateLimiter {
     async fn check(&self, key: &str, quota: Quota, cost: u32) -> Result<Decision, RateLimitError> {
-        let unavailable = |message: String| RateLimitError::Unavailable(anyhow!(message));
-        // fred would queue the command until it reconnects; the caller needs an answer now.
-        let Some(inner) = self.connection() else {
-            return Err(unavailable("not connected to Redis".to_owned()));
-        };
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending { key: format!("{KEY_PREFIX}{key}"), quota, cost, reply };
-        if let Ok(slot) = Arc::clone(&inner.slots).try_acquire_owned() {
-            // A free slot: this task sends its own decision now.
-            let outcome =
-                tokio::time::timeout(inner.timeout, inner.evaluate(std::slice::from_ref(&pending))).await;
-            drop(slot);
-            return match outcome {
+        observe::redis!("limiter.check", async {
+            let unavailable = |message: String| RateLimitError::Unavailable(anyhow!(message));
+            // fred would queue the command until it reconnects; the caller needs an answer now.
+            let Some(inner) = self.connection() else {
+                return Err(unavailable("not connected to Redis".to_owned()));
+            };
+            let (reply, answer) = oneshot::channel();
+            let pending = Pending { key: format!("{KEY_PREFIX}{key}"), quota, cost, reply };
+            if let Ok(slot) = Arc::clone(&inner.slots).try_acquire_owned() {
+                // A free slot: this task sends its own decision now.
+                let outcome =
+                    tokio::time::timeout(inner.timeout, inner.evaluate(std::slice::from_ref(&pending))).await;
+                drop(slot);
+                return match outcome {
+                    Err(_) => Err(unavailable(format!(
+                        "no rate-limit decision from Redis within {} ms",
+                        inner.timeout.as_millis()
+                    ))),
+                    Ok(Err(error)) => Err(unavailable(format!("the rate-limit script failed: {error}"))),
+                    Ok(Ok(reply)) => decision(&reply).map_err(RateLimitError::Unavailable),
+                };
+            }
+            inner
+                .queue()
+                .try_send(pending)
+                .map_err(|_| unavailable("too many rate-limit decisions are waiting".to_owned()))?;
+            match tokio::time::timeout(inner.timeout, answer).await {
                 Err(_) => Err(unavailable(format!(
                     "no rate-limit decision from Redis within {} ms",
                     inner.timeout.as_millis()
                 ))),
-                Ok(Err(error)) => Err(unavailable(format!("the rate-limit script failed: {error}"))),
-                Ok(Ok(reply)) => decision(&reply).map_err(RateLimitError::Unavailable),
-            };
-        }
-        inner
-            .queue()
-            .try_send(pending)
-            .map_err(|_| unavailable("too many rate-limit decisions are waiting".to_owned()))?;
-        match tokio::time::timeout(inner.timeout, answer).await {
-            Err(_) => Err(unavailable(format!(
-                "no rate-limit decision from Redis within {} ms",
-                inner.timeout.as_millis()
-            ))),
-            Ok(Err(_)) => Err(unavailable("the rate-limit dispatcher stopped".to_owned())),
-            Ok(Ok(result)) => result.map_err(|e| unavailable(format!("the rate-limit script failed: {e}"))),
-        }
+                Ok(Err(_)) => Err(unavailable("the rate-limit dispatcher stopped".to_owned())),
+                Ok(Ok(result)) => {
+                    result.map_err(|e| unavailable(format!("the rate-limit script failed: {e}")))
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -26,6 +26,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
+use crate::observe;
 use crate::tenant_data::{JsonObject, TenantRow, corrupt_row};
 
 pub use knowledge::SupabaseSqlKnowledgeStore;
@@ -171,43 +172,51 @@ fn tenant_of(row: &QueryResult) -> Result<Tenant, RepositoryError> {
 #[async_trait]
 impl TenantDirectory for SupabaseSqlTenantDirectory {
     async fn find(&self, id: TenantId) -> Result<Option<Tenant>, RepositoryError> {
-        let tx = self
-            .sql
-            .begin(UnitOfWork::Platform)
-            .await
-            .map_err(|e| unexpected(e, "opening a tenant lookup"))?;
-        let row = tx
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "select id, status, cors_origins, plan, rate_limit_requests, rate_limit_window_secs \
-                 from public.tenants where id = $1",
-                [id.as_uuid().into()],
-            ))
-            .await
-            .map_err(|e| unexpected(e, "reading a tenant"))?;
-        tx.commit().await.map_err(|e| unexpected(e, "ending a tenant lookup"))?;
-        row.as_ref().map(tenant_of).transpose()
+        observe::sql!(Supabase, "tenants.find", &self.sql.db, async {
+            let tx = self
+                .sql
+                .begin(UnitOfWork::Platform)
+                .await
+                .map_err(|e| unexpected(e, "opening a tenant lookup"))?;
+            let row = tx
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "select id, status, cors_origins, plan, rate_limit_requests, rate_limit_window_secs \
+                     from public.tenants where id = $1",
+                    [id.as_uuid().into()],
+                ))
+                .await
+                .map_err(|e| unexpected(e, "reading a tenant"))?;
+            tx.commit().await.map_err(|e| unexpected(e, "ending a tenant lookup"))?;
+            row.as_ref().map(tenant_of).transpose()
+        })
+        .await
     }
 
     async fn registered_origins(&self) -> Result<Vec<String>, RepositoryError> {
-        let tx = self
-            .sql
-            .begin(UnitOfWork::Platform)
-            .await
-            .map_err(|e| unexpected(e, "opening the registered origins' read"))?;
-        // Stored origins are lower case (a check constraint); `lower` keeps the port's
-        // promise should that ever change.
-        let rows = tx
-            .query_all_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "select distinct lower(origin) as origin \
-                 from public.tenants, unnest(cors_origins) as origin where status = 'active'",
-            ))
-            .await
-            .map_err(|e| unexpected(e, "reading the registered origins"))?;
-        tx.commit().await.map_err(|e| unexpected(e, "ending the registered origins' read"))?;
-        rows.iter()
-            .map(|row| row.try_get("", "origin").map_err(|e| unexpected(e, "reading a registered origin")))
-            .collect()
+        observe::sql!(Supabase, "tenants.registered_origins", &self.sql.db, async {
+            let tx = self
+                .sql
+                .begin(UnitOfWork::Platform)
+                .await
+                .map_err(|e| unexpected(e, "opening the registered origins' read"))?;
+            // Stored origins are lower case (a check constraint); `lower` keeps the port's
+            // promise should that ever change.
+            let rows = tx
+                .query_all_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "select distinct lower(origin) as origin \
+                     from public.tenants, unnest(cors_origins) as origin where status = 'active'",
+                ))
+                .await
+                .map_err(|e| unexpected(e, "reading the registered origins"))?;
+            tx.commit().await.map_err(|e| unexpected(e, "ending the registered origins' read"))?;
+            rows.iter()
+                .map(|row| {
+                    row.try_get("", "origin").map_err(|e| unexpected(e, "reading a registered origin"))
+                })
+                .collect()
+        })
+        .await
     }
 }

@@ -15,9 +15,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{CONNECT_TIMEOUT, Inner};
 use crate::cache::keys::{entry_key, version_key, versioned_key};
+use crate::observe::Operation;
 
 /// The pub/sub channel of invalidation messages.
 pub const INVALIDATION_CHANNEL: &str = "sba:c:invalidate";
+
+static DELETE: Operation = Operation::redis("cache.delete");
+static INVALIDATE: Operation = Operation::redis("cache.invalidate");
+static ANNOUNCE: Operation = Operation::redis("cache.announce");
 
 impl Inner {
     /// `DEL` of the entry and the message that removes it from other nodes' L1, in one round
@@ -30,7 +35,7 @@ impl Inner {
             pipeline.publish::<(), _, _>(INVALIDATION_CHANNEL, message).await?;
             pipeline.all::<()>().await
         };
-        self.redis(command).await.is_some()
+        self.redis(&DELETE, command).await.is_some()
     }
 
     /// `INCR` of the namespace's version, then the message that moves every node to it.
@@ -39,7 +44,8 @@ impl Inner {
         tenant: TenantId,
         namespace: &'static str,
     ) -> bool {
-        let Some(version) = self.redis(self.client.incr::<u64, _>(version_key(tenant, namespace))).await
+        let Some(version) =
+            self.redis(&INVALIDATE, self.client.incr::<u64, _>(version_key(tenant, namespace))).await
         else {
             return false;
         };
@@ -47,7 +53,7 @@ impl Inner {
             self.versions.confirm(tenant, namespace, version);
         }
         let message = format!("n|{tenant}|{namespace}|{version}");
-        self.redis(self.client.publish::<(), _, _>(INVALIDATION_CHANNEL, message)).await.is_some()
+        self.redis(&ANNOUNCE, self.client.publish::<(), _, _>(INVALIDATION_CHANNEL, message)).await.is_some()
     }
 
     /// Forgets what may have been invalidated without this node hearing of it.

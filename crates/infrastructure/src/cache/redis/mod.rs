@@ -37,7 +37,8 @@
 //! fallback starts, one info line when Redis is back. Metrics: `sba_cache_fallback_active`
 //! (0 or 1), `sba_cache_redis_errors_total`, and per namespace
 //! `sba_cache_requests_total{tier, namespace, result}` and
-//! `sba_cache_invalidations_total{namespace, scope}`.
+//! `sba_cache_invalidations_total{namespace, scope}`; each Redis round trip is also counted
+//! and timed by [`crate::observe`] (`sba_redis_calls_total{operation}`, `cache.get`, …).
 
 mod fallback;
 mod invalidation;
@@ -72,6 +73,7 @@ use super::keys::entry_key;
 use super::l1::{Doorkeeper, L1};
 use super::metrics::{CacheEvent, CacheMetrics};
 use super::{CacheSettings, now_ms};
+use crate::observe::{self, Operation, System};
 use crate::redis::connection::{self, ConnectionOptions};
 
 /// How long [`FredCache::connect`] waits for Redis, and the bound on opening a connection
@@ -80,6 +82,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Invalidation messages buffered between the connection and the task applying them;
 /// beyond that messages are lost and the node forgets its versions and L1.
 const MESSAGE_BUFFER: usize = 4096;
+
+/// The cache's Redis round trips (the others are in [`versions`] and [`invalidation`]).
+static GET: Operation = Operation::redis("cache.get");
+static SET: Operation = Operation::redis("cache.set");
 
 /// The [`Cache`] on Redis with an in-process L1 (see the module documentation).
 pub struct FredCache {
@@ -140,11 +146,14 @@ impl sba_application::ports::DependencyCheck for RedisCheck {
     }
 
     async fn check(&self) -> anyhow::Result<()> {
-        match tokio::time::timeout(Duration::from_secs(1), self.client.ping::<()>(None)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(anyhow!("PING failed: {}", error.kind().to_str())),
-            Err(_) => Err(anyhow!("PING took longer than 1 s")),
-        }
+        observe::redis!("cache.ping", async {
+            match tokio::time::timeout(Duration::from_secs(1), self.client.ping::<()>(None)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(anyhow!("PING failed: {}", error.kind().to_str())),
+                Err(_) => Err(anyhow!("PING took longer than 1 s")),
+            }
+        })
+        .await
     }
 }
 
@@ -243,7 +252,7 @@ impl Cache for FredCache {
         let at = entry_key(key, inner.version(key.tenant, key.namespace).await);
         let expiry = Expiration::PX(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
         let stored = Bytes::from(envelope::encode(&entry));
-        inner.redis(inner.client.set::<(), _, _>(at.as_str(), stored, Some(expiry), None, false)).await;
+        inner.redis(&SET, inner.client.set::<(), _, _>(at.as_str(), stored, Some(expiry), None, false)).await;
         inner.l1.insert(at, entry);
     }
 
@@ -286,7 +295,9 @@ impl Inner {
     }
 
     /// Runs `command` (a lazy fred future: nothing is sent unless it is polled) unless Redis
-    /// is being skipped; `None` on any failure, which opens the breaker.
+    /// is being skipped, observed as `operation` (one Redis round trip: a port call served by
+    /// L1, or while the breaker is open, makes none); `None` on any failure, which opens the
+    /// breaker.
     ///
     /// The bound is fred's own per-command timeout (`redis_timeout`, set on the client): a
     /// `tokio::time::timeout` around the response that also tells the connection the caller
@@ -297,6 +308,7 @@ impl Inner {
     /// included, and copies of a large one cost more than the hit itself.
     fn redis<T>(
         self: &Arc<Self>,
+        operation: &'static Operation,
         command: impl Future<Output = Result<T, FredError>>,
     ) -> impl Future<Output = Option<T>> {
         let command = Box::pin(command);
@@ -304,12 +316,15 @@ impl Inner {
             if !self.breaker.allows() {
                 return None;
             }
-            // fred would queue the command until it reconnects; the caller needs an answer now.
-            if !self.client.is_connected() {
-                self.failed(&"not connected to Redis");
-                return None;
-            }
-            match command.await {
+            let call = async {
+                // fred would queue the command until it reconnects; the caller needs an answer
+                // now.
+                if !self.client.is_connected() {
+                    return Err(FredError::new(ErrorKind::IO, "not connected to Redis"));
+                }
+                command.await
+            };
+            match observe::observed(operation, System::Redis, call).await {
                 Ok(value) => {
                     self.succeeded();
                     Some(value)
@@ -331,7 +346,7 @@ impl Inner {
 
     /// The L2 half of [`Cache::get`], for an entry that L1 does not have.
     async fn get_from_redis(self: &Arc<Self>, namespace: &'static str, at: String) -> Option<CacheEntry> {
-        let stored: Option<Bytes> = self.redis(self.client.get(at.as_str())).await?;
+        let stored: Option<Bytes> = self.redis(&GET, self.client.get(at.as_str())).await?;
         let entry =
             stored.as_deref().and_then(envelope::decode).filter(|entry| entry.meta.evict_at_ms() > now_ms());
         let event = if entry.is_some() { CacheEvent::L2Hit } else { CacheEvent::L2Miss };

@@ -11,10 +11,13 @@ use sba_domain::TenantId;
 
 use super::Inner;
 use crate::cache::keys::version_key;
+use crate::observe::Operation;
 
 /// Namespace versions a node holds at most; beyond that it forgets them (they are read
 /// again).
 const MAX_VERSIONS: usize = 100_000;
+
+static READ_VERSION: Operation = Operation::redis("cache.read_version");
 
 impl Inner {
     /// The namespace's current version: the node's copy while trusted, else Redis's; when
@@ -32,7 +35,10 @@ impl Inner {
         namespace: &'static str,
         local: Option<u64>,
     ) -> u64 {
-        match self.redis(self.client.get::<Option<u64>, _>(version_key(tenant, namespace))).await {
+        match self
+            .redis(&READ_VERSION, self.client.get::<Option<u64>, _>(version_key(tenant, namespace)))
+            .await
+        {
             Some(stored) => {
                 let version = stored.unwrap_or(0);
                 self.versions.confirm(tenant, namespace, version);

@@ -27,6 +27,8 @@ use sba_application::ports::DependencyCheck;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::observe::{self, CallError};
+
 /// Canary channels are `sba:ev:canary:<node id>`, beside the live event channels.
 pub(super) const CHANNEL_PREFIX: &str = "sba:ev:canary:";
 
@@ -133,6 +135,12 @@ impl CanaryError {
     }
 }
 
+impl CallError for CanaryError {
+    fn failure(&self) -> Option<&'static str> {
+        Some(self.reason())
+    }
+}
+
 /// The canary's metrics, registered once so that every series exists from the start.
 #[derive(Debug)]
 struct CanaryMetrics {
@@ -235,7 +243,7 @@ impl DependencyCheck for CanaryCheck {
 
     async fn check(&self) -> anyhow::Result<()> {
         let started = Instant::now();
-        match self.round_trip().await {
+        match observe::redis!("event_bus.canary", self.round_trip()).await {
             Ok(()) => {
                 self.metrics.round_trip.record(started.elapsed().as_secs_f64());
                 if self.failing.swap(false, Ordering::SeqCst) {

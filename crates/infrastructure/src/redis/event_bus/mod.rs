@@ -49,6 +49,7 @@ use self::reorder::Reorder;
 use super::connection::{self, ConnectionOptions};
 use crate::memory::DEFAULT_SUBSCRIBER_BUFFER;
 use crate::memory::event_bus::{Change, Fanout, live_event};
+use crate::observe;
 
 /// How the Redis event bus behaves.
 #[derive(Debug, Clone, Copy)]
@@ -235,14 +236,15 @@ impl EventBus for FredEventBus {
         // (per shard, on a cluster): one round trip, a batch's events keep their order inside
         // the message, and batches of a run published one after the other keep theirs on
         // each channel. Every event of a batch is of one run, so they share its channels.
-        let pipeline = self.client.pipeline();
-        let publish = async {
+        observe::redis!("event_bus.publish", async {
+            let pipeline = self.client.pipeline();
             for channel in EventChannel::of(first, session) {
                 pipeline.spublish::<(), _, _>(channel.name(), payload.as_str()).await?;
             }
             pipeline.all::<()>().await
-        };
-        publish.await.map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
+        })
+        .await
+        .map_err(|e| EventBusError::Unavailable(anyhow!("SPUBLISH failed: {e}")))
     }
 
     async fn subscribe(&self, channel: EventChannel) -> Subscription {

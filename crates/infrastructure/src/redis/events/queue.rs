@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::keys::{PERSISTERS, dead_letter_key, lease_key, queue_key};
 use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::decode_events;
+use crate::observe;
 use crate::redis::connection::{self, ConnectionOptions};
 
 const QUEUE_LUA: &str = include_str!("queue.lua");
@@ -182,127 +183,149 @@ impl FredEventQueue {
 #[async_trait]
 impl EventQueue for FredEventQueue {
     async fn next_batch(&self, max_entries: usize) -> Result<Vec<QueuedEntry>, QueueError> {
-        let partitions = self.settings.partitions.max(1);
-        let start = self.start.fetch_add(1, Ordering::Relaxed) % usize::from(partitions);
-        let mut entries = Vec::new();
-        for i in 0..partitions {
-            let p = u16::try_from((start + usize::from(i)) % usize::from(partitions)).unwrap_or(0);
-            let (held, full) = {
-                let set = self.held_set();
-                (set.contains(&p), set.len() >= usize::from(self.settings.max_partitions))
-            };
-            if !held && full {
-                continue;
-            }
-            let count = max_entries.saturating_sub(entries.len());
-            let args = vec![
-                Value::from("fetch"),
-                Value::from(self.settings.group.as_str()),
-                Value::from(self.settings.consumer.as_str()),
-                Self::millis(self.settings.lease_ttl),
-                Self::millis(self.settings.claim_idle),
-                integer(count as u64),
-            ];
-            let reply = array(self.evaluate(p, args).await?)?;
-            match reply.first().and_then(Value::as_str).as_deref() {
-                Some("LEASED") => {
-                    if held {
-                        tracing::warn!(partition = p, "lost the lease of an event partition");
-                    }
-                    self.held_set().remove(&p);
+        observe::redis!("queue.next_batch", async {
+            let partitions = self.settings.partitions.max(1);
+            let start = self.start.fetch_add(1, Ordering::Relaxed) % usize::from(partitions);
+            let mut entries = Vec::new();
+            for i in 0..partitions {
+                let p = u16::try_from((start + usize::from(i)) % usize::from(partitions)).unwrap_or(0);
+                let (held, full) = {
+                    let set = self.held_set();
+                    (set.contains(&p), set.len() >= usize::from(self.settings.max_partitions))
+                };
+                if !held && full {
+                    continue;
                 }
-                Some("OK") => {
-                    self.held_set().insert(p);
-                    for value in reply.into_iter().skip(1) {
-                        let (entry_id, deliveries, fields) = raw_entry(value)?;
-                        match decode(p, &entry_id, deliveries, &fields) {
-                            Ok(entry) => entries.push(entry),
-                            Err(error) => self.set_aside(p, &entry_id, deliveries, &error).await?,
+                let count = max_entries.saturating_sub(entries.len());
+                let args = vec![
+                    Value::from("fetch"),
+                    Value::from(self.settings.group.as_str()),
+                    Value::from(self.settings.consumer.as_str()),
+                    Self::millis(self.settings.lease_ttl),
+                    Self::millis(self.settings.claim_idle),
+                    integer(count as u64),
+                ];
+                let reply = array(self.evaluate(p, args).await?)?;
+                match reply.first().and_then(Value::as_str).as_deref() {
+                    Some("LEASED") => {
+                        if held {
+                            tracing::warn!(partition = p, "lost the lease of an event partition");
+                        }
+                        self.held_set().remove(&p);
+                    }
+                    Some("OK") => {
+                        self.held_set().insert(p);
+                        for value in reply.into_iter().skip(1) {
+                            let (entry_id, deliveries, fields) = raw_entry(value)?;
+                            match decode(p, &entry_id, deliveries, &fields) {
+                                Ok(entry) => entries.push(entry),
+                                Err(error) => self.set_aside(p, &entry_id, deliveries, &error).await?,
+                            }
                         }
                     }
+                    _ => return Err(unexpected_reply(&reply)),
                 }
-                _ => return Err(unexpected_reply(&reply)),
             }
-        }
-        Ok(entries)
+            Ok(entries)
+        })
+        .await
     }
 
     async fn ack(&self, entries: &[QueuedEntry]) -> Result<(), QueueError> {
-        let partitions: BTreeSet<u16> = entries.iter().map(|e| e.partition).collect();
-        for p in partitions {
-            let mut args = vec![Value::from("ack"), Value::from(self.settings.group.as_str())];
-            args.extend(
-                entries.iter().filter(|e| e.partition == p).map(|e| Value::from(e.entry_id.as_str())),
-            );
-            self.evaluate_ok(p, args).await?;
-        }
-        Ok(())
+        observe::redis!("queue.ack", async {
+            let partitions: BTreeSet<u16> = entries.iter().map(|e| e.partition).collect();
+            for p in partitions {
+                let mut args = vec![Value::from("ack"), Value::from(self.settings.group.as_str())];
+                args.extend(
+                    entries.iter().filter(|e| e.partition == p).map(|e| Value::from(e.entry_id.as_str())),
+                );
+                self.evaluate_ok(p, args).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn dead_letter(&self, entry: &QueuedEntry, reason: &str) -> Result<(), QueueError> {
-        let args = vec![
-            Value::from("dead"),
-            Value::from(self.settings.group.as_str()),
-            Value::from(entry.entry_id.as_str()),
-            Value::from(reason),
-            integer(entry.deliveries),
-        ];
-        let reply = array(self.evaluate(entry.partition, args).await?)?;
-        match reply.first().and_then(Value::as_str).as_deref() {
-            Some("OK") => {
-                tracing::warn!(
-                    partition = entry.partition,
-                    run_id = %entry.run,
-                    first_seq = entry.events.first().map(|e| e.seq),
-                    last_seq = entry.events.last().map(|e| e.seq),
-                    attempts = entry.deliveries,
-                    reason,
-                    "an event queue entry went to the dead letters"
-                );
-                Ok(())
+        observe::redis!("queue.dead_letter", async {
+            let args = vec![
+                Value::from("dead"),
+                Value::from(self.settings.group.as_str()),
+                Value::from(entry.entry_id.as_str()),
+                Value::from(reason),
+                integer(entry.deliveries),
+            ];
+            let reply = array(self.evaluate(entry.partition, args).await?)?;
+            match reply.first().and_then(Value::as_str).as_deref() {
+                Some("OK") => {
+                    tracing::warn!(
+                        partition = entry.partition,
+                        run_id = %entry.run,
+                        first_seq = entry.events.first().map(|e| e.seq),
+                        last_seq = entry.events.last().map(|e| e.seq),
+                        attempts = entry.deliveries,
+                        reason,
+                        "an event queue entry went to the dead letters"
+                    );
+                    Ok(())
+                }
+                Some("GONE") => Err(QueueError::Unexpected(anyhow!(
+                    "queue entry {} of partition {} is no longer in its queue",
+                    entry.entry_id,
+                    entry.partition
+                ))),
+                _ => Err(unexpected_reply(&reply)),
             }
-            Some("GONE") => Err(QueueError::Unexpected(anyhow!(
-                "queue entry {} of partition {} is no longer in its queue",
-                entry.entry_id,
-                entry.partition
-            ))),
-            _ => Err(unexpected_reply(&reply)),
-        }
+        })
+        .await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        let mut letters = Vec::new();
-        for p in 0..self.settings.partitions {
-            let count = limit.saturating_sub(letters.len());
-            if count == 0 {
-                break;
+        observe::redis!("queue.dead_letters", async {
+            let mut letters = Vec::new();
+            for p in 0..self.settings.partitions {
+                let count = limit.saturating_sub(letters.len());
+                if count == 0 {
+                    break;
+                }
+                let reply = array(self.evaluate(p, vec![Value::from("list"), integer(count as u64)]).await?)?;
+                for value in reply {
+                    letters.push(dead_letter(p, value)?);
+                }
             }
-            let reply = array(self.evaluate(p, vec![Value::from("list"), integer(count as u64)]).await?)?;
-            for value in reply {
-                letters.push(dead_letter(p, value)?);
-            }
-        }
-        Ok(letters)
+            Ok(letters)
+        })
+        .await
     }
 
     async fn replay_dead_letters(&self, run: Option<RunId>) -> Result<u64, QueueError> {
-        let run = run.map(|r| r.to_string()).unwrap_or_default();
-        let mut replayed = 0;
-        for p in 0..self.settings.partitions {
-            let reply = self.evaluate_ok(p, vec![Value::from("replay"), Value::from(run.as_str())]).await?;
-            replayed += reply.first().and_then(Value::as_u64).ok_or_else(|| unexpected_reply(&reply))?;
-        }
-        Ok(replayed)
+        observe::redis!("queue.replay_dead_letters", async {
+            let run = run.map(|r| r.to_string()).unwrap_or_default();
+            let mut replayed = 0;
+            for p in 0..self.settings.partitions {
+                let reply =
+                    self.evaluate_ok(p, vec![Value::from("replay"), Value::from(run.as_str())]).await?;
+                replayed += reply.first().and_then(Value::as_u64).ok_or_else(|| unexpected_reply(&reply))?;
+            }
+            Ok(replayed)
+        })
+        .await
     }
 
     async fn release(&self) -> Result<(), QueueError> {
-        let held: Vec<u16> = self.leased_partitions();
-        for p in held {
-            self.evaluate_ok(p, vec![Value::from("release"), Value::from(self.settings.consumer.as_str())])
+        observe::redis!("queue.release", async {
+            let held: Vec<u16> = self.leased_partitions();
+            for p in held {
+                self.evaluate_ok(
+                    p,
+                    vec![Value::from("release"), Value::from(self.settings.consumer.as_str())],
+                )
                 .await?;
-            self.held_set().remove(&p);
-        }
-        Ok(())
+                self.held_set().remove(&p);
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 use super::keys::RunKeys;
 use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::{self, body};
+use crate::observe;
 use crate::redis::connection::{self, ConnectionOptions};
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
@@ -172,62 +173,69 @@ impl FredEventSequencer {
 #[async_trait]
 impl EventSequencer for FredEventSequencer {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, SequencerError> {
-        let (first_of, mut pending) = first_occurrences(&request);
-        // Per event of the request: its seq and whether it is a duplicate, once known.
-        let mut answers: Vec<Option<(u64, bool)>> = vec![None; request.events.len()];
-        let mut run_status = None;
-        for _ in 0..PARTIAL_ROUNDS {
-            let reply = self.append_call(&request, &pending).await?;
-            match tag(&reply)? {
-                "NEEDS_SEED" => return Ok(AppendOutcome::NeedsSeed),
-                "TERMINAL" => return Ok(AppendOutcome::Terminal(status_at(&reply, 1)?)),
-                "CONFLICT" => return Ok(AppendOutcome::Conflict(status_at(&reply, 1)?)),
-                "KNOWN" => {
-                    let seqs = seqs_at(&reply, 2, pending.len())?;
-                    for (&i, seq) in pending.iter().zip(seqs) {
-                        answers[i] = Some((seq, true));
+        observe::redis!("sequencer.append", async {
+            let (first_of, mut pending) = first_occurrences(&request);
+            // Per event of the request: its seq and whether it is a duplicate, once known.
+            let mut answers: Vec<Option<(u64, bool)>> = vec![None; request.events.len()];
+            let mut run_status = None;
+            for _ in 0..PARTIAL_ROUNDS {
+                let reply = self.append_call(&request, &pending).await?;
+                match tag(&reply)? {
+                    "NEEDS_SEED" => return Ok(AppendOutcome::NeedsSeed),
+                    "TERMINAL" => return Ok(AppendOutcome::Terminal(status_at(&reply, 1)?)),
+                    "CONFLICT" => return Ok(AppendOutcome::Conflict(status_at(&reply, 1)?)),
+                    "KNOWN" => {
+                        let seqs = seqs_at(&reply, 2, pending.len())?;
+                        for (&i, seq) in pending.iter().zip(seqs) {
+                            answers[i] = Some((seq, true));
+                        }
+                        run_status = Some(status_at(&reply, 1)?);
+                        break;
                     }
-                    run_status = Some(status_at(&reply, 1)?);
-                    break;
-                }
-                // Some ids were recorded before (a retry mixed with new events): those are
-                // duplicates, and the others are sent again on their own.
-                "PARTIAL" => {
-                    let seqs = seqs_at(&reply, 1, pending.len())?;
-                    let mut unknown = Vec::with_capacity(pending.len());
-                    for (&i, seq) in pending.iter().zip(seqs) {
-                        if seq == 0 { unknown.push(i) } else { answers[i] = Some((seq, true)) }
+                    // Some ids were recorded before (a retry mixed with new events): those are
+                    // duplicates, and the others are sent again on their own.
+                    "PARTIAL" => {
+                        let seqs = seqs_at(&reply, 1, pending.len())?;
+                        let mut unknown = Vec::with_capacity(pending.len());
+                        for (&i, seq) in pending.iter().zip(seqs) {
+                            if seq == 0 { unknown.push(i) } else { answers[i] = Some((seq, true)) }
+                        }
+                        pending = unknown;
                     }
-                    pending = unknown;
-                }
-                "OK" => {
-                    let first = reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
-                    for (&i, seq) in pending.iter().zip(first..) {
-                        answers[i] = Some((seq, false));
+                    "OK" => {
+                        let first = reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
+                        for (&i, seq) in pending.iter().zip(first..) {
+                            answers[i] = Some((seq, false));
+                        }
+                        run_status = Some(status_at(&reply, 1)?);
+                        break;
                     }
-                    run_status = Some(status_at(&reply, 1)?);
-                    break;
+                    _ => return Err(unexpected_reply(&reply)),
                 }
-                _ => return Err(unexpected_reply(&reply)),
             }
-        }
-        let run_status = run_status.ok_or_else(|| {
-            SequencerError::Unexpected(anyhow!("a batch kept meeting concurrent retries of its ids"))
-        })?;
-        let events = request
-            .events
-            .into_iter()
-            .zip(first_of)
-            .enumerate()
-            .map(|(i, (event, first))| {
-                let (seq, duplicate) = answers[first].ok_or_else(|| {
-                    SequencerError::Unexpected(anyhow!("the sequencer left an event without a seq"))
-                })?;
-                // A later occurrence of an id in the same batch is a duplicate of the first.
-                Ok(AppendedEvent { producer_id: event.producer_id, seq, duplicate: duplicate || first != i })
-            })
-            .collect::<Result<_, SequencerError>>()?;
-        Ok(AppendOutcome::Appended { events, run_status })
+            let run_status = run_status.ok_or_else(|| {
+                SequencerError::Unexpected(anyhow!("a batch kept meeting concurrent retries of its ids"))
+            })?;
+            let events = request
+                .events
+                .into_iter()
+                .zip(first_of)
+                .enumerate()
+                .map(|(i, (event, first))| {
+                    let (seq, duplicate) = answers[first].ok_or_else(|| {
+                        SequencerError::Unexpected(anyhow!("the sequencer left an event without a seq"))
+                    })?;
+                    // A later occurrence of an id in the same batch is a duplicate of the first.
+                    Ok(AppendedEvent {
+                        producer_id: event.producer_id,
+                        seq,
+                        duplicate: duplicate || first != i,
+                    })
+                })
+                .collect::<Result<_, SequencerError>>()?;
+            Ok(AppendOutcome::Appended { events, run_status })
+        })
+        .await
     }
 
     async fn append_server_event(
@@ -237,35 +245,40 @@ impl EventSequencer for FredEventSequencer {
         event: ServerEvent,
         created_at: DateTime<Utc>,
     ) -> Result<ServerAppendOutcome, SequencerError> {
-        let data = match event {
-            ServerEvent::Created => Some(EventData::RunCreated),
-            ServerEvent::Cancelled => Some(EventData::RunCancelled),
-            ServerEvent::Expired => None,
-        };
-        let (kind, body) = match &data {
-            Some(data) => (data.kind().as_str(), format!("[{}]", body(tenant, run, None, data, created_at)?)),
-            None => (EXPIRED, String::new()),
-        };
-        let args = vec![
-            Value::from("server"),
-            Value::from(tenant.to_string()),
-            Value::from(run.to_string()),
-            Value::from(kind),
-            Value::from(body),
-            integer(self.settings.history_max_len),
-            self.ttl_seconds(),
-        ];
-        let reply = self.evaluate(&self.keys(run), args).await?;
-        match tag(&reply)? {
-            "NEEDS_SEED" => Ok(ServerAppendOutcome::NeedsSeed),
-            "TERMINAL" => Ok(ServerAppendOutcome::Terminal(status_at(&reply, 1)?)),
-            "CONFLICT" => Ok(ServerAppendOutcome::Conflict(status_at(&reply, 1)?)),
-            "OK" => Ok(ServerAppendOutcome::Appended {
-                seq: reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?,
-                run_status: status_at(&reply, 1)?,
-            }),
-            _ => Err(unexpected_reply(&reply)),
-        }
+        observe::redis!("sequencer.append_server_event", async {
+            let data = match event {
+                ServerEvent::Created => Some(EventData::RunCreated),
+                ServerEvent::Cancelled => Some(EventData::RunCancelled),
+                ServerEvent::Expired => None,
+            };
+            let (kind, body) = match &data {
+                Some(data) => {
+                    (data.kind().as_str(), format!("[{}]", body(tenant, run, None, data, created_at)?))
+                }
+                None => (EXPIRED, String::new()),
+            };
+            let args = vec![
+                Value::from("server"),
+                Value::from(tenant.to_string()),
+                Value::from(run.to_string()),
+                Value::from(kind),
+                Value::from(body),
+                integer(self.settings.history_max_len),
+                self.ttl_seconds(),
+            ];
+            let reply = self.evaluate(&self.keys(run), args).await?;
+            match tag(&reply)? {
+                "NEEDS_SEED" => Ok(ServerAppendOutcome::NeedsSeed),
+                "TERMINAL" => Ok(ServerAppendOutcome::Terminal(status_at(&reply, 1)?)),
+                "CONFLICT" => Ok(ServerAppendOutcome::Conflict(status_at(&reply, 1)?)),
+                "OK" => Ok(ServerAppendOutcome::Appended {
+                    seq: reply.get(2).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?,
+                    run_status: status_at(&reply, 1)?,
+                }),
+                _ => Err(unexpected_reply(&reply)),
+            }
+        })
+        .await
     }
 
     async fn seed(
@@ -274,20 +287,23 @@ impl EventSequencer for FredEventSequencer {
         stored_max_seq: u64,
         stored_status: RunStatus,
     ) -> Result<SeedOutcome, SequencerError> {
-        let args = vec![
-            Value::from("seed"),
-            integer(stored_max_seq),
-            Value::from(stored_status.as_str()),
-            Value::from(flag(stored_status.is_terminal())),
-            self.ttl_seconds(),
-        ];
-        let reply = self.evaluate(&self.keys(run), args).await?;
-        let seq = reply.get(1).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
-        match tag(&reply)? {
-            "SEEDED" => Ok(SeedOutcome::Seeded { seq }),
-            "KEPT" => Ok(SeedOutcome::Kept { seq }),
-            _ => Err(unexpected_reply(&reply)),
-        }
+        observe::redis!("sequencer.seed", async {
+            let args = vec![
+                Value::from("seed"),
+                integer(stored_max_seq),
+                Value::from(stored_status.as_str()),
+                Value::from(flag(stored_status.is_terminal())),
+                self.ttl_seconds(),
+            ];
+            let reply = self.evaluate(&self.keys(run), args).await?;
+            let seq = reply.get(1).and_then(seq_of).ok_or_else(|| unexpected_reply(&reply))?;
+            match tag(&reply)? {
+                "SEEDED" => Ok(SeedOutcome::Seeded { seq }),
+                "KEPT" => Ok(SeedOutcome::Kept { seq }),
+                _ => Err(unexpected_reply(&reply)),
+            }
+        })
+        .await
     }
 
     async fn restore_ids(
@@ -295,22 +311,28 @@ impl EventSequencer for FredEventSequencer {
         run: RunId,
         ids: Vec<(sba_domain::events::ProducerId, u64)>,
     ) -> Result<(), SequencerError> {
-        let keys = self.keys(run);
-        // Bounded calls: one script call holds Redis for its whole run.
-        for chunk in ids.chunks(RESTORE_CHUNK) {
-            let mut args = Vec::with_capacity(1 + 2 * chunk.len());
-            args.push(Value::from("ids"));
-            for (id, seq) in chunk {
-                args.extend([Value::from(id.as_str()), integer(*seq)]);
+        observe::redis!("sequencer.restore_ids", async {
+            let keys = self.keys(run);
+            // Bounded calls: one script call holds Redis for its whole run.
+            for chunk in ids.chunks(RESTORE_CHUNK) {
+                let mut args = Vec::with_capacity(1 + 2 * chunk.len());
+                args.push(Value::from("ids"));
+                for (id, seq) in chunk {
+                    args.extend([Value::from(id.as_str()), integer(*seq)]);
+                }
+                self.evaluate(&keys, args).await?;
             }
-            self.evaluate(&keys, args).await?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn run_status(&self, run: RunId) -> Result<Option<RunStatus>, SequencerError> {
-        let reply = self.evaluate(&self.keys(run), vec![Value::from("status")]).await?;
-        if reply.is_empty() { Ok(None) } else { status_at(&reply, 0).map(Some) }
+        observe::redis!("sequencer.run_status", async {
+            let reply = self.evaluate(&self.keys(run), vec![Value::from("status")]).await?;
+            if reply.is_empty() { Ok(None) } else { status_at(&reply, 0).map(Some) }
+        })
+        .await
     }
 
     async fn history_after(
@@ -323,23 +345,27 @@ impl EventSequencer for FredEventSequencer {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let args = vec![Value::from("read"), integer(after_seq), integer(limit as u64)];
-        let reply = self.evaluate(&self.keys(run), args).await?;
-        let mut events = Vec::with_capacity(limit.min(1_024));
-        for entry in reply.chunks(2) {
-            let [first, text] = entry else { return Err(unexpected_reply(&reply)) };
-            let first = seq_of(first).ok_or_else(|| unexpected_reply(&reply))?;
-            let text = text.as_str().ok_or_else(|| unexpected_reply(&reply))?;
-            let entry_events = stored::decode_events(&text, first).context("an unreadable history entry")?;
-            let wanted = entry_events
-                .into_iter()
-                .filter(|e| e.seq > after_seq && e.tenant_id == tenant && e.run_id == run);
-            events.extend(wanted.take(limit - events.len()));
-            if events.len() == limit {
-                break;
+        observe::redis!("sequencer.history_after", async {
+            let args = vec![Value::from("read"), integer(after_seq), integer(limit as u64)];
+            let reply = self.evaluate(&self.keys(run), args).await?;
+            let mut events = Vec::with_capacity(limit.min(1_024));
+            for entry in reply.chunks(2) {
+                let [first, text] = entry else { return Err(unexpected_reply(&reply)) };
+                let first = seq_of(first).ok_or_else(|| unexpected_reply(&reply))?;
+                let text = text.as_str().ok_or_else(|| unexpected_reply(&reply))?;
+                let entry_events =
+                    stored::decode_events(&text, first).context("an unreadable history entry")?;
+                let wanted = entry_events
+                    .into_iter()
+                    .filter(|e| e.seq > after_seq && e.tenant_id == tenant && e.run_id == run);
+                events.extend(wanted.take(limit - events.len()));
+                if events.len() == limit {
+                    break;
+                }
             }
-        }
-        Ok(events)
+            Ok(events)
+        })
+        .await
     }
 }
 
