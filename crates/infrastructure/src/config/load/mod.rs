@@ -268,6 +268,21 @@ impl Ctx<'_> {
     }
 }
 
+/// A parser's message without the lines it quotes from the file (a TOML error shows the
+/// offending line, which may hold a password): its first line ("TOML parse error at line 2,
+/// column 20") and where the file is named (" in <file>", at the end).
+fn without_quoted_lines(message: &str) -> String {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default();
+    match lines.last() {
+        None => first.to_owned(),
+        Some(last) => match last.rfind(" in ") {
+            Some(at) => format!("{first} (the quoted lines are left out){}", &last[at..]),
+            None => format!("{first} (the quoted lines are left out)"),
+        },
+    }
+}
+
 fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
     let dir = &options.config_dir;
     let mut builder = config::Config::builder()
@@ -298,7 +313,7 @@ fn read_raw(env: &EnvSnapshot, options: &LoadOptions) -> Result<Raw, String> {
     builder
         .build()
         .and_then(config::Config::try_deserialize)
-        .map_err(|e| format!("cannot read the configuration: {e}"))
+        .map_err(|e| format!("cannot read the configuration: {}", without_quoted_lines(&e.to_string())))
 }
 
 fn ignored_variables(env: &EnvSnapshot) -> Vec<String> {
@@ -326,6 +341,18 @@ mod tests {
     use super::*;
     use crate::config::settings::{LogFormat, SecretSource};
     use crate::internal_store::StoreLocation;
+
+    #[test]
+    fn a_parse_error_keeps_its_position_and_file_but_not_the_quoted_line() {
+        let message = "TOML parse error at line 2, column 20\n  |\n2 | url = \"postgres://app:hunter2@db\n  |  ^\nexpected `\"` in /etc/sba.toml";
+        let shown = without_quoted_lines(message);
+        assert_eq!(
+            shown,
+            "TOML parse error at line 2, column 20 (the quoted lines are left out) in /etc/sba.toml"
+        );
+        assert!(!shown.contains("hunter2"));
+        assert_eq!(without_quoted_lines("missing field `x`"), "missing field `x`");
+    }
 
     #[test]
     fn empty_sba_variables_count_as_unset() {
