@@ -15,3 +15,4 @@ mod sql;
 pub mod supabase;
 pub mod system;
 mod tenant_data;
+pub mod trace_context;

@@ -164,7 +164,7 @@ impl IngestService {
         skip_all,
         fields(
             run = %run,
-            events = batch.len(),
+            events = span_int(batch.len()),
             first_seq = tracing::field::Empty,
             last_seq = tracing::field::Empty,
             duplicates = tracing::field::Empty,
@@ -214,11 +214,11 @@ impl IngestService {
                         .await;
                     let duplicates = appended.iter().filter(|e| e.duplicate).count();
                     let span = tracing::Span::current();
-                    span.record("duplicates", duplicates);
+                    span.record("duplicates", span_int(duplicates));
                     if let (Some(first), Some(last)) =
                         (appended.iter().map(|e| e.seq).min(), appended.iter().map(|e| e.seq).max())
                     {
-                        span.record("first_seq", first).record("last_seq", last);
+                        span.record("first_seq", span_int(first)).record("last_seq", span_int(last));
                     }
                     return Ok(IngestReceipt { events: appended, duplicates, run_status });
                 }
@@ -347,6 +347,12 @@ fn parse_batch(batch: Vec<RawEvent>) -> Result<Vec<IncomingEvent>, BatchRejectio
 
 /// The rejection of an event that is not a JSON object with `id`, `kind` and `data` (the
 /// route's decoder uses it, so both kinds of invalid event read the same).
+/// A count or seq as a span attribute: an integer (trace exporters take unsigned values
+/// as text).
+pub(crate) fn span_int<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 pub fn malformed_event(index: usize, message: impl Into<String>) -> BatchRejection {
     BatchRejection::new(index, ValidationError::new("event", message))
 }

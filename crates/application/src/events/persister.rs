@@ -12,6 +12,9 @@ use sba_domain::events::RunEvent;
 use sba_domain::{RunId, TenantId};
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument as _;
+
+use super::ingest::span_int;
 
 use crate::ports::{ApplyOutcome, EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger, SkippedEvent};
 
@@ -43,12 +46,17 @@ pub enum PersistError {
     Queue(#[from] QueueError),
 }
 
+/// Links a span to the span a W3C `traceparent` names: the tracing backend's business
+/// (`sba_infrastructure::trace_context::link`), so that this layer knows no tracing backend.
+pub type LinkSpan = fn(&tracing::Span, &str);
+
 /// Stores what the sequencer queued: the use case `sba worker` runs in a loop.
 #[derive(Debug, Clone)]
 pub struct EventPersister {
     queue: Arc<dyn EventQueue>,
     ledger: Arc<dyn RunLedger>,
     max_attempts: u64,
+    link_span: Option<LinkSpan>,
     persisted: metrics::Counter,
     dead_lettered: metrics::Counter,
     batch_seconds: metrics::Histogram,
@@ -70,11 +78,18 @@ impl EventPersister {
             queue,
             ledger,
             max_attempts: max_attempts.max(1),
+            link_span: None,
             persisted: metrics::counter!("sba_worker_events_persisted_total"),
             dead_lettered: metrics::counter!("sba_worker_dead_letters_total"),
             batch_seconds: metrics::histogram!("sba_worker_batch_seconds"),
             lag_seconds: metrics::histogram!("sba_worker_lag_seconds"),
         }
+    }
+
+    /// Each run's span links to the spans that accepted its entries, through `link`.
+    #[must_use]
+    pub fn with_span_links(self, link: LinkSpan) -> Self {
+        Self { link_span: Some(link), ..self }
     }
 
     /// Takes up to `max_entries` entries and stores their events: per run, one
@@ -103,21 +118,41 @@ impl EventPersister {
         // comes again and is found as duplicates.
         let mut in_flight: Option<BoxFuture<'static, Result<(), QueueError>>> = None;
         for group in group_by_run(entries) {
+            let span = self.run_span(&group);
             let applied = match in_flight.take() {
                 Some(ack) => {
-                    let (acked, applied) = futures_util::join!(ack, self.apply_run(&group));
+                    let (acked, applied) =
+                        futures_util::join!(ack, self.apply_run(&group).instrument(span.clone()));
                     acked?;
                     applied
                 }
-                None => self.apply_run(&group).await,
+                None => self.apply_run(&group).instrument(span.clone()).await,
             };
-            in_flight = self.settle_run(group, applied, &mut report).await?;
+            in_flight = self.settle_run(group, applied, &mut report).instrument(span).await?;
         }
         if let Some(ack) = in_flight {
             ack.await?;
         }
         self.batch_seconds.record(started.elapsed().as_secs_f64());
         Ok(report)
+    }
+
+    /// The span of a run's share of a batch, linked to the ingests that queued it.
+    fn run_span(&self, group: &RunGroup) -> tracing::Span {
+        let (first_seq, last_seq) = group_seq_range(group);
+        let span = tracing::info_span!(
+            "persist events",
+            run = %group.run,
+            first_seq = span_int(first_seq),
+            last_seq = span_int(last_seq),
+            entries = span_int(group.entries.len()),
+        );
+        if let Some(link) = self.link_span {
+            for traceparent in group.entries.iter().filter_map(|e| e.traceparent.as_deref()) {
+                link(&span, traceparent);
+            }
+        }
+        span
     }
 
     /// The run's transaction: all its events of the batch, sorted by seq.
@@ -269,6 +304,7 @@ mod tests {
             run,
             events: seqs.map(|s| event(run, s)).collect(),
             deliveries,
+            traceparent: None,
         }
     }
 

@@ -26,6 +26,9 @@ pub struct QueuedEntry {
     /// How many times the entry was delivered, this delivery included (1 the first time):
     /// the caller dead-letters an entry once this passes its limit.
     pub deliveries: u64,
+    /// The W3C `traceparent` of the span that accepted the batch, when traces were exported
+    /// then: the worker's span links to it.
+    pub traceparent: Option<String>,
 }
 
 /// An entry in a partition's dead letters.

@@ -86,7 +86,8 @@ impl Worker {
                         queue.clone(),
                         wiring.store().run_ledger(),
                         settings.worker.max_attempts,
-                    ),
+                    )
+                    .with_span_links(sba_infrastructure::trace_context::link),
                     queue,
                     partitions: settings.events.partitions,
                     consumer,

@@ -14,20 +14,33 @@ use prost::Message as _;
 use sba_domain::{Role, UserId};
 use sba_infrastructure::auth::{DevTokenRequest, HsJwtSigner, JwtRules};
 use sba_infrastructure::internal_store::test_support::fresh_postgres_url;
+use sba_infrastructure::redis::test_support::redis_url;
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{AUDIENCE, ISSUER, SECRET, new_tenant, process_text, sba_process};
+use crate::helpers::{AUDIENCE, ISSUER, SECRET, new_tenant, sba_process};
+
+/// The Redis database (of the test Redis) this file's node uses; no other test uses it.
+const TRACES_REDIS_DB: u8 = 3;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// A running `sba serve` and its address.
+/// A running `sba serve` and its address; killed if the test fails before stopping it.
 struct Served {
     child: Child,
     address: String,
+    /// Where it writes: a file, as a pipe nobody reads would stall it once full.
+    output: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Served {
@@ -41,8 +54,13 @@ impl Served {
             assert!(std::time::Instant::now() < deadline, "sba did not stop within 30 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
-        process_text(&self.child.wait_with_output().unwrap())
+        std::fs::read_to_string(&self.output).unwrap_or_default()
     }
+}
+
+/// A client whose requests cannot hang the test.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 async fn serve(env: &[(&str, String)]) -> Served {
@@ -55,12 +73,13 @@ async fn serve(env: &[(&str, String)]) -> Served {
         .env("SBA_AUTH__ISSUER", ISSUER)
         .env("SBA_AUTH__AUDIENCE", AUDIENCE)
         .env("SBA_SERVER__SHUTDOWN_TIMEOUT_SECS", "1")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let output = dir.join("output.log");
+    let file = std::fs::File::create(&output).unwrap();
+    command.stdout(Stdio::from(file.try_clone().unwrap())).stderr(Stdio::from(file));
     let child = command.spawn().unwrap();
-    let served = Served { child, address: format!("http://127.0.0.1:{port}") };
-    let client = reqwest::Client::new();
+    let served = Served { child, address: format!("http://127.0.0.1:{port}"), output };
+    let client = client();
     for _ in 0..600 {
         if let Ok(response) = client.get(format!("{}/healthz", served.address)).send().await
             && response.status().is_success()
@@ -72,15 +91,15 @@ async fn serve(env: &[(&str, String)]) -> Served {
     panic!("sba serve did not answer /healthz within 30 s:\n{}", served.stop());
 }
 
-fn token(tenant: sba_domain::TenantId) -> String {
+fn token(tenant: sba_domain::TenantId, user: &str, role: Role) -> String {
     HsJwtSigner::new(
         &SecretString::from(SECRET.to_owned()),
         JwtRules { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()), leeway: Duration::ZERO },
     )
     .sign(&DevTokenRequest {
         tenant_id: tenant,
-        user_id: UserId::parse("user-1").unwrap(),
-        role: Role::Admin,
+        user_id: UserId::parse(user).unwrap(),
+        role,
         ttl: Duration::from_mins(5),
     })
     .unwrap()
@@ -122,7 +141,10 @@ fn string(span: &Span, key: &str) -> Option<String> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut text, b| {
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{b:02x}"));
+        text
+    })
 }
 
 #[tokio::test]
@@ -142,8 +164,8 @@ async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() 
     ])
     .await;
     let tenant = new_tenant();
-    let token = token(tenant);
-    let client = reqwest::Client::new();
+    let token = token(tenant, "user-1", Role::Admin);
+    let client = client();
     let created = client
         .post(format!("{}/v1/runs", served.address))
         .bearer_auth(&token)
@@ -195,4 +217,97 @@ async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() 
         children.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
     assert!(children.iter().all(|s| s.trace_id == create.trace_id));
+}
+
+#[tokio::test]
+async fn the_workers_span_links_to_the_ingest_that_queued_its_events() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    // A Redis database of its own: the node's worker consumes the production group
+    // (`persisters`), which no other test's worker may share.
+    let redis = format!("{}/{}", redis_url(), TRACES_REDIS_DB);
+    // What an earlier run of this test left behind there would only slow the worker down.
+    let admin = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(&redis).unwrap())
+        .build()
+        .unwrap();
+    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    let () =
+        fred::prelude::ClientLike::custom(&admin, fred::cmd!("FLUSHDB"), Vec::<String>::new()).await.unwrap();
+    let served = serve(&[
+        ("DATABASE_URL", fresh_postgres_url().await),
+        ("REDIS_URL", redis),
+        ("SBA_WORKER__IN_PROCESS", "true".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", "info".into()),
+    ])
+    .await;
+    let tenant = new_tenant();
+    let client = client();
+    let run: serde_json::Value = client
+        .post(format!("{}/v1/runs", served.address))
+        .bearer_auth(token(tenant, "user-1", Role::Authenticated))
+        .json(&json!({"agent": "support-bot", "input": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let ingest_trace = "0af7651916cd43dd8448eb211c80319c";
+    let ingested = client
+        .post(format!("{}/v1/runs/{run_id}/events", served.address))
+        .bearer_auth(token(tenant, "agent-1", Role::Agent))
+        .header("traceparent", format!("00-{ingest_trace}-b7ad6b7169203331-01"))
+        .json(&json!({"events": [
+            {"id": "e1", "kind": "run.started"},
+            {"id": "e2", "kind": "step.created", "data": {"step_id": "s1", "type": "message_creation"}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingested.status(), 200, "{}", ingested.text().await.unwrap());
+    // The node's worker has stored them once its counter says so (the run's events are
+    // listed from the Redis history before that).
+    let mut persisted = 0.0;
+    for _ in 0..300 {
+        let page =
+            client.get(format!("{}/metrics", served.address)).send().await.unwrap().text().await.unwrap();
+        persisted = page
+            .lines()
+            .find_map(|line| line.strip_prefix("sba_worker_events_persisted_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if persisted >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(persisted >= 2.0, "the worker did not store the two events: {persisted} persisted");
+    let output = served.stop();
+
+    let (spans, _) = received(&receiver).await;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let ingest = spans
+        .iter()
+        .find(|s| s.name == "ingest events" && hex(&s.trace_id) == ingest_trace)
+        .unwrap_or_else(|| panic!("{names:?}\n{output}"));
+    assert_eq!(string(ingest, "run").as_deref(), Some(run_id.as_str()));
+    assert_eq!(attribute(ingest, "events"), Some(AnyValue::IntValue(2)));
+    let persist = spans
+        .iter()
+        .find(|s| s.name == "persist events" && s.links.iter().any(|l| hex(&l.trace_id) == ingest_trace))
+        .unwrap_or_else(|| panic!("no worker span links to the ingest's trace: {names:?}"));
+    assert_ne!(
+        hex(&persist.trace_id),
+        ingest_trace,
+        "a link, not a parent: the worker's batch is a trace of its own"
+    );
+    assert_eq!(string(persist, "run").as_deref(), Some(run_id.as_str()));
+    assert_eq!(attribute(persist, "last_seq"), Some(AnyValue::IntValue(3)));
 }

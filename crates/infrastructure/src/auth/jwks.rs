@@ -25,7 +25,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use sba_application::ports::{TokenError, TokenVerifier, VerifiedToken};
 use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
+use tracing::Instrument as _;
 use url::Url;
+
+use crate::trace_context;
 
 use super::claims::{Claims, JwtRules, refusal, verified_from};
 
@@ -226,7 +229,18 @@ impl Inner {
     /// The caller holds the `last_fetch` lock.
     async fn refresh(&self, last_fetch: &mut Option<Instant>) {
         *last_fetch = Some(Instant::now());
-        match self.fetch().await {
+        let span = tracing::debug_span!(
+            target: "sba::dependency",
+            "dependency call",
+            otel.name = "jwks fetch",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+        );
+        let fetched = self.fetch().instrument(span.clone()).await;
+        if fetched.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        match fetched {
             Ok(keys) => {
                 tracing::info!(jwks = %self.source, keys = keys.len(), "fetched the JWKS");
                 *self.cache.write().await = Cache { keys, fetched_at: Some(Instant::now()) };
@@ -243,7 +257,8 @@ impl Inner {
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<VerifyingKey>>, FetchError> {
         let request = |e: reqwest::Error| FetchError::Request(e.without_url());
-        let mut response = self.client.get(self.url.clone()).send().await.map_err(request)?;
+        let mut response =
+            trace_context::inject(self.client.get(self.url.clone())).send().await.map_err(request)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));

@@ -9,7 +9,8 @@
 -- it: Redis hashes every byte of every string a script creates, and per-event strings made
 -- that most of the script's cost. A history entry and a queue entry each hold one call's
 -- array: history entry id `<last seq>-1`, fields `first` and `events`; queue entry fields
--- `tenant`, `run`, `first_seq`, `last_seq`, `events`.
+-- `tenant`, `run`, `first_seq`, `last_seq`, `events`, and `traceparent` when the call was
+-- traced (the W3C trace context of the ingest, which the worker's span links to).
 local run, ids, hist, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
 
@@ -24,9 +25,14 @@ local function record(first, last, events, maxlen)
   redis.call('XADD', hist, 'MINID', '~', min .. '-0', last .. '-1', 'first', first, 'events', events)
 end
 
-local function enqueue(tenant, run_id, first, last, events)
-  redis.call('XADD', queue, '*', 'tenant', tenant, 'run', run_id, 'first_seq', first, 'last_seq', last,
-    'events', events)
+local function enqueue(tenant, run_id, first, last, events, traceparent)
+  if traceparent and traceparent ~= '' then
+    redis.call('XADD', queue, '*', 'tenant', tenant, 'run', run_id, 'first_seq', first, 'last_seq', last,
+      'events', events, 'traceparent', traceparent)
+  else
+    redis.call('XADD', queue, '*', 'tenant', tenant, 'run', run_id, 'first_seq', first, 'last_seq', last,
+      'events', events)
+  end
 end
 
 local function expire_run(ttl)
@@ -36,6 +42,7 @@ local function expire_run(ttl)
 end
 
 -- append tenant run_id expected new_status new_terminal maxlen ttl n {producer_id}*n events
+--   [traceparent]
 -- (the n producer ids are distinct; `events` is the JSON array of their n events)
 -- -> {'NEEDS_SEED'} | {'TERMINAL', status} | {'CONFLICT', status}
 --    | {'KNOWN', status, seq_1, ..., seq_n}: every id was recorded before (a retry), nothing
@@ -55,7 +62,7 @@ if op == 'append' then
   for i = 1, n do
     pids[i] = ARGV[9 + i]
   end
-  local events = ARGV[10 + n]
+  local events, traceparent = ARGV[10 + n], ARGV[11 + n]
   local stored = redis.call('HMGET', ids, unpack(pids))
   local known = 0
   for i = 1, n do
@@ -99,11 +106,11 @@ if op == 'append' then
   if new_terminal == '1' then
     expire_run(ttl)
   end
-  enqueue(tenant, run_id, first, last, events)
+  enqueue(tenant, run_id, first, last, events, traceparent)
   return {'OK', status, first}
 end
 
--- server tenant run_id kind events maxlen ttl
+-- server tenant run_id kind events maxlen ttl [traceparent]
 -- -> {'NEEDS_SEED'} | {'TERMINAL', status} | {'CONFLICT', status} | {'OK', status, seq}
 -- kind is run.created, run.cancelled, or `expired`: the run ends without an event (no seq
 -- is taken, the answer's seq is the last one; events is empty). Otherwise `events` is the
@@ -140,7 +147,7 @@ if op == 'server' then
   if terminal == '1' then
     expire_run(ttl)
   end
-  enqueue(tenant, run_id, seq, seq, events)
+  enqueue(tenant, run_id, seq, seq, events, ARGV[8])
   return {'OK', status, seq}
 end
 

@@ -23,6 +23,7 @@ use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::decode_events;
 use crate::observe;
 use crate::redis::connection::{self, ConnectionOptions};
+use crate::trace_context::TRACEPARENT;
 
 const QUEUE_LUA: &str = include_str!("queue.lua");
 
@@ -354,7 +355,18 @@ fn decode(partition: u16, entry_id: &str, deliveries: u64, fields: &Fields) -> a
         return Err(anyhow!("{}: an event of another run or tenant", context()));
     }
     let queued_at = entry_time(entry_id).with_context(context)?;
-    Ok(QueuedEntry { partition, entry_id: entry_id.to_owned(), queued_at, tenant, run, events, deliveries })
+    // Written by the ingest that queued the batch when it was traced (`ingest.lua`).
+    let traceparent = fields.get(TRACEPARENT).ok().map(str::to_owned);
+    Ok(QueuedEntry {
+        partition,
+        entry_id: entry_id.to_owned(),
+        queued_at,
+        tenant,
+        run,
+        events,
+        deliveries,
+        traceparent,
+    })
 }
 
 /// The time a stream entry was added: its id is `<unix milliseconds>-<sequence>`.

@@ -24,6 +24,7 @@ use super::script::{self, EventScript, ScriptError, integer};
 use super::stored::{self, body};
 use crate::observe;
 use crate::redis::connection::{self, ConnectionOptions};
+use crate::trace_context;
 
 const INGEST_LUA: &str = include_str!("ingest.lua");
 
@@ -162,6 +163,10 @@ impl FredEventSequencer {
         }
         events.push(']');
         args.push(Value::from(events));
+        // Called within the ingest's span: the worker's span links to it.
+        if let Some(traceparent) = trace_context::current_traceparent() {
+            args.push(Value::from(traceparent));
+        }
         self.evaluate(&self.keys(request.run), args).await
     }
 
@@ -257,7 +262,7 @@ impl EventSequencer for FredEventSequencer {
                 }
                 None => (EXPIRED, String::new()),
             };
-            let args = vec![
+            let mut args = vec![
                 Value::from("server"),
                 Value::from(tenant.to_string()),
                 Value::from(run.to_string()),
@@ -266,6 +271,9 @@ impl EventSequencer for FredEventSequencer {
                 integer(self.settings.history_max_len),
                 self.ttl_seconds(),
             ];
+            if let Some(traceparent) = trace_context::current_traceparent() {
+                args.push(Value::from(traceparent));
+            }
             let reply = self.evaluate(&self.keys(run), args).await?;
             match tag(&reply)? {
                 "NEEDS_SEED" => Ok(ServerAppendOutcome::NeedsSeed),

@@ -16,9 +16,11 @@ use sba_domain::Role;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use url::Url;
 
 use super::PostgrestSettings;
+use crate::trace_context;
 
 const APIKEY: HeaderName = HeaderName::from_static("apikey");
 const ACCEPT_PROFILE: HeaderName = HeaderName::from_static("accept-profile");
@@ -162,7 +164,27 @@ impl PostgrestClient {
         let mut attempt = 0;
         loop {
             let started = std::time::Instant::now();
-            let result = self.attempt(&call, &url, &credentials).await;
+            let span = tracing::debug_span!(
+                target: "sba::dependency",
+                "dependency call",
+                otel.name = format!("supabase {} {}", call.method, call.path),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = call.method.as_str(),
+                http.response.status_code = tracing::field::Empty,
+                url.path = call.path,
+            );
+            let result = self.attempt(&call, &url, &credentials).instrument(span.clone()).await;
+            match &result {
+                Ok(_) => {}
+                Err(Failure::Status { status, .. }) => {
+                    span.record("http.response.status_code", i64::from(status.as_u16()));
+                    span.record("otel.status_code", "error");
+                }
+                Err(_) => {
+                    span.record("otel.status_code", "error");
+                }
+            }
             record(&call, &result, started.elapsed());
             match result {
                 Ok(body) => return Ok(body),
@@ -267,7 +289,7 @@ impl PostgrestClient {
         if let Some(body) = &call.body {
             request = request.header(header::CONTENT_TYPE, "application/json").body(body.clone());
         }
-        let mut response = request.send().await.map_err(Failure::Transport)?;
+        let mut response = trace_context::inject(request).send().await.map_err(Failure::Transport)?;
         let status = response.status();
         let body = self.read_body(&mut response).await?;
         if status.is_success() {
