@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
 use base64::Engine as _;
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -170,24 +170,6 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
 /// The trace id logged without an exporter: the caller's, or a fresh random one.
 fn log_trace_id(caller: &SpanContext) -> String {
     if caller.is_valid() { caller.trace_id().to_string() } else { uuid::Uuid::new_v4().simple().to_string() }
-}
-
-/// The trace context of the current span, as a `traceparent` value, when spans are exported.
-pub fn current_traceparent() -> Option<String> {
-    if !exporting() {
-        return None;
-    }
-    let context: Context = tracing::Span::current().context();
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
-        )
-    })
 }
 
 #[cfg(test)]

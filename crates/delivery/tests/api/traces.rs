@@ -105,6 +105,17 @@ fn token(tenant: sba_domain::TenantId, user: &str, role: Role) -> String {
     .unwrap()
 }
 
+/// A local OTLP/HTTP receiver: it accepts every trace export and keeps the requests.
+async fn otlp_receiver() -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
 /// Every span the receiver got, and the `Authorization` headers it was sent with.
 async fn received(receiver: &MockServer) -> (Vec<Span>, Vec<String>) {
     let mut spans = Vec::new();
@@ -149,12 +160,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = otlp_receiver().await;
     let endpoint = receiver.uri().replace("http://", "http://otel:p%40ss@");
     let served = serve(&[
         ("DATABASE_URL", fresh_postgres_url().await),
@@ -221,12 +227,7 @@ async fn request_spans_continue_the_callers_trace_and_reach_the_otlp_receiver() 
 
 #[tokio::test]
 async fn the_workers_span_links_to_the_ingest_that_queued_its_events() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = otlp_receiver().await;
     // A Redis database of its own: the node's worker consumes the production group
     // (`persisters`), which no other test's worker may share.
     let redis = format!("{}/{}", redis_url(), TRACES_REDIS_DB);
