@@ -545,6 +545,22 @@ async fn alerts_and_dashboard_query_only_metrics_and_labels_a_node_exports() {
         assert!(queried.contains(*name), "{name} is listed as failure-only but nothing queries it");
         assert!(registered_in_source(name), "{name} ({why}) is not registered anywhere in the sources");
     }
+
+    // Every metric the node exports is explained in the operations doc (a summary's `_sum`
+    // and `_count` series belong to it).
+    let operations = read("docs/operations.md");
+    let undocumented: BTreeSet<&str> = exported
+        .keys()
+        .filter(|name| name.starts_with("sba_"))
+        .map(|name| {
+            let base = name.strip_suffix("_sum").or_else(|| name.strip_suffix("_count"));
+            base.filter(|base| exported.contains_key(*base)).unwrap_or(name)
+        })
+        .filter(|name| {
+            !operations.contains(&format!("`{name}`")) && !operations.contains(&format!("`{name}{{"))
+        })
+        .collect();
+    assert!(undocumented.is_empty(), "exported but not described in docs/operations.md: {undocumented:?}");
 }
 
 #[test]

@@ -312,3 +312,90 @@ async fn the_workers_span_links_to_the_ingest_that_queued_its_events() {
     assert_eq!(string(persist, "run").as_deref(), Some(run_id.as_str()));
     assert_eq!(attribute(persist, "last_seq"), Some(AnyValue::IntValue(3)));
 }
+
+#[tokio::test]
+async fn websocket_and_postgrest_calls_are_spans_of_the_trace_and_postgrest_gets_its_traceparent() {
+    let receiver = otlp_receiver().await;
+    let tenant = new_tenant();
+    let postgrest = MockServer::start().await;
+    let row = json!([{
+        "id": tenant.to_string(), "status": "active", "cors_origins": [], "plan": null,
+        "rate_limit_requests": null, "rate_limit_window_secs": null,
+    }]);
+    Mock::given(method("GET"))
+        .and(path("/rest/v1/tenants"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(row))
+        .mount(&postgrest)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/rest/v1/sessions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&postgrest)
+        .await;
+    let served = serve(&[
+        ("DATABASE_URL", fresh_postgres_url().await),
+        ("SUPABASE_URL", postgrest.uri()),
+        ("SUPABASE_SERVICE_ROLE_KEY", "service-role-key-for-the-trace-test".into()),
+        ("SUPABASE_ANON_KEY", "anon-key-for-the-trace-test".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.uri()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", "info".into()),
+    ])
+    .await;
+    let admin = token(tenant, "boss", Role::Admin);
+    let listed =
+        client().get(format!("{}/v1/sessions", served.address)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(listed.status(), 200, "{}", listed.text().await.unwrap());
+
+    let stream = format!("{}/v1/stream?access_token={admin}", served.address.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(stream).await.unwrap();
+    let subscribe = json!({"op": "subscribe", "id": "s1", "channel": "tenant"}).to_string();
+    futures_util::SinkExt::send(&mut socket, tokio_tungstenite::tungstenite::Message::text(subscribe))
+        .await
+        .unwrap();
+    let ack = futures_util::StreamExt::next(&mut socket).await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("\"ack\""), "{ack:?}");
+    socket.close(None).await.unwrap();
+    // The server ends the connection (and its span) once the close handshake is done.
+    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut socket).await {}
+    let output = served.stop();
+
+    let (spans, _) = received(&receiver).await;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let by_name = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no `{name}` span: {names:?}\n{output}"))
+    };
+
+    let list = by_name("GET /v1/sessions");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "supabase GET sessions" && s.parent_span_id == list.span_id)
+        .unwrap_or_else(|| panic!("no PostgREST client span under the request: {names:?}"));
+    assert_eq!(call.kind, SpanKind::Client as i32);
+    let sent: Vec<String> = postgrest
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/rest/v1/sessions")
+        .filter_map(|r| r.headers.get("traceparent").map(|v| v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        sent,
+        [format!("00-{}-{}-01", hex(&call.trace_id), hex(&call.span_id))],
+        "PostgREST gets the client span's context"
+    );
+
+    let handshake = by_name("GET /v1/stream");
+    assert_eq!(attribute(handshake, "http.response.status_code"), Some(AnyValue::IntValue(101)));
+    let connection = by_name("websocket connection");
+    assert_eq!(connection.parent_span_id, handshake.span_id, "the connection is a child of its handshake");
+    assert_eq!(string(connection, "tenant"), Some(tenant.to_string()));
+    assert_eq!(string(connection, "close.reason").as_deref(), Some("client"));
+    let op = by_name("websocket subscribe");
+    assert_eq!(op.parent_span_id, connection.span_id);
+    assert_eq!(string(op, "ws.channel").as_deref(), Some("tenant"));
+}

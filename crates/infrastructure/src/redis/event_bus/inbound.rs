@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use fred::types::Message;
 use sba_application::ports::{BusMessage, LiveEvent};
 use sba_application::stream::outbound::coalesce_deltas;
@@ -25,6 +26,16 @@ use super::decode;
 use super::lag::LagProbe;
 use super::reorder::Reorder;
 use crate::memory::event_bus::Fanout;
+
+/// When an event was accepted: the `created_at` of its client JSON, which is that object's
+/// last member (`{"seq","run_id","kind","data","created_at"}`), so the last unescaped
+/// `"created_at":"` is its own and never a key inside `data`.
+fn accepted_at(json: &str) -> Option<DateTime<Utc>> {
+    const KEY: &str = "\"created_at\":\"";
+    let start = json.rfind(KEY)? + KEY.len();
+    let end = start + json[start..].find('"')?;
+    DateTime::parse_from_rfc3339(&json[start..end]).ok().map(|t| t.with_timezone(&Utc))
+}
 
 /// The most messages taken at once while behind.
 const MAX_TAKEN: usize = 1024;
@@ -38,6 +49,7 @@ pub(super) struct Inbound {
     /// Whether the last message found the node behind (for the log of its changes).
     behind: bool,
     merged: metrics::Counter,
+    delivery_seconds: metrics::Histogram,
 }
 
 impl Inbound {
@@ -56,6 +68,7 @@ impl Inbound {
             lag_limit,
             behind: false,
             merged: metrics::counter!("sba_event_bus_merged_deltas_total"),
+            delivery_seconds: metrics::histogram!("sba_event_bus_delivery_seconds"),
         }
     }
 
@@ -63,6 +76,7 @@ impl Inbound {
     pub(super) fn on_message(&mut self, message: &Message, more: &mut Receiver<Message>) {
         if !self.is_behind() {
             if let Some(events) = self.events_of(message) {
+                self.record_delivery(&events);
                 self.fanout.send_events(&message.channel, events);
             }
             return;
@@ -94,12 +108,24 @@ impl Inbound {
             }
         }
         for (channel, events) in channels {
+            self.record_delivery(&events);
             let (events, merged) = coalesce_deltas(events);
             self.merged.increment(u64::try_from(merged).unwrap_or(u64::MAX));
             self.fanout.send_events(&channel, events);
         }
         if let Some(missed) = lagged {
             self.on_lagged(missed);
+        }
+    }
+
+    /// Fan-out latency: from the last event's acceptance (its `created_at`, by the ingesting
+    /// node's clock) to its hand-off to this node's local subscribers. One sample per message
+    /// and channel, not per subscriber: the cost does not grow with the audience.
+    fn record_delivery(&self, events: &[LiveEvent]) {
+        if let Some(accepted) = events.last().and_then(|e| accepted_at(&e.json)) {
+            // A clock behind the ingesting node's counts as no delay.
+            let elapsed = Utc::now().signed_duration_since(accepted).to_std().unwrap_or_default();
+            self.delivery_seconds.record(elapsed.as_secs_f64());
         }
     }
 
@@ -177,5 +203,18 @@ impl Inbound {
             return None;
         };
         Some(self.reorder.accept(&message.channel, events, Instant::now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acceptance_time_is_the_events_own_created_at_never_one_inside_its_data() {
+        let json = r#"{"seq":7,"run_id":"r","kind":"step.delta","data":{"text":"\"created_at\":\"1999-01-01T00:00:00Z\"","created_at":"2001-01-01T00:00:00Z"},"created_at":"2026-12-06T16:32:25.987534Z"}"#;
+        assert_eq!(accepted_at(json).unwrap().to_rfc3339(), "2026-12-06T16:32:25.987534+00:00");
+        assert_eq!(accepted_at(r#"{"seq":1}"#), None);
+        assert_eq!(accepted_at(r#"{"created_at":"not a time"}"#), None);
     }
 }
