@@ -157,6 +157,10 @@ impl Extractor for Headers<'_> {
 /// Without an exporter the id is still recorded, for the logs: the caller's trace id, or a
 /// fresh one.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    // Neither logged nor exported (`RUST_LOG=warn`, no endpoint): nothing to record.
+    if span.is_disabled() {
+        return;
+    }
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     let trace_id = if exporting() {
         let _ = span.set_parent(parent);

@@ -529,3 +529,41 @@ async fn an_unknown_role_is_invalid() {
     claims["role"] = json!("anon");
     assert_eq!(verdict(&claims).await, Err(TokenError::Invalid));
 }
+
+/// With traces exported, a key fetch made while verifying a request's token is a client span
+/// of that request's trace, and the JWKS endpoint receives its `traceparent`.
+#[tokio::test]
+async fn a_key_fetch_inside_a_traced_request_sends_its_traceparent() {
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    let verifier = verifier(server.settings());
+    let request = tracing::info_span!("request");
+    let trace_id = request.context().span().span_context().trace_id().to_string();
+    verifier.verify(&rs256_a()).instrument(request).await.unwrap();
+
+    let sent = server.server.received_requests().await.unwrap();
+    let traceparents: Vec<&str> =
+        sent.iter().filter_map(|r| r.headers.get("traceparent")).map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(traceparents.len(), 1, "{traceparents:?}");
+    assert!(
+        traceparents[0].starts_with(&format!("00-{trace_id}-")),
+        "{} in trace {trace_id}",
+        traceparents[0]
+    );
+}
+
+#[tokio::test]
+async fn without_traces_a_key_fetch_sends_no_traceparent() {
+    let server = JwksServer::start(JwksServer::serving(&[RSA_A_JWK])).await;
+    verifier(server.settings()).verify(&rs256_a()).await.unwrap();
+    let sent = server.server.received_requests().await.unwrap();
+    assert!(sent.iter().all(|r| !r.headers.contains_key("traceparent")));
+}
