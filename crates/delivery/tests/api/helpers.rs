@@ -264,3 +264,17 @@ pub fn sba_process(args: &[&str]) -> (std::process::Command, std::path::PathBuf)
 pub fn process_text(output: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
+
+/// Makes the PostgREST double `server` answer the tenant lookup of `tenant` with an active
+/// tenant without CORS origins, plan or rate limits of its own.
+pub async fn serve_active_tenant(server: &wiremock::MockServer, tenant: TenantId) {
+    let row = serde_json::json!([{
+        "id": tenant.to_string(), "status": "active", "cors_origins": [], "plan": null,
+        "rate_limit_requests": null, "rate_limit_window_secs": null,
+    }]);
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/rest/v1/tenants"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(row))
+        .mount(server)
+        .await;
+}

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::helpers::{new_tenant, process_text, sba_process};
+use crate::helpers::{new_tenant, process_text, sba_process, serve_active_tenant};
 
 /// How long the test waits for anything (the server to answer, a log line, an exit) before it
 /// fails: generous, for a loaded two-core machine.
@@ -371,15 +371,7 @@ fn tampered(token: &str) -> String {
 /// error message may.
 async fn failing_postgrest(tenant: TenantId) -> MockServer {
     let server = MockServer::start().await;
-    let row = json!([{
-        "id": tenant.to_string(), "status": "active", "cors_origins": [], "plan": null,
-        "rate_limit_requests": null, "rate_limit_window_secs": null,
-    }]);
-    Mock::given(method("GET"))
-        .and(path("/rest/v1/tenants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(row))
-        .mount(&server)
-        .await;
+    serve_active_tenant(&server, tenant).await;
     let echo = |status: u16| {
         move |request: &Request| {
             let header = |name: &str| {

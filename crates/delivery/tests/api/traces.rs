@@ -20,7 +20,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{AUDIENCE, ISSUER, SECRET, new_tenant, sba_process};
+use crate::helpers::{AUDIENCE, ISSUER, SECRET, new_tenant, sba_process, serve_active_tenant};
 
 /// The Redis database (of the test Redis) this file's node uses; no other test uses it.
 const TRACES_REDIS_DB: u8 = 3;
@@ -318,15 +318,7 @@ async fn websocket_and_postgrest_calls_are_spans_of_the_trace_and_postgrest_gets
     let receiver = otlp_receiver().await;
     let tenant = new_tenant();
     let postgrest = MockServer::start().await;
-    let row = json!([{
-        "id": tenant.to_string(), "status": "active", "cors_origins": [], "plan": null,
-        "rate_limit_requests": null, "rate_limit_window_secs": null,
-    }]);
-    Mock::given(method("GET"))
-        .and(path("/rest/v1/tenants"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(row))
-        .mount(&postgrest)
-        .await;
+    serve_active_tenant(&postgrest, tenant).await;
     Mock::given(method("GET"))
         .and(path("/rest/v1/sessions"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
