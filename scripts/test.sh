@@ -9,6 +9,11 @@
 # Arguments go to `cargo nextest run`: `scripts/test.sh -p sba-domain`,
 # `scripts/test.sh --profile ci`, `scripts/test.sh -E 'test(/cancel/)'`.
 #
+# With SBA_COVERAGE=1 (as .ci/run runs it) the tests run once, instrumented
+# (`cargo llvm-cov nextest`, installed when missing), and the coverage gate of
+# scripts/lib/coverage.sh follows: the summary table, then a failure naming each measure
+# under its threshold.
+#
 # Services started here are stopped on exit unless SBA_KEEP_SERVICES=1. Services that
 # already answered on their ports before the run are left running.
 set -euo pipefail
@@ -23,10 +28,17 @@ log() {
 
 # shellcheck source=scripts/lib/with-services.sh
 source scripts/lib/with-services.sh
+# shellcheck source=scripts/lib/coverage.sh
+source scripts/lib/coverage.sh
+
+readonly COVERAGE=${SBA_COVERAGE:-0}
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest is missing; installing it (cargo install --locked cargo-nextest)"
     cargo install --locked cargo-nextest
+fi
+if [[ $COVERAGE == 1 ]]; then
+    ensure_llvm_cov
 fi
 
 start_test_services tests
@@ -36,8 +48,20 @@ scripts/install-chromium.sh
 log "SBA_TEST_DATABASE_URL=$SBA_TEST_DATABASE_URL SBA_TEST_REDIS_URL=$SBA_TEST_REDIS_URL"
 
 status=0
-log "cargo nextest run --workspace --all-targets $*"
-cargo nextest run --workspace --all-targets "$@" || status=$?
+if [[ $COVERAGE == 1 ]]; then
+    # Profiles of an earlier run would be merged into this report.
+    cargo llvm-cov clean --workspace
+    # The nextest profile comes from NEXTEST_PROFILE: llvm-cov takes --profile as a cargo one.
+    log "cargo llvm-cov nextest --workspace --all-targets --no-report $*"
+    cargo llvm-cov nextest --workspace --all-targets --no-report "$@" || status=$?
+else
+    log "cargo nextest run --workspace --all-targets $*"
+    cargo nextest run --workspace --all-targets "$@" || status=$?
+fi
+coverage_status=0
+if [[ $COVERAGE == 1 ]] && ((status == 0)); then
+    coverage_gate || coverage_status=$?
+fi
 
 log "cargo test --workspace --doc"
 doc_status=0
@@ -55,6 +79,9 @@ scripts/check-deploy.sh || deploy_status=$?
 
 if ((status != 0)); then
     log "error: tests failed (cargo nextest exited with $status)"
+elif ((coverage_status != 0)); then
+    log "error: coverage is under its thresholds (see the summary above)"
+    status=$coverage_status
 elif ((doc_status != 0)); then
     log "error: doc tests failed (cargo test --doc exited with $doc_status)"
     status=$doc_status
