@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sba_domain::events::{BatchRejection, IncomingEvent, RunEvent, status_after};
-use sba_domain::{AuditOutcome, RunId, RunStatus, SessionId, TenantId, ValidationError};
-use serde_json::Value;
+use sba_domain::{AuditOutcome, RunId, RunStatus, SessionId, TenantId};
 
 use crate::RequestContext;
 use crate::audit::Auditor;
 use crate::authorization::{Action, Denied, authorize};
-use crate::events::{EventPipeline, SeedError};
+use crate::events::{EventPipeline, SeedError, span_int};
+
+use super::batch::{RawEvent, parse_batch};
 use crate::ports::{
     AppendOutcome, AppendRequest, AppendedEvent, Clock, RepositoryError, RunRepository, SequencerError,
     StatusChange,
@@ -35,14 +36,6 @@ struct RunFacts {
     tenant: TenantId,
     session: Option<SessionId>,
     status: RunStatus,
-}
-
-/// One event as the agent sent it, before validation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawEvent {
-    pub id: String,
-    pub kind: String,
-    pub data: Value,
 }
 
 /// The answer to an accepted batch.
@@ -333,32 +326,10 @@ const fn status_action(status: RunStatus) -> &'static str {
     }
 }
 
-/// Every event of the batch parsed, or the first invalid one's index and reason.
-fn parse_batch(batch: Vec<RawEvent>) -> Result<Vec<IncomingEvent>, BatchRejection> {
-    batch
-        .into_iter()
-        .enumerate()
-        .map(|(index, raw)| {
-            IncomingEvent::parse(&raw.id, &raw.kind, raw.data)
-                .map_err(|error| BatchRejection::new(index, error))
-        })
-        .collect()
-}
-
-/// The rejection of an event that is not a JSON object with `id`, `kind` and `data` (the
-/// route's decoder uses it, so both kinds of invalid event read the same).
-/// A count or seq as a span attribute: an integer (trace exporters take unsigned values
-/// as text).
-pub(crate) fn span_int<T: TryInto<i64>>(value: T) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
-}
-
-pub fn malformed_event(index: usize, message: impl Into<String>) -> BatchRejection {
-    BatchRejection::new(index, ValidationError::new("event", message))
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use std::sync::Mutex;
 
     use sba_domain::runs::NewRun;

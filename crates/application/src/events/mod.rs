@@ -1,10 +1,18 @@
 //! The event pipeline's use cases (ADR 0017): agents' batches in ([`IngestService`]), queued
 //! batches stored durably by the worker ([`EventPersister`]).
 
+mod batch;
 mod ingest;
 mod persister;
 mod pipeline;
 
-pub use ingest::{IngestError, IngestReceipt, IngestService, MAX_BATCH_EVENTS, RawEvent, malformed_event};
+pub use batch::{RawEvent, malformed_event};
+pub use ingest::{IngestError, IngestReceipt, IngestService, MAX_BATCH_EVENTS};
 pub use persister::{DEFAULT_MAX_ATTEMPTS, EventPersister, PersistError, PersistReport};
 pub use pipeline::{EventPipeline, SeedError};
+
+/// A count or seq as a span attribute: an integer (the trace exporter sends unsigned values
+/// as text).
+pub(crate) fn span_int<T: TryInto<i64>>(value: T) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}

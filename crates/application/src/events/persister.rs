@@ -14,7 +14,7 @@ use sba_domain::{RunId, TenantId};
 use futures_util::future::BoxFuture;
 use tracing::Instrument as _;
 
-use super::ingest::span_int;
+use super::span_int;
 
 use crate::ports::{ApplyOutcome, EventQueue, LedgerError, QueueError, QueuedEntry, RunLedger, SkippedEvent};
 
