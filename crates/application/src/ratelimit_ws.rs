@@ -120,7 +120,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::MockRateLimiter;
+    use crate::ports::{MockRateLimiter, RateLimitError};
     use crate::ratelimit::FailMode;
 
     fn policies() -> Arc<WsPolicies> {
@@ -177,6 +177,47 @@ mod tests {
         assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1 });
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Close);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_limiter_refuses_for_a_second_and_a_client_that_keeps_on_is_closed() {
+        // The first operation asks Redis and then the fallback (one mock here), the next
+        // ones the fallback only while the breaker is open.
+        let mut limiter = MockRateLimiter::new();
+        limiter
+            .expect_check()
+            .times(4)
+            .returning(|_, _, _| Err(RateLimitError::Unavailable(anyhow::anyhow!("connection refused"))));
+        let mut ws = connection(limiter, "u", "10.0.0.1");
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1_000 });
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Refused { retry_after_ms: 1_000 });
+        assert_eq!(ws.check(WsOp::Subscribe).await, WsVerdict::Close);
+    }
+
+    #[tokio::test]
+    async fn refusals_while_the_limiter_is_unavailable_start_over_after_an_allowed_operation() {
+        let mut limiter = MockRateLimiter::new();
+        let mut calls = 0;
+        // Redis and the fallback (one mock here) for the first operation, then the fallback
+        // only: its fourth answer is the third operation's.
+        limiter.expect_check().times(6).returning(move |_, _, _| {
+            calls += 1;
+            if calls == 4 {
+                Ok(Decision::Allowed { remaining: 1, reset_us: 30_000_000 })
+            } else {
+                Err(RateLimitError::Unavailable(anyhow::anyhow!("connection refused")))
+            }
+        });
+        let mut ws = connection(limiter, "u", "10.0.0.1");
+        let verdicts = [
+            ws.check(WsOp::Subscribe).await,
+            ws.check(WsOp::Subscribe).await,
+            ws.check(WsOp::Subscribe).await,
+            ws.check(WsOp::Subscribe).await,
+            ws.check(WsOp::Subscribe).await,
+        ];
+        let refused = WsVerdict::Refused { retry_after_ms: 1_000 };
+        assert_eq!(verdicts, [refused, refused, WsVerdict::Allowed, refused, refused]);
     }
 
     #[test]
