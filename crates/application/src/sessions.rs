@@ -235,7 +235,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{MockAuditLog, MockIdGenerator, MockSessionStore};
+    use crate::ports::{ConflictKind, MockAuditLog, MockIdGenerator, MockSessionStore, RepositoryError};
     use crate::testing::{MapCache, TestClock};
 
     const TENANT: Uuid = Uuid::from_u128(0xa);
@@ -280,17 +280,47 @@ mod tests {
         audit: MockAuditLog,
         session_ids: MockIdGenerator,
     ) -> SessionService {
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        service_over(store, audit, session_ids, Arc::default(), clock)
+    }
+
+    /// A service like [`service_with`]'s over a `cache` and `clock` the test looks at.
+    fn service_over(
+        store: MockSessionStore,
+        audit: MockAuditLog,
+        session_ids: MockIdGenerator,
+        cache: Arc<MapCache>,
+        clock: Arc<TestClock>,
+    ) -> SessionService {
         let mut ids = MockIdGenerator::new();
         ids.expect_new_id().returning(Uuid::now_v7);
-        let clock = Arc::new(TestClock::at(1_800_000_000_000));
         SessionService::new(
             Arc::new(store),
             Auditor::new(Arc::new(audit), clock.clone(), Arc::new(ids)),
-            Arc::new(MapCache::default()),
+            cache,
             clock,
             Arc::new(session_ids),
             SESSION_NAMESPACE,
         )
+    }
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))
+    }
+
+    /// An audit log that expects exactly one `action` entry with `outcome` about `id`.
+    fn audit_expecting(action: &'static str, outcome: AuditOutcome, id: SessionId) -> MockAuditLog {
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(move |entry| {
+                entry.action == action
+                    && entry.outcome == outcome
+                    && entry.resource_id == Some(id.to_string())
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        audit
     }
 
     #[tokio::test]
@@ -420,6 +450,126 @@ mod tests {
         assert!(matches!(service.list(&agent, PageRequest::first(5)).await, Err(RecordError::Forbidden(_))));
         let updated = service.update(&agent, id, &SessionUpdate::default()).await;
         assert!(matches!(updated, Err(RecordError::Forbidden(_))), "{updated:?}");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_cannot_be_stored_is_unexpected_audited_as_an_error_and_not_cached() {
+        let failures: [fn() -> RepositoryError; 2] =
+            [outage, || RepositoryError::Conflict(ConflictKind::DuplicateId)];
+        for failure in failures {
+            let id = SessionId::from_uuid(Uuid::from_u128(11));
+            let mut store = MockSessionStore::new();
+            store.expect_create().times(1).returning(move |_, _| Err(failure()));
+            let mut session_ids = MockIdGenerator::new();
+            session_ids.expect_new_id().times(1).returning(move || id.as_uuid());
+            let cache = Arc::new(MapCache::default());
+            let clock = Arc::new(TestClock::at(1_800_000_000_000));
+            let audit = audit_expecting("session.create", AuditOutcome::Error, id);
+            let service = service_over(store, audit, session_ids, cache.clone(), clock);
+            let created = service.create(&ctx(), None, Metadata::default()).await;
+            assert!(matches!(created, Err(RecordError::Unexpected(_))), "{created:?}");
+            assert!(cache.0.lock().unwrap().is_empty(), "nothing written through");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_created_session_is_returned_and_written_through_even_when_its_audit_entry_cannot_be_written() {
+        let mut store = MockSessionStore::new();
+        store.expect_create().times(1).returning(|_, _| Ok(()));
+        store.expect_get().never();
+        let mut audit = MockAuditLog::new();
+        audit.expect_record().times(1).returning(|_| Err(outage()));
+        let mut session_ids = MockIdGenerator::new();
+        session_ids.expect_new_id().times(1).returning(|| Uuid::from_u128(12));
+        let service = service_with(store, audit, session_ids);
+        let created = service.create(&ctx(), None, Metadata::default()).await.unwrap();
+        assert_eq!(service.get(&ctx(), created.id).await.unwrap(), created, "from the cache");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_reading_a_session_is_unexpected_not_not_found_and_not_cached() {
+        let id = SessionId::from_uuid(Uuid::from_u128(13));
+        let mut store = MockSessionStore::new();
+        store.expect_get().with(always(), eq(id)).times(2).returning(|_, _| Err(outage()));
+        let cache = Arc::new(MapCache::default());
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let service = service_over(store, MockAuditLog::new(), MockIdGenerator::new(), cache.clone(), clock);
+        for attempt in ["first", "asked again"] {
+            let read = service.get(&ctx(), id).await;
+            assert!(matches!(read, Err(RecordError::Unexpected(_))), "{attempt}: {read:?}");
+        }
+        assert!(cache.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_once_a_cached_session_expired_serves_the_previous_copy_within_its_grace() {
+        let id = SessionId::from_uuid(Uuid::from_u128(14));
+        let mut store = MockSessionStore::new();
+        let mut reads = 0;
+        store.expect_get().times(3).returning(move |_, id| {
+            reads += 1;
+            if reads == 1 { Ok(Some(session(id, "kept"))) } else { Err(outage()) }
+        });
+        let clock = Arc::new(TestClock::at(1_800_000_000_000));
+        let service =
+            service_over(store, MockAuditLog::new(), MockIdGenerator::new(), Arc::default(), clock.clone());
+        service.get(&ctx(), id).await.unwrap();
+        clock.advance(61_000);
+        assert_eq!(service.get(&ctx(), id).await.unwrap(), session(id, "kept"), "stale, not an error");
+        clock.advance(120_000);
+        let read = service.get(&ctx(), id).await;
+        assert!(matches!(read, Err(RecordError::Unexpected(_))), "past its grace: {read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cached_session_that_does_not_read_back_is_dropped_and_the_stores_answer_decides() {
+        type Answer = fn() -> Result<Option<Session>, RepositoryError>;
+        let answers: [(Answer, &str); 2] = [(|| Err(outage()), "Unexpected"), (|| Ok(None), "NotFound")];
+        for (answer, expected) in answers {
+            let id = SessionId::from_uuid(Uuid::from_u128(15));
+            let cache = Arc::new(MapCache::default());
+            let clock = Arc::new(TestClock::at(1_800_000_000_000));
+            let broken = CachedSession { metadata: "[1]".into(), ..CachedSession::from(&session(id, "t")) };
+            CachedNamespace::new(cache.clone(), clock.clone(), SESSION_NAMESPACE)
+                .set(TenantId::from_uuid(TENANT), &key(id), &broken)
+                .await;
+            assert_eq!(cache.0.lock().unwrap().len(), 1, "planted");
+            let mut store = MockSessionStore::new();
+            store.expect_get().with(always(), eq(id)).times(1).returning(move |_, _| answer());
+            let service =
+                service_over(store, MockAuditLog::new(), MockIdGenerator::new(), cache.clone(), clock);
+            let read = service.get(&ctx(), id).await;
+            let got = match read {
+                Err(RecordError::Unexpected(_)) => "Unexpected",
+                Err(RecordError::NotFound) => "NotFound",
+                ref other => panic!("{other:?}"),
+            };
+            assert_eq!(got, expected);
+            assert!(cache.0.lock().unwrap().is_empty(), "the broken entry is dropped");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_listing_sessions_is_unexpected_not_not_found() {
+        let mut store = MockSessionStore::new();
+        store.expect_list().times(1).returning(|_, _| Err(outage()));
+        let listed = service(store, 0).list(&ctx(), PageRequest::first(5)).await;
+        assert!(matches!(listed, Err(RecordError::Unexpected(_))), "{listed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_updating_is_unexpected_and_audited_as_an_error_not_denied() {
+        let id = SessionId::from_uuid(Uuid::from_u128(16));
+        let mut store = MockSessionStore::new();
+        store
+            .expect_update()
+            .with(always(), eq(id), always(), always())
+            .times(1)
+            .returning(|_, _, _, _| Err(outage()));
+        let audit = audit_expecting("session.update", AuditOutcome::Error, id);
+        let service = service_with(store, audit, MockIdGenerator::new());
+        let updated = service.update(&ctx(), id, &SessionUpdate::default()).await;
+        assert!(matches!(updated, Err(RecordError::Unexpected(_))), "{updated:?}");
     }
 
     #[test]
