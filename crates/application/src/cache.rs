@@ -512,6 +512,50 @@ mod tests {
         cached.invalidate(tenant()).await;
     }
 
+    #[tokio::test]
+    async fn a_cache_that_keeps_nothing_serves_every_call_from_the_loader_without_failing() {
+        // A store outage: reads miss and writes are lost (the port never fails a caller).
+        let mut cache = MockCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_set().times(3).return_const(());
+        let cached: CachedNamespace<String> =
+            CachedNamespace::new(Arc::new(cache), Arc::new(TestClock::at(1_800_000_000_000)), POLICY);
+        let (t, calls) = (tenant(), AtomicU32::new(0));
+        for _ in 0..3 {
+            assert_eq!(load(&cached, t, "from the source", &calls).await, "from the source");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "one load per call");
+        assert!(cached.get(t, "k").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_on_a_miss_is_the_loaders_error_and_stores_nothing() {
+        let mut cache = MockCache::new();
+        cache.expect_get().returning(|_| None);
+        cache.expect_set().never();
+        let cached: CachedNamespace<String> =
+            CachedNamespace::new(Arc::new(cache), Arc::new(TestClock::at(1_800_000_000_000)), POLICY);
+        let failed: Result<Arc<String>, &str> =
+            cached.get_or_load(tenant(), "k", || async { Err("source down") }).await;
+        assert_eq!(failed.unwrap_err(), "source down");
+        assert!(cached.flights.lock().unwrap().is_empty(), "no lock left behind");
+    }
+
+    #[tokio::test]
+    async fn an_entry_of_another_schema_is_never_served_stale_when_the_load_fails() {
+        let (cache, _, cached) = setup();
+        let t = tenant();
+        cached.set(t, "k", &"old".to_owned()).await;
+        let newer: CachedNamespace<String> = CachedNamespace::new(
+            cache.clone(),
+            Arc::new(TestClock::at(1_800_000_000_000)),
+            NamespacePolicy { schema: 2, ..POLICY },
+        );
+        let failed: Result<Arc<String>, &str> =
+            newer.get_or_load(t, "k", || async { Err("source down") }).await;
+        assert_eq!(failed.unwrap_err(), "source down");
+    }
+
     #[test]
     fn early_refresh_grows_likelier_near_expiry_and_with_slower_loads() {
         let meta = |load_ms| EntryMeta {
