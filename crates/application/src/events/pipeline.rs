@@ -110,7 +110,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{EventBusError, MockEventBus, MockEventLog, MockEventSequencer};
+    use crate::ports::{
+        EventBusError, MockEventBus, MockEventLog, MockEventSequencer, RepositoryError, SeedOutcome,
+        SequencerError,
+    };
 
     fn event(seq: u64) -> RunEvent {
         RunEvent {
@@ -165,5 +168,87 @@ mod tests {
         pipeline(flaky_bus(0, &calls)).publish(&[event(7), event(8)], None).await;
         tokio::time::sleep(Duration::from_mins(1)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    const RUN: RunId = RunId::from_uuid(Uuid::from_u128(42));
+    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(1));
+
+    /// An event log holding seq 9 and no producer id for the run.
+    fn log_holding_seq_9() -> MockEventLog {
+        let mut log = MockEventLog::new();
+        log.expect_last_seq().returning(|_, _| Ok(Some(9)));
+        log.expect_producer_ids().returning(|_, _| Ok(Vec::new()));
+        log
+    }
+
+    fn seeding(sequencer: MockEventSequencer, log: MockEventLog) -> EventPipeline {
+        EventPipeline::new(Arc::new(sequencer), Arc::new(MockEventBus::new()), Arc::new(log))
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_reading_the_stored_seq_fails_the_seed_before_the_sequencer_is_touched() {
+        let mut log = MockEventLog::new();
+        log.expect_last_seq().returning(|_, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("down"))));
+        log.expect_producer_ids().never();
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_restore_ids().never();
+        sequencer.expect_seed().never();
+        let failed = seeding(sequencer, log).seed(TENANT, RUN, RunStatus::InProgress).await;
+        assert!(matches!(failed, Err(SeedError::Store(RepositoryError::Unexpected(_)))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_reading_the_producer_ids_fails_the_seed_before_any_id_is_restored() {
+        let mut log = MockEventLog::new();
+        log.expect_last_seq().returning(|_, _| Ok(Some(9)));
+        log.expect_producer_ids().returning(|_, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("down"))));
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_restore_ids().never();
+        sequencer.expect_seed().never();
+        let failed = seeding(sequencer, log).seed(TENANT, RUN, RunStatus::InProgress).await;
+        assert!(matches!(failed, Err(SeedError::Store(RepositoryError::Unexpected(_)))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn ids_the_sequencer_cannot_restore_leave_the_counter_unset() {
+        // A counter set without the stored ids would give a retried batch new seqs.
+        let mut sequencer = MockEventSequencer::new();
+        sequencer
+            .expect_restore_ids()
+            .returning(|_, _| Err(SequencerError::Unavailable(anyhow::anyhow!("timeout"))));
+        sequencer.expect_seed().never();
+        let failed = seeding(sequencer, log_holding_seq_9()).seed(TENANT, RUN, RunStatus::InProgress).await;
+        assert!(matches!(failed, Err(SeedError::Sequencer(SequencerError::Unavailable(_)))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sequencer_failure_while_seeding_is_returned_as_the_sequencers() {
+        for (error, unavailable) in [
+            (SequencerError::Unavailable(anyhow::anyhow!("timeout")), true),
+            (SequencerError::Unexpected(anyhow::anyhow!("bad reply")), false),
+        ] {
+            let mut sequencer = MockEventSequencer::new();
+            sequencer.expect_restore_ids().times(1).returning(|_, _| Ok(()));
+            sequencer.expect_seed().times(1).return_once(move |_, _, _| Err(error));
+            let failed =
+                seeding(sequencer, log_holding_seq_9()).seed(TENANT, RUN, RunStatus::InProgress).await;
+            match failed {
+                Err(SeedError::Sequencer(SequencerError::Unavailable(_))) => assert!(unavailable),
+                Err(SeedError::Sequencer(SequencerError::Unexpected(_))) => assert!(!unavailable),
+                other => panic!("expected the sequencer's error, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_counter_another_node_seeded_meanwhile_is_kept_and_not_an_error() {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_restore_ids().times(1).returning(|_, _| Ok(()));
+        sequencer
+            .expect_seed()
+            .withf(|run, seq, status| *run == RUN && *seq == 9 && *status == RunStatus::InProgress)
+            .times(1)
+            .returning(|_, _, _| Ok(SeedOutcome::Kept { seq: 12 }));
+        seeding(sequencer, log_holding_seq_9()).seed(TENANT, RUN, RunStatus::InProgress).await.unwrap();
     }
 }
