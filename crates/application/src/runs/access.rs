@@ -101,4 +101,24 @@ mod tests {
             assert!(!access.visible(b, id).await.unwrap(), "another tenant's run is not visible");
         }
     }
+
+    #[tokio::test]
+    async fn a_store_outage_is_an_error_not_an_invisible_run_and_is_not_cached() {
+        let tenant = TenantId::from_uuid(Uuid::from_u128(1));
+        let id = RunId::from_uuid(Uuid::from_u128(9));
+        let mut runs = MockRunRepository::new();
+        let mut calls = mockall::Sequence::new();
+        runs.expect_get()
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection reset"))));
+        runs.expect_get().times(1).in_sequence(&mut calls).returning(|t, id| Ok(Some(run_of(t, id))));
+        let cache = Arc::new(MapCache::default());
+        let access =
+            RunAccess::new(Arc::new(runs), Arc::clone(&cache) as Arc<dyn Cache>, Arc::new(TestClock::at(0)));
+        let failed = access.visible(tenant, id).await;
+        assert!(matches!(failed, Err(RepositoryError::Unexpected(_))), "{failed:?}");
+        assert!(cache.0.lock().unwrap().is_empty(), "a failed lookup caches nothing");
+        assert!(access.visible(tenant, id).await.unwrap(), "the next check asks the store again");
+    }
 }
