@@ -185,7 +185,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{MockEventLog, MockRunRepository, MockStepRepository, MockToolCallRepository};
+    use crate::ports::{
+        MockEventLog, MockRunRepository, MockStepRepository, MockToolCallRepository, RepositoryError,
+        SequencerError,
+    };
 
     fn ctx() -> RequestContext {
         RequestContext {
@@ -316,5 +319,177 @@ mod tests {
         let queries = queries_over(vec![1, 2, 3], vec![6, 7]);
         let page = queries.events(&ctx(), RunId::from_uuid(Uuid::from_u128(9)), 0, 10).await.unwrap();
         assert_eq!(seqs(&page), [1, 2, 3], "never a gap: the reader asks again from seq 3");
+    }
+
+    const RUN: RunId = RunId::from_uuid(Uuid::from_u128(9));
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection reset"))
+    }
+
+    /// A repository where run 9 is visible to the caller's tenant.
+    fn runs_holding_run_9() -> MockRunRepository {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|tenant, id| {
+            Ok(Some(sba_domain::AgentRun::new(
+                id,
+                sba_domain::runs::NewRun {
+                    tenant_id: tenant,
+                    user_id: UserId::parse("u").unwrap(),
+                    agent: sba_domain::AgentName::parse("bot").unwrap(),
+                    input: serde_json::Value::Null,
+                    session_id: None,
+                    metadata: sba_domain::Metadata::default(),
+                },
+                chrono::Utc::now(),
+            )))
+        });
+        runs
+    }
+
+    /// Queries over these ports; visibility is read through `runs` (cached in a map).
+    fn queries_with(
+        runs: MockRunRepository,
+        steps: MockStepRepository,
+        tool_calls: MockToolCallRepository,
+        events: MockEventLog,
+        history: crate::ports::MockEventSequencer,
+    ) -> RunQueries {
+        let runs: Arc<dyn RunRepository> = Arc::new(runs);
+        let access = RunAccess::new(
+            Arc::clone(&runs),
+            Arc::new(crate::testing::MapCache::default()),
+            Arc::new(crate::testing::TestClock::at(0)),
+        );
+        RunQueries::new(
+            runs,
+            Arc::new(steps),
+            Arc::new(tool_calls),
+            Arc::new(events),
+            Arc::new(history),
+            access,
+        )
+    }
+
+    /// An event log holding seqs 1 to 3 of run 9.
+    fn log_holding_1_to_3() -> MockEventLog {
+        let mut events = MockEventLog::new();
+        events.expect_list_after().returning(|_, _, after, limit| {
+            let rows = (after + 1..=3).map(event).collect();
+            Ok(Page::from_rows(rows, limit, |e| Cursor::Seq(e.seq)))
+        });
+        events
+    }
+
+    fn unreadable_history() -> crate::ports::MockEventSequencer {
+        let mut history = crate::ports::MockEventSequencer::new();
+        history
+            .expect_history_after()
+            .returning(|_, _, _, _| Err(SequencerError::Unavailable(anyhow::anyhow!("timeout"))));
+        history
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_listing_runs_is_unexpected() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_list()
+            .withf(|tenant, _, _| *tenant == ctx().principal.tenant_id)
+            .times(1)
+            .returning(|_, _, _| Err(outage()));
+        let queries = queries_with(
+            runs,
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            MockEventLog::new(),
+            crate::ports::MockEventSequencer::new(),
+        );
+        let failed = queries.list(&ctx(), RunFilter::default(), PageRequest::first(5)).await;
+        assert!(matches!(failed, Err(RunServiceError::Unexpected(_))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_checking_visibility_is_unexpected_not_not_found_and_reads_no_detail() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|_, _| Err(outage()));
+        let mut steps = MockStepRepository::new();
+        steps.expect_list().never();
+        let mut calls = MockToolCallRepository::new();
+        calls.expect_list().never();
+        let mut events = MockEventLog::new();
+        events.expect_list_after().never();
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().never();
+        let queries = queries_with(runs, steps, calls, events, history);
+        let answers = [
+            queries.steps(&ctx(), RUN, PageRequest::first(5)).await.err(),
+            queries.tool_calls(&ctx(), RUN, PageRequest::first(5)).await.err(),
+            queries.events(&ctx(), RUN, 0, 5).await.err(),
+            queries.recent_events(&ctx(), RUN, 0, 5).await.err(),
+        ];
+        for answer in answers {
+            assert!(matches!(answer, Some(RunServiceError::Unexpected(_))), "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_listing_steps_or_tool_calls_is_unexpected() {
+        let mut steps = MockStepRepository::new();
+        steps.expect_list().times(1).returning(|_, _, _| Err(outage()));
+        let mut calls = MockToolCallRepository::new();
+        calls.expect_list().times(1).returning(|_, _, _| Err(outage()));
+        let queries = queries_with(
+            runs_holding_run_9(),
+            steps,
+            calls,
+            MockEventLog::new(),
+            crate::ports::MockEventSequencer::new(),
+        );
+        let failed = queries.steps(&ctx(), RUN, PageRequest::first(5)).await;
+        assert!(matches!(failed, Err(RunServiceError::Unexpected(_))), "{failed:?}");
+        let failed = queries.tool_calls(&ctx(), RUN, PageRequest::first(5)).await;
+        assert!(matches!(failed, Err(RunServiceError::Unexpected(_))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_reading_events_is_unexpected_and_the_history_is_not_read() {
+        let mut events = MockEventLog::new();
+        events.expect_list_after().times(1).returning(|_, _, _, _| Err(outage()));
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().never();
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            events,
+            history,
+        );
+        let failed = queries.events(&ctx(), RUN, 0, 10).await;
+        assert!(matches!(failed, Err(RunServiceError::Unexpected(_))), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_history_answers_the_persisted_events_only() {
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            log_holding_1_to_3(),
+            unreadable_history(),
+        );
+        let page = queries.events(&ctx(), RUN, 0, 10).await.unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![1, 2, 3], None));
+    }
+
+    #[tokio::test]
+    async fn recent_events_fall_back_to_the_persisted_events_when_the_history_cannot_be_read() {
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            log_holding_1_to_3(),
+            unreadable_history(),
+        );
+        let recent = queries.recent_events(&ctx(), RUN, 1, 10).await.unwrap();
+        assert_eq!(recent.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
     }
 }
