@@ -307,4 +307,27 @@ mod tests {
         assert!(!policy.allows_anonymous(APP).await);
         assert!(policy.allows_anonymous(CONSOLE).await, "global origins need no directory");
     }
+
+    #[tokio::test]
+    async fn with_nothing_read_yet_a_failed_read_is_retried_after_the_pause_not_per_request() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut directory = MockTenantDirectory::new();
+        let counted = Arc::clone(&calls);
+        directory.expect_registered_origins().times(2).returning(move || {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(RepositoryError::Unexpected(anyhow::anyhow!("connection refused")))
+            } else {
+                Ok(vec![APP.to_owned()])
+            }
+        });
+        let clock = clock();
+        let policy = policy(directory, &clock);
+        assert!(!policy.allows_anonymous(APP).await, "nothing read: denied");
+        clock.advance(4_999);
+        assert!(!policy.allows_anonymous(APP).await, "still within the pause: no read");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        clock.advance(1);
+        assert!(policy.allows_anonymous(APP).await, "read again after the pause");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
 }
