@@ -114,7 +114,7 @@ mod tests {
 
     use super::*;
     use crate::context::Caller;
-    use crate::ports::{MockAuditLog, MockIdGenerator, MockKnowledgeStore, RepositoryError};
+    use crate::ports::{ConflictKind, MockAuditLog, MockIdGenerator, MockKnowledgeStore, RepositoryError};
     use crate::testing::TestClock;
 
     /// A tenant administrator, who may write the knowledge base.
@@ -188,6 +188,69 @@ mod tests {
             created_at: now,
             chunks: Vec::new(),
         })
+    }
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))
+    }
+
+    fn query() -> KnowledgeQuery {
+        KnowledgeQuery::new(document().chunks[0].embedding.clone(), None, None, Metadata::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_taken_document_id_is_unexpected_and_audited_as_an_error() {
+        let mut store = MockKnowledgeStore::new();
+        store
+            .expect_add_document()
+            .times(1)
+            .returning(|_, _, _, _| Err(RepositoryError::Conflict(ConflictKind::DuplicateId)));
+        let result = service(store, AuditOutcome::Error).add_document(&ctx(), &document()).await;
+        assert!(matches!(result, Err(RecordError::Unexpected(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_reading_a_document_is_unexpected_not_not_found() {
+        let mut store = MockKnowledgeStore::new();
+        store.expect_get_document().times(1).returning(|_, _| Err(outage()));
+        let service = service_with(store, MockAuditLog::new(), 9);
+        let read = service
+            .get_document(&ctx_as(Role::Authenticated), DocumentId::from_uuid(Uuid::from_u128(1)))
+            .await;
+        assert!(matches!(read, Err(RecordError::Unexpected(_))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_searching_is_unexpected_not_an_empty_result() {
+        let mut store = MockKnowledgeStore::new();
+        store.expect_search().times(1).returning(|_, _| Err(outage()));
+        let service = service_with(store, MockAuditLog::new(), 9);
+        let found = service.search(&ctx_as(Role::Authenticated), &query()).await;
+        assert!(matches!(found, Err(RecordError::Unexpected(_))), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_is_forbidden_at_once_and_audited_as_denied_in_the_background() {
+        let (written, audited) = tokio::sync::oneshot::channel();
+        let written = std::sync::Mutex::new(Some(written));
+        let mut audit = MockAuditLog::new();
+        audit
+            .expect_record()
+            .withf(|entry| {
+                entry.action == "knowledge_document.create"
+                    && entry.outcome == AuditOutcome::Denied
+                    && entry.resource_id.is_none()
+            })
+            .times(1)
+            .returning(move |_| {
+                written.lock().unwrap().take().unwrap().send(()).unwrap();
+                Ok(())
+            });
+        let service = service_with(MockKnowledgeStore::new(), audit, 9);
+        let admitted = service.admit_upload(&ctx_as(Role::Authenticated));
+        assert!(matches!(admitted, Err(RecordError::Forbidden(_))), "{admitted:?}");
+        tokio::time::timeout(std::time::Duration::from_secs(5), audited).await.unwrap().unwrap();
+        service.admit_upload(&ctx_as(Role::Admin)).unwrap();
     }
 
     #[tokio::test]
