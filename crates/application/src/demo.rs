@@ -333,7 +333,7 @@ mod tests {
     use crate::events::EventPipeline;
     use crate::ports::{
         AppendOutcome, AppendedEvent, Clock, MockAuditLog, MockEventBus, MockEventLog, MockEventSequencer,
-        MockIdGenerator, MockRunRepository, SequencerError,
+        MockIdGenerator, MockRunRepository, RepositoryError, SequencerError,
     };
     use crate::testing::TestClock;
 
@@ -478,6 +478,16 @@ mod tests {
     fn ingest_answering(
         answer: impl Fn(usize) -> Option<Result<AppendOutcome, SequencerError>> + Send + Sync + 'static,
     ) -> (IngestService, Batches) {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|_, _| Ok(Some(run(json!(null)))));
+        ingest_answering_on(runs, answer)
+    }
+
+    /// As [`ingest_answering`], with `runs` as the run store.
+    fn ingest_answering_on(
+        runs: MockRunRepository,
+        answer: impl Fn(usize) -> Option<Result<AppendOutcome, SequencerError>> + Send + Sync + 'static,
+    ) -> (IngestService, Batches) {
         let batches: Batches = Arc::default();
         let seen = Arc::clone(&batches);
         let mut sequencer = MockEventSequencer::new();
@@ -501,8 +511,11 @@ mod tests {
                 })
             })
         });
-        let mut runs = MockRunRepository::new();
-        runs.expect_get().returning(|_, _| Ok(Some(run(json!(null)))));
+        (ingest_on(sequencer, runs), batches)
+    }
+
+    /// An ingest service on `sequencer` and `runs` whose bus and audit log take everything.
+    fn ingest_on(sequencer: MockEventSequencer, runs: MockRunRepository) -> IngestService {
         let mut bus = MockEventBus::new();
         bus.expect_publish_all().returning(|_, _| Ok(()));
         let mut audit = MockAuditLog::new();
@@ -512,7 +525,7 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(TestClock::at(0));
         let auditor = Auditor::new(Arc::new(audit), Arc::clone(&clock), Arc::new(ids));
         let pipeline = EventPipeline::new(Arc::new(sequencer), Arc::new(bus), Arc::new(MockEventLog::new()));
-        (IngestService::new(pipeline, Arc::new(runs), auditor, clock), batches)
+        IngestService::new(pipeline, Arc::new(runs), auditor, clock)
     }
 
     fn reporter(ingest: IngestService) -> Reporter {
@@ -562,6 +575,53 @@ mod tests {
             started.elapsed() <= GIVE_UP_AFTER
                 && started.elapsed() >= GIVE_UP_AFTER.saturating_sub(MAX_BACKOFF)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unexpected_store_error_gets_the_same_batch_again_like_an_outage() {
+        let (ingest, batches) = ingest_answering(|n| {
+            (n == 1).then(|| Err(SequencerError::Unexpected(anyhow::anyhow!("unreadable reply"))))
+        });
+        let started = Instant::now();
+        reporter(ingest).play(script(""), Duration::from_millis(50)).await.unwrap();
+        let batches = batches.lock().unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0], batches[1]);
+        assert_eq!(started.elapsed(), FIRST_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_store_outage_gets_the_batch_sent_again_after_a_pause() {
+        let mut runs = MockRunRepository::new();
+        let mut calls = 0;
+        runs.expect_get().times(2).returning(move |_, _| {
+            calls += 1;
+            if calls == 1 {
+                Err(RepositoryError::Unexpected(anyhow::anyhow!("connection reset")))
+            } else {
+                Ok(Some(run(json!(null))))
+            }
+        });
+        let (ingest, batches) = ingest_answering_on(runs, |_| None);
+        let started = Instant::now();
+        reporter(ingest).play(script(""), Duration::from_millis(50)).await.unwrap();
+        assert_eq!(batches.lock().unwrap().len(), 1, "appended once, after the pause");
+        assert_eq!(started.elapsed(), FIRST_BACKOFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_refused_as_not_found_is_not_sent_again_and_the_run_is_failed() {
+        let mut runs = MockRunRepository::new();
+        // The script's first batch, then the failure report: each asked once, refused once.
+        runs.expect_get().times(2).returning(|_, _| Ok(None));
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_append().never();
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = Arc::clone(&slots).try_acquire_owned().unwrap();
+        let started = Instant::now();
+        answer(reporter(ingest_on(sequencer, runs)), "a b".into(), Duration::from_millis(50), permit).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "no pause: nothing was retried");
+        assert_eq!(slots.available_permits(), 1, "the run's slot is given back");
     }
 
     #[tokio::test(start_paused = true)]
