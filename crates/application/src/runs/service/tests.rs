@@ -7,11 +7,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
+use crate::ports::{EventBusError, RunEnding, ServerAppendOutcome, ServerEvent};
 use crate::ports::{
     MockAuditLog, MockClock, MockEventBus, MockEventLog, MockEventSequencer, MockIdGenerator, MockRunLedger,
     MockRunRepository, SeedOutcome,
 };
-use crate::ports::{RunEnding, ServerAppendOutcome, ServerEvent};
 
 fn now() -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000, 0).unwrap()
@@ -52,11 +52,33 @@ fn service_with(
     audit: MockAuditLog,
     sequencer: MockEventSequencer,
 ) -> RunService {
+    service_over(runs, ledger, audit, sequencer, bus_publishing(), log_holding_seq_4())
+}
+
+/// A bus that takes every publication.
+fn bus_publishing() -> MockEventBus {
     let mut bus = MockEventBus::new();
     bus.expect_publish_all().returning(|_, _| Ok(()));
+    bus
+}
+
+/// An event log whose last stored seq is 4, with no producer id.
+fn log_holding_seq_4() -> MockEventLog {
     let mut log = MockEventLog::new();
     log.expect_last_seq().returning(|_, _| Ok(Some(4)));
     log.expect_producer_ids().returning(|_, _| Ok(Vec::new()));
+    log
+}
+
+/// The service over every port's mock.
+fn service_over(
+    runs: MockRunRepository,
+    ledger: MockRunLedger,
+    audit: MockAuditLog,
+    sequencer: MockEventSequencer,
+    bus: MockEventBus,
+    log: MockEventLog,
+) -> RunService {
     let pipeline = EventPipeline::new(Arc::new(sequencer), Arc::new(bus), Arc::new(log));
     let mut clock = MockClock::new();
     clock.expect_now().returning(now);
@@ -126,11 +148,99 @@ async fn create_stores_a_queued_run_of_the_callers_tenant_with_its_audit_entry_a
 }
 
 #[tokio::test]
-async fn create_fails_when_the_ledger_fails() {
+async fn create_fails_when_the_ledger_fails_and_neither_counts_nor_publishes_the_run() {
     let mut ledger = MockRunLedger::new();
     ledger.expect_create_run().returning(|_, _| Err(LedgerError::Unexpected(anyhow::anyhow!("disk full"))));
-    let err = service(MockRunRepository::new(), ledger, MockAuditLog::new()).create(&ctx(), request()).await;
+    let mut sequencer = MockEventSequencer::new();
+    sequencer.expect_seed().never();
+    let mut bus = MockEventBus::new();
+    bus.expect_publish_all().never();
+    let err = service_over(
+        MockRunRepository::new(),
+        ledger,
+        MockAuditLog::new(),
+        sequencer,
+        bus,
+        log_holding_seq_4(),
+    )
+    .create(&ctx(), request())
+    .await;
     assert!(matches!(err, Err(RunServiceError::Unexpected(_))));
+}
+
+fn ledger_storing_runs() -> MockRunLedger {
+    let mut ledger = MockRunLedger::new();
+    ledger.expect_create_run().times(1).returning(|_, _| Ok(()));
+    ledger
+}
+
+#[tokio::test]
+async fn a_counter_the_sequencer_cannot_start_does_not_fail_the_creation() {
+    // The first ingest seeds the counter from the database.
+    for error in [
+        SequencerError::Unavailable(anyhow::anyhow!("timeout")),
+        SequencerError::Unexpected(anyhow::anyhow!("bad reply")),
+    ] {
+        let mut sequencer = MockEventSequencer::new();
+        sequencer.expect_seed().times(1).return_once(move |_, _, _| Err(error));
+        let mut bus = MockEventBus::new();
+        bus.expect_publish_all().times(1).returning(|_, _| Ok(()));
+        let run = service_over(
+            MockRunRepository::new(),
+            ledger_storing_runs(),
+            MockAuditLog::new(),
+            sequencer,
+            bus,
+            log_holding_seq_4(),
+        )
+        .create(&ctx(), request())
+        .await
+        .unwrap();
+        assert_eq!(run.status(), RunStatus::Queued);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_live_publication_does_not_fail_the_creation() {
+    let mut bus = MockEventBus::new();
+    bus.expect_publish_all().returning(|_, _| Err(EventBusError::Unavailable(anyhow::anyhow!("timeout"))));
+    let run = service_over(
+        MockRunRepository::new(),
+        ledger_storing_runs(),
+        MockAuditLog::new(),
+        sequencer_accepting(),
+        bus,
+        log_holding_seq_4(),
+    )
+    .create(&ctx(), request())
+    .await
+    .unwrap();
+    assert_eq!(run.status(), RunStatus::Queued);
+}
+
+#[tokio::test]
+async fn a_store_outage_while_getting_a_run_is_unexpected_not_not_found() {
+    let mut runs = MockRunRepository::new();
+    runs.expect_get()
+        .times(1)
+        .returning(|_, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection reset"))));
+    let err = service(runs, MockRunLedger::new(), MockAuditLog::new())
+        .get(&ctx(), RunId::from_uuid(Uuid::from_u128(7)))
+        .await;
+    assert!(matches!(err, Err(RunServiceError::Unexpected(_))), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_refused_attempt_whose_audit_entry_cannot_be_stored_is_unexpected() {
+    let mut audit = MockAuditLog::new();
+    audit
+        .expect_record()
+        .times(1)
+        .returning(|_| Err(RepositoryError::Unexpected(anyhow::anyhow!("connection reset"))));
+    let err = service(MockRunRepository::new(), MockRunLedger::new(), audit)
+        .record_refused(&ctx(), "run.create", None)
+        .await;
+    assert!(matches!(err, Err(RunServiceError::Unexpected(_))), "{err:?}");
 }
 
 #[tokio::test]
@@ -419,3 +529,5 @@ async fn refused_attempts_are_audited_as_denied_with_the_callers_request_facts()
         .await
         .unwrap();
 }
+
+mod ending;
