@@ -165,6 +165,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_tenant_stays_refused_while_the_directory_is_down() {
+        type Answer = fn(TenantId) -> Result<Option<Tenant>, RepositoryError>;
+        let answers: [Answer; 2] =
+            [|id| Ok(Some(Tenant { status: TenantStatus::Suspended, ..Tenant::active(id) })), |_| Ok(None)];
+        for first in answers {
+            let mut directory = MockTenantDirectory::new();
+            let mut calls = 0;
+            directory.expect_find().times(2).returning(move |id| {
+                calls += 1;
+                if calls == 1 { first(id) } else { Err(failure()) }
+            });
+            let (admission, clock) = admission(directory);
+            let before = admission.admit(&principal(7)).await;
+            clock.advance(70_000); // past the entry's TTL: reloaded, and the reload fails
+            let during = admission.admit(&principal(7)).await;
+            match (before, during) {
+                (Err(AdmissionError::Suspended(_)), Err(AdmissionError::Suspended(_)))
+                | (Err(AdmissionError::Unknown(_)), Err(AdmissionError::Unknown(_))) => {}
+                other => panic!("the previous refusal stands: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_cache_that_answers_nothing_leaves_the_decision_to_the_directory() {
         let mut cache = MockCache::new();
         cache.expect_get().returning(|_| None);

@@ -149,7 +149,11 @@ mod tests {
             }
         });
         let (cache, clock) = cache_with(directory);
-        assert!(cache.get(id).await.is_err(), "t=0: the directory fails");
+        let failed = cache.get(id).await;
+        assert!(
+            matches!(failed, Err(RepositoryError::Unexpected(_))),
+            "t=0: the directory fails: {failed:?}"
+        );
         assert_eq!(cache.get(id).await.unwrap().unwrap().plan.as_deref(), Some("pro"), "t=0: fetched");
         clock.advance(10_000);
         assert!(cache.get(id).await.unwrap().is_some(), "t=10: cached");
@@ -183,6 +187,38 @@ mod tests {
         let (cache, _) = cache_with(directory);
         assert!(cache.get(id).await.unwrap().is_none());
         assert!(cache.get(id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cached_tenant_this_version_cannot_read_is_dropped_and_the_directory_decides() {
+        type Answer = fn(TenantId) -> Result<Option<Tenant>, RepositoryError>;
+        let answers: [(Answer, &str); 3] = [
+            (|_| Err(RepositoryError::Unexpected(anyhow::anyhow!("timeout"))), "Unexpected"),
+            (|_| Ok(None), "unknown"),
+            (|id| Ok(Some(Tenant::active(id))), "active"),
+        ];
+        for (answer, expected) in answers {
+            let id = TenantId::from_uuid(Uuid::from_u128(11));
+            let store = Arc::new(MapCache::default());
+            let clock = Arc::new(TestClock::at(1_800_000_000_000));
+            let archived =
+                CachedTenant { status: "archived".into(), ..CachedTenant::from(&Tenant::active(id)) };
+            CachedNamespace::new(store.clone(), clock.clone(), TENANT_NAMESPACE)
+                .set(id, KEY, &Some(archived))
+                .await;
+            assert_eq!(store.0.lock().unwrap().len(), 1, "planted");
+            let mut directory = MockTenantDirectory::new();
+            directory.expect_find().with(mockall::predicate::eq(id)).times(1).returning(answer);
+            let cache = TenantCache::new(Arc::new(directory), store.clone(), clock);
+            let got = match cache.get(id).await {
+                Err(RepositoryError::Unexpected(_)) => "Unexpected",
+                Ok(None) => "unknown",
+                Ok(Some(tenant)) if tenant.status == TenantStatus::Active => "active",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, expected);
+            assert!(store.0.lock().unwrap().is_empty(), "{expected}: the unreadable entry is dropped");
+        }
     }
 
     #[test]
