@@ -112,7 +112,9 @@ mod tests {
 
     use super::*;
     use crate::audit::Auditor;
-    use crate::ports::{MockAuditLog, MockIdGenerator, MockRunRepository, MockSessionStore, RepositoryError};
+    use crate::ports::{
+        ConflictKind, MockAuditLog, MockIdGenerator, MockRunRepository, MockSessionStore, RepositoryError,
+    };
     use crate::sessions::SESSION_NAMESPACE;
     use crate::testing::{MapCache, TestClock};
 
@@ -286,6 +288,70 @@ mod tests {
         for channel in [StreamChannel::Run(RUN), StreamChannel::Session(ALICES)] {
             let result = authorizer.authorize(&caller, channel).await;
             assert!(matches!(result, Err(SubscribeError::Unavailable(_))), "{channel}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_store_error_is_refused_as_missing_only_when_it_says_not_found() {
+        let answers: [(fn() -> RepositoryError, bool); 3] = [
+            (|| RepositoryError::NotFound, true),
+            (|| RepositoryError::Conflict(ConflictKind::ConcurrentChange), false),
+            (|| RepositoryError::Unexpected(anyhow::anyhow!("timeout")), false),
+        ];
+        for (error, refused_as_missing) in answers {
+            let case = format!("{:?}", error());
+            let mut sessions = MockSessionStore::new();
+            sessions.expect_get().times(1).returning(move |_, _| Err(error()));
+            let authorizer = with_stores(MockRunRepository::new(), sessions);
+            let result = authorizer
+                .authorize(&ctx(TENANT, "alice", Role::Authenticated), StreamChannel::Session(ALICES))
+                .await;
+            if refused_as_missing {
+                assert_eq!(forbidden_reason(result), SESSION_NOT_VISIBLE, "{case}");
+            } else {
+                assert!(matches!(result, Err(SubscribeError::Unavailable(_))), "{case}: {result:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_not_remembered_and_the_next_subscribe_asks_the_store_again() {
+        let mut runs = MockRunRepository::new();
+        let mut run_calls = 0;
+        runs.expect_get().times(2).returning(move |tenant, _| {
+            run_calls += 1;
+            if run_calls == 1 {
+                Err(RepositoryError::Unexpected(anyhow::anyhow!("timeout")))
+            } else {
+                Ok(Some(run_of(tenant)))
+            }
+        });
+        let mut sessions = MockSessionStore::new();
+        let mut session_calls = 0;
+        sessions.expect_get().times(2).returning(move |_, id| {
+            session_calls += 1;
+            if session_calls == 1 {
+                return Err(RepositoryError::Unexpected(anyhow::anyhow!("timeout")));
+            }
+            Ok(Some(Session {
+                id,
+                tenant_id: TENANT,
+                user_id: UserId::parse("alice").unwrap(),
+                title: None,
+                metadata: Metadata::default(),
+                created_at: DateTime::UNIX_EPOCH,
+                updated_at: DateTime::UNIX_EPOCH,
+            }))
+        });
+        let authorizer = with_stores(runs, sessions);
+        let alice = ctx(TENANT, "alice", Role::Authenticated);
+        for (channel, bus) in [
+            (StreamChannel::Run(RUN), EventChannel::Run(RUN)),
+            (StreamChannel::Session(ALICES), EventChannel::Session(ALICES)),
+        ] {
+            let first = authorizer.authorize(&alice, channel).await;
+            assert!(matches!(first, Err(SubscribeError::Unavailable(_))), "{channel}: {first:?}");
+            assert_eq!(authorizer.authorize(&alice, channel).await.unwrap(), bus, "{channel}");
         }
     }
 
