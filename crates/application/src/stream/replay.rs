@@ -82,7 +82,7 @@ mod tests {
     use crate::pagination::{Cursor, Page};
     use crate::ports::{
         MockEventLog, MockEventSequencer, MockRunRepository, MockStepRepository, MockToolCallRepository,
-        RepositoryError, RunRepository,
+        RepositoryError, RunRepository, SequencerError,
     };
     use crate::runs::RunAccess;
     use crate::testing::{MapCache, TestClock};
@@ -138,6 +138,11 @@ mod tests {
         history.expect_history_after().returning(move |_, _, after, limit| {
             Ok(pending.iter().filter(|seq| **seq > after).take(limit).map(|seq| event(*seq)).collect())
         });
+        replay_on(runs, log, history)
+    }
+
+    /// A replay over these stores.
+    fn replay_on(runs: MockRunRepository, log: MockEventLog, history: MockEventSequencer) -> QueriesReplay {
         let runs: Arc<dyn RunRepository> = Arc::new(runs);
         let access =
             RunAccess::new(Arc::clone(&runs), Arc::new(MapCache::default()), Arc::new(TestClock::at(0)));
@@ -183,5 +188,40 @@ mod tests {
         let replay = replay(true, Err(()), vec![]);
         let read = replay.read(HistoryRead { run: RUN, after_seq: 0, limit: 10 }).await;
         assert!(matches!(read, Err(ReplayError::Unexpected(_))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_store_failure_while_checking_visibility_is_unexpected_not_not_found() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get()
+            .times(1)
+            .returning(|_, _| Err(RepositoryError::Unexpected(anyhow::anyhow!("timeout"))));
+        let mut log = MockEventLog::new();
+        log.expect_list_after().never();
+        let mut history = MockEventSequencer::new();
+        history.expect_history_after().never();
+        let read =
+            replay_on(runs, log, history).read(HistoryRead { run: RUN, after_seq: 0, limit: 10 }).await;
+        assert!(matches!(read, Err(ReplayError::Unexpected(_))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_history_outage_answers_the_persisted_events_alone() {
+        let mut runs = MockRunRepository::new();
+        runs.expect_get().returning(|_, _| Ok(Some(run())));
+        let mut log = MockEventLog::new();
+        log.expect_list_after().times(1).returning(|_, _, _, limit| {
+            Ok(Page::from_rows(vec![event(1), event(2)], limit, |e| Cursor::Seq(e.seq)))
+        });
+        let mut history = MockEventSequencer::new();
+        history
+            .expect_history_after()
+            .times(2)
+            .returning(|_, _, _, _| Err(SequencerError::Unavailable(anyhow::anyhow!("connection refused"))));
+        let events = replay_on(runs, log, history)
+            .read(HistoryRead { run: RUN, after_seq: 0, limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
     }
 }
