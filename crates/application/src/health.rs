@@ -157,6 +157,7 @@ mod tests {
 
     use super::*;
     use crate::ports::{MockClock, MockDependencyCheck, MockHealthLog, MockIdGenerator};
+    use crate::testing::TestClock;
 
     fn check(name: &'static str, result: fn() -> anyhow::Result<()>) -> Arc<dyn DependencyCheck> {
         let mut check = MockDependencyCheck::new();
@@ -212,6 +213,95 @@ mod tests {
         assert!(!records[0].up, "a new answer once the interval passed");
     }
 
+    /// A monitor of `checks` writing its history to `log`.
+    fn monitor_with(checks: Vec<Arc<dyn DependencyCheck>>, log: MockHealthLog) -> HealthMonitor {
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(Uuid::now_v7);
+        HealthMonitor::new(checks, Arc::new(log), Arc::new(TestClock::at(1_800_000_000_000)), Arc::new(ids))
+    }
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))
+    }
+
+    /// A dependency that never answers (a mock's answer is ready at once, so this one is
+    /// written by hand).
+    #[derive(Debug)]
+    struct SilentCheck;
+
+    #[async_trait::async_trait]
+    impl DependencyCheck for SilentCheck {
+        fn component(&self) -> &'static str {
+            "database"
+        }
+
+        async fn check(&self) -> anyhow::Result<()> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dependency_that_does_not_answer_in_time_is_down_with_the_timeout_as_its_cause() {
+        let monitor = monitor_with(vec![Arc::new(SilentCheck)], MockHealthLog::new());
+        let mut records = Vec::new();
+        let logs = logs_of(async { records = monitor.check_all().await }).await;
+        assert_eq!(records.len(), 1);
+        assert!(!records[0].up);
+        assert_eq!(records[0].detail.as_deref(), Some("no answer within 2000 ms"));
+        assert!(
+            logs.contains("dependency check failed") && logs.contains("no answer within 2000 ms"),
+            "{logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_history_that_cannot_be_written_is_unexpected_after_the_checks_ran() {
+        let mut database = MockDependencyCheck::new();
+        database.expect_component().return_const("database");
+        database.expect_check().times(1).returning(|| Ok(()));
+        let mut log = MockHealthLog::new();
+        log.expect_record().withf(|records| records.len() == 1).times(1).returning(|_| Err(outage()));
+        let recorded = monitor_with(vec![Arc::new(database)], log).check_and_record().await;
+        assert!(matches!(recorded, Err(RepositoryError::Unexpected(_))), "{recorded:?}");
+    }
+
+    const PLATFORM: Uuid = Uuid::from_u128(0xf);
+
+    fn ctx(tenant: Uuid, role: sba_domain::Role) -> RequestContext {
+        RequestContext {
+            principal: sba_domain::Principal {
+                tenant_id: TenantId::from_uuid(tenant),
+                user_id: sba_domain::UserId::parse("ops").unwrap(),
+                role,
+            },
+            ip: None,
+            request_id: "r".into(),
+            client_request_id: None,
+            token: None,
+        }
+    }
+
+    fn queries(log: MockHealthLog) -> SystemHealthQueries {
+        SystemHealthQueries::new(monitor_with(Vec::new(), log), Some(TenantId::from_uuid(PLATFORM)))
+    }
+
+    #[tokio::test]
+    async fn a_history_that_cannot_be_read_is_unexpected_for_a_platform_admin() {
+        let mut log = MockHealthLog::new();
+        log.expect_list().times(1).returning(|_| Err(outage()));
+        let read = queries(log).history(&ctx(PLATFORM, sba_domain::Role::Admin), PageRequest::first(5)).await;
+        assert!(matches!(read, Err(RestrictedReadError::Unexpected(_))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn the_history_is_forbidden_to_other_tenants_admins_without_reading_the_log() {
+        let mut log = MockHealthLog::new();
+        log.expect_list().never();
+        let other = Uuid::from_u128(0xb);
+        let read = queries(log).history(&ctx(other, sba_domain::Role::Admin), PageRequest::first(5)).await;
+        assert!(matches!(read, Err(RestrictedReadError::Forbidden(_))), "{read:?}");
+    }
+
     /// The log lines written while `run` runs (on this thread).
     async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
         #[derive(Clone, Default)]
@@ -230,6 +320,9 @@ mod tests {
         let subscriber =
             tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Another test may have met a call site first, with no subscriber on its thread,
+        // and left it cached as disabled for every thread.
+        tracing::callsite::rebuild_interest_cache();
         run.await;
         String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
     }
