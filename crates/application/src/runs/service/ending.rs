@@ -78,7 +78,8 @@ impl RunService {
     /// runs per call, and returns how many it expired. Each run is first ended in its
     /// sequence (`ServerEvent::Expired`: from then on every ingest answers that it has
     /// ended), then its row through the ledger with the system's audit entry. A run that
-    /// ends concurrently is left as it ended.
+    /// ends concurrently is left as it ended; a run whose sequence is expired already (the
+    /// ledger failed after an earlier sweep ended it) is expired in the ledger.
     ///
     /// # Errors
     /// `Unexpected` when the store fails, `Unavailable` when the event store cannot be
@@ -91,7 +92,13 @@ impl RunService {
         let now = self.clock.now();
         let mut expired = 0;
         for run in self.runs.list_overdue(now - max_age, batch).await? {
-            if let SequenceEnd::AlreadyEnded(_) = self.end_sequence(&run, ServerEvent::Expired, now).await? {
+            // A sequence ended as expired is an earlier sweep's whose `end_run` failed (or a
+            // concurrent sweep's): no queued event brings an expiry to the database, so the
+            // ledger is still asked (it refuses a run that ended meanwhile).
+            if let SequenceEnd::AlreadyEnded(status) =
+                self.end_sequence(&run, ServerEvent::Expired, now).await?
+                && status != RunStatus::Expired
+            {
                 tracing::debug!(run_id = %run.id, "run ended before its expiry, skipped");
                 continue;
             }

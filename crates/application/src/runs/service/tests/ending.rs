@@ -250,3 +250,40 @@ async fn a_run_the_ledger_no_longer_finds_during_expiry_is_skipped_not_an_error(
         .unwrap();
     assert_eq!(expired, 1);
 }
+
+#[tokio::test]
+async fn a_run_whose_expiry_the_ledger_failed_to_store_is_expired_by_the_next_sweep() {
+    // Only the sweep ends a sequence as expired, and no queued event brings that to the
+    // database: after a failed `end_run`, the ledger is the only way the row ever ends.
+    let mut runs = MockRunRepository::new();
+    runs.expect_list_overdue().times(2).returning(|_, _| Ok(vec![stored_run(RunStatus::InProgress)]));
+    let mut sequencer = MockEventSequencer::new();
+    let mut calls = mockall::Sequence::new();
+    sequencer
+        .expect_append_server_event()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(|_, _, _, _| Ok(ServerAppendOutcome::Appended { seq: 4, run_status: RunStatus::Expired }));
+    sequencer
+        .expect_append_server_event()
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(|_, _, _, _| Ok(ServerAppendOutcome::Terminal(RunStatus::Expired)));
+    let mut ledger = MockRunLedger::new();
+    let mut answers = [
+        Err(LedgerError::Unexpected(anyhow::anyhow!("connection reset"))),
+        Ok(stored_run(RunStatus::Expired)),
+    ]
+    .into_iter();
+    ledger
+        .expect_end_run()
+        .withf(|_, _, ending, audit| *ending == RunEnding::Expire && audit.actor == SYSTEM_ACTOR)
+        .times(2)
+        .returning(move |_, _, _, _| answers.next().unwrap());
+    let service = service_with(runs, ledger, MockAuditLog::new(), sequencer);
+
+    let first = service.expire_overdue(chrono::Duration::hours(1), 10).await;
+    assert!(matches!(first, Err(RunServiceError::Unexpected(_))), "{first:?}");
+    let second = service.expire_overdue(chrono::Duration::hours(1), 10).await.unwrap();
+    assert_eq!(second, 1, "the next sweep stores the expiry the sequence holds");
+}
