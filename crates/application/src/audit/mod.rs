@@ -155,7 +155,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{MockAuditLog, MockIdGenerator};
+    use crate::ports::{MockAuditLog, MockIdGenerator, RepositoryError};
     use crate::testing::TestClock;
 
     fn ctx(role: Role) -> RequestContext {
@@ -218,5 +218,104 @@ mod tests {
             AuditOutcome::Success,
         );
         assert_eq!((system.request_id, system.client_request_id), (None, None));
+    }
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))
+    }
+
+    fn auditor_over(log: MockAuditLog) -> Auditor {
+        let mut ids = MockIdGenerator::new();
+        ids.expect_new_id().returning(|| Uuid::from_u128(0xe));
+        Auditor::new(Arc::new(log), Arc::new(TestClock::at(0)), Arc::new(ids))
+    }
+
+    /// The log lines written while `run` runs (on this thread).
+    async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // A call site first met by a parallel test without a subscriber stays disabled
+        // until the interest cache is rebuilt.
+        tracing::callsite::rebuild_interest_cache();
+        run.await;
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_cannot_be_stored_after_the_change_is_logged_whole_and_counted_not_raised() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let mut log = MockAuditLog::new();
+        log.expect_record().times(1).returning(|_| Err(outage()));
+        let auditor = auditor_over(log);
+        let ctx = RequestContext { ip: Some("203.0.113.9".into()), ..ctx(Role::Authenticated) };
+        let logs = logs_of(auditor.record_after(
+            &ctx,
+            "session.update",
+            "session",
+            Some("s-1".into()),
+            AuditOutcome::Success,
+        ))
+        .await;
+        for field in [
+            "an audit entry could not be stored",
+            "connection lost",
+            "recording audit entry session.update",
+            &Uuid::from_u128(0xe).to_string(),
+            &Uuid::from_u128(1).to_string(),
+            "session.update",
+            "resource_id=\"s-1\"",
+            "outcome=success",
+            "203.0.113.9",
+            "request_id=\"r\"",
+        ] {
+            assert!(logs.contains(field), "{field} is missing from {logs}");
+        }
+        let failures: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "sba_audit_write_failures_total")
+            .map(|(.., value)| value)
+            .collect();
+        assert_eq!(failures, [DebugValue::Counter(1)]);
+    }
+
+    #[tokio::test]
+    async fn storing_an_entry_on_its_own_reports_the_log_failure_with_its_action() {
+        let mut log = MockAuditLog::new();
+        log.expect_record().times(1).returning(|_| Err(outage()));
+        let auditor = auditor_over(log);
+        let entry = auditor.entry(&ctx(Role::Admin), "run.cancel", "run", None, AuditOutcome::Success);
+        let error = auditor.store(&entry).await.unwrap_err();
+        assert_eq!(error.to_string(), "recording audit entry run.cancel");
+        assert!(
+            matches!(error.downcast_ref::<RepositoryError>(), Some(RepositoryError::Unexpected(_))),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_audit_log_that_cannot_be_read_is_unexpected_for_an_admin() {
+        let mut audit = MockAuditLog::new();
+        audit.expect_list().times(1).returning(|_, _| Err(outage()));
+        let read = AuditQueries::new(Arc::new(audit)).list(&ctx(Role::Admin), PageRequest::first(5)).await;
+        assert!(matches!(read, Err(RestrictedReadError::Unexpected(_))), "{read:?}");
     }
 }
