@@ -232,4 +232,116 @@ mod tests {
         assert_eq!(replay, Begin::Replay(StoredResponse { status: 201, body: json!({"id": 1}) }));
         assert_eq!(idempotency.begin(&ctx(), &key, "h2").await.unwrap(), Begin::Conflict);
     }
+
+    fn idempotency(store: MockIdempotencyStore) -> Idempotency {
+        Idempotency::new(Arc::new(store), Arc::new(crate::testing::TestClock::at(1_800_000_000_000)))
+    }
+
+    fn outage() -> RepositoryError {
+        RepositoryError::Unexpected(anyhow::anyhow!("connection lost"))
+    }
+
+    fn key() -> IdempotencyKey {
+        IdempotencyKey::parse("k").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_reserving_is_an_error_so_the_request_does_not_run_unprotected() {
+        let mut store = MockIdempotencyStore::new();
+        store.expect_reserve().times(1).returning(|_, _, _, _, _, _| Err(outage()));
+        let begun = idempotency(store).begin(&ctx(), &key(), "h1").await;
+        assert!(matches!(begun, Err(RepositoryError::Unexpected(_))), "{begun:?}");
+    }
+
+    #[tokio::test]
+    async fn a_free_key_proceeds_and_one_in_progress_waits_for_the_same_body_and_conflicts_for_another() {
+        let mut store = MockIdempotencyStore::new();
+        let mut calls = 0;
+        store.expect_reserve().times(3).returning(move |_, _, _, _, _, _| {
+            calls += 1;
+            Ok(if calls == 1 {
+                Reservation::Reserved
+            } else {
+                Reservation::InProgress { request_hash: "h1".into() }
+            })
+        });
+        let idempotency = idempotency(store);
+        assert_eq!(idempotency.begin(&ctx(), &key(), "h1").await.unwrap(), Begin::Proceed);
+        assert_eq!(idempotency.begin(&ctx(), &key(), "h1").await.unwrap(), Begin::InProgress);
+        assert_eq!(idempotency.begin(&ctx(), &key(), "h2").await.unwrap(), Begin::Conflict);
+    }
+
+    #[tokio::test]
+    async fn finishing_reports_a_vanished_reservation_as_not_found_and_an_outage_as_unexpected() {
+        let failures: [fn() -> RepositoryError; 2] = [|| RepositoryError::NotFound, outage];
+        for failure in failures {
+            let mut store = MockIdempotencyStore::new();
+            store
+                .expect_complete()
+                .withf(|tenant, user, key, response| {
+                    *tenant == TenantId::from_uuid(Uuid::from_u128(1))
+                        && user.as_str() == "u"
+                        && key == "k"
+                        && response.status == 201
+                })
+                .times(1)
+                .returning(move |_, _, _, _| Err(failure()));
+            let response = StoredResponse { status: 201, body: json!({}) };
+            let finished = idempotency(store).finish(&ctx(), &key(), response).await;
+            let expected = failure();
+            assert_eq!(
+                std::mem::discriminant(&finished.unwrap_err()),
+                std::mem::discriminant(&expected),
+                "{expected:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_that_cannot_be_released_is_logged_with_its_cause_not_raised() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut store = MockIdempotencyStore::new();
+        store
+            .expect_release()
+            .withf(|_, user, key| user.as_str() == "u" && key == "k")
+            .times(1)
+            .returning(|_, _, _| Err(outage()));
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A call site first met by a parallel test without a subscriber stays disabled
+        // until the interest cache is rebuilt.
+        tracing::callsite::rebuild_interest_cache();
+        idempotency(store).abandon(&ctx(), &key()).await;
+        drop(guard);
+        let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logs.contains("releasing an idempotency key failed") && logs.contains("connection lost"),
+            "{logs}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_while_purging_expired_keys_is_an_error() {
+        let mut store = MockIdempotencyStore::new();
+        store
+            .expect_purge_expired()
+            .withf(|now| *now == Utc.timestamp_millis_opt(1_800_000_000_000).unwrap())
+            .times(1)
+            .returning(|_| Err(outage()));
+        let purged = idempotency(store).purge_expired().await;
+        assert!(matches!(purged, Err(RepositoryError::Unexpected(_))), "{purged:?}");
+    }
 }
