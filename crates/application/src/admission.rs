@@ -64,7 +64,7 @@ impl TenantAdmission {
             Ok(Some(tenant)) => Ok(AdmittedTenant(tenant)),
             Ok(None) => Err(AdmissionError::Unknown(principal.tenant_id)),
             Err(error) => {
-                tracing::error!(error = %error, "tenant lookup failed; the caller is refused");
+                tracing::error!(error = format!("{error:#}"), "tenant lookup failed; the caller is refused");
                 Err(AdmissionError::DirectoryUnavailable(error))
             }
         }

@@ -24,7 +24,7 @@ use crate::authorization::{Action, authorize};
 use crate::cache::{CachedNamespace, NamespacePolicy};
 use crate::error::RecordError;
 use crate::pagination::{Page, PageRequest};
-use crate::ports::{Cache, Clock, IdGenerator, SessionStore};
+use crate::ports::{Cache, Clock, IdGenerator, RepositoryError, SessionStore};
 
 /// How sessions are cached: 60 s, up to 10 min for sessions that do not change.
 pub const SESSION_NAMESPACE: NamespacePolicy = NamespacePolicy {
@@ -208,6 +208,11 @@ impl SessionService {
         let updated = match self.store.update(&ctx.caller(), id, update, self.clock.now()).await {
             Ok(updated) => updated,
             Err(error) => {
+                // The write may have been applied before the failure (a timeout after the
+                // commit): the cached copy is dropped so that no reader keeps the old one.
+                if matches!(error, RepositoryError::Unexpected(_)) {
+                    self.cached.delete(ctx.principal.tenant_id, &key(id)).await;
+                }
                 self.auditor
                     .record_after(ctx, "session.update", "session", resource, AuditOutcome::Error)
                     .await;
@@ -570,6 +575,28 @@ mod tests {
         let service = service_with(store, audit, MockIdGenerator::new());
         let updated = service.update(&ctx(), id, &SessionUpdate::default()).await;
         assert!(matches!(updated, Err(RecordError::Unexpected(_))), "{updated:?}");
+    }
+
+    #[tokio::test]
+    async fn an_update_that_fails_unexpectedly_drops_the_cached_copy_since_the_write_may_have_landed() {
+        let id = SessionId::from_uuid(Uuid::from_u128(17));
+        let mut store = MockSessionStore::new();
+        let mut reads = 0;
+        store.expect_get().times(2).returning(move |_, id| {
+            reads += 1;
+            Ok(Some(session(id, if reads == 1 { "old" } else { "new" })))
+        });
+        store.expect_update().times(1).returning(|_, _, _, _| Err(outage()));
+        let service = service(store, 1);
+        assert_eq!(service.get(&ctx(), id).await.unwrap().title.unwrap().as_str(), "old");
+        let update = SessionUpdate { title: Some(Some(SessionTitle::parse("new").unwrap())), metadata: None };
+        let updated = service.update(&ctx(), id, &update).await;
+        assert!(matches!(updated, Err(RecordError::Unexpected(_))), "{updated:?}");
+        assert_eq!(
+            service.get(&ctx(), id).await.unwrap().title.unwrap().as_str(),
+            "new",
+            "read from the store"
+        );
     }
 
     #[test]
