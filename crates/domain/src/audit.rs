@@ -66,3 +66,24 @@ pub struct AuditEntry {
     pub client_request_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_reads_back_from_its_stored_name_which_is_its_serde_and_display_name() {
+        for (outcome, name) in [
+            (AuditOutcome::Success, "success"),
+            (AuditOutcome::Denied, "denied"),
+            (AuditOutcome::Error, "error"),
+        ] {
+            assert_eq!(outcome.as_str(), name);
+            assert_eq!(AuditOutcome::from_stored(name), Some(outcome));
+            assert_eq!(outcome.to_string(), name);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), name);
+        }
+        assert_eq!(AuditOutcome::from_stored("Success"), None);
+        assert_eq!(AuditOutcome::from_stored(""), None);
+    }
+}

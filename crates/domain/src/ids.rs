@@ -137,4 +137,9 @@ mod tests {
         assert!(UserId::parse("a\nb").is_err());
         assert_eq!(UserId::parse("user-1").unwrap().as_str(), "user-1");
     }
+
+    #[test]
+    fn a_user_id_displays_as_the_subject_it_was_parsed_from() {
+        assert_eq!(UserId::parse("auth0|5f7c").unwrap().to_string(), "auth0|5f7c");
+    }
 }

@@ -317,6 +317,20 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_embedding_reads_back_only_with_the_exact_dimension_and_finite_values() {
+        let values: Vec<f32> =
+            (1..=u16::try_from(EMBEDDING_DIMENSION).unwrap()).map(|i| f32::from(i).recip()).collect();
+        assert_eq!(Embedding::from_stored(values.clone()).unwrap().as_slice(), values.as_slice());
+        assert!(Embedding::from_stored(values[1..].to_vec()).is_err(), "one value short");
+        let mut nan = values.clone();
+        nan[5] = f32::NAN;
+        assert_eq!(Embedding::from_stored(nan).unwrap_err().field, "embedding");
+        let mut infinite = values;
+        infinite[0] = f32::INFINITY;
+        assert!(Embedding::from_stored(infinite).is_err());
+    }
+
+    #[test]
     fn cosine_similarity_of_known_vectors() {
         let x = Embedding::parse("e", &unit(0)).unwrap();
         let y = Embedding::parse("e", &unit(1)).unwrap();
@@ -364,6 +378,17 @@ mod tests {
             "title"
         );
         assert!(NewChunk::new("", Metadata::default(), Embedding::parse("e", &unit(0)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_title_may_have_exactly_its_maximum_of_characters_and_no_more() {
+        let chunk = || NewChunk::new("text", Metadata::default(), Embedding::parse("e", &unit(0)).unwrap());
+        let longest = "é".repeat(NewDocument::MAX_TITLE_CHARS);
+        let document = NewDocument::new(&longest, None, Metadata::default(), vec![chunk().unwrap()]).unwrap();
+        assert_eq!(document.title, longest);
+        let too_long = format!("{longest}x");
+        let refused = NewDocument::new(&too_long, None, Metadata::default(), vec![chunk().unwrap()]);
+        assert_eq!(refused.unwrap_err().message, "must be at most 500 characters");
     }
 
     #[test]

@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exact_origins_parse() {
+    fn exact_origins_parse_and_read_back_unchanged() {
         for origin in [
             "https://app.example.com",
             "http://localhost:3000",
@@ -122,7 +122,12 @@ mod tests {
             "https://xn--bcher-kva.example",
             "https://my-app.example",
         ] {
-            assert_eq!(WebOrigin::parse(origin).map(WebOrigin::into_string).as_deref(), Ok(origin));
+            let parsed = WebOrigin::parse(origin).unwrap();
+            assert_eq!(
+                (parsed.as_str(), parsed.as_ref(), parsed.to_string().as_str()),
+                (origin, origin, origin)
+            );
+            assert_eq!(parsed.into_string(), origin);
         }
     }
 

@@ -83,9 +83,11 @@ mod tests {
     }
 
     #[test]
-    fn role_names_round_trip() {
+    fn role_names_round_trip_through_display_and_serde() {
         for role in [Role::Authenticated, Role::Admin, Role::Agent, Role::Service] {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(role.to_string().parse::<Role>(), Ok(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
         }
     }
 }

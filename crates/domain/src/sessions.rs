@@ -111,6 +111,12 @@ mod tests {
         assert_eq!(session.updated_at, later);
         SessionUpdate { title: Some(None), metadata: None }.apply_to(&mut session, later);
         assert_eq!(session.title, None);
+    }
+
+    #[test]
+    fn an_update_is_empty_only_when_it_names_no_field() {
         assert!(SessionUpdate::default().is_empty());
+        assert!(!SessionUpdate { title: Some(None), metadata: None }.is_empty());
+        assert!(!SessionUpdate { title: None, metadata: Some(Metadata::default()) }.is_empty());
     }
 }

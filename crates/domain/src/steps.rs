@@ -115,3 +115,50 @@ pub struct ToolCall {
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each variant's stored name reads back as that variant, and is its serde name too (the
+    /// same names travel in event data).
+    fn assert_read_back<T>(
+        names: &[(T, &str)],
+        as_str: fn(T) -> &'static str,
+        from_stored: fn(&str) -> Option<T>,
+    ) where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize,
+    {
+        for &(value, name) in names {
+            assert_eq!(as_str(value), name, "{value:?}");
+            assert_eq!(from_stored(name), Some(value), "{name}");
+            assert_eq!(serde_json::to_value(value).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn every_step_type_reads_back_from_its_stored_name() {
+        let names = [(StepType::MessageCreation, "message_creation"), (StepType::ToolCalls, "tool_calls")];
+        assert_read_back(&names, StepType::as_str, StepType::from_stored);
+        assert_eq!(StepType::from_stored("tool_call"), None);
+    }
+
+    #[test]
+    fn every_step_status_reads_back_from_its_stored_name() {
+        let names = ["in_progress", "completed", "failed", "cancelled", "expired"];
+        let names: Vec<_> = StepStatus::ALL.into_iter().zip(names).collect();
+        assert_read_back(&names, StepStatus::as_str, StepStatus::from_stored);
+        assert_eq!(StepStatus::from_stored("queued"), None);
+    }
+
+    #[test]
+    fn every_tool_call_status_reads_back_from_its_stored_name() {
+        let names = [
+            (ToolCallStatus::InProgress, "in_progress"),
+            (ToolCallStatus::Completed, "completed"),
+            (ToolCallStatus::Failed, "failed"),
+        ];
+        assert_read_back(&names, ToolCallStatus::as_str, ToolCallStatus::from_stored);
+        assert_eq!(ToolCallStatus::from_stored("cancelled"), None);
+    }
+}

@@ -75,4 +75,12 @@ mod tests {
         assert!(!tenant.allows_origin("https://evil.app.example.com"));
         assert!(!tenant.allows_origin("http://app.example.com"));
     }
+
+    #[test]
+    fn tenant_statuses_are_named_active_and_suspended() {
+        for (status, name) in [(TenantStatus::Active, "active"), (TenantStatus::Suspended, "suspended")] {
+            assert_eq!(status.as_str(), name);
+            assert_eq!(status.to_string(), name);
+        }
+    }
 }

@@ -57,3 +57,31 @@ impl Usage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(model: &str, counter: u64) -> Value {
+        json!({"model": model, "input_tokens": counter, "output_tokens": counter, "cost_micros": counter})
+    }
+
+    #[test]
+    fn a_model_name_is_one_to_128_bytes() {
+        assert_eq!(Usage::parse(usage("", 1)).unwrap_err().field, "data");
+        let longest = "é".repeat(64);
+        assert_eq!(Usage::parse(usage(&longest, 1)).unwrap().model, longest);
+        assert!(Usage::parse(usage(&format!("{longest}x"), 1)).is_err(), "129 bytes");
+    }
+
+    #[test]
+    fn counters_up_to_i64_max_are_kept_and_larger_ones_refused() {
+        let max = Usage::parse(usage("m", Usage::MAX_COUNTER)).unwrap();
+        assert_eq!(max.to_json(), usage("m", Usage::MAX_COUNTER));
+        for field in ["input_tokens", "output_tokens", "cost_micros"] {
+            let mut data = usage("m", 0);
+            data[field] = json!(Usage::MAX_COUNTER + 1);
+            assert_eq!(Usage::parse(data).unwrap_err().message, "usage counters must be at most 2^63 - 1");
+        }
+    }
+}

@@ -319,6 +319,20 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_name_is_one_to_128_bytes() {
+        let started = |name: &str| {
+            EventData::parse(
+                EventKind::ToolCallStarted,
+                json!({"tool_call_id": "t1", "step_id": "s1", "name": name, "arguments": {}}),
+            )
+        };
+        let longest = "é".repeat(64);
+        assert!(matches!(started(&longest), Ok(EventData::ToolCallStarted { name, .. }) if name == longest));
+        let refused = started(&format!("{longest}x")).unwrap_err();
+        assert_eq!(refused.message, "tool `name` must be 1 to 128 bytes");
+    }
+
+    #[test]
     fn null_data_counts_as_an_empty_object() {
         assert_eq!(EventData::parse(EventKind::RunStarted, Value::Null).unwrap(), EventData::RunStarted);
     }

@@ -204,9 +204,10 @@ mod tests {
         );
         let failed = event("run.failed", json!({"error": {"code": "x", "message": "y"}}));
         assert_eq!(status_after(RunStatus::RequiresAction, &[failed]), Ok(RunStatus::Failed));
-        let waiting = event("run.requires_action", json!({}));
+        let waiting = || event("run.requires_action", json!({}));
+        assert_eq!(status_after(RunStatus::InProgress, &[waiting()]), Ok(RunStatus::RequiresAction));
         assert_eq!(
-            status_after(RunStatus::InProgress, &[waiting, started(), completed()]),
+            status_after(RunStatus::InProgress, &[waiting(), started(), completed()]),
             Ok(RunStatus::Completed)
         );
     }
@@ -231,5 +232,12 @@ mod tests {
         assert!(ProducerId::parse(&"a".repeat(129)).is_err());
         assert!(ProducerId::parse("a\nb").is_err());
         assert_eq!(ProducerId::parse("").unwrap_err().field, "id");
+    }
+
+    #[test]
+    fn a_producer_id_reads_back_as_it_was_given() {
+        let id = ProducerId::parse("evt-1").unwrap();
+        assert_eq!(id.to_string(), "evt-1");
+        assert_eq!(String::from(id), "evt-1");
     }
 }

@@ -196,12 +196,15 @@ pub struct EventView {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn kind_names_round_trip_and_match_serde() {
+    fn kind_names_round_trip_and_match_display_and_serde() {
         for kind in EventKind::ALL {
             assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
         assert!("run.exploded".parse::<EventKind>().is_err());
@@ -214,5 +217,26 @@ mod tests {
         for kind in terminal {
             assert!(kind.ending_status().is_some_and(RunStatus::is_terminal));
         }
+    }
+
+    #[test]
+    fn clients_see_an_event_as_seq_run_id_kind_data_and_created_at() {
+        let run_id = RunId::from_uuid(uuid::Uuid::from_u128(7));
+        let data = EventData::parse(EventKind::StepDelta, json!({"step_id": "s1", "text": "Hel"})).unwrap();
+        let created_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let event =
+            RunEvent::server(run_id, TenantId::from_uuid(uuid::Uuid::from_u128(8)), 3, data, created_at);
+        assert_eq!(event.data_json(), json!({"step_id": "s1", "text": "Hel"}));
+        let text = event.to_client_json().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({
+                "seq": 3,
+                "run_id": "00000000-0000-0000-0000-000000000007",
+                "kind": "step.delta",
+                "data": {"step_id": "s1", "text": "Hel"},
+                "created_at": "2027-01-15T08:00:00Z",
+            })
+        );
     }
 }

@@ -202,4 +202,12 @@ mod tests {
         assert_eq!(Quota::new(3, 1).unwrap().interval_us(), 333_333);
         assert_eq!(Quota::new(u32::MAX, 1).unwrap().interval_us(), 1);
     }
+
+    #[test]
+    fn a_quota_reports_the_limit_and_window_it_was_made_with() {
+        let quota = Quota::new(100, 3_600).unwrap();
+        assert_eq!((quota.limit(), quota.window_secs()), (100, 3_600));
+        let per_minute = Quota::per_minute(std::num::NonZeroU32::new(5).unwrap());
+        assert_eq!((per_minute.limit(), per_minute.window_secs()), (5, 60));
+    }
 }

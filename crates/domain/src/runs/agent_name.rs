@@ -52,6 +52,13 @@ mod tests {
     }
 
     #[test]
+    fn a_name_reads_back_as_it_was_given() {
+        let name = AgentName::parse("gpt.researcher_2").unwrap();
+        assert_eq!((name.as_str(), name.to_string().as_str()), ("gpt.researcher_2", "gpt.researcher_2"));
+        assert_eq!(serde_json::to_value(&name).unwrap(), "gpt.researcher_2");
+    }
+
+    #[test]
     fn rejects_empty_overlong_and_odd_characters() {
         for name in ["", "-leading", "has space", "ünïcode", "semi;colon", &"x".repeat(65)] {
             assert_eq!(AgentName::parse(name).unwrap_err().field, "agent", "{name}");

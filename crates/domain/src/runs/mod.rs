@@ -282,4 +282,14 @@ mod tests {
         let empty: serde_json::Map<_, _> = [(String::new(), json!(1))].into_iter().collect();
         assert!(Metadata::parse(empty).is_err());
     }
+
+    #[test]
+    fn metadata_keeps_up_to_64_keys_of_up_to_64_characters_as_given() {
+        let most: serde_json::Map<_, _> = (0..64).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert_eq!(Metadata::parse(most.clone()).unwrap().into_map(), most);
+        let longest_key: serde_json::Map<_, _> = [("é".repeat(64), json!(1))].into_iter().collect();
+        assert_eq!(Metadata::parse(longest_key.clone()).unwrap().into_map(), longest_key);
+        let overlong_key: serde_json::Map<_, _> = [("é".repeat(65), json!(1))].into_iter().collect();
+        assert_eq!(Metadata::parse(overlong_key).unwrap_err().field, "metadata");
+    }
 }

@@ -678,6 +678,14 @@ mod tests {
     }
 
     #[test]
+    fn open_steps_end_as_failed_cancelled_or_expired_when_their_run_does() {
+        let step_status: Vec<_> = RunStatus::ALL.into_iter().map(step_status_for).collect();
+        let (failed, cancelled, expired) =
+            (Some(StepStatus::Failed), Some(StepStatus::Cancelled), Some(StepStatus::Expired));
+        assert_eq!(step_status, [None, None, None, None, failed, cancelled, expired], "{:?}", RunStatus::ALL);
+    }
+
+    #[test]
     fn events_of_another_run_are_refused() {
         let mut foreign = event(2, EventKind::RunStarted, json!({}));
         foreign.run_id = RunId::from_uuid(Uuid::from_u128(99));
