@@ -440,6 +440,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_readers_of_an_expired_entry_reload_it_once_and_share_the_new_value() {
+        let (_, clock, cached) = setup();
+        let t = tenant();
+        let calls = Arc::new(AtomicU32::new(0));
+        load(&cached, t, "old", &calls).await;
+        clock.advance(61_000);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cached, calls) = (cached.clone(), Arc::clone(&calls));
+                tokio::spawn(async move {
+                    let got: Result<_, ()> = cached
+                        .get_or_load(t, "k", || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok("new".to_owned())
+                        })
+                        .await;
+                    got.unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().as_str(), "new");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the first load, then one reload for all twenty");
+    }
+
+    #[tokio::test]
+    async fn a_reader_picked_for_early_refresh_reloads_the_entry_while_it_is_still_fresh() {
+        let (cache, clock, cached) = setup();
+        let (t, calls) = (tenant(), AtomicU32::new(0));
+        load(&cached, t, "old", &calls).await;
+        // A load that took u32::MAX ms, read 1 ms before expiry: XFetch picks the reader
+        // unless its draw u is within 2.3e-10 of 1 (−ln u · load must reach 1 ms).
+        let expires_at_ms = {
+            let mut entries = cache.0.lock().unwrap();
+            let entry = entries.values_mut().next().unwrap();
+            entry.meta.load_ms = u32::MAX;
+            entry.meta.expires_at_ms
+        };
+        clock.0.store(i64::try_from(expires_at_ms).unwrap() - 1, Ordering::SeqCst);
+        assert_eq!(cached.get(t, "k").await.as_deref().map(String::as_str), Some("old"), "still fresh");
+        assert_eq!(load(&cached, t, "new", &calls).await, "new", "reloaded before it expired");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(cached.get(t, "k").await.as_deref().map(String::as_str), Some("new"));
+    }
+
+    #[test]
+    fn debug_output_shows_the_namespace_policy() {
+        let (_, _, cached) = setup();
+        let debug = format!("{cached:?}");
+        assert!(
+            debug.starts_with("CachedNamespace")
+                && debug.contains(r#"name: "test""#)
+                && debug.contains("schema: 1"),
+            "{debug}"
+        );
+    }
+
+    #[tokio::test]
     async fn an_expired_entry_is_reloaded_and_served_stale_if_the_reload_fails() {
         let (_, clock, cached) = setup();
         let (t, calls) = (tenant(), AtomicU32::new(0));

@@ -86,4 +86,26 @@ mod tests {
         assert_eq!(format!("{token:?}"), "AccessToken(<redacted>)");
         assert_eq!(token.expose(), "eyJhbGciOiJIUzI1NiJ9.secret.sig");
     }
+
+    #[test]
+    fn a_caller_acts_on_the_whole_tenant_only_as_an_admin_or_a_service() {
+        for (role, whole_tenant) in
+            [(Role::Authenticated, false), (Role::Admin, true), (Role::Agent, false), (Role::Service, true)]
+        {
+            let tenant_id = TenantId::from_uuid(uuid::Uuid::from_u128(1));
+            let ctx = RequestContext {
+                principal: Principal { tenant_id, user_id: UserId::parse("alice").unwrap(), role },
+                ip: None,
+                request_id: "r-1".into(),
+                client_request_id: None,
+                token: Some(AccessToken::new("t")),
+            };
+            let caller = ctx.caller();
+            assert_eq!(caller.sees_whole_tenant(), whole_tenant, "{role}");
+            assert_eq!(
+                (caller.tenant, caller.user.as_str(), caller.role, caller.token),
+                (tenant_id, "alice", role, Some(AccessToken::new("t")))
+            );
+        }
+    }
 }

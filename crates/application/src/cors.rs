@@ -168,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::ports::{MockTenantDirectory, RepositoryError};
-    use crate::testing::TestClock;
+    use crate::testing::{TestClock, logs_of};
 
     const APP: &str = "https://app.tenant-a.test";
     const CONSOLE: &str = "https://console.sba.test";
@@ -329,5 +329,39 @@ mod tests {
         clock.advance(1);
         assert!(policy.allows_anonymous(APP).await, "read again after the pause");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_directory_outage_is_logged_when_it_starts_and_when_it_ends_not_at_each_retry() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut directory = MockTenantDirectory::new();
+        let counted = Arc::clone(&calls);
+        directory.expect_registered_origins().times(4).returning(move || {
+            match counted.fetch_add(1, Ordering::SeqCst) {
+                1 | 2 => Err(RepositoryError::Unexpected(anyhow::anyhow!("connection refused"))),
+                _ => Ok(vec![APP.to_owned()]),
+            }
+        });
+        let clock = clock();
+        let policy = policy(directory, &clock);
+        let mut logs = Vec::new();
+        for pause in [0, 60_000, 5_000, 5_000] {
+            clock.advance(pause);
+            logs.push(logs_of(async { assert!(policy.allows_anonymous(APP).await) }).await);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let [first_read, outage, retry, recovery] = &logs[..] else { unreachable!() };
+        let (down, back) = ("cannot read the tenant origins for CORS", "tenant origins for CORS read again");
+        assert!(!first_read.contains(back), "{first_read}");
+        assert!(outage.contains(down) && outage.contains("connection refused"), "{outage}");
+        assert!(!retry.contains(down), "{retry}");
+        assert!(recovery.contains(back) && !recovery.contains(down), "{recovery}");
+    }
+
+    #[test]
+    fn debug_output_shows_the_global_origins() {
+        let policy = policy(MockTenantDirectory::new(), &clock());
+        let debug = format!("{policy:?}");
+        assert!(debug.starts_with("OriginPolicy") && debug.contains(CONSOLE), "{debug}");
     }
 }

@@ -206,11 +206,11 @@ mod tests {
         clock.advance(999);
         monitor.readiness().await;
         assert_eq!(check.calls.load(Ordering::SeqCst), 1, "within the interval: the last answer");
-        clock.advance(2);
+        clock.advance(1);
         check.down.store(true, Ordering::SeqCst);
         let records = monitor.readiness().await;
         assert_eq!(check.calls.load(Ordering::SeqCst), 2);
-        assert!(!records[0].up, "a new answer once the interval passed");
+        assert!(!records[0].up, "a new answer once the interval has passed (exactly 1 s here)");
     }
 
     /// A monitor of `checks` writing its history to `log`.

@@ -192,6 +192,27 @@ mod tests {
         );
     }
 
+    /// Keys live for a day: a hash stored before an upgrade must still match the same
+    /// request after it, so the form hashed is fixed: the operation, a NUL byte, and the
+    /// body as compact JSON with every object's keys sorted.
+    #[test]
+    fn the_hash_is_of_the_operation_and_the_compact_body_with_sorted_keys() {
+        let body = json!({"b": [1, 23, {"d": null, "c": "x"}, []], "a": {}});
+        let canonical = r#"{"a":{},"b":[1,23,{"c":"x","d":null},[]]}"#;
+        let digest =
+            Sha256::new().chain_update("POST /v1/runs").chain_update([0]).chain_update(canonical).finalize();
+        let expected = digest.iter().fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        });
+        assert_eq!(request_hash("POST /v1/runs", &body), expected);
+        assert_ne!(
+            request_hash("POST /v1/runs", &json!({"n": [12, 3]})),
+            request_hash("POST /v1/runs", &json!({"n": [1, 23]})),
+            "items stay apart"
+        );
+    }
+
     #[test]
     fn keys_are_visible_ascii_up_to_255_characters() {
         assert!(IdempotencyKey::parse("order-42_retry.1").is_ok());

@@ -339,6 +339,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sessions_of_one_tenant_are_cached_apart() {
+        let (first, second) =
+            (SessionId::from_uuid(Uuid::from_u128(1)), SessionId::from_uuid(Uuid::from_u128(2)));
+        let mut store = MockSessionStore::new();
+        store
+            .expect_get()
+            .times(2)
+            .returning(move |_, id| Ok(Some(session(id, if id == first { "first" } else { "second" }))));
+        let service = service(store, 0);
+        for (id, title) in [(first, "first"), (second, "second"), (first, "first"), (second, "second")] {
+            let read = service.get(&ctx(), id).await.unwrap();
+            assert_eq!((read.id, read.title.unwrap().as_str()), (id, title));
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_the_cache_policy() {
+        let service = service(MockSessionStore::new(), 0);
+        let debug = format!("{service:?}");
+        assert!(debug.starts_with("SessionService") && debug.contains(r#"name: "session""#), "{debug}");
+    }
+
+    #[tokio::test]
     async fn an_unknown_session_is_not_found_and_not_cached() {
         let id = SessionId::from_uuid(Uuid::from_u128(2));
         let mut store = MockSessionStore::new();

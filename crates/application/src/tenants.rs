@@ -222,6 +222,13 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_the_cache_policy() {
+        let (cache, _) = cache_with(MockTenantDirectory::new());
+        let debug = format!("{cache:?}");
+        assert!(debug.starts_with("TenantCache") && debug.contains(r#"name: "tenant""#), "{debug}");
+    }
+
+    #[test]
     fn cached_tenants_read_back_as_the_same_tenant() {
         let id = TenantId::from_uuid(Uuid::from_u128(10));
         let tenant = Tenant {

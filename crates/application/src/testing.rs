@@ -1,9 +1,9 @@
-//! Shared stand-ins for the unit tests of the application services: a map cache and a clock
-//! the test moves (the ports' mockall mocks are beside each port).
+//! Shared stand-ins for the unit tests of the application services: a map cache, a clock
+//! the test moves and a capture of log lines (the ports' mockall mocks are beside each port).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -50,4 +50,29 @@ impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap_or_default()
     }
+}
+
+/// The log lines (INFO and above) written while `run` runs on this thread.
+pub async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    // A call site first met by a parallel test without a subscriber stays disabled for
+    // every thread until the interest cache is rebuilt.
+    tracing::callsite::rebuild_interest_cache();
+    run.await;
+    drop(guard);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }

@@ -79,12 +79,13 @@ async fn a_key_known_to_be_over_its_limit_is_refused_without_asking_redis() {
         .returning(|_, _, _| Ok(Decision::Denied { retry_after_us: 30_000_000, reset_us: 60_000_000 }));
     let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
     for _ in 0..5 {
-        let Verdict::Decided(Decision::Denied { retry_after_us, .. }) =
+        let Verdict::Decided(Decision::Denied { retry_after_us, reset_us }) =
             limits.check(key(), "default", quota(), 1).await
         else {
             panic!("expected a denial");
         };
         assert!(retry_after_us > 29_000_000 && retry_after_us <= 30_000_000, "{retry_after_us}");
+        assert!(reset_us > 59_000_000 && reset_us <= 60_000_000, "the quota's own reset: {reset_us}");
     }
 }
 
@@ -118,7 +119,123 @@ async fn a_remembered_denial_ends_when_the_key_may_pass_again() {
         !matches!(limits.check(key(), "default", quota(), 1).await, Verdict::Decided(d) if d.is_allowed())
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(!limits.denied.contains_key(&key().to_string()), "the memory lets go of it");
     assert_eq!(limits.check(key(), "default", quota(), 1).await, Verdict::Decided(allowed()));
+}
+
+/// A limiter that answers its first two checks only once both are waiting (two requests
+/// of one key in flight together), denying every check for `retry`.
+#[derive(Debug)]
+struct DeniesTwoTogether {
+    both_asked: tokio::sync::Barrier,
+    calls: AtomicU64,
+    retry: Duration,
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for DeniesTwoTogether {
+    async fn check(&self, _: &str, _: Quota, _: u32) -> Result<Decision, crate::ports::RateLimitError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < 2 {
+            self.both_asked.wait().await;
+        }
+        let retry_after_us = u64::try_from(self.retry.as_micros()).unwrap();
+        Ok(Decision::Denied { retry_after_us, reset_us: retry_after_us })
+    }
+}
+
+#[tokio::test]
+async fn denials_of_one_key_decided_together_are_remembered_until_they_end_then_forgotten() {
+    let limiter = Arc::new(DeniesTwoTogether {
+        both_asked: tokio::sync::Barrier::new(2),
+        calls: AtomicU64::new(0),
+        retry: Duration::from_millis(300),
+    });
+    let limits = RateLimits::new(limiter.clone(), Arc::new(MockRateLimiter::new()), FailMode::Open);
+    let together =
+        tokio::join!(limits.check(key(), "default", quota(), 1), limits.check(key(), "default", quota(), 1));
+    assert!(matches!(
+        together,
+        (Verdict::Decided(Decision::Denied { .. }), Verdict::Decided(Decision::Denied { .. }))
+    ));
+    // The second denial replaced the first in the memory: the key is still refused locally.
+    assert!(matches!(
+        limits.check(key(), "default", quota(), 1).await,
+        Verdict::Decided(Decision::Denied { .. })
+    ));
+    assert_eq!(limiter.calls.load(Ordering::SeqCst), 2, "refused without asking the limiter");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!limits.denied.contains_key(&key().to_string()), "forgotten once it ended");
+}
+
+#[tokio::test]
+async fn an_allowed_request_with_a_fifth_of_its_quota_left_or_less_counts_as_near_the_limit() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut distributed = MockRateLimiter::new();
+    let mut left = [3, 2, 0].into_iter();
+    distributed
+        .expect_check()
+        .times(3)
+        .returning(move |_, _, _| Ok(Decision::Allowed { remaining: left.next().unwrap(), reset_us: 1 }));
+    let limits = RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open);
+    for _ in 0..3 {
+        limits.check(key(), "default", quota(), 1).await; // a quota of 10
+    }
+    let counted = |name: &str| {
+        snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
+            let labels: Vec<_> =
+                key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            let default_policy = labels.contains(&("policy".to_owned(), "default".to_owned()));
+            (key.key().name() == name && default_policy && !labels.iter().any(|(k, _)| k == "outcome"))
+                .then_some(value)
+        })
+    };
+    assert_eq!(counted("sba_ratelimit_near_limit_total"), Some(DebugValue::Counter(2)), "2 and 0 left of 10");
+}
+
+#[tokio::test]
+async fn denials_are_logged_at_most_once_a_second_and_the_next_line_counts_those_left_out() {
+    let mut distributed = MockRateLimiter::new();
+    distributed
+        .expect_check()
+        .times(1)
+        .returning(|_, _, _| Ok(Decision::Denied { retry_after_us: 30_000_000, reset_us: 60_000_000 }));
+    // A limiter running for an hour (its log clock counts from its start).
+    let limits = RateLimits {
+        started: Instant::now().checked_sub(Duration::from_hours(1)).unwrap(),
+        ..RateLimits::new(Arc::new(distributed), Arc::new(MockRateLimiter::new()), FailMode::Open)
+    };
+    let flood = crate::testing::logs_of(async {
+        for _ in 0..5 {
+            limits.check(key(), "default", quota(), 1).await;
+        }
+    })
+    .await;
+    assert_eq!(flood.matches("rate limited").count(), 1, "{flood}");
+    assert!(flood.contains("policy=\"default\"") && flood.contains("suppressed=0"), "{flood}");
+    // The line was logged a second ago: the next denial is logged, with the four left out.
+    limits.last_denial_log_us.fetch_sub(1_000_000, Ordering::Relaxed);
+    let next = crate::testing::logs_of(async {
+        limits.check(key(), "default", quota(), 1).await;
+    })
+    .await;
+    assert_eq!(next.matches("rate limited").count(), 1, "{next}");
+    assert!(next.contains("suppressed=4"), "{next}");
+}
+
+#[test]
+fn debug_output_shows_the_fail_mode_and_whether_the_fallback_decides() {
+    let limits =
+        RateLimits::new(Arc::new(MockRateLimiter::new()), Arc::new(MockRateLimiter::new()), FailMode::Closed);
+    let debug = format!("{limits:?}");
+    assert!(
+        debug.starts_with("RateLimits")
+            && debug.contains("fail_mode: Closed")
+            && debug.contains("fallback_active: false"),
+        "{debug}"
+    );
 }
 
 #[tokio::test]
