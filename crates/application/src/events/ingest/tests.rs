@@ -519,3 +519,112 @@ async fn an_accepted_status_change_whose_audit_entry_cannot_be_stored_is_still_a
     assert_eq!(receipt.run_status, RunStatus::InProgress);
     assert_eq!(*published.lock().unwrap(), [2]);
 }
+
+#[tokio::test]
+async fn a_batch_of_exactly_the_maximum_number_of_events_is_taken() {
+    let (mut ports, published) = Ports::with_run(RunStatus::InProgress).publishing();
+    ports.sequencer.expect_append().times(1).returning(|request| {
+        let events = request
+            .events
+            .iter()
+            .zip(2..)
+            .map(|(event, seq)| AppendedEvent {
+                producer_id: event.producer_id.clone(),
+                seq,
+                duplicate: false,
+            })
+            .collect();
+        Ok(AppendOutcome::Appended { events, run_status: RunStatus::InProgress })
+    });
+    let batch = (0..MAX_BATCH_EVENTS).map(|i| delta(&format!("e{i}"))).collect();
+    let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, batch).await.unwrap();
+    assert_eq!(receipt.events.len(), MAX_BATCH_EVENTS);
+    assert_eq!(published.lock().unwrap().len(), MAX_BATCH_EVENTS);
+}
+
+#[tokio::test]
+async fn a_batch_resent_after_its_run_ended_gets_its_seqs_back_as_duplicates_without_a_status_round_trip() {
+    // The run was cancelled after the batch was accepted; the agent missed the answer.
+    let (mut ports, published) = Ports::with_run(RunStatus::Cancelled).publishing();
+    ports.sequencer.expect_run_status().never();
+    ports
+        .sequencer
+        .expect_append()
+        .withf(|r| {
+            r.status_change
+                == Some(StatusChange { expected: RunStatus::Cancelled, new: RunStatus::Cancelled })
+        })
+        .times(1)
+        .returning(|_| Ok(appended(&[("a", 5, true)], RunStatus::Cancelled)));
+    ports.audit.expect_record().never();
+    let receipt = ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a")]).await.unwrap();
+    assert_eq!(receipt.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+    assert_eq!((receipt.duplicates, receipt.run_status), (1, RunStatus::Cancelled));
+    assert!(published.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_status_a_batch_leaves_is_the_next_batchs_starting_point_without_asking_the_sequencer() {
+    let (mut ports, _) = Ports::with_run(RunStatus::Queued).publishing();
+    ports.sequencer.expect_run_status().never();
+    let mut calls = mockall::Sequence::new();
+    ports
+        .sequencer
+        .expect_append()
+        .withf(|r| {
+            r.status_change == Some(StatusChange { expected: RunStatus::Queued, new: RunStatus::InProgress })
+        })
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(|_| Ok(appended(&[("a", 2, false)], RunStatus::InProgress)));
+    ports
+        .sequencer
+        .expect_append()
+        .withf(|r| {
+            r.status_change
+                == Some(StatusChange { expected: RunStatus::InProgress, new: RunStatus::InProgress })
+        })
+        .times(1)
+        .in_sequence(&mut calls)
+        .returning(|_| Ok(appended(&[("b", 3, false)], RunStatus::InProgress)));
+    ports.audit.expect_record().times(1).returning(|_| Ok(()));
+    let service = ports.build();
+    service.ingest(&ctx(Role::Agent), RUN, vec![started("a")]).await.unwrap();
+    let receipt = service.ingest(&ctx(Role::Agent), RUN, vec![delta("b")]).await.unwrap();
+    assert_eq!(receipt.events[0].seq, 3);
+}
+
+#[tokio::test]
+async fn accepted_events_and_duplicates_are_counted_apart() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (mut ports, _) = Ports::with_run(RunStatus::InProgress).publishing();
+    ports.sequencer.expect_append().returning(|_| {
+        Ok(appended(&[("a", 2, true), ("b", 3, true), ("c", 4, false)], RunStatus::InProgress))
+    });
+    ports.build().ingest(&ctx(Role::Agent), RUN, vec![delta("a"), delta("b"), delta("c")]).await.unwrap();
+    // One snapshot: taking it resets the counters.
+    let counters: Vec<(String, DebugValue)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .filter(|(name, _)| name.starts_with("sba_events_"))
+        .collect();
+    assert!(
+        counters.contains(&("sba_events_accepted_total".to_owned(), DebugValue::Counter(1))),
+        "{counters:?}"
+    );
+    assert!(
+        counters.contains(&("sba_events_duplicates_total".to_owned(), DebugValue::Counter(2))),
+        "{counters:?}"
+    );
+}
+
+#[test]
+fn debug_output_shows_how_many_runs_are_known() {
+    let debug = format!("{:?}", Ports::with_run(RunStatus::Queued).build());
+    assert!(debug.starts_with("IngestService") && debug.contains("runs_known: 0"), "{debug}");
+}

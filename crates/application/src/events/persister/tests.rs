@@ -424,3 +424,39 @@ async fn a_refused_run_dead_letters_only_its_entries_at_the_limit_and_keeps_the_
 
     assert_eq!((report.runs_failed, report.dead_letters), (1, 1));
 }
+
+/// The traceparents [`record_link`] was given (tests add their own, unique values).
+static LINKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_link(_: &tracing::Span, traceparent: &str) {
+    LINKED.lock().unwrap().push(traceparent.to_owned());
+}
+
+#[tokio::test]
+async fn each_runs_span_links_to_the_spans_that_accepted_its_entries() {
+    let traceparents = [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-01",
+    ];
+    let mut queue = MockEventQueue::new();
+    let mut ledger = MockRunLedger::new();
+    let traced = |id, run, seq, traceparent: &str| QueuedEntry {
+        traceparent: Some(traceparent.to_owned()),
+        ..entry(id, run, seq..=seq, 1)
+    };
+    batch(
+        &mut queue,
+        vec![
+            traced("1-0", run(1), 2, traceparents[0]),
+            entry("2-0", run(2), 2..=2, 1),
+            traced("3-0", run(2), 3, traceparents[1]),
+        ],
+    );
+    ledger.expect_apply_events().times(2).returning(|_, _, b| Ok(outcome(b.len(), 0)));
+    queue.expect_ack().times(2).returning(|_| Ok(()));
+
+    persister(queue, ledger).with_span_links(record_link).persist_once(10).await.unwrap();
+
+    let linked = LINKED.lock().unwrap();
+    assert!(traceparents.iter().all(|t| linked.iter().filter(|l| l == t).count() == 1), "{linked:?}");
+}
