@@ -460,3 +460,28 @@ async fn each_runs_span_links_to_the_spans_that_accepted_its_entries() {
     let linked = LINKED.lock().unwrap();
     assert!(traceparents.iter().all(|t| linked.iter().filter(|l| l == t).count() == 1), "{linked:?}");
 }
+
+#[tokio::test]
+async fn a_run_whose_transaction_fails_is_logged_with_the_seq_range_of_its_entries() {
+    let mut queue = MockEventQueue::new();
+    let mut ledger = MockRunLedger::new();
+    batch(&mut queue, vec![entry("1-0", run(1), 5..=6, 1), entry("2-0", run(1), 3..=4, 1)]);
+    ledger
+        .expect_apply_events()
+        .times(1)
+        .returning(|_, _, _| Err(LedgerError::Unexpected(anyhow::anyhow!("connection reset"))));
+    queue.expect_ack().never();
+    let persister = persister(queue, ledger);
+
+    let logs = crate::testing::logs_of(async {
+        let report = persister.persist_once(10).await.unwrap();
+        assert_eq!(report.runs_failed, 1);
+    })
+    .await;
+
+    let line = logs.lines().find(|l| l.contains("its entries stay pending")).unwrap_or_default();
+    assert!(
+        line.contains("first_seq=3") && line.contains("last_seq=6") && line.contains("connection reset"),
+        "{logs}"
+    );
+}
