@@ -111,3 +111,24 @@ pub trait Cache: std::fmt::Debug + Send + Sync + 'static {
     /// number (the namespace's version moves on), on every node.
     async fn invalidate_namespace(&self, tenant: TenantId, namespace: &'static str);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entrys_debug_output_shows_its_metadata_and_size_not_its_payload() {
+        let meta = EntryMeta {
+            schema: 3,
+            stored_at_ms: 1,
+            expires_at_ms: 2,
+            grace_ms: 3,
+            load_ms: 4,
+            ttl_ms: 5,
+            fingerprint: 6,
+        };
+        let debug = format!("{:?}", CacheEntry::new(meta, b"secret".to_vec()));
+        assert!(debug.starts_with("CacheEntry") && debug.contains("schema: 3"), "{debug}");
+        assert!(debug.contains("payload_bytes: 6") && !debug.contains("115"), "{debug}");
+    }
+}

@@ -40,3 +40,16 @@ impl fmt::Display for ConflictKind {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_conflict_says_how_the_write_conflicts() {
+        let said = |kind: ConflictKind| RepositoryError::Conflict(kind).to_string();
+        assert_eq!(said(ConflictKind::DuplicateId), "conflict: a record with this id exists");
+        assert_eq!(said(ConflictKind::DuplicateKey), "conflict: a unique key is already taken");
+        assert_eq!(said(ConflictKind::ConcurrentChange), "conflict: the record changed concurrently");
+    }
+}

@@ -200,3 +200,118 @@ pub trait EventBus: fmt::Debug + Send + Sync + 'static {
     /// between nodes is down, the subscription is told to resume when it is back.
     async fn subscribe(&self, channel: EventChannel) -> Subscription;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use sba_domain::events::EventData;
+    use uuid::Uuid;
+
+    use super::*;
+
+    const RUN: RunId = RunId::from_uuid(Uuid::from_u128(1));
+    const SESSION: SessionId = SessionId::from_uuid(Uuid::from_u128(2));
+    const TENANT: TenantId = TenantId::from_uuid(Uuid::from_u128(3));
+
+    fn event(seq: u64) -> RunEvent {
+        RunEvent {
+            run_id: RUN,
+            tenant_id: TENANT,
+            seq,
+            producer_id: None,
+            data: EventData::RunStarted,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn channels_are_named_as_the_redis_key_schema_says() {
+        assert_eq!(EventChannel::Run(RUN).name(), "sba:ev:run:00000000-0000-0000-0000-000000000001");
+        assert_eq!(
+            EventChannel::Session(SESSION).to_string(),
+            "sba:ev:session:00000000-0000-0000-0000-000000000002"
+        );
+        assert_eq!(EventChannel::Tenant(TENANT).name(), "sba:ev:tenant:00000000-0000-0000-0000-000000000003");
+    }
+
+    #[test]
+    fn an_event_goes_to_its_run_then_its_session_if_any_then_its_tenant() {
+        let channels: Vec<_> = EventChannel::of(&event(2), Some(SESSION)).collect();
+        assert_eq!(
+            channels,
+            [EventChannel::Run(RUN), EventChannel::Session(SESSION), EventChannel::Tenant(TENANT)]
+        );
+        let channels: Vec<_> = EventChannel::of(&event(2), None).collect();
+        assert_eq!(channels, [EventChannel::Run(RUN), EventChannel::Tenant(TENANT)]);
+    }
+
+    #[test]
+    fn a_copy_for_another_channel_builds_a_frame_of_its_own_while_clones_share_theirs() {
+        let event = LiveEvent::new(RUN, 2, "{}");
+        assert_eq!(&*event.shared_frame(|_| "run frame".to_owned()), "run frame");
+        assert_eq!(&*event.clone().shared_frame(|_| unreachable!("built once")), "run frame");
+        let copy = event.for_another_channel();
+        assert_eq!(copy, event, "the same event");
+        assert_eq!(&*copy.shared_frame(|_| "tenant frame".to_owned()), "tenant frame");
+    }
+
+    #[tokio::test]
+    async fn a_subscription_yields_its_messages_tells_a_lagging_subscriber_to_resume_and_ends_when_closed() {
+        let live = |seq| BusMessage::Event(LiveEvent::new(RUN, seq, "{}"));
+        let (sender, receiver) = broadcast::channel(2);
+        let mut subscription = Subscription::new(receiver, ());
+        assert_eq!(subscription.try_recv(), None, "nothing buffered");
+        sender.send(live(2)).unwrap();
+        assert!(format!("{subscription:?}").contains("buffered: 1"), "{subscription:?}");
+        assert_eq!(subscription.recv().await, Some(live(2)));
+        for seq in 3..=5 {
+            sender.send(live(seq)).unwrap();
+        }
+        assert_eq!(subscription.try_recv(), Some(BusMessage::ResumeNeeded), "3 fell out of the buffer");
+        assert_eq!(subscription.try_recv(), Some(live(4)));
+        assert_eq!(subscription.recv().await, Some(live(5)));
+        for seq in 6..=8 {
+            sender.send(live(seq)).unwrap();
+        }
+        assert_eq!(subscription.recv().await, Some(BusMessage::ResumeNeeded));
+        assert_eq!(subscription.recv().await, Some(live(7)));
+        drop(sender);
+        assert_eq!(subscription.recv().await, Some(live(8)), "what was kept is still delivered");
+        assert_eq!(subscription.recv().await, None, "then the closed channel ends it");
+    }
+
+    /// A bus that publishes one event at a time, and fails on the event `fails_at`.
+    #[derive(Debug)]
+    struct OneAtATime {
+        published: Mutex<Vec<u64>>,
+        fails_at: Option<u64>,
+    }
+
+    #[async_trait]
+    impl EventBus for OneAtATime {
+        async fn publish(&self, event: &RunEvent, _: Option<SessionId>) -> Result<(), EventBusError> {
+            if Some(event.seq) == self.fails_at {
+                return Err(EventBusError::Unavailable(anyhow::anyhow!("connection lost")));
+            }
+            self.published.lock().unwrap().push(event.seq);
+            Ok(())
+        }
+
+        async fn subscribe(&self, _: EventChannel) -> Subscription {
+            unreachable!("nothing subscribes here")
+        }
+    }
+
+    #[tokio::test]
+    async fn publishing_several_events_publishes_each_in_order_and_stops_at_the_first_failure() {
+        let events: Vec<RunEvent> = (2..=5).map(event).collect();
+        let bus = OneAtATime { published: Mutex::default(), fails_at: None };
+        bus.publish_all(&events, None).await.unwrap();
+        assert_eq!(*bus.published.lock().unwrap(), [2, 3, 4, 5]);
+        let failing = OneAtATime { published: Mutex::default(), fails_at: Some(4) };
+        let failed = failing.publish_all(&events, Some(SESSION)).await;
+        assert!(matches!(failed, Err(EventBusError::Unavailable(_))), "{failed:?}");
+        assert_eq!(*failing.published.lock().unwrap(), [2, 3]);
+    }
+}

@@ -121,4 +121,15 @@ mod tests {
         assert!(cache.0.lock().unwrap().is_empty(), "a failed lookup caches nothing");
         assert!(access.visible(tenant, id).await.unwrap(), "the next check asks the store again");
     }
+
+    #[test]
+    fn debug_output_shows_the_cache_policy() {
+        let access = RunAccess::new(
+            Arc::new(MockRunRepository::new()),
+            Arc::new(MapCache::default()),
+            Arc::new(TestClock::at(0)),
+        );
+        let debug = format!("{access:?}");
+        assert!(debug.starts_with("RunAccess") && debug.contains(r#"name: "run_access""#), "{debug}");
+    }
 }

@@ -485,3 +485,29 @@ async fn a_run_whose_transaction_fails_is_logged_with_the_seq_range_of_its_entri
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_lettered_entry_is_logged_with_its_own_seq_range_and_attempts() {
+    let mut queue = MockEventQueue::new();
+    let mut ledger = MockRunLedger::new();
+    batch(
+        &mut queue,
+        vec![entry("1-0", run(1), 7..=9, DEFAULT_MAX_ATTEMPTS), entry("2-0", run(1), 10..=12, 1)],
+    );
+    ledger.expect_apply_events().times(1).returning(|_, _, _| Err(rejected()));
+    queue.expect_dead_letter().times(1).returning(|_, _| Ok(()));
+    let persister = persister(queue, ledger);
+
+    let logs = crate::testing::logs_of(async {
+        assert_eq!(persister.persist_once(10).await.unwrap().dead_letters, 1);
+    })
+    .await;
+
+    let line = logs.lines().find(|l| l.contains("queue entry dead-lettered")).unwrap_or_default();
+    assert!(
+        line.contains("first_seq=7") && line.contains("last_seq=9") && line.contains("attempts=5"),
+        "{logs}"
+    );
+    let refused = logs.lines().find(|l| l.contains("the ledger refused")).unwrap_or_default();
+    assert!(refused.contains("first_seq=7") && refused.contains("last_seq=12"), "the run's range: {logs}");
+}
