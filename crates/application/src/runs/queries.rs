@@ -381,6 +381,57 @@ mod tests {
         events
     }
 
+    #[tokio::test]
+    async fn a_full_page_or_one_that_says_more_follow_is_answered_without_reading_the_history() {
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().never();
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            log_holding_1_to_3(),
+            history,
+        );
+        let full = queries.events(&ctx(), RUN, 0, 3).await.unwrap();
+        assert_eq!((seqs(&full), full.next), (vec![1, 2, 3], None));
+
+        // A store whose pages may be shorter than asked: its cursor says more are stored.
+        let mut events = MockEventLog::new();
+        events
+            .expect_list_after()
+            .returning(|_, _, _, _| Ok(Page { items: vec![event(1), event(2)], next: Some(Cursor::Seq(2)) }));
+        let mut history = crate::ports::MockEventSequencer::new();
+        history.expect_history_after().never();
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            events,
+            history,
+        );
+        let short = queries.events(&ctx(), RUN, 0, 5).await.unwrap();
+        assert_eq!((seqs(&short), short.next), (vec![1, 2], Some(Cursor::Seq(2))));
+    }
+
+    #[tokio::test]
+    async fn the_history_is_asked_for_the_room_left_in_the_page_plus_one_to_tell_whether_more_follow() {
+        let mut history = crate::ports::MockEventSequencer::new();
+        history
+            .expect_history_after()
+            .withf(|_, run, after, limit| *run == RUN && *after == 3 && *limit == 3)
+            .times(1)
+            .returning(|_, _, _, _| Ok(vec![event(4), event(5), event(6)]));
+        let queries = queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            log_holding_1_to_3(),
+            history,
+        );
+        let page = queries.events(&ctx(), RUN, 0, 5).await.unwrap();
+        assert_eq!((seqs(&page), page.next), (vec![1, 2, 3, 4, 5], Some(Cursor::Seq(5))));
+    }
+
     fn unreadable_history() -> crate::ports::MockEventSequencer {
         let mut history = crate::ports::MockEventSequencer::new();
         history
