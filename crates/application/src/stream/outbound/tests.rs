@@ -394,3 +394,70 @@ fn a_queue_whose_oldest_frame_waited_past_the_maximum_delay_is_too_late_until_it
     text(queue.pop());
     assert!(!queue.too_late(now + std::time::Duration::from_secs(11)));
 }
+
+#[test]
+fn a_configured_maximum_delay_applies_and_a_frame_may_wait_exactly_that_long() {
+    let limits = limits(100, 50).with_max_delay(std::time::Duration::from_secs(2));
+    assert_eq!(limits.max_delay(), std::time::Duration::from_secs(2));
+    let mut queue = OutboundQueue::new(limits);
+    queue.push_control("{}".into()).unwrap();
+    let queued = queue.entries.front().unwrap().0;
+    assert!(!queue.too_late(queued + std::time::Duration::from_secs(2)), "exactly the maximum");
+    assert!(queue.too_late(queued + std::time::Duration::from_secs(2) + std::time::Duration::from_nanos(1)));
+}
+
+#[test]
+fn a_delta_with_nothing_to_merge_into_leaves_as_the_bus_published_it_above_the_high_water_mark() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
+    let event = delta(RUN_A, 2, "s1", "hi");
+    assert_eq!(
+        queue.push_event(CHANNEL, event.clone()),
+        Ok(Pushed::Queued),
+        "read, but nothing to merge into"
+    );
+    assert!(!queue.is_empty());
+    text(queue.pop());
+    let Some(OutFrame::Event(frame)) = queue.pop() else { panic!("an event frame expected") };
+    assert_eq!(&*frame, event_frame(CHANNEL, &event), "no `coalesced`");
+    assert!(Arc::ptr_eq(&frame, &event.shared_frame(|_| unreachable!("built once"))), "the shared frame");
+    assert!(queue.is_empty());
+}
+
+#[test]
+fn once_earlier_frames_are_sent_a_delta_still_merges_into_the_queued_one_it_continues() {
+    let mut queue = OutboundQueue::new(limits(100, 50));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")).unwrap();
+    queue.set_throttled(true);
+    assert_eq!(
+        summary(&[serde_json::from_str(&text(queue.pop())).unwrap()]),
+        [(1, "step.delta".into(), "a".into())]
+    );
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Ok(Pushed::Coalesced));
+    assert_eq!(summary(&drain(&mut queue)), [(3, "step.delta".into(), "bc".into())]);
+}
+
+#[test]
+fn the_byte_count_goes_down_by_each_frame_sent() {
+    let mut queue = OutboundQueue::new(limits(100, 50));
+    queue.push_control("abc".into()).unwrap();
+    queue.push_control("defgh".into()).unwrap();
+    assert_eq!(queue.bytes(), 8);
+    text(queue.pop());
+    assert_eq!(queue.bytes(), 5);
+    text(queue.pop());
+    assert_eq!(queue.bytes(), 0);
+}
+
+#[test]
+fn a_merge_that_fills_the_byte_bound_exactly_is_taken() {
+    let first = delta(RUN_A, 1, "s1", "a");
+    let size = event_frame_len(CHANNEL, &first);
+    let growth = "b".len() + COALESCED_OVERHEAD;
+    let mut queue = OutboundQueue::new(OutboundLimits::new(100, size + growth, 100, size).unwrap());
+    queue.push_event(CHANNEL, first).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Coalesced));
+    assert_eq!(queue.bytes(), size + growth);
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Err(Overflow), "one byte more");
+}
