@@ -44,6 +44,9 @@ choose_coverage_toolchain() {
     LLVM_COV=(cargo "+$COVERAGE_NIGHTLY" llvm-cov)
     LLVM_COV_BRANCH=(--branch)
     COVERAGE_BRANCHES=1
+    # Its own build directory: the stable run's report would otherwise pick up the nightly's
+    # test binaries, whose coverage data crashes LLVM 22.1's llvm-cov.
+    export CARGO_LLVM_COV_TARGET_DIR="$PWD/target/llvm-cov-branch-target"
 }
 
 # has_llvm_tools [--toolchain <name>]
