@@ -241,6 +241,16 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_is_for_the_part_of_a_token_still_missing() {
+        let throttle = throttle();
+        let alice = throttle.connection(tenant(1), &user("alice"), None);
+        let now = Instant::now() + Duration::from_secs(5);
+        assert_eq!(burst(&alice, now), 2);
+        let later = now + Duration::from_millis(250);
+        assert_eq!(alice.try_send(later), Err(Duration::from_millis(250)), "half a token at 2 a second");
+    }
+
+    #[test]
     fn what_is_available_is_the_smaller_bucket_and_asking_takes_nothing() {
         let throttle = throttle();
         let alice = throttle.connection(tenant(1), &user("alice"), None);
@@ -258,6 +268,25 @@ mod tests {
         assert_eq!(burst(&pro, Instant::now() + Duration::from_secs(5)), 50);
         let unknown = throttle.connection(tenant(2), &user("alice"), Some("enterprise"));
         assert_eq!(burst(&unknown, Instant::now() + Duration::from_secs(5)), 2, "the default");
+    }
+
+    #[test]
+    fn buckets_of_open_connections_survive_sweeps_which_wait_until_the_map_has_doubled() {
+        let throttle = throttle();
+        let now = Instant::now() + Duration::from_secs(5);
+        let open: Vec<_> = (0..100).map(|n| throttle.connection(tenant(n), &user("u"), None)).collect();
+        assert_eq!(burst(&open[0], now), 2);
+        for n in 1_000..1_050 {
+            drop(throttle.connection(tenant(n), &user("u"), None));
+        }
+        // Swept at 128 entries (twice the 64 of the sweep before): 101 left, then 22 more.
+        assert_eq!(throttle.tenants.len(), 123);
+        for n in 2_000..3_000 {
+            drop(throttle.connection(tenant(n), &user("u"), None));
+        }
+        assert!(throttle.tenants.len() <= 202, "{} entries kept", throttle.tenants.len());
+        let again = throttle.connection(tenant(0), &user("u"), None);
+        assert_eq!(burst(&again, now), 0, "the open connection's bucket was kept, not made anew");
     }
 
     #[test]

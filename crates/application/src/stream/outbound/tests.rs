@@ -461,3 +461,38 @@ fn a_merge_that_fills_the_byte_bound_exactly_is_taken() {
     assert_eq!(queue.bytes(), size + growth);
     assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Err(Overflow), "one byte more");
 }
+
+#[test]
+fn a_merged_delta_grows_by_the_coalesced_overhead_once_then_by_its_texts() {
+    let first = delta(RUN_A, 1, "s1", "a");
+    let size = event_frame_len(CHANNEL, &first);
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, first).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "bc")).unwrap();
+    assert_eq!(queue.bytes(), size + 2 + COALESCED_OVERHEAD);
+    queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "def")).unwrap();
+    assert_eq!(queue.bytes(), size + 5 + COALESCED_OVERHEAD);
+}
+
+#[test]
+fn a_delta_whose_text_says_another_seq_than_the_event_is_never_merged() {
+    let mut queue = OutboundQueue::new(limits(100, 1));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    // Published as seq 2, but its client JSON is that of seq 3.
+    let inconsistent = LiveEvent::new(RUN_A, 2, delta(RUN_A, 3, "s1", "b").json);
+    assert_eq!(queue.push_event(CHANNEL, inconsistent), Ok(Pushed::Queued));
+    assert_eq!(queue.coalesced_deltas(), 0);
+}
+
+#[test]
+fn the_bus_merges_a_steps_deltas_up_to_64_kib_of_text_then_starts_a_new_one() {
+    let half = 32 * 1024;
+    let (events, merged) = coalesce_deltas(vec![
+        delta(RUN_A, 1, "s1", &"a".repeat(half)),
+        delta(RUN_A, 2, "s1", &"b".repeat(half)),
+        delta(RUN_A, 3, "s1", "c"),
+    ]);
+    assert_eq!(merged, 1);
+    let ranges: Vec<_> = events.iter().map(|e| (e.first_seq, e.seq)).collect();
+    assert_eq!(ranges, [(1, 2), (3, 3)], "64 KiB exactly fit; one byte more starts a new delta");
+}

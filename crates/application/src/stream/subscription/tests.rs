@@ -304,3 +304,16 @@ fn held_merged_deltas_overlapping_the_history_read_are_replaced_by_a_second_read
     let (deliver, next) = feed.on_history(RUN, events([4, 5]));
     assert_eq!((seqs(&deliver), next), (vec![4, 5, 6], Next::Live));
 }
+
+#[test]
+fn a_full_channel_of_runs_keeps_the_state_of_the_runs_it_follows() {
+    let mut feed = SubscriptionFeed::runs(FeedLimits { page: 100, held: 16, runs: 2 });
+    feed.on_event(event_of(RUN, 1));
+    feed.on_event(event_of(OTHER, 1));
+    assert_eq!(feed.on_event(event_of(RUN, 1)), OnLive::Nothing, "delivered already");
+    assert_eq!(feed.on_event(event_of(RUN, 3)), OnLive::Read(read(1, 1)), "2 is missing");
+    for n in 0xc..0x10 {
+        feed.on_event(event_of(RunId::from_uuid(Uuid::from_u128(n)), 1));
+    }
+    assert_eq!(feed.runs.len(), 2, "never more runs than the bound (none is being read here)");
+}
