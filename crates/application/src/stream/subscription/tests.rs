@@ -317,3 +317,13 @@ fn a_full_channel_of_runs_keeps_the_state_of_the_runs_it_follows() {
     }
     assert_eq!(feed.runs.len(), 2, "never more runs than the bound (none is being read here)");
 }
+
+#[test]
+fn merged_deltas_starting_at_the_last_seq_delivered_are_read_one_by_one_after_it() {
+    let (mut feed, _) = SubscriptionFeed::run(RUN, None, limits(100, 16));
+    feed.on_event(event(1));
+    feed.on_event(event(2));
+    assert_eq!(feed.on_event(merged(2, 4)), OnLive::Read(read(2, 2)));
+    let (deliver, next) = feed.on_history(RUN, events([3, 4]));
+    assert_eq!((seqs(&deliver), next), (vec![3, 4], Next::Live));
+}
