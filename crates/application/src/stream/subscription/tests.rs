@@ -327,3 +327,15 @@ fn merged_deltas_starting_at_the_last_seq_delivered_are_read_one_by_one_after_it
     let (deliver, next) = feed.on_history(RUN, events([3, 4]));
     assert_eq!((seqs(&deliver), next), (vec![3, 4], Next::Live));
 }
+
+#[test]
+fn the_last_held_event_overlapping_the_history_read_is_read_again_from_the_history() {
+    let (mut feed, first) = SubscriptionFeed::run(RUN, Some(0), limits(100, 16));
+    assert_eq!(first, Some(read(0, 100)));
+    feed.on_event(merged(2, 5));
+    // The history had 1..=3 when read: 2..=5 cannot follow 3, and nothing is held after it.
+    let (deliver, next) = feed.on_history(RUN, events([1, 2, 3]));
+    assert_eq!((seqs(&deliver), next), (vec![1, 2, 3], Next::Read(read(3, 100))));
+    let (deliver, next) = feed.on_history(RUN, events([4, 5]));
+    assert_eq!((seqs(&deliver), next), (vec![4, 5], Next::Live));
+}
