@@ -287,9 +287,11 @@ impl RunRepository for SlowRunStore {
 #[tokio::test(start_paused = true)]
 async fn a_pause_that_ends_exactly_at_the_minute_is_still_taken() {
     // The first try takes 3.7 s (the run's lookup): the pauses (100 ms doubling to 5 s)
-    // then make the 16th try at 55 s, and its 5 s pause ends exactly at the minute.
-    let (ingest, batches) = ingest_answering_on(SlowRunStore { delay: Duration::from_millis(3_700) }, |_| {
-        Some(Err(SequencerError::Unavailable(anyhow::anyhow!("down"))))
+    // then make the 16th try at 55 s, and its 5 s pause ends exactly at the minute. The
+    // store comes back only after the agent should have given up (an agent that never
+    // gives up then fails this test instead of hanging it).
+    let (ingest, batches) = ingest_answering_on(SlowRunStore { delay: Duration::from_millis(3_700) }, |n| {
+        (n <= 17).then(|| Err(SequencerError::Unavailable(anyhow::anyhow!("down"))))
     });
     let started = Instant::now();
     let stopped = reporter(ingest).play(script("a"), Duration::from_millis(50)).await;
