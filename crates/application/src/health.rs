@@ -157,7 +157,7 @@ mod tests {
 
     use super::*;
     use crate::ports::{MockClock, MockDependencyCheck, MockHealthLog, MockIdGenerator};
-    use crate::testing::TestClock;
+    use crate::testing::{TestClock, logs_of};
 
     fn check(name: &'static str, result: fn() -> anyhow::Result<()>) -> Arc<dyn DependencyCheck> {
         let mut check = MockDependencyCheck::new();
@@ -303,30 +303,6 @@ mod tests {
     }
 
     /// The log lines written while `run` runs (on this thread).
-    async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // Another test may have met a call site first, with no subscriber on its thread,
-        // and left it cached as disabled for every thread.
-        tracing::callsite::rebuild_interest_cache();
-        run.await;
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
-    }
-
     #[tokio::test]
     async fn a_failing_dependency_is_logged_once_when_it_goes_down_and_once_when_it_is_back() {
         use std::sync::atomic::Ordering;

@@ -169,6 +169,7 @@ mod tests {
 
     use super::*;
     use crate::ports::{MockClock, MockIdempotencyStore};
+    use crate::testing::logs_of;
 
     #[test]
     fn hashes_ignore_key_order_but_not_values_or_operation() {
@@ -320,34 +321,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_that_cannot_be_released_is_logged_with_its_cause_not_raised() {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let mut store = MockIdempotencyStore::new();
         store
             .expect_release()
             .withf(|_, user, key| user.as_str() == "u" && key == "k")
             .times(1)
             .returning(|_, _, _| Err(outage()));
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // A call site first met by a parallel test without a subscriber stays disabled
-        // until the interest cache is rebuilt.
-        tracing::callsite::rebuild_interest_cache();
-        idempotency(store).abandon(&ctx(), &key()).await;
-        drop(guard);
-        let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let logs = logs_of(idempotency(store).abandon(&ctx(), &key())).await;
         assert!(
             logs.contains("releasing an idempotency key failed") && logs.contains("connection lost"),
             "{logs}"

@@ -156,7 +156,7 @@ mod tests {
 
     use super::*;
     use crate::ports::{MockAuditLog, MockIdGenerator, RepositoryError};
-    use crate::testing::TestClock;
+    use crate::testing::{TestClock, logs_of};
 
     fn ctx(role: Role) -> RequestContext {
         RequestContext {
@@ -231,30 +231,6 @@ mod tests {
     }
 
     /// The log lines written while `run` runs (on this thread).
-    async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // A call site first met by a parallel test without a subscriber stays disabled
-        // until the interest cache is rebuilt.
-        tracing::callsite::rebuild_interest_cache();
-        run.await;
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
-    }
-
     #[tokio::test]
     async fn an_entry_that_cannot_be_stored_after_the_change_is_logged_whole_and_counted_not_raised() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
