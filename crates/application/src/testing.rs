@@ -65,14 +65,43 @@ pub async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
             Ok(())
         }
     }
+    // A call site first met by a parallel test, on a thread without a subscriber, would be
+    // cached as "never" for every thread; under this global one no call site ever is, so
+    // each event asks the current thread's subscriber. Without it a race remained: a call
+    // site registered while this capture began kept "never" (1 failure in ~10 runs of the
+    // crate's tests with `cargo test`).
+    static KEEP_CALL_SITES_ASKING: std::sync::Once = std::sync::Once::new();
+    KEEP_CALL_SITES_ASKING.call_once(|| {
+        // Fails only if a global subscriber exists already: then that one decides.
+        let _ = tracing::subscriber::set_global_default(AskEachTime);
+    });
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let guard = tracing::subscriber::set_default(subscriber);
-    // A call site first met by a parallel test without a subscriber stays disabled for
-    // every thread until the interest cache is rebuilt.
     tracing::callsite::rebuild_interest_cache();
     run.await;
     drop(guard);
     String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+/// A global subscriber that records nothing and keeps every call site's interest at
+/// "sometimes" (see [`logs_of`]).
+struct AskEachTime;
+
+impl tracing::Subscriber for AskEachTime {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
