@@ -32,12 +32,7 @@ start_test_services "coverage run"
 # The playground's browser test needs chromium and chromedriver, as in scripts/test.sh.
 scripts/install-chromium.sh
 
-# Profiles of an earlier run would be merged into this report.
-"${LLVM_COV[@]}" clean --workspace
-log "${LLVM_COV[*]} nextest ${LLVM_COV_BRANCH[*]} --workspace --all-targets --no-report $*"
-# A failing test fails the coverage run too; the nextest profile comes from
-# NEXTEST_PROFILE because llvm-cov takes --profile as a cargo profile.
-"${LLVM_COV[@]}" nextest "${LLVM_COV_BRANCH[@]}" --workspace --all-targets --no-report "$@"
+run_instrumented_tests "$@"
 
 "${LLVM_COV[@]}" report "${LLVM_COV_BRANCH[@]}" --html
 log "HTML report: target/llvm-cov/html/index.html"

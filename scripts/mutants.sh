@@ -12,8 +12,9 @@
 #
 # Arguments go to `cargo mutants` (installed pinned when missing); its configuration is
 # .cargo/mutants.toml. Results go to mutants.out/ (caught.txt, missed.txt, timeout.txt,
-# unviable.txt, outcomes.json); the script ends with their counts. Starts the private
-# PostgreSQL and Redis first, since the tests of sba-infrastructure and sba-delivery need them.
+# unviable.txt, outcomes.json); the script ends with their counts and the missed mutants
+# (scripts/mutants-summary.sh). Starts the private PostgreSQL and Redis first, since the
+# tests of sba-infrastructure and sba-delivery need them.
 #
 # Exit status: cargo mutants' own (0 every mutant caught, 2 some missed, 3 some timed out,
 # 4 the tests fail without any mutation).
@@ -62,14 +63,8 @@ export NEXTEST_PROFILE=mutants
 log "cargo mutants $*"
 status=0
 cargo mutants "$@" || status=$?
-if ((listing == 0)) && [[ -d $out ]]; then
-    count() {
-        if [[ -f $out/$1.txt ]]; then grep -c . "$out/$1.txt" || true; else echo 0; fi
-    }
-    log "caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable) ($out)"
-    if [[ -s $out/missed.txt ]]; then
-        log "missed mutants (no test failed with them):"
-        cat "$out/missed.txt" >&2
-    fi
+if ((listing == 0)); then
+    # The counts and the missed mutants, as the pull request job's summary shows them.
+    scripts/mutants-summary.sh "$out" >&2
 fi
 exit "$status"

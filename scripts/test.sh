@@ -49,11 +49,7 @@ log "SBA_TEST_DATABASE_URL=$SBA_TEST_DATABASE_URL SBA_TEST_REDIS_URL=$SBA_TEST_R
 
 status=0
 if [[ $COVERAGE == 1 ]]; then
-    # Profiles of an earlier run would be merged into this report.
-    "${LLVM_COV[@]}" clean --workspace
-    # The nextest profile comes from NEXTEST_PROFILE: llvm-cov takes --profile as a cargo one.
-    log "${LLVM_COV[*]} nextest ${LLVM_COV_BRANCH[*]} --workspace --all-targets --no-report $*"
-    "${LLVM_COV[@]}" nextest "${LLVM_COV_BRANCH[@]}" --workspace --all-targets --no-report "$@" || status=$?
+    run_instrumented_tests "$@" || status=$?
 else
     log "cargo nextest run --workspace --all-targets $*"
     cargo nextest run --workspace --all-targets "$@" || status=$?

@@ -74,6 +74,16 @@ ensure_llvm_cov() {
     fi
 }
 
+# run_instrumented_tests [nextest arguments]: every test of the workspace, instrumented, with
+# the profiles of an earlier run cleared first (they would be merged into this report). A
+# failing test fails it. The nextest profile comes from NEXTEST_PROFILE: llvm-cov takes
+# --profile as a cargo one.
+run_instrumented_tests() {
+    "${LLVM_COV[@]}" clean --workspace
+    log "${LLVM_COV[*]} nextest ${LLVM_COV_BRANCH[*]} --workspace --all-targets --no-report $*"
+    "${LLVM_COV[@]}" nextest "${LLVM_COV_BRANCH[@]}" --workspace --all-targets --no-report "$@"
+}
+
 # Prints the per-file summary table, then fails (status 1) naming each measure under its
 # threshold; `--fail-under-*` alone exits 1 without saying why.
 coverage_gate() {
