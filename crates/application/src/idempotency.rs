@@ -163,7 +163,7 @@ impl Idempotency {
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
-    use sba_domain::{Principal, Role, TenantId, UserId};
+    use sba_domain::TenantId;
     use serde_json::json;
     use uuid::Uuid;
 
@@ -222,19 +222,8 @@ mod tests {
         }
     }
 
-    fn ctx() -> RequestContext {
-        RequestContext {
-            principal: Principal {
-                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
-                user_id: UserId::parse("u").unwrap(),
-                role: Role::Authenticated,
-            },
-            ip: None,
-            request_id: "r".into(),
-            client_request_id: None,
-            token: None,
-        }
-    }
+    // User `u` (authenticated) of tenant 1.
+    use crate::testing::user_context as ctx;
 
     #[tokio::test]
     async fn a_completed_key_replays_for_the_same_body_and_conflicts_for_another() {

@@ -52,6 +52,21 @@ impl Clock for TestClock {
     }
 }
 
+/// A request of user `u`, role authenticated, in the tenant of UUID 1.
+pub fn user_context() -> crate::RequestContext {
+    crate::RequestContext {
+        principal: sba_domain::Principal {
+            tenant_id: TenantId::from_uuid(uuid::Uuid::from_u128(1)),
+            user_id: sba_domain::UserId::parse("u").unwrap(),
+            role: sba_domain::Role::Authenticated,
+        },
+        ip: None,
+        request_id: "r".into(),
+        client_request_id: None,
+        token: None,
+    }
+}
+
 /// The log lines (INFO and above) written while `run` runs on this thread.
 pub async fn logs_of<F: std::future::Future<Output = ()>>(run: F) -> String {
     #[derive(Clone, Default)]

@@ -34,25 +34,12 @@ impl UsageQueries {
 mod tests {
     use chrono::{TimeZone, Utc};
     use mockall::predicate::eq;
-    use sba_domain::{Principal, Role, TenantId, UserId};
-    use uuid::Uuid;
 
     use super::*;
     use crate::ports::MockUsageLedger;
 
-    fn ctx() -> RequestContext {
-        RequestContext {
-            principal: Principal {
-                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
-                user_id: UserId::parse("u").unwrap(),
-                role: Role::Authenticated,
-            },
-            ip: None,
-            request_id: "r".into(),
-            client_request_id: None,
-            token: None,
-        }
-    }
+    // User `u` (authenticated) of tenant 1.
+    use crate::testing::user_context as ctx;
 
     fn november() -> UsageRange {
         let from = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();

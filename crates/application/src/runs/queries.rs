@@ -181,7 +181,7 @@ impl RunQueries {
 
 #[cfg(test)]
 mod tests {
-    use sba_domain::{Principal, Role, TenantId, UserId};
+    use sba_domain::{TenantId, UserId};
     use uuid::Uuid;
 
     use super::*;
@@ -190,19 +190,8 @@ mod tests {
         SequencerError,
     };
 
-    fn ctx() -> RequestContext {
-        RequestContext {
-            principal: Principal {
-                tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
-                user_id: UserId::parse("u").unwrap(),
-                role: Role::Authenticated,
-            },
-            ip: None,
-            request_id: "r".into(),
-            client_request_id: None,
-            token: None,
-        }
-    }
+    // User `u` (authenticated) of tenant 1.
+    use crate::testing::user_context as ctx;
 
     #[tokio::test]
     async fn details_of_an_invisible_run_are_not_found_and_never_listed() {
