@@ -84,19 +84,54 @@ impl ConnectionThrottle {
     /// # Errors
     /// The wait, when the tenant or the user is over its rate.
     pub fn try_send(&self, now: Instant) -> Result<(), Duration> {
+        self.try_take(now, 1).map(drop)
+    }
+
+    /// Takes the tokens of up to `wanted` event frames from both buckets at `now`, in one
+    /// visit to the shared buckets (a connection's writer asks once per batch of frames):
+    /// how many it took, at least one; when either bucket cannot give one, takes nothing
+    /// and says how long until both can.
+    ///
+    /// # Errors
+    /// The wait, when the tenant or the user is over its rate.
+    pub fn try_take(&self, now: Instant, wanted: usize) -> Result<usize, Duration> {
         // Always tenant then user: two connections never hold them in opposite orders.
         let mut tenant = self.tenant.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut user = self.user.state.lock().unwrap_or_else(PoisonError::into_inner);
         tenant.refill(now, self.tenant.rate);
         user.refill(now, self.user.rate);
-        if tenant.tokens >= 1.0 && user.tokens >= 1.0 {
-            tenant.tokens -= 1.0;
-            user.tokens -= 1.0;
-            return Ok(());
+        let whole = tenant.tokens.min(user.tokens).floor();
+        if whole >= 1.0 {
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a batch is far below 2^52 frames, and `whole` is at least 1"
+            )]
+            let taken = (wanted as f64).min(whole).max(1.0) as usize;
+            #[allow(clippy::cast_precision_loss, reason = "see above")]
+            let spent = taken as f64;
+            tenant.tokens -= spent;
+            user.tokens -= spent;
+            return Ok(taken);
         }
+        Err(self.wait_for(&tenant, &user))
+    }
+
+    /// How long until both buckets can give an event frame's token (at least a
+    /// millisecond), taking nothing.
+    pub fn wait(&self, now: Instant) -> Duration {
+        let mut tenant = self.tenant.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut user = self.user.state.lock().unwrap_or_else(PoisonError::into_inner);
+        tenant.refill(now, self.tenant.rate);
+        user.refill(now, self.user.rate);
+        self.wait_for(&tenant, &user)
+    }
+
+    fn wait_for(&self, tenant: &BucketState, user: &BucketState) -> Duration {
         let wait = |tokens: f64, rate: f64| if tokens >= 1.0 { 0.0 } else { (1.0 - tokens) / rate };
         let seconds = wait(tenant.tokens, self.tenant.rate).max(wait(user.tokens, self.user.rate));
-        Err(Duration::from_secs_f64(seconds).max(Duration::from_millis(1)))
+        Duration::from_secs_f64(seconds).max(Duration::from_millis(1))
     }
 }
 
@@ -238,6 +273,28 @@ mod tests {
         assert_eq!(burst(&carol, now), 0, "the tenant's 4 a second are spent");
         let other = throttle.connection(tenant(2), &user("alice"), None);
         assert_eq!(burst(&other, now), 2, "another tenant's alice is another user");
+    }
+
+    #[test]
+    fn a_batch_takes_what_both_buckets_can_give_at_once_and_no_more() {
+        let throttle = throttle();
+        let now = Instant::now() + Duration::from_secs(5);
+        let alice = throttle.connection(tenant(1), &user("alice"), None);
+        let bob = throttle.connection(tenant(1), &user("bob"), None);
+        assert_eq!(alice.try_take(now, 10), Ok(2), "alice's 2 a second, not the 10 asked");
+        assert_eq!(alice.try_take(now, 10), Err(Duration::from_millis(500)));
+        assert_eq!(alice.wait(now), Duration::from_millis(500), "asking for the wait takes nothing");
+        assert_eq!(bob.try_take(now, 1), Ok(1), "one asked, one taken");
+        assert_eq!(bob.try_take(now, 5), Ok(1), "the tenant's 4 a second: 1 left");
+        let carol = throttle.connection(tenant(1), &user("carol"), None);
+        assert_eq!(
+            carol.try_take(now, 5),
+            Err(Duration::from_millis(250)),
+            "carol's bucket is full, the tenant's empty"
+        );
+        let later = now + Duration::from_secs(1);
+        assert_eq!(alice.wait(later), Duration::from_millis(1), "a second later both buckets have tokens");
+        assert_eq!(alice.try_take(later, 10), Ok(2));
     }
 
     #[test]

@@ -139,6 +139,12 @@ impl OutFrame {
     }
 }
 
+impl AsRef<[u8]> for OutFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
 /// How an event was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `sba_ws_connections` | gauge | |
 //! | `sba_ws_subscriptions` | gauge | |
-//! | `sba_ws_outbound_queue_depth` | histogram (frames queued after each send) | |
+//! | `sba_ws_outbound_queue_depth` | histogram (frames queued behind each write) | |
 //! | `sba_ws_coalesced_deltas_total` | counter | |
 //! | `sba_ws_throttled_total` | counter (events queued over a broadcast rate, to merge) | |
 //! | `sba_ws_frames_total` | counter | `direction` = `in`, `out` |
@@ -113,8 +113,9 @@ pub fn frame_in() {
     HANDLES.frames_in.increment(1);
 }
 
-pub fn frame_out(queue_depth: usize) {
-    HANDLES.frames_out.increment(1);
+/// A write of `frames` frames began, leaving `queue_depth` frames queued behind it.
+pub fn frames_out(frames: usize, queue_depth: usize) {
+    HANDLES.frames_out.increment(frames as u64);
     #[allow(clippy::cast_precision_loss, reason = "a queue depth is far below 2^52")]
     HANDLES.queue_depth.record(queue_depth as f64);
 }

@@ -5,19 +5,15 @@
 //!
 //! [`SocketReader`] reads the client's messages (continuations aggregated, control frames
 //! between them, every limit of the RFC checked); it is cancel-safe, so it can sit in a
-//! `select!` beside the connection's other work. [`SocketWriter`] is shared by the
-//! connection's writer task (the queued frames) and the connection task (pings, pongs, the
-//! close frame); a write is never torn by a timeout: pings and pongs are written without
-//! waiting (skipped when the socket's buffer is full) and the close frame is skipped after
-//! a torn write (an aborted writer).
+//! `select!` beside the connection's other work. [`SocketWriter`] writes the queued frames,
+//! with the pings and pongs framed before them, as an owned future that the connection's
+//! task polls beside the rest of its work, so a write is never torn by a timeout.
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Mutex;
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -64,8 +60,7 @@ pub fn split(io: TcpStream, read: &[u8], max_message: usize) -> (SocketReader, S
     // 800k deliveries/s against 906k at 1,000 × 1,000 (docs/benchmarks.md, "Third run").
     let (reader, writer) = io.into_split();
     let reader = SocketReader { io: reader, buf: read.to_vec(), message: None, max_message, wanted: 0 };
-    let writer =
-        SocketWriter(Arc::new(Mutex::new(WriterState { io: writer, pending: Vec::new(), torn: false })));
+    let writer = SocketWriter { io: writer };
     (reader, writer)
 }
 
@@ -207,110 +202,76 @@ fn message(text: bool, payload: Vec<u8>) -> Result<Incoming, ReadError> {
     }
 }
 
-/// The server's side of the connection, shared by the tasks that write to it.
-#[derive(Debug, Clone)]
-pub struct SocketWriter(Arc<Mutex<WriterState>>);
-
+/// The server's side of the connection, owned by the connection's task. A write takes it
+/// and gives it back when done ([`SocketWriter::write`]), so the task can go on reading the
+/// client and the bus while a write waits for room in the socket's buffer; a write
+/// abandoned part way (the connection dropped) drops the writer with it, and nothing can be
+/// framed after it.
 #[derive(Debug)]
-struct WriterState {
+pub struct SocketWriter {
     io: OwnedWriteHalf,
-    /// The rest of a control frame the socket took only in part; sent before anything else.
-    pending: Vec<u8>,
-    /// A write was abandoned part way (its task aborted): nothing more can be framed.
-    torn: bool,
 }
 
 impl SocketWriter {
-    /// Writes text frames, in order, in as few system calls as the socket allows. Not
-    /// cancel-safe: a cancelled write leaves the connection unusable (`torn`).
+    /// Writes `control` (control frames framed by [`push_ping`] and [`push_pong`]), then
+    /// `frames` as text frames, in order, in as few system calls as the socket allows, and
+    /// gives the writer and the frames back. Not cancel-safe: see the type.
     ///
     /// # Errors
     /// When the connection failed.
-    pub async fn send_texts(&self, frames: &[&[u8]]) -> io::Result<()> {
-        let mut state = self.0.lock().await;
-        if state.torn {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
-        state.torn = true;
-        let pending = std::mem::take(&mut state.pending);
-        state.io.write_all(&pending).await?;
+    pub async fn write<F: AsRef<[u8]>>(
+        mut self,
+        control: Vec<u8>,
+        frames: Vec<F>,
+    ) -> io::Result<(Self, Vec<F>)> {
         let mut headers = Vec::with_capacity(frames.len() * 10);
         let mut ends = Vec::with_capacity(frames.len());
-        for frame in frames {
-            push_header(&mut headers, OP_TEXT, frame.len());
+        for frame in &frames {
+            push_header(&mut headers, OP_TEXT, frame.as_ref().len());
             ends.push(headers.len());
         }
-        let mut slices = Vec::with_capacity(frames.len() * 2);
+        let mut slices = Vec::with_capacity(1 + frames.len() * 2);
+        slices.push(IoSlice::new(&control));
         let mut start = 0;
         for (frame, end) in frames.iter().zip(ends) {
             slices.push(IoSlice::new(&headers[start..end]));
-            slices.push(IoSlice::new(frame));
+            slices.push(IoSlice::new(frame.as_ref()));
             start = end;
         }
-        write_all_vectored(&mut state.io, &mut slices).await?;
-        state.torn = false;
-        Ok(())
+        write_all_vectored(&mut self.io, &mut slices).await?;
+        drop(slices);
+        Ok((self, frames))
     }
 
-    /// Sends a ping if the socket can take it now.
+    /// Sends the close frame and ends the server's side of the TCP connection.
     ///
     /// # Errors
     /// When the connection failed.
-    pub async fn ping(&self) -> io::Result<()> {
-        self.control(OP_PING, &[]).await
+    pub async fn close(mut self, code: u16, reason: &str) -> io::Result<()> {
+        let reason = truncate(reason, MAX_CONTROL_PAYLOAD - 2);
+        let mut frame = Vec::with_capacity(4 + reason.len());
+        push_header(&mut frame, OP_CLOSE, 2 + reason.len());
+        frame.extend_from_slice(&code.to_be_bytes());
+        frame.extend_from_slice(reason.as_bytes());
+        self.io.write_all(&frame).await?;
+        self.io.shutdown().await
     }
+}
 
-    /// Answers a ping if the socket can take it now.
-    ///
-    /// # Errors
-    /// When the connection failed.
-    pub async fn pong(&self, payload: &[u8]) -> io::Result<()> {
-        self.control(OP_PONG, payload).await
-    }
+/// Frames a ping into `out`.
+pub fn push_ping(out: &mut Vec<u8>) {
+    push_control(out, OP_PING, &[]);
+}
 
-    /// A control frame, written without waiting for room in the socket's buffer (skipped
-    /// when there is none); what the socket takes only in part goes out before the next
-    /// frame. Cancel-safe.
-    async fn control(&self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut state = self.0.lock().await;
-        if state.torn || !state.pending.is_empty() {
-            return Ok(());
-        }
-        let mut frame = Vec::with_capacity(2 + payload.len());
-        push_header(&mut frame, opcode, payload.len().min(MAX_CONTROL_PAYLOAD));
-        frame.extend_from_slice(&payload[..payload.len().min(MAX_CONTROL_PAYLOAD)]);
-        match state.io.try_write(&frame) {
-            Ok(written) => {
-                if written < frame.len() {
-                    state.pending = frame.split_off(written);
-                }
-                Ok(())
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(error) => Err(error),
-        }
-    }
+/// Frames the pong answering a ping of `payload` into `out`.
+pub fn push_pong(out: &mut Vec<u8>, payload: &[u8]) {
+    push_control(out, OP_PONG, payload);
+}
 
-    /// Sends the close frame (unless a write was torn) and ends the server's side of the
-    /// TCP connection.
-    ///
-    /// # Errors
-    /// When the connection failed.
-    pub async fn close(&self, code: u16, reason: &str) -> io::Result<()> {
-        let mut state = self.0.lock().await;
-        if !state.torn {
-            let pending = std::mem::take(&mut state.pending);
-            state.io.write_all(&pending).await?;
-            let reason = truncate(reason, MAX_CONTROL_PAYLOAD - 2);
-            let mut frame = Vec::with_capacity(4 + reason.len());
-            push_header(&mut frame, OP_CLOSE, 2 + reason.len());
-            frame.extend_from_slice(&code.to_be_bytes());
-            frame.extend_from_slice(reason.as_bytes());
-            state.torn = true;
-            state.io.write_all(&frame).await?;
-        }
-        state.io.shutdown().await
-    }
+fn push_control(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+    push_header(out, opcode, payload.len());
+    out.extend_from_slice(payload);
 }
 
 /// A server frame's header (never masked) for a payload of `length` bytes.
@@ -459,9 +420,13 @@ mod tests {
     async fn texts_pings_pongs_and_the_close_frame_are_framed_for_the_client() {
         let (_reader, writer, mut client) = pair(&[], 1 << 16).await;
         let long = "y".repeat(70_000);
-        writer.send_texts(&[b"one", "x".repeat(300).as_bytes(), long.as_bytes()]).await.unwrap();
-        writer.ping().await.unwrap();
-        writer.pong(b"p").await.unwrap();
+        let frames = vec!["one".to_owned(), "x".repeat(300), long.clone()];
+        let (writer, frames) = writer.write(Vec::new(), frames).await.unwrap();
+        assert_eq!(frames.len(), 3, "the frames come back");
+        let mut control = Vec::new();
+        push_ping(&mut control);
+        push_pong(&mut control, b"p");
+        let (writer, _) = writer.write(control, vec!["z"]).await.unwrap();
         writer.close(1013, "slow_consumer").await.unwrap();
         let mut received = Vec::new();
         client.read_to_end(&mut received).await.unwrap();
@@ -471,22 +436,18 @@ mod tests {
         expected.extend_from_slice("x".repeat(300).as_bytes());
         expected.extend_from_slice(&[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
         expected.extend_from_slice(long.as_bytes());
-        expected.extend_from_slice(&[0x89, 0, 0x8A, 1, b'p', 0x88, 15, 0x03, 0xF5]);
+        expected.extend_from_slice(&[0x89, 0, 0x8A, 1, b'p', 0x81, 1, b'z', 0x88, 15, 0x03, 0xF5]);
         expected.extend_from_slice(b"slow_consumer");
         assert_eq!(received.len(), expected.len());
         assert!(received == expected, "frames differ");
     }
 
-    #[tokio::test]
-    async fn nothing_is_framed_after_a_torn_write() {
-        let (_reader, writer, mut client) = pair(&[], 1 << 16).await;
-        writer.0.lock().await.torn = true;
-        writer.ping().await.unwrap();
-        assert!(writer.send_texts(&[b"x"]).await.is_err());
-        writer.close(1000, "client").await.unwrap();
-        let mut received = Vec::new();
-        client.read_to_end(&mut received).await.unwrap();
-        assert!(received.is_empty(), "only the TCP end: {received:?}");
+    #[test]
+    fn a_control_frame_payload_is_cut_to_what_the_protocol_allows() {
+        let mut out = Vec::new();
+        push_pong(&mut out, &[7; 200]);
+        assert_eq!(out.len(), 2 + MAX_CONTROL_PAYLOAD);
+        assert_eq!(out[..2], [0x8A, 125]);
     }
 
     #[test]
