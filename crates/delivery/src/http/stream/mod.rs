@@ -1,8 +1,8 @@
 //! The WebSocket gateway, `GET /v1/stream` (ARCHITECTURE.md §7, ADR 0018): the handshake
-//! ([`handshake`]), one task per connection reading the client's ops ([`connection`]), one
-//! per subscription feeding its events into the connection's outbound queue
-//! ([`subscription`]), and one writing that queue to the socket at the broadcast rates
-//! ([`outbound`]), all on the bare TCP stream the server's upgrade service hands over
+//! ([`handshake`]), then one task per connection ([`connection`]) answering the client's
+//! ops, feeding its subscriptions' events into its outbound queue ([`subscription`]) and
+//! writing that queue to the socket at the broadcast rates ([`outbound`]), all on the bare
+//! TCP stream the server's upgrade service hands over
 //! ([`upgrade`]) with the gateway's own framing ([`socket`]). The protocol itself (frames,
 //! queue policy, replay-then-live, who may subscribe) is `sba_application::stream`.
 //!
