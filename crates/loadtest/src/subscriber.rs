@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use crate::accounting::{Histogram, Tracker};
 use crate::frame::{Frame, now_micros, stamps};
@@ -132,13 +133,24 @@ pub async fn run(
     }
 }
 
+/// How much a subscriber's socket reads at a time. tungstenite zeroes its read buffer up to
+/// this size before every read (128 KiB by default): with thousands of subscribers that was
+/// a tenth of the machine's CPU in the client (`perf`, docs/benchmarks.md "Sixth run"), taken
+/// from the servers measured beside it. A burst of frames is a few KiB; a larger frame
+/// (a merged delta) is read in several reads.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES)
+}
+
 async fn connect(plan: &Plan) -> Option<Socket> {
     for attempt in 0..CONNECT_ATTEMPTS {
         let Ok(mut request) = plan.url.as_str().into_client_request() else { return None };
         if let Some(authorization) = &plan.authorization {
             request.headers_mut().insert("authorization", HeaderValue::from_str(authorization).ok()?);
         }
-        match connect_async(request).await {
+        match connect_async_with_config(request, Some(socket_config()), false).await {
             Ok((socket, _)) => return Some(socket),
             Err(e) if attempt + 1 == CONNECT_ATTEMPTS => {
                 eprintln!("sba-load: connecting to {}: {e}", plan.url);

@@ -167,7 +167,8 @@ pub struct OutboundQueue {
     bytes: usize,
     /// The position of the last queued event of each run on each channel: the only entry a
     /// `step.delta` may be merged into.
-    last_event: HashMap<(StreamChannel, RunId), u64>,
+    /// Hashed with ahash: written once per queued event.
+    last_event: HashMap<(StreamChannel, RunId), u64, ahash::RandomState>,
     coalesced_deltas: u64,
     /// Deltas merge below the high-water mark too (broadcast throttling).
     throttled: bool,
@@ -219,7 +220,7 @@ impl OutboundQueue {
             head: 0,
             tail: 0,
             bytes: 0,
-            last_event: HashMap::new(),
+            last_event: HashMap::with_hasher(ahash::RandomState::new()),
             coalesced_deltas: 0,
             throttled: false,
         }
@@ -244,6 +245,20 @@ impl OutboundQueue {
     /// # Errors
     /// [`Overflow`] when the queue can neither take nor merge it (nothing changes).
     pub fn push_event(&mut self, channel: StreamChannel, event: LiveEvent) -> Result<Pushed, Overflow> {
+        self.push_event_at(channel, event, Instant::now())
+    }
+
+    /// [`Self::push_event`] at `now` (a burst of events is queued with one reading of the
+    /// clock).
+    ///
+    /// # Errors
+    /// [`Overflow`] when the queue can neither take nor merge it (nothing changes).
+    pub fn push_event_at(
+        &mut self,
+        channel: StreamChannel,
+        event: LiveEvent,
+        now: Instant,
+    ) -> Result<Pushed, Overflow> {
         let mut delta = DeltaSlot::Unread;
         if self.throttled || self.at_high_water() {
             delta = DeltaSlot::read(&event);
@@ -257,7 +272,7 @@ impl OutboundQueue {
         let bytes = event_frame_len(channel, &event);
         self.admit(bytes)?;
         let run = event.run_id;
-        self.entries.push_back((Instant::now(), Entry::Event(EventEntry { channel, event, bytes, delta })));
+        self.entries.push_back((now, Entry::Event(EventEntry { channel, event, bytes, delta })));
         self.bytes += bytes;
         self.last_event.insert((channel, run), self.tail);
         self.tail += 1;

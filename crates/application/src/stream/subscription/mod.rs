@@ -92,7 +92,8 @@ pub struct SubscriptionFeed {
     limits: FeedLimits,
     /// `Some` for a `run:` channel, which carries that run only.
     only: Option<RunId>,
-    runs: HashMap<RunId, Followed>,
+    /// Hashed with ahash: looked up once per event of the subscription.
+    runs: HashMap<RunId, Followed, ahash::RandomState>,
     /// Counts the events seen, to tell which run was heard from longest ago.
     ticks: u64,
 }
@@ -114,13 +115,14 @@ impl SubscriptionFeed {
             }
             None => (RunFeed::live(run), None),
         };
-        let runs = HashMap::from([(run, Followed { feed, heard_at: 0 })]);
+        let mut runs = HashMap::with_hasher(ahash::RandomState::new());
+        runs.insert(run, Followed { feed, heard_at: 0 });
         (Self { limits, only: Some(run), runs, ticks: 0 }, read)
     }
 
     /// The feed of a `session:` or `tenant` subscription: live only, per run.
     pub fn runs(limits: FeedLimits) -> Self {
-        Self { limits, only: None, runs: HashMap::new(), ticks: 0 }
+        Self { limits, only: None, runs: HashMap::with_hasher(ahash::RandomState::new()), ticks: 0 }
     }
 
     /// A live event from the subscription.
@@ -129,15 +131,16 @@ impl SubscriptionFeed {
             return OnLive::Nothing;
         }
         self.ticks += 1;
-        if !self.runs.contains_key(&event.run_id) {
-            self.make_room();
+        if let Some(followed) = self.runs.get_mut(&event.run_id) {
+            followed.heard_at = self.ticks;
+            return followed.feed.on_event(event, &self.limits);
         }
-        let followed = self
-            .runs
-            .entry(event.run_id)
-            .or_insert_with(|| Followed { feed: RunFeed::live(event.run_id), heard_at: 0 });
-        followed.heard_at = self.ticks;
-        followed.feed.on_event(event, &self.limits)
+        self.make_room();
+        let run = event.run_id;
+        let mut feed = RunFeed::live(run);
+        let next = feed.on_event(event, &self.limits);
+        self.runs.insert(run, Followed { feed, heard_at: self.ticks });
+        next
     }
 
     /// The bus may have lost events: the reads to make, one per run followed that had

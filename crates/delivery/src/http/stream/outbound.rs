@@ -109,7 +109,8 @@ impl Outbound {
         self.queue.push_control(frame)
     }
 
-    /// Queues an event of the subscription to `channel`, merged into the delta it continues
+    /// Queues an event of the subscription to `channel` at `now` (read once for a burst of
+    /// events), merged into the delta it continues
     /// above the high-water mark, or when the queue holds as many frames as the broadcast
     /// rates let through now (see `sba_application::stream::throttle`; the rates are read
     /// at most once a millisecond, so a burst of events reads the buckets its connections
@@ -118,8 +119,12 @@ impl Outbound {
     /// # Errors
     /// [`Overflow`]: close the connection with 1013 (also when the oldest queued frame has
     /// waited longer than the queue's maximum delay).
-    pub fn push_event(&mut self, channel: StreamChannel, event: LiveEvent) -> Result<(), Overflow> {
-        let now = Instant::now();
+    pub fn push_event(
+        &mut self,
+        channel: StreamChannel,
+        event: LiveEvent,
+        now: Instant,
+    ) -> Result<(), Overflow> {
         if self.queue.too_late(now) {
             return Err(Overflow);
         }
@@ -134,7 +139,7 @@ impl Outbound {
         #[allow(clippy::cast_precision_loss, reason = "a queue length is far below 2^52")]
         let over_rate = (self.queue.len() + self.held.len()) as f64 >= available;
         self.queue.set_throttled(over_rate);
-        let pushed = self.queue.push_event(channel, event)?;
+        let pushed = self.queue.push_event_at(channel, event, now)?;
         if over_rate {
             metrics::throttled();
         }
@@ -352,7 +357,7 @@ mod tests {
     async fn queued_frames_go_out_in_order_in_one_write_with_the_pong_first() {
         let (mut outbound, client) = attached(1000).await;
         outbound.push_control("ack".into()).unwrap();
-        outbound.push_event(StreamChannel::Tenant, event(1)).unwrap();
+        outbound.push_event(StreamChannel::Tenant, event(1), Instant::now()).unwrap();
         outbound.pong(b"p");
         outbound.start();
         assert!(outbound.is_empty(), "everything taken by the one write");
@@ -368,7 +373,7 @@ mod tests {
     async fn event_frames_beyond_the_broadcast_rate_are_held_in_order_until_it_lets_them_go() {
         let (mut outbound, client) = attached(2).await;
         for seq in 1..=3 {
-            outbound.push_event(StreamChannel::Tenant, event(seq)).unwrap();
+            outbound.push_event(StreamChannel::Tenant, event(seq), Instant::now()).unwrap();
         }
         outbound.push_control("after".into()).unwrap();
         outbound.start();

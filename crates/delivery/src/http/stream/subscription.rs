@@ -13,6 +13,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use sba_application::ports::{BusMessage, LiveEvent, Subscription};
 use sba_application::stream::outbound::Overflow;
@@ -172,11 +173,12 @@ impl Subscriptions {
         outbound: &mut Outbound,
     ) -> Result<(), Overflow> {
         let Some(subscribed) = self.list.get_mut(index) else { return Ok(()) };
+        let now = Instant::now();
         let mut message = message;
         for _ in 0..MAX_MESSAGES_IN_A_ROW {
             match message {
                 Some(BusMessage::Event(event)) => match subscribed.feed.on_event(event) {
-                    OnLive::Deliver(event) => outbound.push_event(subscribed.channel, event)?,
+                    OnLive::Deliver(event) => outbound.push_event(subscribed.channel, event, now)?,
                     OnLive::Nothing => {}
                     OnLive::Read(read) => subscribed.reads.push_back(read),
                 },
@@ -234,8 +236,9 @@ impl Subscriptions {
         let next = match done.result {
             Ok(events) => {
                 let (deliver, next) = subscribed.feed.on_history(run, events);
+                let now = Instant::now();
                 for event in deliver {
-                    outbound.push_event(subscribed.channel, event)?;
+                    outbound.push_event(subscribed.channel, event, now)?;
                 }
                 next
             }
