@@ -16,6 +16,9 @@ use crate::subscriber::{self, Plan, Shared};
 
 /// Handshakes in progress at once (a burst of thousands would only meet the listen backlog).
 const CONNECTING: usize = 256;
+/// How long the servers settle (the allocations of the last handshakes) before their
+/// memory is read.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The load's shape, from the command line.
 #[derive(Debug, Clone)]
@@ -64,13 +67,23 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
 
     let (drain_tx, drain_rx) = watch::channel(None);
     let waited = Instant::now();
-    let (tasks, ready, failed) = connect_all(load, &target, &shared, &drain_rx).await?;
+    // In two waves, memory read after each: the second wave's growth is what a connection
+    // costs once the servers' one-time growth (the first connections' lazily made state,
+    // the allocator's arenas) is behind them.
+    let half = load.subscribers / 2;
+    let (mut tasks, first_ready, first_failed) =
+        connect_all(load, &target, &shared, &drain_rx, 0..half).await?;
+    tokio::time::sleep(SETTLE).await;
+    let half_kib = rss_kib(&target.server_pids);
+    let (more, second_ready, second_failed) =
+        connect_all(load, &target, &shared, &drain_rx, half..load.subscribers).await?;
+    tasks.extend(more);
+    let (ready, failed) = (first_ready + second_ready, first_failed + second_failed);
     eprintln!(
         "sba-load: {ready} subscribers subscribed ({failed} failed) in {:.1} s",
         waited.elapsed().as_secs_f64()
     );
-    // Lets the servers settle (allocations of the last handshakes) before reading memory.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(SETTLE).await;
     let idle_kib = rss_kib(&target.server_pids);
 
     let last_seq = Arc::new((0..run_count).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
@@ -108,6 +121,9 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
     let per_idle_connection_kib = (!target.server_pids.is_empty() && ready > 0)
         .then(|| idle_kib.saturating_sub(before_kib) as f64 / ready as f64);
     #[allow(clippy::cast_precision_loss)]
+    let per_added_connection_kib = (!target.server_pids.is_empty() && second_ready > 0)
+        .then(|| idle_kib.saturating_sub(half_kib) as f64 / second_ready as f64);
+    #[allow(clippy::cast_precision_loss)]
     let ingest_rate = ingested.events as f64 / ingested.elapsed.as_secs_f64().max(1e-9);
     Ok(Report {
         label: load.label.clone(),
@@ -127,7 +143,15 @@ pub async fn drive(load: &Load, target: Target) -> Result<Report, DriveError> {
         latency: Latency::of(&shared.histogram),
         normal,
         slow,
-        memory: Memory { pids: target.server_pids, before_kib, idle_kib, end_kib, per_idle_connection_kib },
+        memory: Memory {
+            pids: target.server_pids,
+            before_kib,
+            half_kib,
+            idle_kib,
+            end_kib,
+            per_idle_connection_kib,
+            per_added_connection_kib,
+        },
     })
 }
 
@@ -135,16 +159,19 @@ type Tasks = Vec<tokio::task::JoinHandle<subscriber::Outcome>>;
 
 /// Starts every subscriber and waits until each is subscribed or has failed; the tasks and
 /// the counts of both.
+/// Connects and subscribes the subscribers of `range` (of `0..load.subscribers`).
 async fn connect_all(
     load: &Load,
     target: &Target,
     shared: &Arc<Shared>,
     drain_rx: &watch::Receiver<Option<Instant>>,
+    range: std::ops::Range<usize>,
 ) -> Result<(Tasks, usize, usize), DriveError> {
-    let (ready_tx, mut ready_rx) = mpsc::channel(load.subscribers.max(1));
+    let wanted = range.len();
+    let (ready_tx, mut ready_rx) = mpsc::channel(wanted.max(1));
     let connecting = Arc::new(Semaphore::new(CONNECTING));
-    let mut tasks = Vec::with_capacity(load.subscribers);
-    for i in 0..load.subscribers {
+    let mut tasks = Vec::with_capacity(wanted);
+    for i in range {
         let run = i % target.runs.len();
         let plan = Plan {
             url: target.stream_urls[i % target.stream_urls.len()].clone(),
@@ -170,19 +197,15 @@ async fn connect_all(
     let deadline = Instant::now() + load.connect_timeout;
     let mut ready = 0;
     let mut failed = 0;
-    while ready + failed < load.subscribers {
+    while ready + failed < wanted {
         match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
             Ok(Some(true)) => ready += 1,
             Ok(Some(false)) => failed += 1,
             Ok(None) | Err(_) => break,
         }
     }
-    if ready + failed < load.subscribers {
-        return Err(DriveError::NotSubscribed {
-            ready,
-            wanted: load.subscribers,
-            waited: load.connect_timeout,
-        });
+    if ready + failed < wanted {
+        return Err(DriveError::NotSubscribed { ready, wanted, waited: load.connect_timeout });
     }
     Ok((tasks, ready, failed))
 }

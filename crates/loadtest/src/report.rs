@@ -64,10 +64,15 @@ impl Delivery {
 pub struct Memory {
     pub pids: Vec<u32>,
     pub before_kib: u64,
+    /// After the first half of the subscribers subscribed.
+    pub half_kib: u64,
     pub idle_kib: u64,
     pub end_kib: u64,
     /// `(idle - before) / connections`: what one idle subscribed connection costs.
     pub per_idle_connection_kib: Option<f64>,
+    /// `(idle - half) / connections of the second half`: what one more idle subscribed
+    /// connection costs, the servers' one-time growth left out.
+    pub per_added_connection_kib: Option<f64>,
 }
 
 /// `VmRSS` of each pid, summed (KiB); a pid that cannot be read counts 0.
@@ -136,17 +141,21 @@ impl Report {
     /// The Markdown table of this report (header and one row).
     pub fn markdown(&self) -> String {
         let mut out = String::from(
-            "| load | subscribers (slow) | target events/s | ingested events/s | deliveries/s | messages/s | p50 ms | p99 ms | max ms | lost | duplicated | coalesced events (frames) | 1013 closes | resume_required | server RSS KiB before → idle → end | KiB per idle connection |\n\
+            "| load | subscribers (slow) | target events/s | ingested events/s | deliveries/s | messages/s | p50 ms | p99 ms | max ms | lost | duplicated | coalesced events (frames) | 1013 closes | resume_required | server RSS KiB before → half → idle → end | KiB per idle connection (all; second half) |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         let n = &self.normal;
         let s = &self.slow;
-        let per_connection =
-            self.memory.per_idle_connection_kib.map_or_else(|| "—".to_owned(), |k| format!("{k:.1}"));
+        let kib = |k: Option<f64>| k.map_or_else(|| "—".to_owned(), |k| format!("{k:.1}"));
+        let per_connection = match self.memory.per_idle_connection_kib {
+            None => "—".to_owned(),
+            all => format!("{}; {}", kib(all), kib(self.memory.per_added_connection_kib)),
+        };
         let memory = if self.memory.pids.is_empty() {
             "—".to_owned()
         } else {
-            format!("{} → {} → {}", self.memory.before_kib, self.memory.idle_kib, self.memory.end_kib)
+            let m = &self.memory;
+            format!("{} → {} → {} → {}", m.before_kib, m.half_kib, m.idle_kib, m.end_kib)
         };
         let _ = writeln!(
             out,
