@@ -285,6 +285,12 @@ impl OutboundQueue {
         let position = self.head;
         self.head += 1;
         self.bytes -= entry.bytes();
+        if self.entries.is_empty() {
+            // An idle connection holds no queue: what a burst made room for goes back.
+            self.entries = VecDeque::new();
+            self.last_event.clear();
+            self.last_event.shrink_to_fit();
+        }
         Some(match entry {
             Entry::Control(frame) => OutFrame::Control(frame),
             Entry::Event(EventEntry { channel, event, delta, .. }) => {

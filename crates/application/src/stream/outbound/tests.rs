@@ -496,3 +496,18 @@ fn the_bus_merges_a_steps_deltas_up_to_64_kib_of_text_then_starts_a_new_one() {
     let ranges: Vec<_> = events.iter().map(|e| (e.first_seq, e.seq)).collect();
     assert_eq!(ranges, [(1, 2), (3, 3)], "64 KiB exactly fit; one byte more starts a new delta");
 }
+
+#[test]
+fn an_emptied_queue_gives_back_the_room_a_burst_took() {
+    let run = RunId::from_uuid(Uuid::from_u128(7));
+    let mut queue = OutboundQueue::new(limits(64, 32));
+    for seq in 1..=20 {
+        queue.push_event(StreamChannel::Run(run), delta(run, seq, "s", "x")).unwrap();
+    }
+    assert!(queue.entries.capacity() >= 20);
+    assert_eq!(drain(&mut queue).len(), 20);
+    assert_eq!(queue.entries.capacity(), 0, "an idle connection holds no queue");
+    assert_eq!(queue.last_event.capacity(), 0);
+    queue.push_event(StreamChannel::Run(run), delta(run, 21, "s", "y")).unwrap();
+    assert_eq!(drain(&mut queue).len(), 1, "and the queue works on after it");
+}

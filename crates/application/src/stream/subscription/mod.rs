@@ -90,12 +90,20 @@ pub enum Next {
 #[derive(Debug)]
 pub struct SubscriptionFeed {
     limits: FeedLimits,
-    /// `Some` for a `run:` channel, which carries that run only.
-    only: Option<RunId>,
-    /// Hashed with ahash: looked up once per event of the subscription.
-    runs: HashMap<RunId, Followed, ahash::RandomState>,
+    runs: Runs,
     /// Counts the events seen, to tell which run was heard from longest ago.
     ticks: u64,
+}
+
+/// The runs a feed follows.
+#[derive(Debug)]
+enum Runs {
+    /// A `run:` channel, which carries that run only: kept inline, since every idle
+    /// subscription of a run has one.
+    One(RunId, RunFeed),
+    /// A `session:` or `tenant` channel: each run heard from, up to [`FeedLimits::runs`]
+    /// (hashed with ahash: looked up once per event).
+    Many(HashMap<RunId, Followed, ahash::RandomState>),
 }
 
 #[derive(Debug)]
@@ -115,31 +123,33 @@ impl SubscriptionFeed {
             }
             None => (RunFeed::live(run), None),
         };
-        let mut runs = HashMap::with_hasher(ahash::RandomState::new());
-        runs.insert(run, Followed { feed, heard_at: 0 });
-        (Self { limits, only: Some(run), runs, ticks: 0 }, read)
+        (Self { limits, runs: Runs::One(run, feed), ticks: 0 }, read)
     }
 
     /// The feed of a `session:` or `tenant` subscription: live only, per run.
     pub fn runs(limits: FeedLimits) -> Self {
-        Self { limits, only: None, runs: HashMap::with_hasher(ahash::RandomState::new()), ticks: 0 }
+        Self { limits, runs: Runs::Many(HashMap::with_hasher(ahash::RandomState::new())), ticks: 0 }
     }
 
     /// A live event from the subscription.
     pub fn on_event(&mut self, event: LiveEvent) -> OnLive {
-        if self.only.is_some_and(|only| only != event.run_id) {
-            return OnLive::Nothing;
-        }
+        let limits = self.limits;
+        let runs = match &mut self.runs {
+            Runs::One(run, feed) => {
+                return if *run == event.run_id { feed.on_event(event, &limits) } else { OnLive::Nothing };
+            }
+            Runs::Many(runs) => runs,
+        };
         self.ticks += 1;
-        if let Some(followed) = self.runs.get_mut(&event.run_id) {
+        if let Some(followed) = runs.get_mut(&event.run_id) {
             followed.heard_at = self.ticks;
-            return followed.feed.on_event(event, &self.limits);
+            return followed.feed.on_event(event, &limits);
         }
-        self.make_room();
+        make_room(runs, &limits);
         let run = event.run_id;
         let mut feed = RunFeed::live(run);
-        let next = feed.on_event(event, &self.limits);
-        self.runs.insert(run, Followed { feed, heard_at: self.ticks });
+        let next = feed.on_event(event, &limits);
+        runs.insert(run, Followed { feed, heard_at: self.ticks });
         next
     }
 
@@ -147,40 +157,61 @@ impl SubscriptionFeed {
     /// delivered something.
     pub fn on_resume_needed(&mut self) -> Vec<HistoryRead> {
         let limits = self.limits;
-        self.runs.values_mut().filter_map(|followed| followed.feed.on_resume_needed(&limits)).collect()
+        match &mut self.runs {
+            Runs::One(_, feed) => feed.on_resume_needed(&limits).into_iter().collect(),
+            Runs::Many(runs) => {
+                runs.values_mut().filter_map(|followed| followed.feed.on_resume_needed(&limits)).collect()
+            }
+        }
     }
 
     /// The answer to a read of `run`'s history: the events to deliver, in order, and what
     /// the run's feed needs next.
     pub fn on_history(&mut self, run: RunId, events: Vec<LiveEvent>) -> (Vec<LiveEvent>, Next) {
         let limits = self.limits;
-        match self.runs.get_mut(&run) {
-            Some(followed) => followed.feed.on_history(events, &limits),
+        match self.feed_of(run) {
+            Some(feed) => feed.on_history(events, &limits),
             None => (Vec::new(), Next::Live),
         }
     }
 
     /// A read of `run`'s history failed: the events it was for cannot be delivered in order.
     pub fn on_read_failed(&mut self, run: RunId) -> Next {
-        self.runs.get_mut(&run).map_or(Next::Live, |followed| followed.feed.on_read_failed())
+        self.feed_of(run).map_or(Next::Live, RunFeed::on_read_failed)
     }
 
-    /// Forgets the run heard from longest ago when the feed follows as many as it may; a
-    /// run whose history is being read is kept (the caller owes it an answer), so the map
-    /// exceeds the bound only by such runs.
-    fn make_room(&mut self) {
-        if self.runs.len() < self.limits.runs {
-            return;
+    fn feed_of(&mut self, wanted: RunId) -> Option<&mut RunFeed> {
+        match &mut self.runs {
+            Runs::One(run, feed) => (*run == wanted).then_some(feed),
+            Runs::Many(runs) => runs.get_mut(&wanted).map(|followed| &mut followed.feed),
         }
-        let oldest = self
-            .runs
-            .iter()
-            .filter(|(_, followed)| !followed.feed.is_reading())
-            .min_by_key(|(_, followed)| followed.heard_at)
-            .map(|(run, _)| *run);
-        if let Some(run) = oldest {
-            self.runs.remove(&run);
+    }
+}
+
+impl Runs {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Self::One(..) => 1,
+            Self::Many(runs) => runs.len(),
         }
+    }
+}
+
+/// Forgets the run heard from longest ago when the feed follows as many as it may; a run
+/// whose history is being read is kept (the caller owes it an answer), so the map exceeds
+/// the bound only by such runs.
+fn make_room(runs: &mut HashMap<RunId, Followed, ahash::RandomState>, limits: &FeedLimits) {
+    if runs.len() < limits.runs {
+        return;
+    }
+    let oldest = runs
+        .iter()
+        .filter(|(_, followed)| !followed.feed.is_reading())
+        .min_by_key(|(_, followed)| followed.heard_at)
+        .map(|(run, _)| *run);
+    if let Some(run) = oldest {
+        runs.remove(&run);
     }
 }
 

@@ -59,8 +59,6 @@ pub struct Connection {
     limiter: Option<WsConnectionLimiter>,
     outbound: Outbound,
     subscriptions: Subscriptions,
-    /// Where the subscriptions read the run history: as the connection's caller.
-    replay: Arc<dyn ReplaySource>,
     /// The op being answered, if it waits for a store.
     op: Option<ops::PendingOp>,
     last_heard: Instant,
@@ -129,7 +127,6 @@ impl Connection {
             tenant = %principal.tenant_id,
             close.reason = tracing::field::Empty,
         );
-        let replay = Arc::new(QueriesReplay::new(state.queries.clone(), ctx.clone()));
         Self {
             gateway,
             state,
@@ -138,7 +135,6 @@ impl Connection {
             limiter,
             outbound,
             subscriptions: Subscriptions::default(),
-            replay,
             op: None,
             last_heard: Instant::now(),
             span,
@@ -173,7 +169,12 @@ impl Connection {
         let expiry = tokio::time::sleep_until(instant_of(expires_at));
         tokio::pin!(expiry);
         loop {
-            self.subscriptions.start_read(&self.outbound, &self.replay);
+            // The subscriptions read the run history as the connection's caller (made for
+            // each read: reads are rare, and an idle connection keeps no reader).
+            let (state, ctx) = (&self.state, &self.ctx);
+            self.subscriptions.start_read(&self.outbound, || -> Arc<dyn ReplaySource> {
+                Arc::new(QueriesReplay::new(state.queries.clone(), ctx.clone()))
+            });
             self.outbound.start();
             let result = tokio::select! {
                 message = reader.recv(), if self.op.is_none() => self.on_message(message),

@@ -108,7 +108,12 @@ impl SocketReader {
             match self.io.try_read_buf(&mut self.buf) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    // The readiness was stale: nothing came, so nothing is kept to wait with.
+                    if self.buf.is_empty() {
+                        self.buf = Vec::new();
+                    }
+                }
                 Err(_) => return Some(Err(ReadError::Io)),
             }
         }

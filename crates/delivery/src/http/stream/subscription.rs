@@ -110,6 +110,8 @@ impl Subscriptions {
         metrics::subscriptions(1.0);
         self.next_key += 1;
         let reads = first_read.into_iter().collect();
+        // Most connections subscribe once: no room is made for more until they do.
+        self.list.reserve_exact(1);
         self.list.push(Entry { key: self.next_key, channel, messages, feed, reads });
     }
 
@@ -204,8 +206,9 @@ impl Subscriptions {
     }
 
     /// Starts the oldest read a subscription waits for (the subscriptions take turns) from
-    /// `replay`, unless one is in progress or the queue is at its high-water mark.
-    pub fn start_read(&mut self, outbound: &Outbound, replay: &Arc<dyn ReplaySource>) {
+    /// the source `replay` makes, unless one is in progress or the queue is at its
+    /// high-water mark.
+    pub fn start_read(&mut self, outbound: &Outbound, replay: impl FnOnce() -> Arc<dyn ReplaySource>) {
         if self.reading.is_some() || self.list.is_empty() || outbound.at_high_water() {
             return;
         }
@@ -215,7 +218,7 @@ impl Subscriptions {
             let channel = &mut self.list[index];
             if let Some(read) = channel.reads.pop_front() {
                 metrics::history_read();
-                let replay = Arc::clone(replay);
+                let replay = replay();
                 let future = Box::pin(async move { replay.read(read).await });
                 self.reading = Some(Reading { key: channel.key, read, future });
                 self.next_reader = index + 1;

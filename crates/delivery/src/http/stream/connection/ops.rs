@@ -17,7 +17,6 @@ use sba_application::stream::authorize::SubscribeError;
 use sba_application::stream::protocol::{
     ClientOp, ErrorCode, ErrorFrame, OpId, OpParseError, StreamChannel, ack_frame, pong_frame,
 };
-use sba_application::stream::replay::QueriesReplay;
 use sba_application::stream::subscription::SubscriptionFeed;
 use tracing::Instrument as _;
 
@@ -149,7 +148,6 @@ impl Connection {
                 Ok(expires_at) => {
                     self.expires_at = expires_at;
                     self.ctx.token = Some(token);
-                    self.replay = Arc::new(QueriesReplay::new(self.state.queries.clone(), self.ctx.clone()));
                     self.control(ack_frame(&id))
                 }
                 Err(refusal) => self.control(refusal),
