@@ -375,6 +375,37 @@ mod tests {
         TenantId::from_uuid(Uuid::now_v7())
     }
 
+    /// What `readers` concurrent readers of key `k` get, each miss loading `value` slowly
+    /// (50 ms) and counting the load in `calls`.
+    async fn concurrent_loads(
+        cached: &CachedNamespace<String>,
+        tenant: TenantId,
+        readers: usize,
+        value: &'static str,
+        calls: &Arc<AtomicU32>,
+    ) -> Vec<String> {
+        let tasks: Vec<_> = (0..readers)
+            .map(|_| {
+                let (cached, calls) = (cached.clone(), Arc::clone(calls));
+                tokio::spawn(async move {
+                    let got: Result<_, ()> = cached
+                        .get_or_load(tenant, "k", || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(value.to_owned())
+                        })
+                        .await;
+                    got.unwrap().as_ref().clone()
+                })
+            })
+            .collect();
+        let mut got = Vec::with_capacity(readers);
+        for task in tasks {
+            got.push(task.await.unwrap());
+        }
+        got
+    }
+
     async fn load(
         cached: &CachedNamespace<String>,
         tenant: TenantId,
@@ -417,23 +448,8 @@ mod tests {
         let (_, _, cached) = setup();
         let t = tenant();
         let calls = Arc::new(AtomicU32::new(0));
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let (cached, calls) = (cached.clone(), Arc::clone(&calls));
-                tokio::spawn(async move {
-                    let got: Result<_, ()> = cached
-                        .get_or_load(t, "k", || async {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            Ok("loaded".to_owned())
-                        })
-                        .await;
-                    got.unwrap()
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap().as_str(), "loaded");
+        for got in concurrent_loads(&cached, t, 50, "loaded", &calls).await {
+            assert_eq!(got, "loaded");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(cached.flights.lock().unwrap().is_empty(), "no lock left behind");
@@ -446,23 +462,8 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         load(&cached, t, "old", &calls).await;
         clock.advance(61_000);
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let (cached, calls) = (cached.clone(), Arc::clone(&calls));
-                tokio::spawn(async move {
-                    let got: Result<_, ()> = cached
-                        .get_or_load(t, "k", || async {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            Ok("new".to_owned())
-                        })
-                        .await;
-                    got.unwrap()
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap().as_str(), "new");
+        for got in concurrent_loads(&cached, t, 20, "new", &calls).await {
+            assert_eq!(got, "new");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2, "the first load, then one reload for all twenty");
     }

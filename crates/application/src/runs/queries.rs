@@ -337,6 +337,17 @@ mod tests {
     }
 
     /// Queries over these ports; visibility is read through `runs` (cached in a map).
+    /// Queries of run 9 that read only its events (`events`) and its history (`history`).
+    fn event_queries(events: MockEventLog, history: crate::ports::MockEventSequencer) -> RunQueries {
+        queries_with(
+            runs_holding_run_9(),
+            MockStepRepository::new(),
+            MockToolCallRepository::new(),
+            events,
+            history,
+        )
+    }
+
     fn queries_with(
         runs: MockRunRepository,
         steps: MockStepRepository,
@@ -374,13 +385,7 @@ mod tests {
     async fn a_full_page_or_one_that_says_more_follow_is_answered_without_reading_the_history() {
         let mut history = crate::ports::MockEventSequencer::new();
         history.expect_history_after().never();
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            log_holding_1_to_3(),
-            history,
-        );
+        let queries = event_queries(log_holding_1_to_3(), history);
         let full = queries.events(&ctx(), RUN, 0, 3).await.unwrap();
         assert_eq!((seqs(&full), full.next), (vec![1, 2, 3], None));
 
@@ -391,13 +396,7 @@ mod tests {
             .returning(|_, _, _, _| Ok(Page { items: vec![event(1), event(2)], next: Some(Cursor::Seq(2)) }));
         let mut history = crate::ports::MockEventSequencer::new();
         history.expect_history_after().never();
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            events,
-            history,
-        );
+        let queries = event_queries(events, history);
         let short = queries.events(&ctx(), RUN, 0, 5).await.unwrap();
         assert_eq!((seqs(&short), short.next), (vec![1, 2], Some(Cursor::Seq(2))));
     }
@@ -410,13 +409,7 @@ mod tests {
             .withf(|_, run, after, limit| *run == RUN && *after == 3 && *limit == 3)
             .times(1)
             .returning(|_, _, _, _| Ok(vec![event(4), event(5), event(6)]));
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            log_holding_1_to_3(),
-            history,
-        );
+        let queries = event_queries(log_holding_1_to_3(), history);
         let page = queries.events(&ctx(), RUN, 0, 5).await.unwrap();
         assert_eq!((seqs(&page), page.next), (vec![1, 2, 3, 4, 5], Some(Cursor::Seq(5))));
     }
@@ -496,39 +489,21 @@ mod tests {
         events.expect_list_after().times(1).returning(|_, _, _, _| Err(outage()));
         let mut history = crate::ports::MockEventSequencer::new();
         history.expect_history_after().never();
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            events,
-            history,
-        );
+        let queries = event_queries(events, history);
         let failed = queries.events(&ctx(), RUN, 0, 10).await;
         assert!(matches!(failed, Err(RunServiceError::Unexpected(_))), "{failed:?}");
     }
 
     #[tokio::test]
     async fn an_unreadable_history_answers_the_persisted_events_only() {
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            log_holding_1_to_3(),
-            unreadable_history(),
-        );
+        let queries = event_queries(log_holding_1_to_3(), unreadable_history());
         let page = queries.events(&ctx(), RUN, 0, 10).await.unwrap();
         assert_eq!((seqs(&page), page.next), (vec![1, 2, 3], None));
     }
 
     #[tokio::test]
     async fn recent_events_fall_back_to_the_persisted_events_when_the_history_cannot_be_read() {
-        let queries = queries_with(
-            runs_holding_run_9(),
-            MockStepRepository::new(),
-            MockToolCallRepository::new(),
-            log_holding_1_to_3(),
-            unreadable_history(),
-        );
+        let queries = event_queries(log_holding_1_to_3(), unreadable_history());
         let recent = queries.recent_events(&ctx(), RUN, 1, 10).await.unwrap();
         assert_eq!(recent.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
     }
