@@ -4,8 +4,8 @@
 //! Each tenant and each user (of a tenant) has a token bucket per node, shared by its
 //! connections ([`BroadcastThrottle::connection`]), refilled at its rate and holding at
 //! most one second of it. A connection's writer takes one token from both buckets per event
-//! frame ([`ConnectionThrottle::try_send`]); when either is empty it waits the time the
-//! answer names. An event is queued throttled (its `step.delta` merges into the delta it
+//! frame, for a whole batch of frames at once ([`ConnectionThrottle::try_take`]); when either
+//! is empty it waits the time the answer names. An event is queued throttled (its `step.delta` merges into the delta it
 //! continues, whatever the queue's length) when the queue already holds as many frames as
 //! the buckets can send now ([`ConnectionThrottle::available`]): so a burst beyond the rate
 //! becomes a few merged deltas rather than a backlog of small ones in front of the run's
@@ -78,12 +78,13 @@ pub struct ConnectionThrottle {
 }
 
 impl ConnectionThrottle {
-    /// Takes one event frame's token from both buckets at `now`; when either is empty,
-    /// takes nothing and says how long until both can give one.
+    /// Takes one event frame's token from both buckets at `now` ([`Self::try_take`] of
+    /// one; the tests' way to spend tokens one by one).
     ///
     /// # Errors
     /// The wait, when the tenant or the user is over its rate.
-    pub fn try_send(&self, now: Instant) -> Result<(), Duration> {
+    #[cfg(test)]
+    fn try_send(&self, now: Instant) -> Result<(), Duration> {
         self.try_take(now, 1).map(drop)
     }
 

@@ -239,21 +239,13 @@ impl OutboundQueue {
         Ok(())
     }
 
-    /// Queues `event` for the subscription to `channel`, merging a `step.delta` into the
-    /// one it continues when the queue is at or above its high-water mark.
+    /// Queues `event` for the subscription to `channel` at `now` (a burst of events is
+    /// queued with one reading of the clock), merging a `step.delta` into the one it
+    /// continues when the queue is at or above its high-water mark.
     ///
     /// # Errors
     /// [`Overflow`] when the queue can neither take nor merge it (nothing changes).
-    pub fn push_event(&mut self, channel: StreamChannel, event: LiveEvent) -> Result<Pushed, Overflow> {
-        self.push_event_at(channel, event, Instant::now())
-    }
-
-    /// [`Self::push_event`] at `now` (a burst of events is queued with one reading of the
-    /// clock).
-    ///
-    /// # Errors
-    /// [`Overflow`] when the queue can neither take nor merge it (nothing changes).
-    pub fn push_event_at(
+    pub fn push_event(
         &mut self,
         channel: StreamChannel,
         event: LiveEvent,

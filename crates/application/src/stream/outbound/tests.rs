@@ -81,7 +81,10 @@ fn below_the_high_water_mark_frames_leave_one_by_one_in_order() {
     let mut queue = OutboundQueue::new(limits(100, 10));
     queue.push_control(r#"{"type":"ack","id":"1"}"#.into()).unwrap();
     for seq in 1..=5 {
-        assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", &seq.to_string())), Ok(Pushed::Queued));
+        assert_eq!(
+            queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", &seq.to_string()), Instant::now()),
+            Ok(Pushed::Queued)
+        );
     }
     assert_eq!(queue.len(), 6);
     assert_eq!(text(queue.pop()), r#"{"type":"ack","id":"1"}"#);
@@ -95,7 +98,7 @@ fn below_the_high_water_mark_frames_leave_one_by_one_in_order() {
 fn an_unmerged_event_leaves_as_the_bus_published_it() {
     let mut queue = OutboundQueue::new(limits(100, 1));
     let event = delta(RUN_A, 3, "s1", "hi");
-    queue.push_event(CHANNEL, event.clone()).unwrap();
+    queue.push_event(CHANNEL, event.clone(), Instant::now()).unwrap();
     assert_eq!(queue.bytes(), event_frame_len(CHANNEL, &event));
     assert_eq!(text(queue.pop()), event_frame(CHANNEL, &event));
 }
@@ -103,10 +106,16 @@ fn an_unmerged_event_leaves_as_the_bus_published_it() {
 #[test]
 fn above_the_high_water_mark_deltas_of_one_step_merge_into_one_coalesced_delta() {
     let mut queue = OutboundQueue::new(limits(100, 2));
-    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "Hel")).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "lo, ")), Ok(Pushed::Coalesced));
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 4, "s1", "\"world\"\n")), Ok(Pushed::Coalesced));
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "Hel"), Instant::now()).unwrap();
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "lo, "), Instant::now()),
+        Ok(Pushed::Coalesced)
+    );
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 4, "s1", "\"world\"\n"), Instant::now()),
+        Ok(Pushed::Coalesced)
+    );
     assert_eq!((queue.len(), queue.coalesced_deltas()), (2, 2));
 
     let frames = drain(&mut queue);
@@ -132,8 +141,8 @@ fn above_the_high_water_mark_deltas_of_one_step_merge_into_one_coalesced_delta()
 #[test]
 fn a_coalesced_delta_keeps_the_field_order_of_every_other_event() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()).unwrap();
     let frame = text(queue.pop());
     let event = frame.split_once(r#","event":"#).unwrap().1;
     let keys: Vec<&str> = ["\"seq\"", "\"run_id\"", "\"kind\"", "\"data\"", "\"created_at\""]
@@ -149,7 +158,7 @@ fn a_coalesced_delta_keeps_the_field_order_of_every_other_event() {
 #[test]
 fn a_delta_never_merges_across_another_event_of_its_run() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
     let tool = live(
         RUN_A,
         2,
@@ -160,8 +169,8 @@ fn a_delta_never_merges_across_another_event_of_its_run() {
             arguments: json!({}),
         },
     );
-    queue.push_event(CHANNEL, tool).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "b")), Ok(Pushed::Queued));
+    queue.push_event(CHANNEL, tool, Instant::now()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "b"), Instant::now()), Ok(Pushed::Queued));
     let seqs: Vec<u64> = summary(&drain(&mut queue)).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
@@ -169,10 +178,10 @@ fn a_delta_never_merges_across_another_event_of_its_run() {
 #[test]
 fn deltas_of_another_step_or_not_next_in_seq_are_not_merged() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s2", "b")), Ok(Pushed::Queued));
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s2", "b"), Instant::now()), Ok(Pushed::Queued));
     assert_eq!(
-        queue.push_event(CHANNEL, delta(RUN_A, 4, "s2", "c")),
+        queue.push_event(CHANNEL, delta(RUN_A, 4, "s2", "c"), Instant::now()),
         Ok(Pushed::Queued),
         "seq 3 is not here"
     );
@@ -185,18 +194,18 @@ fn a_delta_carrying_more_than_a_delta_holds_is_never_merged() {
     let mut queue = OutboundQueue::new(limits(100, 1));
     let mut odd = delta(RUN_A, 1, "s1", "a");
     odd.json = odd.json.replace(r#""text":"a""#, r#""text":"a","extra":1"#).into();
-    queue.push_event(CHANNEL, odd.clone()).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
+    queue.push_event(CHANNEL, odd.clone(), Instant::now()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()), Ok(Pushed::Queued));
     assert_eq!(text(queue.pop()), event_frame(CHANNEL, &odd));
 }
 
 #[test]
 fn a_delta_already_sent_is_not_merged_into() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
-    queue.push_event(CHANNEL, step_created(RUN_B, 1, "x")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, step_created(RUN_B, 1, "x"), Instant::now()).unwrap();
     text(queue.pop());
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Queued));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()), Ok(Pushed::Queued));
     let frames = summary(&drain(&mut queue));
     assert_eq!(frames[1], (2, "step.delta".into(), "b".into()));
 }
@@ -205,12 +214,12 @@ fn a_delta_already_sent_is_not_merged_into() {
 fn merging_is_per_run_and_channel_and_passes_other_runs_events() {
     let tenant = StreamChannel::Tenant;
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(tenant, delta(RUN_A, 5, "s1", "a")).unwrap();
-    queue.push_event(tenant, delta(RUN_B, 7, "s1", "x")).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 5, "s1", "a")).unwrap();
-    assert_eq!(queue.push_event(tenant, delta(RUN_A, 6, "s1", "b")), Ok(Pushed::Coalesced));
-    assert_eq!(queue.push_event(tenant, delta(RUN_B, 8, "s1", "y")), Ok(Pushed::Coalesced));
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 6, "s1", "b")), Ok(Pushed::Coalesced));
+    queue.push_event(tenant, delta(RUN_A, 5, "s1", "a"), Instant::now()).unwrap();
+    queue.push_event(tenant, delta(RUN_B, 7, "s1", "x"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 5, "s1", "a"), Instant::now()).unwrap();
+    assert_eq!(queue.push_event(tenant, delta(RUN_A, 6, "s1", "b"), Instant::now()), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(tenant, delta(RUN_B, 8, "s1", "y"), Instant::now()), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 6, "s1", "b"), Instant::now()), Ok(Pushed::Coalesced));
     let frames = drain(&mut queue);
     let seen: Vec<(&str, &str, &str)> = frames
         .iter()
@@ -237,9 +246,9 @@ fn merging_is_per_run_and_channel_and_passes_other_runs_events() {
 fn events_that_are_not_deltas_are_never_dropped_and_overflow_the_bounds() {
     let mut queue = OutboundQueue::new(limits(3, 1));
     for seq in 1..=3 {
-        queue.push_event(CHANNEL, step_created(RUN_A, seq, &format!("s{seq}"))).unwrap();
+        queue.push_event(CHANNEL, step_created(RUN_A, seq, &format!("s{seq}")), Instant::now()).unwrap();
     }
-    assert_eq!(queue.push_event(CHANNEL, step_created(RUN_A, 4, "s4")), Err(Overflow));
+    assert_eq!(queue.push_event(CHANNEL, step_created(RUN_A, 4, "s4"), Instant::now()), Err(Overflow));
     assert_eq!(queue.push_control("{}".into()), Err(Overflow));
     let seqs: Vec<u64> = summary(&drain(&mut queue)).into_iter().map(|(seq, ..)| seq).collect();
     assert_eq!(seqs, [1, 2, 3], "the refused push changed nothing");
@@ -248,13 +257,16 @@ fn events_that_are_not_deltas_are_never_dropped_and_overflow_the_bounds() {
 #[test]
 fn a_full_queue_still_takes_deltas_it_can_merge() {
     let mut queue = OutboundQueue::new(limits(2, 1));
-    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "a"), Instant::now()).unwrap();
     for seq in 3..50 {
-        assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", "a")), Ok(Pushed::Coalesced));
+        assert_eq!(
+            queue.push_event(CHANNEL, delta(RUN_A, seq, "s1", "a"), Instant::now()),
+            Ok(Pushed::Coalesced)
+        );
     }
     assert_eq!(
-        queue.push_event(CHANNEL, delta(RUN_A, 50, "s2", "b")),
+        queue.push_event(CHANNEL, delta(RUN_A, 50, "s2", "b"), Instant::now()),
         Err(Overflow),
         "a new step needs a place"
     );
@@ -267,14 +279,14 @@ fn the_byte_bound_refuses_a_frame_or_a_merge_that_would_exceed_it() {
     let first = delta(RUN_A, 1, "s1", "a");
     let size = event_frame_len(CHANNEL, &first);
     let mut queue = OutboundQueue::new(OutboundLimits::new(100, size + 100, 100, size).unwrap());
-    queue.push_event(CHANNEL, first).unwrap();
+    queue.push_event(CHANNEL, first, Instant::now()).unwrap();
     assert_eq!(
-        queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")),
+        queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()),
         Ok(Pushed::Coalesced),
         "bytes at high water"
     );
     let big = "x".repeat(100);
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", &big)), Err(Overflow));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", &big), Instant::now()), Err(Overflow));
     assert_eq!(queue.push_control(big), Err(Overflow));
     assert_eq!(summary(&drain(&mut queue)), [(2, "step.delta".into(), "ab".into())]);
 }
@@ -283,7 +295,7 @@ fn the_byte_bound_refuses_a_frame_or_a_merge_that_would_exceed_it() {
 fn an_empty_queue_takes_one_frame_larger_than_its_byte_bound() {
     let mut queue = OutboundQueue::new(OutboundLimits::new(10, 64, 10, 64).unwrap());
     let large = delta(RUN_A, 1, "s1", &"x".repeat(500));
-    assert_eq!(queue.push_event(CHANNEL, large.clone()), Ok(Pushed::Queued));
+    assert_eq!(queue.push_event(CHANNEL, large.clone(), Instant::now()), Ok(Pushed::Queued));
     assert_eq!(queue.push_control("{}".into()), Err(Overflow));
     assert_eq!(text(queue.pop()), event_frame(CHANNEL, &large));
 }
@@ -293,9 +305,9 @@ fn the_byte_count_follows_what_is_queued_and_returns_to_zero() {
     let mut queue = OutboundQueue::new(limits(100, 2));
     queue.push_control("{}".into()).unwrap();
     let first = delta(RUN_A, 1, "s1", "abc");
-    queue.push_event(CHANNEL, first.clone()).unwrap();
+    queue.push_event(CHANNEL, first.clone(), Instant::now()).unwrap();
     assert_eq!(queue.bytes(), 2 + event_frame_len(CHANNEL, &first));
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "defg")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "defg"), Instant::now()).unwrap();
     let merged = queue.bytes() - 2;
     text(queue.pop());
     let frame = text(queue.pop());
@@ -308,13 +320,19 @@ fn the_byte_count_follows_what_is_queued_and_returns_to_zero() {
 fn a_throttled_queue_merges_deltas_below_the_high_water_mark() {
     let mut queue = OutboundQueue::new(limits(16, 8));
     let channel = StreamChannel::Run(RUN_A);
-    queue.push_event(channel, step_created(RUN_A, 1, "s1")).unwrap();
-    queue.push_event(channel, delta(RUN_A, 2, "s1", "a")).unwrap();
+    queue.push_event(channel, step_created(RUN_A, 1, "s1"), Instant::now()).unwrap();
+    queue.push_event(channel, delta(RUN_A, 2, "s1", "a"), Instant::now()).unwrap();
     queue.set_throttled(true);
     assert!(!queue.at_high_water());
-    assert_eq!(queue.push_event(channel, delta(RUN_A, 3, "s1", "b")).unwrap(), Pushed::Coalesced);
+    assert_eq!(
+        queue.push_event(channel, delta(RUN_A, 3, "s1", "b"), Instant::now()).unwrap(),
+        Pushed::Coalesced
+    );
     queue.set_throttled(false);
-    assert_eq!(queue.push_event(channel, delta(RUN_A, 4, "s1", "c")).unwrap(), Pushed::Queued);
+    assert_eq!(
+        queue.push_event(channel, delta(RUN_A, 4, "s1", "c"), Instant::now()).unwrap(),
+        Pushed::Queued
+    );
     let frames = drain(&mut queue);
     assert_eq!(
         summary(&frames),
@@ -353,12 +371,12 @@ fn the_bus_merges_each_steps_consecutive_deltas_and_keeps_every_other_event_in_i
 fn deltas_merged_by_the_bus_are_sent_as_they_came_and_merge_further_in_a_full_queue() {
     let (bus_merged, _) = coalesce_deltas(vec![delta(RUN_A, 1, "s1", "a"), delta(RUN_A, 2, "s1", "b")]);
     let mut queue = OutboundQueue::new(limits(100, 50));
-    queue.push_event(CHANNEL, bus_merged[0].clone()).unwrap();
+    queue.push_event(CHANNEL, bus_merged[0].clone(), Instant::now()).unwrap();
     assert_eq!(text(queue.pop()), event_frame(CHANNEL, &bus_merged[0]));
 
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, bus_merged[0].clone()).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Ok(Pushed::Coalesced));
+    queue.push_event(CHANNEL, bus_merged[0].clone(), Instant::now()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c"), Instant::now()), Ok(Pushed::Coalesced));
     let frames = drain(&mut queue);
     assert_eq!(frames.len(), 1);
     assert_eq!(frames[0]["event"]["data"]["text"], "abc");
@@ -369,8 +387,8 @@ fn deltas_merged_by_the_bus_are_sent_as_they_came_and_merge_further_in_a_full_qu
 fn subscribers_of_one_channel_share_one_event_frame() {
     let event = delta(RUN_A, 1, "s1", "a");
     let (mut first, mut second) = (OutboundQueue::new(limits(10, 5)), OutboundQueue::new(limits(10, 5)));
-    first.push_event(CHANNEL, event.clone()).unwrap();
-    second.push_event(CHANNEL, event.clone()).unwrap();
+    first.push_event(CHANNEL, event.clone(), Instant::now()).unwrap();
+    second.push_event(CHANNEL, event.clone(), Instant::now()).unwrap();
     let (Some(OutFrame::Event(a)), Some(OutFrame::Event(b))) = (first.pop(), second.pop()) else {
         panic!("event frames expected");
     };
@@ -384,7 +402,7 @@ fn a_queue_whose_oldest_frame_waited_past_the_maximum_delay_is_too_late_until_it
     let mut queue = OutboundQueue::new(limits);
     let start = std::time::Instant::now();
     assert!(!queue.too_late(start + std::time::Duration::from_mins(1)), "an empty queue is never late");
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
     queue.push_control("{}".into()).unwrap();
     let now = std::time::Instant::now();
     assert!(!queue.too_late(now + std::time::Duration::from_secs(9)));
@@ -409,10 +427,10 @@ fn a_configured_maximum_delay_applies_and_a_frame_may_wait_exactly_that_long() {
 #[test]
 fn a_delta_with_nothing_to_merge_into_leaves_as_the_bus_published_it_above_the_high_water_mark() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1")).unwrap();
+    queue.push_event(CHANNEL, step_created(RUN_A, 1, "s1"), Instant::now()).unwrap();
     let event = delta(RUN_A, 2, "s1", "hi");
     assert_eq!(
-        queue.push_event(CHANNEL, event.clone()),
+        queue.push_event(CHANNEL, event.clone(), Instant::now()),
         Ok(Pushed::Queued),
         "read, but nothing to merge into"
     );
@@ -427,14 +445,14 @@ fn a_delta_with_nothing_to_merge_into_leaves_as_the_bus_published_it_above_the_h
 #[test]
 fn once_earlier_frames_are_sent_a_delta_still_merges_into_the_queued_one_it_continues() {
     let mut queue = OutboundQueue::new(limits(100, 50));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()).unwrap();
     queue.set_throttled(true);
     assert_eq!(
         summary(&[serde_json::from_str(&text(queue.pop())).unwrap()]),
         [(1, "step.delta".into(), "a".into())]
     );
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Ok(Pushed::Coalesced));
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c"), Instant::now()), Ok(Pushed::Coalesced));
     assert_eq!(summary(&drain(&mut queue)), [(3, "step.delta".into(), "bc".into())]);
 }
 
@@ -456,10 +474,14 @@ fn a_merge_that_fills_the_byte_bound_exactly_is_taken() {
     let size = event_frame_len(CHANNEL, &first);
     let growth = "b".len() + COALESCED_OVERHEAD;
     let mut queue = OutboundQueue::new(OutboundLimits::new(100, size + growth, 100, size).unwrap());
-    queue.push_event(CHANNEL, first).unwrap();
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b")), Ok(Pushed::Coalesced));
+    queue.push_event(CHANNEL, first, Instant::now()).unwrap();
+    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "b"), Instant::now()), Ok(Pushed::Coalesced));
     assert_eq!(queue.bytes(), size + growth);
-    assert_eq!(queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c")), Err(Overflow), "one byte more");
+    assert_eq!(
+        queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "c"), Instant::now()),
+        Err(Overflow),
+        "one byte more"
+    );
 }
 
 #[test]
@@ -467,20 +489,20 @@ fn a_merged_delta_grows_by_the_coalesced_overhead_once_then_by_its_texts() {
     let first = delta(RUN_A, 1, "s1", "a");
     let size = event_frame_len(CHANNEL, &first);
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, first).unwrap();
-    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "bc")).unwrap();
+    queue.push_event(CHANNEL, first, Instant::now()).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 2, "s1", "bc"), Instant::now()).unwrap();
     assert_eq!(queue.bytes(), size + 2 + COALESCED_OVERHEAD);
-    queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "def")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 3, "s1", "def"), Instant::now()).unwrap();
     assert_eq!(queue.bytes(), size + 5 + COALESCED_OVERHEAD);
 }
 
 #[test]
 fn a_delta_whose_text_says_another_seq_than_the_event_is_never_merged() {
     let mut queue = OutboundQueue::new(limits(100, 1));
-    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a")).unwrap();
+    queue.push_event(CHANNEL, delta(RUN_A, 1, "s1", "a"), Instant::now()).unwrap();
     // Published as seq 2, but its client JSON is that of seq 3.
     let inconsistent = LiveEvent::new(RUN_A, 2, delta(RUN_A, 3, "s1", "b").json);
-    assert_eq!(queue.push_event(CHANNEL, inconsistent), Ok(Pushed::Queued));
+    assert_eq!(queue.push_event(CHANNEL, inconsistent, Instant::now()), Ok(Pushed::Queued));
     assert_eq!(queue.coalesced_deltas(), 0);
 }
 
@@ -502,12 +524,12 @@ fn an_emptied_queue_gives_back_the_room_a_burst_took() {
     let run = RunId::from_uuid(Uuid::from_u128(7));
     let mut queue = OutboundQueue::new(limits(64, 32));
     for seq in 1..=20 {
-        queue.push_event(StreamChannel::Run(run), delta(run, seq, "s", "x")).unwrap();
+        queue.push_event(StreamChannel::Run(run), delta(run, seq, "s", "x"), Instant::now()).unwrap();
     }
     assert!(queue.entries.capacity() >= 20);
     assert_eq!(drain(&mut queue).len(), 20);
     assert_eq!(queue.entries.capacity(), 0, "an idle connection holds no queue");
     assert_eq!(queue.last_event.capacity(), 0);
-    queue.push_event(StreamChannel::Run(run), delta(run, 21, "s", "y")).unwrap();
+    queue.push_event(StreamChannel::Run(run), delta(run, 21, "s", "y"), Instant::now()).unwrap();
     assert_eq!(drain(&mut queue).len(), 1, "and the queue works on after it");
 }

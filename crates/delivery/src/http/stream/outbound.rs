@@ -139,7 +139,7 @@ impl Outbound {
         #[allow(clippy::cast_precision_loss, reason = "a queue length is far below 2^52")]
         let over_rate = (self.queue.len() + self.held.len()) as f64 >= available;
         self.queue.set_throttled(over_rate);
-        let pushed = self.queue.push_event_at(channel, event, now)?;
+        let pushed = self.queue.push_event(channel, event, now)?;
         if over_rate {
             metrics::throttled();
         }
